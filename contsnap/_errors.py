@@ -1,0 +1,41 @@
+"""The exceptions contsnap raises; every one subclasses :class:`CheckpointError`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "CodeChangedError",
+    "NotCheckpointableError",
+    "SnapshotCorruptError",
+    "SnapshotSignatureError",
+]
+
+
+class CheckpointError(Exception):
+    """Base class of every error contsnap raises about capturing or restoring state."""
+
+    __module__ = "contsnap"
+
+
+class NotCheckpointableError(CheckpointError):
+    """A live value or a frame cannot be captured (names variable, type, function, file:line)."""
+
+    __module__ = "contsnap"
+
+
+class CodeChangedError(CheckpointError):
+    """The snapshot was taken from code that has changed since; resuming it would be a guess."""
+
+    __module__ = "contsnap"
+
+
+class SnapshotCorruptError(CheckpointError):
+    """The snapshot bytes are truncated, altered or not a contsnap snapshot at all."""
+
+    __module__ = "contsnap"
+
+
+class SnapshotSignatureError(CheckpointError):
+    """The snapshot's HMAC signature is missing, wrong, or cannot be checked."""
+
+    __module__ = "contsnap"
