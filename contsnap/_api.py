@@ -1,0 +1,82 @@
+"""The public snapshot functions: frames -> payload -> envelope, and back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any
+
+from . import _envelope
+from ._errors import CheckpointError
+from ._snapshot import capture, copy_generator, from_payload, info_of, to_payload
+from ._snapshot import detach as _detach
+
+
+def configure(*, key: bytes | str | None = None) -> None:
+    """Set the process-wide signing key (``None`` clears it; ``CONTSNAP_KEY`` is the fallback).
+
+    Once a key is in effect, :func:`dumps` signs with it and :func:`loads`
+    refuses snapshots that are unsigned or signed with another key.
+    """
+    _envelope.configure_key(key)
+
+
+def _frames(obj: Any) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    current = obj
+    while info_of(current) is not None and len(frames) < 64:
+        state = capture(current)
+        info = state.info
+        frames.append(
+            {
+                "qualname": info.qualname,
+                "module": info.module,
+                "file": info.filename,
+                "line": info.line_of(state.label),
+                "state": state.status,
+                "fingerprint": info.fingerprint,
+                "locals": {
+                    name: type(value).__qualname__
+                    for name, value in state.values.items()
+                    if not name.startswith("_cs_")
+                },
+            }
+        )
+        current = state.delegate
+    return frames
+
+
+def dumps(obj: Any, *, key: bytes | str | None = None) -> bytes:
+    """Snapshot a paused checkpointable generator (or any object holding some) to bytes.
+
+    The generator is not changed: the snapshot is a copy. The bytes carry an
+    integrity hash and, with a key (argument, :func:`configure` or
+    ``CONTSNAP_KEY``), an HMAC-SHA256 signature.
+    """
+    payload = to_payload(obj)
+    meta = {"created_at": round(time.time(), 3), "frames": _frames(obj)}
+    return _envelope.seal(payload, meta, key=_envelope.effective_key(key))
+
+
+def loads(data: bytes, *, key: bytes | str | None = None) -> Any:
+    """Rebuild what :func:`dumps` saved: a generator paused where the original was."""
+    _meta, payload = _envelope.unseal(data, key=_envelope.effective_key(key))
+    return from_payload(payload)
+
+
+def describe(data: bytes) -> dict[str, Any]:
+    """The metadata of a snapshot, read without a key and without unpickling anything."""
+    return _envelope.read_meta(data)
+
+
+def fork(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """A second live continuation of ``gen``, with its own copy of every local."""
+    return copy_generator(gen)
+
+
+def detach(gen: Generator[Any, Any, Any]) -> None:
+    """End ``gen`` without running its ``finally`` blocks: its continuation lives elsewhere."""
+    _detach(gen)
+
+
+__all__ = ["CheckpointError", "configure", "describe", "detach", "dumps", "fork", "loads"]

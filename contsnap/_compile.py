@@ -1,0 +1,211 @@
+"""Assemble and compile the two variants of a transformed generator function.
+
+Both variants are compiled from one generated module under the user's real
+filename, with every line number mapped back to the user's source, so
+tracebacks, ``linecache`` and debuggers show the original file and line.
+Each variant is wrapped in a factory function so that the original's free
+variables (and, for the resume variant, its cell variables too) are *free*
+variables of the compiled code: a restore then hands the saved cell objects in
+as the closure, and closures made before the snapshot share them.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ._transform import Line, LabelInfo, Rendered, TransformResult, block, render
+
+FRESH_FACTORY = "__contsnap_fresh__"
+RESUME_FACTORY = "__contsnap_resume__"
+
+
+@dataclass
+class Compiled:
+    """Everything built from one generator function's source."""
+
+    fresh_code: types.CodeType
+    resume_code: types.CodeType
+    labels: dict[int, LabelInfo]
+    fingerprint: str
+    #: the user's own locals (saved whenever bound)
+    user_names: tuple[str, ...]
+    #: cell and free variables, in the order of ``_cs_cellref.__closure__``
+    cell_names: tuple[str, ...]
+    cellvars: tuple[str, ...]
+    first_param: str | None
+    source: str
+
+
+def _enclosing_class(qualname: str) -> str | None:
+    parts = qualname.split(".")
+    if len(parts) >= 2 and parts[-2] != "<locals>":
+        return parts[-2]
+    return None
+
+
+def _factory(
+    factory: str,
+    result: TransformResult,
+    class_name: str | None,
+    factory_locals: list[str],
+    signature: str,
+    body: list[Line],
+) -> Line:
+    src = result.def_line
+    inner: list[Line] = []
+    names = [n for n in factory_locals if not (class_name and n == "__class__")]
+    if names:
+        inner.append(Line(" = ".join(names) + " = None", src))
+    func = block(f"def {result.name}({signature}):", src, body)
+    if class_name is not None:
+        inner.append(block(f"class {class_name}:", src, [func]))
+    else:
+        inner.append(func)
+    return block(f"def {factory}():", src, inner)
+
+
+def _cellref(cell_names: tuple[str, ...], src: int) -> list[Line]:
+    if not cell_names:
+        return []
+    return [Line(f"_cs_cellref = lambda: ({', '.join(cell_names)},)", src)]
+
+
+def _compile(rendered: Rendered, filename: str) -> types.CodeType:
+    tree = ast.parse(rendered.text, filename)
+    for node in ast.walk(tree):
+        lineno = getattr(node, "lineno", None)
+        if lineno is None:
+            continue
+        start, shift = rendered.line_map.get(lineno, (1, None))
+        end_lineno = getattr(node, "end_lineno", None) or lineno
+        end, end_shift = rendered.line_map.get(end_lineno, (start, None))
+        node.lineno = start  # type: ignore[attr-defined]
+        node.end_lineno = max(start, end)  # type: ignore[attr-defined]
+        col = getattr(node, "col_offset", -1)
+        end_col = getattr(node, "end_col_offset", -1)
+        if shift is None or end_shift is None or col is None or end_col is None:
+            node.col_offset = node.end_col_offset = -1  # type: ignore[attr-defined]
+        else:
+            node.col_offset = col + shift  # type: ignore[attr-defined]
+            node.end_col_offset = end_col + end_shift  # type: ignore[attr-defined]
+            if start >= end and node.end_col_offset < node.col_offset:  # type: ignore[attr-defined]
+                node.col_offset = node.end_col_offset = -1  # type: ignore[attr-defined]
+    return compile(tree, filename, "exec", dont_inherit=True)
+
+
+def _walk_codes(code: types.CodeType) -> Iterator[types.CodeType]:
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield const
+            yield from _walk_codes(const)
+
+
+def _find(module_code: types.CodeType, factory: str, name: str) -> types.CodeType:
+    for code in _walk_codes(module_code):
+        if code.co_name == factory:
+            for inner in _walk_codes(code):
+                if inner.co_name == name:
+                    return inner
+    raise AssertionError(f"compiled {factory} has no {name}")
+
+
+def _requalify(code: types.CodeType, old: str, new: str) -> types.CodeType:
+    """Rename the factory-made qualnames (``__contsnap_fresh__.<locals>.f``) to the user's."""
+
+    def fix(text: str) -> str:
+        if text == old:
+            return new
+        if text.startswith(old + "."):
+            return new + text[len(old) :]
+        return text
+
+    consts = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            const = _requalify(const, old, new)
+        elif isinstance(const, str) and sys.version_info < (3, 11):
+            const = fix(const)
+        consts.append(const)
+    changes: dict[str, object] = {"co_consts": tuple(consts)}
+    if sys.version_info >= (3, 11):
+        changes["co_qualname"] = fix(code.co_qualname)
+    return code.replace(**changes)  # type: ignore[arg-type]
+
+
+def compile_function(
+    result: TransformResult,
+    *,
+    filename: str,
+    qualname: str,
+    freevars: tuple[str, ...],
+    cellvars: tuple[str, ...],
+) -> Compiled:
+    """Compile the fresh and resume variants of a transformed function."""
+    class_name = _enclosing_class(qualname)
+    cell_names = (*cellvars, *freevars)
+    src = result.def_line
+
+    fresh_body = [*_cellref(cell_names, src), *result.fresh]
+    fresh_factory = _factory(
+        FRESH_FACTORY, result, class_name, list(freevars), result.params, fresh_body
+    )
+    probe = _compile(render([fresh_factory]), filename)
+    fresh_probe = _find(probe, FRESH_FACTORY, result.name)
+    varnames = [n for n in fresh_probe.co_varnames if n not in cellvars]
+    user_names = tuple(n for n in varnames if not n.startswith("_cs_"))
+    restorable = [n for n in varnames if n not in ("_cs_label", "_cs_cellref")]
+
+    # The first positional parameter stays the first parameter of the resume
+    # variant so that zero-argument super() finds it; restore passes a
+    # placeholder and the prologue rebinds it from the saved values.
+    first = result.first_param
+    signature = "_cs_box"
+    if first is not None:
+        signature = f"{'_cs_p0' if first in cellvars else first}, _cs_box"
+    prologue: list[Line] = []
+    if cellvars:
+        prologue.append(Line(f"nonlocal {', '.join(cellvars)}", src))
+    prologue += [
+        Line("_cs_label = _cs_box.label", src),
+        Line("_cs_resuming = _cs_label != 0", src),
+        Line("_cs_v = _cs_box.values", src),
+    ]
+    for name in restorable:
+        prologue.append(
+            block(f"if {name!r} in _cs_v:", src, [Line(f"{name} = _cs_v[{name!r}]", src)])
+        )
+    if first is not None and first not in cellvars:
+        prologue.append(
+            block(f"if {first} is __contsnap_rt__.UNBOUND:", src, [Line(f"del {first}", src)])
+        )
+    prologue.append(Line("_cs_v = _cs_box = None", src))
+    resume_body = [*prologue, *_cellref(cell_names, src), *result.resume]
+    resume_factory = _factory(
+        RESUME_FACTORY, result, class_name, [*freevars, *cellvars], signature, resume_body
+    )
+    rendered = render([fresh_factory, resume_factory])
+    module_code = _compile(rendered, filename)
+    inner = f"{class_name}.{result.name}" if class_name else result.name
+    fresh_code = _requalify(
+        _find(module_code, FRESH_FACTORY, result.name), f"{FRESH_FACTORY}.<locals>.{inner}", qualname
+    )
+    resume_code = _requalify(
+        _find(module_code, RESUME_FACTORY, result.name),
+        f"{RESUME_FACTORY}.<locals>.{inner}",
+        qualname,
+    )
+    return Compiled(
+        fresh_code=fresh_code,
+        resume_code=resume_code,
+        labels=result.labels,
+        fingerprint=result.fingerprint,
+        user_names=user_names,
+        cell_names=cell_names,
+        cellvars=cellvars,
+        first_param=first,
+        source=rendered.text,
+    )

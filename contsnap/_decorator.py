@@ -1,0 +1,133 @@
+"""``@checkpointable``: transform a generator function from its source, once per code object."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+from typing import Any, TypeVar
+
+from . import _runtime
+from ._compile import compile_function
+from ._errors import NotCheckpointableError
+from ._info import FunctionInfo
+from ._transform import RT, UnsupportedSyntax, transform_function
+
+F = TypeVar("F")
+
+_CACHE: dict[types.CodeType, FunctionInfo] = {}
+
+
+def checkpointable(fn: F) -> F:
+    """Make a generator function's suspended generators snapshottable.
+
+    The returned function still returns native generators; their frames can be
+    captured by :func:`contsnap.dumps`, ``pickle``, ``copy.deepcopy`` and
+    :func:`contsnap.fork`, and restored where they were paused.
+    """
+    if isinstance(fn, (staticmethod, classmethod)):
+        return type(fn)(checkpointable(fn.__func__))  # type: ignore[return-value]
+    if not isinstance(fn, types.FunctionType):
+        raise TypeError(
+            f"@checkpointable needs a generator function, got {type(fn).__name__} {fn!r}"
+        )
+    if getattr(fn, "__contsnap__", None) is not None:
+        return fn
+    flags = fn.__code__.co_flags
+    if flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+        raise TypeError(
+            f"@checkpointable: {fn.__qualname__} is an async function; "
+            "coroutines and async generators are not supported yet"
+        )
+    if not flags & inspect.CO_GENERATOR:
+        raise TypeError(
+            f"@checkpointable needs a generator function (one that contains yield); "
+            f"{fn.__qualname__} is a plain function"
+        )
+    info = _CACHE.get(fn.__code__)
+    if info is None:
+        info = _build(fn)
+        _CACHE[fn.__code__] = info
+    return _instantiate(fn, info)  # type: ignore[return-value]
+
+
+def _source_of(fn: types.FunctionType) -> tuple[str, int]:
+    try:
+        lines, first = inspect.getsourcelines(fn)
+    except (OSError, TypeError) as exc:
+        raise NotCheckpointableError(
+            f"@checkpointable cannot read the source of {fn.__qualname__} "
+            f"({fn.__code__.co_filename}:{fn.__code__.co_firstlineno}): {exc}. "
+            "It needs the function's source: define it in a .py file, or in a notebook or "
+            "REPL cell that inspect.getsource can read."
+        ) from exc
+    return "".join(lines), max(first, 1)
+
+
+def _build(fn: types.FunctionType) -> FunctionInfo:
+    code = fn.__code__
+    source, first = _source_of(fn)
+    try:
+        result = transform_function(source, first_line=first)
+    except UnsupportedSyntax as exc:
+        raise NotCheckpointableError(
+            f"@checkpointable cannot transform {fn.__qualname__} "
+            f"({code.co_filename}:{exc.line or code.co_firstlineno}): {exc}"
+        ) from None
+    if result.name != code.co_name:
+        raise NotCheckpointableError(
+            f"@checkpointable: the source found for {fn.__qualname__} defines "
+            f"{result.name!r} instead ({code.co_filename}:{first}); was the file edited "
+            "after it was imported?"
+        )
+    compiled = compile_function(
+        result,
+        filename=code.co_filename,
+        qualname=fn.__qualname__,
+        freevars=code.co_freevars,
+        cellvars=code.co_cellvars,
+    )
+    return FunctionInfo(
+        module=fn.__module__ or "",
+        qualname=fn.__qualname__,
+        name=fn.__name__,
+        filename=code.co_filename,
+        def_line=result.def_line,
+        fingerprint=compiled.fingerprint,
+        labels=compiled.labels,
+        user_names=compiled.user_names,
+        cell_names=compiled.cell_names,
+        cellvars=compiled.cellvars,
+        first_param=compiled.first_param,
+        fresh_code=compiled.fresh_code,
+        resume_code=compiled.resume_code,
+        globals=fn.__globals__,
+        source=compiled.source,
+    )
+
+
+def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionType:
+    assert info.fresh_code is not None
+    fn.__globals__.setdefault(RT, _runtime)
+    cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+    closure = tuple(cells[name] for name in info.fresh_code.co_freevars)
+    new = types.FunctionType(
+        info.fresh_code, fn.__globals__, fn.__name__, fn.__defaults__, closure or None
+    )
+    new.__kwdefaults__ = fn.__kwdefaults__
+    new.__annotations__ = fn.__annotations__
+    new.__dict__.update(fn.__dict__)
+    new.__doc__ = fn.__doc__
+    new.__module__ = fn.__module__
+    new.__qualname__ = fn.__qualname__
+    new.__wrapped__ = fn  # type: ignore[attr-defined]
+    if sys.version_info >= (3, 12):
+        new.__type_params__ = fn.__type_params__
+    new.__contsnap__ = info  # type: ignore[attr-defined]
+    info.register()
+    return new
+
+
+def function_info(fn: Any) -> FunctionInfo | None:
+    """The info of a function returned by @checkpointable (None for anything else)."""
+    return getattr(fn, "__contsnap__", None)

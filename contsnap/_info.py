@@ -1,0 +1,163 @@
+"""What contsnap knows about each checkpointable function, and how a snapshot names it.
+
+A snapshot refers to its function's :class:`FunctionInfo`. Functions a fresh
+process can import (module level, methods) are named by import path and
+fingerprint; others (nested functions, ``__main__``, notebook cells) travel by
+value through cloudpickle, and on load the live function of the same name and
+fingerprint is preferred when the process has it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from ._errors import CodeChangedError, SnapshotCorruptError
+from ._transform import LabelInfo
+
+_BY_CODE: dict[types.CodeType, FunctionInfo] = {}
+_BY_NAME: dict[tuple[str, str], FunctionInfo] = {}
+
+
+@dataclass(eq=False)
+class FunctionInfo:
+    """A transformed generator function: its two code objects and its resume labels."""
+
+    module: str
+    qualname: str
+    name: str
+    filename: str
+    def_line: int
+    fingerprint: str
+    labels: dict[int, LabelInfo]
+    user_names: tuple[str, ...]
+    cell_names: tuple[str, ...]
+    cellvars: tuple[str, ...]
+    first_param: str | None
+    fresh_code: types.CodeType | None
+    resume_code: types.CodeType
+    globals: dict[str, Any]
+    source: str = ""
+
+    def line_of(self, label: int) -> int:
+        info = self.labels.get(label)
+        return info.line if info is not None else self.def_line
+
+    def where(self, label: int) -> str:
+        return f"{self.qualname} at {self.filename}:{self.line_of(label)}"
+
+    def saved_names(self, label: int) -> frozenset[str]:
+        """Names captured at ``label``: the user's locals plus the helpers live there."""
+        helpers = self.labels[label].helpers if label in self.labels else frozenset()
+        return frozenset(self.user_names) | helpers
+
+    def register(self) -> None:
+        if self.fresh_code is not None:
+            _BY_CODE[self.fresh_code] = self
+        _BY_CODE[self.resume_code] = self
+        _BY_NAME[(self.module, self.qualname)] = self
+
+    def importable(self) -> bool:
+        return (
+            "<locals>" not in self.qualname
+            and self.module not in ("__main__", "")
+            and _BY_NAME.get((self.module, self.qualname)) is self
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.importable():
+            return (_info_by_name, (self.module, self.qualname, self.fingerprint))
+        return (_info_by_value, (_pickle_by_value(self),))
+
+
+def info_for_code(code: types.CodeType) -> FunctionInfo | None:
+    return _BY_CODE.get(code)
+
+
+def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # the module itself failed: a changed or missing program
+        raise CodeChangedError(
+            f"cannot import module {module!r} to resume {qualname}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    info = _BY_NAME.get((module, qualname))
+    if info is None:
+        raise CodeChangedError(
+            f"{module}.{qualname} is no longer a @checkpointable generator function; "
+            "the snapshot was taken from code that has changed"
+        )
+    if info.fingerprint != fingerprint:
+        raise CodeChangedError(
+            f"{module}.{qualname} ({info.filename}:{info.def_line}) changed since the snapshot "
+            f"was taken (fingerprint {fingerprint} -> {info.fingerprint}); resuming old state "
+            "into new code is refused. Finish the old run with the old code, or register a "
+            "migration."
+        )
+    return info
+
+
+def _pickle_by_value(info: FunctionInfo) -> bytes:
+    closure = tuple(types.CellType() for _ in info.resume_code.co_freevars)
+    carrier = types.FunctionType(info.resume_code, info.globals, info.name, None, closure)
+    carrier.__module__ = info.module
+    carrier.__qualname__ = info.qualname
+    fields = (
+        info.module,
+        info.qualname,
+        info.name,
+        info.filename,
+        info.def_line,
+        info.fingerprint,
+        {k: (v.line, tuple(sorted(v.helpers)), v.delegate) for k, v in info.labels.items()},
+        info.user_names,
+        info.cell_names,
+        info.cellvars,
+        info.first_param,
+    )
+    data: bytes = cloudpickle.dumps((fields, carrier))
+    return data
+
+
+def _info_by_value(data: bytes) -> FunctionInfo:
+    import pickle
+
+    try:
+        fields, carrier = pickle.loads(data)
+        (module, qualname, name, filename, def_line, fingerprint, labels, user_names,
+         cell_names, cellvars, first_param) = fields
+    except CodeChangedError:
+        raise
+    except Exception as exc:
+        raise SnapshotCorruptError(
+            f"the by-value function in the snapshot cannot be rebuilt: {type(exc).__name__}: {exc}"
+        ) from exc
+    live = _BY_NAME.get((module, qualname))
+    if live is not None and live.fingerprint == fingerprint:
+        return live
+    info = FunctionInfo(
+        module=module,
+        qualname=qualname,
+        name=name,
+        filename=filename,
+        def_line=def_line,
+        fingerprint=fingerprint,
+        labels={
+            int(k): LabelInfo(line, frozenset(helpers), delegate)
+            for k, (line, helpers, delegate) in labels.items()
+        },
+        user_names=tuple(user_names),
+        cell_names=tuple(cell_names),
+        cellvars=tuple(cellvars),
+        first_param=first_param,
+        fresh_code=None,
+        resume_code=carrier.__code__,
+        globals=carrier.__globals__,
+    )
+    _BY_CODE[info.resume_code] = info
+    return info

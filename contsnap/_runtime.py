@@ -1,0 +1,139 @@
+"""Helpers that transformed code calls at run time, bound as ``__contsnap_rt__``.
+
+The transform (``contsnap._transform``) emits references to the names defined
+here and nowhere else, so this module is the whole contract between generated
+code and the library. Everything here is small and hot: no imports of the
+snapshot machinery.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+iter = iter  # noqa: A001, PLW0127 - re-exported so user code may shadow the builtins
+next = next  # noqa: A001, PLW0127
+
+
+class _Marker:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<contsnap {self._name}>"
+
+    def __reduce__(self) -> str:
+        return self._name
+
+
+#: Value a resumed generator yields while it is primed; restore discards it.
+PRIME = _Marker("PRIME")
+#: Sentinel for ``next(iterator, END)`` in resumed ``for`` loops.
+END = _Marker("END")
+#: Stands for an unbound first parameter when a frame is rebuilt.
+UNBOUND = _Marker("UNBOUND")
+
+
+class Detach(BaseException):
+    """Thrown into a generator to end it without running its ``finally`` blocks.
+
+    Transformed code lets it pass every ``except`` clause, ``finally`` body and
+    context-manager exit, so the continuation that moved elsewhere is the only
+    one that will run them.
+    """
+
+    __module__ = "contsnap._runtime"
+
+
+def is_detach(exc: BaseException | None) -> bool:
+    """True for a Detach, or an exception group made only of Detach (from ``except*``)."""
+    if isinstance(exc, Detach):
+        return True
+    if sys.version_info >= (3, 11) and isinstance(exc, BaseExceptionGroup):
+        return all(is_detach(inner) for inner in exc.exceptions)
+    return False
+
+
+def live() -> bool:
+    """False while a Detach is propagating: transformed ``finally`` bodies then stay silent."""
+    return not is_detach(sys.exc_info()[1])
+
+
+def yield_from_iter(obj: Any) -> Any:
+    """The iterator ``yield from obj`` delegates to (generators are their own iterator)."""
+    return obj if isinstance(obj, types.GeneratorType) else iter(obj)
+
+
+def with_enter(manager: Any) -> Any:
+    """``type(manager).__enter__(manager)``, refusing non-managers as ``with`` does."""
+    cls = type(manager)
+    try:
+        enter = cls.__enter__
+        cls.__exit__  # noqa: B018 - looked up before entering, as the with statement does
+    except AttributeError:
+        if sys.version_info >= (3, 11):
+            raise TypeError(
+                f"'{cls.__name__}' object does not support the context manager protocol"
+            ) from None
+        raise
+    return enter(manager)
+
+
+def with_exit(manager: Any, exc: BaseException | None) -> Any:
+    """Call ``__exit__`` with the exception being handled (or three ``None``)."""
+    exit_ = type(manager).__exit__
+    if exc is None:
+        return exit_(manager, None, None, None)
+    return exit_(manager, type(exc), exc, exc.__traceback__)
+
+
+class Reattach:
+    """Lets a restored ``yield from`` re-enter a delegate that is already paused.
+
+    Its first ``__next__`` returns :data:`PRIME` without touching the delegate
+    (that is the priming step of restore); afterwards it forwards ``send``,
+    ``throw`` and ``close`` exactly as ``yield from`` would to the delegate.
+    """
+
+    __slots__ = ("_delegate", "_primed")
+
+    def __init__(self, delegate: Any) -> None:
+        self._delegate = delegate
+        self._primed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._primed:
+            self._primed = True
+            return PRIME
+        return next(self._delegate)
+
+    def send(self, value: Any) -> Any:
+        if value is None:
+            return self.__next__()
+        return self._delegate.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        throw = getattr(self._delegate, "throw", None)
+        if throw is not None:
+            if val is None and tb is None:
+                return throw(typ)
+            return throw(typ, val, tb)
+        if isinstance(typ, BaseException):
+            raise typ
+        exc = val if isinstance(val, BaseException) else typ(*(() if val is None else (val,)))
+        raise exc.with_traceback(tb) if tb is not None else exc
+
+    def close(self) -> None:
+        close = getattr(self._delegate, "close", None)
+        if close is not None:
+            close()
+
+
+slice = slice  # noqa: A001, PLW0127

@@ -1,0 +1,118 @@
+"""Source-to-source transform of one generator function (pure: no runtime imports).
+
+``transform_function`` parses the function's source with libcst and returns the
+pieces ``contsnap._compile`` assembles: the parameter list, the body of the
+*fresh* variant (what a call runs), the body of the *resume* variant (what a
+restore runs), the yield labels with the helper locals live at each, and the
+fingerprint of the normalised source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from ._fingerprint import TRANSFORM_VERSION, fingerprint
+from ._lines import Line, Rendered, block, render
+from ._scope import names_used, suspends
+from ._statements import RT, BodyProcessor, LabelInfo, UnsupportedSyntax
+
+__all__ = [
+    "RT",
+    "TRANSFORM_VERSION",
+    "LabelInfo",
+    "Line",
+    "Rendered",
+    "TransformResult",
+    "UnsupportedSyntax",
+    "block",
+    "render",
+    "transform_function",
+]
+
+
+@dataclass
+class TransformResult:
+    name: str
+    def_line: int
+    params: str
+    first_param: str | None
+    fresh: list[Line]
+    resume: list[Line]
+    labels: dict[int, LabelInfo]
+    fingerprint: str
+    indent: str
+
+
+def _find_function(module: cst.Module) -> cst.FunctionDef:
+    class Finder(cst.CSTVisitor):
+        found: cst.FunctionDef | None = None
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            if self.found is None:
+                self.found = node
+            return False
+
+    finder = Finder()
+    module.visit(finder)
+    if finder.found is None:
+        raise UnsupportedSyntax("no function definition found in the source", 0)
+    return finder.found
+
+
+def _params(params: cst.Parameters) -> tuple[str, str | None]:
+    """Parameter names without defaults or annotations (those come from the function object)."""
+    parts = [p.name.value for p in params.posonly_params]
+    if params.posonly_params:
+        parts.append("/")
+    parts.extend(p.name.value for p in params.params)
+    if isinstance(params.star_arg, cst.Param):
+        parts.append("*" + params.star_arg.name.value)
+    elif params.kwonly_params:
+        parts.append("*")
+    parts.extend(p.name.value for p in params.kwonly_params)
+    if params.star_kwarg is not None:
+        parts.append("**" + params.star_kwarg.name.value)
+    positional = [*params.posonly_params, *params.params]
+    return ", ".join(parts), positional[0].name.value if positional else None
+
+
+def transform_function(source: str, *, first_line: int) -> TransformResult:
+    """Transform the generator function whose source (decorators included) starts at first_line."""
+    offset = first_line - 1
+    if source[:1].isspace():
+        source = "if 1:\n" + source
+        offset -= 1
+    module = cst.parse_module(source)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    positions = dict(wrapper.resolve(PositionProvider))
+    func = _find_function(module)
+    def_line = positions[func.name].start.line + offset
+    if func.asynchronous is not None:
+        raise UnsupportedSyntax("async functions are not supported yet", def_line)
+    reserved = sorted(n for n in names_used(func) if n.startswith("_cs_") or n == RT)
+    if reserved:
+        raise UnsupportedSyntax(
+            f"the name {reserved[0]!r} is reserved for contsnap's generated code; rename it",
+            def_line,
+        )
+    if not suspends(func.body):
+        raise UnsupportedSyntax("the function body contains no yield", def_line)
+    processor = BodyProcessor(module, positions, offset)  # type: ignore[arg-type]
+    processor._line = def_line
+    out = processor.body(func.body)
+    params, first = _params(func.params)
+    bare = func.with_changes(decorators=(), leading_lines=())
+    return TransformResult(
+        name=func.name.value,
+        def_line=def_line,
+        params=params,
+        first_param=first,
+        fresh=out.fresh,
+        resume=out.resume,
+        labels=processor.labels,
+        fingerprint=fingerprint(module.code_for_node(bare)),
+        indent=module.default_indent,
+    )

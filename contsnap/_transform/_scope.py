@@ -1,0 +1,114 @@
+"""Questions about a function body that respect Python's scopes.
+
+A ``yield`` inside a nested ``def``, ``lambda``, class body or comprehension
+belongs to that inner scope, except for the parts the enclosing scope
+evaluates itself: decorators, defaults, class bases, and the outermost
+iterable of a comprehension.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+_COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
+
+
+def _own_scope_parts(node: cst.CSTNode) -> list[cst.CSTNode] | None:
+    """Parts of a scope-opening node that the enclosing scope evaluates, or None."""
+    if isinstance(node, cst.FunctionDef):
+        parts: list[cst.CSTNode] = [d for d in node.decorators]
+        parts.append(node.params)
+        if node.returns is not None:
+            parts.append(node.returns)
+        return parts
+    if isinstance(node, cst.Lambda):
+        return [node.params]
+    if isinstance(node, cst.ClassDef):
+        return [*node.decorators, *node.bases, *node.keywords]
+    if isinstance(node, _COMPREHENSIONS):
+        return [node.for_in.iter]
+    return None
+
+
+class _Finder(cst.CSTVisitor):
+    def __init__(self, kinds: tuple[type[cst.CSTNode], ...]) -> None:
+        self.kinds = kinds
+        self.found = False
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if self.found:
+            return False
+        if isinstance(node, self.kinds):
+            self.found = True
+            return False
+        parts = _own_scope_parts(node)
+        if parts is not None:
+            for part in parts:
+                part.visit(self)
+            return False
+        return True
+
+
+def contains(node: cst.CSTNode, kinds: tuple[type[cst.CSTNode], ...]) -> bool:
+    finder = _Finder(kinds)
+    node.visit(finder)
+    return finder.found
+
+
+SUSPENSIONS: tuple[type[cst.CSTNode], ...] = (cst.Yield, cst.Await)
+
+
+def suspends(node: cst.CSTNode) -> bool:
+    """Does evaluating ``node`` in this scope pass a yield or await?"""
+    return contains(node, SUSPENSIONS)
+
+
+class _ExitFinder(cst.CSTVisitor):
+    """Finds ``return`` anywhere, and ``break``/``continue`` not inside an inner loop."""
+
+    def __init__(self) -> None:
+        self.found = False
+        self.loops = 0
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if self.found:
+            return False
+        if isinstance(node, cst.Return):
+            self.found = True
+            return False
+        if isinstance(node, (cst.Break, cst.Continue)) and self.loops == 0:
+            self.found = True
+            return False
+        if _own_scope_parts(node) is not None:
+            return False
+        if isinstance(node, (cst.For, cst.While)):
+            node.iter.visit(self) if isinstance(node, cst.For) else node.test.visit(self)
+            self.loops += 1
+            node.body.visit(self)
+            self.loops -= 1
+            if node.orelse is not None:
+                node.orelse.visit(self)
+            return False
+        return True
+
+
+def exits(node: cst.CSTNode) -> bool:
+    """Can control leave ``node`` by return, or by break/continue of an enclosing loop?"""
+    finder = _ExitFinder()
+    node.visit(finder)
+    return finder.found
+
+
+class _NameCollector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
+
+
+def names_used(node: cst.CSTNode) -> set[str]:
+    """Every identifier spelled anywhere in ``node`` (all scopes)."""
+    collector = _NameCollector()
+    node.visit(collector)
+    return collector.names

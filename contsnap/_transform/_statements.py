@@ -1,0 +1,1031 @@
+"""Rewrite a generator body into its fresh and resume variants in one pass.
+
+For every statement the processor returns an :class:`Out`: the *fresh* code
+(what runs when the generator is called normally), the *resume* code (the same
+statement, able to jump back to a saved yield) and the set of yield labels it
+contains. The rules, in the order a reader meets them:
+
+* A yield anywhere in an expression is hoisted (A-normal form): everything
+  Python would evaluate before it is stored in a ``_cs_t`` temporary first, so
+  the order of evaluation is kept and partial results are named locals.
+* Every yield becomes its own statement preceded by ``_cs_label = k``; a
+  snapshot reads that label from the suspended frame.
+* ``for`` keeps its iterator in ``_cs_iter_n``; ``with`` whose body yields is
+  spelled out (PEP 343) with the manager in ``_cs_mgr_n``; ``match`` arms that
+  yield become an ``if`` chain on ``_cs_arm_n``; an ``except`` handler that
+  yields binds its exception to ``_cs_hx_n``; a ``finally`` that yields is
+  split into explicit copies for the normal, exceptional and
+  return/break/continue exits, each with its own labels.
+* In the resume variant, while ``_cs_resuming`` is true every statement that
+  does not contain the saved label is skipped, loops and ``if`` are entered
+  towards it, an ``except``/``finally`` handler is re-entered by raising the
+  saved exception, and at the label the yield becomes a priming
+  ``yield PRIME`` (``yield from Reattach(...)`` for delegation).
+* ``except`` clauses, ``finally`` bodies and ``with`` exits let
+  ``__contsnap_rt__.Detach`` through untouched, so a moved continuation can end
+  its old copy without running cleanup twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import libcst as cst
+from libcst.metadata import CodeRange
+
+from ._lines import Line, block, verbatim
+from ._scope import exits, suspends
+
+RT = "__contsnap_rt__"
+
+
+class UnsupportedSyntax(Exception):
+    """A construct the transform cannot make resumable (message names the line)."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass
+class LabelInfo:
+    """What restore needs to know about one yield: where it is and what is live there."""
+
+    line: int
+    helpers: frozenset[str]
+    delegate: str | None = None
+
+
+@dataclass
+class Out:
+    fresh: list[Line]
+    resume: list[Line]
+    labels: frozenset[int] = field(default_factory=frozenset)
+
+
+@dataclass
+class _FinallyExit:
+    """A ``finally`` with yields that a return/break/continue may pass through."""
+
+    state: str
+    value: str
+    loop_depth: int
+    kinds: set[str] = field(default_factory=set)
+
+
+def plain(lines: list[Line]) -> Out:
+    return Out(lines, lines)
+
+
+def cond(labels: Iterable[int]) -> str:
+    """A test for "the saved label is one of these" (labels of a statement are contiguous)."""
+    ordered = sorted(labels)
+    lo, hi = ordered[0], ordered[-1]
+    assert hi - lo + 1 == len(ordered), ordered
+    return f"_cs_label == {lo}" if lo == hi else f"{lo} <= _cs_label <= {hi}"
+
+
+def _suite(node: cst.BaseSuite) -> Sequence[cst.CSTNode]:
+    return node.body
+
+
+class BodyProcessor:
+    """Turns the statements of one generator function into fresh and resume code."""
+
+    def __init__(
+        self,
+        module: cst.Module,
+        positions: dict[cst.CSTNode, CodeRange],
+        line_offset: int,
+    ) -> None:
+        self.module = module
+        self.positions = positions
+        self.line_offset = line_offset
+        self.labels: dict[int, LabelInfo] = {}
+        self.live: list[str] = []
+        self.temps_live: list[str] = []
+        self.finally_exits: list[_FinallyExit] = []
+        self.loop_depth = 0
+        self._counter = 0
+        self._line = 0
+
+    # ------------------------------------------------------------------ basics
+
+    def where(self, node: cst.CSTNode) -> tuple[int, int]:
+        pos = self.positions.get(node)
+        if pos is None:
+            return self._line, 0
+        return pos.start.line + self.line_offset, pos.start.column
+
+    def code(self, node: cst.CSTNode) -> str:
+        text = self.module.code_for_node(node)
+        if isinstance(node, cst.BaseExpression):
+            text = text.strip()
+            if "\n" in text:
+                text = f"({text})"
+        return text
+
+    def fresh_name(self, kind: str) -> str:
+        self._counter += 1
+        return f"_cs_{kind}_{self._counter}"
+
+    def temp(self) -> str:
+        name = self.fresh_name("t")
+        self.temps_live.append(name)
+        return name
+
+    def line(self, text: str) -> Line:
+        return Line(text, self._line)
+
+    def assign(self, target: str, value: str) -> Out:
+        return plain([self.line(f"{target} = {value}")])
+
+    def new_label(self, delegate: str | None = None) -> int:
+        label = len(self.labels) + 1
+        helpers = frozenset(self.live) | frozenset(self.temps_live)
+        if delegate is not None:
+            helpers |= {delegate}
+        self.labels[label] = LabelInfo(self._line, helpers, delegate)
+        return label
+
+    def unsupported(self, what: str, node: cst.CSTNode) -> UnsupportedSyntax:
+        return UnsupportedSyntax(what, self.where(node)[0])
+
+    # ----------------------------------------------------------------- blocks
+
+    def combine(self, outs: list[Out]) -> Out:
+        """Sequence statements; in the resume variant skip those without the saved label."""
+        fresh = [line for out in outs for line in out.fresh]
+        labels = frozenset().union(*(out.labels for out in outs))
+        if not labels:
+            return Out(fresh, fresh)
+        resume: list[Line] = []
+        pending: list[Line] = []
+        for out in outs:
+            if not out.labels:
+                pending.extend(out.fresh)
+                continue
+            if pending:
+                resume.append(block("if not _cs_resuming:", pending[0].src, pending))
+                pending = []
+            first = out.resume[0].src if out.resume else self._line
+            resume.append(
+                block(f"if not _cs_resuming or {cond(out.labels)}:", first, out.resume)
+            )
+        if pending:
+            resume.append(block("if not _cs_resuming:", pending[0].src, pending))
+        return Out(fresh, resume, labels)
+
+    def body(self, suite: cst.BaseSuite | Sequence[cst.CSTNode]) -> Out:
+        nodes = suite if isinstance(suite, Sequence) else _suite(suite)
+        outs: list[Out] = []
+        for node in nodes:
+            outs.extend(self.statement(node))
+        return self.combine(outs)
+
+    def guarded(self, out: Out) -> list[Line]:
+        """Resume code of a block that may be entered while resuming towards elsewhere."""
+        if out.labels:
+            return out.resume
+        return [block("if not _cs_resuming:", out.fresh[0].src if out.fresh else self._line,
+                      out.fresh)] if out.fresh else []
+
+    # ------------------------------------------------------------- statements
+
+    def statement(self, node: cst.CSTNode) -> list[Out]:
+        line, col = self.where(node)
+        saved_line = self._line
+        self._line = line
+        try:
+            if not self._needs_work(node):
+                return [self.copy(node)]
+            if isinstance(node, cst.SimpleStatementLine):
+                outs: list[Out] = []
+                for small in node.body:
+                    outs.extend(self.statement(small))
+                return outs
+            handler = getattr(self, "do_" + type(node).__name__, None)
+            if handler is None:
+                raise self.unsupported(
+                    f"a yield inside a {type(node).__name__} statement is not supported", node
+                )
+            mark = len(self.temps_live)
+            result: list[Out] = handler(node)
+            del self.temps_live[mark:]
+            return result
+        finally:
+            self._line = saved_line
+
+    def _needs_work(self, node: cst.CSTNode) -> bool:
+        if suspends(node):
+            return True
+        return bool(self.finally_exits) and exits(node)
+
+    def copy(self, node: cst.CSTNode) -> Out:
+        line, col = self.where(node)
+        if isinstance(node, (cst.BaseSmallStatement,)):
+            node = node.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
+        elif hasattr(node, "leading_lines"):
+            node = node.with_changes(leading_lines=())
+        text = self.module.code_for_node(node).rstrip("\n").rstrip()
+        return plain([verbatim(text, line, col)])
+
+    # -- simple statements
+
+    def do_Expr(self, node: cst.Expr) -> list[Out]:
+        if isinstance(node.value, cst.Yield):
+            return self.yield_statement(None, node.value)
+        pre, value = self.anf(node.value)
+        return [*pre, plain([self.line(self.code(value))])]
+
+    def do_Assign(self, node: cst.Assign) -> list[Out]:
+        targets = [t.target for t in node.targets]
+        if isinstance(node.value, cst.Yield) and not any(suspends(t) for t in targets):
+            return self.yield_statement(" = ".join(self.code(t) for t in targets), node.value)
+        pre, value = self.anf(node.value)
+        if any(suspends(t) for t in targets):
+            hold = self.temp()
+            pre.append(self.assign(hold, self.code(value)))
+            for target in targets:
+                tpre, new_target = self.anf_target(target)
+                pre.extend(tpre)
+                pre.append(self.assign(self.code(new_target), hold))
+            return pre
+        names = " = ".join(self.code(t) for t in targets)
+        return [*pre, self.assign(names, self.code(value))]
+
+    def do_AnnAssign(self, node: cst.AnnAssign) -> list[Out]:
+        if node.value is None or suspends(node.target) or suspends(node.annotation):
+            raise self.unsupported("a yield inside an annotation or target is not supported", node)
+        head = f"{self.code(node.target)}: {self.code(node.annotation.annotation)}"
+        if isinstance(node.value, cst.Yield):
+            return self.yield_statement(head, node.value)
+        pre, value = self.anf(node.value)
+        return [*pre, self.assign(head, self.code(value))]
+
+    def do_AugAssign(self, node: cst.AugAssign) -> list[Out]:
+        op = self.code(node.operator).strip()
+        target = node.target
+        pre, new_target = self.anf_target(target)
+        if not suspends(node.value):
+            return [*pre, plain([self.line(f"{self.code(new_target)} {op} {self.code(node.value)}")])]
+        # Python loads the target before it evaluates the right-hand side.
+        current = self.fresh_name("aug")
+        self.temps_live.append(current)
+        if isinstance(new_target, cst.Attribute):
+            obj = self._hold(new_target.value, pre)
+            store = f"{obj}.{new_target.attr.value}"
+        elif isinstance(new_target, cst.Subscript):
+            obj = self._hold(new_target.value, pre)
+            index = self._hold_slice(new_target, pre)
+            store = f"{obj}[{index}]"
+        else:
+            store = self.code(new_target)
+        pre.append(self.assign(current, store))
+        vpre, value = self.anf(node.value)
+        pre.extend(vpre)
+        pre.append(plain([self.line(f"{current} {op} {self.code(value)}")]))
+        pre.append(self.assign(store, current))
+        return pre
+
+    def _hold(self, expr: cst.BaseExpression, pre: list[Out]) -> str:
+        if isinstance(expr, cst.Name) and expr.value.startswith("_cs_"):
+            return expr.value
+        name = self.temp()
+        pre.append(self.assign(name, self.code(expr)))
+        return name
+
+    def _hold_slice(self, sub: cst.Subscript, pre: list[Out]) -> str:
+        def one(element: cst.SubscriptElement) -> str:
+            part = element.slice
+            if isinstance(part, cst.Index):
+                return self.code(part.value)
+            bounds = (part.lower, part.upper, part.step)
+            return f"{RT}.slice({', '.join('None' if b is None else self.code(b) for b in bounds)})"
+
+        if len(sub.slice) == 1:
+            only = sub.slice[0].slice
+            if isinstance(only, cst.Index) and only.star is None:
+                return self._hold(only.value, pre)
+            text = one(sub.slice[0])
+        else:
+            text = "(" + ", ".join(one(e) for e in sub.slice) + ",)"
+        hold = self.temp()
+        pre.append(self.assign(hold, text))
+        return hold
+
+    def do_Return(self, node: cst.Return) -> list[Out]:
+        pre: list[Out] = []
+        value: str | None = None
+        if node.value is not None:
+            if isinstance(node.value, cst.Yield):
+                hold = self.temp()
+                pre.extend(self.yield_statement(hold, node.value))
+                value = hold
+            else:
+                vpre, expr = self.anf(node.value)
+                pre.extend(vpre)
+                value = self.code(expr)
+        if not self.finally_exits:
+            return [*pre, plain([self.line("return" if value is None else f"return {value}")])]
+        hold = self.fresh_name("ret")
+        lines = [self.line(f"{hold} = {value if value is not None else 'None'}")]
+        for fin in self.finally_exits:
+            fin.kinds.add("return")
+            lines.append(self.line(f"{fin.value} = {hold}"))
+            lines.append(self.line(f"{fin.state} = 4"))
+        lines.append(self.line(f"return {hold}"))
+        return [*pre, plain(lines)]
+
+    def _loop_exit(self, word: str, code: int) -> list[Out]:
+        lines = []
+        for fin in self.finally_exits:
+            if fin.loop_depth == self.loop_depth:
+                fin.kinds.add(word)
+                lines.append(self.line(f"{fin.state} = {code}"))
+        lines.append(self.line(word))
+        return [plain(lines)]
+
+    def do_Break(self, node: cst.Break) -> list[Out]:
+        return self._loop_exit("break", 2)
+
+    def do_Continue(self, node: cst.Continue) -> list[Out]:
+        return self._loop_exit("continue", 3)
+
+    def do_Raise(self, node: cst.Raise) -> list[Out]:
+        parts = [p for p in (node.exc, node.cause.item if node.cause else None) if p is not None]
+        pre, new = self.anf_sequence(parts)
+        text = "raise"
+        if node.exc is not None:
+            text += f" {self.code(new[0])}"
+        if node.cause is not None:
+            text += f" from {self.code(new[1])}"
+        return [*pre, plain([self.line(text)])]
+
+    def do_Assert(self, node: cst.Assert) -> list[Out]:
+        pre, test = self.anf(node.test)
+        raise_out: list[Out]
+        if node.msg is None:
+            raise_out = [plain([self.line("raise AssertionError")])]
+        else:
+            mpre, msg = self.anf(node.msg)
+            raise_out = [*mpre, plain([self.line(f"raise AssertionError({self.code(msg)})")])]
+        check = self.if_out(f"not ({self.code(test)})", self.combine(raise_out), None)
+        return [self.if_out("__debug__", self.combine([*pre, check]), None)]
+
+    def do_Del(self, node: cst.Del) -> list[Out]:
+        pre, target = self.anf_target(node.target)
+        return [*pre, plain([self.line(f"del {self.code(target)}")])]
+
+    # -- the yield statement itself
+
+    def yield_statement(self, target: str | None, node: cst.Yield) -> list[Out]:
+        pre: list[Out] = []
+        assign = f"{target} = " if target else ""
+        if isinstance(node.value, cst.From):
+            vpre, value = self.anf(node.value.item)
+            pre.extend(vpre)
+            delegate = self.fresh_name("dlg")
+            label = self.new_label(delegate)
+            fresh = [
+                self.line(f"{delegate} = {RT}.yield_from_iter({self.code(value)})"),
+                self.line(f"_cs_label = {label}"),
+                self.line(f"{assign}yield from {delegate}"),
+            ]
+            resuming = [
+                self.line("_cs_resuming = False"),
+                self.line(f"{assign}yield from {RT}.Reattach({delegate})"),
+            ]
+        else:
+            text = ""
+            if node.value is not None:
+                vpre, value = self.anf(node.value)
+                pre.extend(vpre)
+                text = " " + self.code(value)
+            label = self.new_label()
+            fresh = [self.line(f"_cs_label = {label}"), self.line(f"{assign}yield{text}")]
+            resuming = [
+                self.line("_cs_resuming = False"),
+                self.line(f"{assign}yield {RT}.PRIME"),
+            ]
+        resume = [
+            block("if _cs_resuming:", self._line, resuming),
+            block("else:", self._line, fresh),
+        ]
+        return [*pre, Out(fresh, resume, frozenset({label}))]
+
+    # -- compound statements
+
+    def if_out(self, test: str, body: Out, orelse: Out | None) -> Out:
+        """``if test: body else: orelse``; resuming enters the branch with the label."""
+        src = self._line
+        fresh = [block(f"if {test}:", src, body.fresh)]
+        if orelse is not None and orelse.fresh:
+            fresh.append(block("else:", src, orelse.fresh))
+        labels = body.labels | (orelse.labels if orelse else frozenset())
+        if not labels:
+            return Out(fresh, fresh)
+        pick = cond(body.labels) if body.labels else "False"
+        resume = [block(f"if ({pick}) if _cs_resuming else ({test}):", src, self.guarded(body))]
+        if orelse is not None and orelse.fresh:
+            resume.append(block("else:", src, self.guarded(orelse)))
+        return Out(fresh, resume, labels)
+
+    def do_If(self, node: cst.If) -> list[Out]:
+        pre, test = self.anf(node.test)
+        body = self.body(node.body)
+        orelse: Out | None = None
+        if isinstance(node.orelse, cst.Else):
+            orelse = self.body(node.orelse.body)
+        elif isinstance(node.orelse, cst.If):
+            orelse = self.combine(self.statement(node.orelse))
+        return [*pre, self.if_out(self.code(test), body, orelse)]
+
+    def loop_body(self, suite: cst.BaseSuite | list[Out], helpers: Sequence[str] = ()) -> Out:
+        self.live.extend(helpers)
+        self.loop_depth += 1
+        try:
+            if isinstance(suite, list):
+                return self.combine(suite)
+            return self.body(suite)
+        finally:
+            self.loop_depth -= 1
+            del self.live[len(self.live) - len(helpers) :]
+
+    def do_While(self, node: cst.While) -> list[Out]:
+        if not suspends(node.test):
+            body = self.loop_body(node.body)
+            orelse = self.body(node.orelse.body) if node.orelse else None
+            return [self.while_out(self.code(node.test), body, orelse)]
+        # The test yields: ``while True`` with the test at the top of the body.
+        flag = self.fresh_name("welse") if node.orelse else None
+        pre: list[Out] = []
+        if flag:
+            pre.append(self.assign(flag, "False"))
+        self.live.extend([flag] if flag else [])
+        self.loop_depth += 1
+        try:
+            tpre, test = self.anf(node.test)
+            stop = [self.line(f"{flag} = True")] if flag else []
+            stop.append(self.line("break"))
+            check = plain([block(f"if not ({self.code(test)}):", self._line, stop)])
+            inner = [*tpre, check, *self._statements_of(node.body)]
+            body = self.combine(inner)
+        finally:
+            self.loop_depth -= 1
+            if flag:
+                self.live.pop()
+        loop = self.while_out("True", body, None)
+        outs = [*pre, loop]
+        if flag and node.orelse:
+            outs.append(self.if_out(flag, self.body(node.orelse.body), None))
+        return outs
+
+    def _statements_of(self, suite: cst.BaseSuite) -> list[Out]:
+        outs: list[Out] = []
+        for stmt in _suite(suite):
+            outs.extend(self.statement(stmt))
+        return outs
+
+    def while_out(self, test: str, body: Out, orelse: Out | None) -> Out:
+        src = self._line
+        fresh = [block(f"while {test}:", src, body.fresh)]
+        if orelse is not None:
+            fresh.append(block("else:", src, orelse.fresh))
+        labels = body.labels | (orelse.labels if orelse else frozenset())
+        if not labels:
+            return Out(fresh, fresh)
+        pick = cond(body.labels) if body.labels else "False"
+        resume = [block(f"while ({pick}) if _cs_resuming else ({test}):", src, body.resume)]
+        if orelse is not None:
+            resume.append(block("else:", src, self.guarded(orelse)))
+        return Out(fresh, resume, labels)
+
+    def do_For(self, node: cst.For) -> list[Out]:
+        if node.asynchronous is not None:
+            raise self.unsupported("async for is not supported in a generator", node)
+        pre, iterable = self.anf(node.iter)
+        iterator = self.fresh_name("iter")
+        item = self.fresh_name("item")
+        setup = self.assign(iterator, f"{RT}.iter({self.code(iterable)})")
+        body = self.loop_body(node.body, [iterator])
+        orelse = self.body(node.orelse.body) if node.orelse else None
+        target = self.code(node.target)
+        src = self._line
+        fresh = [block(f"for {target} in {iterator}:", src, body.fresh)]
+        if orelse is not None:
+            fresh.append(block("else:", src, orelse.fresh))
+        labels = body.labels | (orelse.labels if orelse else frozenset())
+        if not labels:
+            return [*pre, setup, Out(fresh, fresh)]
+        pick = cond(body.labels) if body.labels else "False"
+        step = f"(({item} := {RT}.next({iterator}, {RT}.END)) is not {RT}.END)"
+        bind = block("if not _cs_resuming:", src, [self.line(f"{target} = {item}")])
+        resume = [block(f"while ({pick}) if _cs_resuming else {step}:", src, [bind, *body.resume])]
+        if orelse is not None:
+            resume.append(block("else:", src, self.guarded(orelse)))
+        return [*pre, setup, Out(fresh, resume, labels)]
+
+    def do_With(self, node: cst.With) -> list[Out]:
+        if node.asynchronous is not None:
+            raise self.unsupported("async with is not supported in a generator", node)
+        if len(node.items) > 1:
+            inner = node.with_changes(items=node.items[1:])
+            outer = node.with_changes(
+                items=[node.items[0].with_changes(comma=cst.MaybeSentinel.DEFAULT)],
+                body=cst.IndentedBlock(body=[inner]),
+            )
+            self.positions[outer] = self.positions.get(node)  # type: ignore[assignment]
+            self.positions[inner] = self.positions.get(node)  # type: ignore[assignment]
+            return self.do_With(outer)
+        item = node.items[0]
+        if item.asname is not None and suspends(item.asname.name):
+            raise self.unsupported("a yield inside a with target is not supported", node)
+        pre, manager = self.anf(item.item)
+        if not suspends(node.body) and not (self.finally_exits and exits(node.body)):
+            header = self.code(manager)
+            if item.asname is not None:
+                header += f" as {self.code(item.asname.name)}"
+            body = self.body(node.body)
+            return [*pre, plain([block(f"with {header}:", self._line, body.fresh)])]
+        n = self.fresh_name("w")[len("_cs_w_") :]
+        mgr, owed, entered, caught = (f"_cs_mgr_{n}", f"_cs_wx_{n}", f"_cs_ent_{n}", f"_cs_we_{n}")
+        setup = plain(
+            [
+                self.line(f"{mgr} = {self.code(manager)}"),
+                self.line(f"{entered} = {RT}.with_enter({mgr})"),
+                self.line(f"{owed} = True"),
+            ]
+        )
+        self.live.extend([mgr, owed])
+        try:
+            body = self.body(node.body)
+        finally:
+            del self.live[-2:]
+        src = self._line
+        bind: list[Line] = []
+        if item.asname is not None:
+            bind = [self.line(f"{self.code(item.asname.name)} = {entered}")]
+        handler = block(
+            f"except BaseException as {caught}:",
+            src,
+            [
+                self.line(f"{owed} = False"),
+                block(
+                    f"if {RT}.is_detach({caught}) or not {RT}.with_exit({mgr}, {caught}):",
+                    src,
+                    [self.line("raise")],
+                ),
+            ],
+        )
+        final = block(
+            "finally:",
+            src,
+            [
+                block(
+                    f"if {owed}:",
+                    src,
+                    [self.line(f"{owed} = False"), self.line(f"{RT}.with_exit({mgr}, None)")],
+                )
+            ],
+        )
+        fresh = [block("try:", src, [*bind, *body.fresh]), handler, final]
+        if not body.labels:
+            return [*pre, setup, Out(fresh, fresh)]
+        rebind = [block("if not _cs_resuming:", src, bind)] if bind else []
+        resume = [block("try:", src, [*rebind, *body.resume]), handler, final]
+        return [*pre, setup, Out(fresh, resume, body.labels)]
+
+    def do_Match(self, node: cst.Match) -> list[Out]:
+        pre, subject = self.anf(node.subject)
+        for case in node.cases:
+            if case.guard is not None and suspends(case.guard):
+                raise self.unsupported(
+                    "a yield inside a match guard is not supported; compute it before the match",
+                    case,
+                )
+        arm = self.fresh_name("arm")
+        src = self._line
+        cases: list[Line] = []
+        arms: list[tuple[int, cst.MatchCase]] = []
+        for case in node.cases:
+            head = f"case {self.code(case.pattern)}"
+            if case.guard is not None:
+                head += f" if {self.code(case.guard)}"
+            case_line = self.where(case)[0]
+            if suspends(case.body) or (self.finally_exits and exits(case.body)):
+                arms.append((len(arms) + 1, case))
+                cases.append(block(head + ":", case_line, [Line(f"{arm} = {len(arms)}", case_line)]))
+            else:
+                cases.append(block(head + ":", case_line, self.body(case.body).fresh))
+        lines = [self.line(f"{arm} = 0"), block(f"match {self.code(subject)}:", src, cases)]
+        outs = [*pre, plain(lines)]
+        chain: Out | None = None
+        for number, case in reversed(arms):
+            saved = self._line
+            self._line = self.where(case)[0]
+            chain = self.if_out(f"{arm} == {number}", self.body(case.body), chain)
+            self._line = saved
+        if chain is not None:
+            outs.append(chain)
+        return outs
+
+    def do_Try(self, node: cst.Try | cst.TryStar) -> list[Out]:
+        star = isinstance(node, cst.TryStar)
+        final = node.finalbody
+        if final is not None and suspends(final):
+            return self.try_finally_yields(node, star)
+        inner = self.try_inner(node, star)
+        if final is None:
+            return [inner]
+        fin = self.body(final.body)
+        src = self._line
+        if not inner.labels:
+            fresh = [block("try:", src, inner.fresh), block("finally:", src, fin.fresh)]
+            return [Out(fresh, fresh)]
+        guard = [block(f"if {RT}.live():", src, fin.fresh)]
+        fresh = [block("try:", src, inner.fresh), block("finally:", src, guard)]
+        resume = [block("try:", src, inner.resume), block("finally:", src, guard)]
+        return [Out(fresh, resume, inner.labels)]
+
+    do_TryStar = do_Try
+
+    def try_inner(self, node: cst.Try | cst.TryStar, star: bool) -> Out:
+        """The try body with its handlers and else clause, as statements (no finally).
+
+        Without handlers this is just the body; either way the result can be put
+        inside another ``try:`` block, and its resume code skips everything while
+        resuming towards a label elsewhere.
+        """
+        src = self._line
+        body = self.body(node.body)
+        if not node.handlers and node.orelse is None:
+            return Out(body.fresh, self.guarded(body), body.labels)
+        word = "except*" if star else "except"
+        fresh_handlers: list[Line] = []
+        resume_handlers: list[Line] = []
+        plants: list[tuple[frozenset[int], str]] = []
+        labels = set(body.labels)
+        if body.labels:
+            guard_line = block(f"{word} {RT}.Detach:", src, [self.line("raise")])
+            fresh_handlers.append(guard_line)
+            resume_handlers.append(guard_line)
+        for handler in node.handlers:
+            hsrc = self.where(handler)[0]
+            saved = self._line
+            self._line = hsrc
+            kind = self.code(handler.type) if handler.type is not None else "BaseException"
+            user_name = None
+            if handler.name is not None:
+                assert isinstance(handler.name.name, cst.Name)
+                user_name = handler.name.name.value
+            if suspends(handler.body):
+                held = self.fresh_name("hx")
+                self.live.append(held)
+                try:
+                    hbody = self.body(handler.body)
+                finally:
+                    self.live.pop()
+                labels |= hbody.labels
+                plants.append((hbody.labels, held))
+                if user_name is None:
+                    fresh_body, resume_body = hbody.fresh, hbody.resume
+                else:
+                    cleanup = [self.line(f"{user_name} = None"), self.line(f"del {user_name}")]
+                    fresh_body = [
+                        self.line(f"{user_name} = {held}"),
+                        block("try:", hsrc, hbody.fresh),
+                        block("finally:", hsrc, cleanup),
+                    ]
+                    resume_body = [
+                        block("if not _cs_resuming:", hsrc, [self.line(f"{user_name} = {held}")]),
+                        block("try:", hsrc, hbody.resume),
+                        block("finally:", hsrc, cleanup),
+                    ]
+                fresh_handlers.append(block(f"{word} {kind} as {held}:", hsrc, fresh_body))
+                match = (
+                    f"((BaseException if {cond(hbody.labels)} else ()) "
+                    f"if _cs_resuming else {kind})"
+                )
+                resume_handlers.append(block(f"{word} {match} as {held}:", hsrc, resume_body))
+            else:
+                hbody = self.body(handler.body)
+                name = f" as {user_name}" if user_name else ""
+                if handler.type is None and not star:
+                    fresh_handlers.append(block("except:", hsrc, hbody.fresh))
+                else:
+                    fresh_handlers.append(block(f"{word} {kind}{name}:", hsrc, hbody.fresh))
+                resume_handlers.append(
+                    block(f"{word} (() if _cs_resuming else {kind}){name}:", hsrc, hbody.fresh)
+                )
+            self._line = saved
+        orelse = self.body(node.orelse.body) if node.orelse is not None else None
+        if orelse is not None:
+            labels |= orelse.labels
+            fresh_handlers.append(block("else:", src, orelse.fresh))
+            resume_handlers.append(block("else:", src, self.guarded(orelse)))
+        fresh = [block("try:", src, body.fresh), *fresh_handlers]
+        if not labels:
+            return Out(fresh, fresh)
+        plant_lines: list[Line] = []
+        for plant_labels, held in plants:
+            plant_lines.append(
+                block(
+                    f"if _cs_resuming and ({cond(plant_labels)}):",
+                    src,
+                    [self.line(f"raise {held}")],
+                )
+            )
+        resume = [block("try:", src, [*plant_lines, *self.guarded(body)]), *resume_handlers]
+        return Out(fresh, resume, frozenset(labels))
+
+    def try_finally_yields(self, node: cst.Try | cst.TryStar, star: bool) -> list[Out]:
+        """A ``finally`` that yields: explicit copies per way of leaving the try."""
+        assert node.finalbody is not None
+        src = self._line
+        n = self.fresh_name("f")[len("_cs_f_") :]
+        state, value, pending = f"_cs_st_{n}", f"_cs_rv_{n}", f"_cs_fx_{n}"
+        exit_info = _FinallyExit(state, value, self.loop_depth)
+        self.finally_exits.append(exit_info)
+        self.live.extend([state, value])
+        try:
+            inner = self.try_inner(node, star)
+        finally:
+            self.finally_exits.pop()
+        try:
+            normal = self.body(node.finalbody.body)
+            self.live.append(pending)
+            try:
+                failing = self.body(node.finalbody.body)
+            finally:
+                self.live.pop()
+            leaving = self.body(node.finalbody.body)
+        finally:
+            del self.live[-2:]
+        detach = block(f"except {RT}.Detach:", src, [self.line("raise")])
+        fresh = [
+            self.line(f"{state} = 0"),
+            block("try:", src, inner.fresh),
+            detach,
+            block(
+                f"except BaseException as {pending}:",
+                src,
+                [self.line(f"{state} = 1"), *failing.fresh, self.line("raise")],
+            ),
+            block("else:", src, [self.line(f"{state} = 1"), *normal.fresh]),
+            block("finally:", src, [block(f"if {state} >= 2:", src, leaving.fresh)]),
+        ]
+        labels = inner.labels | normal.labels | failing.labels | leaving.labels
+        after_leaving: list[Line] = []
+        if "return" in exit_info.kinds:
+            after_leaving.append(block(f"if {state} == 4:", src, [self.line(f"return {value}")]))
+        if self.loop_depth > 0:
+            if "break" in exit_info.kinds:
+                after_leaving.append(block(f"if {state} == 2:", src, [self.line("break")]))
+            if "continue" in exit_info.kinds:
+                after_leaving.append(block(f"if {state} == 3:", src, [self.line("continue")]))
+        set_one = block("if not _cs_resuming:", src, [self.line(f"{state} = 1")])
+        plant = block(
+            f"if _cs_resuming and ({cond(failing.labels)}):", src, [self.line(f"raise {pending}")]
+        )
+        regular = [
+            block("if not _cs_resuming:", src, [self.line(f"{state} = 0")]),
+            block("try:", src, [plant, *self.guarded(inner)]),
+            detach,
+            block(
+                f"except BaseException as {pending}:",
+                src,
+                [set_one, *failing.resume, self.line("raise")],
+            ),
+            block("else:", src, [set_one, *normal.resume]),
+            block("finally:", src, [block(f"if {state} >= 2:", src, leaving.fresh)]),
+        ]
+        resume = [
+            block(
+                f"if _cs_resuming and ({cond(leaving.labels)}):",
+                src,
+                [*leaving.resume, *after_leaving],
+            ),
+            block("else:", src, regular),
+        ]
+        return [Out(fresh, resume, labels)]
+
+    def do_FunctionDef(self, node: cst.FunctionDef) -> list[Out]:
+        raise self.unsupported(
+            "a yield inside the decorators or defaults of a nested def is not supported", node
+        )
+
+    def do_ClassDef(self, node: cst.ClassDef) -> list[Out]:
+        raise self.unsupported(
+            "a yield inside the bases or decorators of a nested class is not supported", node
+        )
+
+    # ---------------------------------------------------------- expressions
+
+    def anf_sequence(
+        self, exprs: Sequence[cst.BaseExpression]
+    ) -> tuple[list[Out], list[cst.BaseExpression]]:
+        """Hoist a left-to-right sequence so that everything before the last yield is a temp."""
+        last = max((i for i, e in enumerate(exprs) if suspends(e)), default=-1)
+        pre: list[Out] = []
+        result: list[cst.BaseExpression] = []
+        for i, expr in enumerate(exprs):
+            if i > last:
+                result.append(expr)
+                continue
+            epre, new = self.anf(expr)
+            pre.extend(epre)
+            if i < last and not _is_constant(new):
+                hold = self.temp()
+                pre.append(self.assign(hold, self.code(new)))
+                new = cst.Name(hold)
+            result.append(new)
+        return pre, result
+
+    def anf(self, expr: cst.BaseExpression) -> tuple[list[Out], cst.BaseExpression]:
+        """Return statements that perform the yields of ``expr`` and the yield-free rest."""
+        if not suspends(expr):
+            return [], expr
+        if isinstance(expr, cst.Yield):
+            hold = self.temp()
+            return self.yield_statement(hold, expr), cst.Name(hold)
+        if isinstance(expr, cst.Await):
+            raise self.unsupported("await is only allowed in async functions", expr)
+        if isinstance(expr, cst.BooleanOperation) and suspends(expr.right):
+            pre, left = self.anf(expr.left)
+            hold = self.temp()
+            pre.append(self.assign(hold, self.code(left)))
+            rpre, right = self.anf(expr.right)
+            rest = self.combine([*rpre, self.assign(hold, self.code(right))])
+            test = hold if isinstance(expr.operator, cst.And) else f"not {hold}"
+            pre.append(self.if_out(test, rest, None))
+            return pre, cst.Name(hold)
+        if isinstance(expr, cst.IfExp) and (suspends(expr.body) or suspends(expr.orelse)):
+            pre, test = self.anf(expr.test)
+            hold = self.temp()
+            bpre, body = self.anf(expr.body)
+            opre, orelse = self.anf(expr.orelse)
+            pre.append(
+                self.if_out(
+                    self.code(test),
+                    self.combine([*bpre, self.assign(hold, self.code(body))]),
+                    self.combine([*opre, self.assign(hold, self.code(orelse))]),
+                )
+            )
+            return pre, cst.Name(hold)
+        if isinstance(expr, cst.Comparison) and any(
+            suspends(c.comparator) for c in expr.comparisons[1:]
+        ):
+            return self.anf_comparison(expr)
+        if isinstance(expr, cst.NamedExpr):
+            pre, value = self.anf(expr.value)
+            hold = self.temp()
+            pre.append(self.assign(hold, self.code(value)))
+            pre.append(self.assign(self.code(expr.target), hold))
+            return pre, cst.Name(hold)
+        if isinstance(expr, cst.FormattedString):
+            return self.anf_fstring(expr)
+        children = _evaluation_order(expr)
+        if children is None:
+            raise self.unsupported(
+                f"a yield inside a {type(expr).__name__} expression is not supported", expr
+            )
+        pre, new = self.anf_sequence(children)
+        replacements = {id(old): repl for old, repl in zip(children, new) if old is not repl}
+        return pre, _replace(expr, replacements)
+
+    def anf_target(self, target: cst.BaseExpression) -> tuple[list[Out], cst.BaseExpression]:
+        """Hoist yields out of an assignment target, keeping it a target."""
+        if not suspends(target):
+            return [], target
+        if isinstance(target, (cst.Tuple, cst.List)):
+            pre: list[Out] = []
+            elements = []
+            for element in target.elements:
+                epre, value = self.anf_target(element.value)
+                pre.extend(epre)
+                elements.append(element.with_changes(value=value))
+            return pre, target.with_changes(elements=elements)
+        if isinstance(target, cst.StarredElement):
+            pre, value = self.anf_target(target.value)
+            return pre, target.with_changes(value=value)
+        return self.anf(target)
+
+    def anf_comparison(self, expr: cst.Comparison) -> tuple[list[Out], cst.BaseExpression]:
+        result = self.temp()
+        pre, left = self.anf(expr.left)
+        hold = self.temp()
+        pre.append(self.assign(hold, self.code(left)))
+
+        def chain(index: int, left_name: str) -> list[Out]:
+            target = expr.comparisons[index]
+            outs, right = self.anf(target.comparator)
+            right_text = self.code(right)
+            if index + 1 < len(expr.comparisons):
+                right_name = self.temp()
+                outs.append(self.assign(right_name, right_text))
+                right_text = right_name
+            op = self.code(target.operator).strip()
+            outs.append(self.assign(result, f"{left_name} {op} {right_text}"))
+            if index + 1 < len(expr.comparisons):
+                outs.append(self.if_out(result, self.combine(chain(index + 1, right_text)), None))
+            return outs
+
+        pre.extend(chain(0, hold))
+        return pre, cst.Name(result)
+
+    def anf_fstring(self, expr: cst.FormattedString) -> tuple[list[Out], cst.BaseExpression]:
+        parts = list(expr.parts)
+        last = max(
+            i
+            for i, p in enumerate(parts)
+            if isinstance(p, cst.FormattedStringExpression) and suspends(p)
+        )
+        pre: list[Out] = []
+        new_parts: list[cst.BaseFormattedStringContent] = []
+        for i, part in enumerate(parts):
+            if i > last or not isinstance(part, cst.FormattedStringExpression):
+                new_parts.append(part)
+                continue
+            if part.format_spec and any(suspends(p) for p in part.format_spec):
+                raise self.unsupported("a yield inside an f-string format spec is not supported", expr)
+            epre, value = self.anf(part.expression)
+            pre.extend(epre)
+            single = expr.with_changes(parts=[part.with_changes(expression=value)])
+            hold = self.temp()
+            pre.append(self.assign(hold, self.code(single)))
+            new_parts.append(cst.FormattedStringExpression(expression=cst.Name(hold)))
+        return pre, expr.with_changes(parts=new_parts)
+
+
+def _is_constant(node: cst.BaseExpression) -> bool:
+    if isinstance(node, (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.Ellipsis)):
+        return True
+    return isinstance(node, cst.Name) and (
+        node.value in ("True", "False", "None") or node.value.startswith("_cs_")
+    )
+
+
+def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | None:
+    """Sub-expressions the enclosing scope evaluates, in Python's order (None: unknown node)."""
+    if isinstance(expr, cst.Attribute):
+        return [expr.value]
+    if isinstance(expr, cst.Subscript):
+        out: list[cst.BaseExpression] = [expr.value]
+        for element in expr.slice:
+            sl = element.slice
+            if isinstance(sl, cst.Index):
+                out.append(sl.value)
+            else:
+                out.extend(p for p in (sl.lower, sl.upper, sl.step) if p is not None)
+        return out
+    if isinstance(expr, cst.Call):
+        return [expr.func, *(arg.value for arg in expr.args)]
+    if isinstance(expr, cst.BinaryOperation):
+        return [expr.left, expr.right]
+    if isinstance(expr, cst.BooleanOperation):
+        return [expr.left, expr.right]
+    if isinstance(expr, cst.UnaryOperation):
+        return [expr.expression]
+    if isinstance(expr, cst.Comparison):
+        return [expr.left, expr.comparisons[0].comparator]
+    if isinstance(expr, cst.IfExp):
+        return [expr.test]
+    if isinstance(expr, (cst.Tuple, cst.List, cst.Set)):
+        return [element.value for element in expr.elements]
+    if isinstance(expr, cst.Dict):
+        dict_out: list[cst.BaseExpression] = []
+        for element in expr.elements:
+            if isinstance(element, cst.DictElement):
+                dict_out.extend([element.key, element.value])
+            else:
+                dict_out.append(element.value)
+        return dict_out
+    if isinstance(expr, cst.ConcatenatedString):
+        return [expr.left, expr.right]  # type: ignore[list-item]
+    if isinstance(expr, cst.Lambda):
+        params = expr.params
+        ordered = [*params.posonly_params, *params.params, *params.kwonly_params]
+        return [p.default for p in ordered if p.default is not None]
+    if isinstance(expr, (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)):
+        return [expr.for_in.iter]
+    if isinstance(expr, cst.StarredElement):
+        return [expr.value]
+    return None
+
+
+class _Replace(cst.CSTTransformer):
+    def __init__(self, replacements: dict[int, cst.CSTNode]) -> None:
+        self.replacements = replacements
+
+    def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        return self.replacements.get(id(original_node), updated_node)
+
+
+def _replace(expr: cst.BaseExpression, replacements: dict[int, cst.CSTNode]) -> cst.BaseExpression:
+    if not replacements:
+        return expr
+    result = expr.visit(_Replace(replacements))
+    assert isinstance(result, cst.BaseExpression)
+    return result
