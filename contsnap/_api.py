@@ -8,7 +8,7 @@ from typing import Any
 
 from . import _envelope
 from ._errors import CheckpointError
-from ._snapshot import capture, copy_generator, from_payload, info_of, to_payload
+from ._snapshot import FrameState, copy_generator, from_payload, to_payload
 from ._snapshot import detach as _detach
 
 
@@ -21,11 +21,12 @@ def configure(*, key: bytes | str | None = None) -> None:
     _envelope.configure_key(key)
 
 
-def _frames(obj: Any) -> list[dict[str, Any]]:
+def _frames(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]:
+    """The delegation chain from ``obj`` down, as describe() reports it."""
     frames: list[dict[str, Any]] = []
     current = obj
-    while info_of(current) is not None and len(frames) < 64:
-        state = capture(current)
+    while id(current) in captured and len(frames) < 64:
+        state = captured[id(current)]
         info = state.info
         frames.append(
             {
@@ -53,8 +54,8 @@ def dumps(obj: Any, *, key: bytes | str | None = None) -> bytes:
     integrity hash and, with a key (argument, :func:`configure` or
     ``CONTSNAP_KEY``), an HMAC-SHA256 signature.
     """
-    payload = to_payload(obj)
-    meta = {"created_at": round(time.time(), 3), "frames": _frames(obj)}
+    payload, captured = to_payload(obj)
+    meta = {"created_at": round(time.time(), 3), "frames": _frames(obj, captured)}
     return _envelope.seal(payload, meta, key=_envelope.effective_key(key))
 
 

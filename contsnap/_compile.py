@@ -54,13 +54,15 @@ def _factory(
     factory_locals: list[str],
     signature: str,
     body: list[Line],
+    first_line: int,
 ) -> Line:
     src = result.def_line
     inner: list[Line] = []
     names = [n for n in factory_locals if not (class_name and n == "__class__")]
     if names:
         inner.append(Line(" = ".join(names) + " = None", src))
-    func = block(f"def {result.name}({signature}):", src, body)
+    # the def line maps to the original's co_firstlineno (its first decorator)
+    func = block(f"def {result.name}({signature}):", first_line, body)
     if class_name is not None:
         inner.append(block(f"class {class_name}:", src, [func]))
     else:
@@ -143,6 +145,7 @@ def compile_function(
     qualname: str,
     freevars: tuple[str, ...],
     cellvars: tuple[str, ...],
+    first_line: int,
 ) -> Compiled:
     """Compile the fresh and resume variants of a transformed function."""
     class_name = _enclosing_class(qualname)
@@ -151,7 +154,7 @@ def compile_function(
 
     fresh_body = [*_cellref(cell_names, src), *result.fresh]
     fresh_factory = _factory(
-        FRESH_FACTORY, result, class_name, list(freevars), result.params, fresh_body
+        FRESH_FACTORY, result, class_name, list(freevars), result.params, fresh_body, first_line
     )
     probe = _compile(render([fresh_factory]), filename)
     fresh_probe = _find(probe, FRESH_FACTORY, result.name)
@@ -185,7 +188,13 @@ def compile_function(
     prologue.append(Line("_cs_v = _cs_box = None", src))
     resume_body = [*prologue, *_cellref(cell_names, src), *result.resume]
     resume_factory = _factory(
-        RESUME_FACTORY, result, class_name, [*freevars, *cellvars], signature, resume_body
+        RESUME_FACTORY,
+        result,
+        class_name,
+        [*freevars, *cellvars],
+        signature,
+        resume_body,
+        first_line,
     )
     rendered = render([fresh_factory, resume_factory])
     module_code = _compile(rendered, filename)

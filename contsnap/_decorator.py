@@ -86,6 +86,7 @@ def _build(fn: types.FunctionType) -> FunctionInfo:
         qualname=fn.__qualname__,
         freevars=code.co_freevars,
         cellvars=code.co_cellvars,
+        first_line=code.co_firstlineno,
     )
     return FunctionInfo(
         module=fn.__module__ or "",

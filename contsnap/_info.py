@@ -43,6 +43,13 @@ class FunctionInfo:
     globals: dict[str, Any]
     source: str = ""
 
+    def __post_init__(self) -> None:
+        lines: dict[int, list[int]] = {}
+        for label, spec in self.labels.items():
+            lines.setdefault(spec.line, []).append(label)
+        #: lines holding exactly one yield: the paused line is the label
+        self.label_of_line = {line: found[0] for line, found in lines.items() if len(found) == 1}
+
     def line_of(self, label: int) -> int:
         info = self.labels.get(label)
         return info.line if info is not None else self.def_line

@@ -108,7 +108,7 @@ def capture(gen: Any) -> FrameState:
     if inspect.getgeneratorstate(gen) == inspect.GEN_CREATED:
         return _capture_created(gen, info, frame)
     local = dict(frame.f_locals)
-    label = local.get("_cs_label", 0)
+    label = info.label_of_line.get(frame.f_lineno) or local.get("_cs_label", 0)
     if label not in info.labels:
         raise NotCheckpointableError(f"generator {info.qualname} is paused at an unknown point")
     saved = info.saved_names(label)
@@ -228,7 +228,10 @@ def rebuild(state: FrameState) -> Generator[Any, Any, Any]:
 
 
 def _reduce_generator(gen: Generator[Any, Any, Any]) -> tuple[Any, ...]:
-    state = capture(gen)
+    return _reduce_state(capture(gen))
+
+
+def _reduce_state(state: FrameState) -> tuple[Any, ...]:
     if state.status == CLOSED:
         return (closed_generator, (state.info,))
     return (
@@ -262,6 +265,16 @@ def _reduce_cell(cell: types.CellType) -> tuple[Any, ...]:
 copyreg.pickle(types.GeneratorType, _reduce_generator)
 copyreg.pickle(types.CellType, _reduce_cell)
 
+# One-byte pickle opcodes for the reconstructors every snapshot names (codes in
+# the range copyreg reserves for private use), keeping small snapshots small.
+for _code, _func in enumerate(
+    ("new_generator", "set_generator_state", "closed_generator", "_make_cell", "_set_cell"),
+    start=240,
+):
+    copyreg.add_extension(__name__, _func, _code)
+copyreg.add_extension("contsnap._info", "_info_by_name", 245)
+copyreg.add_extension("contsnap._info", "_info_by_value", 246)
+
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle that keeps closure cells shared, and keeps identity when copying locally.
@@ -276,11 +289,20 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     def __init__(self, file: io.BytesIO, *, local: bool) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.local = local
+        #: every generator frame captured while pickling, by id of the generator
+        self.captured: dict[int, FrameState] = {}
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is types.CellType:
+        kind = type(obj)
+        if kind is types.GeneratorType:
+            state = capture(obj)
+            self.captured[id(obj)] = state
+            return _reduce_state(state)
+        if kind is types.CellType:
             return _reduce_cell(obj)
-        if self.local and (isinstance(obj, (FunctionInfo, type))):
+        if kind is types.FunctionType and obj.__module__ in _OWN_MODULES:
+            return NotImplemented
+        if self.local and (kind is FunctionInfo or isinstance(obj, type)):
             return (_local_object, (_remember(obj),))
         return super().reducer_override(obj)
 
@@ -295,6 +317,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
 
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
+_OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime"})
 _LOCAL_OBJECTS: dict[int, Any] = {}
 
 
@@ -317,11 +340,15 @@ class _LiveGlobals:
         return (_local_object, (_remember(self.namespace),))
 
 
-def to_payload(obj: Any, *, local: bool = False) -> bytes:
-    """Pickle ``obj`` (usually a generator); a failure names the variable that caused it."""
+def to_payload(obj: Any, *, local: bool = False) -> tuple[bytes, dict[int, FrameState]]:
+    """Pickle ``obj`` (usually a generator); a failure names the variable that caused it.
+
+    Returns the bytes and the frames captured on the way (by id of their generator).
+    """
     buffer = io.BytesIO()
+    pickler = _Pickler(buffer, local=local)
     try:
-        _Pickler(buffer, local=local).dump(obj)
+        pickler.dump(obj)
     except CheckpointError as exc:
         raise _diagnose(obj, exc) or exc from None
     except RecursionError:
@@ -335,7 +362,7 @@ def to_payload(obj: Any, *, local: bool = False) -> bytes:
         raise NotCheckpointableError(
             f"cannot serialise the snapshot: {type(exc).__name__}: {exc}"
         ) from exc
-    return buffer.getvalue()
+    return buffer.getvalue(), pickler.captured
 
 
 def from_payload(data: bytes) -> Any:
@@ -388,7 +415,7 @@ def copy_generator(gen: Any) -> Generator[Any, Any, Any]:
         raise _unmarked(gen) if isinstance(gen, types.GeneratorType) else TypeError(
             f"expected a checkpointable generator, got {type(gen).__name__}"
         )
-    result = from_payload(to_payload(gen, local=True))
+    result = from_payload(to_payload(gen, local=True)[0])
     return result  # type: ignore[no-any-return]
 
 

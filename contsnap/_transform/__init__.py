@@ -103,6 +103,7 @@ def transform_function(source: str, *, first_line: int) -> TransformResult:
     processor = BodyProcessor(module, positions, offset)  # type: ignore[arg-type]
     processor._line = def_line
     out = processor.body(func.body)
+    processor.finish_labels()
     params, first = _params(func.params)
     bare = func.with_changes(decorators=(), leading_lines=())
     return TransformResult(

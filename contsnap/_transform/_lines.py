@@ -23,6 +23,8 @@ class Line:
     col: int | None = None
     #: Physical lines of ``text`` that start inside a string token (never re-indented).
     keep: frozenset[int] = field(default_factory=frozenset)
+    #: For a yield whose line alone does not identify it: its label, stored before it.
+    store: int | None = None
 
 
 def block(header: str, src: int, body: list[Line]) -> Line:
@@ -80,7 +82,8 @@ def _render_into(
         for i, chunk in enumerate(physical):
             count[0] += 1
             if i == 0:
-                parts.append(pad + chunk + "\n")
+                prefix = "" if line.store is None else f"_cs_label = {line.store}; "
+                parts.append(pad + prefix + chunk + "\n")
             elif i in line.keep or line.col is None:
                 parts.append(chunk + "\n")
             else:

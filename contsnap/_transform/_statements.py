@@ -109,6 +109,20 @@ class BodyProcessor:
         self.loop_depth = 0
         self._counter = 0
         self._line = 0
+        self._yield_lines: list[tuple[int, Line]] = []
+
+    def finish_labels(self) -> None:
+        """Keep the ``_cs_label = k`` store only where the line does not identify the yield.
+
+        A paused frame reports its line (``f_lineno``); when just one yield of
+        the function is on that line, the line is the label and the hot path
+        stores nothing.
+        """
+        per_line: dict[int, int] = {}
+        for info in self.labels.values():
+            per_line[info.line] = per_line.get(info.line, 0) + 1
+        for label, line in self._yield_lines:
+            line.store = label if per_line[self.labels[label].line] > 1 else None
 
     # ------------------------------------------------------------------ basics
 
@@ -137,6 +151,11 @@ class BodyProcessor:
 
     def line(self, text: str) -> Line:
         return Line(text, self._line)
+
+    def yield_line(self, label: int, text: str) -> Line:
+        line = Line(text, self._line, store=label)
+        self._yield_lines.append((label, line))
+        return line
 
     def assign(self, target: str, value: str) -> Out:
         return plain([self.line(f"{target} = {value}")])
@@ -390,8 +409,7 @@ class BodyProcessor:
             label = self.new_label(delegate)
             fresh = [
                 self.line(f"{delegate} = {RT}.yield_from_iter({self.code(value)})"),
-                self.line(f"_cs_label = {label}"),
-                self.line(f"{assign}yield from {delegate}"),
+                self.yield_line(label, f"{assign}yield from {delegate}"),
             ]
             resuming = [
                 self.line("_cs_resuming = False"),
@@ -404,7 +422,7 @@ class BodyProcessor:
                 pre.extend(vpre)
                 text = " " + self.code(value)
             label = self.new_label()
-            fresh = [self.line(f"_cs_label = {label}"), self.line(f"{assign}yield{text}")]
+            fresh = [self.yield_line(label, f"{assign}yield{text}")]
             resuming = [
                 self.line("_cs_resuming = False"),
                 self.line(f"{assign}yield {RT}.PRIME"),

@@ -1,0 +1,235 @@
+"""Every error the core raises: its class, and a message that says what, where and what to do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import traceback
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import contsnap
+
+
+@contsnap.checkpointable
+def holds_a_lock():
+    counter = 1
+    guard = threading.Lock()
+    yield counter
+    yield guard.locked()
+
+
+def plain_numbers():
+    yield 1
+    yield 2
+
+
+@contsnap.checkpointable
+def delegates_to_unmarked():
+    yield from plain_numbers()
+
+
+@contsnap.checkpointable
+def keeps_an_unmarked_generator():
+    helper = plain_numbers()
+    yield next(helper)
+
+
+@contsnap.checkpointable
+def snapshots_itself(box):
+    yield contsnap.dumps(box[0])
+
+
+def test_unserialisable_local_names_variable_type_function_and_line() -> None:
+    g = holds_a_lock()
+    next(g)
+    with pytest.raises(contsnap.NotCheckpointableError) as info:
+        contsnap.dumps(g)
+    message = str(info.value)
+    line = holds_a_lock.__code__.co_firstlineno + 4
+    assert "holds_a_lock" in message
+    assert f"{__file__}:{line}" in message
+    assert "local variable 'guard'" in message
+    assert "_thread.lock" in message
+    assert "resource handler" in message
+
+
+def test_unmarked_delegate_is_named() -> None:
+    g = delegates_to_unmarked()
+    next(g)
+    with pytest.raises(contsnap.NotCheckpointableError, match="plain_numbers.*not checkpointable"):
+        contsnap.dumps(g)
+    with pytest.raises(contsnap.NotCheckpointableError, match="plain_numbers"):
+        contsnap.detach(g)
+
+
+def test_unmarked_generator_in_a_local_is_named() -> None:
+    g = keeps_an_unmarked_generator()
+    next(g)
+    with pytest.raises(
+        contsnap.NotCheckpointableError, match="local variable 'helper' holds an unmarked generator"
+    ):
+        contsnap.dumps(g)
+
+
+def test_running_generator_cannot_snapshot_itself() -> None:
+    box: list[object] = []
+    g = snapshots_itself(box)
+    box.append(g)
+    with pytest.raises(contsnap.NotCheckpointableError, match="is running"):
+        next(g)
+
+
+def test_plain_generator_is_refused() -> None:
+    with pytest.raises(contsnap.NotCheckpointableError, match="mark its function"):
+        contsnap.dumps(plain_numbers())
+    with pytest.raises(contsnap.NotCheckpointableError, match="mark its function"):
+        contsnap.fork(plain_numbers())
+
+
+def _module(tmp_path: Path, body: str) -> None:
+    (tmp_path / "jobmod.py").write_text(textwrap.dedent(body))
+
+
+def _run(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+
+
+VERSION_1 = """
+    import contsnap
+
+    @contsnap.checkpointable
+    def job(n):
+        for i in range(n):
+            yield i * 10
+"""
+
+
+def test_code_changed_error_and_harmless_edits(tmp_path: Path) -> None:
+    _module(tmp_path, VERSION_1)
+    saved = _run(
+        tmp_path,
+        """
+        import contsnap, jobmod
+        g = jobmod.job(5); next(g)
+        open("job.ckpt", "wb").write(contsnap.dumps(g))
+        """,
+    )
+    assert saved.returncode == 0, saved.stderr
+    resume = """
+        import contsnap
+        g = contsnap.loads(open("job.ckpt", "rb").read())
+        print(next(g))
+    """
+    # comments, blank lines and formatting do not count
+    _module(tmp_path, VERSION_1.replace("for i", "# a comment\n\n        for i").replace(
+        "i * 10", "i*10"))
+    ok = _run(tmp_path, resume)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "10"
+    # a changed constant does
+    _module(tmp_path, VERSION_1.replace("i * 10", "i * 11"))
+    changed = _run(tmp_path, resume)
+    assert changed.returncode != 0
+    assert "contsnap.CodeChangedError: jobmod.job" in changed.stderr
+    assert "changed since the snapshot" in changed.stderr
+    # and so does a function that is gone
+    _module(tmp_path, "import contsnap\n")
+    gone = _run(tmp_path, resume)
+    assert "CodeChangedError: jobmod.job is no longer a @checkpointable" in gone.stderr
+
+
+@contsnap.checkpointable
+def many_locals(n):
+    words = ["alpha", "beta", "gamma"]
+    table = {w: len(w) for w in words}
+    for i in range(n):
+        received = yield (i, table)
+        words.append(str(received))
+
+
+def _snapshots() -> list[bytes]:
+    out = []
+    for steps in range(3):
+        g = many_locals(5)
+        for _ in range(steps + 1):
+            next(g)
+        out.append(contsnap.dumps(g))
+        out.append(contsnap.dumps(g, key=b"k"))
+    return out
+
+
+SNAPSHOTS = _snapshots()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    index=st.integers(0, len(SNAPSHOTS) - 1),
+    position=st.integers(0, 10_000),
+    flip=st.integers(1, 255),
+    mode=st.sampled_from(["flip", "truncate", "extend"]),
+)
+def test_damaged_snapshots_only_raise_checkpoint_errors(
+    index: int, position: int, flip: int, mode: str
+) -> None:
+    blob = bytearray(SNAPSHOTS[index])
+    position %= len(blob)
+    if mode == "flip":
+        blob[position] ^= flip
+    elif mode == "truncate":
+        del blob[position:]
+    else:
+        blob += bytes([flip])
+    key = b"k" if index % 2 else None
+    with pytest.raises(contsnap.CheckpointError):
+        contsnap.loads(bytes(blob), key=key)
+
+
+def test_undamaged_snapshots_load() -> None:
+    for index, blob in enumerate(SNAPSHOTS):
+        g = contsnap.loads(blob, key=b"k" if index % 2 else None)
+        assert g.send("x")[1] == {"alpha": 5, "beta": 4, "gamma": 5}
+
+
+@contsnap.checkpointable
+def fails_later(n):
+    total = 0
+    for i in range(n):
+        total += yield i
+        if total > 3:
+            raise ValueError(f"too much: {total}")
+
+
+def _raising_lines(gen: object) -> list[tuple[str, int]]:
+    try:
+        next(gen)  # type: ignore[call-overload]
+        for value in (1, 5):
+            gen.send(value)  # type: ignore[attr-defined]
+    except ValueError as exc:
+        return [(f.filename, f.lineno) for f in traceback.extract_tb(exc.__traceback__)][1:]
+    raise AssertionError("no error")
+
+
+def test_tracebacks_point_at_the_original_file_and_line() -> None:
+    native = _raising_lines(fails_later.__wrapped__(5))  # type: ignore[attr-defined]
+    marked = _raising_lines(fails_later(5))
+    assert marked == native == [(__file__, fails_later.__code__.co_firstlineno + 6)]
+    g = fails_later(5)
+    next(g)
+    g.send(1)
+    restored = contsnap.loads(contsnap.dumps(g))
+    with pytest.raises(ValueError) as info:
+        restored.send(5)
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert (frames[-1].filename, frames[-1].lineno) == native[0]
+    assert frames[-1].line == 'raise ValueError(f"too much: {total}")'
