@@ -17,7 +17,7 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ._transform import Line, LabelInfo, Rendered, TransformResult, block, render
+from ._transform import LabelInfo, Line, Rendered, TransformResult, block, render
 
 FRESH_FACTORY = "__contsnap_fresh__"
 RESUME_FACTORY = "__contsnap_resume__"
@@ -200,7 +200,9 @@ def compile_function(
     module_code = _compile(rendered, filename)
     inner = f"{class_name}.{result.name}" if class_name else result.name
     fresh_code = _requalify(
-        _find(module_code, FRESH_FACTORY, result.name), f"{FRESH_FACTORY}.<locals>.{inner}", qualname
+        _find(module_code, FRESH_FACTORY, result.name),
+        f"{FRESH_FACTORY}.<locals>.{inner}",
+        qualname,
     )
     resume_code = _requalify(
         _find(module_code, RESUME_FACTORY, result.name),

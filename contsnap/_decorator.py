@@ -26,7 +26,7 @@ def checkpointable(fn: F) -> F:
     :func:`contsnap.fork`, and restored where they were paused.
     """
     if isinstance(fn, (staticmethod, classmethod)):
-        return type(fn)(checkpointable(fn.__func__))  # type: ignore[return-value]
+        return type(fn)(checkpointable(fn.__func__))
     if not isinstance(fn, types.FunctionType):
         raise TypeError(
             f"@checkpointable needs a generator function, got {type(fn).__name__} {fn!r}"

@@ -90,8 +90,7 @@ def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
         importlib.import_module(module)
     except Exception as exc:  # the module itself failed: a changed or missing program
         raise CodeChangedError(
-            f"cannot import module {module!r} to resume {qualname}: "
-            f"{type(exc).__name__}: {exc}"
+            f"cannot import module {module!r} to resume {qualname}: {type(exc).__name__}: {exc}"
         ) from exc
     info = _BY_NAME.get((module, qualname))
     if info is None:
@@ -136,8 +135,19 @@ def _info_by_value(data: bytes) -> FunctionInfo:
 
     try:
         fields, carrier = pickle.loads(data)
-        (module, qualname, name, filename, def_line, fingerprint, labels, user_names,
-         cell_names, cellvars, first_param) = fields
+        (
+            module,
+            qualname,
+            name,
+            filename,
+            def_line,
+            fingerprint,
+            labels,
+            user_names,
+            cell_names,
+            cellvars,
+            first_param,
+        ) = fields
     except CodeChangedError:
         raise
     except Exception as exc:

@@ -13,8 +13,8 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-iter = iter  # noqa: A001, PLW0127 - re-exported so user code may shadow the builtins
-next = next  # noqa: A001, PLW0127
+iter = iter
+next = next
 
 
 class _Marker:
@@ -53,7 +53,7 @@ def is_detach(exc: BaseException | None) -> bool:
     """True for a Detach, or an exception group made only of Detach (from ``except*``)."""
     if isinstance(exc, Detach):
         return True
-    if sys.version_info >= (3, 11) and isinstance(exc, BaseExceptionGroup):
+    if sys.version_info >= (3, 11) and isinstance(exc, BaseExceptionGroup):  # noqa: F821
         return all(is_detach(inner) for inner in exc.exceptions)
     return False
 
@@ -136,4 +136,4 @@ class Reattach:
             close()
 
 
-slice = slice  # noqa: A001, PLW0127
+slice = slice

@@ -68,9 +68,7 @@ _CLOSED: weakref.WeakKeyDictionary[Generator[Any, Any, Any], FunctionInfo] = (
     weakref.WeakKeyDictionary()
 )
 # Generators made by a pickle load whose state has not arrived yet.
-_PENDING: weakref.WeakKeyDictionary[Generator[Any, Any, Any], _Box] = (
-    weakref.WeakKeyDictionary()
-)
+_PENDING: weakref.WeakKeyDictionary[Generator[Any, Any, Any], _Box] = weakref.WeakKeyDictionary()
 
 
 def info_of(gen: Any) -> FunctionInfo | None:
@@ -208,8 +206,8 @@ def closed_generator(info: FunctionInfo) -> Generator[Any, Any, Any]:
         yield  # pragma: no cover - never started
 
     gen = finished()
-    gen.__name__ = info.name
-    gen.__qualname__ = info.qualname
+    setattr(gen, "__name__", info.name)  # noqa: B010 - Generator's type omits these
+    setattr(gen, "__qualname__", info.qualname)  # noqa: B010
     gen.close()
     _CLOSED[gen] = info
     return gen
@@ -276,7 +274,7 @@ copyreg.add_extension("contsnap._info", "_info_by_name", 245)
 copyreg.add_extension("contsnap._info", "_info_by_value", 246)
 
 
-class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
     """cloudpickle that keeps closure cells shared, and keeps identity when copying locally.
 
     cloudpickle gives every rebuilt closure fresh cells, which would split a
@@ -412,8 +410,10 @@ def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointable
 def copy_generator(gen: Any) -> Generator[Any, Any, Any]:
     """An independent copy of a paused generator, within this process."""
     if info_of(gen) is None:
-        raise _unmarked(gen) if isinstance(gen, types.GeneratorType) else TypeError(
-            f"expected a checkpointable generator, got {type(gen).__name__}"
+        raise (
+            _unmarked(gen)
+            if isinstance(gen, types.GeneratorType)
+            else TypeError(f"expected a checkpointable generator, got {type(gen).__name__}")
         )
     result = from_payload(to_payload(gen, local=True)[0])
     return result  # type: ignore[no-any-return]
@@ -444,8 +444,10 @@ def detach(gen: Any) -> None:
     """End ``gen`` without running its ``finally`` blocks or context-manager exits."""
     info = info_of(gen)
     if info is None:
-        raise _unmarked(gen) if isinstance(gen, types.GeneratorType) else TypeError(
-            f"detach() needs a checkpointable generator, got {type(gen).__name__}"
+        raise (
+            _unmarked(gen)
+            if isinstance(gen, types.GeneratorType)
+            else TypeError(f"detach() needs a checkpointable generator, got {type(gen).__name__}")
         )
     if gen.gi_running:
         raise NotCheckpointableError(f"cannot detach {info.qualname} while it is running")
@@ -459,7 +461,7 @@ def detach(gen: Any) -> None:
             raise _unmarked(inner)
     try:
         gen.throw(_runtime.Detach())
-    except BaseException as exc:  # noqa: BLE001 - the Detach coming back is the success case
+    except BaseException as exc:
         if not _runtime.is_detach(exc):
             raise
     else:

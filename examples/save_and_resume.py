@@ -25,7 +25,7 @@ def word_counter(words):
     return counts, total
 
 
-WORDS = "the quick brown fox jumps over the lazy dog the end".split()
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "the", "end"]
 
 
 def first_process(path: str) -> None:

@@ -248,7 +248,11 @@ def test_main_script_restores_in_another_process(tmp_path: Path) -> None:
     blob = subprocess.run([sys.executable, str(script)], capture_output=True, check=True).stdout
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run(
-        [sys.executable, "-c", "import sys, contsnap; print(list(contsnap.loads(sys.stdin.buffer.read())))"],
+        [
+            sys.executable,
+            "-c",
+            "import sys, contsnap; print(list(contsnap.loads(sys.stdin.buffer.read())))",
+        ],
         input=blob,
         capture_output=True,
         check=True,

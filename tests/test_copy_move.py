@@ -42,7 +42,7 @@ def swallow_everything():
     while True:
         try:
             yield "tick"
-        except BaseException as exc:  # noqa: BLE001 - the point of the test
+        except BaseException as exc:
             LOG.append(("caught", type(exc).__name__))
             return
 
@@ -116,7 +116,7 @@ def test_fork_gives_two_live_continuations_each_cleaning_up() -> None:
     assert list(g) == [("r", 1)]
     assert list(twin) == [("r", 1)]
     expected = [("step-finally", 0), ("step-finally", 1), ("exit", "r", None), "outer-finally"]
-    assert LOG == expected + expected
+    assert expected + expected == LOG
 
 
 def test_round_trip_at_every_step_cleans_up_exactly_once() -> None:

@@ -132,8 +132,10 @@ def test_code_changed_error_and_harmless_edits(tmp_path: Path) -> None:
         print(next(g))
     """
     # comments, blank lines and formatting do not count
-    _module(tmp_path, VERSION_1.replace("for i", "# a comment\n\n        for i").replace(
-        "i * 10", "i*10"))
+    _module(
+        tmp_path,
+        VERSION_1.replace("for i", "# a comment\n\n        for i").replace("i * 10", "i*10"),
+    )
     ok = _run(tmp_path, resume)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "10"

@@ -100,7 +100,7 @@ def transform_function(source: str, *, first_line: int) -> TransformResult:
         )
     if not suspends(func.body):
         raise UnsupportedSyntax("the function body contains no yield", def_line)
-    processor = BodyProcessor(module, positions, offset)  # type: ignore[arg-type]
+    processor = BodyProcessor(module, positions, offset)
     processor._line = def_line
     out = processor.body(func.body)
     processor.finish_labels()

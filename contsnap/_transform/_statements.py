@@ -189,9 +189,7 @@ class BodyProcessor:
                 resume.append(block("if not _cs_resuming:", pending[0].src, pending))
                 pending = []
             first = out.resume[0].src if out.resume else self._line
-            resume.append(
-                block(f"if not _cs_resuming or {cond(out.labels)}:", first, out.resume)
-            )
+            resume.append(block(f"if not _cs_resuming or {cond(out.labels)}:", first, out.resume))
         if pending:
             resume.append(block("if not _cs_resuming:", pending[0].src, pending))
         return Out(fresh, resume, labels)
@@ -207,13 +205,20 @@ class BodyProcessor:
         """Resume code of a block that may be entered while resuming towards elsewhere."""
         if out.labels:
             return out.resume
-        return [block("if not _cs_resuming:", out.fresh[0].src if out.fresh else self._line,
-                      out.fresh)] if out.fresh else []
+        return (
+            [
+                block(
+                    "if not _cs_resuming:", out.fresh[0].src if out.fresh else self._line, out.fresh
+                )
+            ]
+            if out.fresh
+            else []
+        )
 
     # ------------------------------------------------------------- statements
 
     def statement(self, node: cst.CSTNode) -> list[Out]:
-        line, col = self.where(node)
+        line = self.where(node)[0]
         saved_line = self._line
         self._line = line
         try:
@@ -288,7 +293,10 @@ class BodyProcessor:
         target = node.target
         pre, new_target = self.anf_target(target)
         if not suspends(node.value):
-            return [*pre, plain([self.line(f"{self.code(new_target)} {op} {self.code(node.value)}")])]
+            return [
+                *pre,
+                plain([self.line(f"{self.code(new_target)} {op} {self.code(node.value)}")]),
+            ]
         # Python loads the target before it evaluates the right-hand side.
         current = self.fresh_name("aug")
         self.temps_live.append(current)
@@ -320,6 +328,7 @@ class BodyProcessor:
             part = element.slice
             if isinstance(part, cst.Index):
                 return self.code(part.value)
+            assert isinstance(part, cst.Slice)
             bounds = (part.lower, part.upper, part.step)
             return f"{RT}.slice({', '.join('None' if b is None else self.code(b) for b in bounds)})"
 
@@ -634,7 +643,9 @@ class BodyProcessor:
             case_line = self.where(case)[0]
             if suspends(case.body) or (self.finally_exits and exits(case.body)):
                 arms.append((len(arms) + 1, case))
-                cases.append(block(head + ":", case_line, [Line(f"{arm} = {len(arms)}", case_line)]))
+                cases.append(
+                    block(head + ":", case_line, [Line(f"{arm} = {len(arms)}", case_line)])
+                )
             else:
                 cases.append(block(head + ":", case_line, self.body(case.body).fresh))
         lines = [self.line(f"{arm} = 0"), block(f"match {self.code(subject)}:", src, cases)]
@@ -723,8 +734,7 @@ class BodyProcessor:
                     ]
                 fresh_handlers.append(block(f"{word} {kind} as {held}:", hsrc, fresh_body))
                 match = (
-                    f"((BaseException if {cond(hbody.labels)} else ()) "
-                    f"if _cs_resuming else {kind})"
+                    f"((BaseException if {cond(hbody.labels)} else ()) if _cs_resuming else {kind})"
                 )
                 resume_handlers.append(block(f"{word} {match} as {held}:", hsrc, resume_body))
             else:
@@ -876,8 +886,8 @@ class BodyProcessor:
             pre.append(self.assign(hold, self.code(left)))
             rpre, right = self.anf(expr.right)
             rest = self.combine([*rpre, self.assign(hold, self.code(right))])
-            test = hold if isinstance(expr.operator, cst.And) else f"not {hold}"
-            pre.append(self.if_out(test, rest, None))
+            guard = hold if isinstance(expr.operator, cst.And) else f"not {hold}"
+            pre.append(self.if_out(guard, rest, None))
             return pre, cst.Name(hold)
         if isinstance(expr, cst.IfExp) and (suspends(expr.body) or suspends(expr.orelse)):
             pre, test = self.anf(expr.test)
@@ -910,7 +920,9 @@ class BodyProcessor:
                 f"a yield inside a {type(expr).__name__} expression is not supported", expr
             )
         pre, new = self.anf_sequence(children)
-        replacements = {id(old): repl for old, repl in zip(children, new) if old is not repl}
+        replacements: dict[int, cst.CSTNode] = {
+            id(old): repl for old, repl in zip(children, new) if old is not repl
+        }
         return pre, _replace(expr, replacements)
 
     def anf_target(self, target: cst.BaseExpression) -> tuple[list[Out], cst.BaseExpression]:
@@ -967,7 +979,9 @@ class BodyProcessor:
                 new_parts.append(part)
                 continue
             if part.format_spec and any(suspends(p) for p in part.format_spec):
-                raise self.unsupported("a yield inside an f-string format spec is not supported", expr)
+                raise self.unsupported(
+                    "a yield inside an f-string format spec is not supported", expr
+                )
             epre, value = self.anf(part.expression)
             pre.extend(epre)
             single = expr.with_changes(parts=[part.with_changes(expression=value)])
@@ -996,6 +1010,7 @@ def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | No
             if isinstance(sl, cst.Index):
                 out.append(sl.value)
             else:
+                assert isinstance(sl, cst.Slice)
                 out.extend(p for p in (sl.lower, sl.upper, sl.step) if p is not None)
         return out
     if isinstance(expr, cst.Call):
@@ -1014,14 +1029,14 @@ def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | No
         return [element.value for element in expr.elements]
     if isinstance(expr, cst.Dict):
         dict_out: list[cst.BaseExpression] = []
-        for element in expr.elements:
-            if isinstance(element, cst.DictElement):
-                dict_out.extend([element.key, element.value])
+        for item in expr.elements:
+            if isinstance(item, cst.DictElement):
+                dict_out.extend([item.key, item.value])
             else:
-                dict_out.append(element.value)
+                dict_out.append(item.value)
         return dict_out
     if isinstance(expr, cst.ConcatenatedString):
-        return [expr.left, expr.right]  # type: ignore[list-item]
+        return [expr.left, expr.right]
     if isinstance(expr, cst.Lambda):
         params = expr.params
         ordered = [*params.posonly_params, *params.params, *params.kwonly_params]
