@@ -945,8 +945,11 @@ class BodyProcessor:
     def anf_comparison(self, expr: cst.Comparison) -> tuple[list[Out], cst.BaseExpression]:
         result = self.temp()
         pre, left = self.anf(expr.left)
-        hold = self.temp()
-        pre.append(self.assign(hold, self.code(left)))
+        if _is_constant(left):
+            hold = self.code(left)
+        else:
+            hold = self.temp()
+            pre.append(self.assign(hold, self.code(left)))
 
         def chain(index: int, left_name: str) -> list[Out]:
             target = expr.comparisons[index]

@@ -1,0 +1,4 @@
+def delegation(inner, items):
+    result = yield from inner(items)
+    yield from items
+    return result

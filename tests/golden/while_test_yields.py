@@ -1,0 +1,6 @@
+def while_test_yields():
+    count = 0
+    while (yield count):
+        count += 1
+    else:
+        return count
