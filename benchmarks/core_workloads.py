@@ -1,0 +1,50 @@
+"""Workloads of bench_core.py, in an importable module so snapshots name them by import path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import contsnap
+
+
+def only_yields(n):
+    for i in range(n):
+        yield i
+
+
+def compute_heavy(n):
+    acc = 0
+    for i in range(n):
+        for j in range(60):
+            acc = (acc * 31 + i * j) % 1_000_003
+        yield acc
+
+
+def ten_locals(n):
+    a, b, c, d, e = 1, 2.5, "three", None, True
+    f, g, h = [1, 2], (3, 4), {"k": 5}
+    for i in range(n):
+        yield a + i
+
+
+class TenLocalsByHand:
+    """The peer: the same state as an explicit, picklable iterator class."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.i = n, 0
+        self.a, self.b, self.c, self.d, self.e = 1, 2.5, "three", None, True
+        self.f, self.g, self.h = [1, 2], (3, 4), {"k": 5}
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        if self.i >= self.n:
+            raise StopIteration
+        self.i += 1
+        return self.a + self.i - 1
+
+
+marked_only_yields = contsnap.checkpointable(only_yields)
+marked_compute_heavy = contsnap.checkpointable(compute_heavy)
+marked_ten_locals = contsnap.checkpointable(ten_locals)
