@@ -120,7 +120,10 @@ def _pickle_by_value(info: FunctionInfo) -> bytes:
         info.filename,
         info.def_line,
         info.fingerprint,
-        {k: (v.line, tuple(sorted(v.helpers)), v.delegate) for k, v in info.labels.items()},
+        {
+            k: (v.line, tuple(sorted(v.helpers)), v.delegate, v.refuse)
+            for k, v in info.labels.items()
+        },
         info.user_names,
         info.cell_names,
         info.cellvars,
@@ -165,8 +168,8 @@ def _info_by_value(data: bytes) -> FunctionInfo:
         def_line=def_line,
         fingerprint=fingerprint,
         labels={
-            int(k): LabelInfo(line, frozenset(helpers), delegate)
-            for k, (line, helpers, delegate) in labels.items()
+            int(k): LabelInfo(line, frozenset(helpers), delegate, refuse)
+            for k, (line, helpers, delegate, refuse) in labels.items()
         },
         user_names=tuple(user_names),
         cell_names=tuple(cell_names),

@@ -109,6 +109,9 @@ def capture(gen: Any) -> FrameState:
     label = info.label_of_line.get(frame.f_lineno) or local.get("_cs_label", 0)
     if label not in info.labels:
         raise NotCheckpointableError(f"generator {info.qualname} is paused at an unknown point")
+    refuse = info.labels[label].refuse
+    if refuse is not None:
+        raise NotCheckpointableError(f"cannot snapshot {info.where(label)}: {refuse}")
     saved = info.saved_names(label)
     cells = set(info.cell_names)
     values = {n: v for n, v in local.items() if n in saved and n not in cells}

@@ -55,6 +55,8 @@ class LabelInfo:
     line: int
     helpers: frozenset[str]
     delegate: str | None = None
+    #: why a snapshot paused here must be refused (None: it can be taken)
+    refuse: str | None = None
 
 
 @dataclass
@@ -718,6 +720,14 @@ class BodyProcessor:
                     self.live.pop()
                 labels |= hbody.labels
                 plants.append((hbody.labels, held))
+                if star:
+                    # The part of the group that other except* clauses take, and the
+                    # part re-raised afterwards, live on the interpreter's stack only.
+                    for label in hbody.labels:
+                        self.labels[label].refuse = (
+                            "it is paused inside an except* handler, where the rest of the "
+                            "exception group is not reachable; move the yield out of the handler"
+                        )
                 if user_name is None:
                     fresh_body, resume_body = hbody.fresh, hbody.resume
                 else:
