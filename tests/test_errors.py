@@ -235,3 +235,39 @@ def test_tracebacks_point_at_the_original_file_and_line() -> None:
     frames = traceback.extract_tb(info.value.__traceback__)
     assert (frames[-1].filename, frames[-1].lineno) == native[0]
     assert frames[-1].line == 'raise ValueError(f"too much: {total}")'
+
+
+@contsnap.checkpointable
+def reraises_after_yield():
+    try:
+        raise KeyError("inner")
+    except KeyError as exc:
+        note = yield str(exc)
+        exc.add_note(note) if hasattr(exc, "add_note") else None
+        raise
+
+
+def test_resumed_handler_keeps_exc_info_and_traceback() -> None:
+    def lines(gen: object) -> list[int]:
+        next(gen)  # type: ignore[call-overload]
+        with pytest.raises(KeyError) as info:
+            gen.send("n")  # type: ignore[attr-defined]
+        return [f.lineno for f in traceback.extract_tb(info.value.__traceback__)][1:]
+
+    native = lines(reraises_after_yield.__wrapped__())  # type: ignore[attr-defined]
+    g = reraises_after_yield()
+    next(g)
+    forked = contsnap.fork(g)
+    restored = contsnap.loads(contsnap.dumps(g))
+    first = reraises_after_yield.__code__.co_firstlineno
+    for copy_of_g in (forked, restored):
+        with pytest.raises(KeyError) as info:
+            copy_of_g.send("n")
+        assert info.value.args == ("inner",)
+        # pickled exceptions lose their traceback; it still leads into the function
+        last = traceback.extract_tb(info.value.__traceback__)[-1]
+        assert last.filename == __file__
+        assert first < last.lineno <= first + 7
+    with pytest.raises(KeyError) as info:
+        g.send("n")
+    assert [f.lineno for f in traceback.extract_tb(info.value.__traceback__)][1:] == native

@@ -729,7 +729,7 @@ class BodyProcessor:
                             "exception group is not reachable; move the yield out of the handler"
                         )
                 if user_name is None:
-                    fresh_body, resume_body = hbody.fresh, hbody.resume
+                    fresh_body, resume_body = hbody.fresh, [self.unplant(held), *hbody.resume]
                 else:
                     cleanup = [self.line(f"{user_name} = None"), self.line(f"del {user_name}")]
                     fresh_body = [
@@ -738,6 +738,7 @@ class BodyProcessor:
                         block("finally:", hsrc, cleanup),
                     ]
                     resume_body = [
+                        self.unplant(held),
                         block("if not _cs_resuming:", hsrc, [self.line(f"{user_name} = {held}")]),
                         block("try:", hsrc, hbody.resume),
                         block("finally:", hsrc, cleanup),
@@ -766,17 +767,36 @@ class BodyProcessor:
         fresh = [block("try:", src, body.fresh), *fresh_handlers]
         if not labels:
             return Out(fresh, fresh)
-        plant_lines: list[Line] = []
-        for plant_labels, held in plants:
-            plant_lines.append(
-                block(
-                    f"if _cs_resuming and ({cond(plant_labels)}):",
-                    src,
-                    [self.line(f"raise {held}")],
-                )
-            )
+        plant_lines = [self.plant(held, plant_labels) for plant_labels, held in plants]
         resume = [block("try:", src, [*plant_lines, *self.guarded(body)]), *resume_handlers]
         return Out(fresh, resume, frozenset(labels))
+
+    def plant(self, held: str, labels: frozenset[int]) -> Line:
+        """Re-enter a handler while resuming: raise the saved exception it was handling."""
+        return block(
+            f"if _cs_resuming and ({cond(labels)}):",
+            self._line,
+            [self.line(f"_cs_tb = {held}.__traceback__"), self.line(f"raise {held}")],
+        )
+
+    def unplant(self, held: str) -> Line:
+        """First thing in a re-entered handler: give the exception back its own traceback.
+
+        An exception that went through pickle has none; it keeps the entry of the
+        resume point, so its traceback still leads into this function.
+        """
+        return block(
+            "if _cs_resuming:",
+            self._line,
+            [
+                block(
+                    "if _cs_tb is not None:",
+                    self._line,
+                    [self.line(f"{held}.__traceback__ = _cs_tb")],
+                ),
+                self.line("_cs_tb = None"),
+            ],
+        )
 
     def try_finally_yields(self, node: cst.Try | cst.TryStar, star: bool) -> list[Out]:
         """A ``finally`` that yields: explicit copies per way of leaving the try."""
@@ -824,9 +844,7 @@ class BodyProcessor:
             if "continue" in exit_info.kinds:
                 after_leaving.append(block(f"if {state} == 3:", src, [self.line("continue")]))
         set_one = block("if not _cs_resuming:", src, [self.line(f"{state} = 1")])
-        plant = block(
-            f"if _cs_resuming and ({cond(failing.labels)}):", src, [self.line(f"raise {pending}")]
-        )
+        plant = self.plant(pending, failing.labels)
         regular = [
             block("if not _cs_resuming:", src, [self.line(f"{state} = 0")]),
             block("try:", src, [plant, *self.guarded(inner)]),
@@ -834,7 +852,7 @@ class BodyProcessor:
             block(
                 f"except BaseException as {pending}:",
                 src,
-                [set_one, *failing.resume, self.line("raise")],
+                [self.unplant(pending), set_one, *failing.resume, self.line("raise")],
             ),
             block("else:", src, [set_one, *normal.resume]),
             block("finally:", src, [block(f"if {state} >= 2:", src, leaving.fresh)]),
