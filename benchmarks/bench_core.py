@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     g = marked_ten_locals(100)
     next(g)
     blob = contsnap.dumps(g)
-    payload, _ = _snapshot.to_payload(g)
+    payload = _snapshot.to_payload(g)[0]
     number = 2_000
     dumps_us = _best(lambda: contsnap.dumps(g), number, repeat) * 1e6
     loads_us = _best(lambda: contsnap.loads(blob), number, repeat) * 1e6

@@ -54,7 +54,7 @@ def dumps(obj: Any, *, key: bytes | str | None = None) -> bytes:
     integrity hash and, with a key (argument, :func:`configure` or
     ``CONTSNAP_KEY``), an HMAC-SHA256 signature.
     """
-    payload, captured = to_payload(obj)
+    payload, captured, _refs = to_payload(obj)
     meta = {"created_at": round(time.time(), 3), "frames": _frames(obj, captured)}
     return _envelope.seal(payload, meta, key=_envelope.effective_key(key))
 

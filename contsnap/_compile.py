@@ -21,6 +21,9 @@ from ._transform import LabelInfo, Line, Rendered, TransformResult, block, rende
 
 FRESH_FACTORY = "__contsnap_fresh__"
 RESUME_FACTORY = "__contsnap_resume__"
+# The name the function is compiled under: the user's own name, defined in the
+# factory, would turn the function's references to itself into a closure.
+DEF_NAME = "__contsnap_fn__"
 
 
 @dataclass
@@ -41,9 +44,11 @@ class Compiled:
 
 
 def _enclosing_class(qualname: str) -> str | None:
+    """The innermost class around the function: it decides private-name mangling."""
     parts = qualname.split(".")
-    if len(parts) >= 2 and parts[-2] != "<locals>":
-        return parts[-2]
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] != "<locals>" and parts[i + 1] != "<locals>":
+            return parts[i]
     return None
 
 
@@ -62,7 +67,7 @@ def _factory(
     if names:
         inner.append(Line(" = ".join(names) + " = None", src))
     # the def line maps to the original's co_firstlineno (its first decorator)
-    func = block(f"def {result.name}({signature}):", first_line, body)
+    func = block(f"def {DEF_NAME}({signature}):", first_line, body)
     if class_name is not None:
         inner.append(block(f"class {class_name}:", src, [func]))
     else:
@@ -106,30 +111,36 @@ def _walk_codes(code: types.CodeType) -> Iterator[types.CodeType]:
             yield from _walk_codes(const)
 
 
-def _find(module_code: types.CodeType, factory: str, name: str) -> types.CodeType:
+def _find(module_code: types.CodeType, factory: str) -> types.CodeType:
     for code in _walk_codes(module_code):
         if code.co_name == factory:
             for inner in _walk_codes(code):
-                if inner.co_name == name:
+                if inner.co_name == DEF_NAME:
                     return inner
-    raise AssertionError(f"compiled {factory} has no {name}")
+    raise AssertionError(f"compiled {factory} has no {DEF_NAME}")
 
 
-def _requalify(code: types.CodeType, old: str, new: str) -> types.CodeType:
-    """Rename the factory-made qualnames (``__contsnap_fresh__.<locals>.f``) to the user's."""
+def _requalify(code: types.CodeType, prefixes: tuple[str, ...], qualname: str) -> types.CodeType:
+    """Give the compiled function and everything defined in it the user's qualnames.
+
+    Code objects are shared between the two factories when identical, so both
+    factories' prefixes are rewritten wherever they appear; class bodies (and
+    3.10's MAKE_FUNCTION) carry qualnames as string constants.
+    """
 
     def fix(text: str) -> str:
-        if text == old:
-            return new
-        if text.startswith(old + "."):
-            return new + text[len(old) :]
+        for old in prefixes:
+            if text == old:
+                return qualname
+            if text.startswith(old + "."):
+                return qualname + text[len(old) :]
         return text
 
     consts = []
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            const = _requalify(const, old, new)
-        elif isinstance(const, str) and sys.version_info < (3, 11):
+            const = _requalify(const, prefixes, qualname)
+        elif isinstance(const, str) and const.startswith("__contsnap_"):
             const = fix(const)
         consts.append(const)
     changes: dict[str, object] = {"co_consts": tuple(consts)}
@@ -157,7 +168,7 @@ def compile_function(
         FRESH_FACTORY, result, class_name, list(freevars), result.params, fresh_body, first_line
     )
     probe = _compile(render([fresh_factory]), filename)
-    fresh_probe = _find(probe, FRESH_FACTORY, result.name)
+    fresh_probe = _find(probe, FRESH_FACTORY)
     varnames = [n for n in fresh_probe.co_varnames if n not in cellvars]
     user_names = tuple(n for n in varnames if not n.startswith("_cs_"))
     restorable = [n for n in varnames if n not in ("_cs_label", "_cs_cellref")]
@@ -198,16 +209,11 @@ def compile_function(
     )
     rendered = render([fresh_factory, resume_factory])
     module_code = _compile(rendered, filename)
-    inner = f"{class_name}.{result.name}" if class_name else result.name
-    fresh_code = _requalify(
-        _find(module_code, FRESH_FACTORY, result.name),
-        f"{FRESH_FACTORY}.<locals>.{inner}",
-        qualname,
-    )
-    resume_code = _requalify(
-        _find(module_code, RESUME_FACTORY, result.name),
-        f"{RESUME_FACTORY}.<locals>.{inner}",
-        qualname,
+    inner = f"{class_name}.{DEF_NAME}" if class_name else DEF_NAME
+    prefixes = tuple(f"{factory}.<locals>.{inner}" for factory in (FRESH_FACTORY, RESUME_FACTORY))
+    fresh_code, resume_code = (
+        _requalify(_find(module_code, factory), prefixes, qualname).replace(co_name=result.name)
+        for factory in (FRESH_FACTORY, RESUME_FACTORY)
     )
     return Compiled(
         fresh_code=fresh_code,

@@ -17,8 +17,12 @@ class CheckpointError(Exception):
     __module__ = "contsnap"
 
 
-class NotCheckpointableError(CheckpointError):
-    """A live value or a frame cannot be captured (names variable, type, function, file:line)."""
+class NotCheckpointableError(CheckpointError, TypeError):
+    """A live value or a frame cannot be captured (names variable, type, function, file:line).
+
+    Also a ``TypeError``: pickling a plain generator raises ``TypeError`` without
+    contsnap, and code that catches that keeps working with contsnap imported.
+    """
 
     __module__ = "contsnap"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import types
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,18 +70,16 @@ def yield_from_iter(obj: Any) -> Any:
 
 
 def with_enter(manager: Any) -> Any:
-    """``type(manager).__enter__(manager)``, refusing non-managers as ``with`` does."""
+    """``type(manager).__enter__(manager)``, refusing non-managers exactly as ``with`` does."""
     cls = type(manager)
-    try:
-        enter = cls.__enter__
-        cls.__exit__  # noqa: B018 - looked up before entering, as the with statement does
-    except AttributeError:
-        if sys.version_info >= (3, 11):
+    for name, missing in (("__enter__", ""), ("__exit__", " (missed __exit__ method)")):
+        if not hasattr(cls, name):
+            if sys.version_info < (3, 11):
+                raise AttributeError(name)
             raise TypeError(
-                f"'{cls.__name__}' object does not support the context manager protocol"
-            ) from None
-        raise
-    return enter(manager)
+                f"'{cls.__name__}' object does not support the context manager protocol{missing}"
+            )
+    return cls.__enter__(manager)
 
 
 def with_exit(manager: Any, exc: BaseException | None) -> Any:
@@ -89,6 +88,23 @@ def with_exit(manager: Any, exc: BaseException | None) -> Any:
     if exc is None:
         return exit_(manager, None, None, None)
     return exit_(manager, type(exc), exc, exc.__traceback__)
+
+
+#: Restored generators not yet primed: a resumed ``yield from`` primes them itself.
+UNPRIMED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def resume_delegate(delegate: Any) -> Any:
+    """What a resumed ``yield from`` re-enters.
+
+    A delegate restored in the same load is still unprimed: delegating to it
+    primes it, and its ``PRIME`` travels up the chain (no extra frame per
+    level). A delegate that is already paused is wrapped in :class:`Reattach`.
+    """
+    if delegate in UNPRIMED:
+        UNPRIMED.discard(delegate)
+        return delegate
+    return Reattach(delegate)
 
 
 class Reattach:

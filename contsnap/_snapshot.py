@@ -13,6 +13,8 @@ generator which holds the object (``self.job = self.run()``) pickles fine.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import copyreg
 import gc
@@ -22,7 +24,7 @@ import io
 import pickle
 import types
 import weakref
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,8 @@ _CLOSED: weakref.WeakKeyDictionary[Generator[Any, Any, Any], FunctionInfo] = (
 )
 # Generators made by a pickle load whose state has not arrived yet.
 _PENDING: weakref.WeakKeyDictionary[Generator[Any, Any, Any], _Box] = weakref.WeakKeyDictionary()
+# Generators with their state, waiting for the end of the load to be primed.
+_DEFERRED: weakref.WeakKeyDictionary[Generator[Any, Any, Any], _Box] = weakref.WeakKeyDictionary()
 
 
 def info_of(gen: Any) -> FunctionInfo | None:
@@ -129,13 +133,12 @@ def _capture_created(gen: Any, info: FunctionInfo, frame: types.FrameType) -> Fr
     free = [n for n in info.cell_names if n not in info.cellvars]
     closure_cells: dict[str, types.CellType] = {}
     if free:
-        func = _function_of(gen)
-        if func is None or func.__closure__ is None:
+        closure_cells = _free_cells_of_created(gen)
+        if not set(free) <= set(closure_cells):
             raise NotCheckpointableError(
                 f"cannot snapshot the unstarted generator {info.qualname}: its closure is not "
                 "reachable; advance it to its first yield first"
             )
-        closure_cells = dict(zip(func.__code__.co_freevars, func.__closure__))
     cells = []
     for name in info.cell_names:
         if name in info.cellvars:
@@ -146,15 +149,22 @@ def _capture_created(gen: Any, info: FunctionInfo, frame: types.FrameType) -> Fr
     return FrameState(info, CREATED, 0, values, tuple(cells))
 
 
-def _function_of(gen: Any) -> types.FunctionType | None:
-    """The function object of an unstarted generator (found through the GC's referents)."""
-    seen = gc.get_referents(gen)
-    if gen.gi_frame is not None:
-        seen += gc.get_referents(gen.gi_frame)
-    for obj in seen:
-        if isinstance(obj, types.FunctionType) and obj.__code__ is gen.gi_code:
-            return obj
-    return None
+def _free_cells_of_created(gen: Any) -> dict[str, types.CellType]:
+    """The closure cells of an unstarted generator, by free-variable name.
+
+    3.11+ keep the function object in the frame (a GC referent of the
+    generator); 3.10 copies the closure into the frame, whose referents end
+    with the cell variables' cells and then the free variables' cells.
+    """
+    code = gen.gi_code
+    for obj in gc.get_referents(gen):
+        if isinstance(obj, types.FunctionType) and obj.__code__ is code:
+            return dict(zip(code.co_freevars, obj.__closure__ or ()))
+    frame = gen.gi_frame
+    cells = [obj for obj in gc.get_referents(frame) if type(obj) is types.CellType]
+    if len(cells) < len(code.co_freevars):
+        return {}
+    return dict(zip(code.co_freevars, cells[len(cells) - len(code.co_freevars) :]))
 
 
 def new_generator(
@@ -196,10 +206,72 @@ def set_generator_state(gen: Generator[Any, Any, Any], values: Any) -> None:
             f"{', '.join(sorted(unknown))}"
         )
     box.values = values
-    if box.label:
-        primed = gen.send(None)
-        if primed is not _runtime.PRIME:
-            raise SnapshotCorruptError(f"restored {info.qualname} did not stop where it was saved")
+    if not box.label:
+        return
+    loading = _LOADING.get()
+    if loading is None:
+        _prime(gen)
+    else:
+        # primed when the whole load is done: a delegate is then primed by the
+        # resumed ``yield from`` of the generator that delegates to it
+        _runtime.UNPRIMED.add(gen)
+        _DEFERRED[gen] = box
+        loading.append(gen)
+
+
+def _prime(gen: Generator[Any, Any, Any]) -> None:
+    """Run the resume dispatch up to the saved yield (no user code runs on the way)."""
+    _runtime.UNPRIMED.discard(gen)
+    _DEFERRED.pop(gen, None)
+    primed = gen.send(None)
+    if primed is not _runtime.PRIME:
+        gen.close()
+        name = getattr(gen, "__qualname__", "generator")
+        raise SnapshotCorruptError(f"restored {name} did not stop where it was saved")
+
+
+#: generators restored by the load in progress, in the order they were made
+_LOADING: contextvars.ContextVar[list[Generator[Any, Any, Any]] | None] = contextvars.ContextVar(
+    "contsnap_loading", default=None
+)
+
+
+@contextlib.contextmanager
+def _load_context() -> Iterator[None]:
+    """Prime the generators a load restores once it is complete, outermost first."""
+    if _LOADING.get() is not None:
+        yield
+        return
+    restored: list[Generator[Any, Any, Any]] = []
+    token = _LOADING.set(restored)
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+    for gen in restored:
+        if gen in _runtime.UNPRIMED:
+            _prime_chain_of(gen, restored)
+
+
+def _prime_chain_of(gen: Generator[Any, Any, Any], restored: list[Any]) -> None:
+    # Prime from the outermost generator that delegates to this one, so the
+    # whole chain settles with one send and native ``yield from`` in between.
+    outer = {id(d): g for g in restored for d in (_delegate_of_unprimed(g),) if d is not None}
+    top = gen
+    while id(top) in outer and outer[id(top)] in _runtime.UNPRIMED:
+        top = outer[id(top)]
+    _prime(top)
+    if gen in _runtime.UNPRIMED:  # not reached through the chain: prime it alone
+        _prime(gen)
+
+
+def _delegate_of_unprimed(gen: Generator[Any, Any, Any]) -> Any:
+    box = _DEFERRED.get(gen)
+    info = info_of(gen)
+    if box is None or info is None:
+        return None
+    spec = info.labels.get(box.label)
+    return box.values.get(spec.delegate) if spec is not None and spec.delegate else None
 
 
 def closed_generator(info: FunctionInfo) -> Generator[Any, Any, Any]:
@@ -263,6 +335,37 @@ def _reduce_cell(cell: types.CellType) -> tuple[Any, ...]:
     return (_make_cell, (), state, None, None, _set_cell)
 
 
+def rebuild_exception(make: Any, args: tuple[Any, ...]) -> BaseException:
+    """Rebuild a saved exception; one whose ``__init__`` needs more than its args still loads."""
+    try:
+        exc = make(*args)
+    except Exception:
+        if not (isinstance(make, type) and issubclass(make, BaseException)):
+            raise
+        exc = make.__new__(make, *args)
+        exc.args = args
+    if not isinstance(exc, BaseException):
+        raise SnapshotCorruptError(f"a saved exception rebuilt as {type(exc).__name__}")
+    return exc
+
+
+def set_exception_state(exc: BaseException, state: tuple[Any, ...]) -> None:
+    """Chaining and traceback are not pickled by Python; contsnap keeps them."""
+    attributes, cause, context, suppress, traceback = state
+    if attributes:
+        if isinstance(attributes, tuple):  # (__dict__, slots)
+            attributes, slots = attributes
+            for name, value in (slots or {}).items():
+                setattr(exc, name, value)
+        if attributes:
+            exc.__dict__.update(attributes)
+    exc.__cause__ = cause
+    exc.__context__ = context
+    exc.__suppress_context__ = suppress
+    if traceback is not None:
+        exc.__traceback__ = traceback
+
+
 copyreg.pickle(types.GeneratorType, _reduce_generator)
 copyreg.pickle(types.CellType, _reduce_cell)
 
@@ -275,6 +378,8 @@ for _code, _func in enumerate(
     copyreg.add_extension(__name__, _func, _code)
 copyreg.add_extension("contsnap._info", "_info_by_name", 245)
 copyreg.add_extension("contsnap._info", "_info_by_value", 246)
+copyreg.add_extension(__name__, "rebuild_exception", 247)
+copyreg.add_extension(__name__, "set_exception_state", 248)
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
@@ -282,9 +387,11 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
 
     cloudpickle gives every rebuilt closure fresh cells, which would split a
     generator's frame from the closures it made; here the real cell objects
-    are pickled (memoised, so sharing survives). With ``local=True`` (a copy
-    within this process: fork, deepcopy) function infos, classes and module
-    globals are passed by reference, so a copy still sees live module state.
+    are pickled (memoised, so sharing survives). Exceptions keep their cause
+    and context. With ``local=True`` (a copy within this process: fork,
+    deepcopy) function infos, classes, module globals and tracebacks are
+    passed by reference through :attr:`refs`, so a copy still sees live module
+    state and exceptions keep their tracebacks.
     """
 
     def __init__(self, file: io.BytesIO, *, local: bool) -> None:
@@ -292,6 +399,12 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         self.local = local
         #: every generator frame captured while pickling, by id of the generator
         self.captured: dict[int, FrameState] = {}
+        #: objects passed by reference to an in-process copy
+        self.refs: list[Any] = []
+
+    def by_reference(self, obj: Any) -> tuple[Any, ...]:
+        self.refs.append(obj)
+        return (_local_ref, (len(self.refs) - 1,))
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -303,9 +416,24 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return _reduce_cell(obj)
         if kind is types.FunctionType and obj.__module__ in _OWN_MODULES:
             return NotImplemented
-        if self.local and (kind is FunctionInfo or isinstance(obj, type)):
-            return (_local_object, (_remember(obj),))
+        if kind is _LiveGlobals:
+            return self.by_reference(obj.namespace)
+        if self.local and (
+            kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
+        ):
+            return self.by_reference(obj)
+        if isinstance(obj, BaseException):
+            return self._reduce_exception(obj)
         return super().reducer_override(obj)
+
+    def _reduce_exception(self, exc: BaseException) -> Any:
+        reduced = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+        if not isinstance(reduced, tuple) or len(reduced) < 2 or len(reduced) > 3:
+            return super().reducer_override(exc)
+        attributes = reduced[2] if len(reduced) == 3 else None
+        traceback = exc.__traceback__ if self.local else None
+        state = (attributes, exc.__cause__, exc.__context__, exc.__suppress_context__, traceback)
+        return (rebuild_exception, reduced[:2], state, None, None, set_exception_state)
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
         code, base_globals, name, defaults, _empty = self._function_getnewargs(func)
@@ -319,32 +447,36 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
 _OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime"})
-_LOCAL_OBJECTS: dict[int, Any] = {}
+
+#: the by-reference table of the in-process copy being loaded
+_REFS: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "contsnap_refs", default=None
+)
 
 
-def _remember(obj: Any) -> int:
-    _LOCAL_OBJECTS[id(obj)] = obj
-    return id(obj)
-
-
-def _local_object(key: int) -> Any:
-    return _LOCAL_OBJECTS[key]
+def _local_ref(index: int) -> Any:
+    refs = _REFS.get()
+    if refs is None or not 0 <= index < len(refs):
+        raise SnapshotCorruptError(
+            "the snapshot refers to objects of an in-process copy; it cannot be loaded here"
+        )
+    return refs[index]
 
 
 class _LiveGlobals:
+    """Stands for a module's globals in an in-process copy (pickled by reference)."""
+
     __slots__ = ("namespace",)
 
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.namespace = namespace
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_local_object, (_remember(self.namespace),))
 
-
-def to_payload(obj: Any, *, local: bool = False) -> tuple[bytes, dict[int, FrameState]]:
+def to_payload(obj: Any, *, local: bool = False) -> tuple[bytes, dict[int, FrameState], list[Any]]:
     """Pickle ``obj`` (usually a generator); a failure names the variable that caused it.
 
-    Returns the bytes and the frames captured on the way (by id of their generator).
+    Returns the bytes, the frames captured on the way (by id of their
+    generator) and, for a local copy, the objects passed by reference.
     """
     buffer = io.BytesIO()
     pickler = _Pickler(buffer, local=local)
@@ -363,18 +495,24 @@ def to_payload(obj: Any, *, local: bool = False) -> tuple[bytes, dict[int, Frame
         raise NotCheckpointableError(
             f"cannot serialise the snapshot: {type(exc).__name__}: {exc}"
         ) from exc
-    return buffer.getvalue(), pickler.captured
+    return buffer.getvalue(), pickler.captured, pickler.refs
 
 
-def from_payload(data: bytes) -> Any:
+def from_payload(data: bytes, refs: list[Any] | None = None) -> Any:
+    """Unpickle a payload; restored generators are primed once the load is complete."""
+    token = _REFS.set(refs)
     try:
-        return pickle.loads(data)
+        with _load_context():
+            return pickle.loads(data)
     except CheckpointError:
         raise
     except Exception as exc:
-        raise SnapshotCorruptError(
-            f"the snapshot's contents cannot be rebuilt: {type(exc).__name__}: {exc}"
+        raise CheckpointError(
+            f"the snapshot's contents cannot be rebuilt in this process: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
+    finally:
+        _REFS.reset(token)
 
 
 def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointableError | None:
@@ -392,41 +530,139 @@ def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointable
                 return inner
             continue
         try:
-            _Pickler(io.BytesIO(), local=True).dump(value)
+            to_payload(value, local=True)
         except Exception as err:
+            holder = _describe_local(name, state)
             if isinstance(value, types.GeneratorType):
-                what = f"an unmarked generator {value.__qualname__}"
-                hint = "mark its function with @contsnap.checkpointable"
-            else:
-                what = f"a {type(value).__module__}.{type(value).__qualname__} object"
-                hint = (
-                    "keep it out of the generator's locals across yields, or register a "
-                    "resource handler for its type"
+                code = value.gi_code
+                where = f"{value.__qualname__} ({code.co_filename}:{code.co_firstlineno})"
+                if name.startswith("_cs_dlg_"):
+                    what = f"it delegates (yield from) to the generator {where}"
+                else:
+                    what = f"{holder} holds the generator {where}"
+                return NotCheckpointableError(
+                    f"cannot snapshot {state.info.where(state.label)}: {what}, which is not "
+                    "checkpointable; mark its function with @contsnap.checkpointable"
                 )
+            cause = err.__cause__ or err if isinstance(err, NotCheckpointableError) else err
             return NotCheckpointableError(
-                f"cannot snapshot {state.info.where(state.label)}: local variable {name!r} "
-                f"holds {what}, which cannot be serialised ({type(err).__name__}: {err}); {hint}"
+                f"cannot snapshot {state.info.where(state.label)}: {holder} holds a "
+                f"{type(value).__module__}.{type(value).__qualname__} object, which cannot be "
+                f"serialised ({type(cause).__name__}: {cause}); keep it out of the generator's "
+                "locals across yields, or register a resource handler for its type"
             )
     return None
 
 
+_HELPER_MEANING = {
+    "iter": "the iterator of a for loop",
+    "dlg": "the delegate of its yield from",
+    "mgr": "the context manager of a with statement",
+    "t": "a partial result of an expression",
+    "aug": "a partial result of an augmented assignment",
+    "hx": "the exception being handled",
+    "fx": "the exception passing through a finally block",
+    "rv": "the value being returned",
+}
+
+
+def _describe_local(name: str, state: FrameState) -> str:
+    if not name.startswith("_cs_"):
+        return f"local variable {name!r}"
+    kind = name[len("_cs_") :].rsplit("_", 1)[0]
+    return _HELPER_MEANING.get(kind, f"the internal value {name!r}")
+
+
+def _expect_generator(gen: Any, verb: str) -> FunctionInfo:
+    info = info_of(gen)
+    if info is None:
+        if isinstance(gen, types.GeneratorType):
+            raise _unmarked(gen)
+        raise TypeError(f"{verb} needs a checkpointable generator, got {type(gen).__name__}")
+    return info
+
+
 def copy_generator(gen: Any) -> Generator[Any, Any, Any]:
     """An independent copy of a paused generator, within this process."""
-    if info_of(gen) is None:
-        raise (
-            _unmarked(gen)
-            if isinstance(gen, types.GeneratorType)
-            else TypeError(f"expected a checkpointable generator, got {type(gen).__name__}")
-        )
-    result = from_payload(to_payload(gen, local=True)[0])
+    _expect_generator(gen, "fork()")
+    payload, _captured, refs = to_payload(gen, local=True)
+    result = from_payload(payload, refs)
     return result  # type: ignore[no-any-return]
 
 
+# ---------------------------------------------------------------- copy module
+
+
 def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
-    return copy_generator(gen)
+    """``copy.deepcopy`` of a generator: honours the memo, so shared objects stay shared."""
+    state = capture(gen)
+    if state.status == CLOSED:
+        result = closed_generator(state.info)
+        memo[id(gen)] = result
+        return result
+    cells = tuple(_deepcopy_cell(cell, memo) for cell in state.cells)
+    with _load_context():
+        result = new_generator(state.info, state.label, cells)
+        memo[id(gen)] = result
+        for value in state.values.values():
+            _rebind_builtin_method(value, memo)
+        values = copy.deepcopy(state.values, memo)
+        set_generator_state(result, values)
+    return result
+
+
+def _rebind_builtin_method(value: Any, memo: dict[int, Any]) -> None:
+    """deepcopy treats ``obj.append`` as atomic; a hoisted one must follow the copied obj."""
+    if isinstance(value, (types.BuiltinMethodType, types.MethodWrapperType)):
+        owner = getattr(value, "__self__", None)
+        if owner is not None and not isinstance(owner, types.ModuleType):
+            memo[id(value)] = getattr(copy.deepcopy(owner, memo), value.__name__)
+
+
+def _deepcopy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType:
+    found = memo.get(id(cell))
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    new = types.CellType()
+    memo[id(cell)] = new
+    try:
+        contents = cell.cell_contents
+    except ValueError:
+        return new
+    new.cell_contents = copy.deepcopy(contents, memo)
+    return new
+
+
+def _deepcopy_function(func: types.FunctionType, memo: dict[int, Any]) -> types.FunctionType:
+    """Functions copy as themselves, except closures over cells this deepcopy copied."""
+    closure = func.__closure__
+    if not closure or not any(id(cell) in memo for cell in closure):
+        return func
+    new = types.FunctionType(
+        func.__code__,
+        func.__globals__,
+        func.__name__,
+        func.__defaults__,
+        tuple(_deepcopy_cell(cell, memo) for cell in closure),
+    )
+    memo[id(func)] = new
+    new.__kwdefaults__ = func.__kwdefaults__
+    new.__qualname__ = func.__qualname__
+    new.__dict__.update(copy.deepcopy(func.__dict__, memo))
+    return new
+
+
+def _copy_generator_shallow(gen: Any) -> Any:
+    """``copy.copy``: a second continuation sharing every local (and closure cell)."""
+    with _load_context():
+        result = rebuild(capture(gen))
+    return result
 
 
 copy._deepcopy_dispatch[types.GeneratorType] = _deepcopy_generator  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[types.FunctionType] = _deepcopy_function  # type: ignore[attr-defined]
+copy._copy_dispatch[types.GeneratorType] = _copy_generator_shallow  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- detach
@@ -443,15 +679,25 @@ def delegation_chain(gen: Any) -> list[Any]:
         chain.append(inner)
 
 
+def _owned_generators(state: FrameState) -> list[Any]:
+    """Checkpointable generators the frame holds directly: they moved with it."""
+    found = []
+    for value in state.values.values():
+        if isinstance(value, contextlib.AbstractContextManager):
+            value = getattr(value, "gen", None)  # a @contextmanager's generator
+        if info_of(value) is not None and value.gi_frame is not None:
+            found.append(value)
+    return found
+
+
 def detach(gen: Any) -> None:
-    """End ``gen`` without running its ``finally`` blocks or context-manager exits."""
-    info = info_of(gen)
-    if info is None:
-        raise (
-            _unmarked(gen)
-            if isinstance(gen, types.GeneratorType)
-            else TypeError(f"detach() needs a checkpointable generator, got {type(gen).__name__}")
-        )
+    """End ``gen`` without running its ``finally`` blocks or context-manager exits.
+
+    The whole ``yield from`` chain is ended, and so are the checkpointable
+    generators the frames hold in their locals (a ``for`` loop's iterator, a
+    ``@contextmanager``): their continuation moved with the snapshot too.
+    """
+    info = _expect_generator(gen, "detach()")
     if gen.gi_running:
         raise NotCheckpointableError(f"cannot detach {info.qualname} while it is running")
     if gen.gi_frame is None:
@@ -459,12 +705,25 @@ def detach(gen: Any) -> None:
     if inspect.getgeneratorstate(gen) == inspect.GEN_CREATED:
         gen.close()
         return
-    for inner in delegation_chain(gen)[1:]:
-        if isinstance(inner, types.GeneratorType) and info_of(inner) is None:
-            raise _unmarked(inner)
+    chain = delegation_chain(gen)
+    owned: list[Any] = []
+    for member in chain:
+        if isinstance(member, types.GeneratorType):
+            if info_of(member) is None:
+                raise _unmarked(member)
+            state = capture(member)  # refuses where a snapshot would be refused
+            owned.extend(g for g in _owned_generators(state) if g not in chain)
+        elif callable(getattr(member, "throw", None)):
+            raise NotCheckpointableError(
+                f"cannot detach {info.qualname}: it delegates (yield from) to a "
+                f"{type(member).__qualname__} object, whose own throw() would run its code"
+            )
+    for inner in owned:
+        if inner.gi_frame is not None:
+            detach(inner)
     try:
         gen.throw(_runtime.Detach())
-    except BaseException as exc:
+    except BaseException as exc:  # the Detach coming back is the success case
         if not _runtime.is_detach(exc):
             raise
     else:

@@ -20,7 +20,7 @@ contains. The rules, in the order a reader meets them:
   does not contain the saved label is skipped, loops and ``if`` are entered
   towards it, an ``except``/``finally`` handler is re-entered by raising the
   saved exception, and at the label the yield becomes a priming
-  ``yield PRIME`` (``yield from Reattach(...)`` for delegation).
+  ``yield PRIME`` (``yield from resume_delegate(...)`` for delegation).
 * ``except`` clauses, ``finally`` bodies and ``with`` exits let
   ``__contsnap_rt__.Detach`` through untouched, so a moved continuation can end
   its old copy without running cleanup twice.
@@ -424,7 +424,7 @@ class BodyProcessor:
             ]
             resuming = [
                 self.line("_cs_resuming = False"),
-                self.line(f"{assign}yield from {RT}.Reattach({delegate})"),
+                self.line(f"{assign}yield from {RT}.resume_delegate({delegate})"),
             ]
         else:
             text = ""
@@ -569,13 +569,13 @@ class BodyProcessor:
             self.positions[inner] = self.positions.get(node)  # type: ignore[assignment]
             return self.do_With(outer)
         item = node.items[0]
-        if item.asname is not None and suspends(item.asname.name):
-            raise self.unsupported("a yield inside a with target is not supported", node)
+        target = item.asname.name if item.asname is not None else None
         pre, manager = self.anf(item.item)
-        if not suspends(node.body) and not (self.finally_exits and exits(node.body)):
+        simple = target is None or not suspends(target)
+        if simple and not suspends(node.body) and not (self.finally_exits and exits(node.body)):
             header = self.code(manager)
-            if item.asname is not None:
-                header += f" as {self.code(item.asname.name)}"
+            if target is not None:
+                header += f" as {self.code(target)}"
             body = self.body(node.body)
             return [*pre, plain([block(f"with {header}:", self._line, body.fresh)])]
         n = self.fresh_name("w")[len("_cs_w_") :]
@@ -589,13 +589,19 @@ class BodyProcessor:
         )
         self.live.extend([mgr, owed])
         try:
-            body = self.body(node.body)
+            binding: list[Out] = []
+            if target is not None:
+                # the target is assigned inside the protected block, as the with statement does
+                self.live.append(entered)  # live while the target's own yields run
+                try:
+                    tpre, new_target = self.anf_target(target)
+                finally:
+                    self.live.pop()
+                binding = [*tpre, self.assign(self.code(new_target), entered)]
+            body = self.combine([*binding, *self._statements_of(node.body)])
         finally:
             del self.live[-2:]
         src = self._line
-        bind: list[Line] = []
-        if item.asname is not None:
-            bind = [self.line(f"{self.code(item.asname.name)} = {entered}")]
         handler = block(
             f"except BaseException as {caught}:",
             src,
@@ -619,41 +625,69 @@ class BodyProcessor:
                 )
             ],
         )
-        fresh = [block("try:", src, [*bind, *body.fresh]), handler, final]
+        fresh = [block("try:", src, body.fresh), handler, final]
         if not body.labels:
             return [*pre, setup, Out(fresh, fresh)]
-        rebind = [block("if not _cs_resuming:", src, bind)] if bind else []
-        resume = [block("try:", src, [*rebind, *body.resume]), handler, final]
+        resume = [block("try:", src, body.resume), handler, final]
         return [*pre, setup, Out(fresh, resume, body.labels)]
 
     def do_Match(self, node: cst.Match) -> list[Out]:
+        """Arms whose body yields run from an ``if`` chain on ``_cs_arm_n``.
+
+        A guard that yields splits the cases: the match up to that case binds
+        the pattern only, the guard is evaluated as ordinary statements, and if
+        it fails the remaining cases are matched in a second ``match``.
+        """
         pre, subject = self.anf(node.subject)
-        for case in node.cases:
-            if case.guard is not None and suspends(case.guard):
-                raise self.unsupported(
-                    "a yield inside a match guard is not supported; compute it before the match",
-                    case,
-                )
         arm = self.fresh_name("arm")
         src = self._line
-        cases: list[Line] = []
-        arms: list[tuple[int, cst.MatchCase]] = []
-        for case in node.cases:
-            head = f"case {self.code(case.pattern)}"
-            if case.guard is not None:
-                head += f" if {self.code(case.guard)}"
+        split = any(c.guard is not None and suspends(c.guard) for c in node.cases)
+        subject_text = self.code(subject)
+        outs = [*pre]
+        if split and not (isinstance(subject, cst.Name) and subject.value.startswith("_cs_")):
+            held = self.fresh_name("subj")
+            self.temps_live.append(held)
+            outs.append(self.assign(held, subject_text))
+            subject_text = held
+        outs.append(self.assign(arm, "0"))
+        bodies: list[tuple[int, cst.MatchCase]] = []
+        segment: list[Line] = []
+        segments: list[Out] = []
+        for number, case in enumerate(node.cases, start=1):
             case_line = self.where(case)[0]
-            if suspends(case.body) or (self.finally_exits and exits(case.body)):
-                arms.append((len(arms) + 1, case))
-                cases.append(
-                    block(head + ":", case_line, [Line(f"{arm} = {len(arms)}", case_line)])
-                )
+            head = f"case {self.code(case.pattern)}"
+            guard_yields = case.guard is not None and suspends(case.guard)
+            if case.guard is not None and not guard_yields:
+                head += f" if {self.code(case.guard)}"
+            needs_arm = split or suspends(case.body) or (self.finally_exits and exits(case.body))
+            if needs_arm:
+                bodies.append((number, case))
+                tag = -number if guard_yields else number
+                segment.append(block(head + ":", case_line, [Line(f"{arm} = {tag}", case_line)]))
             else:
-                cases.append(block(head + ":", case_line, self.body(case.body).fresh))
-        lines = [self.line(f"{arm} = 0"), block(f"match {self.code(subject)}:", src, cases)]
-        outs = [*pre, plain(lines)]
+                segment.append(block(head + ":", case_line, self.body(case.body).fresh))
+            if guard_yields:
+                assert case.guard is not None
+                matching = plain([block(f"match {subject_text}:", src, segment)])
+                saved = self._line
+                self._line = case_line
+                gpre, guard = self.anf(case.guard)
+                decide = self.if_out(
+                    f"{arm} == {-number}",
+                    self.combine(
+                        [*gpre, self.assign(arm, f"{number} if ({self.code(guard)}) else 0")]
+                    ),
+                    None,
+                )
+                self._line = saved
+                segments.append(self.combine([matching, decide]))
+                segment = []
+        if segment:
+            segments.append(plain([block(f"match {subject_text}:", src, segment)]))
+        for index, part in enumerate(segments):
+            outs.append(part if index == 0 else self.if_out(f"{arm} == 0", part, None))
         chain: Out | None = None
-        for number, case in reversed(arms):
+        for number, case in reversed(bodies):
             saved = self._line
             self._line = self.where(case)[0]
             chain = self.if_out(f"{arm} == {number}", self.body(case.body), chain)
@@ -832,7 +866,9 @@ class BodyProcessor:
                 [self.line(f"{state} = 1"), *failing.fresh, self.line("raise")],
             ),
             block("else:", src, [self.line(f"{state} = 1"), *normal.fresh]),
-            block("finally:", src, [block(f"if {state} >= 2:", src, leaving.fresh)]),
+            block(
+                "finally:", src, [block(f"if {state} >= 2 and {RT}.live():", src, leaving.fresh)]
+            ),
         ]
         labels = inner.labels | normal.labels | failing.labels | leaving.labels
         after_leaving: list[Line] = []
@@ -855,7 +891,9 @@ class BodyProcessor:
                 [self.unplant(pending), set_one, *failing.resume, self.line("raise")],
             ),
             block("else:", src, [set_one, *normal.resume]),
-            block("finally:", src, [block(f"if {state} >= 2:", src, leaving.fresh)]),
+            block(
+                "finally:", src, [block(f"if {state} >= 2 and {RT}.live():", src, leaving.fresh)]
+            ),
         ]
         resume = [
             block(
@@ -868,14 +906,66 @@ class BodyProcessor:
         return [Out(fresh, resume, labels)]
 
     def do_FunctionDef(self, node: cst.FunctionDef) -> list[Out]:
-        raise self.unsupported(
-            "a yield inside the decorators or defaults of a nested def is not supported", node
+        """A nested def whose decorators or defaults yield: evaluate them first, in order."""
+        params = node.params
+        ordered = [*params.posonly_params, *params.params, *params.kwonly_params]
+        annotated = [
+            p.annotation
+            for p in [*ordered, params.star_arg, params.star_kwarg]
+            if isinstance(p, cst.Param) and p.annotation is not None
+        ]
+        if any(suspends(a) for a in annotated) or (node.returns and suspends(node.returns)):
+            raise self.unsupported("a yield inside an annotation is not supported", node)
+        defaults = [p.default for p in ordered if p.default is not None]
+        pre, decorators, new_defaults = self._hoist_header(node.decorators, defaults)
+        replaced = iter(new_defaults)
+        rebuilt = {id(p): p.with_changes(default=next(replaced)) for p in ordered if p.default}
+        new_params = params.with_changes(
+            posonly_params=[rebuilt.get(id(p), p) for p in params.posonly_params],
+            params=[rebuilt.get(id(p), p) for p in params.params],
+            kwonly_params=[rebuilt.get(id(p), p) for p in params.kwonly_params],
         )
+        bare = node.with_changes(decorators=(), params=new_params, leading_lines=())
+        return [*pre, self._define(bare, node.name.value, decorators)]
 
     def do_ClassDef(self, node: cst.ClassDef) -> list[Out]:
-        raise self.unsupported(
-            "a yield inside the bases or decorators of a nested class is not supported", node
+        """A nested class whose decorators, bases or keywords yield."""
+        arguments = [*node.bases, *node.keywords]
+        pre, decorators, values = self._hoist_header(node.decorators, [a.value for a in arguments])
+        new_args = [a.with_changes(value=v) for a, v in zip(arguments, values)]
+        bare = node.with_changes(
+            decorators=(),
+            bases=new_args[: len(node.bases)],
+            keywords=new_args[len(node.bases) :],
+            leading_lines=(),
         )
+        return [*pre, self._define(bare, node.name.value, decorators)]
+
+    def _hoist_header(
+        self, decorators: Sequence[cst.Decorator], values: list[cst.BaseExpression]
+    ) -> tuple[list[Out], list[str], list[cst.BaseExpression]]:
+        """Decorators go to temporaries (applied after the definition), then the values."""
+        pre, hoisted = self.anf_sequence([d.decorator for d in decorators] + values)
+        held = []
+        for expr in hoisted[: len(decorators)]:
+            if isinstance(expr, cst.Name) and expr.value.startswith("_cs_"):
+                held.append(expr.value)
+            else:
+                name = self.temp()
+                pre.append(self.assign(name, self.code(expr)))
+                held.append(name)
+        return pre, held, hoisted[len(decorators) :]
+
+    def _define(self, bare: cst.CSTNode, name: str, decorators: list[str]) -> Out:
+        line, col = self.where(bare)
+        text = self.module.code_for_node(bare).rstrip("\n").rstrip()
+        lines = [verbatim(text, self._line, col if line == self._line else 0)]
+        if decorators:
+            applied = name
+            for decorator in reversed(decorators):
+                applied = f"{decorator}({applied})"
+            lines.append(self.line(f"{name} = {applied}"))
+        return plain(lines)
 
     # ---------------------------------------------------------- expressions
 
@@ -1009,15 +1099,47 @@ class BodyProcessor:
             if i > last or not isinstance(part, cst.FormattedStringExpression):
                 new_parts.append(part)
                 continue
-            if part.format_spec and any(suspends(p) for p in part.format_spec):
-                raise self.unsupported(
-                    "a yield inside an f-string format spec is not supported", expr
-                )
             epre, value = self.anf(part.expression)
             pre.extend(epre)
-            single = expr.with_changes(parts=[part.with_changes(expression=value)])
+            if part.format_spec and any(suspends(p) for p in part.format_spec):
+                # the value is computed before the fields of its format spec
+                if not _is_constant(value):
+                    held_value = self.temp()
+                    pre.append(self.assign(held_value, self.code(value)))
+                    value = cst.Name(held_value)
+                spec = list(part.format_spec)
+                fields = [p for p in spec if isinstance(p, cst.FormattedStringExpression)]
+                spre, spec_values = self.anf_sequence([f.expression for f in fields])
+                pre.extend(spre)
+                swap = {id(f): f.with_changes(expression=v) for f, v in zip(fields, spec_values)}
+                part = part.with_changes(format_spec=[swap.get(id(p), p) for p in spec])
             hold = self.temp()
-            pre.append(self.assign(hold, self.code(single)))
+            if isinstance(part.equal, cst.AssignEqual):
+                # f"{expr=}" prints the expression's own text, then (by default) its repr
+                shown = "".join(
+                    self.module.code_for_node(piece)
+                    for piece in (
+                        part.whitespace_before_expression,
+                        part.expression,
+                        part.equal,
+                        part.whitespace_after_expression,
+                    )
+                )
+                conversion = part.conversion
+                if conversion is None and part.format_spec is None:
+                    conversion = "r"
+                bare = part.with_changes(
+                    expression=value,
+                    equal=None,
+                    conversion=conversion,
+                    whitespace_before_expression=cst.SimpleWhitespace(""),
+                    whitespace_after_expression=cst.SimpleWhitespace(""),
+                )
+                single = expr.with_changes(parts=[bare])
+                pre.append(self.assign(hold, f"{shown!r} + {self.code(single)}"))
+            else:
+                single = expr.with_changes(parts=[part.with_changes(expression=value)])
+                pre.append(self.assign(hold, self.code(single)))
             new_parts.append(cst.FormattedStringExpression(expression=cst.Name(hold)))
         return pre, expr.with_changes(parts=new_parts)
 

@@ -1,0 +1,329 @@
+"""Corner cases found by review: each test pins one behaviour that once went wrong."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import pickle
+import sys
+import types
+
+import pytest
+
+import contsnap
+
+LOG: list[object] = []
+
+
+@pytest.fixture(autouse=True)
+def _clean_log() -> None:
+    LOG.clear()
+
+
+@contsnap.checkpointable
+def nested_yielding_finally():
+    try:
+        try:
+            yield 1
+            return "early"
+        finally:
+            yield "inner-fin"
+    finally:
+        LOG.append("outer-fin")
+        yield "outer-fin"
+
+
+def test_detach_inside_a_finally_reached_by_return_runs_no_outer_finally() -> None:
+    g = nested_yielding_finally()
+    next(g)
+    assert g.send(None) == "inner-fin"
+    moved = contsnap.loads(contsnap.dumps(g))
+    contsnap.detach(g)
+    assert LOG == []
+    assert next(moved) == "outer-fin"
+    with pytest.raises(StopIteration) as stop:
+        next(moved)
+    assert stop.value.value == "early"
+    assert LOG == ["outer-fin"]
+
+
+@contsnap.checkpointable
+def leaf():
+    try:
+        yield 1
+        yield 2
+    finally:
+        LOG.append("leaf-finally")
+
+
+@contsnap.checkpointable
+def loops_over_leaf():
+    for value in leaf():
+        yield value
+
+
+@contextlib.contextmanager
+@contsnap.checkpointable
+def managed():
+    try:
+        yield "resource"
+    finally:
+        LOG.append("managed-exit")
+
+
+@contsnap.checkpointable
+def uses_managed():
+    with managed() as resource:
+        yield resource
+        yield resource
+
+
+def test_detach_ends_generators_the_frame_holds() -> None:
+    g = loops_over_leaf()
+    next(g)
+    moved = contsnap.loads(contsnap.dumps(g))
+    contsnap.detach(g)
+    del g
+    assert LOG == []
+    assert list(moved) == [2]
+    assert LOG == ["leaf-finally"]
+
+
+def test_detach_ends_a_contextmanager_generator_held_by_with() -> None:
+    g = uses_managed()
+    next(g)
+    moved = contsnap.loads(contsnap.dumps(g))
+    contsnap.detach(g)
+    del g
+    assert LOG == []
+    assert list(moved) == ["resource"]
+    assert LOG == ["managed-exit"]
+
+
+class ThrowingIterator:
+    def __init__(self) -> None:
+        self.items = [1, 2]
+
+    def __iter__(self) -> ThrowingIterator:
+        return self
+
+    def __next__(self) -> int:
+        if not self.items:
+            raise StopIteration
+        return self.items.pop(0)
+
+    def throw(self, *args: object) -> int:
+        return 99
+
+
+@contsnap.checkpointable
+def delegates_to_custom(it):
+    yield from it
+
+
+def test_detach_refuses_a_foreign_delegate_with_throw() -> None:
+    g = delegates_to_custom(ThrowingIterator())
+    next(g)
+    with pytest.raises(contsnap.NotCheckpointableError, match="ThrowingIterator"):
+        contsnap.detach(g)
+    assert next(g) == 2  # untouched
+
+
+@contsnap.checkpointable
+def countdown(n):
+    if n:
+        yield n
+        yield from countdown(n - 1)
+
+
+def test_recursive_generator_refers_to_itself() -> None:
+    g = countdown(150)
+    for _ in range(100):
+        next(g)
+    restored = contsnap.loads(contsnap.dumps(g))
+    assert type(restored.gi_yieldfrom) is types.GeneratorType  # no wrapper per level
+    assert list(restored) == list(range(50, 0, -1))
+
+
+class Failure(Exception):
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@contsnap.checkpointable
+def holds_chained_exceptions():
+    try:
+        try:
+            raise KeyError("first")
+        except KeyError as exc:
+            raise Failure("second", code=7) from exc
+    except Failure as err:
+        held = err
+    yield "paused"
+    yield (held.code, repr(held.__cause__), held.__suppress_context__)
+
+
+def test_exceptions_keep_cause_context_and_attributes() -> None:
+    g = holds_chained_exceptions()
+    next(g)
+    # (copy.deepcopy cannot rebuild an exception whose __init__ needs keywords, in or
+    # out of a generator; pickle-based copies can)
+    for copy_of_g in (contsnap.loads(contsnap.dumps(g)), contsnap.fork(g)):
+        assert next(copy_of_g) == (7, "KeyError('first')", True)
+
+
+class Holder:
+    def __init__(self) -> None:
+        self.log: list[object] = []
+        self.job = self.work()
+
+    @contsnap.checkpointable
+    def work(self):
+        while True:
+            self.log.append((yield len(self.log)))
+
+
+def test_deepcopy_honours_the_memo() -> None:
+    holder = Holder()
+    next(holder.job)
+    twin = copy.deepcopy(holder)
+    twin.job.send("x")
+    assert twin.log == ["x"]
+    assert holder.log == []
+    again = pickle.loads(pickle.dumps(holder))
+    again.job.send("y")
+    assert again.log == ["y"]
+
+
+def test_copy_copy_shares_the_locals() -> None:
+    holder = Holder()
+    next(holder.job)
+    shallow = copy.copy(holder.job)
+    shallow.send("s")
+    assert holder.log == ["s"]
+
+
+@contsnap.checkpointable
+def debug_fstring():
+    width = 4
+    return f"{(yield 'q')=} {width = } {(yield 'r'):>{(yield 'w')}}"
+
+
+def test_fstring_debug_specifier_and_yield_in_format_spec() -> None:
+    g = debug_fstring()
+    next(g)
+    g.send(5)
+    g.send("x")
+    with pytest.raises(StopIteration) as stop:
+        g.send(3)
+    assert stop.value.value == "(yield 'q')=5 width = 4   x"
+
+
+class Secretive:
+    def __init__(self) -> None:
+        self.__secret = "hidden"
+
+    def reveal(self):
+        @contsnap.checkpointable
+        def gen():
+            class Local:
+                pass
+
+            yield self.__secret
+            yield Local.__qualname__
+
+        return gen()
+
+
+def test_private_names_and_qualnames_inside_a_method() -> None:
+    g = Secretive().reveal()
+    assert next(g) == "hidden"
+    assert contsnap.fork(g).__next__() == "Secretive.reveal.<locals>.gen.<locals>.Local"
+    assert g.__qualname__ == "Secretive.reveal.<locals>.gen"
+
+
+def test_not_checkpointable_error_is_also_a_type_error() -> None:
+    def plain():
+        yield 1
+
+    with pytest.raises(TypeError):
+        pickle.dumps(plain())
+
+
+class NoExit:
+    def __enter__(self) -> NoExit:
+        return self
+
+
+@contsnap.checkpointable
+def enters_a_non_manager():
+    yield 1
+    with NoExit():
+        yield 2
+
+
+def test_with_errors_match_native() -> None:
+    def native_error() -> BaseException:
+        try:
+            with NoExit():  # type: ignore[attr-defined]
+                pass
+        except BaseException as exc:  # noqa: BLE001
+            return exc
+        raise AssertionError
+
+    expected = native_error()
+    g = enters_a_non_manager()
+    next(g)
+    with pytest.raises(type(expected)) as info:
+        next(g)
+    assert info.value.args == expected.args
+
+
+def outer_factory(base):
+    @contsnap.checkpointable
+    def counting(n):
+        for i in range(n):
+            yield base + i
+
+    return counting
+
+
+def test_unstarted_generator_with_a_closure() -> None:
+    g = outer_factory(100)(3)
+    assert list(contsnap.fork(g)) == [100, 101, 102]
+    assert list(contsnap.loads(contsnap.dumps(g))) == [100, 101, 102]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="except* is 3.11+")
+def test_snapshot_inside_except_star_handler_is_refused() -> None:
+    namespace: dict[str, object] = {}
+    source = (
+        "import contsnap\n"
+        "def star():\n"
+        "    try:\n"
+        "        raise ExceptionGroup('g', [ValueError(1), KeyError(2)])\n"
+        "    except* ValueError:\n"
+        "        yield 'in-handler'\n"
+        "    except* KeyError:\n"
+        "        pass\n"
+        "    yield 'after'\n"
+    )
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "star_module.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("star_module", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        namespace.update(vars(module))
+        star = contsnap.checkpointable(namespace["star"])
+    g = star()
+    assert next(g) == "in-handler"
+    with pytest.raises(contsnap.NotCheckpointableError, match=r"inside an except\* handler"):
+        contsnap.dumps(g)
+    assert list(g) == ["after"]
