@@ -268,7 +268,7 @@ def test_with_errors_match_native() -> None:
         try:
             with NoExit():  # type: ignore[attr-defined]
                 pass
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             return exc
         raise AssertionError
 
