@@ -8,6 +8,7 @@ restored with :func:`loads`, copied with :func:`fork` and moved with
 
 from __future__ import annotations
 
+from ._aio import Queue, checkpoint, pause, sleep, unpause
 from ._api import configure, describe, detach, dumps, fork, loads
 from ._decorator import checkpointable
 from ._errors import (
@@ -23,9 +24,11 @@ __all__ = [
     "CheckpointError",
     "CodeChangedError",
     "NotCheckpointableError",
+    "Queue",
     "SnapshotCorruptError",
     "SnapshotSignatureError",
     "__version__",
+    "checkpoint",
     "checkpointable",
     "configure",
     "describe",
@@ -33,6 +36,9 @@ __all__ = [
     "dumps",
     "fork",
     "loads",
+    "pause",
+    "sleep",
+    "unpause",
 ]
 
 for _name in __all__:

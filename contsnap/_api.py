@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Generator
 from typing import Any
 
 from . import _envelope
+from ._aio import detach_task
 from ._errors import CheckpointError
 from ._snapshot import FrameState, copy_generator, from_payload, to_payload
 from ._snapshot import detach as _detach
@@ -70,13 +71,20 @@ def describe(data: bytes) -> dict[str, Any]:
     return _envelope.read_meta(data)
 
 
-def fork(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+def fork(gen: Any) -> Any:
     """A second live continuation of ``gen``, with its own copy of every local."""
     return copy_generator(gen)
 
 
-def detach(gen: Generator[Any, Any, Any]) -> None:
-    """End ``gen`` without running its ``finally`` blocks: its continuation lives elsewhere."""
+def detach(gen: Any) -> None:
+    """End ``gen`` without running its ``finally`` blocks: its continuation lives elsewhere.
+
+    ``gen`` is a checkpointable generator, coroutine or async generator, or an
+    asyncio task parked by :func:`contsnap.pause`.
+    """
+    if isinstance(gen, asyncio.Task):
+        detach_task(gen)
+        return
     _detach(gen)
 
 

@@ -67,7 +67,8 @@ def _factory(
     if names:
         inner.append(Line(" = ".join(names) + " = None", src))
     # the def line maps to the original's co_firstlineno (its first decorator)
-    func = block(f"def {DEF_NAME}({signature}):", first_line, body)
+    keyword = "async def" if result.is_async else "def"
+    func = block(f"{keyword} {DEF_NAME}({signature}):", first_line, body)
     if class_name is not None:
         inner.append(block(f"class {class_name}:", src, [func]))
     else:

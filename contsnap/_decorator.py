@@ -15,7 +15,10 @@ from ._transform import RT, UnsupportedSyntax, transform_function
 
 F = TypeVar("F")
 
-_CACHE: dict[types.CodeType, FunctionInfo] = {}
+# One transform per definition: keyed by the module namespace and the code object
+# (code objects compare by value, so the namespace keeps equal functions of two
+# modules apart).
+_CACHE: dict[tuple[int, types.CodeType], FunctionInfo] = {}
 
 
 def checkpointable(fn: F) -> F:
@@ -29,25 +32,22 @@ def checkpointable(fn: F) -> F:
         return type(fn)(checkpointable(fn.__func__))
     if not isinstance(fn, types.FunctionType):
         raise TypeError(
-            f"@checkpointable needs a generator function, got {type(fn).__name__} {fn!r}"
+            f"@checkpointable needs a generator function, a coroutine function or an async "
+            f"generator function, got {type(fn).__name__} {fn!r}"
         )
     if getattr(fn, "__contsnap__", None) is not None:
         return fn
     flags = fn.__code__.co_flags
-    if flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+    if not flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
         raise TypeError(
-            f"@checkpointable: {fn.__qualname__} is an async function; "
-            "coroutines and async generators are not supported yet"
+            f"@checkpointable needs a generator function, a coroutine function or an async "
+            f"generator function; {fn.__qualname__} is a plain function"
         )
-    if not flags & inspect.CO_GENERATOR:
-        raise TypeError(
-            f"@checkpointable needs a generator function (one that contains yield); "
-            f"{fn.__qualname__} is a plain function"
-        )
-    info = _CACHE.get(fn.__code__)
-    if info is None:
+    key = (id(fn.__globals__), fn.__code__)
+    info = _CACHE.get(key)
+    if info is None or info.globals is not fn.__globals__:
         info = _build(fn)
-        _CACHE[fn.__code__] = info
+        _CACHE[key] = info
     return _instantiate(fn, info)  # type: ignore[return-value]
 
 

@@ -10,6 +10,7 @@ fingerprint is preferred when the process has it.
 from __future__ import annotations
 
 import importlib
+import sys
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,9 @@ import cloudpickle
 from ._errors import CodeChangedError, SnapshotCorruptError
 from ._transform import LabelInfo
 
-_BY_CODE: dict[types.CodeType, FunctionInfo] = {}
+# Keyed by id(): code objects compare by value, so two modules holding the same
+# function would otherwise share one entry (and one module's globals).
+_BY_CODE: dict[int, FunctionInfo] = {}
 _BY_NAME: dict[tuple[str, str], FunctionInfo] = {}
 
 
@@ -64,14 +67,16 @@ class FunctionInfo:
 
     def register(self) -> None:
         if self.fresh_code is not None:
-            _BY_CODE[self.fresh_code] = self
-        _BY_CODE[self.resume_code] = self
+            _BY_CODE[id(self.fresh_code)] = self
+        _BY_CODE[id(self.resume_code)] = self
         _BY_NAME[(self.module, self.qualname)] = self
 
     def importable(self) -> bool:
+        """Can a fresh process find this function by import path?"""
         return (
             "<locals>" not in self.qualname
             and self.module not in ("__main__", "")
+            and sys.modules.get(self.module) is not None
             and _BY_NAME.get((self.module, self.qualname)) is self
         )
 
@@ -82,10 +87,16 @@ class FunctionInfo:
 
 
 def info_for_code(code: types.CodeType) -> FunctionInfo | None:
-    return _BY_CODE.get(code)
+    info = _BY_CODE.get(id(code))
+    if info is not None and (code is info.resume_code or code is info.fresh_code):
+        return info
+    return None
 
 
 def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
+    known = _BY_NAME.get((module, qualname))
+    if known is not None and known.fingerprint == fingerprint:
+        return known
     try:
         importlib.import_module(module)
     except Exception as exc:  # the module itself failed: a changed or missing program
@@ -179,5 +190,5 @@ def _info_by_value(data: bytes) -> FunctionInfo:
         resume_code=carrier.__code__,
         globals=carrier.__globals__,
     )
-    _BY_CODE[info.resume_code] = info
+    _BY_CODE[id(info.resume_code)] = info
     return info

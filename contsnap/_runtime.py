@@ -153,3 +153,94 @@ class Reattach:
 
 
 slice = slice
+
+
+# ------------------------------------------------------------------ async
+
+StopAsyncIteration = StopAsyncIteration
+
+
+def aiter(obj: Any) -> Any:
+    """``type(obj).__aiter__(obj)``, as ``async for`` calls it."""
+    method = getattr(type(obj), "__aiter__", None)
+    if method is None:
+        raise TypeError(
+            f"'async for' requires an object with __aiter__ method, got {type(obj).__name__}"
+        )
+    return method(obj)
+
+
+class ANext:
+    """The awaitable of one ``async for`` step; it knows its iterator, so it can be saved.
+
+    Awaiting it delegates straight to ``__anext__()``'s own awaitable (no
+    Python frame in between); a restored one asks the restored iterator again.
+    """
+
+    __slots__ = ("iterator",)
+
+    def __init__(self, iterator: Any) -> None:
+        self.iterator = iterator
+
+    def __await__(self) -> Any:
+        awaitable = type(self.iterator).__anext__(self.iterator)
+        return awaitable.__await__()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ANext, (self.iterator,))
+
+    def __contsnap_resume__(self) -> Any:
+        return self
+
+
+def anext(iterator: Any) -> ANext:
+    if getattr(type(iterator), "__anext__", None) is None:
+        raise TypeError(
+            "'async for' received an object from __aiter__ that does not implement "
+            f"__anext__: {type(iterator).__name__}"
+        )
+    return ANext(iterator)
+
+
+def aenter(manager: Any) -> Any:
+    """``type(manager).__aenter__(manager)``, refusing non-managers as ``async with`` does."""
+    cls = type(manager)
+    for name, missing in (("__aenter__", ""), ("__aexit__", " (missed __aexit__ method)")):
+        if not hasattr(cls, name):
+            if sys.version_info < (3, 11):
+                raise AttributeError(name)
+            raise TypeError(
+                f"'{cls.__name__}' object does not support the asynchronous context manager "
+                f"protocol{missing}"
+            )
+    return cls.__aenter__(manager)
+
+
+def aexit(manager: Any, exc: BaseException | None) -> Any:
+    """The awaitable of ``__aexit__`` with the exception being handled (or three ``None``)."""
+    exit_ = type(manager).__aexit__
+    if exc is None:
+        return exit_(manager, None, None, None)
+    return exit_(manager, type(exc), exc, exc.__traceback__)
+
+
+#: Restored coroutines not yet started: a resumed ``await`` starts them itself.
+UNSTARTED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def resume_awaitable(awaitable: Any) -> Any:
+    """What a resumed ``await`` re-enters.
+
+    A restored coroutine (not started yet) is awaited as it is: its own
+    dispatch takes it to where it was. A safe point (an object with
+    ``__contsnap_resume__``) says what to await after a restore: nothing for
+    ``checkpoint()``, the rest of the time for ``sleep()``, a new ``get()``
+    for a queue.
+    """
+    if awaitable in UNSTARTED:
+        UNSTARTED.discard(awaitable)
+        return awaitable
+    resume = getattr(type(awaitable), "__contsnap_resume__", None)
+    if resume is not None:
+        return resume(awaitable)
+    raise RuntimeError(f"cannot resume an await of {type(awaitable).__name__}")

@@ -22,9 +22,10 @@ import importlib
 import inspect
 import io
 import pickle
+import sys
 import types
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,19 +67,65 @@ class FrameState:
 
 
 # Restored generators that have finished: their code is not the info's own.
-_CLOSED: weakref.WeakKeyDictionary[Generator[Any, Any, Any], FunctionInfo] = (
-    weakref.WeakKeyDictionary()
-)
+_CLOSED: weakref.WeakKeyDictionary[Any, FunctionInfo] = weakref.WeakKeyDictionary()
 # Generators made by a pickle load whose state has not arrived yet.
-_PENDING: weakref.WeakKeyDictionary[Generator[Any, Any, Any], _Box] = weakref.WeakKeyDictionary()
+_PENDING: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 # Generators with their state, waiting for the end of the load to be primed.
-_DEFERRED: weakref.WeakKeyDictionary[Generator[Any, Any, Any], _Box] = weakref.WeakKeyDictionary()
+_DEFERRED: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
+
+
+#: the native objects a checkpointable function returns
+SUSPENDABLE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
+_PREFIX = {types.GeneratorType: "gi", types.CoroutineType: "cr", types.AsyncGeneratorType: "ag"}
+_NOUN = {
+    types.GeneratorType: "generator",
+    types.CoroutineType: "coroutine",
+    types.AsyncGeneratorType: "async generator",
+}
+
+
+def _attr(obj: Any, name: str) -> Any:
+    return getattr(obj, f"{_PREFIX[type(obj)]}_{name}")
+
+
+def _running(obj: Any) -> bool:
+    """Is the frame executing right now? (``ag_running`` means "an asend is in progress".)"""
+    if type(obj) is not types.AsyncGeneratorType:
+        return bool(_attr(obj, "running"))
+    frame: types.FrameType | None = obj.ag_frame
+    if frame is None:
+        return False
+    if sys.version_info >= (3, 12):
+        return not obj.ag_suspended and obj.ag_running and not _is_created(obj)
+    caller: types.FrameType | None = sys._getframe()
+    while caller is not None:
+        if caller is frame:
+            return True
+        caller = caller.f_back
+    return False
+
+
+def noun(obj: Any) -> str:
+    return _NOUN.get(type(obj), type(obj).__name__)
+
+
+def _is_created(obj: Any) -> bool:
+    """Not started yet (the frame exists but has run nothing)."""
+    if type(obj) is types.GeneratorType:
+        return inspect.getgeneratorstate(obj) == inspect.GEN_CREATED
+    if type(obj) is types.CoroutineType:
+        return inspect.getcoroutinestate(obj) == inspect.CORO_CREATED
+    if sys.version_info >= (3, 12):
+        return inspect.getasyncgenstate(obj) == inspect.AGEN_CREATED
+    frame = obj.ag_frame
+    created_lasti = -1 if sys.version_info < (3, 11) else 0
+    return frame is not None and not obj.ag_running and frame.f_lasti == created_lasti
 
 
 def info_of(gen: Any) -> FunctionInfo | None:
-    if not isinstance(gen, types.GeneratorType):
+    if type(gen) not in _PREFIX:
         return None
-    info = info_for_code(gen.gi_code)
+    info = info_for_code(_attr(gen, "code"))
     if info is None:
         info = _CLOSED.get(gen)
     return info
@@ -86,10 +133,10 @@ def info_of(gen: Any) -> FunctionInfo | None:
 
 def _unmarked(gen: Any) -> NotCheckpointableError:
     name = getattr(gen, "__qualname__", type(gen).__name__)
-    code = getattr(gen, "gi_code", None)
+    code = _attr(gen, "code") if type(gen) in _PREFIX else None
     where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
     return NotCheckpointableError(
-        f"generator {name}{where} is not checkpointable: mark its function with "
+        f"{noun(gen)} {name}{where} is not checkpointable: mark its function with "
         "@contsnap.checkpointable (or name its module to the import hook)"
     )
 
@@ -99,23 +146,36 @@ def capture(gen: Any) -> FrameState:
     info = info_of(gen)
     if info is None:
         raise _unmarked(gen)
-    if gen.gi_running:
+    if _running(gen):
         raise NotCheckpointableError(
-            f"generator {info.qualname} is running; a snapshot can only be taken while it "
-            "is paused at a yield (not from inside itself)"
+            f"{noun(gen)} {info.qualname} is running; a snapshot can only be taken while it "
+            "is suspended (not from inside itself)"
         )
-    frame = gen.gi_frame
+    frame = _attr(gen, "frame")
     if frame is None:
         return FrameState(info, CLOSED, 0, {}, ())
-    if inspect.getgeneratorstate(gen) == inspect.GEN_CREATED:
+    if _is_created(gen):
         return _capture_created(gen, info, frame)
     local = dict(frame.f_locals)
-    label = info.label_of_line.get(frame.f_lineno) or local.get("_cs_label", 0)
-    if label not in info.labels:
-        raise NotCheckpointableError(f"generator {info.qualname} is paused at an unknown point")
-    refuse = info.labels[label].refuse
-    if refuse is not None:
-        raise NotCheckpointableError(f"cannot snapshot {info.where(label)}: {refuse}")
+    line = frame.f_lineno
+    label = info.label_of_line.get(line) or local.get("_cs_label", 0)
+    if label not in info.labels or info.labels[label].line != line:
+        raise NotCheckpointableError(
+            f"cannot snapshot {info.qualname} at {info.filename}:{line}: it is suspended "
+            "inside an expression contsnap does not track (an async comprehension?); "
+            "write it as a loop"
+        )
+    spec = info.labels[label]
+    if spec.refuse is not None:
+        raise NotCheckpointableError(f"cannot snapshot {info.where(label)}: {spec.refuse}")
+    if spec.kind == "await":
+        awaited = local.get(spec.delegate or "")
+        if info_of(awaited) is None and not hasattr(type(awaited), "__contsnap_resume__"):
+            raise NotCheckpointableError(
+                f"cannot snapshot {info.where(label)}: it awaits {awaited!r}, which is not a "
+                "safe point; await contsnap.checkpoint(), contsnap.sleep(), a contsnap.Queue, "
+                "or a checkpointable coroutine"
+            )
     saved = info.saved_names(label)
     cells = set(info.cell_names)
     values = {n: v for n, v in local.items() if n in saved and n not in cells}
@@ -156,20 +216,18 @@ def _free_cells_of_created(gen: Any) -> dict[str, types.CellType]:
     generator); 3.10 copies the closure into the frame, whose referents end
     with the cell variables' cells and then the free variables' cells.
     """
-    code = gen.gi_code
+    code = _attr(gen, "code")
     for obj in gc.get_referents(gen):
         if isinstance(obj, types.FunctionType) and obj.__code__ is code:
             return dict(zip(code.co_freevars, obj.__closure__ or ()))
-    frame = gen.gi_frame
+    frame = _attr(gen, "frame")
     cells = [obj for obj in gc.get_referents(frame) if type(obj) is types.CellType]
     if len(cells) < len(code.co_freevars):
         return {}
     return dict(zip(code.co_freevars, cells[len(cells) - len(code.co_freevars) :]))
 
 
-def new_generator(
-    info: FunctionInfo, label: int, cells: tuple[types.CellType, ...]
-) -> Generator[Any, Any, Any]:
+def new_generator(info: FunctionInfo, label: int, cells: tuple[types.CellType, ...]) -> Any:
     """Create (but do not start) a resume-variant generator; its values come later."""
     if label != 0 and label not in info.labels:
         raise SnapshotCorruptError(
@@ -187,10 +245,10 @@ def new_generator(
     box = _Box(label, {})
     gen = fn(_runtime.UNBOUND, box) if info.first_param is not None else fn(box)
     _PENDING[gen] = box
-    return gen  # type: ignore[no-any-return]
+    return gen
 
 
-def set_generator_state(gen: Generator[Any, Any, Any], values: Any) -> None:
+def set_generator_state(gen: Any, values: Any) -> None:
     """Give a generator from :func:`new_generator` its locals and prime it."""
     box = _PENDING.pop(gen, None)
     info = info_of(gen)
@@ -208,6 +266,15 @@ def set_generator_state(gen: Generator[Any, Any, Any], values: Any) -> None:
     box.values = values
     if not box.label:
         return
+    if info.labels[box.label].kind == "await":
+        # a coroutine is not primed: the event loop's first send runs its
+        # dispatch, and a resumed await starts a restored coroutine it awaits
+        if type(gen) is types.CoroutineType:
+            _runtime.UNSTARTED.add(gen)
+        return
+    if type(gen) is types.AsyncGeneratorType:
+        _prime(gen)
+        return
     loading = _LOADING.get()
     if loading is None:
         _prime(gen)
@@ -219,11 +286,21 @@ def set_generator_state(gen: Generator[Any, Any, Any], values: Any) -> None:
         loading.append(gen)
 
 
-def _prime(gen: Generator[Any, Any, Any]) -> None:
+def _prime(gen: Any) -> None:
     """Run the resume dispatch up to the saved yield (no user code runs on the way)."""
     _runtime.UNPRIMED.discard(gen)
     _DEFERRED.pop(gen, None)
-    primed = gen.send(None)
+    if type(gen) is types.AsyncGeneratorType:
+        step = gen.__anext__()
+        try:
+            step.send(None)
+        except StopIteration as done:
+            primed = done.value
+        else:
+            step.close()
+            primed = None
+    else:
+        primed = gen.send(None)
     if primed is not _runtime.PRIME:
         gen.close()
         name = getattr(gen, "__qualname__", "generator")
@@ -231,7 +308,7 @@ def _prime(gen: Generator[Any, Any, Any]) -> None:
 
 
 #: generators restored by the load in progress, in the order they were made
-_LOADING: contextvars.ContextVar[list[Generator[Any, Any, Any]] | None] = contextvars.ContextVar(
+_LOADING: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "contsnap_loading", default=None
 )
 
@@ -242,7 +319,7 @@ def _load_context() -> Iterator[None]:
     if _LOADING.get() is not None:
         yield
         return
-    restored: list[Generator[Any, Any, Any]] = []
+    restored: list[Any] = []
     token = _LOADING.set(restored)
     try:
         yield
@@ -253,7 +330,7 @@ def _load_context() -> Iterator[None]:
             _prime_chain_of(gen, restored)
 
 
-def _prime_chain_of(gen: Generator[Any, Any, Any], restored: list[Any]) -> None:
+def _prime_chain_of(gen: Any, restored: list[Any]) -> None:
     # Prime from the outermost generator that delegates to this one, so the
     # whole chain settles with one send and native ``yield from`` in between.
     outer = {id(d): g for g in restored for d in (_delegate_of_unprimed(g),) if d is not None}
@@ -265,7 +342,7 @@ def _prime_chain_of(gen: Generator[Any, Any, Any], restored: list[Any]) -> None:
         _prime(gen)
 
 
-def _delegate_of_unprimed(gen: Generator[Any, Any, Any]) -> Any:
+def _delegate_of_unprimed(gen: Any) -> Any:
     box = _DEFERRED.get(gen)
     info = info_of(gen)
     if box is None or info is None:
@@ -274,21 +351,36 @@ def _delegate_of_unprimed(gen: Generator[Any, Any, Any]) -> Any:
     return box.values.get(spec.delegate) if spec is not None and spec.delegate else None
 
 
-def closed_generator(info: FunctionInfo) -> Generator[Any, Any, Any]:
-    """A finished generator that still knows which function it came from."""
+def closed_generator(info: FunctionInfo) -> Any:
+    """A finished generator (or coroutine...) that still knows which function it came from."""
 
-    def finished() -> Generator[Any, Any, Any]:
+    def finished() -> Iterator[None]:
         yield  # pragma: no cover - never started
 
-    gen = finished()
-    setattr(gen, "__name__", info.name)  # noqa: B010 - Generator's type omits these
-    setattr(gen, "__qualname__", info.qualname)  # noqa: B010
-    gen.close()
+    async def finished_coroutine() -> None:
+        pass  # pragma: no cover - never started
+
+    async def finished_async_gen() -> Any:
+        yield  # pragma: no cover - never started
+
+    code = info.resume_code
+    if code.co_flags & inspect.CO_COROUTINE:
+        gen: Any = finished_coroutine()
+    elif code.co_flags & inspect.CO_ASYNC_GENERATOR:
+        gen = finished_async_gen()
+    else:
+        gen = finished()
+    gen.__name__ = info.name
+    gen.__qualname__ = info.qualname
+    if type(gen) is types.AsyncGeneratorType:
+        gen.aclose().close()  # an unstarted async generator closes without an event loop
+    else:
+        gen.close()
     _CLOSED[gen] = info
     return gen
 
 
-def rebuild(state: FrameState) -> Generator[Any, Any, Any]:
+def rebuild(state: FrameState) -> Any:
     """Restore a captured frame in this process (values by reference)."""
     if state.status == CLOSED:
         return closed_generator(state.info)
@@ -300,7 +392,7 @@ def rebuild(state: FrameState) -> Generator[Any, Any, Any]:
 # ---------------------------------------------------------------- pickling
 
 
-def _reduce_generator(gen: Generator[Any, Any, Any]) -> tuple[Any, ...]:
+def _reduce_generator(gen: Any) -> tuple[Any, ...]:
     return _reduce_state(capture(gen))
 
 
@@ -366,7 +458,8 @@ def set_exception_state(exc: BaseException, state: tuple[Any, ...]) -> None:
         exc.__traceback__ = traceback
 
 
-copyreg.pickle(types.GeneratorType, _reduce_generator)
+for _kind in SUSPENDABLE:
+    copyreg.pickle(_kind, _reduce_generator)
 copyreg.pickle(types.CellType, _reduce_cell)
 
 # One-byte pickle opcodes for the reconstructors every snapshot names (codes in
@@ -408,7 +501,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
-        if kind is types.GeneratorType:
+        if kind in _PREFIX:
             state = capture(obj)
             self.captured[id(obj)] = state
             return _reduce_state(state)
@@ -533,13 +626,13 @@ def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointable
             to_payload(value, local=True)
         except Exception as err:
             holder = _describe_local(name, state)
-            if isinstance(value, types.GeneratorType):
-                code = value.gi_code
+            if type(value) in _PREFIX:
+                code = _attr(value, "code")
                 where = f"{value.__qualname__} ({code.co_filename}:{code.co_firstlineno})"
                 if name.startswith("_cs_dlg_"):
                     what = f"it delegates (yield from) to the generator {where}"
                 else:
-                    what = f"{holder} holds the generator {where}"
+                    what = f"{holder} holds the {noun(value)} {where}"
                 return NotCheckpointableError(
                     f"cannot snapshot {state.info.where(state.label)}: {what}, which is not "
                     "checkpointable; mark its function with @contsnap.checkpointable"
@@ -576,18 +669,19 @@ def _describe_local(name: str, state: FrameState) -> str:
 def _expect_generator(gen: Any, verb: str) -> FunctionInfo:
     info = info_of(gen)
     if info is None:
-        if isinstance(gen, types.GeneratorType):
+        if type(gen) in _PREFIX:
             raise _unmarked(gen)
-        raise TypeError(f"{verb} needs a checkpointable generator, got {type(gen).__name__}")
+        raise TypeError(
+            f"{verb} needs a checkpointable generator or coroutine, got {type(gen).__name__}"
+        )
     return info
 
 
-def copy_generator(gen: Any) -> Generator[Any, Any, Any]:
+def copy_generator(gen: Any) -> Any:
     """An independent copy of a paused generator, within this process."""
     _expect_generator(gen, "fork()")
     payload, _captured, refs = to_payload(gen, local=True)
-    result = from_payload(payload, refs)
-    return result  # type: ignore[no-any-return]
+    return from_payload(payload, refs)
 
 
 # ---------------------------------------------------------------- copy module
@@ -659,24 +753,33 @@ def _copy_generator_shallow(gen: Any) -> Any:
     return result
 
 
-copy._deepcopy_dispatch[types.GeneratorType] = _deepcopy_generator  # type: ignore[attr-defined]
+for _kind in SUSPENDABLE:
+    copy._deepcopy_dispatch[_kind] = _deepcopy_generator  # type: ignore[attr-defined]
 copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
 copy._deepcopy_dispatch[types.FunctionType] = _deepcopy_function  # type: ignore[attr-defined]
-copy._copy_dispatch[types.GeneratorType] = _copy_generator_shallow  # type: ignore[attr-defined]
+for _kind in SUSPENDABLE:
+    copy._copy_dispatch[_kind] = _copy_generator_shallow  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- detach
 
 
 def delegation_chain(gen: Any) -> list[Any]:
+    """``gen`` and what it delegates to (``yield from`` / ``await``), as the snapshot saw it."""
     chain = [gen]
-    while True:
-        inner = getattr(chain[-1], "gi_yieldfrom", None)
-        if inner is None:
-            return chain
-        if isinstance(inner, _runtime.Reattach):
-            inner = inner._delegate
-        chain.append(inner)
+    current = gen
+    while info_of(current) is not None and len(chain) < 10_000:
+        if _attr(current, "frame") is None or _is_created(current):
+            break
+        delegate = capture(current).delegate
+        if delegate is None:
+            break
+        chain.append(delegate)
+        if isinstance(delegate, _runtime.ANext):  # an async for step: into its generator
+            delegate = delegate.iterator
+            chain.append(delegate)
+        current = delegate
+    return chain
 
 
 def _owned_generators(state: FrameState) -> list[Any]:
@@ -685,49 +788,91 @@ def _owned_generators(state: FrameState) -> list[Any]:
     for value in state.values.values():
         if isinstance(value, contextlib.AbstractContextManager):
             value = getattr(value, "gen", None)  # a @contextmanager's generator
-        if info_of(value) is not None and value.gi_frame is not None:
+        elif isinstance(value, _runtime.ANext):
+            value = value.iterator
+        if info_of(value) is not None and _attr(value, "frame") is not None:
             found.append(value)
     return found
+
+
+def _end_unstarted(gen: Any) -> None:
+    if type(gen) is types.AsyncGeneratorType:
+        gen.aclose().close()
+    else:
+        gen.close()
+
+
+def _throw_detach(gen: Any) -> None:
+    """Throw the private Detach in; it must come back out (the frame is then finished)."""
+    try:
+        if type(gen) is types.AsyncGeneratorType:
+            step = gen.athrow(_runtime.Detach())
+            step.send(None)
+            step.close()
+        else:
+            gen.throw(_runtime.Detach())
+    except BaseException as exc:  # the Detach coming back is the success case
+        if not _runtime.is_detach(exc):
+            raise
+    else:
+        _end_unstarted(gen) if _is_created(gen) else gen.close()
+        raise NotCheckpointableError(
+            f"{gen.__qualname__} went on running while being detached; it was closed instead"
+        )
 
 
 def detach(gen: Any) -> None:
     """End ``gen`` without running its ``finally`` blocks or context-manager exits.
 
-    The whole ``yield from`` chain is ended, and so are the checkpointable
-    generators the frames hold in their locals (a ``for`` loop's iterator, a
-    ``@contextmanager``): their continuation moved with the snapshot too.
+    The whole ``yield from`` / ``await`` chain is ended, and so are the
+    checkpointable generators the frames hold in their locals (a ``for``
+    loop's iterator, a ``@contextmanager``, an ``async for``'s async
+    generator): their continuation moved with the snapshot too.
     """
     info = _expect_generator(gen, "detach()")
-    if gen.gi_running:
+    if _running(gen):
         raise NotCheckpointableError(f"cannot detach {info.qualname} while it is running")
-    if gen.gi_frame is None:
+    if _attr(gen, "frame") is None:
         return
-    if inspect.getgeneratorstate(gen) == inspect.GEN_CREATED:
-        gen.close()
+    if _is_created(gen):
+        _end_unstarted(gen)
         return
     chain = delegation_chain(gen)
     owned: list[Any] = []
     for member in chain:
-        if isinstance(member, types.GeneratorType):
+        if type(member) in _PREFIX:
             if info_of(member) is None:
                 raise _unmarked(member)
             state = capture(member)  # refuses where a snapshot would be refused
-            owned.extend(g for g in _owned_generators(state) if g not in chain)
+            owned.extend(g for g in _owned_generators(state) if not any(g is m for m in chain))
+        elif hasattr(type(member), "__contsnap_resume__"):
+            continue  # a contsnap safe point: a detach passes through it
         elif callable(getattr(member, "throw", None)):
             raise NotCheckpointableError(
                 f"cannot detach {info.qualname}: it delegates (yield from) to a "
                 f"{type(member).__qualname__} object, whose own throw() would run its code"
             )
     for inner in owned:
-        if inner.gi_frame is not None:
+        if _attr(inner, "frame") is not None:
             detach(inner)
-    try:
-        gen.throw(_runtime.Detach())
-    except BaseException as exc:  # the Detach coming back is the success case
-        if not _runtime.is_detach(exc):
-            raise
-    else:
-        gen.close()
-        raise NotCheckpointableError(
-            f"{info.qualname} yielded while being detached; it was closed instead"
-        )
+    _throw_detach(gen)
+
+
+def waiting_point(obj: Any) -> str:
+    """Where a suspended chain of coroutines waits, for error messages."""
+    current = obj
+    while info_of(current) is not None:
+        info = info_of(current)
+        assert info is not None
+        if _attr(current, "frame") is None:
+            return f"{info.qualname} has finished"
+        try:
+            state = capture(current)
+        except NotCheckpointableError as exc:
+            return str(exc).removeprefix("cannot snapshot ")
+        delegate = state.delegate
+        if delegate is None or info_of(delegate) is None:
+            where = f"{info.filename}:{info.line_of(state.label)}"
+            return f"{info.qualname} awaits {delegate!r} at {where}"
+        current = delegate
+    return f"it awaits {obj!r}"

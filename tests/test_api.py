@@ -261,18 +261,12 @@ def test_main_script_restores_in_another_process(tmp_path: Path) -> None:
     assert out.stdout.decode().strip() == "[4, 9, 16, 25]"
 
 
-def test_decorator_refuses_plain_and_async_functions() -> None:
+def test_decorator_refuses_plain_functions() -> None:
     def plain():
         return 1
 
     with pytest.raises(TypeError, match="plain function"):
         contsnap.checkpointable(plain)
-
-    async def coroutine():
-        return 1
-
-    with pytest.raises(TypeError, match="async"):
-        contsnap.checkpointable(coroutine)
     with pytest.raises(TypeError, match="generator function"):
         contsnap.checkpointable(42)
 

@@ -44,6 +44,7 @@ class TransformResult:
     labels: dict[int, LabelInfo]
     fingerprint: str
     indent: str
+    is_async: bool = False
 
 
 def _find_function(module: cst.Module) -> cst.FunctionDef:
@@ -90,15 +91,14 @@ def transform_function(source: str, *, first_line: int) -> TransformResult:
     positions = dict(wrapper.resolve(PositionProvider))
     func = _find_function(module)
     def_line = positions[func.name].start.line + offset
-    if func.asynchronous is not None:
-        raise UnsupportedSyntax("async functions are not supported yet", def_line)
     reserved = sorted(n for n in names_used(func) if n.startswith("_cs_") or n == RT)
     if reserved:
         raise UnsupportedSyntax(
             f"the name {reserved[0]!r} is reserved for contsnap's generated code; rename it",
             def_line,
         )
-    if not suspends(func.body):
+    is_async = func.asynchronous is not None
+    if not is_async and not suspends(func.body):
         raise UnsupportedSyntax("the function body contains no yield", def_line)
     processor = BodyProcessor(module, positions, offset)
     processor._line = def_line
@@ -116,4 +116,5 @@ def transform_function(source: str, *, first_line: int) -> TransformResult:
         labels=processor.labels,
         fingerprint=fingerprint(module.code_for_node(bare)),
         indent=module.default_indent,
+        is_async=is_async,
     )

@@ -38,7 +38,12 @@ class _Finder(cst.CSTVisitor):
     def on_visit(self, node: cst.CSTNode) -> bool:
         if self.found:
             return False
-        if isinstance(node, self.kinds):
+        if isinstance(node, self.kinds) or (
+            # async for / async with await __anext__, __aenter__ and __aexit__
+            cst.Await in self.kinds
+            and isinstance(node, (cst.For, cst.With))
+            and node.asynchronous is not None
+        ):
             self.found = True
             return False
         parts = _own_scope_parts(node)

@@ -57,6 +57,8 @@ class LabelInfo:
     delegate: str | None = None
     #: why a snapshot paused here must be refused (None: it can be taken)
     refuse: str | None = None
+    #: "yield" (the caller is waiting for a value) or "await" (the event loop is)
+    kind: str = "yield"
 
 
 @dataclass
@@ -162,12 +164,12 @@ class BodyProcessor:
     def assign(self, target: str, value: str) -> Out:
         return plain([self.line(f"{target} = {value}")])
 
-    def new_label(self, delegate: str | None = None) -> int:
+    def new_label(self, delegate: str | None = None, kind: str = "yield") -> int:
         label = len(self.labels) + 1
         helpers = frozenset(self.live) | frozenset(self.temps_live)
         if delegate is not None:
             helpers |= {delegate}
-        self.labels[label] = LabelInfo(self._line, helpers, delegate)
+        self.labels[label] = LabelInfo(self._line, helpers, delegate, kind=kind)
         return label
 
     def unsupported(self, what: str, node: cst.CSTNode) -> UnsupportedSyntax:
@@ -260,15 +262,20 @@ class BodyProcessor:
     # -- simple statements
 
     def do_Expr(self, node: cst.Expr) -> list[Out]:
-        if isinstance(node.value, cst.Yield):
-            return self.yield_statement(None, node.value)
+        direct = self.suspension_statement(None, node.value)
+        if direct is not None:
+            return direct
         pre, value = self.anf(node.value)
         return [*pre, plain([self.line(self.code(value))])]
 
     def do_Assign(self, node: cst.Assign) -> list[Out]:
         targets = [t.target for t in node.targets]
-        if isinstance(node.value, cst.Yield) and not any(suspends(t) for t in targets):
-            return self.yield_statement(" = ".join(self.code(t) for t in targets), node.value)
+        if isinstance(node.value, (cst.Yield, cst.Await)) and not any(suspends(t) for t in targets):
+            direct = self.suspension_statement(
+                " = ".join(self.code(t) for t in targets), node.value
+            )
+            assert direct is not None
+            return direct
         pre, value = self.anf(node.value)
         if any(suspends(t) for t in targets):
             hold = self.temp()
@@ -285,8 +292,9 @@ class BodyProcessor:
         if node.value is None or suspends(node.target) or suspends(node.annotation):
             raise self.unsupported("a yield inside an annotation or target is not supported", node)
         head = f"{self.code(node.target)}: {self.code(node.annotation.annotation)}"
-        if isinstance(node.value, cst.Yield):
-            return self.yield_statement(head, node.value)
+        direct = self.suspension_statement(head, node.value)
+        if direct is not None:
+            return direct
         pre, value = self.anf(node.value)
         return [*pre, self.assign(head, self.code(value))]
 
@@ -349,9 +357,9 @@ class BodyProcessor:
         pre: list[Out] = []
         value: str | None = None
         if node.value is not None:
-            if isinstance(node.value, cst.Yield):
+            if isinstance(node.value, (cst.Yield, cst.Await)):
                 hold = self.temp()
-                pre.extend(self.yield_statement(hold, node.value))
+                pre.extend(self.suspension_statement(hold, node.value) or [])
                 value = hold
             else:
                 vpre, expr = self.anf(node.value)
@@ -444,6 +452,41 @@ class BodyProcessor:
         ]
         return [*pre, Out(fresh, resume, frozenset({label}))]
 
+    def await_statement(self, target: str | None, node: cst.Await) -> list[Out]:
+        """``target = await x``: the awaitable is kept in ``_cs_aw_n`` for the snapshot.
+
+        A restored coroutine is not primed: the event loop's first ``send``
+        runs the dispatch, and ``resume_awaitable`` gives the awaitable to
+        re-enter (a restored coroutine, or what a safe point resumes as).
+        """
+        vpre, value = self.anf(node.expression)
+        assign = f"{target} = " if target else ""
+        awaited = self.fresh_name("aw")
+        label = self.new_label(awaited, kind="await")
+        fresh = [
+            self.line(f"{awaited} = {self.code(value)}"),
+            self.yield_line(label, f"{assign}await {awaited}"),
+        ]
+        resuming = [
+            self.line("_cs_resuming = False"),
+            self.line(f"{assign}await {RT}.resume_awaitable({awaited})"),
+        ]
+        resume = [
+            block("if _cs_resuming:", self._line, resuming),
+            block("else:", self._line, fresh),
+        ]
+        return [*vpre, Out(fresh, resume, frozenset({label}))]
+
+    def suspension_statement(
+        self, target: str | None, node: cst.BaseExpression
+    ) -> list[Out] | None:
+        """The statement form of a bare ``yield`` / ``await`` (None for other values)."""
+        if isinstance(node, cst.Yield):
+            return self.yield_statement(target, node)
+        if isinstance(node, cst.Await):
+            return self.await_statement(target, node)
+        return None
+
     # -- compound statements
 
     def if_out(self, test: str, body: Out, orelse: Out | None) -> Out:
@@ -533,7 +576,7 @@ class BodyProcessor:
 
     def do_For(self, node: cst.For) -> list[Out]:
         if node.asynchronous is not None:
-            raise self.unsupported("async for is not supported in a generator", node)
+            return self.async_for(node)
         pre, iterable = self.anf(node.iter)
         iterator = self.fresh_name("iter")
         item = self.fresh_name("item")
@@ -557,8 +600,6 @@ class BodyProcessor:
         return [*pre, setup, Out(fresh, resume, labels)]
 
     def do_With(self, node: cst.With) -> list[Out]:
-        if node.asynchronous is not None:
-            raise self.unsupported("async with is not supported in a generator", node)
         if len(node.items) > 1:
             inner = node.with_changes(items=node.items[1:])
             outer = node.with_changes(
@@ -568,6 +609,8 @@ class BodyProcessor:
             self.positions[outer] = self.positions.get(node)  # type: ignore[assignment]
             self.positions[inner] = self.positions.get(node)  # type: ignore[assignment]
             return self.do_With(outer)
+        if node.asynchronous is not None:
+            return self.async_with(node)
         item = node.items[0]
         target = item.asname.name if item.asname is not None else None
         pre, manager = self.anf(item.item)
@@ -630,6 +673,93 @@ class BodyProcessor:
             return [*pre, setup, Out(fresh, fresh)]
         resume = [block("try:", src, body.resume), handler, final]
         return [*pre, setup, Out(fresh, resume, body.labels)]
+
+    def _process(self, nodes: Sequence[cst.CSTNode], helpers: Sequence[str] = ()) -> list[Out]:
+        """Process generated statements (positions fall back to the current line)."""
+        self.live.extend(helpers)
+        try:
+            outs: list[Out] = []
+            for stmt in nodes:
+                outs.extend(self.statement(stmt))
+            return outs
+        finally:
+            del self.live[len(self.live) - len(helpers) :]
+
+    @staticmethod
+    def _lines_of(suite: cst.BaseSuite) -> list[cst.BaseStatement]:
+        if isinstance(suite, cst.SimpleStatementSuite):
+            return [cst.SimpleStatementLine(body=[small]) for small in suite.body]
+        return list(suite.body)  # type: ignore[arg-type]
+
+    def async_for(self, node: cst.For) -> list[Out]:
+        """``async for`` spelled out, so each ``__anext__`` is an ordinary labelled await."""
+        n = self.fresh_name("af")[len("_cs_af_") :]
+        iterator, item, exhausted = f"_cs_aiter_{n}", f"_cs_aitem_{n}", f"_cs_aelse_{n}"
+        stop = f"{exhausted} = True\n        " if node.orelse is not None else ""
+        loop = cst.parse_statement(
+            f"while True:\n"
+            f"    try:\n"
+            f"        {item} = await {RT}.anext({iterator})\n"
+            f"    except {RT}.StopAsyncIteration:\n"
+            f"        {stop}break\n"
+            f"    {self.code(node.target)} = {item}\n"
+        )
+        assert isinstance(loop, cst.While) and isinstance(loop.body, cst.IndentedBlock)
+        loop = loop.with_changes(
+            body=loop.body.with_changes(body=[*loop.body.body, *self._lines_of(node.body)])
+        )
+        head = [cst.parse_statement(f"{iterator} = {RT}.aiter({self.code(node.iter)})")]
+        if node.orelse is not None:
+            head.append(cst.parse_statement(f"{exhausted} = False"))
+        outs = self._process(head)
+        helpers = [iterator] + ([exhausted] if node.orelse is not None else [])
+        outs += self._process([loop], helpers)
+        if node.orelse is not None:
+            check = cst.parse_statement(f"if {exhausted}:\n    pass\n")
+            assert isinstance(check, cst.If)
+            check = check.with_changes(
+                body=cst.IndentedBlock(body=self._lines_of(node.orelse.body))
+            )
+            outs += self._process([check])
+        return outs
+
+    def async_with(self, node: cst.With) -> list[Out]:
+        """``async with`` spelled out as in PEP 492: awaits of ``__aenter__``/``__aexit__``."""
+        item = node.items[0]
+        n = self.fresh_name("aw")[len("_cs_aw_") :]
+        mgr, owed, entered, caught = (
+            f"_cs_amgr_{n}",
+            f"_cs_awx_{n}",
+            f"_cs_aent_{n}",
+            f"_cs_awe_{n}",
+        )
+        statements = cst.parse_module(
+            f"{mgr} = {self.code(item.item)}\n"
+            f"{entered} = await {RT}.aenter({mgr})\n"
+            f"{owed} = True\n"
+            f"try:\n"
+            f"    pass\n"
+            f"except BaseException as {caught}:\n"
+            f"    {owed} = False\n"
+            f"    if {RT}.is_detach({caught}) or not (await {RT}.aexit({mgr}, {caught})):\n"
+            f"        raise\n"
+            f"finally:\n"
+            f"    if {owed}:\n"
+            f"        {owed} = False\n"
+            f"        await {RT}.aexit({mgr}, None)\n"
+        ).body
+        guarded = statements[3]
+        assert isinstance(guarded, cst.Try) and isinstance(guarded.body, cst.IndentedBlock)
+        inner: list[cst.BaseStatement] = []
+        if item.asname is not None:
+            inner.append(cst.parse_statement(f"{self.code(item.asname.name)} = {entered}"))
+        guarded = guarded.with_changes(
+            body=guarded.body.with_changes(body=[*inner, *self._lines_of(node.body)])
+        )
+        outs = self._process(statements[:1])
+        outs += self._process(statements[1:3], [mgr])
+        outs += self._process([guarded], [mgr, owed])
+        return outs
 
     def do_Match(self, node: cst.Match) -> list[Out]:
         """Arms whose body yields run from an ``if`` chain on ``_cs_arm_n``.
@@ -997,7 +1127,8 @@ class BodyProcessor:
             hold = self.temp()
             return self.yield_statement(hold, expr), cst.Name(hold)
         if isinstance(expr, cst.Await):
-            raise self.unsupported("await is only allowed in async functions", expr)
+            hold = self.temp()
+            return self.await_statement(hold, expr), cst.Name(hold)
         if isinstance(expr, cst.BooleanOperation) and suspends(expr.right):
             pre, left = self.anf(expr.left)
             hold = self.temp()

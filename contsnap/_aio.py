@@ -1,0 +1,338 @@
+"""Safe points for coroutines under asyncio, and pausing a running task.
+
+A marked coroutine can be snapshotted while it is suspended at an ``await``
+of another marked coroutine, or of one of the *safe points* defined here:
+
+* ``await contsnap.checkpoint()`` suspends exactly once (like
+  ``asyncio.sleep(0)``); a restored coroutine continues right after it;
+* ``await contsnap.sleep(seconds)`` keeps its deadline as wall-clock time, so a
+  restored sleep waits only for what is left;
+* ``await queue.get()`` on a :class:`Queue`, whose contents are part of the
+  snapshot (an item is taken from the queue only when the getter really runs).
+
+:func:`pause` asks a running task to stop at its next safe point and returns
+its snapshot; the task stays parked until :func:`unpause` (or a move with
+:func:`contsnap.detach`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+import weakref
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any
+
+from ._errors import CheckpointError, NotCheckpointableError
+
+
+class _Pause:
+    """A pause request for one task: it parks at its next safe point until released."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.parked: asyncio.Future[None] = loop.create_future()
+        self.release: asyncio.Future[None] = loop.create_future()
+
+
+_PAUSES: weakref.WeakKeyDictionary[asyncio.Task[Any], _Pause] = weakref.WeakKeyDictionary()
+# The future a task is waiting on inside a safe point: pause() wakes it.
+_WAITING: weakref.WeakKeyDictionary[asyncio.Task[Any], asyncio.Future[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop: driven by hand
+        return None
+
+
+def _park(request: _Pause) -> Generator[Any, Any, None]:
+    if not request.parked.done():
+        request.parked.set_result(None)
+    yield from request.release.__await__()
+
+
+async def _safe_point() -> None:
+    """Park here if the current task was asked to pause."""
+    task = _current_task()
+    request = _PAUSES.get(task) if task is not None else None
+    if request is not None and not request.release.done():
+        if not request.parked.done():
+            request.parked.set_result(None)
+        await request.release
+
+
+@contextlib.contextmanager
+def _waiting(future: asyncio.Future[Any]) -> Iterator[None]:
+    task = _current_task()
+    if task is not None:
+        _WAITING[task] = future
+    try:
+        yield
+    finally:
+        if task is not None and _WAITING.get(task) is future:
+            del _WAITING[task]
+
+
+class _Done:
+    """An awaitable that completes at once: what a passed safe point resumes as."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+
+_DONE = _Done()
+
+
+class Checkpoint:
+    """The awaitable of :func:`checkpoint`."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        task = _current_task()
+        request = _PAUSES.get(task) if task is not None else None
+        if request is not None and not request.release.done():
+            yield from _park(request)
+        else:
+            yield
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (checkpoint, ())
+
+    def __contsnap_resume__(self) -> _Done:
+        return _DONE
+
+    def __repr__(self) -> str:
+        return "contsnap.checkpoint()"
+
+
+def checkpoint() -> Checkpoint:
+    """A safe point: suspends exactly once, giving other tasks a turn.
+
+    A coroutine driven by hand (``send(None)``) stops here too, and can be
+    snapshotted.
+    """
+    return Checkpoint()
+
+
+class Sleep:
+    """The awaitable of :func:`sleep`; its deadline is wall-clock time."""
+
+    __slots__ = ("deadline", "seconds")
+
+    def __init__(self, seconds: float, deadline: float | None = None) -> None:
+        self.seconds = seconds
+        self.deadline = deadline
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return self._run().__await__()
+
+    async def _run(self) -> None:
+        if self.deadline is None:
+            self.deadline = time.time() + max(0.0, self.seconds)
+        loop = asyncio.get_running_loop()
+        suspended = False
+        while True:
+            await _safe_point()
+            remaining = self.deadline - time.time()
+            if remaining <= 0:
+                if not suspended:
+                    await asyncio.sleep(0)  # like asyncio.sleep(0): always one suspension
+                return
+            wake: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(remaining, _resolve, wake)
+            try:
+                with _waiting(wake):
+                    await wake
+            finally:
+                timer.cancel()
+            suspended = True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Sleep, (self.seconds, self.deadline))
+
+    def __contsnap_resume__(self) -> Sleep:
+        return Sleep(self.seconds, self.deadline)
+
+    def __repr__(self) -> str:
+        return f"contsnap.sleep({self.seconds!r})"
+
+
+def _resolve(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def sleep(seconds: float) -> Sleep:
+    """A safe point that waits ``seconds``; a snapshot keeps the remaining time."""
+    return Sleep(float(seconds))
+
+
+class Queue:
+    """A FIFO queue for coroutines whose contents are saved with a snapshot.
+
+    ``await queue.get()`` is a safe point: a task paused there leaves the item
+    it would have taken in the queue, so nothing is lost or delivered twice.
+    """
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items: collections.deque[Any] = collections.deque(items)
+        self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Queue, (list(self._items),))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                break
+
+    async def put(self, item: Any) -> None:
+        """Put an item (the queue is unbounded, so this never waits)."""
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    def get(self) -> QueueGet:
+        """A safe point that waits for an item and takes it."""
+        return QueueGet(self)
+
+    async def _get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        while True:
+            await _safe_point()
+            if self._items:
+                return self._items.popleft()
+            getter: asyncio.Future[None] = loop.create_future()
+            self._getters.append(getter)
+            try:
+                with _waiting(getter):
+                    await getter
+            finally:
+                if getter in self._getters:
+                    self._getters.remove(getter)
+
+    def __repr__(self) -> str:
+        return f"contsnap.Queue({list(self._items)!r})"
+
+
+class QueueGet:
+    """The awaitable of :meth:`Queue.get`."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self.queue._get().__await__()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (QueueGet, (self.queue,))
+
+    def __contsnap_resume__(self) -> QueueGet:
+        return QueueGet(self.queue)
+
+    def __repr__(self) -> str:
+        return f"{self.queue!r}.get()"
+
+
+#: Code of the helpers above: a detach passes through them untouched.
+TRANSPARENT_CODES = frozenset(
+    {
+        _park.__code__,
+        _safe_point.__code__,
+        Checkpoint.__await__.__code__,
+        Sleep._run.__code__,
+        Queue._get.__code__,
+    }
+)
+
+
+async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> bytes:
+    """Stop ``task`` at its next safe point and return its snapshot (the task stays parked).
+
+    Nothing else is cancelled; call :func:`unpause` to let the task go on, or
+    :func:`contsnap.detach` it when its continuation moves elsewhere. If the
+    task does not reach a safe point within ``timeout`` seconds (it awaits a
+    socket, a foreign future...), the request is withdrawn and
+    ``NotCheckpointableError`` names what it awaits and where.
+    """
+    from ._api import dumps
+    from ._snapshot import info_of, waiting_point
+
+    if task.done():
+        raise CheckpointError(f"cannot pause {task.get_name()}: the task has finished")
+    coro = task.get_coro()
+    if info_of(coro) is None:
+        name = getattr(coro, "__qualname__", coro)
+        raise NotCheckpointableError(
+            f"cannot pause {task.get_name()}: its coroutine {name!r} is not checkpointable; "
+            "mark it with @contsnap.checkpointable"
+        )
+    request = _PAUSES.get(task)
+    if request is None or request.release.done():
+        request = _Pause(asyncio.get_running_loop())
+        _PAUSES[task] = request
+    waiting = _WAITING.get(task)
+    if waiting is not None and not waiting.done():
+        waiting.set_result(None)  # a safe point that waits: let it see the request
+    try:
+        await asyncio.wait_for(asyncio.shield(request.parked), timeout)
+    except asyncio.TimeoutError:
+        _PAUSES.pop(task, None)
+        _resolve(request.release)
+        raise NotCheckpointableError(
+            f"task {task.get_name()} did not reach a safe point within {timeout} s: "
+            f"{waiting_point(coro)}; await contsnap.checkpoint(), contsnap.sleep() or a "
+            "contsnap.Queue instead, or a marked coroutine that does"
+        ) from None
+    return dumps(coro)
+
+
+def unpause(task: asyncio.Task[Any]) -> None:
+    """Let a task parked by :func:`pause` go on."""
+    request = _PAUSES.pop(task, None)
+    if request is not None:
+        _resolve(request.release)
+
+
+def detach_task(task: asyncio.Task[Any]) -> None:
+    """End a parked task without running its ``finally`` blocks or ``__aexit__``."""
+    from ._runtime import Detach
+
+    request = _PAUSES.pop(task, None)
+    if request is None or not request.parked.done():
+        raise CheckpointError(
+            f"cannot detach {task.get_name()}: only a task parked by contsnap.pause() can be"
+        )
+    task.add_done_callback(_forget_detach)
+    if not request.release.done():
+        request.release.set_exception(Detach())
+
+
+def _forget_detach(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the Detach is the expected end of a moved task

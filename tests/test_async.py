@@ -1,0 +1,323 @@
+"""Checkpointable coroutines and async generators under asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import contsnap
+
+LOG: list[object] = []
+
+
+@pytest.fixture(autouse=True)
+def _clean_log() -> None:
+    LOG.clear()
+
+
+class Resource:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @contsnap.checkpointable
+    async def __aenter__(self):
+        LOG.append(("aenter", self.name))
+        await contsnap.checkpoint()
+        return self.name
+
+    @contsnap.checkpointable
+    async def __aexit__(self, kind, value, tb):
+        LOG.append(("aexit", self.name, getattr(kind, "__name__", None)))
+        return kind is KeyError
+
+
+@contsnap.checkpointable
+async def leaf(n):
+    total = 0
+    for i in range(n):
+        await contsnap.checkpoint()
+        total += i
+        LOG.append(("leaf", i))
+    return total
+
+
+@contsnap.checkpointable
+async def middle(n):
+    try:
+        first = await leaf(n)
+        both = first + (await leaf(2)) * 10
+        if both > 100:
+            raise ValueError(both)
+        return both
+    except ValueError as exc:
+        await contsnap.checkpoint()
+        LOG.append(("caught", exc.args))
+        return -1
+    finally:
+        LOG.append("middle-finally")
+
+
+@contsnap.checkpointable
+async def top(n):
+    async with Resource("r") as name:
+        result = await middle(n)
+        LOG.append((name, result))
+    try:
+        async with Resource("s"):
+            await contsnap.checkpoint()
+            raise KeyError("swallowed")
+    finally:
+        LOG.append("top-finally")
+    return result
+
+
+@contsnap.checkpointable
+async def numbers(n):
+    try:
+        for i in range(n):
+            await contsnap.checkpoint()
+            received = yield i * 10
+            if received is not None:
+                LOG.append(("received", received))
+    finally:
+        LOG.append("numbers-finally")
+
+
+@contsnap.checkpointable
+async def consume(n):
+    seen = []
+    async for value in numbers(n):
+        seen.append(value)
+        await contsnap.checkpoint()
+    else:
+        LOG.append("for-else")
+    return seen
+
+
+def drive(coro: Any, *, roundtrip: bool) -> Any:
+    """Run a coroutine by hand; with ``roundtrip`` move it through bytes at every suspension."""
+    while True:
+        if roundtrip and inspect.getcoroutinestate(coro) == inspect.CORO_SUSPENDED:
+            moved = contsnap.loads(contsnap.dumps(coro))
+            contsnap.detach(coro)
+            coro = moved
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value
+
+
+@pytest.mark.parametrize(
+    ("function", "args"),
+    [(top, (3,)), (top, (20,)), (consume, (3,))],
+    ids=["with-and-except", "raises", "async-for"],
+)
+def test_round_trip_at_every_suspension_matches_native(function: Any, args: tuple[Any]) -> None:
+    native_result = drive(function.__wrapped__(*args), roundtrip=False)
+    native_log = list(LOG)
+    for roundtrip in (False, True):
+        LOG.clear()
+        assert drive(function(*args), roundtrip=roundtrip) == native_result
+        assert native_log == LOG
+
+
+def test_coroutines_stay_native() -> None:
+    coro = top(1)
+    assert inspect.iscoroutine(coro)
+    assert coro.__qualname__ == "top"
+    gen = numbers(1)
+    assert inspect.isasyncgen(gen)
+    restored = contsnap.loads(contsnap.dumps(coro))
+    assert inspect.iscoroutine(restored)
+    coro.close()
+    assert asyncio.run(restored) == 10
+
+
+def test_restored_coroutine_is_driven_by_asyncio_run() -> None:
+    coro = top(3)
+    for _ in range(4):
+        coro.send(None)
+    blob = contsnap.dumps(coro)
+    contsnap.detach(coro)
+    assert LOG == [("aenter", "r"), ("leaf", 0), ("leaf", 1)]
+    assert asyncio.run(contsnap.loads(blob)) == 13
+    assert LOG[-4:] == [
+        ("aexit", "r", None),
+        ("aenter", "s"),
+        ("aexit", "s", "KeyError"),
+        "top-finally",
+    ]
+
+
+def test_detached_coroutine_runs_no_finally_and_no_aexit() -> None:
+    coro = top(3)
+    for _ in range(4):
+        coro.send(None)
+    LOG.clear()
+    contsnap.detach(coro)
+    assert LOG == []
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+
+
+def test_async_generator_asend_athrow_aclose_on_restored_copies() -> None:
+    async def scenario() -> list[object]:
+        gen = numbers(5)
+        out: list[object] = [await gen.__anext__(), await gen.asend("a")]
+        copy_one = contsnap.loads(contsnap.dumps(gen))
+        copy_two = contsnap.fork(gen)
+        out.append(await copy_one.asend("b"))
+        with pytest.raises(KeyError):
+            await copy_two.athrow(KeyError("k"))
+        await gen.aclose()
+        out.append([v async for v in copy_one])
+        return out
+
+    assert asyncio.run(scenario()) == [0, 10, 20, [30, 40]]
+    assert LOG == [
+        ("received", "a"),
+        ("received", "b"),
+        "numbers-finally",  # copy_two, by the KeyError
+        "numbers-finally",  # gen, by aclose
+        "numbers-finally",  # copy_one, exhausted
+    ]
+
+
+def test_pause_a_running_task_and_resume_the_snapshot_elsewhere(tmp_path: Path) -> None:
+    async def scenario() -> tuple[bytes, list[int]]:
+        task = asyncio.ensure_future(consume(6))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        blob = await contsnap.pause(task)
+        assert not task.done()
+        contsnap.unpause(task)
+        return blob, await task
+
+    blob, result = asyncio.run(scenario())
+    assert result == [0, 10, 20, 30, 40, 50]
+    path = tmp_path / "task.ckpt"
+    path.write_bytes(blob)
+    program = textwrap.dedent(
+        f"""
+        import asyncio, sys, contsnap
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        print(asyncio.run(contsnap.loads(open({str(path)!r}, "rb").read())))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(result)
+
+
+@contsnap.checkpointable
+async def sleeper(seconds):
+    started = time.time()
+    await contsnap.sleep(seconds)
+    return time.time() - started
+
+
+def test_sleep_keeps_its_wall_clock_deadline() -> None:
+    async def scenario() -> tuple[float, float]:
+        task = asyncio.ensure_future(sleeper(0.4))
+        await asyncio.sleep(0.1)
+        blob = await contsnap.pause(task)
+        contsnap.detach(task)
+        began = time.time()
+        await contsnap.loads(blob)
+        return time.time() - began, blob.__len__()
+
+    waited, _ = asyncio.run(scenario())
+    assert 0.15 < waited < 0.38
+
+
+@contsnap.checkpointable
+async def worker(inbox, outbox):
+    while True:
+        message = await inbox.get()
+        if message is None:
+            return "stopped"
+        await contsnap.checkpoint()
+        outbox.put_nowait(message * 2)
+
+
+def test_queue_contents_are_part_of_the_snapshot_and_nothing_is_lost() -> None:
+    async def scenario() -> bytes:
+        inbox, outbox = contsnap.Queue(), contsnap.Queue()
+        coro = worker(inbox, outbox)
+        task = asyncio.ensure_future(coro)
+        for i in range(3):
+            inbox.put_nowait(i)
+        await contsnap.pause(task)  # parked at a safe point: nothing half-delivered
+        blob = contsnap.dumps((coro, inbox, outbox))
+        contsnap.detach(task)
+        inbox.put_nowait(99)  # sent to the old inbox after the snapshot: not part of it
+        return blob
+
+    blob = asyncio.run(scenario())
+    coro, inbox, outbox = contsnap.loads(blob)
+    done_before = list(outbox._items)
+    inbox.put_nowait(None)
+    assert asyncio.run(coro) == "stopped"
+    assert (
+        done_before + list(outbox._items)
+        == [0, 2, 4][: len(done_before)] + [0, 2, 4][len(done_before) :]
+    )
+
+
+def test_pause_times_out_on_a_foreign_await_and_names_it() -> None:
+    @contsnap.checkpointable
+    async def stuck(event):
+        await event.wait()
+
+    async def scenario() -> None:
+        event = asyncio.Event()
+        task = asyncio.ensure_future(stuck(event))
+        await asyncio.sleep(0)
+        with pytest.raises(contsnap.NotCheckpointableError) as info:
+            await contsnap.pause(task, timeout=0.05)
+        assert "did not reach a safe point within 0.05 s" in str(info.value)
+        assert "stuck" in str(info.value) and __file__ in str(info.value)
+        event.set()
+        await task  # the withdrawn request left it running
+
+    asyncio.run(scenario())
+
+
+def test_checkpoint_suspends_exactly_once() -> None:
+    @contsnap.checkpointable
+    async def twice():
+        await contsnap.checkpoint()
+        await contsnap.checkpoint()
+        return "done"
+
+    coro = twice()
+    assert coro.send(None) is None
+    assert coro.send(None) is None
+    with pytest.raises(StopIteration) as stop:
+        coro.send(None)
+    assert stop.value.value == "done"
+
+
+def test_unsafe_await_is_refused_with_the_awaited_object() -> None:
+    @contsnap.checkpointable
+    async def waits_on_future(fut):
+        return await fut
+
+    async def scenario() -> None:
+        fut = asyncio.get_running_loop().create_future()
+        coro = waits_on_future(fut)
+        task = asyncio.ensure_future(coro)
+        await asyncio.sleep(0)
+        with pytest.raises(contsnap.NotCheckpointableError, match="which is not a safe point"):
+            contsnap.dumps(coro)
+        fut.set_result(1)
+        assert await task == 1
+
+    asyncio.run(scenario())
