@@ -327,3 +327,21 @@ def test_snapshot_inside_except_star_handler_is_refused() -> None:
     with pytest.raises(contsnap.NotCheckpointableError, match=r"inside an except\* handler"):
         contsnap.dumps(g)
     assert list(g) == ["after"]
+
+
+@contsnap.checkpointable
+def abandons_leaf():
+    for value in leaf():
+        LOG.append(("got", value))
+        break
+    LOG.append("after-loop")
+    yield "end"
+
+
+def test_a_generator_left_by_break_closes_at_the_break_as_natively() -> None:
+    native = abandons_leaf.__wrapped__()  # type: ignore[attr-defined]
+    assert next(native) == "end"
+    native_log = list(LOG)
+    LOG.clear()
+    assert next(abandons_leaf()) == "end"
+    assert native_log == LOG == [("got", 1), "leaf-finally", "after-loop"]

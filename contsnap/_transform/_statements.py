@@ -240,7 +240,12 @@ class BodyProcessor:
                 )
             mark = len(self.temps_live)
             result: list[Out] = handler(node)
+            held = self.temps_live[mark:]
             del self.temps_live[mark:]
+            if held:
+                # Python drops intermediate values when the statement ends: so do we,
+                # or an object (a generator's finally, a __del__) would outlive it.
+                result.append(plain([self.line(" = ".join(held) + " = None")]))
             return result
         finally:
             self._line = saved_line
@@ -425,6 +430,7 @@ class BodyProcessor:
             vpre, value = self.anf(node.value.item)
             pre.extend(vpre)
             delegate = self.fresh_name("dlg")
+            self.temps_live.append(delegate)
             label = self.new_label(delegate)
             fresh = [
                 self.line(f"{delegate} = {RT}.yield_from_iter({self.code(value)})"),
@@ -462,6 +468,7 @@ class BodyProcessor:
         vpre, value = self.anf(node.expression)
         assign = f"{target} = " if target else ""
         awaited = self.fresh_name("aw")
+        self.temps_live.append(awaited)
         label = self.new_label(awaited, kind="await")
         fresh = [
             self.line(f"{awaited} = {self.code(value)}"),
@@ -589,15 +596,17 @@ class BodyProcessor:
         if orelse is not None:
             fresh.append(block("else:", src, orelse.fresh))
         labels = body.labels | (orelse.labels if orelse else frozenset())
+        # the loop drops its iterator when it ends (a generator left by break closes now)
+        release = self.assign(iterator, "None")
         if not labels:
-            return [*pre, setup, Out(fresh, fresh)]
+            return [*pre, setup, Out(fresh, fresh), release]
         pick = cond(body.labels) if body.labels else "False"
         step = f"(({item} := {RT}.next({iterator}, {RT}.END)) is not {RT}.END)"
         bind = block("if not _cs_resuming:", src, [self.line(f"{target} = {item}")])
         resume = [block(f"while ({pick}) if _cs_resuming else {step}:", src, [bind, *body.resume])]
         if orelse is not None:
             resume.append(block("else:", src, self.guarded(orelse)))
-        return [*pre, setup, Out(fresh, resume, labels)]
+        return [*pre, setup, Out(fresh, resume, labels), release]
 
     def do_With(self, node: cst.With) -> list[Out]:
         if len(node.items) > 1:
@@ -669,10 +678,11 @@ class BodyProcessor:
             ],
         )
         fresh = [block("try:", src, body.fresh), handler, final]
+        release = self.assign(f"{mgr} = {entered}", "None")
         if not body.labels:
-            return [*pre, setup, Out(fresh, fresh)]
+            return [*pre, setup, Out(fresh, fresh), release]
         resume = [block("try:", src, body.resume), handler, final]
-        return [*pre, setup, Out(fresh, resume, body.labels)]
+        return [*pre, setup, Out(fresh, resume, body.labels), release]
 
     def _process(self, nodes: Sequence[cst.CSTNode], helpers: Sequence[str] = ()) -> list[Out]:
         """Process generated statements (positions fall back to the current line)."""
@@ -714,6 +724,7 @@ class BodyProcessor:
         outs = self._process(head)
         helpers = [iterator] + ([exhausted] if node.orelse is not None else [])
         outs += self._process([loop], helpers)
+        outs.append(self.assign(iterator, "None"))
         if node.orelse is not None:
             check = cst.parse_statement(f"if {exhausted}:\n    pass\n")
             assert isinstance(check, cst.If)
@@ -759,6 +770,7 @@ class BodyProcessor:
         outs = self._process(statements[:1])
         outs += self._process(statements[1:3], [mgr])
         outs += self._process([guarded], [mgr, owed])
+        outs.append(self.assign(f"{mgr} = {entered}", "None"))
         return outs
 
     def do_Match(self, node: cst.Match) -> list[Out]:
