@@ -48,3 +48,34 @@ class TenLocalsByHand:
 marked_only_yields = contsnap.checkpointable(only_yields)
 marked_compute_heavy = contsnap.checkpointable(compute_heavy)
 marked_ten_locals = contsnap.checkpointable(ten_locals)
+
+
+async def leaf(i):
+    return i * 2
+
+
+async def middle(i):
+    return await leaf(i) + 1
+
+
+async def chain(n):
+    total = 0
+    for i in range(n):
+        total += await middle(i)
+    return total
+
+
+marked_leaf = contsnap.checkpointable(leaf)
+
+
+@contsnap.checkpointable
+async def marked_middle(i):
+    return await marked_leaf(i) + 1
+
+
+@contsnap.checkpointable
+async def marked_chain(n):
+    total = 0
+    for i in range(n):
+        total += await marked_middle(i)
+    return total

@@ -117,3 +117,40 @@ def names_used(node: cst.CSTNode) -> set[str]:
     collector = _NameCollector()
     node.visit(collector)
     return collector.names
+
+
+class _Unstable(cst.CSTVisitor):
+    """Names another scope may rebind while this frame is suspended."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.depth = 0
+
+    def visit_Global(self, node: cst.Global) -> None:
+        self.names.update(n.name.value for n in node.names)
+
+    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+        self.names.update(n.name.value for n in node.names)
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if self.depth and isinstance(node, cst.Name):
+            self.names.add(node.value)
+        if _own_scope_parts(node) is not None:
+            self.depth += 1
+        return super().on_visit(node)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        if _own_scope_parts(original_node) is not None:
+            self.depth -= 1
+        super().on_leave(original_node)
+
+
+def unstable_names(body: cst.CSTNode) -> set[str]:
+    """Globals, nonlocals, and every name an inner scope mentions (it may be a cell).
+
+    Any other name of the function is a plain local: nothing but this frame can
+    change it, so its value need not be saved aside before a yield.
+    """
+    finder = _Unstable()
+    body.visit(finder)
+    return finder.names

@@ -28,14 +28,14 @@ contains. The rules, in the order a reader meets them:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
 from libcst.metadata import CodeRange
 
 from ._lines import Line, block, verbatim
-from ._scope import exits, suspends
+from ._scope import SUSPENSIONS, contains, exits, suspends
 
 RT = "__contsnap_rt__"
 
@@ -114,6 +114,14 @@ class BodyProcessor:
         self._counter = 0
         self._line = 0
         self._yield_lines: list[tuple[int, Line]] = []
+        #: names that are not plain locals (set by the caller from the function body)
+        self.unstable: set[str] = set()
+
+    def stable(self, node: cst.BaseExpression) -> bool:
+        """Evaluating ``node`` again after a suspension gives the same value."""
+        if _is_constant(node):
+            return True
+        return isinstance(node, cst.Name) and node.value not in self.unstable
 
     def finish_labels(self) -> None:
         """Keep the ``_cs_label = k`` store only where the line does not identify the yield.
@@ -270,6 +278,9 @@ class BodyProcessor:
         direct = self.suspension_statement(None, node.value)
         if direct is not None:
             return direct
+        point = self.leading(node.value)
+        if point is not None:
+            return self.inline_statement(node.value, point, lambda text: text)
         pre, value = self.anf(node.value)
         return [*pre, plain([self.line(self.code(value))])]
 
@@ -281,6 +292,10 @@ class BodyProcessor:
             )
             assert direct is not None
             return direct
+        point = self.leading(node.value)
+        if point is not None and not any(suspends(t) for t in targets):
+            names = " = ".join(self.code(t) for t in targets)
+            return self.inline_statement(node.value, point, lambda text: f"{names} = {text}")
         pre, value = self.anf(node.value)
         if any(suspends(t) for t in targets):
             hold = self.temp()
@@ -306,6 +321,10 @@ class BodyProcessor:
     def do_AugAssign(self, node: cst.AugAssign) -> list[Out]:
         op = self.code(node.operator).strip()
         target = node.target
+        point = self.leading(node.value)
+        if point is not None and self.stable(target) and isinstance(target, cst.Name):
+            name = target.value
+            return self.inline_statement(node.value, point, lambda text: f"{name} {op} {text}")
         pre, new_target = self.anf_target(target)
         if not suspends(node.value):
             return [
@@ -332,8 +351,8 @@ class BodyProcessor:
         return pre
 
     def _hold(self, expr: cst.BaseExpression, pre: list[Out]) -> str:
-        if isinstance(expr, cst.Name) and expr.value.startswith("_cs_"):
-            return expr.value
+        if self.stable(expr):
+            return self.code(expr)
         name = self.temp()
         pre.append(self.assign(name, self.code(expr)))
         return name
@@ -361,6 +380,10 @@ class BodyProcessor:
     def do_Return(self, node: cst.Return) -> list[Out]:
         pre: list[Out] = []
         value: str | None = None
+        if node.value is not None and not self.finally_exits:
+            point = self.leading(node.value)
+            if point is not None:
+                return self.inline_statement(node.value, point, lambda text: f"return {text}")
         if node.value is not None:
             if isinstance(node.value, (cst.Yield, cst.Await)):
                 hold = self.temp()
@@ -483,6 +506,54 @@ class BodyProcessor:
             block("else:", self._line, fresh),
         ]
         return [*vpre, Out(fresh, resume, frozenset({label}))]
+
+    def leading(self, expr: cst.BaseExpression) -> cst.Yield | cst.Await | None:
+        """The only suspension in ``expr``, if Python evaluates it before anything else.
+
+        Such a statement keeps its ``await``/``yield`` inline: at the suspension
+        the value stack holds nothing that a resume could not recompute.
+        """
+        if _count_suspensions(expr) != 1:
+            return None
+        node: cst.BaseExpression = expr
+        while not isinstance(node, (cst.Yield, cst.Await)):
+            if isinstance(node, cst.NamedExpr):
+                children: list[cst.BaseExpression] | None = [node.value]
+            else:
+                children = _evaluation_order(node)
+            if not children or not suspends(children[0]):
+                return None
+            node = children[0]
+        if isinstance(node, cst.Yield) and isinstance(node.value, cst.From):
+            return None
+        return node
+
+    def inline_statement(
+        self, expr: cst.BaseExpression, point: cst.Yield | cst.Await, render: Callable[[str], str]
+    ) -> list[Out]:
+        """A statement whose leading suspension stays inside it (see :meth:`leading`)."""
+        pre: list[Out] = []
+        if isinstance(point, cst.Await):
+            awaited = self.fresh_name("aw")
+            pre.append(self.assign(awaited, self.code(point.expression)))
+            label = self.new_label(awaited, kind="await")
+            fresh_point = point.with_changes(expression=cst.Name(awaited))
+            resume_point = point.with_changes(
+                expression=cst.parse_expression(f"{RT}.resume_awaitable({awaited})")
+            )
+        else:
+            label = self.new_label()
+            fresh_point = point
+            resume_point = point.with_changes(value=cst.parse_expression(f"{RT}.PRIME"))
+        fresh_text = render(self.code(_replace(expr, {id(point): fresh_point})))
+        resume_text = render(self.code(_replace(expr, {id(point): resume_point})))
+        fresh = [self.yield_line(label, fresh_text)]
+        resuming = [self.line("_cs_resuming = False"), self.line(resume_text)]
+        resume = [
+            block("if _cs_resuming:", self._line, resuming),
+            block("else:", self._line, fresh),
+        ]
+        return [*pre, Out(fresh, resume, frozenset({label}))]
 
     def suspension_statement(
         self, target: str | None, node: cst.BaseExpression
@@ -1124,7 +1195,7 @@ class BodyProcessor:
                 continue
             epre, new = self.anf(expr)
             pre.extend(epre)
-            if i < last and not _is_constant(new):
+            if i < last and not self.stable(new):
                 hold = self.temp()
                 pre.append(self.assign(hold, self.code(new)))
                 new = cst.Name(hold)
@@ -1206,7 +1277,7 @@ class BodyProcessor:
     def anf_comparison(self, expr: cst.Comparison) -> tuple[list[Out], cst.BaseExpression]:
         result = self.temp()
         pre, left = self.anf(expr.left)
-        if _is_constant(left):
+        if self.stable(left):
             hold = self.code(left)
         else:
             hold = self.temp()
@@ -1246,7 +1317,7 @@ class BodyProcessor:
             pre.extend(epre)
             if part.format_spec and any(suspends(p) for p in part.format_spec):
                 # the value is computed before the fields of its format spec
-                if not _is_constant(value):
+                if not self.stable(value):
                     held_value = self.temp()
                     pre.append(self.assign(held_value, self.code(value)))
                     value = cst.Name(held_value)
@@ -1293,6 +1364,24 @@ def _is_constant(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and (
         node.value in ("True", "False", "None") or node.value.startswith("_cs_")
     )
+
+
+def _count_suspensions(node: cst.CSTNode) -> int:
+    class Counter(cst.CSTVisitor):
+        count = 0
+
+        def on_visit(self, inner: cst.CSTNode) -> bool:
+            if isinstance(inner, SUSPENSIONS):
+                self.count += 1
+            elif not isinstance(inner, cst.BaseExpression) or inner is node:
+                return True
+            elif not contains(inner, SUSPENSIONS):
+                return False
+            return True
+
+    counter = Counter()
+    node.visit(counter)
+    return counter.count
 
 
 def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | None:
