@@ -533,6 +533,8 @@ class BodyProcessor:
     ) -> list[Out]:
         """A statement whose leading suspension stays inside it (see :meth:`leading`)."""
         pre: list[Out] = []
+        fresh_point: cst.CSTNode
+        resume_point: cst.CSTNode
         if isinstance(point, cst.Await):
             awaited = self.fresh_name("aw")
             pre.append(self.assign(awaited, self.code(point.expression)))
