@@ -321,3 +321,25 @@ def test_unsafe_await_is_refused_with_the_awaited_object() -> None:
         assert await task == 1
 
     asyncio.run(scenario())
+
+
+@contsnap.checkpointable
+async def doubled(x):
+    await contsnap.checkpoint()
+    return x * 2
+
+
+@contsnap.checkpointable
+async def comprehensions(xs):
+    x = "outer"
+    evens = [await doubled(x) for x in xs if x % 2]
+    table = {x: await doubled(x) for x in xs}
+    streamed = [value async for value in numbers(3)]
+    distinct = {v async for v in numbers(4) if v}
+    return evens, table, streamed, distinct, x
+
+
+def test_async_comprehensions_are_captured_at_every_await() -> None:
+    expected = drive(comprehensions.__wrapped__([1, 2, 3]), roundtrip=False)
+    assert expected[-1] == "outer"  # the comprehension's variable did not leak
+    assert drive(comprehensions([1, 2, 3]), roundtrip=True) == expected

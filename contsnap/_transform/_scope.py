@@ -38,11 +38,15 @@ class _Finder(cst.CSTVisitor):
     def on_visit(self, node: cst.CSTNode) -> bool:
         if self.found:
             return False
-        if isinstance(node, self.kinds) or (
-            # async for / async with await __anext__, __aenter__ and __aexit__
-            cst.Await in self.kinds
-            and isinstance(node, (cst.For, cst.With))
-            and node.asynchronous is not None
+        if (
+            isinstance(node, self.kinds)
+            or (
+                # async for / async with await __anext__, __aenter__ and __aexit__
+                cst.Await in self.kinds
+                and isinstance(node, (cst.For, cst.With))
+                and node.asynchronous is not None
+            )
+            or (cst.Await in self.kinds and awaiting_comprehension(node))
         ):
             self.found = True
             return False
@@ -52,6 +56,25 @@ class _Finder(cst.CSTVisitor):
                 part.visit(self)
             return False
         return True
+
+
+def awaiting_comprehension(node: cst.CSTNode) -> bool:
+    """A list/set/dict comprehension that awaits: it suspends its enclosing coroutine."""
+    if not isinstance(node, (cst.ListComp, cst.SetComp, cst.DictComp)):
+        return False
+    clause: cst.CompFor | None = node.for_in
+    while clause is not None:
+        if clause.asynchronous is not None:
+            return True
+        clause = clause.inner_for_in
+    parts = [node.key, node.value] if isinstance(node, cst.DictComp) else [node.elt]
+    inner: cst.CompFor | None = node.for_in
+    while inner is not None:
+        parts.extend(i.test for i in inner.ifs)
+        if inner is not node.for_in:
+            parts.append(inner.iter)
+        inner = inner.inner_for_in
+    return any(contains(part, (cst.Await,)) for part in parts)
 
 
 def contains(node: cst.CSTNode, kinds: tuple[type[cst.CSTNode], ...]) -> bool:

@@ -35,7 +35,7 @@ import libcst as cst
 from libcst.metadata import CodeRange
 
 from ._lines import Line, block, verbatim
-from ._scope import SUSPENSIONS, contains, exits, suspends
+from ._scope import SUSPENSIONS, awaiting_comprehension, contains, exits, names_used, suspends
 
 RT = "__contsnap_rt__"
 
@@ -1248,6 +1248,9 @@ class BodyProcessor:
             return pre, cst.Name(hold)
         if isinstance(expr, cst.FormattedString):
             return self.anf_fstring(expr)
+        if awaiting_comprehension(expr):
+            assert isinstance(expr, (cst.ListComp, cst.SetComp, cst.DictComp))
+            return self.anf_comprehension(expr)
         children = _evaluation_order(expr)
         if children is None:
             raise self.unsupported(
@@ -1301,6 +1304,65 @@ class BodyProcessor:
 
         pre.extend(chain(0, hold))
         return pre, cst.Name(result)
+
+    def anf_comprehension(
+        self, expr: cst.ListComp | cst.SetComp | cst.DictComp
+    ) -> tuple[list[Out], cst.BaseExpression]:
+        """An awaiting comprehension written out as a loop, so its awaits are labelled.
+
+        Its loop variables get fresh names: they stay out of the function's own.
+        """
+        clauses: list[cst.CompFor] = []
+        clause: cst.CompFor | None = expr.for_in
+        while clause is not None:
+            clauses.append(clause)
+            clause = clause.inner_for_in
+        renames: dict[str, str] = {}
+        for c in clauses:
+            for name in sorted(_target_names(c.target)):
+                renames[name] = self.fresh_name("cv")
+                self.temps_live.append(renames[name])
+        parts = [expr.key, expr.value] if isinstance(expr, cst.DictComp) else [expr.elt]
+        for c in clauses:
+            parts.extend(i.test for i in c.ifs)
+            parts.extend([c.target] + ([c.iter] if c is not clauses[0] else []))
+        renamer = _Rename(renames)
+        for part in parts:
+            part.visit(renamer)
+        if renamer.captured:
+            raise self.unsupported(
+                "an inner function or lambda in an awaiting comprehension uses its loop "
+                "variable; write the loop out",
+                expr,
+            )
+
+        def text(node: cst.CSTNode) -> str:
+            renamed = node.visit(_Rename(renames))
+            assert isinstance(renamed, cst.CSTNode)
+            return self.code(renamed)
+
+        result = self.temp()
+        empty = {cst.ListComp: "[]", cst.SetComp: "set()", cst.DictComp: "{}"}[type(expr)]
+        lines: list[str] = []
+        depth = 0
+        for c in clauses:
+            iterable = self.code(c.iter) if c is clauses[0] else text(c.iter)
+            keyword = "async for" if c.asynchronous is not None else "for"
+            lines.append("    " * depth + f"{keyword} {text(c.target)} in {iterable}:")
+            depth += 1
+            for condition in c.ifs:
+                lines.append("    " * depth + f"if {text(condition.test)}:")
+                depth += 1
+        if isinstance(expr, cst.DictComp):
+            store = f"{result}[{text(expr.key)}] = {text(expr.value)}"
+        elif isinstance(expr, cst.SetComp):
+            store = f"{result}.add({text(expr.elt)})"
+        else:
+            store = f"{result}.append({text(expr.elt)})"
+        lines.append("    " * depth + store)
+        statements = cst.parse_module("\n".join(lines) + "\n").body
+        outs = [self.assign(result, empty), *self._process(statements)]
+        return outs, cst.Name(result)
 
     def anf_fstring(self, expr: cst.FormattedString) -> tuple[list[Out], cst.BaseExpression]:
         parts = list(expr.parts)
@@ -1433,6 +1495,46 @@ def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | No
     if isinstance(expr, cst.StarredElement):
         return [expr.value]
     return None
+
+
+def _target_names(target: cst.CSTNode) -> set[str]:
+    if isinstance(target, cst.Name):
+        return {target.value}
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return set().union(*(_target_names(e.value) for e in target.elements))
+    if isinstance(target, cst.StarredElement):
+        return _target_names(target.value)
+    return set()
+
+
+class _Rename(cst.CSTTransformer):
+    """Rename loop variables of a comprehension; notes inner scopes that use them."""
+
+    def __init__(self, renames: dict[str, str]) -> None:
+        self.renames = renames
+        self.captured = False
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(
+            node,
+            (
+                cst.Lambda,
+                cst.FunctionDef,
+                cst.ClassDef,
+                cst.ListComp,
+                cst.SetComp,
+                cst.DictComp,
+                cst.GeneratorExp,
+            ),
+        ):
+            if names_used(node) & set(self.renames):
+                self.captured = True
+            return False
+        return True
+
+    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.Name:
+        new = self.renames.get(original_node.value)
+        return updated_node if new is None else updated_node.with_changes(value=new)
 
 
 class _Replace(cst.CSTTransformer):
