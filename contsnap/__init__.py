@@ -18,6 +18,7 @@ from ._errors import (
     SnapshotCorruptError,
     SnapshotSignatureError,
 )
+from ._hook import install_import_hook
 from ._version import __version__
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "detach",
     "dumps",
     "fork",
+    "install_import_hook",
     "loads",
     "pause",
     "sleep",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import types
 from typing import Any, TypeVar
 
-from . import _runtime
+from . import _hook, _runtime
 from ._compile import compile_function
 from ._errors import NotCheckpointableError
 from ._info import FunctionInfo
@@ -65,8 +66,14 @@ def _source_of(fn: types.FunctionType) -> tuple[str, int]:
 
 
 def _build(fn: types.FunctionType) -> FunctionInfo:
+    hooked = _hook.hooked_module(fn.__code__.co_filename)
+    if hooked is not None:  # the import hook has the source as compiled, and a disk cache
+        return hooked.build(fn, _transform, _source_of)
+    return _transform(fn, *_source_of(fn))
+
+
+def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
     code = fn.__code__
-    source, first = _source_of(fn)
     try:
         result = transform_function(source, first_line=first)
     except UnsupportedSyntax as exc:
@@ -126,7 +133,21 @@ def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionTy
         new.__type_params__ = fn.__type_params__
     new.__contsnap__ = info  # type: ignore[attr-defined]
     info.register()
+    if _roundtrip_mode() and fn.__module__ != "contsnap._roundtrip":
+        from ._roundtrip import wrap
+
+        return wrap(new)  # type: ignore[no-any-return]
     return new
+
+
+def _roundtrip_mode() -> bool:
+    return (os.environ.get("CONTSNAP_ROUNDTRIP") or "").strip().lower() not in (
+        "",
+        "0",
+        "off",
+        "no",
+        "false",
+    )
 
 
 def function_info(fn: Any) -> FunctionInfo | None:

@@ -107,7 +107,8 @@ def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
     if info is None:
         raise CodeChangedError(
             f"{module}.{qualname} is no longer a @checkpointable generator function; "
-            "the snapshot was taken from code that has changed"
+            "the snapshot was taken from code that has changed (or the function was "
+            "marked by an import hook: install the same hook before loading)"
         )
     if info.fingerprint != fingerprint:
         raise CodeChangedError(

@@ -57,6 +57,8 @@ class FrameState:
     label: int
     values: dict[str, Any]
     cells: tuple[types.CellType, ...]
+    #: (__name__, __qualname__) when the object was renamed (round-trip drivers)
+    names: tuple[str, str] | None = None
 
     @property
     def delegate(self) -> Any:
@@ -185,7 +187,9 @@ def capture(gen: Any) -> FrameState:
         closure = tuple(cellref.__closure__ or ()) if cellref is not None else ()
         if len(closure) != len(info.cell_names):
             raise NotCheckpointableError(f"cannot read the closure cells of {info.qualname}")
-    return FrameState(info, SUSPENDED, label, values, closure)
+    names = (gen.__name__, gen.__qualname__)
+    renamed = names if names != (info.name, info.qualname) else None
+    return FrameState(info, SUSPENDED, label, values, closure, renamed)
 
 
 def _capture_created(gen: Any, info: FunctionInfo, frame: types.FrameType) -> FrameState:
@@ -227,7 +231,12 @@ def _free_cells_of_created(gen: Any) -> dict[str, types.CellType]:
     return dict(zip(code.co_freevars, cells[len(cells) - len(code.co_freevars) :]))
 
 
-def new_generator(info: FunctionInfo, label: int, cells: tuple[types.CellType, ...]) -> Any:
+def new_generator(
+    info: FunctionInfo,
+    label: int,
+    cells: tuple[types.CellType, ...],
+    names: tuple[str, str] | None = None,
+) -> Any:
     """Create (but do not start) a resume-variant generator; its values come later."""
     if label != 0 and label not in info.labels:
         raise SnapshotCorruptError(
@@ -244,6 +253,8 @@ def new_generator(info: FunctionInfo, label: int, cells: tuple[types.CellType, .
     info.globals.setdefault("__contsnap_rt__", _runtime)
     box = _Box(label, {})
     gen = fn(_runtime.UNBOUND, box) if info.first_param is not None else fn(box)
+    if names is not None:
+        gen.__name__, gen.__qualname__ = (str(n) for n in names)
     _PENDING[gen] = box
     return gen
 
@@ -384,7 +395,7 @@ def rebuild(state: FrameState) -> Any:
     """Restore a captured frame in this process (values by reference)."""
     if state.status == CLOSED:
         return closed_generator(state.info)
-    gen = new_generator(state.info, state.label, state.cells)
+    gen = new_generator(state.info, state.label, state.cells, state.names)
     set_generator_state(gen, dict(state.values))
     return gen
 
@@ -399,9 +410,12 @@ def _reduce_generator(gen: Any) -> tuple[Any, ...]:
 def _reduce_state(state: FrameState) -> tuple[Any, ...]:
     if state.status == CLOSED:
         return (closed_generator, (state.info,))
+    args: tuple[Any, ...] = (state.info, state.label, state.cells)
+    if state.names is not None:
+        args += (state.names,)
     return (
         new_generator,
-        (state.info, state.label, state.cells),
+        args,
         state.values,
         None,
         None,
@@ -696,7 +710,7 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
         return result
     cells = tuple(_deepcopy_cell(cell, memo) for cell in state.cells)
     with _load_context():
-        result = new_generator(state.info, state.label, cells)
+        result = new_generator(state.info, state.label, cells, state.names)
         memo[id(gen)] = result
         for value in state.values.values():
             _rebind_builtin_method(value, memo)
@@ -821,7 +835,7 @@ def _throw_detach(gen: Any) -> None:
         )
 
 
-def detach(gen: Any) -> None:
+def detach(gen: Any, *, owned: bool = True) -> None:
     """End ``gen`` without running its ``finally`` blocks or context-manager exits.
 
     The whole ``yield from`` / ``await`` chain is ended, and so are the
@@ -838,13 +852,13 @@ def detach(gen: Any) -> None:
         _end_unstarted(gen)
         return
     chain = delegation_chain(gen)
-    owned: list[Any] = []
+    held: list[Any] = []
     for member in chain:
         if type(member) in _PREFIX:
             if info_of(member) is None:
                 raise _unmarked(member)
             state = capture(member)  # refuses where a snapshot would be refused
-            owned.extend(g for g in _owned_generators(state) if not any(g is m for m in chain))
+            held.extend(g for g in _owned_generators(state) if not any(g is m for m in chain))
         elif hasattr(type(member), "__contsnap_resume__"):
             continue  # a contsnap safe point: a detach passes through it
         elif callable(getattr(member, "throw", None)):
@@ -852,7 +866,7 @@ def detach(gen: Any) -> None:
                 f"cannot detach {info.qualname}: it delegates (yield from) to a "
                 f"{type(member).__qualname__} object, whose own throw() would run its code"
             )
-    for inner in owned:
+    for inner in held if owned else ():
         if _attr(inner, "frame") is not None:
             detach(inner)
     _throw_detach(gen)

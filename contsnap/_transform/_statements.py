@@ -139,6 +139,8 @@ class BodyProcessor:
     # ------------------------------------------------------------------ basics
 
     def where(self, node: cst.CSTNode) -> tuple[int, int]:
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node.decorators:
+            node = node.decorators[0]  # the statement starts at its first decorator
         pos = self.positions.get(node)
         if pos is None:
             return self._line, 0
@@ -148,7 +150,8 @@ class BodyProcessor:
         text = self.module.code_for_node(node)
         if isinstance(node, cst.BaseExpression):
             text = text.strip()
-            if "\n" in text:
+            bare_tuple = isinstance(node, cst.Tuple) and not node.lpar
+            if "\n" in text or bare_tuple:  # `for x in 1, 2:` must stay one argument
                 text = f"({text})"
         return text
 

@@ -1,0 +1,241 @@
+"""The import hook's on-disk cache: one file per hooked module in its ``__pycache__``.
+
+A cache file holds what is expensive to rebuild for one source file: the
+module's code (with the hook's marks compiled in) and, per transformed
+function, the fields of its :class:`~contsnap._info.FunctionInfo` (two code
+objects, labels, names, generated source) or the reason the transform refused
+it. Everything is plain data for :mod:`marshal`, guarded by an Adler-32 checksum, so
+a damaged file is noticed before any code object in it is built.
+
+The format is private. A file is used only when its key matches exactly: the
+format number, contsnap's version, a stamp of contsnap's own source files (so
+an editable install that changes the transform never reuses stale output),
+the interpreter's bytecode magic and optimisation level, the hook mode and the
+hash of the module's source. Anything else (missing, stale, truncated,
+corrupt, written by another version) reads as "no cache": it is rebuilt and
+overwritten, never an error. Files are written to a temporary name and
+renamed with :func:`os.replace`, so concurrent writers and readers only ever
+see whole files; the last writer wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import marshal
+import os
+import sys
+import tempfile
+import types
+import zlib
+from typing import Any
+
+from ._info import FunctionInfo
+from ._transform import LabelInfo
+from ._version import __version__
+
+FORMAT = 1
+_MAGIC = b"contsnap-cache\n"
+_DIGEST_SIZE = 4
+#: FunctionInfo fields taken from the live function, not from the cache.
+_LIVE_FIELDS = frozenset({"module", "qualname", "name", "filename", "globals"})
+
+#: A function's key inside its module's file: qualname, first line, code name.
+FunctionKey = tuple[str, int, str]
+
+
+class Uncacheable(Exception):
+    """A value that the cache format cannot hold (the function is then simply not cached)."""
+
+
+def _checksum(body: bytes) -> bytes:
+    """Catches truncated and damaged files (not tampering: __pycache__ is trusted like .pyc)."""
+    return zlib.adler32(body).to_bytes(4, "little")
+
+
+def source_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+_stamp: str | None = None
+
+
+def contsnap_stamp() -> str:
+    """For a source checkout or editable install: changes whenever a contsnap file changes.
+
+    A release changes the version, which is in the key anyway; an installed copy
+    (under site-packages) is not stat'ed at all. A checkout's files are, so that
+    a changed transform never reuses output of the old one.
+    """
+    global _stamp
+    if _stamp is None:
+        root = os.path.dirname(os.path.abspath(__file__))
+        parts = []
+        if os.path.basename(os.path.dirname(root)) not in ("site-packages", "dist-packages"):
+            for folder in (root, os.path.join(root, "_transform")):
+                try:
+                    with os.scandir(folder) as entries:
+                        for entry in entries:
+                            if entry.name.endswith(".py"):
+                                st = entry.stat()
+                                parts.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
+                except OSError:
+                    parts.append(f"{folder}:-")
+        parts.sort()
+        _stamp = hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
+    return _stamp
+
+
+def cache_key(data: bytes, mode: str) -> tuple[Any, ...]:
+    return (
+        FORMAT,
+        __version__,
+        contsnap_stamp(),
+        INFO_FIELDS,
+        LABEL_FIELDS,
+        importlib.util.MAGIC_NUMBER,
+        sys.flags.optimize,
+        mode,
+        source_hash(data),
+    )
+
+
+def cache_path(source_path: str, mode: str) -> str | None:
+    """``__pycache__/name.cpython-3XY.contsnap-VERSION[-mode].cache`` (None: no cache here)."""
+    try:
+        pyc = importlib.util.cache_from_source(source_path)
+    except (NotImplementedError, ValueError):
+        return None
+    base = pyc[: -len(".pyc")] if pyc.endswith(".pyc") else pyc
+    suffix = f"-{mode}" if mode else ""
+    return f"{base}.contsnap-{__version__}{suffix}.cache"
+
+
+@dataclasses.dataclass
+class Entry:
+    """What one cache file holds."""
+
+    module_code: types.CodeType | None = None
+    #: per function: ("ok", encoded FunctionInfo fields) or ("refused", message)
+    functions: dict[FunctionKey, tuple[str, Any]] = dataclasses.field(default_factory=dict)
+    #: warnings the hook issues each time the module is loaded
+    notes: tuple[str, ...] = ()
+
+
+def read(path: str | None, key: tuple[Any, ...]) -> Entry | None:
+    """The entry stored at ``path`` for ``key``; None when missing, stale or damaged."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError:
+        return None
+    head = len(_MAGIC) + _DIGEST_SIZE
+    if len(blob) < head or not blob.startswith(_MAGIC):
+        return None
+    body = blob[head:]
+    if _checksum(body) != blob[len(_MAGIC) : head]:
+        return None
+    try:
+        stored_key, module_code, functions, notes = marshal.loads(body)
+    except Exception:  # a file from another format that happens to digest right
+        return None
+    if stored_key != key:
+        return None
+    if not (
+        (module_code is None or isinstance(module_code, types.CodeType))
+        and isinstance(functions, dict)
+        and isinstance(notes, tuple)
+    ):
+        return None
+    return Entry(module_code, functions, notes)
+
+
+def write(path: str | None, key: tuple[Any, ...], entry: Entry, mode_of: str) -> bool:
+    """Store ``entry`` atomically; False (and nothing written) when that is not possible.
+
+    ``mode_of`` is the source file whose permission bits the cache file takes.
+    """
+    if path is None or sys.dont_write_bytecode:
+        return False
+    try:
+        body = marshal.dumps((key, entry.module_code, entry.functions, entry.notes))
+    except ValueError:  # an unmarshallable value slipped in: better no cache than a bad one
+        return False
+    blob = _MAGIC + _checksum(body) + body
+    folder = os.path.dirname(path)
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        try:
+            os.chmod(tmp, os.stat(mode_of).st_mode & 0o666)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        return False
+    return True
+
+
+def _field_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The FunctionInfo fields a cache entry stores, and LabelInfo's (both part of the key)."""
+    info = tuple(
+        f.name for f in dataclasses.fields(FunctionInfo) if f.init and f.name not in _LIVE_FIELDS
+    )
+    return info, tuple(f.name for f in dataclasses.fields(LabelInfo))
+
+
+INFO_FIELDS, LABEL_FIELDS = _field_names()
+
+
+def encode_info(info: FunctionInfo) -> tuple[str, Any]:
+    """A FunctionInfo as cache data (raises Uncacheable for values marshal cannot hold)."""
+    values: list[Any] = []
+    for name in INFO_FIELDS:
+        value = getattr(info, name)
+        if name == "labels":
+            value = {k: tuple(getattr(v, f) for f in LABEL_FIELDS) for k, v in value.items()}
+        values.append(value)
+    encoded = tuple(values)
+    try:
+        marshal.dumps(encoded)
+    except ValueError as exc:
+        raise Uncacheable(str(exc)) from None
+    return ("ok", encoded)
+
+
+def encode_refusal(message: str) -> tuple[str, Any]:
+    return ("refused", message)
+
+
+def decode_info(stored: tuple[str, Any], fn: types.FunctionType) -> FunctionInfo | str | None:
+    """The cached FunctionInfo for ``fn``, the refusal message, or None if unusable."""
+    try:
+        kind, data = stored
+        if kind == "refused" and isinstance(data, str):
+            return data
+        if kind != "ok" or len(data) != len(INFO_FIELDS):
+            return None
+        fields = dict(zip(INFO_FIELDS, data))
+        fields["labels"] = {k: LabelInfo(*v) for k, v in fields["labels"].items()}
+        code = fn.__code__
+        return FunctionInfo(
+            module=fn.__module__ or "",
+            qualname=fn.__qualname__,
+            name=fn.__name__,
+            filename=code.co_filename,
+            globals=fn.__globals__,
+            **fields,
+        )
+    except Exception:  # damaged in a way the checksum missed: rebuild instead
+        return None

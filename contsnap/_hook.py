@@ -1,0 +1,578 @@
+"""The import hook: transform the generator functions of named modules as they are imported.
+
+:func:`install_import_hook` puts a finder first in ``sys.meta_path``. It
+claims only the modules it was given (a name also claims its submodules) that
+are plain ``.py`` sources, and loads them with :class:`HookLoader`, a
+``SourceFileLoader`` whose ``get_code`` returns the module's code with, under
+``mark_all``, every generator function decorated by :func:`mark`. The extra
+decorator is added to the syntax tree at the ``def``'s own line, so no line
+number moves. Each hooked file gets a :class:`HookedModule` record that
+``@checkpointable`` asks for the function's source (the text that was really
+compiled, not whatever the file says now) and that caches every transformed
+function on disk (:mod:`contsnap._cache`): a warm import runs no libcst at all.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import inspect
+import os
+import sys
+import threading
+import types
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+from . import _cache, _decorator
+from ._errors import NotCheckpointableError
+from ._info import FunctionInfo
+
+#: The name mark_all's decorator has in a hooked module (never mangled: it ends in ``__``).
+MARK_NAME = "__contsnap_mark__"
+
+_local = threading.local()
+
+
+@contextmanager
+def _building() -> Iterator[None]:
+    """While contsnap transforms code in this thread, the hook claims no import."""
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+
+
+def _busy() -> bool:
+    return getattr(_local, "depth", 0) > 0
+
+
+# --- which functions mark_all marks -------------------------------------------------------
+
+
+def _own_scope(func: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.AST]:
+    """The nodes of a function's own scope: nested functions and classes are cut off
+    (their decorators, defaults and bases still belong to this scope)."""
+    stack: list[ast.AST] = list(func.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            if not isinstance(node, ast.Lambda):
+                stack.extend(node.decorator_list)
+            stack.extend(node.args.defaults)
+            stack.extend(d for d in node.args.kw_defaults if d is not None)
+        elif isinstance(node, ast.ClassDef):
+            stack.extend(node.decorator_list)
+            stack.extend(node.bases)
+            stack.extend(k.value for k in node.keywords)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _yields(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_scope(func))
+
+
+#: The kinds of ``def`` that mark_all marks. Coroutines and async generators join by
+#: adding ``ast.AsyncFunctionDef`` here once the core transforms them; nothing else
+#: needs to change. Generator lambdas are never marked: the transform takes ``def``s.
+MARKED_KINDS: tuple[type[ast.AST], ...] = (ast.FunctionDef,)
+_FUNCTION_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _marks(node: ast.AST) -> bool:
+    """Does mark_all mark this node? Generator functions, and whatever MARKED_KINDS adds."""
+    if not isinstance(node, MARKED_KINDS):
+        return False
+    return isinstance(node, ast.AsyncFunctionDef) or (
+        isinstance(node, ast.FunctionDef) and _yields(node)
+    )
+
+
+def _may_mark(data: bytes) -> bool:
+    """Cheap test on a module's bytes: could it hold a function that mark_all marks?"""
+    return b"yield" in data or (ast.AsyncFunctionDef in MARKED_KINDS and b"async" in data)
+
+
+def _explicit(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Already decorated with ``@checkpointable`` or ``@contsnap.checkpointable``."""
+    for deco in node.decorator_list:
+        if isinstance(deco, ast.Name) and deco.id == "checkpointable":
+            return True
+        if isinstance(deco, ast.Attribute) and deco.attr == "checkpointable":
+            return True
+    return False
+
+
+def _first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Where the function's source starts (its first decorator): its ``co_firstlineno``."""
+    return min([node.lineno, *(d.lineno for d in node.decorator_list)])
+
+
+def _is_future_import(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"
+
+
+class Plan:
+    """What the hook does to one module's source, worked out from its syntax tree.
+
+    ``spans`` maps every possible ``co_firstlineno`` of a function to the lines of
+    its source. ``overrides`` replace, in the text handed to the transform only,
+    the blank or comment line above a generator function nested in another
+    transformed function by an ``@__contsnap_mark__`` line: the outer function is
+    compiled from that text, so this is the only way its inner functions get
+    marked without moving a line.
+    """
+
+    def __init__(self, tree: ast.Module, lines: list[str], filename: str, mark_all: bool) -> None:
+        self.marked: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+        #: first lines of every function that will be transformed (marked or explicit)
+        self.transformed: dict[int, str] = {}
+        self.spans: dict[int, tuple[int, int]] = {}
+        self.overrides: dict[int, str] = {}
+        self.notes: list[tuple[str, int]] = []
+        self._lines = lines
+        self._filename = filename
+        self._mark_all = mark_all
+        self._visit(tree, [])
+
+    def _visit(self, node: ast.AST, outer: list[ast.FunctionDef | ast.AsyncFunctionDef]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self._function(child, outer)
+                self._visit(child, [*outer, child])
+            else:
+                self._visit(child, outer)
+
+    def _function(
+        self,
+        node: ast.FunctionDef | ast.AsyncFunctionDef,
+        outer: list[ast.FunctionDef | ast.AsyncFunctionDef],
+    ) -> None:
+        first = _first_line(node)
+        end = node.end_lineno or node.lineno
+        self.spans[first] = (first, end)
+        # a decorated def nested in transformed code starts at its def line there
+        self.spans.setdefault(node.lineno, (first, end))
+        explicit = _explicit(node)
+        marked = self._mark_all and not explicit and _marks(node)
+        if not (marked or explicit):
+            return
+        self.transformed[first] = node.name
+        if not marked:
+            return
+        self.marked.append(node)
+        host = next((f for f in outer if self.transformed.get(_first_line(f)) == f.name), None)
+        if host is None:
+            return
+        free = first - 1
+        above = self._lines[free - 1] if free >= 1 else "#"
+        before = self._lines[free - 2] if free >= 2 else ""
+        if (not above.strip() or above.lstrip().startswith("#")) and not before.endswith("\\"):
+            line = self._lines[first - 1]
+            self.overrides[free] = line[: len(line) - len(line.lstrip())] + "@" + MARK_NAME
+            self.spans[free] = (free, end)
+        else:
+            self.notes.append(
+                (
+                    f"contsnap: {node.name} ({self._filename}:{node.lineno}) is nested in the "
+                    f"transformed generator function {host.name} and stays a plain generator "
+                    f"there: leave a blank or comment line above it, or decorate it with "
+                    f"@contsnap.checkpointable",
+                    node.lineno,
+                )
+            )
+
+    def apply(self, tree: ast.Module) -> None:
+        """Decorate the marked functions, innermost, at their own ``def`` line."""
+        if not self.marked:
+            return
+        for node in self.marked:
+            mark = ast.Name(MARK_NAME, ast.Load())
+            ast.copy_location(mark, node)
+            mark.end_lineno, mark.end_col_offset = node.lineno, node.col_offset
+            node.decorator_list.append(mark)
+        body = tree.body
+        at = 0
+        first = body[0] if body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            at = 1 if isinstance(first.value.value, str) else 0
+        while at < len(body) and _is_future_import(body[at]):
+            at += 1
+        where = body[at] if at < len(body) else body[-1]
+        alias = ast.alias(name="mark", asname=MARK_NAME)
+        imp = ast.ImportFrom(module=__name__, names=[alias], level=0)
+        for located in (imp, alias):
+            located.lineno = located.end_lineno = where.lineno
+            located.col_offset = located.end_col_offset = 0
+        body.insert(at, imp)
+        self.marked.clear()  # the record keeps the plan, not the tree
+
+
+# --- the record of one hooked file --------------------------------------------------------
+
+_MODULES: dict[str, HookedModule] = {}
+
+
+def hooked_module(filename: str) -> HookedModule | None:
+    """The hook's record of the file a function comes from (None: not a hooked module)."""
+    return _MODULES.get(filename)
+
+
+class HookedModule:
+    """One hooked source file: its source as compiled, its plan and its cache entry."""
+
+    def __init__(self, filename: str, data: bytes, mark_all: bool) -> None:
+        self.filename = filename
+        self.data = data
+        self.mark_all = mark_all
+        self.mode = "all" if mark_all else ""
+        self.key = _cache.cache_key(data, self.mode)
+        self.cache_path = _cache.cache_path(filename, self.mode)
+        self.entry = _cache.Entry()
+        #: set while the module executes under exec_module: writes wait for its end
+        self.deferred = False
+        self._dirty = False
+        self._lines: list[str] | None = None
+        self._plan: Plan | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            text = importlib.util.decode_source(self.data)
+            self._lines = text.split("\n")
+        return self._lines
+
+    @property
+    def plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = Plan(self._parse(), self.lines, self.filename, self.mark_all)
+            self._plan.marked.clear()  # only apply() needs the nodes: let the tree go
+        return self._plan
+
+    def _parse(self) -> ast.Module:
+        return ast.parse(self.data, self.filename)
+
+    def load(self) -> types.CodeType:
+        """The module's code: from the cache when it fits, else compiled (and stored)."""
+        cached = _cache.read(self.cache_path, self.key)
+        if cached is not None and cached.module_code is not None:
+            self.entry = cached
+            return cached.module_code
+        with _building():
+            if self.mark_all:
+                tree = self._parse()
+                self._plan = Plan(tree, self.lines, self.filename, self.mark_all)
+                self._plan.apply(tree)
+                code = compile(tree, self.filename, "exec", dont_inherit=True)
+                self.entry.notes = tuple(f"{message}\0{line}" for message, line in self._plan.notes)
+            else:
+                code = compile(self.data, self.filename, "exec", dont_inherit=True)
+        self.entry.module_code = code
+        self._dirty = True
+        if not self.deferred:
+            self.flush()
+        return code
+
+    def notes(self) -> Iterator[tuple[str, int]]:
+        for note in self.entry.notes:
+            message, _, line = note.rpartition("\0")
+            yield message, int(line or 0)
+
+    def function_source(self, code: types.CodeType) -> tuple[str, int] | None:
+        """The source of the function compiled as ``code``, as the transform should read it."""
+        plan = self.plan
+        span = plan.spans.get(code.co_firstlineno)
+        if span is None:
+            return None
+        start, end = span
+        lines = self.lines
+        if end > len(lines):
+            return None
+        text = [plan.overrides.get(n, lines[n - 1]) for n in range(start, end + 1)]
+        # the function's own override line (if it starts there) is its decorator: keep it
+        return "\n".join(text) + "\n", start
+
+    def build(
+        self,
+        fn: types.FunctionType,
+        transform: Callable[[types.FunctionType, str, int], FunctionInfo],
+        source_of: Callable[[types.FunctionType], tuple[str, int]],
+    ) -> FunctionInfo:
+        """``fn``'s FunctionInfo: from the cache, or transformed from the hooked source."""
+        code = fn.__code__
+        key = (fn.__qualname__, code.co_firstlineno, code.co_name)
+        stored = self.entry.functions.get(key)
+        if stored is not None:
+            found = _cache.decode_info(stored, fn)
+            if isinstance(found, str):
+                raise NotCheckpointableError(found)
+            if found is not None:
+                return found
+        with _building():
+            located = self.function_source(code)
+            if located is None:  # not from this file's text (exec, a stale code object)
+                return transform(fn, *source_of(fn))
+            try:
+                info = transform(fn, *located)
+            except NotCheckpointableError as exc:
+                self._store(key, _cache.encode_refusal(str(exc)))
+                raise
+        try:
+            self._store(key, _cache.encode_info(info))
+        except _cache.Uncacheable:
+            pass
+        return info
+
+    def _store(self, key: _cache.FunctionKey, value: tuple[str, Any]) -> None:
+        with self._lock:
+            self.entry.functions[key] = value
+            self._dirty = True
+        if not self.deferred:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the entry if it changed, keeping functions another process cached meanwhile."""
+        with self._lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+            on_disk = _cache.read(self.cache_path, self.key)
+            if on_disk is not None:
+                for key, value in on_disk.functions.items():
+                    self.entry.functions.setdefault(key, value)
+            _cache.write(self.cache_path, self.key, self.entry, self.filename)
+
+
+# --- mark_all's decorator -----------------------------------------------------------------
+
+_REFUSED: set[types.CodeType] = set()
+
+
+def mark(fn: Any) -> Any:
+    """``@checkpointable`` as mark_all applies it: a refusal warns and keeps the function."""
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    code = fn.__code__
+    if not code.co_flags & _FUNCTION_FLAGS or code in _REFUSED:
+        return fn
+    try:
+        return _decorator.checkpointable(fn)
+    except Exception as exc:
+        _REFUSED.add(code)
+        if isinstance(exc, NotCheckpointableError):
+            reason = str(exc)
+        else:
+            reason = f"contsnap failed, please report it: {type(exc).__name__}: {exc}"
+        warnings.warn(
+            f"contsnap: {fn.__qualname__} ({code.co_filename}:{code.co_firstlineno}) stays "
+            f"a plain generator function: {reason}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return fn
+
+
+# --- finder and loader --------------------------------------------------------------------
+
+
+class HookLoader(importlib.machinery.SourceFileLoader):
+    """A source loader whose code is the hook's: marks compiled in, cached beside the .pyc."""
+
+    def __init__(self, fullname: str, path: str, mark_all: bool) -> None:
+        super().__init__(fullname, path)
+        self.mark_all = mark_all
+        self._executing = 0
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        data = self.get_data(path)
+        if not (_may_mark(data) if self.mark_all else b"checkpointable" in data):
+            _MODULES.pop(path, None)
+            code = super().get_code(fullname)  # nothing to do: the ordinary .pyc
+            assert code is not None
+            return code
+        record = HookedModule(path, data, self.mark_all)
+        record.deferred = self._executing > 0
+        code = record.load()
+        _MODULES[path] = record
+        for message, line in record.notes():
+            warnings.warn_explicit(message, RuntimeWarning, path, line)
+        return code
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._executing += 1
+        try:
+            super().exec_module(module)
+        finally:
+            self._executing -= 1
+            record = _MODULES.get(self.path)
+            if record is not None and record.deferred:
+                record.deferred = False
+                record.flush()
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def __init__(self, hook: ImportHook) -> None:
+        self._hook = hook
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Any = None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not self._hook.matches(fullname) or _busy():
+            return None
+        with _building():
+            spec = self._source_spec(fullname, path, target)
+        if spec is None or spec.origin is None:
+            return None
+        spec.loader = HookLoader(fullname, spec.origin, self._hook.mark_all)
+        return spec
+
+    def _source_spec(
+        self, fullname: str, path: Any, target: types.ModuleType | None
+    ) -> importlib.machinery.ModuleSpec | None:
+        """The spec the rest of sys.meta_path finds, if it loads a .py file."""
+        spec = None
+        for finder in sys.meta_path:
+            if isinstance(finder, _Finder):
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec = cast("importlib.machinery.ModuleSpec | None", find(fullname, path, target))
+            if spec is not None:
+                break
+        if spec is None:
+            return None
+        if type(spec.loader) is importlib.machinery.SourceFileLoader:
+            return spec
+        origin = spec.origin
+        if spec.has_location and origin and origin.endswith(".py") and os.path.isfile(origin):
+            return spec  # another source loader (pytest's assertion rewriter, ...)
+        if spec.origin == "frozen" or spec.loader is cast(Any, importlib.machinery.FrozenImporter):
+            # a frozen stdlib module: its source file, when the installation has it
+            found = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if found is not None and type(found.loader) is importlib.machinery.SourceFileLoader:
+                return found
+        return None  # built-in, extension, bytecode-only, zip: left alone
+
+
+class ImportHook:
+    """An installed import hook; ``uninstall()`` (or leaving the ``with`` block) removes it.
+
+    Modules imported while it was installed stay transformed.
+    """
+
+    def __init__(self, modules: tuple[str, ...], mark_all: bool) -> None:
+        self.modules = modules
+        self.mark_all = mark_all
+        self._finder = _Finder(self)
+
+    def matches(self, fullname: str) -> bool:
+        if fullname == "contsnap" or fullname.startswith("contsnap."):
+            return False
+        return any(fullname == m or fullname.startswith(m + ".") for m in self.modules)
+
+    @property
+    def installed(self) -> bool:
+        return self._finder in sys.meta_path
+
+    def install(self) -> ImportHook:
+        if not self.installed:
+            sys.meta_path.insert(0, self._finder)
+        return self
+
+    def uninstall(self) -> None:
+        while self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
+
+    def __enter__(self) -> ImportHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    def __repr__(self) -> str:
+        state = "installed" if self.installed else "uninstalled"
+        extra = ", mark_all=True" if self.mark_all else ""
+        return f"<contsnap import hook {list(self.modules)!r}{extra} ({state})>"
+
+
+def install_import_hook(modules: str | Iterable[str], *, mark_all: bool = False) -> ImportHook:
+    """Transform the named modules (and their submodules) when they are imported from now on.
+
+    In those modules ``@checkpointable`` reads the source the module was compiled
+    from and its transforms are cached in ``__pycache__``; with ``mark_all=True``
+    every generator function is made checkpointable as if decorated (a function
+    the transform refuses stays as it is, with a ``RuntimeWarning``). Returns a
+    handle: call ``.uninstall()``, or use it as a context manager.
+    """
+    names = (modules,) if isinstance(modules, str) else tuple(modules)
+    cleaned = []
+    for name in names:
+        if not isinstance(name, str) or not name.strip(". "):
+            raise ValueError(f"install_import_hook: not a module name: {name!r}")
+        cleaned.append(name.strip(". "))
+    return ImportHook(tuple(cleaned), mark_all).install()
+
+
+# --- for ``contsnap show`` ----------------------------------------------------------------
+
+
+def _qualnames(code: types.CodeType, prefix: str) -> Iterator[tuple[str, types.CodeType]]:
+    for const in code.co_consts:
+        if not isinstance(const, types.CodeType) or const.co_name.startswith("<"):
+            continue
+        qualname = f"{prefix}{const.co_name}"
+        yield qualname, const
+        is_function = bool(const.co_flags & inspect.CO_NEWLOCALS)
+        yield from _qualnames(const, qualname + (".<locals>." if is_function else "."))
+
+
+def transformed_functions(
+    filename: str, module: str = "__main__"
+) -> Iterator[tuple[str, int, FunctionInfo | str]]:
+    """(qualname, line, info or refusal) of each function mark_all would transform in a file.
+
+    Nothing of the module runs: the functions are rebuilt from the compiled module's
+    code objects, and the hook's disk cache is used and filled as on import.
+    """
+    with open(filename, "rb") as f:
+        data = f.read()
+    record = HookedModule(filename, data, mark_all=True)
+    cached = _cache.read(record.cache_path, record.key)
+    if cached is not None:
+        record.entry = cached
+    record.deferred = True
+    module_code = compile(data, filename, "exec", dont_inherit=True)
+    plan = record.plan
+    names = {"__name__": module}
+    try:
+        for qualname, code in _qualnames(module_code, ""):
+            if code.co_firstlineno not in plan.transformed:
+                continue
+            if not code.co_flags & _FUNCTION_FLAGS:
+                continue
+            closure = tuple(types.CellType() for _ in code.co_freevars)
+            fn = types.FunctionType(code, names, code.co_name, None, closure or None)
+            fn.__qualname__ = qualname
+            line = code.co_firstlineno
+            try:
+                info = record.build(fn, _decorator._transform, _decorator._source_of)
+            except NotCheckpointableError as exc:
+                yield qualname, line, str(exc)
+            else:
+                yield qualname, line, info
+    finally:
+        record.deferred = False
+        record.flush()

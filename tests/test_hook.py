@@ -1,0 +1,685 @@
+"""The import hook: which modules it transforms, mark_all, its disk cache, positions and names."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import inspect
+import itertools
+import linecache
+import os
+import runpy
+import subprocess
+import sys
+import textwrap
+import threading
+import traceback
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import contsnap
+from contsnap import _cache, _decorator, _hook
+
+_names = itertools.count()
+
+GENERATORS = """\
+    import contsnap
+
+
+    def counter(n):
+        total = 0
+        for i in range(n):
+            total += yield i
+        return total
+
+
+    def plain(x):
+        return x * 2
+
+
+    class Box:
+        def items(self, k):
+            yield k
+            yield k + 1
+
+        @staticmethod
+        def static(a):
+            yield a
+
+        @classmethod
+        def klass(cls, a):
+            yield cls.__name__, a
+
+
+    def factory(x):
+        def inner():
+            yield x
+        return inner
+
+
+    def outer(m):
+
+        def nested():
+            yield m
+        yield from nested()
+
+
+    def crowded(m):
+        value = m
+        def squeezed():
+            yield value
+        yield from squeezed()
+
+
+    async def coroutine():
+        return 1
+
+
+    async def agen():
+        yield 1
+
+
+    lam = lambda: (yield 1)
+
+
+    @contsnap.checkpointable
+    def explicit(n):
+        yield n
+    """
+
+
+class Packages:
+    """Writes throwaway packages under tmp_path and forgets them (and their hooks) afterwards."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.made: list[str] = []
+
+    def make(self, files: dict[str, str], prefix: str = "hk") -> str:
+        name = f"{prefix}_{os.getpid()}_{next(_names)}"
+        self.made.append(name)
+        for rel, text in {"__init__.py": "", **files}.items():
+            path = self.root / name / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        return name
+
+    def path(self, name: str, rel: str) -> Path:
+        return self.root / name / rel
+
+    def forget(self) -> None:
+        for mod in list(sys.modules):
+            if any(mod == n or mod.startswith(n + ".") for n in self.made):
+                del sys.modules[mod]
+
+
+@pytest.fixture
+def pkgs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Packages]:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    meta_path = list(sys.meta_path)
+    packages = Packages(tmp_path)
+    try:
+        yield packages
+    finally:
+        sys.meta_path[:] = meta_path
+        packages.forget()
+
+
+@pytest.fixture
+def transforms(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Qualnames of the functions the libcst transform actually ran for."""
+    seen: list[str] = []
+    real = _decorator._transform
+
+    def counting(fn: types.FunctionType, source: str, first: int) -> Any:
+        seen.append(fn.__qualname__)
+        return real(fn, source, first)
+
+    monkeypatch.setattr(_decorator, "_transform", counting)
+    return seen
+
+
+def _import(name: str) -> types.ModuleType:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return importlib.import_module(name)
+
+
+def _is_checkpointable(fn: Any) -> bool:
+    return getattr(fn, "__contsnap__", None) is not None
+
+
+def _cache_file(pkgs: Packages, name: str, rel: str, mode: str = "all") -> Path:
+    found = _cache.cache_path(str(pkgs.path(name, rel)), mode)
+    assert found is not None
+    return Path(found)
+
+
+# --- which modules ------------------------------------------------------------------------
+
+
+def test_only_named_modules_are_transformed(pkgs: Packages) -> None:
+    hooked = pkgs.make({"mod.py": GENERATORS})
+    other = pkgs.make({"mod.py": GENERATORS})
+    with contsnap.install_import_hook(hooked, mark_all=True):
+        a = _import(f"{hooked}.mod")
+        b = _import(f"{other}.mod")
+    assert _is_checkpointable(a.counter)
+    assert isinstance(a.__loader__, _hook.HookLoader)
+    assert not _is_checkpointable(b.counter)
+    assert type(b.__loader__) is importlib.machinery.SourceFileLoader
+    assert "__contsnap_mark__" not in vars(b)
+
+
+def test_a_name_claims_its_submodules_but_not_longer_names(pkgs: Packages) -> None:
+    base = pkgs.make({"sub/__init__.py": "", "sub/deep.py": GENERATORS, "top.py": GENERATORS})
+    sibling = pkgs.make({"mod.py": GENERATORS}, prefix=base)  # named "<base>_N": not a submodule
+    with contsnap.install_import_hook([base], mark_all=True):
+        deep = _import(f"{base}.sub.deep")
+        top = _import(f"{base}.top")
+        near = _import(f"{sibling}.mod")
+    assert _is_checkpointable(deep.counter) and _is_checkpointable(top.counter)
+    assert not _is_checkpointable(near.counter)
+
+
+def test_uninstall_and_context_manager_restore_the_import_system(pkgs: Packages) -> None:
+    name = pkgs.make({"one.py": GENERATORS, "two.py": GENERATORS, "three.py": GENERATORS})
+    before = list(sys.meta_path)
+    hook = contsnap.install_import_hook(name, mark_all=True)
+    assert sys.meta_path[0] is not before[0] and hook.installed
+    assert _is_checkpointable(_import(f"{name}.one").counter)
+    hook.uninstall()
+    hook.uninstall()  # twice is fine
+    assert sys.meta_path == before and not hook.installed
+    assert not _is_checkpointable(_import(f"{name}.two").counter)
+    # a module transformed while the hook was in place stays transformed
+    assert _is_checkpointable(sys.modules[f"{name}.one"].counter)
+
+    with contsnap.install_import_hook(name, mark_all=True) as again:
+        assert again.installed and "installed" in repr(again)
+        assert _is_checkpointable(_import(f"{name}.three").counter)
+    assert sys.meta_path == before
+
+
+def test_install_rejects_empty_names() -> None:
+    with pytest.raises(ValueError, match="not a module name"):
+        contsnap.install_import_hook(["ok", ""])
+
+
+def test_contsnap_itself_is_never_claimed() -> None:
+    hook = _hook.ImportHook(("contsnap",), mark_all=True)
+    assert not hook.matches("contsnap") and not hook.matches("contsnap._hook")
+
+
+def test_builtin_modules_are_left_alone_and_frozen_ones_use_their_source() -> None:
+    hook = _hook.ImportHook(("sys", "__hello__", "_imp"), mark_all=True)
+    finder = _hook._Finder(hook)
+    assert finder.find_spec("sys", None) is None
+    assert finder.find_spec("_imp", None) is None
+    spec = finder.find_spec("__hello__", None)  # frozen; 3.11+ also ship Lib/__hello__.py
+    has_source = importlib.machinery.PathFinder.find_spec("__hello__") is not None
+    if has_source:
+        assert spec is not None and isinstance(spec.loader, _hook.HookLoader)
+        assert spec.origin is not None and spec.origin.endswith("__hello__.py")
+    else:
+        assert spec is None
+
+
+def test_a_module_with_nothing_to_transform_is_loaded_as_usual(pkgs: Packages) -> None:
+    name = pkgs.make({"flat.py": "def f(x):\n    return x + 1\n"})
+    with contsnap.install_import_hook(name, mark_all=True):
+        flat = _import(f"{name}.flat")
+    assert flat.f(1) == 2
+    assert _hook.hooked_module(flat.__file__) is None
+    assert not _cache_file(pkgs, name, "flat.py").exists()
+    assert "__contsnap_mark__" not in vars(flat)
+
+
+def test_an_import_while_contsnap_transforms_is_not_hooked(
+    pkgs: Packages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS, "helper.py": GENERATORS})
+    seen: list[types.ModuleType] = []
+    real = _decorator._transform
+
+    def importing(fn: types.FunctionType, source: str, first: int) -> Any:
+        if not seen:  # what contsnap would do if its transform imported a matching module
+            seen.append(importlib.import_module(f"{name}.helper"))
+        return real(fn, source, first)
+
+    monkeypatch.setattr(_decorator, "_transform", importing)
+    with contsnap.install_import_hook(name, mark_all=True):
+        mod = _import(f"{name}.mod")
+    assert _is_checkpointable(mod.counter)
+    assert type(seen[0].__loader__) is importlib.machinery.SourceFileLoader
+    assert not _is_checkpointable(seen[0].counter)
+
+
+# --- what mark_all marks ------------------------------------------------------------------
+
+
+def test_mark_all_marks_generator_functions_everywhere(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    with contsnap.install_import_hook(name, mark_all=True):
+        mod = _import(f"{name}.mod")
+    for fn in (
+        mod.counter,
+        mod.Box.items,
+        mod.Box.static,
+        mod.Box.klass,
+        mod.factory(1),
+        mod.outer,
+        mod.explicit,
+    ):
+        assert _is_checkpointable(fn), fn
+    # nested in a transformed generator: marked through the blank line above it
+    g = mod.outer(5)
+    assert next(g) == 5
+    assert _is_checkpointable(g.gi_frame.f_locals["nested"])
+    # not generator functions, or not supported by the core yet: untouched
+    for fn in (mod.plain, mod.coroutine, mod.agen, mod.lam):
+        assert not _is_checkpointable(fn), fn
+    assert list(mod.Box().items(3)) == [3, 4]
+    assert list(mod.Box.klass(7)) == [("Box", 7)]
+
+
+def test_nested_generator_without_a_free_line_above_warns(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    with contsnap.install_import_hook(name, mark_all=True), pytest.warns(RuntimeWarning) as rec:
+        mod = importlib.import_module(f"{name}.mod")
+    messages = [str(w.message) for w in rec]
+    assert any("squeezed" in m and "blank or comment line" in m for m in messages), messages
+    assert list(mod.crowded(4)) == [4]
+
+
+def test_without_mark_all_only_decorated_functions_change(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    with contsnap.install_import_hook(name):
+        mod = _import(f"{name}.mod")
+    assert _is_checkpointable(mod.explicit)
+    assert not _is_checkpointable(mod.counter)
+    assert _hook.hooked_module(mod.__file__) is not None
+
+
+def test_the_transform_reads_the_source_that_was_imported(pkgs: Packages) -> None:
+    source = """\
+        import contsnap
+
+        def factory(x):
+            @contsnap.checkpointable
+            def inner():
+                yield x
+            return inner
+        """
+    name = pkgs.make({"mod.py": source})
+    with contsnap.install_import_hook(name):
+        mod = _import(f"{name}.mod")
+    # edited after the import: inspect.getsource would now read the wrong function
+    pkgs.path(name, "mod.py").write_text("\n\n\n\n\ndef other():\n    pass\n")
+    linecache.checkcache()
+    inner = mod.factory(3)
+    assert _is_checkpointable(inner) and list(inner()) == [3]
+
+
+def test_a_refused_function_keeps_working_and_warns(pkgs: Packages) -> None:
+    source = """\
+        def fine():
+            yield 1
+
+        def refused():
+            _cs_mine = 1
+            yield _cs_mine
+        """
+    name = pkgs.make({"mod.py": source})
+    with contsnap.install_import_hook(name, mark_all=True), pytest.warns(RuntimeWarning) as rec:
+        mod = importlib.import_module(f"{name}.mod")
+    assert _is_checkpointable(mod.fine) and not _is_checkpointable(mod.refused)
+    assert list(mod.refused()) == [1]
+    (message,) = [str(w.message) for w in rec]
+    path = pkgs.path(name, "mod.py")
+    assert f"refused ({path}:4)" in message and "reserved" in message and "_cs_mine" in message
+    assert rec[0].filename == str(path) and rec[0].lineno == 4
+
+
+def test_an_explicitly_decorated_refusal_still_raises(pkgs: Packages) -> None:
+    source = """\
+        import contsnap
+
+        @contsnap.checkpointable
+        def refused():
+            _cs_mine = 1
+            yield _cs_mine
+        """
+    name = pkgs.make({"mod.py": source})
+    with (
+        contsnap.install_import_hook(name, mark_all=True),
+        pytest.raises(contsnap.NotCheckpointableError, match="reserved"),
+    ):
+        importlib.import_module(f"{name}.mod")
+
+
+# --- positions and names ------------------------------------------------------------------
+
+FAILING = """\
+    def worker(items):
+        for item in items:
+            reply = yield item
+            if reply == "boom":
+                raise ValueError(f"bad {item}")
+
+
+    class Holder:
+        def run(self):
+            yield "ready"
+    """
+
+
+def test_tracebacks_linecache_and_getsource_show_the_original(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": FAILING})
+    with contsnap.install_import_hook(name, mark_all=True):
+        mod = _import(f"{name}.mod")
+    path = str(pkgs.path(name, "mod.py"))
+    g = mod.worker([1, 2])
+    next(g)
+    with pytest.raises(ValueError) as info:
+        g.send("boom")
+    frame = traceback.extract_tb(info.value.__traceback__)[-1]
+    assert (frame.filename, frame.lineno, frame.name) == (path, 5, "worker")
+    assert frame.line == 'raise ValueError(f"bad {item}")'
+    assert linecache.getline(path, 3).strip() == "reply = yield item"
+    assert inspect.getsource(mod.worker) == textwrap.dedent(FAILING).split("\n\n\n")[0] + "\n"
+    assert mod.worker.__code__.co_filename == path
+
+
+def test_names_stay_the_users(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": FAILING})
+    with contsnap.install_import_hook(name, mark_all=True):
+        mod = _import(f"{name}.mod")
+    fn, method = mod.worker, mod.Holder.run
+    assert (fn.__name__, fn.__qualname__, fn.__module__) == ("worker", "worker", f"{name}.mod")
+    assert (method.__name__, method.__qualname__) == ("run", "Holder.run")
+    g = mod.Holder().run()
+    assert (g.__name__, g.__qualname__, g.gi_code.co_name) == ("run", "Holder.run", "run")
+    assert "__contsnap" not in repr(g)
+
+
+# --- get_code users: runpy and reload ----------------------------------------------------
+
+
+def test_runpy_runs_the_transformed_module(pkgs: Packages) -> None:
+    script = """\
+        def ticks():
+            yield 1
+            yield 2
+
+        MARKED = getattr(ticks, "__contsnap__", None) is not None
+        """
+    name = pkgs.make({"script.py": script})
+    with contsnap.install_import_hook(name, mark_all=True):
+        result = runpy.run_module(f"{name}.script", run_name="__main__")
+    assert result["MARKED"] is True
+    assert list(result["ticks"]()) == [1, 2]
+
+
+def test_reload_transforms_the_new_source(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
+    with contsnap.install_import_hook(name, mark_all=True):
+        mod = _import(f"{name}.mod")
+        pkgs.path(name, "mod.py").write_text("def g():\n    yield 2\n    yield 3\n")
+        os.utime(pkgs.path(name, "mod.py"), ns=(1, 10**18))  # a new mtime, whatever the clock
+        mod = importlib.reload(mod)
+    assert _is_checkpointable(mod.g) and list(mod.g()) == [2, 3]
+
+
+# --- the disk cache -----------------------------------------------------------------------
+
+
+def _fresh_import(
+    pkgs: Packages, name: str, *, mark_all: bool = True, quiet: bool = True
+) -> types.ModuleType:
+    pkgs.forget()
+    with contsnap.install_import_hook(name, mark_all=mark_all):
+        return _import(f"{name}.mod") if quiet else importlib.import_module(f"{name}.mod")
+
+
+def test_a_warm_import_runs_no_transform(pkgs: Packages, transforms: list[str]) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    mod = _fresh_import(pkgs, name)
+    mod.factory(1)  # nested functions are built (and cached) when first defined
+    cold = sorted(transforms)
+    assert "counter" in cold and "factory.<locals>.inner" in cold
+    assert _cache_file(pkgs, name, "mod.py").is_file()
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    inner = mod.factory(2)
+    assert transforms == []
+    assert _is_checkpointable(mod.counter) and _is_checkpointable(inner)
+    assert list(inner()) == [2]
+    g = mod.counter(3)
+    assert next(g) == 0 and g.send(5) == 1
+    assert contsnap.loads(contsnap.dumps(g)).send(1) == 2
+
+
+def test_refusals_are_cached_too(
+    pkgs: Packages, transforms: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = pkgs.make({"mod.py": "def r():\n    _cs_no = 1\n    yield _cs_no\n"})
+    for _ in range(2):
+        monkeypatch.setattr(_hook, "_REFUSED", set())  # as in a new process
+        with pytest.warns(RuntimeWarning, match="reserved"):
+            mod = _fresh_import(pkgs, name, quiet=False)
+        assert not _is_checkpointable(mod.r)
+    assert transforms == ["r"]
+
+
+def test_decorated_only_and_mark_all_keep_separate_cache_files(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name, mark_all=False)
+    _fresh_import(pkgs, name, mark_all=True)
+    assert _cache_file(pkgs, name, "mod.py", "").is_file()
+    assert _cache_file(pkgs, name, "mod.py", "all").is_file()
+    transforms.clear()
+    assert not _is_checkpointable(_fresh_import(pkgs, name, mark_all=False).counter)
+    assert _is_checkpointable(_fresh_import(pkgs, name, mark_all=True).counter)
+    assert transforms == []
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b[:40] + bytes([b[40] ^ 0xFF]) + b[41:],  # one flipped byte
+        lambda b: b"",  # empty
+        lambda b: b"\x00" * len(b),  # garbage
+        lambda b: b.replace(b"contsnap-cache", b"something-else"),  # another format
+    ],
+    ids=["truncated", "flipped", "empty", "zeros", "magic"],
+)
+def test_a_damaged_cache_file_is_ignored_and_rebuilt(
+    pkgs: Packages, transforms: list[str], damage: Callable[[bytes], bytes]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name)
+    cache = _cache_file(pkgs, name, "mod.py")
+    cache.write_bytes(damage(cache.read_bytes()))
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    assert "counter" in transforms
+    assert list(mod.factory(7)()) == [7]
+    transforms.clear()
+    _fresh_import(pkgs, name)
+    assert transforms == []  # rewritten whole
+
+
+def test_a_stale_cache_file_is_rebuilt_after_an_edit(pkgs: Packages, transforms: list[str]) -> None:
+    name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
+    _fresh_import(pkgs, name)
+    pkgs.path(name, "mod.py").write_text("def g():\n    yield 10\n    yield 20\n")
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    assert transforms == ["g"] and list(mod.g()) == [10, 20]
+
+
+def test_a_cache_from_another_contsnap_is_not_used(
+    pkgs: Packages, transforms: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
+    _fresh_import(pkgs, name)
+    monkeypatch.setattr(_cache, "_stamp", "another-build")
+    transforms.clear()
+    _fresh_import(pkgs, name)
+    assert transforms == ["g"]
+
+
+def test_no_cache_is_written_when_bytecode_writing_is_off(
+    pkgs: Packages, transforms: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    mod = _fresh_import(pkgs, name)
+    assert list(mod.g()) == [1]
+    assert not _cache_file(pkgs, name, "mod.py").parent.exists()
+
+
+def test_an_unwritable_cache_directory_is_not_an_error(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
+    pkgs.path(name, "__pycache__").write_text("a file where the directory should be")
+    mod = _fresh_import(pkgs, name)
+    assert _is_checkpointable(mod.g) and list(mod.g()) == [1]
+
+
+def test_concurrent_writers_leave_one_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    target = str(tmp_path / "__pycache__" / "m.cache")
+    key = ("k",)
+    code = compile("x = 1", "m", "exec")
+
+    def writer(i: int) -> None:
+        entry = _cache.Entry(code, {(f"f{i}", i, "f"): ("refused", "x" * 10000)})
+        for _ in range(20):
+            assert _cache.write(target, key, entry, __file__)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    entry = _cache.read(target, key)
+    assert entry is not None and len(entry.functions) == 1
+    assert os.listdir(tmp_path / "__pycache__") == ["m.cache"]
+
+
+def test_a_new_function_is_merged_into_another_processs_file(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    first = _fresh_import(pkgs, name)
+    record = _hook.hooked_module(first.__file__)
+    assert record is not None
+    # another process wrote its own entry meanwhile
+    other = _cache.read(record.cache_path, record.key)
+    assert other is not None
+    other.functions[("elsewhere", 1, "elsewhere")] = ("refused", "from another process")
+    _cache.write(record.cache_path, record.key, other, first.__file__)
+    first.factory(1)  # builds and stores a nested function now
+    merged = _cache.read(record.cache_path, record.key)
+    assert merged is not None
+    assert ("elsewhere", 1, "elsewhere") in merged.functions
+    assert any(k[0] == "factory.<locals>.inner" for k in merged.functions)
+
+
+# --- snapshots across processes -----------------------------------------------------------
+
+
+def test_a_snapshot_from_a_hooked_module_resumes_in_another_process(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    mod = _fresh_import(pkgs, name)
+    g = mod.counter(5)
+    assert next(g) == 0 and g.send(10) == 1 and g.send(20) == 2
+    data = contsnap.dumps(g)
+    child = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(pkgs.root)!r})
+        import contsnap
+        contsnap.install_import_hook({name!r}, mark_all=True)
+        g = contsnap.loads(bytes.fromhex(sys.stdin.read()))
+        print(g.send(30), g.send(40))
+        try:
+            g.send(50)
+        except StopIteration as stop:
+            print(stop.value)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", child],
+        input=data.hex(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "4", "150"]
+
+
+def test_docstring_and_future_imports_keep_their_place(pkgs: Packages) -> None:
+    source = '''\
+        """The module's docstring."""
+        from __future__ import annotations
+
+        def g(x: UndefinedName) -> UndefinedToo:
+            yield x
+        '''
+    name = pkgs.make({"mod.py": source})
+    with contsnap.install_import_hook(name, mark_all=True):
+        mod = _import(f"{name}.mod")
+    assert mod.__doc__ == "The module's docstring."
+    assert _is_checkpointable(mod.g) and mod.g.__annotations__ == {
+        "x": "UndefinedName",
+        "return": "UndefinedToo",
+    }
+
+
+def test_a_contsnap_failure_under_mark_all_warns_instead_of_breaking_the_import(
+    pkgs: Packages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fn: types.FunctionType, source: str, first: int) -> Any:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(_decorator, "_transform", broken)
+    name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
+    with contsnap.install_import_hook(name, mark_all=True), pytest.warns(RuntimeWarning) as rec:
+        mod = importlib.import_module(f"{name}.mod")
+    assert list(mod.g()) == [1] and not _is_checkpointable(mod.g)
+    assert "please report it: KeyError" in str(rec[0].message)
+
+
+def test_doctest_finds_the_docstrings_of_transformed_functions(pkgs: Packages) -> None:
+    import doctest
+
+    source = '''\
+        def gen(n):
+            """
+            >>> list(gen(2))
+            [0, 1]
+            >>> getattr(gen, "__contsnap__", None) is not None
+            True
+            """
+            yield from range(n)
+        '''
+    name = pkgs.make({"mod.py": source})
+    with contsnap.install_import_hook(name, mark_all=True):
+        mod = _import(f"{name}.mod")
+    (test,) = doctest.DocTestFinder().find(mod)
+    assert test.lineno == 1  # the docstring's line in the file, found from the transformed code
+    assert tuple(doctest.testmod(mod)) == (0, 2)  # failed, attempted
