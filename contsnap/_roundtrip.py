@@ -13,9 +13,10 @@ Set ``CONTSNAP_ROUNDTRIP`` before the process starts (or use the pytest plugin's
 The old copy is detached, so no ``finally`` block runs twice. With
 ``CONTSNAP_ROUNDTRIP_REPORT=FILE`` a JSON summary is written at exit.
 
-A decorated function then returns a driver: a checkpointable generator (or a
-coroutine awaiting one) that forwards ``send``/``throw``/``close`` and moves
-the real generator at every suspension. Generators created by transformed
+A decorated generator function then returns a driver: a checkpointable
+generator that forwards ``send``/``throw``/``close`` and moves the real
+generator at every suspension. Coroutines and async generators are not
+driven yet (see :func:`wrap`). Generators created by transformed
 code are driven by the generator that holds them, so a ``yield from`` chain
 is moved as a whole.
 """
@@ -80,7 +81,7 @@ def _move(obj: Any) -> Any:
             rebuilt: list[Any] = []
             with _load_context():
                 new = _rebuild(obj, {}, rebuilt)
-            for old in rebuilt:
+            for old in reversed(rebuilt):  # outermost first: its detach ends its delegates
                 detach(old, owned=False)
     except CheckpointError as exc:
         FAILURES[f"{type(exc).__name__}: {exc}"] += 1
@@ -121,7 +122,7 @@ def _suspended(obj: Any) -> bool:
 def drive_generator(gen: Any) -> Any:
     """Forward the generator protocol to ``gen``, moving it at every suspension."""
     try:
-        value = next(gen)
+        value = gen.send(None)
     except StopIteration as done:
         return done.value
     while True:
@@ -176,9 +177,12 @@ def wrap(function: types.FunctionType) -> Any:
         caller = sys._getframe(1).f_code
         if info_of_code(caller) is not None:
             return made  # driven by the transformed frame that holds it
-        if flags & 0x200:  # CO_ASYNC_GENERATOR: moved between steps by its consumer
+        if flags & (0x80 | 0x200):
+            # Coroutines and async generators are not driven yet: a driver would have
+            # to re-await foreign futures and unmarked awaitables it cannot capture.
+            # (tests/test_async.py and contsnap.testing move them at every safe point.)
             return made
-        driver: Any = drive_coroutine(made) if flags & 0x80 else drive_generator(made)
+        driver: Any = drive_generator(made)
         driver.__name__ = made.__name__  # names stay the user's
         driver.__qualname__ = made.__qualname__
         return driver
