@@ -33,14 +33,14 @@ import types
 from typing import Any
 
 from ._decorator import checkpointable
-from ._errors import CheckpointError, NotCheckpointableError
+from ._errors import CheckpointError
 from ._snapshot import (
     SUSPENDABLE,
     _load_context,
     capture,
     closed_generator,
-    delegation_chain,
     detach,
+    detach_obstacle,
     from_payload,
     info_of,
     new_generator,
@@ -65,12 +65,9 @@ SKIPPED: collections.Counter[str] = collections.Counter()
 def _move(obj: Any) -> Any:
     """A restored copy of a suspended ``obj``; ``obj`` itself is detached."""
     kind = type(obj).__name__
-    try:
-        for member in delegation_chain(obj):
-            if info_of(member) is not None:
-                capture(member)
-    except NotCheckpointableError as exc:
-        SKIPPED[str(exc).split(": ", 1)[-1]] += 1
+    obstacle = detach_obstacle(obj)
+    if obstacle is not None:
+        SKIPPED[obstacle] += 1
         return obj
     try:
         if MODE == "pickle":
@@ -100,11 +97,14 @@ def _rebuild(obj: Any, memo: dict[int, Any], rebuilt: list[Any]) -> Any:
         return closed_generator(state.info)
     new = new_generator(state.info, state.label, state.cells, state.names)
     memo[id(obj)] = new
-    values = {}
-    for name, value in state.values.items():
-        if type(value) in SUSPENDABLE and info_of(value) is not None and _suspended(value):
-            value = _rebuild(value, memo, rebuilt)
-        values[name] = value
+    values = dict(state.values)
+    delegate = state.delegate
+    if type(delegate) in SUSPENDABLE and info_of(delegate) is not None and _suspended(delegate):
+        # only the delegation chain moves: another generator the frame holds may be
+        # shared (self.job = ...), and the test may still use it
+        spec = state.info.labels[state.label]
+        assert spec.delegate is not None
+        values[spec.delegate] = _rebuild(delegate, memo, rebuilt)
     set_generator_state(new, values)
     rebuilt.append(obj)
     return new
@@ -183,8 +183,8 @@ def wrap(function: types.FunctionType) -> Any:
             # (tests/test_async.py and contsnap.testing move them at every safe point.)
             return made
         driver: Any = drive_generator(made)
-        driver.__name__ = made.__name__  # names stay the user's
-        driver.__qualname__ = made.__qualname__
+        driver.__name__ = start.__name__  # names stay the user's (even if reassigned)
+        driver.__qualname__ = start.__qualname__
         return driver
 
     start.__contsnap__ = function.__contsnap__  # type: ignore[attr-defined]

@@ -835,6 +835,28 @@ def _throw_detach(gen: Any) -> None:
         )
 
 
+def _has_own_throw(obj: Any) -> bool:
+    try:
+        return callable(getattr(obj, "throw", None))
+    except Exception:  # a __getattr__ that fails: assume the worst
+        return True
+
+
+def detach_obstacle(gen: Any) -> str | None:
+    """Why :func:`detach` would refuse ``gen`` (None when it would not)."""
+    try:
+        for member in delegation_chain(gen):
+            if type(member) in _PREFIX and info_of(member) is None:
+                return f"it delegates to the unmarked {noun(member)} {member.__qualname__}"
+            if type(member) in _PREFIX:
+                capture(member)
+            elif not hasattr(type(member), "__contsnap_resume__") and _has_own_throw(member):
+                return f"it delegates to a {type(member).__qualname__} object with its own throw()"
+    except NotCheckpointableError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return None
+
+
 def detach(gen: Any, *, owned: bool = True) -> None:
     """End ``gen`` without running its ``finally`` blocks or context-manager exits.
 
@@ -861,7 +883,7 @@ def detach(gen: Any, *, owned: bool = True) -> None:
             held.extend(g for g in _owned_generators(state) if not any(g is m for m in chain))
         elif hasattr(type(member), "__contsnap_resume__"):
             continue  # a contsnap safe point: a detach passes through it
-        elif callable(getattr(member, "throw", None)):
+        elif _has_own_throw(member):
             raise NotCheckpointableError(
                 f"cannot detach {info.qualname}: it delegates (yield from) to a "
                 f"{type(member).__qualname__} object, whose own throw() would run its code"
