@@ -71,8 +71,9 @@ def _move(obj: Any) -> Any:
         return obj
     try:
         if MODE == "pickle":
-            payload, _captured, _refs = to_payload(obj)
-            new = from_payload(payload)
+            # the driver moving ``obj`` is running: whatever refers to it keeps it
+            payload, _captured, refs = to_payload(obj, keep=_running_generator)
+            new = from_payload(payload, refs)
             detach(obj)
         else:
             rebuilt: list[Any] = []
@@ -85,6 +86,10 @@ def _move(obj: Any) -> Any:
         raise
     STATS[kind] += 1
     return new
+
+
+def _running_generator(obj: Any) -> bool:
+    return type(obj) is types.GeneratorType and obj.gi_running
 
 
 def _rebuild(obj: Any, memo: dict[int, Any], rebuilt: list[Any]) -> Any:

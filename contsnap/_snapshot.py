@@ -25,7 +25,7 @@ import pickle
 import sys
 import types
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -501,9 +501,12 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
     state and exceptions keep their tracebacks.
     """
 
-    def __init__(self, file: io.BytesIO, *, local: bool) -> None:
+    def __init__(
+        self, file: io.BytesIO, *, local: bool, keep: Callable[[Any], bool] | None = None
+    ) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.local = local
+        self.keep = keep
         #: every generator frame captured while pickling, by id of the generator
         self.captured: dict[int, FrameState] = {}
         #: objects passed by reference to an in-process copy
@@ -515,6 +518,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
+        if self.keep is not None and self.keep(obj):
+            return self.by_reference(obj)
         if kind in _PREFIX:
             state = capture(obj)
             self.captured[id(obj)] = state
@@ -579,14 +584,16 @@ class _LiveGlobals:
         self.namespace = namespace
 
 
-def to_payload(obj: Any, *, local: bool = False) -> tuple[bytes, dict[int, FrameState], list[Any]]:
+def to_payload(
+    obj: Any, *, local: bool = False, keep: Callable[[Any], bool] | None = None
+) -> tuple[bytes, dict[int, FrameState], list[Any]]:
     """Pickle ``obj`` (usually a generator); a failure names the variable that caused it.
 
     Returns the bytes, the frames captured on the way (by id of their
     generator) and, for a local copy, the objects passed by reference.
     """
     buffer = io.BytesIO()
-    pickler = _Pickler(buffer, local=local)
+    pickler = _Pickler(buffer, local=local, keep=keep)
     try:
         pickler.dump(obj)
     except CheckpointError as exc:

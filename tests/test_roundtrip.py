@@ -1,0 +1,107 @@
+"""Round-trip test mode and the pytest plugin, run as a user would: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = {
+    "pkgrt/__init__.py": "",
+    "pkgrt/gens.py": """
+        LOG = []
+
+        def countdown(n):
+            try:
+                while n:
+                    received = yield n
+                    if received:
+                        n = received
+                    n -= 1
+            finally:
+                LOG.append("done")
+
+        def outer(n):
+            total = yield from countdown(n)
+            yield "end"
+
+        class Job:
+            def __init__(self):
+                self.steps = self.run()
+
+            def run(self):
+                for i in range(3):
+                    yield i
+    """,
+    "test_pkgrt.py": """
+        from pkgrt import gens
+
+        def test_countdown():
+            gens.LOG.clear()
+            g = gens.countdown(5)
+            assert next(g) == 5
+            assert g.send(3) == 2
+            assert list(g) == [1]
+            assert gens.LOG == ["done"]
+
+        def test_delegation_and_shared_generator():
+            assert list(gens.outer(2)) == [2, 1, "end"]
+            job = gens.Job()
+            assert [next(job.steps), next(job.steps)] == [0, 1]
+    """,
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for name, text in PACKAGE.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return tmp_path
+
+
+def _pytest(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    environment = dict(os.environ, PYTHONPATH=str(project), **(env or {}))
+    environment.pop("CONTSNAP_ROUNDTRIP", None)
+    environment.update(env or {})
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "test_pkgrt.py"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("flag", ["--contsnap-roundtrip", "--contsnap-roundtrip-pickle"])
+def test_plugin_moves_every_generator_and_the_suite_still_passes(project: Path, flag: str) -> None:
+    output = _pytest(project, "--contsnap-hook=pkgrt", flag)
+    assert "2 passed" in output
+    line = next(x for x in output.splitlines() if x.startswith("contsnap round trips"))
+    assert int(line.split(":")[1].split()[0]) >= 8
+
+
+def test_environment_variable_and_json_report(project: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    _pytest(
+        project,
+        "--contsnap-hook=pkgrt",
+        env={"CONTSNAP_ROUNDTRIP": "1", "CONTSNAP_ROUNDTRIP_REPORT": str(report)},
+    )
+    summary = json.loads(report.read_text())
+    assert summary["mode"] == "1"
+    assert summary["round_trips"]["generator"] == summary["total"] >= 8
+    assert summary["failures"] == {}
+
+
+def test_a_run_without_round_trips_says_so(project: Path) -> None:
+    output = _pytest(project, "--contsnap-roundtrip")  # no hook: nothing is marked
+    assert "NO ROUND TRIP WAS PERFORMED" in output
