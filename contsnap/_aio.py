@@ -300,7 +300,16 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
     if waiting is not None and not waiting.done():
         waiting.set_result(None)  # a safe point that waits: let it see the request
     try:
-        await asyncio.wait_for(asyncio.shield(request.parked), timeout)
+        done, _pending = await asyncio.wait(
+            {request.parked, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            raise asyncio.TimeoutError
+        if not request.parked.done():
+            _PAUSES.pop(task, None)
+            raise CheckpointError(
+                f"cannot pause {task.get_name()}: the task finished before reaching a safe point"
+            )
     except asyncio.TimeoutError:
         _PAUSES.pop(task, None)
         _resolve(request.release)
@@ -328,6 +337,14 @@ def detach_task(task: asyncio.Task[Any]) -> None:
         raise CheckpointError(
             f"cannot detach {task.get_name()}: only a task parked by contsnap.pause() can be"
         )
+    from ._snapshot import capture, delegation_chain, detach, info_of, owned_generators
+
+    held = []
+    for member in delegation_chain(task.get_coro()):
+        if info_of(member) is not None:
+            held.extend(owned_generators(capture(member)))
+    for generator in held:  # they move with the snapshot too (an async for's generator)
+        detach(generator)
     task.add_done_callback(_forget_detach)
     if not request.release.done():
         request.release.set_exception(Detach())

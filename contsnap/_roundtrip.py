@@ -125,28 +125,33 @@ def _suspended(obj: Any) -> bool:
 
 @checkpointable
 def drive_generator(gen: Any) -> Any:
-    """Forward the generator protocol to ``gen``, moving it at every suspension."""
+    """Forward the generator protocol to ``gen``, moving it at every suspension.
+
+    What the caller throws is passed on outside the ``except`` clause that
+    caught it, so exception contexts come out as with ``yield from``.
+    """
     try:
         value = gen.send(None)
     except StopIteration as done:
         return done.value
     while True:
         gen = _move(gen)
+        thrown = None
         try:
             sent = yield value
-        except GeneratorExit:
-            gen.close()
-            raise
-        except BaseException as exc:  # forwarded, as yield from would
-            try:
-                value = gen.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                value = gen.send(sent)
-            except StopIteration as done:
-                return done.value
+        except BaseException as exc:
+            thrown = exc
+        try:
+            if isinstance(thrown, GeneratorExit):
+                returned = gen.close()
+                if returned is not None:  # 3.13: close() returns what the generator returned
+                    return returned
+                raise thrown
+            value = gen.send(sent) if thrown is None else gen.throw(thrown)
+        except StopIteration as done:
+            return done.value
+        finally:
+            thrown = None
 
 
 class _Driven:

@@ -536,6 +536,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return self.by_reference(obj)
         if isinstance(obj, BaseException):
             return self._reduce_exception(obj)
+        if kind is types.TracebackType:
+            return (_no_traceback, ())  # as pickle drops an exception's traceback
         return super().reducer_override(obj)
 
     def _reduce_exception(self, exc: BaseException) -> Any:
@@ -564,6 +566,10 @@ _OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime"})
 _REFS: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "contsnap_refs", default=None
 )
+
+
+def _no_traceback() -> None:
+    return None
 
 
 def _local_ref(index: int) -> Any:
@@ -803,7 +809,7 @@ def delegation_chain(gen: Any) -> list[Any]:
     return chain
 
 
-def _owned_generators(state: FrameState) -> list[Any]:
+def owned_generators(state: FrameState) -> list[Any]:
     """Checkpointable generators the frame holds directly: they moved with it."""
     found = []
     for value in state.values.values():
@@ -825,6 +831,11 @@ def _end_unstarted(gen: Any) -> None:
 
 def _throw_detach(gen: Any) -> None:
     """Throw the private Detach in; it must come back out (the frame is then finished)."""
+    if type(gen) is types.AsyncGeneratorType and gen.ag_running:
+        raise NotCheckpointableError(
+            f"cannot detach {gen.__qualname__} in the middle of a step (an asend() that is "
+            "awaiting): detach the coroutine that drives it, or let the step finish"
+        )
     try:
         if type(gen) is types.AsyncGeneratorType:
             step = gen.athrow(_runtime.Detach())
@@ -887,7 +898,7 @@ def detach(gen: Any, *, owned: bool = True) -> None:
             if info_of(member) is None:
                 raise _unmarked(member)
             state = capture(member)  # refuses where a snapshot would be refused
-            held.extend(g for g in _owned_generators(state) if not any(g is m for m in chain))
+            held.extend(g for g in owned_generators(state) if not any(g is m for m in chain))
         elif hasattr(type(member), "__contsnap_resume__"):
             continue  # a contsnap safe point: a detach passes through it
         elif _has_own_throw(member):

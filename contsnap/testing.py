@@ -1,4 +1,5 @@
-"""Hypothesis strategies and a differential harness for checkpointable generators.
+"""Hypothesis strategies and a differential harness for checkpointable generators,
+coroutines and async generators.
 
 The strongest test of contsnap runs one generator program natively, transformed
 by ``@checkpointable``, transformed with a snapshot/restore at every suspension,
@@ -16,6 +17,15 @@ pieces:
   :func:`assert_equivalent` and :func:`check_generator_equivalence` compare the
   transcripts of every mode and fail with a readable diff.
 
+The same for ``async def``: :func:`coroutine_programs` and
+:func:`async_generator_programs` write programs that await checkpoints, chains
+of coroutines, ``async for`` and ``async with``; :func:`coroutine_actions` draws
+what is done to a coroutine at its checkpoints; :func:`run_async_trace` drives a
+coroutine or an async generator by hand (no event loop: only
+``contsnap.checkpoint()`` suspends) and :func:`run_asyncio_trace` runs one under
+``asyncio.run``, paused there by ``contsnap.pause()``;
+:func:`assert_async_equivalent` and :func:`check_coroutine_equivalence` compare.
+
 It imports ``hypothesis`` at the top, so import it only from tests; contsnap
 itself is imported lazily, when a mode needs it.
 """
@@ -23,6 +33,7 @@ itself is imported lazily, when a mode needs it.
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import copy
 import dataclasses
@@ -41,9 +52,11 @@ from typing import Any, Final, Literal, Protocol, cast
 from hypothesis import strategies as st
 
 __all__ = [
+    "ASYNC_MODES",
     "LOG",
     "MODES",
     "Action",
+    "AsyncMode",
     "Close",
     "Event",
     "Mode",
@@ -52,12 +65,19 @@ __all__ = [
     "Throw",
     "Trace",
     "TraceLog",
+    "assert_async_equivalent",
     "assert_equivalent",
+    "async_generator_programs",
+    "check_coroutine_equivalence",
     "check_generator_equivalence",
+    "coroutine_actions",
+    "coroutine_programs",
     "driver_actions",
     "generator_programs",
     "load_program",
     "mark_generators",
+    "run_async_trace",
+    "run_asyncio_trace",
     "run_trace",
     "sent_values",
 ]
@@ -239,8 +259,17 @@ def _unraisable_into(log: TraceLog) -> Iterator[None]:
         sys.unraisablehook = previous
 
 
-def _record_step(trace: Trace, resume: Callable[[], object]) -> bool:
-    """Resume the generator once; record what came out. True while it is still suspended."""
+def _frame_of(gen: Any) -> Any:
+    """The frame of a generator, coroutine or async generator; None once it has ended."""
+    for name in ("gi_frame", "cr_frame", "ag_frame"):
+        if hasattr(gen, name):
+            return getattr(gen, name)
+    return None
+
+
+def _record_step(trace: Trace, resume: Callable[[], object], event: str = "yield") -> bool:
+    """Resume the generator once; record what came out (a suspension as ``(event, value)``).
+    True while it is still suspended."""
     try:
         value = resume()
     except StopIteration as stop:
@@ -251,18 +280,18 @@ def _record_step(trace: Trace, resume: Callable[[], object]) -> bool:
     except BaseException as exc:
         trace.append(("raise", type(exc).__name__, _frozen(exc.args)))
         return False
-    trace.append(("yield", _frozen(value)))
+    trace.append((event, _frozen(value)))
     return True
 
 
-def _apply(gen: Any, action: Action, trace: Trace) -> bool:
+def _apply(gen: Any, action: Action, trace: Trace, event: str = "yield") -> bool:
     """Perform one driver action on a suspended generator; True if it is suspended again."""
     if isinstance(action, Send):
         trace.append(("send", _frozen(action.value)))
-        return _record_step(trace, lambda: gen.send(action.value))
+        return _record_step(trace, lambda: gen.send(action.value), event)
     if isinstance(action, Throw):
         trace.append(("throw", action.exc_type.__name__, _frozen(action.args)))
-        return _record_step(trace, lambda: gen.throw(action.exc_type(*action.args)))
+        return _record_step(trace, lambda: gen.throw(action.exc_type(*action.args)), event)
     trace.append(("close",))
     try:
         gen.close()
@@ -285,6 +314,7 @@ class _Run:
     roundtrip: bool
     backend: SnapshotBackend | None
     log: TraceLog
+    event: str = "yield"  # how a suspension is recorded: "await" for a coroutine
 
     def action_at(self, position: int) -> Action:
         if position < len(self.actions):
@@ -316,16 +346,16 @@ class _Run:
             if position >= self.max_steps:
                 trace.append(("step limit", self.max_steps))
                 break
-            if not _apply(gen, self.action_at(position), trace):
+            if not _apply(gen, self.action_at(position), trace, self.event):
                 break
             position += 1
         # A generator whose `finally` yielded during close() is still suspended; Python
         # would close it again whenever it is freed. Do that now, so that it happens at
         # the same point of the transcript in every mode.
         for _ in range(self.max_steps):
-            if getattr(gen, "gi_frame", None) is None:
+            if _frame_of(gen) is None:
                 break
-            _apply(gen, Close(), trace)
+            _apply(gen, Close(), trace, self.event)
         return [trace]
 
     def _discard(self, gen: Any) -> None:
@@ -334,7 +364,7 @@ class _Run:
         sink, self.log.sink = self.log.sink, []
         try:
             for _ in range(self.max_steps):
-                if getattr(gen, "gi_frame", None) is None:
+                if _frame_of(gen) is None:
                     break
                 with contextlib.suppress(Exception):
                     gen.close()
@@ -430,7 +460,7 @@ def _context(subject: str, actions: Sequence[object]) -> str:
 
 
 def _compare(
-    runs: Mapping[Mode, Callable[[], dict[str, Trace]]],
+    runs: Mapping[str, Callable[[], dict[str, Trace]]],
     *,
     subject: str,
     actions: Sequence[object],
@@ -534,7 +564,7 @@ def check_generator_equivalence(
 # ---------------------------------------------------------------------------
 
 
-def _is_generator_function(node: ast.FunctionDef) -> bool:
+def _is_generator_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """Whether ``yield`` occurs in the function's own scope (not in nested ones)."""
     pending: list[ast.AST] = list(node.body)
     while pending:
@@ -547,17 +577,28 @@ def _is_generator_function(node: ast.FunctionDef) -> bool:
 
 
 def mark_generators(source: str) -> str:
-    """Return ``source`` with every top-level generator function decorated by
-    ``@contsnap.checkpointable`` (outermost) and ``import contsnap`` added."""
+    """Return ``source`` with every top-level generator function, coroutine function
+    and async generator function, and every ``async def`` method of a top-level class,
+    decorated by ``@contsnap.checkpointable`` (outermost); ``import contsnap`` is added."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
-    decorate = [
-        (node.decorator_list[0] if node.decorator_list else node).lineno
+    methods = [
+        member
         for node in tree.body
-        if isinstance(node, ast.FunctionDef) and _is_generator_function(node)
+        if isinstance(node, ast.ClassDef)
+        for member in node.body
+        if isinstance(member, ast.AsyncFunctionDef)
     ]
-    for lineno in sorted(decorate, reverse=True):
-        lines.insert(lineno - 1, "@contsnap.checkpointable\n")
+    decorate = [
+        node
+        for node in [*tree.body, *methods]
+        if isinstance(node, ast.AsyncFunctionDef)
+        or (isinstance(node, ast.FunctionDef) and _is_generator_function(node))
+    ]
+    for function in sorted(decorate, key=lambda function: function.lineno, reverse=True):
+        first = function.decorator_list[0] if function.decorator_list else function
+        indent = " " * function.col_offset
+        lines.insert(first.lineno - 1, indent + "@contsnap.checkpointable\n")
     # The import goes after the docstring and any `from __future__` import.
     first_plain = 0
     for node in tree.body:
@@ -603,6 +644,29 @@ def load_program(source: str, *, marked: bool = False) -> Iterator[ModuleType]:
             sys.modules.pop(name, None)
 
 
+@contextlib.contextmanager
+def _native_and_marked(
+    source: str, modes: Sequence[str], actions: Sequence[object]
+) -> Iterator[tuple[ModuleType, ModuleType]]:
+    """Import ``source`` as is and, if a mode needs it, marked; set ``NONCE`` in both."""
+    with contextlib.ExitStack() as stack:
+        native = stack.enter_context(load_program(source))
+        marked = native
+        if any(mode != "native" for mode in modes):
+            try:
+                marked = stack.enter_context(load_program(source, marked=True))
+            except Exception as exc:
+                raise AssertionError(
+                    f"importing the program marked @contsnap.checkpointable failed:"
+                    f" {type(exc).__name__}: {exc}\n{_context(source, actions)}"
+                ) from exc
+        nonce = next(_nonces)
+        for module in {native, marked}:
+            if hasattr(module, "NONCE"):
+                setattr(module, "NONCE", nonce)  # noqa: B010
+        yield native, marked
+
+
 def assert_equivalent(
     source_or_module: str | ModuleType,
     sends: Sequence[object],
@@ -632,21 +696,7 @@ def assert_equivalent(
         if isinstance(source_or_module, str)
         else inspect.getsource(source_or_module)
     )
-    with contextlib.ExitStack() as stack:
-        native = stack.enter_context(load_program(source))
-        marked = native
-        if any(mode != "native" for mode in modes):
-            try:
-                marked = stack.enter_context(load_program(source, marked=True))
-            except Exception as exc:
-                raise AssertionError(
-                    f"importing the program marked @contsnap.checkpointable failed:"
-                    f" {type(exc).__name__}: {exc}\n{_context(source, sends)}"
-                ) from exc
-        nonce = next(_nonces)
-        for module in {native, marked}:
-            if hasattr(module, "NONCE"):
-                setattr(module, "NONCE", nonce)  # noqa: B010
+    with _native_and_marked(source, modes, sends) as (native, marked):
         return _check(
             getattr(native, entry),
             getattr(marked, entry),
@@ -657,6 +707,504 @@ def assert_equivalent(
             fork_at=fork_at,
             fill=fill,
             max_steps=max_steps,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Coroutines and async generators, driven by hand or by asyncio.
+# ---------------------------------------------------------------------------
+
+AsyncMode = Literal["native", "transformed", "roundtrip", "fork", "asyncio"]
+ASYNC_MODES: Final[tuple[AsyncMode, ...]] = (*MODES, "asyncio")
+
+
+@st.composite
+def coroutine_actions(draw: st.DrawFn, max_size: int = 12) -> list[Action]:
+    """What a driver does to a coroutine paused at a checkpoint: mostly ``Send(None)``
+    (what an event loop does), often a thrown ``ValueError`` or ``KeyError`` (what the
+    programs catch), rarely ``close()``. Shrinks towards plain sends.
+
+    Only ``None`` is sent: a coroutine paused at ``await contsnap.checkpoint()``
+    ignores what it is sent, and a restored one (not started yet) refuses anything else.
+    """
+    actions: list[Action] = []
+    for _ in range(draw(st.integers(0, max_size))):
+        roll = draw(st.integers(0, 19))
+        if roll < 14:
+            actions.append(Send(None))
+        elif roll < 17:
+            actions.append(Throw(ValueError, ("thrown", len(actions))))
+        elif roll < 19:
+            actions.append(Throw(KeyError, ("thrown",)))
+        else:
+            actions.append(Close())
+    return actions
+
+
+@dataclasses.dataclass
+class _Step:
+    """One ``asend``/``athrow``/``aclose`` of an async generator, being stepped by hand."""
+
+    kind: Literal["send", "throw", "close"]
+    awaitable: Any
+    # The rest of a step that a restored (or forked) copy goes on with: an
+    # asend(None), since the original step got as far as the saved await.
+    resumed: bool = False
+
+
+_Progress = Literal["awaiting", "yielded", "ended"]
+
+
+@dataclasses.dataclass
+class _AsyncGenRun(_Run):
+    """:class:`_Run` for an async generator: each action is a step awaitable, sent ``None``
+    until it is done; every await it passes on the way is a suspension too."""
+
+    inside_steps: bool = True  # round-trip at the awaits inside a step, not only at yields
+
+    def start(self, agen: Any, trace: Trace, fork_at: int | None) -> list[Trace]:
+        """Prime ``agen`` (run it to its first yield, through any awaits) and drive it."""
+        priming = _Step("send", agen.asend(None))
+        progress = self._advance(priming, trace)
+        if progress == "ended":
+            return [trace]
+        step = None if progress == "yielded" else priming
+        return self.drive_steps(agen, step, trace, 0, 0, fork_at)
+
+    def drive_steps(
+        self,
+        agen: Any,
+        step: _Step | None,
+        trace: Trace,
+        position: int,
+        suspension: int,
+        fork_at: int | None,
+    ) -> list[Trace]:
+        """Drive ``agen`` to its end from a suspension: at a yield when ``step`` is None,
+        else at an await inside ``step``. ``position`` is the next action; suspensions
+        of both kinds are counted, so ``fork_at`` may fall inside a step."""
+        self.log.sink = trace
+        while True:
+            try:
+                if self.roundtrip and (step is None or self.inside_steps):
+                    agen, step = self._move_agen(agen, step)
+                twin = None
+                if suspension == fork_at:
+                    assert self.backend is not None
+                    copy = self.backend.fork(agen)
+                    twin = copy, self._rest_of(copy, step)
+            except BaseException:
+                self._discard_agen(agen, step)
+                raise
+            if twin is not None:
+                twin_trace = list(trace)
+                return [
+                    *self.drive_steps(agen, step, trace, position, suspension, None),
+                    *self.drive_steps(*twin, twin_trace, position, suspension, None),
+                ]
+            if suspension >= self.max_steps:
+                trace.append(("step limit", self.max_steps))
+                if step is not None:
+                    self._abandon(step)
+                break
+            suspension += 1
+            if step is None:
+                step = self._begin(agen, self.action_at(position), trace)
+                position += 1
+            progress = self._advance(step, trace)
+            if progress != "awaiting":
+                step = None
+            if progress == "ended":
+                break
+        # An async generator that yielded during aclose() is still suspended: close it
+        # again now, so that it happens at the same point of the transcript in every mode.
+        for _ in range(3):
+            if _frame_of(agen) is None:
+                break
+            self._run_step(self._begin(agen, Close(), trace), trace)
+        return [trace]
+
+    @staticmethod
+    def _begin(agen: Any, action: Action, trace: Trace) -> _Step:
+        if isinstance(action, Send):
+            trace.append(("send", _frozen(action.value)))
+            return _Step("send", agen.asend(action.value))
+        if isinstance(action, Throw):
+            trace.append(("throw", action.exc_type.__name__, _frozen(action.args)))
+            return _Step("throw", agen.athrow(action.exc_type(*action.args)))
+        trace.append(("close",))
+        return _Step("close", agen.aclose())
+
+    @staticmethod
+    def _advance(step: _Step, trace: Trace) -> _Progress:
+        """Send ``None`` into the step once; record what came of it."""
+        try:
+            awaited = step.awaitable.send(None)
+        except StopIteration as done:
+            if step.kind != "close":
+                trace.append(("yield", _frozen(done.value)))
+                return "yielded"
+            if step.resumed:  # what aclose() says of an async generator that yields
+                trace.append(("raise", "RuntimeError", ("async generator ignored GeneratorExit",)))
+            else:
+                trace.append(("closed",))
+            return "ended"
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            closed = isinstance(exc, (StopAsyncIteration, GeneratorExit))
+            if step.kind == "close" and step.resumed and closed:
+                trace.append(("closed",))  # what aclose() makes of either
+            elif isinstance(exc, StopAsyncIteration) and step.kind != "close":
+                trace.append(("return", None))
+            else:
+                trace.append(("raise", type(exc).__name__, _frozen(exc.args)))
+            return "ended"
+        trace.append(("await", _frozen(awaited)))
+        return "awaiting"
+
+    def _run_step(self, step: _Step, trace: Trace) -> None:
+        for _ in range(self.max_steps):
+            if self._advance(step, trace) != "awaiting":
+                return
+        self._abandon(step)
+
+    def _abandon(self, step: _Step) -> None:
+        """End an unfinished step by throwing ``GeneratorExit`` in where it waits (its
+        ``close()`` would only forget it, leaving the generator to the garbage collector)."""
+        try:
+            step.awaitable.throw(GeneratorExit)
+            for _ in range(self.max_steps):
+                step.awaitable.send(None)
+        except (Exception, GeneratorExit):
+            pass
+
+    @staticmethod
+    def _rest_of(agen: Any, step: _Step | None) -> _Step | None:
+        return None if step is None else _Step(step.kind, agen.asend(None), resumed=True)
+
+    def _move_agen(self, agen: Any, step: _Step | None) -> tuple[Any, _Step | None]:
+        """Snapshot to bytes and back; end the old copy without running its ``finally``.
+        Inside a step, the restored copy goes on with ``asend(None)``."""
+        assert self.backend is not None
+        restored = self.backend.loads(self.backend.dumps(agen))
+        try:
+            self.backend.detach(agen)
+        except BaseException:
+            self._discard_agen(restored, None)
+            raise
+        return restored, self._rest_of(restored, step)
+
+    def _discard_agen(self, agen: Any, step: _Step | None) -> None:
+        """End an async generator the harness gave up on, unheard (see ``_discard``)."""
+        sink, self.log.sink = self.log.sink, []
+        try:
+            if step is not None:
+                self._abandon(step)
+            for _ in range(3):
+                if _frame_of(agen) is None:
+                    break
+                with contextlib.suppress(Exception):
+                    self._run_step(_Step("close", agen.aclose()), [])
+        finally:
+            self.log.sink = sink
+
+
+def run_async_trace(
+    make: Callable[[TraceLog], Any],
+    actions: Sequence[object],
+    *,
+    mode: Mode = "native",
+    fork_at: int | None = None,
+    fill: Action | None = Send(None),
+    max_steps: int = 10_000,
+    backend: SnapshotBackend | None = None,
+    inside_steps: bool = True,
+) -> dict[str, Trace]:
+    """Drive the coroutine or async generator ``make(log)`` by hand; return its transcripts.
+
+    No event loop is needed when only ``contsnap.checkpoint()`` suspends: each
+    ``send(None)`` that comes back with ``None`` is one checkpoint passed.
+
+    A **coroutine** is driven like a generator by :func:`run_trace`: its first
+    ``send(None)`` primes it, then ``actions`` apply one per suspension (see
+    :func:`coroutine_actions`); a suspension is recorded as ``("await", value)``.
+
+    An **async generator** is stepped as ``async for`` would, but by hand: it is
+    primed with ``asend(None)``, then each action becomes a step awaitable
+    (``Send(v)``: ``asend(v)``, ``Throw``: ``athrow(...)``, ``Close``:
+    ``aclose()``), sent ``None`` until it is done. An await passed inside a step
+    is recorded as ``("await", value)``; the end of a step as ``("yield", v)``,
+    ``("return", None)`` (``StopAsyncIteration``), ``("closed",)`` or ``("raise",
+    type_name, args)``. Both kinds of suspension count for ``fork_at`` and
+    ``max_steps``.
+
+    Modes are those of :func:`run_trace`. In ``"roundtrip"``, an async generator
+    is moved through bytes at every yield and, with ``inside_steps``, at every
+    await inside a step too; the restored copy then goes on with ``asend(None)``
+    (and a step that was an ``aclose()`` is judged as ``aclose()`` would judge it).
+
+    What has ``asend``/``athrow``/``aclose`` is driven as an async generator, what
+    has ``send``/``throw``/``close`` as a coroutine, so a test double will do.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    steps = [_as_action(step) for step in actions]
+    if mode in ("roundtrip", "fork") and backend is None:
+        backend = _contsnap_backend()
+    if mode == "fork" and fork_at is None:
+        fork_at = len(steps) // 2
+    chosen_fork = fork_at if mode == "fork" else None
+    log = TraceLog()
+    trace: Trace = [("start",)]
+    log.sink = trace
+    with _unraisable_into(log):
+        subject = make(log)
+        if hasattr(subject, "asend"):
+            agen_run = _AsyncGenRun(
+                steps, fill, max_steps, mode == "roundtrip", backend, log, inside_steps=inside_steps
+            )
+            traces = agen_run.start(subject, trace, chosen_fork)
+        elif hasattr(subject, "send"):
+            run = _Run(steps, fill, max_steps, mode == "roundtrip", backend, log, "await")
+            if _record_step(trace, lambda: subject.send(None), "await"):
+                traces = run.drive(subject, trace, 0, chosen_fork)
+            else:
+                traces = [trace]
+        else:
+            raise TypeError(
+                f"make(log) must return a coroutine or an async generator, not {subject!r}"
+            )
+    if mode != "fork":
+        return {mode: trace}
+    return dict(zip(("fork/original", "fork/copy"), traces))
+
+
+async def _iterate(agen: Any, log: TraceLog) -> None:
+    """What the asyncio mode runs an async generator in: ``async for``, logging each value."""
+    async for value in agen:
+        log.append(("got", value))
+
+
+_marked_iterate: list[Callable[..., Any]] = []
+
+
+def _iterator_coroutine(agen: Any, log: TraceLog, *, marked: bool) -> Any:
+    if not marked:
+        return _iterate(agen, log)
+    if not _marked_iterate:
+        import contsnap
+
+        _marked_iterate.append(contsnap.checkpointable(_iterate))
+    return _marked_iterate[0](agen, log)
+
+
+async def _pause_then_go_on(task: asyncio.Task[Any], turns: int, move: bool) -> asyncio.Task[Any]:
+    """After ``turns`` turns of the loop, ``contsnap.pause()`` the task; then unpause it,
+    or with ``move`` detach it and go on with the snapshot restored. Returns the task
+    that will finish the work (none of this happens to a task that has finished)."""
+    import contsnap
+
+    for _ in range(turns):
+        if task.done():
+            return task
+        await asyncio.sleep(0)
+    if task.done():
+        return task
+    # pause() is awaited here, not in a task of its own, so that its request is in
+    # before the task's next step; if the task ends without passing another safe
+    # point, stop waiting (pause() itself would wait for ever).
+    waiting = asyncio.current_task()
+    assert waiting is not None
+
+    def ended(_: object) -> None:
+        waiting.cancel()
+
+    task.add_done_callback(ended)
+    try:
+        snapshot = await contsnap.pause(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            raise
+        if sys.version_info >= (3, 11):
+            waiting.uncancel()
+        return task
+    finally:
+        task.remove_done_callback(ended)
+    if not move:
+        contsnap.unpause(task)
+        return task
+    contsnap.detach(task)
+    return asyncio.ensure_future(contsnap.loads(snapshot))
+
+
+def run_asyncio_trace(
+    make: Callable[[TraceLog], Any], *, pause_at: int | None = None, move: bool = False
+) -> dict[str, Trace]:
+    """Run ``make(log)`` as an asyncio task under ``asyncio.run``; return its transcript.
+
+    A coroutine is the task; an async generator is iterated by a small ``async
+    for`` coroutine that logs ``("got", value)`` for each value. With
+    ``pause_at``, the task is paused by ``contsnap.pause()`` after that many turns
+    of the loop and then let go with ``contsnap.unpause()`` (key
+    ``"asyncio/paused"``), or with ``move`` detached and replaced by its snapshot
+    restored in the same loop (key ``"asyncio/moved"``); without, key ``"asyncio"``.
+    Pausing needs ``make`` to give a marked coroutine or async generator.
+
+    The transcript holds ``("start",)``, the log, and ``("return", value)`` or
+    ``("raise", type_name, args)``: suspensions are the loop's business.
+    """
+    log = TraceLog()
+    trace: Trace = [("start",)]
+    log.sink = trace
+
+    async def main() -> object:
+        subject = make(log)
+        if inspect.isasyncgen(subject):
+            subject = _iterator_coroutine(subject, log, marked=pause_at is not None)
+        task = asyncio.ensure_future(subject)
+        if pause_at is not None:
+            task = await _pause_then_go_on(task, pause_at, move)
+        return await task
+
+    with _unraisable_into(log):
+        try:
+            result = asyncio.run(main())
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            trace.append(("raise", type(exc).__name__, _frozen(exc.args)))
+        else:
+            trace.append(("return", _frozen(result)))
+    key = "asyncio" if pause_at is None else "asyncio/moved" if move else "asyncio/paused"
+    return {key: trace}
+
+
+def _check_async(
+    native_fn: Callable[..., Any],
+    marked_fn: Callable[..., Any],
+    args: Sequence[object],
+    actions: Sequence[object],
+    *,
+    subject: str,
+    modes: Sequence[AsyncMode],
+    pause_at: int,
+    move: bool,
+    **options: Any,
+) -> dict[str, Trace]:
+    def runner(mode: Mode) -> Callable[[], dict[str, Trace]]:
+        func = native_fn if mode == "native" else marked_fn
+        return lambda: run_async_trace(
+            lambda log: func(*_bind(args, log)), actions, mode=mode, **options
+        )
+
+    by_hand: dict[str, Callable[[], dict[str, Trace]]] = {
+        mode: runner(mode) for mode in MODES if mode in modes
+    }
+    traces = _compare(by_hand, subject=subject, actions=actions) if by_hand else {}
+    if "asyncio" in modes:
+        under_asyncio = {
+            "asyncio": lambda: run_asyncio_trace(lambda log: native_fn(*_bind(args, log))),
+            "asyncio/moved" if move else "asyncio/paused": lambda: run_asyncio_trace(
+                lambda log: marked_fn(*_bind(args, log)), pause_at=pause_at, move=move
+            ),
+        }
+        what = [
+            f"asyncio.run; contsnap.pause() after {pause_at} turns, then "
+            + ("detach and go on with the snapshot" if move else "unpause")
+        ]
+        traces.update(_compare(under_asyncio, subject=subject, actions=what))
+    return traces
+
+
+def check_coroutine_equivalence(
+    native_fn: Callable[..., Any],
+    marked_fn: Callable[..., Any],
+    args: Sequence[object],
+    actions: Sequence[object] = (),
+    *,
+    modes: Sequence[AsyncMode] = ASYNC_MODES,
+    fork_at: int | None = None,
+    fill: Action | None = Send(None),
+    max_steps: int = 10_000,
+    backend: SnapshotBackend | None = None,
+    inside_steps: bool = True,
+    pause_at: int = 1,
+    move: bool = False,
+) -> dict[str, Trace]:
+    """Assert that a coroutine function or async generator function behaves the same
+    natively, transformed, round-tripped through bytes at every suspension, forked,
+    and paused in a real event loop.
+
+    ``native_fn`` is the plain function, ``marked_fn`` the same one under
+    ``@contsnap.checkpointable``; both may only await marked coroutines and
+    contsnap's safe points. Arguments are as for :func:`check_generator_equivalence`
+    (:data:`LOG` stands for the run's :class:`TraceLog`); ``actions`` and the
+    keywords up to ``inside_steps`` are as for :func:`run_async_trace`. Mode
+    ``"asyncio"`` compares ``native_fn`` under ``asyncio.run`` with ``marked_fn``
+    under ``asyncio.run``, paused after ``pause_at`` turns of the loop (see
+    :func:`run_asyncio_trace`). Returns the transcripts; raises ``AssertionError``
+    with a diff otherwise.
+    """
+    try:
+        subject = inspect.getsource(native_fn)
+    except (OSError, TypeError):
+        subject = repr(native_fn)
+    return _check_async(
+        native_fn,
+        marked_fn,
+        args,
+        actions,
+        subject=subject,
+        modes=modes,
+        pause_at=pause_at,
+        move=move,
+        fork_at=fork_at,
+        fill=fill,
+        max_steps=max_steps,
+        backend=backend,
+        inside_steps=inside_steps,
+    )
+
+
+def assert_async_equivalent(
+    source_or_module: str | ModuleType,
+    actions: Sequence[object] = (),
+    *,
+    arg: object = 0,
+    entry: str = "gen",
+    modes: Sequence[AsyncMode] = ASYNC_MODES,
+    fork_at: int | None = None,
+    fill: Action | None = Send(None),
+    max_steps: int = 10_000,
+    inside_steps: bool = True,
+    pause_at: int = 1,
+    move: bool = False,
+) -> dict[str, Trace]:
+    """:func:`assert_equivalent` for programs whose ``entry(arg, log)`` is a coroutine
+    or an async generator (as :func:`coroutine_programs` and
+    :func:`async_generator_programs` draw): the marked copy of the module has every
+    ``async def`` marked, methods included. Keywords as for
+    :func:`check_coroutine_equivalence`."""
+    source = (
+        source_or_module
+        if isinstance(source_or_module, str)
+        else inspect.getsource(source_or_module)
+    )
+    with _native_and_marked(source, modes, actions) as (native, marked):
+        return _check_async(
+            getattr(native, entry),
+            getattr(marked, entry),
+            (arg, LOG),
+            actions,
+            subject=source,
+            modes=modes,
+            pause_at=pause_at,
+            move=move,
+            fork_at=fork_at,
+            fill=fill,
+            max_steps=max_steps,
+            inside_steps=inside_steps,
         )
 
 
@@ -730,15 +1278,37 @@ class _Scope:
     ints: tuple[str, ...] = _INTS
     keys: tuple[str, ...] = _KEYS
     errors: tuple[str, ...] = ()  # bound `except ... as` names
+    # The async programs: "coroutine" bodies await, "asyncgen" bodies also yield.
+    dialect: Literal["sync", "coroutine", "asyncgen"] = "sync"
+    callee: str = "inner"  # the helper `inner_cost` is the price of
+    agen_rounds: int = 0  # > 0: the async generator `agen` exists and yields at most this often
+    agen_cost: int = 0  # the steps of a whole run of `agen`
+    returns: Literal["any", "int", "none"] = "any"  # what a `return` may give back
 
     def nested(self, **changes: Any) -> _Scope:
         return dataclasses.replace(self, depth=self.depth + 1, **changes)
 
+    @property
+    def can_yield(self) -> bool:
+        """A ``yield`` may go here. Not in an async generator's ``finally``: closed by
+        ``aclose()``, CPython marks it closed for good when it yields there."""
+        return self.dialect == "sync" or (self.dialect == "asyncgen" and not self.in_finally)
+
+    @property
+    def can_await(self) -> bool:
+        return self.dialect != "sync"
+
+
+def _suspensions(text: str, scope: _Scope) -> int:
+    """The most suspensions ``text`` can cause: one per yield or checkpoint, plus the
+    whole run of each call of the helper ``scope.callee``."""
+    calls = text.count(f"{scope.callee}(") * scope.inner_cost
+    return text.count("yield") + text.count("checkpoint()") + calls
+
 
 def _cost(lines: _Lines, scope: _Scope) -> int:
-    """Steps a simple statement can take: one, plus one per yield, plus `inner`'s run."""
-    text = "\n".join(lines)
-    return len(lines) + text.count("yield") + text.count("inner(") * scope.inner_cost
+    """Steps a simple statement can take: one, plus one per suspension, plus helpers' runs."""
+    return len(lines) + _suspensions("\n".join(lines), scope)
 
 
 def _small(draw: st.DrawFn, low: int = 0, high: int = 9) -> str:
@@ -750,7 +1320,7 @@ def _int_expr(
 ) -> str:
     """An expression that gives an int (or raises TypeError, having received None).
 
-    ``yields=False`` keeps ``yield`` out (where a step count must stay exact);
+    ``yields=False`` keeps suspensions out (where a step count must stay exact);
     ``walrus=False`` keeps ``:=`` out (a comprehension's iterable may not have it).
     """
     kinds = ["name", "number", "name", "lookup"]  # atoms first: they are what shrinking seeks
@@ -798,13 +1368,27 @@ def _int_expr(
         return f"{draw(st.sampled_from(['bump', 'scale']))}({sub()})"
     if kind == "walrus":
         return f"({draw(st.sampled_from(_INTS))} := {sub()})"
-    # A yield inside an expression: the partial results around it must survive.
-    form = draw(st.integers(0, 2))
-    if form == 0:
-        return f"(yield {sub()})"
-    if form == 1:
-        return f"((yield {sub()}) or 0)"
-    return "((yield) or 1)"
+    # A suspension inside an expression: the partial results around it must survive.
+    if scope.dialect == "sync" or (scope.can_yield and draw(st.booleans())):
+        form = draw(st.integers(0, 2))
+        if form == 0:
+            return f"(yield {sub()})"
+        if form == 1:
+            return f"((yield {sub()}) or 0)"
+        return "((yield) or 1)"
+    return _awaited_int(draw, scope, sub)
+
+
+def _awaited_int(draw: st.DrawFn, scope: _Scope, sub: Callable[[], str]) -> str:
+    """An ``await`` that gives an int: of a checkpoint (None, so ``or`` a value), or of
+    the helper coroutine ``scope.callee``, which returns an int."""
+    forms = ["checkpoint", "checkpoint-or-1"] + ["call", "call"] * bool(scope.inner_cost)
+    form = draw(st.sampled_from(forms))
+    if form == "checkpoint":
+        return f"(await contsnap.checkpoint() or {sub()})"
+    if form == "checkpoint-or-1":
+        return "((await contsnap.checkpoint()) or 1)"
+    return f"(await {scope.callee}({sub()}, log))"
 
 
 def _condition(
@@ -829,7 +1413,11 @@ def _condition(
         return f"{left} > {_small(draw)} {op} {operand()} < {_small(draw)}"
     if kind == "walrus":
         return f"({draw(st.sampled_from(_INTS))} := {left}) > {_small(draw, 0, 4)}"
-    return f"(yield {left})"
+    if scope.dialect == "sync" or (scope.can_yield and draw(st.booleans())):
+        return f"(yield {left})"
+    if scope.inner_cost and draw(st.booleans()):
+        return f"(await {scope.callee}({left}, log)) % 2 == 1"
+    return f"(await contsnap.checkpoint() is None and {left} > {_small(draw)})"
 
 
 def _tag(scope: _Scope, prefix: str = "s") -> str:
@@ -843,9 +1431,16 @@ def _simple(draw: st.DrawFn, scope: _Scope) -> _Lines:
     kinds += ["raise", "raise"] * (scope.in_try or scope.in_except)
     kinds += ["closure"] * scope.closures + ["handled"] * bool(scope.errors)
     kinds += ["delegate"] * bool(scope.inner_cost)
+    if scope.can_await:
+        return _simple_async(draw, scope)
     kind = draw(st.sampled_from(kinds))
     target = draw(st.sampled_from(_INTS))
-    value = _int_expr(draw, scope)
+    return _simple_form(draw, scope, kind, target, _int_expr(draw, scope))
+
+
+def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: str) -> _Lines:
+    """The statement of one ``kind`` of :func:`_simple`: ``target`` is an int local that
+    the statement may assign, ``value`` an int expression it may use."""
     if kind == "log":
         return [f"log.append(({_tag(scope)}, {value}))"]
     if kind == "assign":
@@ -938,6 +1533,96 @@ def _simple(draw: st.DrawFn, scope: _Scope) -> _Lines:
     ]
 
 
+def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
+    """One line-level statement of an async function, usually with an ``await`` in it
+    (and, in an async generator, often a ``yield``)."""
+    kinds = ["log", "assign", "augment", "checkpoint", "checkpoint", "receive", "receive"]
+    kinds += ["await-in-expression", "await-in-expression", "await-in-expression", "starred"]
+    kinds += ["raise", "raise"] * (scope.in_try or scope.in_except)
+    kinds += ["closure"] * scope.closures + ["handled"] * bool(scope.errors)
+    kinds += ["delegate"] * bool(scope.inner_cost)
+    if scope.can_yield:
+        kinds += ["yield", "yield", "receive-yield", "yield-in-expression"]
+    kind = draw(st.sampled_from(kinds))
+    target = draw(st.sampled_from(_INTS))
+    value = _int_expr(draw, scope)
+    callee = scope.callee
+    calls = bool(scope.inner_cost)
+    if kind in ("log", "assign", "augment", "raise", "closure", "yield", "yield-in-expression"):
+        return _simple_form(draw, scope, kind, target, value)
+    if kind == "receive-yield":
+        return _simple_form(draw, scope, "receive", target, value)
+    if kind == "checkpoint":
+        return ["await contsnap.checkpoint()"]
+    if kind == "receive":
+        place = draw(
+            st.sampled_from(
+                [target, "box.attr", f"table[{draw(st.sampled_from(scope.keys))}]", "items[1]"]
+            )
+        )
+        forms = [
+            f"{place} = await contsnap.checkpoint() or {value}",
+            f"{place} += (await contsnap.checkpoint()) or 1",
+        ]
+        if calls:
+            forms += [
+                f"{place} = await {callee}({value}, log)",
+                f"{place} += await {callee}({value}, log)",
+                f"{place} -= await {callee}({value}, log)",
+            ]
+        return [draw(st.sampled_from(forms))]
+    if kind == "await-in-expression":
+        other = _int_expr(draw, scope, 1, yields=False)
+        test = _condition(draw, scope)
+        awaited = _awaited_int(draw, scope, lambda: value)
+        forms = [
+            f"log.append(({_tag(scope)}, {other}, await contsnap.checkpoint()))",
+            f"log.append(({_tag(scope)}, {other}, {awaited}))",
+            f"{target} = {other} + {awaited}",
+            f"{target} = max({other}, {awaited})",
+            f"{target} = items[{awaited} % 3]",
+            f"log.append(f'{{{other}}}:{{{awaited}}}')",
+            f"{target} = {awaited} if {test} else {other}",
+            f"{target} = {other} if {test} else {awaited}",
+            f"log.append(({target} := {awaited}))",
+            f"{target} = bump(1) + {awaited}" if scope.closures else f"{target} -= {awaited}",
+        ]
+        if scope.can_yield:  # a yield and an await in one expression
+            forms += [f"{target} = (yield {value}) if {test} else {awaited}"]
+        return [draw(st.sampled_from(forms))]
+    if kind == "starred":
+        first, last = draw(st.sampled_from([("a", "b"), ("b", "c"), ("c", "a")]))
+        pause = "(await contsnap.checkpoint() or 4)"
+        return [
+            draw(
+                st.sampled_from(
+                    [
+                        f"{first}, *mid, {last} = ({value}, {pause}, {_small(draw)}, 7)",
+                        f"{first}, *mid = items[:3]",
+                        f"*mid, {last} = [await contsnap.checkpoint(), {value}]",
+                    ]
+                )
+            )
+        ]
+    if kind == "handled":
+        error = draw(st.sampled_from(scope.errors))
+        forms = [f'log.append(("handling", {error}.args, await contsnap.checkpoint()))']
+        if scope.can_yield:
+            forms.append(f'yield ("handling", {error}.args)')
+        return [draw(st.sampled_from(forms))]
+    return [
+        draw(
+            st.sampled_from(
+                [
+                    f"{target} = await {callee}({value}, log)",
+                    f"await {callee}({value}, log)",
+                    f'log.append(("result", await {callee}({value}, log)))',
+                ]
+            )
+        )
+    ]
+
+
 def _block(
     draw: st.DrawFn, scope: _Scope, budget: int, least: int = 1, most: int = 3
 ) -> tuple[_Lines, int]:
@@ -950,10 +1635,21 @@ def _block(
         statement, spent = _statement(draw, scope, budget - cost)
         lines += statement
         cost += spent
-    if not any("yield" in line for line in lines) and cost + 2 <= budget:
-        lines.append(f"yield {_tag(scope, 'y')}")  # so that every clause can be resumed in
+    if not any(_suspends(line) for line in lines) and cost + 2 <= budget:
+        lines.append(_pause(draw, scope))  # so that every clause can be resumed in
         cost += 2
     return (lines or ["pass"]), max(cost, 1)
+
+
+def _suspends(line: str) -> bool:
+    return "yield" in line or "await " in line or line.lstrip().startswith("async ")
+
+
+def _pause(draw: st.DrawFn, scope: _Scope) -> str:
+    """A statement that only suspends."""
+    if scope.dialect == "sync" or (scope.can_yield and draw(st.booleans())):
+        return f"yield {_tag(scope, 'y')}"
+    return "await contsnap.checkpoint()"
 
 
 def _statement(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
@@ -976,9 +1672,12 @@ def _statement(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int
         elif kind == "jump":
             jump = draw(st.sampled_from(["break", "continue"]))
             lines = [f"if {_condition(draw, scope)}:", f"    {jump}"]
+        elif scope.returns == "none":  # an async generator: a bare return
+            lines = [f"if {_condition(draw, scope)}:", "    return"]
         else:
             value = _int_expr(draw, scope)
-            value = draw(st.sampled_from([value, f'("early", {value})']))
+            if scope.returns == "any":
+                value = draw(st.sampled_from([value, f'("early", {value})']))
             lines = [f"if {_condition(draw, scope)}:", f"    return {value}"]
         spent = _cost(lines, scope)
     if spent > budget:  # too dear here: a cheap statement instead
@@ -995,7 +1694,7 @@ def _if(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     share = max(1, budget // 2)
     for number in range(branches):
         test = _condition(draw, scope)
-        tests_cost += 1 + test.count("yield")
+        tests_cost += 1 + _suspensions(test, scope)
         body, spent = _block(draw, inside, share)
         bodies_cost = max(bodies_cost, spent)
         lines += [f"{'if' if number == 0 else 'elif'} {test}:", *_indent(body)]
@@ -1018,7 +1717,7 @@ def _while(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     test = f"{counter} < {rounds}"
     if draw(st.booleans()):  # the counter still bounds it; the test may also yield
         test += f" and ({_condition(draw, scope)})"
-    overhead = 2 + test.count("yield")  # the test and the counter's increment
+    overhead = 2 + _suspensions(test, scope)  # the test and the counter's increment
     share = _loop_share(budget - 1, rounds, overhead)
     body, spent = _block(draw, scope.nested(loops=scope.loops + 1), share)
     lines = [f"{counter} = 0", f"while {test}:", f"    {counter} += 1", *_indent(body)]
@@ -1037,15 +1736,17 @@ def _for(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     ints = (*scope.ints, item)
     keys = scope.keys
     sources = ["range", "range-of", "items", "table", "enumerate", "zip"]
-    if scope.inner_cost and scope.inner_cost * 2 < budget:
+    if scope.dialect == "sync" and scope.inner_cost and scope.inner_cost * 2 < budget:
         sources += ["inner", "inner", "inner"]
+    if scope.agen_rounds and scope.agen_cost * 2 < budget:
+        sources += ["agen", "agen", "agen"]
     source = draw(st.sampled_from(sources))
     header_cost = 1
     if source == "range":
         header = f"for {item} in range({rounds}):"
     elif source == "range-of":
         header = f"for {item} in range({_int_expr(draw, scope, 1)} % {rounds + 1}):"
-        header_cost += header.count("yield")
+        header_cost += _suspensions(header, scope)
     elif source == "items":
         header = f"for {item} in items[:{rounds}]:"
     elif source == "table":
@@ -1058,6 +1759,10 @@ def _for(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     elif source == "zip":
         header = f"for {item}, {value} in zip(range({rounds}), items):"
         ints = (*ints, value)
+    elif source == "agen":  # an async for: each value the async generator yields is a round
+        rounds = scope.agen_rounds
+        header = f"async for {item} in agen({_int_expr(draw, scope, 1, yields=False)}, log):"
+        header_cost += scope.agen_cost
     else:  # iterate a generator: each of its yields is a round
         rounds = scope.inner_cost
         header = f"for {item} in inner({_int_expr(draw, scope, 1, yields=False)}, log):"
@@ -1110,16 +1815,25 @@ def _try(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
 
 
 def _with(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
+    asynchronous = scope.can_await and draw(st.booleans())
     managers = []
+    pauses = 0  # an `ACtx` that pauses awaits a checkpoint in __aenter__ and __aexit__
     for _ in range(draw(st.integers(1, 2))):
         label = scope.fresh("cm")
-        name = draw(st.sampled_from([f'"{label}"', f'(yield "{label}")']))
-        managers.append(f"Ctx(log, {name}, {draw(st.booleans())})")
+        names = [f'"{label}"'] + [f'(yield "{label}")'] * scope.can_yield
+        names += [f'("{label}", await contsnap.checkpoint())'] * scope.can_await
+        name = draw(st.sampled_from(names))
+        if asynchronous:
+            pause = draw(st.booleans())
+            pauses += 2 * pause
+            managers.append(f"ACtx(log, {name}, {draw(st.booleans())}, {pause})")
+        else:
+            managers.append(f"Ctx(log, {name}, {draw(st.booleans())})")
     bound = scope.fresh("name")
-    header = f"with {', '.join(managers)} as {bound}:"
-    body, spent = _block(draw, scope.nested(), budget - 3)
+    header = f"{'async ' * asynchronous}with {', '.join(managers)} as {bound}:"
+    body, spent = _block(draw, scope.nested(), budget - 3 - pauses)
     lines = [header, f'    log.append(("inside", {bound}))', *_indent(body)]
-    return lines, spent + 3 + header.count("yield")
+    return lines, spent + 3 + pauses + _suspensions(header, scope)
 
 
 def _match(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
@@ -1153,12 +1867,12 @@ def _match(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     chosen = draw(st.lists(st.sampled_from(patterns), min_size=1, max_size=3, unique=True))
     share = max(1, budget // (len(chosen) + 2))
     lines = [f"match {subject}:"]
-    cost = 1 + subject.count("yield")
+    cost = 1 + _suspensions(subject, scope)
     bodies_cost = 0
     for pattern, captured in chosen:
         if draw(st.integers(0, 3)) == 0 and " if " not in pattern:  # a guard that yields
             pattern += f" if {_condition(draw, scope)}"
-        cost += pattern.count("yield")
+        cost += _suspensions(pattern, scope)
         body, spent = _block(draw, scope.nested(ints=(*scope.ints, *captured)), share)
         bodies_cost = max(bodies_cost, spent)
         lines += [f"    case {pattern}:", *_indent(_indent(body))]
@@ -1190,20 +1904,27 @@ _CLOSURES: Final = (
 def _function(
     draw: st.DrawFn, name: str, parameter: str, scope: _Scope, budget: int
 ) -> tuple[_Lines, int]:
-    """``def name(parameter, log):`` with the standard locals, a random body and a return."""
+    """``def name(parameter, log):`` with the standard locals, a random body and a return
+    (``async def`` in the async dialects)."""
     preamble = [f"a = {parameter}", *_LOCALS]
     preamble.append(f'log.append(("start", "{name}", a))')
     if scope.closures:
         preamble += _CLOSURES
-    ending = draw(st.sampled_from(["return (a, b, c)", "return", "return {}"]))
-    if "{}" in ending:
-        ending = ending.format(_int_expr(draw, scope))
-    fixed_cost = len(preamble) + 3 + ending.count("yield")
+    if scope.returns == "none":
+        ending = "return"
+    elif scope.returns == "int":
+        ending = f"return {_int_expr(draw, scope)}"
+    else:
+        ending = draw(st.sampled_from(["return (a, b, c)", "return", "return {}"]))
+        if "{}" in ending:
+            ending = ending.format(_int_expr(draw, scope))
+    fixed_cost = len(preamble) + 3 + _suspensions(ending, scope)
     body, cost = _block(draw, scope, budget - fixed_cost, least=2, most=6)
-    if not any("yield" in line for line in body):  # it must stay a generator function
-        body.append(f"yield {_tag(scope, 'y')}")
+    if scope.dialect != "coroutine" and not any("yield" in line for line in body):
+        body.append(f"yield {_tag(scope, 'y')}")  # it must stay a generator function
     body.append('log.append(("nonce", NONCE))')
-    lines = [f"def {name}({parameter}, log):", *_indent([*preamble, *body, ending])]
+    define = f"{'async ' * scope.can_await}def {name}({parameter}, log):"
+    lines = [define, *_indent([*preamble, *body, ending])]
     return lines, fixed_cost + cost
 
 
@@ -1242,3 +1963,173 @@ def generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     if any("inner(" in line for line in gen_lines):  # else it never runs: leave it out
         gen_lines = [*inner_lines, "", "", *gen_lines]
     return "\n".join([_PRELUDE, "", *gen_lines, ""])
+
+
+# ---------------------------------------------------------------------------
+# Random coroutine and async generator programs.
+# ---------------------------------------------------------------------------
+
+_ACTX: Final = '''
+
+class ACtx:
+    """Logs its async enter and exit; may swallow an Exception; with `pauses`, awaits a
+    checkpoint in both (so a marked program marks these methods too)."""
+
+    def __init__(self, log, name, suppress, pauses):
+        self.log = log
+        self.name = name
+        self.suppress = suppress
+        self.pauses = pauses
+
+    async def __aenter__(self):
+        self.log.append(("aenter", self.name))
+        if self.pauses:
+            await contsnap.checkpoint()
+        return self.name
+
+    async def __aexit__(self, exc_type, exc, tb):
+        self.log.append(("aexit", self.name, None if exc_type is None else exc_type.__name__))
+        if self.pauses:
+            await contsnap.checkpoint()
+        return self.suppress and exc_type is not None and issubclass(exc_type, Exception)
+'''
+
+# The sync prelude after its docstring line, with the import the awaits need and ACtx.
+_ASYNC_PRELUDE: Final = (
+    '"""A program drawn by contsnap.testing.{strategy}()."""\n\nimport contsnap\n'
+    + _PRELUDE.split("\n", 1)[1]
+    + _ACTX
+)
+
+
+def _leaf(draw: st.DrawFn) -> tuple[_Lines, int]:
+    """``async def leaf(n, log)``: the innermost coroutine of an await chain. It awaits one
+    or two checkpoints, may raise ``KeyError`` and may log in a ``finally``."""
+    pauses = draw(st.integers(1, 2))
+    body = ["await contsnap.checkpoint()"] * pauses
+    if draw(st.booleans()):
+        body += [f"if n % 5 == {_small(draw, 0, 4)}:", '    raise KeyError("leaf")']
+    if draw(st.booleans()):
+        body = ["try:", *_indent(body), "finally:", '    log.append(("leaf end", n))']
+    result = draw(st.sampled_from(["n * 3 % 11", "n // 2 - 1", "abs(n) + 1"]))
+    lines = [
+        "async def leaf(n, log):",
+        *_indent(['log.append(("leaf", n))', *body, f"return {result}"]),
+    ]
+    return lines, len(lines) + pauses
+
+
+def _agen(draw: st.DrawFn, leaf_cost: int) -> tuple[_Lines, int, int]:
+    """``async def agen(n, log)``: an async generator for ``async for``, yielding one to
+    three values with checkpoints around them; it may await ``leaf``, raise
+    ``ValueError`` and await in its ``finally``. Returns its lines, the most values it
+    yields and the most steps a whole run takes."""
+    rounds = draw(st.integers(1, 3))
+    received = draw(
+        st.sampled_from(
+            [
+                "got = yield n + k",
+                "got = yield k * 2",
+                "got = yield (await contsnap.checkpoint() or k)",
+            ]
+        )
+    )
+    loop = ["await contsnap.checkpoint()"] * draw(st.booleans()) + [received]
+    loop.append('log.append(("agen got", k, got))')
+    once = 0
+    if draw(st.booleans()):
+        loop += [f"if k == {_small(draw, 0, rounds - 1)}:", "    await leaf(n + k, log)"]
+        once = leaf_cost
+    if draw(st.booleans()):
+        loop += [f"if n + k == {_small(draw, 0, 5)}:", '    raise ValueError("agen", k)']
+    cleanup = ['log.append(("agen end", n))']
+    cleanup += ["await contsnap.checkpoint()"] * draw(st.booleans())
+    body = [
+        'log.append(("start", "agen", n))',
+        "try:",
+        f"    for k in range({rounds}):",
+        *_indent(_indent(loop)),
+        "finally:",
+        *_indent(cleanup),
+    ]
+    loop_text = "\n".join(loop)
+    per_round = 1 + len(loop) + loop_text.count("yield") + loop_text.count("checkpoint()")
+    cost = 4 + rounds * per_round + once + 2 * len(cleanup)
+    return ["async def agen(n, log):", *_indent(body)], rounds, cost
+
+
+def _async_program(
+    draw: st.DrawFn, dialect: Literal["coroutine", "asyncgen"], max_steps: int
+) -> str:
+    counter = itertools.count()
+
+    def fresh(prefix: str) -> str:
+        return f"{prefix}{next(counter)}"
+
+    leaf_lines, leaf_cost = _leaf(draw)
+    inner_scope = _Scope(
+        fresh=fresh, dialect="coroutine", callee="leaf", inner_cost=leaf_cost, returns="int"
+    )
+    inner_budget = max_steps // 10 + 12  # about a dozen of its steps are its preamble
+    inner_lines, inner_cost = _function(draw, "inner", "n", inner_scope, inner_budget)
+    agen_lines, agen_rounds, agen_cost = _agen(draw, leaf_cost)
+    gen_scope = _Scope(
+        fresh=fresh,
+        inner_cost=inner_cost,
+        closures=draw(st.booleans()),
+        dialect=dialect,
+        agen_rounds=agen_rounds,
+        agen_cost=agen_cost,
+        returns="none" if dialect == "asyncgen" else "any",
+    )
+    gen_lines, _ = _function(draw, "gen", "arg", gen_scope, max_steps - inner_cost)
+    helpers: list[_Lines] = []
+    # Only the helpers that run: an unused one would be noise in every failure report.
+    if any("inner(" in line for line in gen_lines):
+        helpers.append(inner_lines)
+    if any("agen(" in line for line in gen_lines):
+        helpers.append(agen_lines)
+    if any("leaf(" in line for lines in helpers for line in lines):
+        helpers.insert(0, leaf_lines)
+    strategy = "coroutine_programs" if dialect == "coroutine" else "async_generator_programs"
+    lines = [_ASYNC_PRELUDE.replace("{strategy}", strategy).rstrip("\n")]
+    for helper in [*helpers, gen_lines]:
+        lines += ["", "", *helper]
+    return "\n".join([*lines, ""])
+
+
+@st.composite
+def coroutine_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
+    """Source text of a module defining ``async def gen(arg, log):``, a random coroutine.
+
+    ``gen`` is built from the statements of :func:`generator_programs` (loops,
+    try/except/else/finally, ``with``, match, closures, comprehensions, early
+    ``return``, raised exceptions...) with ``await`` where those have ``yield``:
+    ``await contsnap.checkpoint()`` as a statement and inside call arguments,
+    operators, subscripts, f-strings, conditional expressions, walrus, starred and
+    augmented assignments (to names, attributes, items), ``while`` tests,
+    ``match`` guards and ``with`` headers. It also awaits ``inner(n, log)``, a
+    smaller random coroutine that may await ``leaf(n, log)`` (so await chains are
+    three deep: ``x += await inner(...)``); iterates ``async for v in agen(n, log)``,
+    an async generator, with break/continue/else; and enters ``async with ACtx(...)``,
+    an async context manager that logs its enter and exit, may swallow the
+    exception and may await a checkpoint in ``__aenter__``/``__aexit__``. Helpers
+    appear only when used; every function appends its side effects to ``log``.
+
+    The program imports ``contsnap`` for the checkpoints but marks nothing
+    (:func:`assert_async_equivalent` imports a marked copy too). Only
+    ``contsnap.checkpoint()`` suspends, so a run needs no event loop: a driver
+    calling ``send(None)`` steps it. A run takes at most about ``max_steps``
+    statements; the module is valid Python 3.10.
+    """
+    return _async_program(draw, "coroutine", max_steps)
+
+
+@st.composite
+def async_generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
+    """Like :func:`coroutine_programs`, but ``gen`` is an async generator: it also
+    yields (statements, received values in expressions, in ``with`` headers, in
+    exception handlers), and returns nothing. It never yields inside a ``finally``
+    (closed by ``aclose()`` there, CPython marks an async generator closed for good);
+    it awaits there instead."""
+    return _async_program(draw, "asyncgen", max_steps)

@@ -16,7 +16,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from ._fingerprint import TRANSFORM_VERSION, fingerprint
 from ._lines import Line, Rendered, block, render
-from ._scope import names_used, suspends, unstable_names
+from ._scope import contains, names_used, suspends, unstable_names
 from ._statements import RT, BodyProcessor, LabelInfo, UnsupportedSyntax
 
 __all__ = [
@@ -103,6 +103,7 @@ def transform_function(source: str, *, first_line: int) -> TransformResult:
     processor = BodyProcessor(module, positions, offset)
     processor._line = def_line
     processor.unstable = unstable_names(func.body)
+    processor.bare_return = is_async and contains(func.body, (cst.Yield,))
     out = processor.body(func.body)
     processor.finish_labels()
     params, first = _params(func.params)

@@ -155,6 +155,11 @@ class _Unstable(cst.CSTVisitor):
     def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
         self.names.update(n.name.value for n in node.names)
 
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        # a walrus may rebind the name inside the very expression that read it
+        if isinstance(node.target, cst.Name):
+            self.names.add(node.target.value)
+
     def on_visit(self, node: cst.CSTNode) -> bool:
         if self.depth and isinstance(node, cst.Name):
             self.names.add(node.value)

@@ -116,6 +116,8 @@ class BodyProcessor:
         self._yield_lines: list[tuple[int, Line]] = []
         #: names that are not plain locals (set by the caller from the function body)
         self.unstable: set[str] = set()
+        #: an async generator: ``return`` takes no value
+        self.bare_return = False
 
     def stable(self, node: cst.BaseExpression) -> bool:
         """Evaluating ``node`` again after a suspension gives the same value."""
@@ -398,6 +400,12 @@ class BodyProcessor:
                 value = self.code(expr)
         if not self.finally_exits:
             return [*pre, plain([self.line("return" if value is None else f"return {value}")])]
+        if self.bare_return:  # an async generator returns no value
+            lines = []
+            for fin in self.finally_exits:
+                fin.kinds.add("return")
+                lines.append(self.line(f"{fin.state} = 4"))
+            return [*pre, plain([*lines, self.line("return")])]
         hold = self.fresh_name("ret")
         lines = [self.line(f"{hold} = {value if value is not None else 'None'}")]
         for fin in self.finally_exits:
@@ -672,17 +680,28 @@ class BodyProcessor:
         if orelse is not None:
             fresh.append(block("else:", src, orelse.fresh))
         labels = body.labels | (orelse.labels if orelse else frozenset())
-        # the loop drops its iterator when it ends (a generator left by break closes now)
-        release = self.assign(iterator, "None")
         if not labels:
-            return [*pre, setup, Out(fresh, fresh), release]
+            return [*pre, setup, self.releasing(iterator, Out(fresh, fresh))]
         pick = cond(body.labels) if body.labels else "False"
         step = f"(({item} := {RT}.next({iterator}, {RT}.END)) is not {RT}.END)"
         bind = block("if not _cs_resuming:", src, [self.line(f"{target} = {item}")])
         resume = [block(f"while ({pick}) if _cs_resuming else {step}:", src, [bind, *body.resume])]
         if orelse is not None:
             resume.append(block("else:", src, self.guarded(orelse)))
-        return [*pre, setup, Out(fresh, resume, labels), release]
+        return [*pre, setup, self.releasing(iterator, Out(fresh, resume, labels))]
+
+    def releasing(self, iterator: str, loop: Out) -> Out:
+        """The loop, dropping its iterator however it ends, as Python's own for loop does.
+
+        A generator left by ``break`` or by an exception is then closed on the
+        way out, not when the enclosing function finishes.
+        """
+        src = self._line
+        release = block("finally:", src, [self.line(f"{iterator} = None")])
+        fresh = [block("try:", src, loop.fresh), release]
+        if not loop.labels:
+            return Out(fresh, fresh)
+        return Out(fresh, [block("try:", src, loop.resume), release], loop.labels)
 
     def do_With(self, node: cst.With) -> list[Out]:
         if len(node.items) > 1:
@@ -799,8 +818,7 @@ class BodyProcessor:
             head.append(cst.parse_statement(f"{exhausted} = False"))
         outs = self._process(head)
         helpers = [iterator] + ([exhausted] if node.orelse is not None else [])
-        outs += self._process([loop], helpers)
-        outs.append(self.assign(iterator, "None"))
+        outs.append(self.releasing(iterator, self.combine(self._process([loop], helpers))))
         if node.orelse is not None:
             check = cst.parse_statement(f"if {exhausted}:\n    pass\n")
             assert isinstance(check, cst.If)
@@ -1091,7 +1109,8 @@ class BodyProcessor:
         labels = inner.labels | normal.labels | failing.labels | leaving.labels
         after_leaving: list[Line] = []
         if "return" in exit_info.kinds:
-            after_leaving.append(block(f"if {state} == 4:", src, [self.line(f"return {value}")]))
+            done = "return" if self.bare_return else f"return {value}"
+            after_leaving.append(block(f"if {state} == 4:", src, [self.line(done)]))
         if self.loop_depth > 0:
             if "break" in exit_info.kinds:
                 after_leaving.append(block(f"if {state} == 2:", src, [self.line("break")]))
