@@ -69,25 +69,31 @@ def yield_from_iter(obj: Any) -> Any:
     return obj if isinstance(obj, types.GeneratorType) else iter(obj)
 
 
-def with_enter(manager: Any) -> Any:
-    """``type(manager).__enter__(manager)``, refusing non-managers exactly as ``with`` does."""
+def _enter(manager: Any, enter: str, exit_: str, protocol: str) -> Any:
+    """``type(manager).<enter>(manager)``, refusing non-managers exactly as Python does."""
     cls = type(manager)
-    for name, missing in (("__enter__", ""), ("__exit__", " (missed __exit__ method)")):
+    for name, missing in ((enter, ""), (exit_, f" (missed {exit_} method)")):
         if not hasattr(cls, name):
             if sys.version_info < (3, 11):
                 raise AttributeError(name)
-            raise TypeError(
-                f"'{cls.__name__}' object does not support the context manager protocol{missing}"
-            )
-    return cls.__enter__(manager)
+            raise TypeError(f"'{cls.__name__}' object does not support the {protocol}{missing}")
+    return getattr(cls, enter)(manager)
 
 
-def with_exit(manager: Any, exc: BaseException | None) -> Any:
-    """Call ``__exit__`` with the exception being handled (or three ``None``)."""
-    exit_ = type(manager).__exit__
+def _exit(manager: Any, name: str, exc: BaseException | None) -> Any:
+    """Call ``<name>`` with the exception being handled (or three ``None``)."""
+    exit_ = getattr(type(manager), name)
     if exc is None:
         return exit_(manager, None, None, None)
     return exit_(manager, type(exc), exc, exc.__traceback__)
+
+
+def with_enter(manager: Any) -> Any:
+    return _enter(manager, "__enter__", "__exit__", "context manager protocol")
+
+
+def with_exit(manager: Any, exc: BaseException | None) -> Any:
+    return _exit(manager, "__exit__", exc)
 
 
 #: Restored generators not yet primed: a resumed ``yield from`` primes them itself.
@@ -203,25 +209,13 @@ def anext(iterator: Any) -> ANext:
 
 
 def aenter(manager: Any) -> Any:
-    """``type(manager).__aenter__(manager)``, refusing non-managers as ``async with`` does."""
-    cls = type(manager)
-    for name, missing in (("__aenter__", ""), ("__aexit__", " (missed __aexit__ method)")):
-        if not hasattr(cls, name):
-            if sys.version_info < (3, 11):
-                raise AttributeError(name)
-            raise TypeError(
-                f"'{cls.__name__}' object does not support the asynchronous context manager "
-                f"protocol{missing}"
-            )
-    return cls.__aenter__(manager)
+    """The awaitable of ``__aenter__``, refusing non-managers as ``async with`` does."""
+    return _enter(manager, "__aenter__", "__aexit__", "asynchronous context manager protocol")
 
 
 def aexit(manager: Any, exc: BaseException | None) -> Any:
     """The awaitable of ``__aexit__`` with the exception being handled (or three ``None``)."""
-    exit_ = type(manager).__aexit__
-    if exc is None:
-        return exit_(manager, None, None, None)
-    return exit_(manager, type(exc), exc, exc.__traceback__)
+    return _exit(manager, "__aexit__", exc)
 
 
 #: Restored coroutines not yet started: a resumed ``await`` starts them itself.
