@@ -558,7 +558,9 @@ def test_check_coroutine_equivalence_on_decorated_functions() -> None:
 KNOWN_FAILURE = settings(
     deadline=None,
     report_multiple_bugs=False,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
 )
 # The differential tests draw a fixed sample (derandomized): the same programs
 # on every run and interpreter, so a failure is reproducible, not flaky.

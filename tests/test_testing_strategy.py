@@ -376,7 +376,11 @@ needs_core = pytest.mark.skipif(
 
 
 @needs_core
-@settings(max_examples=40, deadline=None, report_multiple_bugs=False)
+# A fixed sample (derandomized): the same programs on every run and interpreter,
+# so a failure is reproducible; explore further with a random seed by hand.
+@settings(
+    max_examples=40, deadline=None, report_multiple_bugs=False, derandomize=True, database=None
+)
 @given(generator_programs(), driver_actions(), st.integers(-3, 9), st.integers(0, 8))
 def test_generated_programs_behave_the_same_in_every_mode(
     source: str, actions: list[Action], arg: int, fork_at: int
