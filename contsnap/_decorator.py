@@ -150,6 +150,15 @@ def _roundtrip_mode() -> bool:
     )
 
 
+def forget_module(module: str) -> None:
+    """Release the transforms and registrations of a throwaway module."""
+    from ._info import forget_module as forget_registered
+
+    forget_registered(module)
+    for key in [k for k, info in _CACHE.items() if info.module == module]:
+        del _CACHE[key]
+
+
 def function_info(fn: Any) -> FunctionInfo | None:
     """The info of a function returned by @checkpointable (None for anything else)."""
     return getattr(fn, "__contsnap__", None)

@@ -86,6 +86,19 @@ class FunctionInfo:
         return (_info_by_value, (_pickle_by_value(self),))
 
 
+def forget_module(module: str) -> None:
+    """Drop what is registered for ``module`` (a throwaway module, such as a test program).
+
+    Registered functions are kept for the life of the process, so snapshots of
+    them can always be named; a program that loads many short-lived modules
+    releases them with this.
+    """
+    for name in [k for k in _BY_NAME if k[0] == module]:
+        del _BY_NAME[name]
+    for code_id in [k for k, info in _BY_CODE.items() if info.module == module]:
+        del _BY_CODE[code_id]
+
+
 def info_for_code(code: types.CodeType) -> FunctionInfo | None:
     info = _BY_CODE.get(id(code))
     if info is not None and (code is info.resume_code or code is info.fresh_code):
