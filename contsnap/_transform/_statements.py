@@ -470,10 +470,7 @@ class BodyProcessor:
                 self.line(f"{delegate} = {RT}.yield_from_iter({self.code(value)})"),
                 self.yield_line(label, f"{assign}yield from {delegate}"),
             ]
-            resuming = [
-                self.line("_cs_resuming = False"),
-                self.line(f"{assign}yield from {RT}.resume_delegate({delegate})"),
-            ]
+            resuming = f"{assign}yield from {RT}.resume_delegate({delegate})"
         else:
             text = ""
             if node.value is not None:
@@ -482,15 +479,8 @@ class BodyProcessor:
                 text = " " + self.code(value)
             label = self.new_label()
             fresh = [self.yield_line(label, f"{assign}yield{text}")]
-            resuming = [
-                self.line("_cs_resuming = False"),
-                self.line(f"{assign}yield {RT}.PRIME"),
-            ]
-        resume = [
-            block("if _cs_resuming:", self._line, resuming),
-            block("else:", self._line, fresh),
-        ]
-        return [*pre, Out(fresh, resume, frozenset({label}))]
+            resuming = f"{assign}yield {RT}.PRIME"
+        return [*pre, self.suspension(label, fresh, resuming)]
 
     def await_statement(self, target: str | None, node: cst.Await) -> list[Out]:
         """``target = await x``: the awaitable is kept in ``_cs_aw_n`` for the snapshot.
@@ -508,15 +498,20 @@ class BodyProcessor:
             self.line(f"{awaited} = {self.code(value)}"),
             self.yield_line(label, f"{assign}await {awaited}"),
         ]
-        resuming = [
-            self.line("_cs_resuming = False"),
-            self.line(f"{assign}await {RT}.resume_awaitable({awaited})"),
-        ]
+        resuming = f"{assign}await {RT}.resume_awaitable({awaited})"
+        return [*vpre, self.suspension(label, fresh, resuming)]
+
+    def suspension(self, label: int, fresh: list[Line], resuming: str) -> Out:
+        """A labelled suspension: while resuming, ``resuming`` stands in for ``fresh``."""
         resume = [
-            block("if _cs_resuming:", self._line, resuming),
+            block(
+                "if _cs_resuming:",
+                self._line,
+                [self.line("_cs_resuming = False"), self.line(resuming)],
+            ),
             block("else:", self._line, fresh),
         ]
-        return [*vpre, Out(fresh, resume, frozenset({label}))]
+        return Out(fresh, resume, frozenset({label}))
 
     def leading(self, expr: cst.BaseExpression) -> cst.Yield | cst.Await | None:
         """The only suspension in ``expr``, if Python evaluates it before anything else.
@@ -560,13 +555,7 @@ class BodyProcessor:
             resume_point = point.with_changes(value=cst.parse_expression(f"{RT}.PRIME"))
         fresh_text = render(self.code(_replace(expr, {id(point): fresh_point})))
         resume_text = render(self.code(_replace(expr, {id(point): resume_point})))
-        fresh = [self.yield_line(label, fresh_text)]
-        resuming = [self.line("_cs_resuming = False"), self.line(resume_text)]
-        resume = [
-            block("if _cs_resuming:", self._line, resuming),
-            block("else:", self._line, fresh),
-        ]
-        return [*pre, Out(fresh, resume, frozenset({label}))]
+        return [*pre, self.suspension(label, [self.yield_line(label, fresh_text)], resume_text)]
 
     def suspension_statement(
         self, target: str | None, node: cst.BaseExpression
