@@ -132,6 +132,7 @@ def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionTy
     if sys.version_info >= (3, 12):
         new.__type_params__ = fn.__type_params__
     new.__contsnap__ = info  # type: ignore[attr-defined]
+    info.live_function = new
     info.register()
     if _roundtrip_mode() and fn.__module__ != "contsnap._roundtrip":
         from ._roundtrip import wrap

@@ -79,10 +79,10 @@ def _yields(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_scope(func))
 
 
-#: The kinds of ``def`` that mark_all marks. Coroutines and async generators join by
-#: adding ``ast.AsyncFunctionDef`` here once the core transforms them; nothing else
-#: needs to change. Generator lambdas are never marked: the transform takes ``def``s.
-MARKED_KINDS: tuple[type[ast.AST], ...] = (ast.FunctionDef,)
+#: The kinds of ``def`` that mark_all marks: generator functions, coroutine functions
+#: and async generator functions. Generator lambdas are never marked: the transform
+#: takes ``def``s.
+MARKED_KINDS: tuple[type[ast.AST], ...] = (ast.FunctionDef, ast.AsyncFunctionDef)
 _FUNCTION_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 

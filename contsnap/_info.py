@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
@@ -24,6 +24,12 @@ from ._transform import LabelInfo
 # function would otherwise share one entry (and one module's globals).
 _BY_CODE: dict[int, FunctionInfo] = {}
 _BY_NAME: dict[tuple[str, str], FunctionInfo] = {}
+# By where the fresh code starts: finds the info of a code object that a decorator
+# such as ``types.coroutine`` replaced by a copy with other flags.
+_BY_PLACE: dict[tuple[str, int], list[FunctionInfo]] = {}
+
+#: the flag ``types.coroutine`` sets on a generator function's code
+CO_ITERABLE_COROUTINE = 0x100
 
 
 @dataclass(eq=False)
@@ -45,6 +51,11 @@ class FunctionInfo:
     resume_code: types.CodeType
     globals: dict[str, Any]
     source: str = ""
+    #: the latest function made from ``fresh_code`` (a decorator may change its code)
+    live_function: Any = field(default=None, repr=False, compare=False)
+    #: code objects equal to ours but for flags, known to be ours
+    aliases: list[types.CodeType] = field(default_factory=list, repr=False, compare=False)
+    flagged_resume_code: types.CodeType | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lines: dict[int, list[int]] = {}
@@ -68,8 +79,33 @@ class FunctionInfo:
     def register(self) -> None:
         if self.fresh_code is not None:
             _BY_CODE[id(self.fresh_code)] = self
+            place = (self.fresh_code.co_filename, self.fresh_code.co_firstlineno)
+            known = _BY_PLACE.setdefault(place, [])
+            if self not in known:
+                known.append(self)
         _BY_CODE[id(self.resume_code)] = self
         _BY_NAME[(self.module, self.qualname)] = self
+
+    def alias(self, code: types.CodeType) -> None:
+        self.aliases.append(code)
+        _BY_CODE[id(code)] = self
+
+    def resume_code_for_restore(self) -> types.CodeType:
+        """The resume code, with the flags the live function's code carries.
+
+        ``@types.coroutine`` above ``@checkpointable`` replaces the function's code by
+        a copy flagged as an iterable coroutine; a restored generator must be
+        awaitable in the same way.
+        """
+        live = self.live_function.__code__ if self.live_function is not None else None
+        if live is None or not live.co_flags & CO_ITERABLE_COROUTINE:
+            return self.resume_code
+        if self.flagged_resume_code is None:
+            self.flagged_resume_code = self.resume_code.replace(
+                co_flags=self.resume_code.co_flags | CO_ITERABLE_COROUTINE
+            )
+            self.alias(self.flagged_resume_code)
+        return self.flagged_resume_code
 
     def importable(self) -> bool:
         """Can a fresh process find this function by import path?"""
@@ -97,12 +133,26 @@ def forget_module(module: str) -> None:
         del _BY_NAME[name]
     for code_id in [k for k, info in _BY_CODE.items() if info.module == module]:
         del _BY_CODE[code_id]
+    for place, infos in list(_BY_PLACE.items()):
+        infos[:] = [info for info in infos if info.module != module]
+        if not infos:
+            del _BY_PLACE[place]
 
 
 def info_for_code(code: types.CodeType) -> FunctionInfo | None:
     info = _BY_CODE.get(id(code))
-    if info is not None and (code is info.resume_code or code is info.fresh_code):
+    if info is not None and (
+        code is info.resume_code
+        or code is info.fresh_code
+        or any(code is alias for alias in info.aliases)
+    ):
         return info
+    if code.co_flags & CO_ITERABLE_COROUTINE:
+        plain = code.replace(co_flags=code.co_flags & ~CO_ITERABLE_COROUTINE)
+        for candidate in _BY_PLACE.get((code.co_filename, code.co_firstlineno), ()):
+            if plain == candidate.fresh_code:
+                candidate.alias(code)
+                return candidate
     return None
 
 

@@ -13,12 +13,15 @@ Set ``CONTSNAP_ROUNDTRIP`` before the process starts (or use the pytest plugin's
 The old copy is detached, so no ``finally`` block runs twice. With
 ``CONTSNAP_ROUNDTRIP_REPORT=FILE`` a JSON summary is written at exit.
 
-A decorated generator function then returns a driver: a checkpointable
-generator that forwards ``send``/``throw``/``close`` and moves the real
-generator at every suspension. Coroutines and async generators are not
-driven yet (see :func:`wrap`). Generators created by transformed
-code are driven by the generator that holds them, so a ``yield from`` chain
-is moved as a whole.
+A decorated function called from plain code then returns a driver: a
+checkpointable generator, coroutine or async generator that forwards the
+protocol (``send``/``throw``/``close``, ``asend``/``athrow``/``aclose``) and
+moves the real object at its suspensions (see :func:`drive_generator` and
+:func:`drive_async_generator`). Objects created by transformed code are
+driven by the frame that holds them, so a ``yield from`` or ``await`` chain
+is moved as a whole. A coroutine waiting on something that is not a safe
+point (an asyncio future, an unmarked awaitable) cannot be moved there; such
+suspensions are counted as skipped in the report.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ import collections
 import functools
 import json
 import os
+import re
 import sys
 import types
 from typing import Any
 
 from ._decorator import checkpointable
 from ._errors import CheckpointError
+from ._runtime import ANext
 from ._snapshot import (
     SUSPENDABLE,
     _load_context,
@@ -67,7 +72,7 @@ def _move(obj: Any) -> Any:
     kind = type(obj).__name__
     obstacle = detach_obstacle(obj)
     if obstacle is not None:
-        SKIPPED[obstacle] += 1
+        SKIPPED[re.sub(r" at 0x[0-9a-f]+", "", obstacle)] += 1
         return obj
     try:
         if MODE == "pickle":
@@ -104,15 +109,27 @@ def _rebuild(obj: Any, memo: dict[int, Any], rebuilt: list[Any]) -> Any:
     memo[id(obj)] = new
     values = dict(state.values)
     delegate = state.delegate
-    if type(delegate) in SUSPENDABLE and info_of(delegate) is not None and _suspended(delegate):
-        # only the delegation chain moves: another generator the frame holds may be
-        # shared (self.job = ...), and the test may still use it
-        spec = state.info.labels[state.label]
-        assert spec.delegate is not None
+    # only the delegation chain moves: another generator the frame holds may be
+    # shared (self.job = ...), and the test may still use it
+    spec = state.info.labels.get(state.label)
+    if _movable(delegate):
+        assert spec is not None and spec.delegate is not None
         values[spec.delegate] = _rebuild(delegate, memo, rebuilt)
+    elif isinstance(delegate, ANext) and _movable(delegate.iterator):
+        # an ``async for`` step in progress: its async generator moves with the chain
+        assert spec is not None and spec.delegate is not None
+        values[spec.delegate] = ANext(_rebuild(delegate.iterator, memo, rebuilt))
+    for name, value in values.items():  # other names for what moved see the new copy
+        moved = memo.get(id(value))
+        if moved is not None:
+            values[name] = moved
     set_generator_state(new, values)
     rebuilt.append(obj)
     return new
+
+
+def _movable(obj: Any) -> bool:
+    return type(obj) in SUSPENDABLE and info_of(obj) is not None and _suspended(obj)
 
 
 def _suspended(obj: Any) -> bool:
@@ -127,15 +144,22 @@ def _suspended(obj: Any) -> bool:
 def drive_generator(gen: Any) -> Any:
     """Forward the generator protocol to ``gen``, moving it at every suspension.
 
+    A generator is moved as soon as it suspends (its restored copy is primed).
+    A coroutine is moved when it is sent ``None``, which is how an event loop
+    resumes it: its restored copy is unstarted, and its first ``send(None)``
+    resumes the saved ``await``. A throw or another value goes to it unmoved.
+
     What the caller throws is passed on outside the ``except`` clause that
     caught it, so exception contexts come out as with ``yield from``.
     """
+    coroutine = type(gen) is types.CoroutineType
     try:
         value = gen.send(None)
     except StopIteration as done:
         return done.value
     while True:
-        gen = _move(gen)
+        if not coroutine:
+            gen = _move(gen)
         thrown = None
         try:
             sent = yield value
@@ -147,6 +171,8 @@ def drive_generator(gen: Any) -> Any:
                 if returned is not None:  # 3.13: close() returns what the generator returned
                     return returned
                 raise thrown
+            if coroutine and thrown is None and sent is None:
+                gen = _move(gen)
             value = gen.send(sent) if thrown is None else gen.throw(thrown)
         except StopIteration as done:
             return done.value
@@ -177,28 +203,117 @@ async def drive_coroutine(coro: Any) -> Any:
     return await _Driven(drive_generator(coro))
 
 
+@checkpointable
+async def drive_async_generator(agen: Any) -> Any:
+    """Forward the async generator protocol to ``agen``, moving it at every yield.
+
+    Only its yields move it: between two awaits inside one step its caller is
+    the ``asend()`` awaitable, which no snapshot holds.
+    """
+    try:
+        value = await agen.asend(None)
+    except StopAsyncIteration:
+        return
+    while True:
+        agen = _move(agen)
+        thrown = None
+        try:
+            sent = yield value
+        except BaseException as exc:
+            thrown = exc
+        try:
+            if isinstance(thrown, GeneratorExit):
+                await agen.aclose()
+                raise thrown
+            if thrown is None:
+                value = await agen.asend(sent)
+            else:
+                value = await agen.athrow(thrown)
+        except StopAsyncIteration:
+            return
+        finally:
+            thrown = None
+
+
+_DRIVERS = {0x20: drive_generator, 0x80: drive_coroutine, 0x200: drive_async_generator}
+
+
+def _driver_for(function: types.FunctionType) -> Any:
+    for flag, driver in _DRIVERS.items():
+        if function.__code__.co_flags & flag:
+            return driver
+    raise TypeError(f"{function.__qualname__} is not a generator, coroutine or async generator")
+
+
 def wrap(function: types.FunctionType) -> Any:
     """The round-trip form of a decorated function (see the module docstring)."""
-    flags = function.__code__.co_flags
+    return Driven(function)
 
-    @functools.wraps(function)
-    def start(*args: Any, **kwargs: Any) -> Any:
-        made = function(*args, **kwargs)
-        caller = sys._getframe(1).f_code
-        if info_of_code(caller) is not None:
+
+class Driven:
+    """A checkpointable function whose calls from plain code come back driven.
+
+    It looks like the function to introspection: ``__code__`` is the
+    function's own, so ``inspect.iscoroutinefunction`` and friends (and
+    ``unittest``'s async test cases) see what it is; it binds as a method.
+    A call made by transformed code is not driven: the caller's own driver
+    moves the whole chain.
+    """
+
+    __name__: str
+    __qualname__: str
+
+    def __init__(self, function: types.FunctionType) -> None:
+        self.__wrapped__ = function
+        self._driver = _driver_for(function)
+        functools.update_wrapper(self, function)
+        self.__contsnap__ = function.__contsnap__  # type: ignore[attr-defined]
+
+    @property
+    def __code__(self) -> types.CodeType:
+        return self.__wrapped__.__code__
+
+    @property
+    def __defaults__(self) -> tuple[Any, ...] | None:
+        return self.__wrapped__.__defaults__
+
+    @property
+    def __kwdefaults__(self) -> dict[str, Any] | None:
+        return self.__wrapped__.__kwdefaults__
+
+    @property
+    def __globals__(self) -> dict[str, Any]:
+        return self.__wrapped__.__globals__
+
+    @property
+    def __closure__(self) -> tuple[types.CellType, ...] | None:
+        return self.__wrapped__.__closure__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        made = self.__wrapped__(*args, **kwargs)
+        if info_of_code(sys._getframe(1).f_code) is not None:
             return made  # driven by the transformed frame that holds it
-        if flags & (0x80 | 0x200):
-            # Coroutines and async generators are not driven yet: a driver would have
-            # to re-await foreign futures and unmarked awaitables it cannot capture.
-            # (tests/test_async.py and contsnap.testing move them at every safe point.)
-            return made
-        driver: Any = drive_generator(made)
-        driver.__name__ = start.__name__  # names stay the user's (even if reassigned)
-        driver.__qualname__ = start.__qualname__
+        driver = self._driver(made)
+        driver.__name__ = self.__name__  # names stay the user's (even if reassigned)
+        driver.__qualname__ = self.__qualname__
         return driver
 
-    start.__contsnap__ = function.__contsnap__  # type: ignore[attr-defined]
-    return start
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else types.MethodType(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<function {self.__qualname__} at {id(self):#x}>"
+
+    def __reduce__(self) -> Any:
+        # like a function: by import path where it is found there, else by value
+        if "<locals>" not in self.__qualname__:
+            module = sys.modules.get(self.__module__)
+            found: Any = module
+            for part in self.__qualname__.split("."):
+                found = getattr(found, part, None)
+            if found is self:
+                return self.__qualname__
+        return (wrap, (self.__wrapped__,))
 
 
 def info_of_code(code: types.CodeType) -> Any:

@@ -226,13 +226,18 @@ def resume_awaitable(awaitable: Any) -> Any:
     """What a resumed ``await`` re-enters.
 
     A restored coroutine (not started yet) is awaited as it is: its own
-    dispatch takes it to where it was. A safe point (an object with
+    dispatch takes it to where it was; so is a restored generator-based
+    coroutine (``@types.coroutine``), which is primed at its yield. A safe point (an object with
     ``__contsnap_resume__``) says what to await after a restore: nothing for
     ``checkpoint()``, the rest of the time for ``sleep()``, a new ``get()``
     for a queue.
     """
     if awaitable in UNSTARTED:
         UNSTARTED.discard(awaitable)
+        return awaitable
+    if type(awaitable) is types.GeneratorType and awaitable.gi_code.co_flags & 0x100:
+        # a restored ``@types.coroutine`` generator, primed at its yield: awaiting
+        # it sends the event loop's None in, as the original await would have
         return awaitable
     resume = getattr(type(awaitable), "__contsnap_resume__", None)
     if resume is not None:

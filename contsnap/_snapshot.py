@@ -246,8 +246,9 @@ def new_generator(
     if len(cells) != len(info.cell_names):
         raise SnapshotCorruptError(f"snapshot of {info.qualname} has the wrong number of cells")
     by_name = dict(zip(info.cell_names, cells))
-    closure = tuple(by_name[n] for n in info.resume_code.co_freevars)
-    fn = types.FunctionType(info.resume_code, info.globals, info.name, None, closure or None)
+    code = info.resume_code_for_restore()
+    closure = tuple(by_name[n] for n in code.co_freevars)
+    fn = types.FunctionType(code, info.globals, info.name, None, closure or None)
     fn.__qualname__ = info.qualname
     fn.__module__ = info.module
     info.globals.setdefault("__contsnap_rt__", _runtime)

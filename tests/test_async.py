@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,28 @@ def test_async_comprehensions_are_captured_at_every_await() -> None:
     expected = drive(comprehensions.__wrapped__([1, 2, 3]), roundtrip=False)
     assert expected[-1] == "outer"  # the comprehension's variable did not leak
     assert drive(comprehensions([1, 2, 3]), roundtrip=True) == expected
+
+
+@types.coroutine
+@contsnap.checkpointable
+def bare_yield_then(value):
+    sent = yield "waiting"
+    return value, sent
+
+
+@contsnap.checkpointable
+async def awaits_a_generator_coroutine():
+    first = await bare_yield_then(1)
+    return first, await bare_yield_then(2)
+
+
+def test_a_types_coroutine_generator_is_still_known_and_restored_awaitable() -> None:
+    # types.coroutine replaces the function's code by a copy with another flag
+    coro = awaits_a_generator_coroutine()
+    assert coro.send(None) == "waiting"
+    restored = contsnap.loads(contsnap.dumps(coro))
+    contsnap.detach(coro)
+    assert restored.send(None) == "waiting"  # the first await finished with None
+    with pytest.raises(StopIteration) as done:
+        restored.send("x")
+    assert done.value.value == ((1, None), (2, "x"))

@@ -38,6 +38,80 @@ PACKAGE = {
                 for i in range(3):
                     yield i
     """,
+    "pkgrt/coros.py": """
+        import asyncio
+        import contsnap
+
+        LOG = []
+
+        async def inner(n):
+            total = 0
+            for i in range(n):
+                await contsnap.checkpoint()
+                await asyncio.sleep(0)  # not a safe point: skipped, not moved
+                total += i
+            return total
+
+        async def outer():
+            try:
+                return await inner(4) + await inner(3)
+            finally:
+                LOG.append("finally")
+
+        async def numbers(n):
+            try:
+                for i in range(n):
+                    await contsnap.checkpoint()
+                    received = yield i
+                    if received is not None:
+                        LOG.append(received)
+            finally:
+                LOG.append("agen finally")
+
+        async def collect(n):
+            return [x async for x in numbers(n)]
+    """,
+    "test_pkgrt_async.py": """
+        import asyncio
+        import inspect
+        import unittest
+
+        from pkgrt import coros
+
+        class Coroutines(unittest.IsolatedAsyncioTestCase):
+            async def test_await_chain(self):
+                coros.LOG.clear()
+                self.assertTrue(inspect.iscoroutinefunction(coros.outer))
+                self.assertEqual(await coros.outer(), 9)
+                self.assertEqual(coros.LOG, ["finally"])
+
+            async def test_async_for_in_marked_and_plain_code(self):
+                coros.LOG.clear()
+                self.assertEqual(await coros.collect(4), [0, 1, 2, 3])
+                self.assertEqual([x async for x in coros.numbers(3)], [0, 1, 2])
+                self.assertEqual(coros.LOG, ["agen finally"] * 2)
+
+            async def test_asend_athrow_aclose(self):
+                coros.LOG.clear()
+                agen = coros.numbers(5)
+                self.assertTrue(inspect.isasyncgenfunction(coros.numbers))
+                self.assertEqual(await agen.asend(None), 0)
+                self.assertEqual(await agen.asend("hello"), 1)
+                with self.assertRaises(KeyError):
+                    await agen.athrow(KeyError("boom"))
+                await agen.aclose()
+                self.assertEqual(coros.LOG, ["hello", "agen finally"])
+
+            async def test_cancel_reaches_the_handlers(self):
+                coros.LOG.clear()
+                task = asyncio.ensure_future(coros.outer())
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                task.cancel()
+                with self.assertRaises(asyncio.CancelledError):
+                    await task
+                self.assertEqual(coros.LOG, ["finally"])
+    """,
     "test_pkgrt.py": """
         from pkgrt import gens
 
@@ -66,12 +140,14 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _pytest(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
+def _pytest(
+    project: Path, *args: str, env: dict[str, str] | None = None, tests: str = "test_pkgrt.py"
+) -> str:
     environment = dict(os.environ, PYTHONPATH=str(project), **(env or {}))
     environment.pop("CONTSNAP_ROUNDTRIP", None)
     environment.update(env or {})
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "test_pkgrt.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, tests],
         cwd=project,
         capture_output=True,
         text=True,
@@ -105,3 +181,24 @@ def test_environment_variable_and_json_report(project: Path, tmp_path: Path) -> 
 def test_a_run_without_round_trips_says_so(project: Path) -> None:
     output = _pytest(project, "--contsnap-roundtrip")  # no hook: nothing is marked
     assert "NO ROUND TRIP WAS PERFORMED" in output
+
+
+@pytest.mark.parametrize("mode", ["1", "pickle"])
+def test_coroutines_and_async_generators_are_moved_too(
+    project: Path, tmp_path: Path, mode: str
+) -> None:
+    report = tmp_path / "report.json"
+    output = _pytest(
+        project,
+        "--contsnap-hook=pkgrt",
+        env={"CONTSNAP_ROUNDTRIP": mode, "CONTSNAP_ROUNDTRIP_REPORT": str(report)},
+        tests="test_pkgrt_async.py",
+    )
+    assert "4 passed" in output
+    summary = json.loads(report.read_text())
+    assert summary["failures"] == {}
+    # 7 checkpoints in outer(), more in the cancelled run; an async generator at each yield
+    assert summary["round_trips"]["coroutine"] >= 7
+    assert summary["round_trips"]["async_generator"] >= 4
+    skipped = summary["skipped_suspensions"]
+    assert any("coroutine object sleep" in reason for reason in skipped), skipped
