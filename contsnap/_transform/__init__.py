@@ -16,7 +16,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from ._fingerprint import TRANSFORM_VERSION, fingerprint
 from ._lines import Line, Rendered, block, render
-from ._scope import contains, names_used, suspends, unstable_names
+from ._scope import contains, forget, names_used, suspends, unstable_names
 from ._statements import RT, BodyProcessor, LabelInfo, UnsupportedSyntax
 
 __all__ = [
@@ -82,6 +82,13 @@ def _params(params: cst.Parameters) -> tuple[str, str | None]:
 
 def transform_function(source: str, *, first_line: int) -> TransformResult:
     """Transform the generator function whose source (decorators included) starts at first_line."""
+    try:
+        return _transform(source, first_line)
+    finally:
+        forget()  # the scope answers remembered for this function's nodes
+
+
+def _transform(source: str, first_line: int) -> TransformResult:
     offset = first_line - 1
     if source[:1].isspace():
         source = "if 1:\n" + source
