@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 import types
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
@@ -24,11 +26,26 @@ from ._transform import LabelInfo
 # function would otherwise share one entry (and one module's globals).
 _BY_CODE: dict[int, FunctionInfo] = {}
 _BY_NAME: dict[tuple[str, str], FunctionInfo] = {}
+_LOADING = threading.RLock()
+
+
+@dataclass(frozen=True)
+class Details:
+    """The parts of a FunctionInfo that only a snapshot or a restore needs."""
+
+    labels: dict[int, LabelInfo]
+    resume_code: types.CodeType
+    source: str = ""
 
 
 @dataclass(eq=False)
 class FunctionInfo:
-    """A transformed generator function: its two code objects and its resume labels."""
+    """A transformed generator function: its two code objects and its resume labels.
+
+    ``details`` (labels, resume variant, generated source) may be a function that
+    produces them: the import hook's cache loads them on first use, since a plain
+    call of the function needs none of them.
+    """
 
     module: str
     qualname: str
@@ -36,22 +53,50 @@ class FunctionInfo:
     filename: str
     def_line: int
     fingerprint: str
-    labels: dict[int, LabelInfo]
     user_names: tuple[str, ...]
     cell_names: tuple[str, ...]
     cellvars: tuple[str, ...]
     first_param: str | None
     fresh_code: types.CodeType | None
-    resume_code: types.CodeType
     globals: dict[str, Any]
-    source: str = ""
+    details: Details | Callable[[], Details]
+    _registered: bool = field(default=False, init=False, repr=False)
+    _label_of_line: dict[int, int] | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        lines: dict[int, list[int]] = {}
-        for label, spec in self.labels.items():
-            lines.setdefault(spec.line, []).append(label)
-        #: lines holding exactly one yield: the paused line is the label
-        self.label_of_line = {line: found[0] for line, found in lines.items() if len(found) == 1}
+    def _details(self) -> Details:
+        details = self.details
+        if not isinstance(details, Details):
+            with _LOADING:
+                details = self.details
+                if not isinstance(details, Details):
+                    details = self.details = details()
+                    if self._registered:
+                        _BY_CODE[id(details.resume_code)] = self
+        return details
+
+    @property
+    def labels(self) -> dict[int, LabelInfo]:
+        return self._details().labels
+
+    @property
+    def resume_code(self) -> types.CodeType:
+        return self._details().resume_code
+
+    @property
+    def source(self) -> str:
+        return self._details().source
+
+    @property
+    def label_of_line(self) -> dict[int, int]:
+        """Lines holding exactly one yield: the paused line is the label."""
+        if self._label_of_line is None:
+            lines: dict[int, list[int]] = {}
+            for label, spec in self.labels.items():
+                lines.setdefault(spec.line, []).append(label)
+            self._label_of_line = {
+                line: found[0] for line, found in lines.items() if len(found) == 1
+            }
+        return self._label_of_line
 
     def line_of(self, label: int) -> int:
         info = self.labels.get(label)
@@ -68,7 +113,9 @@ class FunctionInfo:
     def register(self) -> None:
         if self.fresh_code is not None:
             _BY_CODE[id(self.fresh_code)] = self
-        _BY_CODE[id(self.resume_code)] = self
+        self._registered = True
+        if isinstance(self.details, Details):  # else registered when loaded
+            _BY_CODE[id(self.details.resume_code)] = self
         _BY_NAME[(self.module, self.qualname)] = self
 
     def importable(self) -> bool:
@@ -101,7 +148,10 @@ def forget_module(module: str) -> None:
 
 def info_for_code(code: types.CodeType) -> FunctionInfo | None:
     info = _BY_CODE.get(id(code))
-    if info is not None and (code is info.resume_code or code is info.fresh_code):
+    if info is not None and (
+        code is info.fresh_code
+        or (isinstance(info.details, Details) and code is info.details.resume_code)
+    ):
         return info
     return None
 
@@ -192,17 +242,19 @@ def _info_by_value(data: bytes) -> FunctionInfo:
         filename=filename,
         def_line=def_line,
         fingerprint=fingerprint,
-        labels={
-            int(k): LabelInfo(line, frozenset(helpers), delegate, refuse)
-            for k, (line, helpers, delegate, refuse) in labels.items()
-        },
         user_names=tuple(user_names),
         cell_names=tuple(cell_names),
         cellvars=tuple(cellvars),
         first_param=first_param,
         fresh_code=None,
-        resume_code=carrier.__code__,
         globals=carrier.__globals__,
+        details=Details(
+            labels={
+                int(k): LabelInfo(line, frozenset(helpers), delegate, refuse)
+                for k, (line, helpers, delegate, refuse) in labels.items()
+            },
+            resume_code=carrier.__code__,
+        ),
     )
     _BY_CODE[id(info.resume_code)] = info
     return info
