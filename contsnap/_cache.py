@@ -2,10 +2,14 @@
 
 A cache file holds what is expensive to rebuild for one source file: the
 module's code (with the hook's marks compiled in) and, per transformed
-function, the fields of its :class:`~contsnap._info.FunctionInfo` (two code
-objects, labels, names, generated source) or the reason the transform refused
-it. Everything is plain data for :mod:`marshal`, guarded by an Adler-32 checksum, so
-a damaged file is noticed before any code object in it is built.
+function, the fields of its :class:`~contsnap._info.FunctionInfo` or the reason
+the transform refused it. It has two sections, each plain data for
+:mod:`marshal` behind its own Adler-32 checksum, so a damaged file is noticed
+before any code object in it is built. An import reads the first: the key, the
+module's code and what a call of each function needs (its fresh code). The
+second (resume variants, labels, generated source) is kept as bytes and
+unmarshalled when a snapshot or a restore first asks for it: most imports never
+do. Both are read in one go from one file, so they always belong together.
 
 The format is private. A file is used only when its key matches exactly: the
 format number, contsnap's version, a stamp of contsnap's own source files (so
@@ -29,17 +33,18 @@ import sys
 import tempfile
 import types
 import zlib
+from collections.abc import Callable
 from typing import Any
 
-from ._info import FunctionInfo
+from ._info import Details, FunctionInfo
 from ._transform import LabelInfo
 from ._version import __version__
 
-FORMAT = 1
+FORMAT = 2
 _MAGIC = b"contsnap-cache\n"
 _DIGEST_SIZE = 4
-#: FunctionInfo fields taken from the live function, not from the cache.
-_LIVE_FIELDS = frozenset({"module", "qualname", "name", "filename", "globals"})
+#: FunctionInfo fields taken from the live function or loaded later, not from the first section.
+_LIVE_FIELDS = frozenset({"module", "qualname", "name", "filename", "globals", "details"})
 
 #: A function's key inside its module's file: qualname, first line, code name.
 FunctionKey = tuple[str, int, str]
@@ -121,6 +126,29 @@ class Entry:
     functions: dict[FunctionKey, tuple[str, Any]] = dataclasses.field(default_factory=dict)
     #: warnings the hook issues each time the module is loaded
     notes: tuple[str, ...] = ()
+    #: per function: its encoded Details (labels, resume code, source), once decoded
+    details: dict[FunctionKey, Any] = dataclasses.field(default_factory=dict)
+    #: the file's second section, not decoded yet (checksum + marshal data)
+    pending: bytes = b""
+
+    def details_of(self, key: FunctionKey) -> Any:
+        """The encoded Details stored for ``key`` (None: not stored, or damaged)."""
+        if key not in self.details and self.pending:
+            self._decode()
+        return self.details.get(key)
+
+    def _decode(self) -> None:
+        pending, self.pending = self.pending, b""
+        body = pending[_DIGEST_SIZE:]
+        if _checksum(body) != pending[:_DIGEST_SIZE]:
+            return
+        try:
+            stored = marshal.loads(body)
+        except Exception:
+            return
+        if isinstance(stored, dict):
+            for key, value in stored.items():
+                self.details.setdefault(key, value)
 
 
 def read(path: str | None, key: tuple[Any, ...]) -> Entry | None:
@@ -132,11 +160,12 @@ def read(path: str | None, key: tuple[Any, ...]) -> Entry | None:
             blob = f.read()
     except OSError:
         return None
-    head = len(_MAGIC) + _DIGEST_SIZE
+    head = len(_MAGIC) + _DIGEST_SIZE + 4
     if len(blob) < head or not blob.startswith(_MAGIC):
         return None
-    body = blob[head:]
-    if _checksum(body) != blob[len(_MAGIC) : head]:
+    size = int.from_bytes(blob[head - 4 : head], "little")
+    body = blob[head : head + size]
+    if len(body) != size or _checksum(body) != blob[len(_MAGIC) : len(_MAGIC) + _DIGEST_SIZE]:
         return None
     try:
         stored_key, module_code, functions, notes = marshal.loads(body)
@@ -150,7 +179,7 @@ def read(path: str | None, key: tuple[Any, ...]) -> Entry | None:
         and isinstance(notes, tuple)
     ):
         return None
-    return Entry(module_code, functions, notes)
+    return Entry(module_code, functions, notes, pending=blob[head + size :])
 
 
 def write(path: str | None, key: tuple[Any, ...], entry: Entry, mode_of: str) -> bool:
@@ -160,11 +189,15 @@ def write(path: str | None, key: tuple[Any, ...], entry: Entry, mode_of: str) ->
     """
     if path is None or sys.dont_write_bytecode:
         return False
+    if entry.pending:
+        entry._decode()
     try:
         body = marshal.dumps((key, entry.module_code, entry.functions, entry.notes))
+        later = marshal.dumps(entry.details)
     except ValueError:  # an unmarshallable value slipped in: better no cache than a bad one
         return False
-    blob = _MAGIC + _checksum(body) + body
+    blob = _MAGIC + _checksum(body) + len(body).to_bytes(4, "little") + body
+    blob += _checksum(later) + later
     folder = os.path.dirname(path)
     tmp = None
     try:
@@ -198,28 +231,43 @@ def _field_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
 INFO_FIELDS, LABEL_FIELDS = _field_names()
 
 
-def encode_info(info: FunctionInfo) -> tuple[str, Any]:
-    """A FunctionInfo as cache data (raises Uncacheable for values marshal cannot hold)."""
-    values: list[Any] = []
-    for name in INFO_FIELDS:
-        value = getattr(info, name)
-        if name == "labels":
-            value = {k: tuple(getattr(v, f) for f in LABEL_FIELDS) for k, v in value.items()}
-        values.append(value)
-    encoded = tuple(values)
+def encode_info(info: FunctionInfo) -> tuple[tuple[str, Any], Any]:
+    """A FunctionInfo as cache data: the first section's part and the second's.
+
+    Raises Uncacheable for values marshal cannot hold.
+    """
+    encoded = tuple(getattr(info, name) for name in INFO_FIELDS)
+    labels = {k: tuple(getattr(v, f) for f in LABEL_FIELDS) for k, v in info.labels.items()}
+    details = (labels, info.resume_code, info.source)
     try:
-        marshal.dumps(encoded)
+        marshal.dumps((encoded, details))
     except ValueError as exc:
         raise Uncacheable(str(exc)) from None
-    return ("ok", encoded)
+    return ("ok", encoded), details
 
 
 def encode_refusal(message: str) -> tuple[str, Any]:
     return ("refused", message)
 
 
-def decode_info(stored: tuple[str, Any], fn: types.FunctionType) -> FunctionInfo | str | None:
-    """The cached FunctionInfo for ``fn``, the refusal message, or None if unusable."""
+def decode_details(stored: Any) -> Details | None:
+    """The Details stored by encode_info (None if unusable)."""
+    try:
+        labels, resume_code, source = stored
+        if not (isinstance(resume_code, types.CodeType) and isinstance(source, str)):
+            return None
+        return Details({k: LabelInfo(*v) for k, v in labels.items()}, resume_code, source)
+    except Exception:  # damaged in a way the checksum missed: rebuild instead
+        return None
+
+
+def decode_info(
+    stored: tuple[str, Any], fn: types.FunctionType, details: Callable[[], Details]
+) -> FunctionInfo | str | None:
+    """The cached FunctionInfo for ``fn``, the refusal message, or None if unusable.
+
+    ``details`` loads the rest on first use.
+    """
     try:
         kind, data = stored
         if kind == "refused" and isinstance(data, str):
@@ -227,7 +275,6 @@ def decode_info(stored: tuple[str, Any], fn: types.FunctionType) -> FunctionInfo
         if kind != "ok" or len(data) != len(INFO_FIELDS):
             return None
         fields = dict(zip(INFO_FIELDS, data))
-        fields["labels"] = {k: LabelInfo(*v) for k, v in fields["labels"].items()}
         code = fn.__code__
         return FunctionInfo(
             module=fn.__module__ or "",
@@ -235,6 +282,7 @@ def decode_info(stored: tuple[str, Any], fn: types.FunctionType) -> FunctionInfo
             name=fn.__name__,
             filename=code.co_filename,
             globals=fn.__globals__,
+            details=details,
             **fields,
         )
     except Exception:  # damaged in a way the checksum missed: rebuild instead

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from . import _hook, _runtime
 from ._compile import compile_function
 from ._errors import NotCheckpointableError
-from ._info import FunctionInfo
+from ._info import Details, FunctionInfo
 from ._transform import RT, UnsupportedSyntax, transform_function
 
 F = TypeVar("F")
@@ -102,15 +102,13 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
         filename=code.co_filename,
         def_line=result.def_line,
         fingerprint=compiled.fingerprint,
-        labels=compiled.labels,
         user_names=compiled.user_names,
         cell_names=compiled.cell_names,
         cellvars=compiled.cellvars,
         first_param=compiled.first_param,
         fresh_code=compiled.fresh_code,
-        resume_code=compiled.resume_code,
         globals=fn.__globals__,
-        source=compiled.source,
+        details=Details(compiled.labels, compiled.resume_code, compiled.source),
     )
 
 

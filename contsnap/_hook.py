@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from . import _cache, _decorator
 from ._errors import NotCheckpointableError
-from ._info import FunctionInfo
+from ._info import Details, FunctionInfo
 
 #: The name mark_all's decorator has in a hooked module (never mangled: it ends in ``__``).
 MARK_NAME = "__contsnap_mark__"
@@ -311,7 +311,9 @@ class HookedModule:
         key = (fn.__qualname__, code.co_firstlineno, code.co_name)
         stored = self.entry.functions.get(key)
         if stored is not None:
-            found = _cache.decode_info(stored, fn)
+            found = _cache.decode_info(
+                stored, fn, lambda: self._details(key, fn, transform, source_of)
+            )
             if isinstance(found, str):
                 raise NotCheckpointableError(found)
             if found is not None:
@@ -326,14 +328,36 @@ class HookedModule:
                 self._store(key, _cache.encode_refusal(str(exc)))
                 raise
         try:
-            self._store(key, _cache.encode_info(info))
+            self._store(key, *_cache.encode_info(info))
         except _cache.Uncacheable:
             pass
         return info
 
-    def _store(self, key: _cache.FunctionKey, value: tuple[str, Any]) -> None:
+    def _details(
+        self,
+        key: _cache.FunctionKey,
+        fn: types.FunctionType,
+        transform: Callable[[types.FunctionType, str, int], FunctionInfo],
+        source_of: Callable[[types.FunctionType], tuple[str, int]],
+    ) -> Details:
+        """The cached function's labels and resume variant, read on first use."""
+        found = _cache.decode_details(self.entry.details_of(key))
+        if found is not None:
+            return found
+        with _building():  # that part of the file is damaged: transform once more
+            located = self.function_source(fn.__code__)
+            info = transform(fn, *(located or source_of(fn)))
+        try:
+            self._store(key, *_cache.encode_info(info))  # and write the file whole again
+        except _cache.Uncacheable:
+            pass
+        return Details(info.labels, info.resume_code, info.source)
+
+    def _store(self, key: _cache.FunctionKey, value: tuple[str, Any], details: Any = None) -> None:
         with self._lock:
             self.entry.functions[key] = value
+            if details is not None:
+                self.entry.details[key] = details
             self._dirty = True
         if not self.deferred:
             self.flush()
@@ -347,7 +371,11 @@ class HookedModule:
             on_disk = _cache.read(self.cache_path, self.key)
             if on_disk is not None:
                 for key, value in on_disk.functions.items():
-                    self.entry.functions.setdefault(key, value)
+                    if key not in self.entry.functions:
+                        self.entry.functions[key] = value
+                        details = on_disk.details_of(key)
+                        if details is not None:
+                            self.entry.details[key] = details
             _cache.write(self.cache_path, self.key, self.entry, self.filename)
 
 

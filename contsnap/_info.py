@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +32,26 @@ _BY_PLACE: dict[tuple[str, int], list[FunctionInfo]] = {}
 
 #: the flag ``types.coroutine`` sets on a generator function's code
 CO_ITERABLE_COROUTINE = 0x100
+_LOADING = threading.RLock()
+
+
+@dataclass(frozen=True)
+class Details:
+    """The parts of a FunctionInfo that only a snapshot or a restore needs."""
+
+    labels: dict[int, LabelInfo]
+    resume_code: types.CodeType
+    source: str = ""
 
 
 @dataclass(eq=False)
 class FunctionInfo:
-    """A transformed generator function: its two code objects and its resume labels."""
+    """A transformed generator function: its two code objects and its resume labels.
+
+    ``details`` (labels, resume variant, generated source) may be a function that
+    produces them: the import hook's cache loads them on first use, since a plain
+    call of the function needs none of them.
+    """
 
     module: str
     qualname: str
@@ -42,27 +59,55 @@ class FunctionInfo:
     filename: str
     def_line: int
     fingerprint: str
-    labels: dict[int, LabelInfo]
     user_names: tuple[str, ...]
     cell_names: tuple[str, ...]
     cellvars: tuple[str, ...]
     first_param: str | None
     fresh_code: types.CodeType | None
-    resume_code: types.CodeType
     globals: dict[str, Any]
-    source: str = ""
+    details: Details | Callable[[], Details]
+    _registered: bool = field(default=False, init=False, repr=False)
+    _label_of_line: dict[int, int] | None = field(default=None, init=False, repr=False)
     #: the latest function made from ``fresh_code`` (a decorator may change its code)
     live_function: Any = field(default=None, repr=False, compare=False)
     #: code objects equal to ours but for flags, known to be ours
     aliases: list[types.CodeType] = field(default_factory=list, repr=False, compare=False)
     flagged_resume_code: types.CodeType | None = field(default=None, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        lines: dict[int, list[int]] = {}
-        for label, spec in self.labels.items():
-            lines.setdefault(spec.line, []).append(label)
-        #: lines holding exactly one yield: the paused line is the label
-        self.label_of_line = {line: found[0] for line, found in lines.items() if len(found) == 1}
+    def _details(self) -> Details:
+        details = self.details
+        if not isinstance(details, Details):
+            with _LOADING:
+                details = self.details
+                if not isinstance(details, Details):
+                    details = self.details = details()
+                    if self._registered:
+                        _BY_CODE[id(details.resume_code)] = self
+        return details
+
+    @property
+    def labels(self) -> dict[int, LabelInfo]:
+        return self._details().labels
+
+    @property
+    def resume_code(self) -> types.CodeType:
+        return self._details().resume_code
+
+    @property
+    def source(self) -> str:
+        return self._details().source
+
+    @property
+    def label_of_line(self) -> dict[int, int]:
+        """Lines holding exactly one yield: the paused line is the label."""
+        if self._label_of_line is None:
+            lines: dict[int, list[int]] = {}
+            for label, spec in self.labels.items():
+                lines.setdefault(spec.line, []).append(label)
+            self._label_of_line = {
+                line: found[0] for line, found in lines.items() if len(found) == 1
+            }
+        return self._label_of_line
 
     def line_of(self, label: int) -> int:
         info = self.labels.get(label)
@@ -83,7 +128,9 @@ class FunctionInfo:
             known = _BY_PLACE.setdefault(place, [])
             if self not in known:
                 known.append(self)
-        _BY_CODE[id(self.resume_code)] = self
+        self._registered = True
+        if isinstance(self.details, Details):  # else registered when loaded
+            _BY_CODE[id(self.details.resume_code)] = self
         _BY_NAME[(self.module, self.qualname)] = self
 
     def alias(self, code: types.CodeType) -> None:
@@ -142,8 +189,8 @@ def forget_module(module: str) -> None:
 def info_for_code(code: types.CodeType) -> FunctionInfo | None:
     info = _BY_CODE.get(id(code))
     if info is not None and (
-        code is info.resume_code
-        or code is info.fresh_code
+        code is info.fresh_code
+        or (isinstance(info.details, Details) and code is info.details.resume_code)
         or any(code is alias for alias in info.aliases)
     ):
         return info
@@ -242,17 +289,19 @@ def _info_by_value(data: bytes) -> FunctionInfo:
         filename=filename,
         def_line=def_line,
         fingerprint=fingerprint,
-        labels={
-            int(k): LabelInfo(line, frozenset(helpers), delegate, refuse)
-            for k, (line, helpers, delegate, refuse) in labels.items()
-        },
         user_names=tuple(user_names),
         cell_names=tuple(cell_names),
         cellvars=tuple(cellvars),
         first_param=first_param,
         fresh_code=None,
-        resume_code=carrier.__code__,
         globals=carrier.__globals__,
+        details=Details(
+            labels={
+                int(k): LabelInfo(line, frozenset(helpers), delegate, refuse)
+                for k, (line, helpers, delegate, refuse) in labels.items()
+            },
+            resume_code=carrier.__code__,
+        ),
     )
     _BY_CODE[id(info.resume_code)] = info
     return info

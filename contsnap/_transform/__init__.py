@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from ._fingerprint import TRANSFORM_VERSION, fingerprint
 from ._lines import Line, Rendered, block, render
-from ._scope import contains, names_used, suspends, unstable_names
+from ._positions import Positions
+from ._scope import contains, forget, names_used, suspends, unstable_names
 from ._statements import RT, BodyProcessor, LabelInfo, UnsupportedSyntax
 
 __all__ = [
@@ -82,15 +82,23 @@ def _params(params: cst.Parameters) -> tuple[str, str | None]:
 
 def transform_function(source: str, *, first_line: int) -> TransformResult:
     """Transform the generator function whose source (decorators included) starts at first_line."""
+    try:
+        return _transform(source, first_line)
+    finally:
+        forget()  # the scope answers remembered for this function's nodes
+
+
+def _transform(source: str, first_line: int) -> TransformResult:
     offset = first_line - 1
     if source[:1].isspace():
         source = "if 1:\n" + source
         offset -= 1
     module = cst.parse_module(source)
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    positions = dict(wrapper.resolve(PositionProvider))
+    positions = Positions(module, source)
     func = _find_function(module)
-    def_line = positions[func.name].start.line + offset
+    found = positions.get(func)
+    assert found is not None
+    def_line = found[0] + offset  # the ``def`` line (not the first decorator's)
     reserved = sorted(n for n in names_used(func) if n.startswith("_cs_") or n == RT)
     if reserved:
         raise UnsupportedSyntax(

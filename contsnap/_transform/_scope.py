@@ -8,6 +8,9 @@ iterable of a comprehension.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 import libcst as cst
 
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
@@ -30,32 +33,51 @@ def _own_scope_parts(node: cst.CSTNode) -> list[cst.CSTNode] | None:
     return None
 
 
-class _Finder(cst.CSTVisitor):
-    def __init__(self, kinds: tuple[type[cst.CSTNode], ...]) -> None:
-        self.kinds = kinds
-        self.found = False
+#: Fields that only hold whitespace, comments or punctuation: no names, no yields.
+_SKIPPED_FIELDS = frozenset(
+    {"leading_lines", "lines_after_decorators", "header", "footer", "lpar", "rpar", "semicolon"}
+)
+_CHILD_FIELDS: dict[type[cst.CSTNode], tuple[str, ...]] = {}
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        if self.found:
-            return False
-        if (
-            isinstance(node, self.kinds)
-            or (
-                # async for / async with await __anext__, __aenter__ and __aexit__
-                cst.Await in self.kinds
-                and isinstance(node, (cst.For, cst.With))
-                and node.asynchronous is not None
-            )
-            or (cst.Await in self.kinds and awaiting_comprehension(node))
-        ):
-            self.found = True
-            return False
-        parts = _own_scope_parts(node)
-        if parts is not None:
-            for part in parts:
-                part.visit(self)
-            return False
-        return True
+
+def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """The child nodes of ``node`` that may hold code, read straight from its fields.
+
+    libcst's own ``visit`` rebuilds every node it passes and costs ten times more.
+    """
+    names = _CHILD_FIELDS.get(type(node))
+    if names is None:
+        names = _CHILD_FIELDS[type(node)] = tuple(
+            f.name
+            for f in dataclasses.fields(node)
+            if "whitespace" not in f.name and f.name not in _SKIPPED_FIELDS
+        )
+    for name in names:
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                if isinstance(item, cst.CSTNode):
+                    yield item
+
+
+#: Answers of contains() and exits(), per question. The transform asks about every
+#: statement and again about its parts, so a fresh walk each time made it quadratic
+#: in the nesting depth. Keys hold their nodes alive, so an identity is never reused.
+_MEMO: dict[object, dict[cst.CSTNode, bool]] = {}
+
+
+def forget() -> None:
+    """Drop the remembered answers (at the end of each function's transform)."""
+    _MEMO.clear()
+
+
+def _memo(question: object) -> dict[cst.CSTNode, bool]:
+    memo = _MEMO.get(question)
+    if memo is None:
+        memo = _MEMO[question] = {}
+    return memo
 
 
 def awaiting_comprehension(node: cst.CSTNode) -> bool:
@@ -78,9 +100,36 @@ def awaiting_comprehension(node: cst.CSTNode) -> bool:
 
 
 def contains(node: cst.CSTNode, kinds: tuple[type[cst.CSTNode], ...]) -> bool:
-    finder = _Finder(kinds)
-    node.visit(finder)
-    return finder.found
+    """Does ``node`` hold one of ``kinds`` in this scope?"""
+    return _contains(node, kinds, cst.Await in kinds, _memo(kinds))
+
+
+def _contains(
+    node: cst.CSTNode,
+    kinds: tuple[type[cst.CSTNode], ...],
+    awaits: bool,
+    memo: dict[cst.CSTNode, bool],
+) -> bool:
+    found = memo.get(node)
+    if found is not None:
+        return found
+    if isinstance(node, kinds) or (
+        awaits
+        and (
+            # async for / async with await __anext__, __aenter__ and __aexit__
+            (isinstance(node, (cst.For, cst.With)) and node.asynchronous is not None)
+            or awaiting_comprehension(node)
+        )
+    ):
+        found = True
+    else:
+        parts = _own_scope_parts(node)
+        found = any(
+            _contains(child, kinds, awaits, memo)
+            for child in (children(node) if parts is None else parts)
+        )
+    memo[node] = found
+    return found
 
 
 SUSPENSIONS: tuple[type[cst.CSTNode], ...] = (cst.Yield, cst.Await)
@@ -91,86 +140,59 @@ def suspends(node: cst.CSTNode) -> bool:
     return contains(node, SUSPENSIONS)
 
 
-class _ExitFinder(cst.CSTVisitor):
-    """Finds ``return`` anywhere, and ``break``/``continue`` not inside an inner loop."""
-
-    def __init__(self) -> None:
-        self.found = False
-        self.loops = 0
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        if self.found:
-            return False
-        if isinstance(node, cst.Return):
-            self.found = True
-            return False
-        if isinstance(node, (cst.Break, cst.Continue)) and self.loops == 0:
-            self.found = True
-            return False
-        if _own_scope_parts(node) is not None:
-            return False
-        if isinstance(node, (cst.For, cst.While)):
-            node.iter.visit(self) if isinstance(node, cst.For) else node.test.visit(self)
-            self.loops += 1
-            node.body.visit(self)
-            self.loops -= 1
-            if node.orelse is not None:
-                node.orelse.visit(self)
-            return False
-        return True
-
-
 def exits(node: cst.CSTNode) -> bool:
     """Can control leave ``node`` by return, or by break/continue of an enclosing loop?"""
-    finder = _ExitFinder()
-    node.visit(finder)
-    return finder.found
+    return _exits(node, _memo(exits), _memo(_returns))
 
 
-class _NameCollector(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.names: set[str] = set()
+def _exits(
+    node: cst.CSTNode, memo: dict[cst.CSTNode, bool], returns: dict[cst.CSTNode, bool]
+) -> bool:
+    found = memo.get(node)
+    if found is not None:
+        return found
+    if isinstance(node, (cst.Return, cst.Break, cst.Continue)):
+        found = True
+    elif _own_scope_parts(node) is not None:
+        found = False
+    elif isinstance(node, (cst.For, cst.While)):
+        # inside an inner loop only a return leaves the node
+        head = node.iter if isinstance(node, cst.For) else node.test
+        found = (
+            _exits(head, memo, returns)
+            or _returns(node.body, returns)
+            or (node.orelse is not None and _exits(node.orelse, memo, returns))
+        )
+    else:
+        found = any(_exits(child, memo, returns) for child in children(node))
+    memo[node] = found
+    return found
 
-    def visit_Name(self, node: cst.Name) -> None:
-        self.names.add(node.value)
+
+def _returns(node: cst.CSTNode, memo: dict[cst.CSTNode, bool]) -> bool:
+    found = memo.get(node)
+    if found is None:
+        if isinstance(node, cst.Return):
+            found = True
+        elif _own_scope_parts(node) is not None:
+            found = False
+        else:
+            found = any(_returns(child, memo) for child in children(node))
+        memo[node] = found
+    return found
 
 
 def names_used(node: cst.CSTNode) -> set[str]:
     """Every identifier spelled anywhere in ``node`` (all scopes)."""
-    collector = _NameCollector()
-    node.visit(collector)
-    return collector.names
-
-
-class _Unstable(cst.CSTVisitor):
-    """Names another scope may rebind while this frame is suspended."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-        self.depth = 0
-
-    def visit_Global(self, node: cst.Global) -> None:
-        self.names.update(n.name.value for n in node.names)
-
-    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
-        self.names.update(n.name.value for n in node.names)
-
-    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
-        # a walrus may rebind the name inside the very expression that read it
-        if isinstance(node.target, cst.Name):
-            self.names.add(node.target.value)
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        if self.depth and isinstance(node, cst.Name):
-            self.names.add(node.value)
-        if _own_scope_parts(node) is not None:
-            self.depth += 1
-        return super().on_visit(node)
-
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        if _own_scope_parts(original_node) is not None:
-            self.depth -= 1
-        super().on_leave(original_node)
+    names: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Name):
+            names.add(current.value)
+        else:
+            stack.extend(children(current))
+    return names
 
 
 def unstable_names(body: cst.CSTNode) -> set[str]:
@@ -179,6 +201,19 @@ def unstable_names(body: cst.CSTNode) -> set[str]:
     Any other name of the function is a plain local: nothing but this frame can
     change it, so its value need not be saved aside before a yield.
     """
-    finder = _Unstable()
-    body.visit(finder)
-    return finder.names
+    names: set[str] = set()
+    stack: list[tuple[cst.CSTNode, bool]] = [(body, False)]
+    while stack:
+        node, inner = stack.pop()
+        if isinstance(node, cst.Name):
+            if inner:
+                names.add(node.value)
+            continue
+        if isinstance(node, (cst.Global, cst.Nonlocal)):
+            names.update(n.name.value for n in node.names)
+        elif isinstance(node, cst.NamedExpr) and isinstance(node.target, cst.Name):
+            # a walrus may rebind the name inside the very expression that read it
+            names.add(node.target.value)
+        inner = inner or _own_scope_parts(node) is not None
+        stack.extend((child, inner) for child in children(node))
+    return names

@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
-from libcst.metadata import CodeRange
 
 from ._lines import Line, block, verbatim
+from ._positions import Positions
 from ._scope import SUSPENSIONS, awaiting_comprehension, contains, exits, names_used, suspends
 
 RT = "__contsnap_rt__"
@@ -100,7 +100,7 @@ class BodyProcessor:
     def __init__(
         self,
         module: cst.Module,
-        positions: dict[cst.CSTNode, CodeRange],
+        positions: Positions,
         line_offset: int,
     ) -> None:
         self.module = module
@@ -146,7 +146,7 @@ class BodyProcessor:
         pos = self.positions.get(node)
         if pos is None:
             return self._line, 0
-        return pos.start.line + self.line_offset, pos.start.column
+        return pos[0] + self.line_offset, pos[1]
 
     def code(self, node: cst.CSTNode) -> str:
         text = self.module.code_for_node(node)
@@ -699,8 +699,8 @@ class BodyProcessor:
                 items=[node.items[0].with_changes(comma=cst.MaybeSentinel.DEFAULT)],
                 body=cst.IndentedBlock(body=[inner]),
             )
-            self.positions[outer] = self.positions.get(node)  # type: ignore[assignment]
-            self.positions[inner] = self.positions.get(node)  # type: ignore[assignment]
+            self.positions.alias(outer, node)
+            self.positions.alias(inner, node)
             return self.do_With(outer)
         if node.asynchronous is not None:
             return self.async_with(node)
