@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._aio import Queue, checkpoint, pause, sleep, unpause
 from ._api import configure, describe, detach, dumps, fork, loads
 from ._decorator import checkpointable
+from ._durable import ROLLED_OUT, RolledOut, run
 from ._errors import (
     CheckpointError,
     CodeChangedError,
@@ -18,14 +19,18 @@ from ._errors import (
     SnapshotCorruptError,
     SnapshotSignatureError,
 )
+from ._files import CheckpointFallbackWarning
 from ._hook import install_import_hook
 from ._version import __version__
 
 __all__ = [
+    "ROLLED_OUT",
     "CheckpointError",
+    "CheckpointFallbackWarning",
     "CodeChangedError",
     "NotCheckpointableError",
     "Queue",
+    "RolledOut",
     "SnapshotCorruptError",
     "SnapshotSignatureError",
     "__version__",
@@ -39,6 +44,7 @@ __all__ = [
     "install_import_hook",
     "loads",
     "pause",
+    "run",
     "sleep",
     "unpause",
 ]

@@ -103,28 +103,6 @@ def _show(target: str, variant: str) -> int:
     return 0
 
 
-def _run(hooks: list[str], mark_all: bool, as_module: bool, target: str, args: list[str]) -> int:
-    import runpy
-
-    from ._hook import install_import_hook
-
-    names = [name for spec in hooks for name in spec.split(",") if name.strip()]
-    argv, path = sys.argv[:], sys.path[:]
-    sys.argv = [target, *args]
-    try:
-        with install_import_hook(names, mark_all=mark_all):
-            if as_module:
-                sys.path.insert(0, os.getcwd())
-                runpy.run_module(target, run_name="__main__", alter_sys=True)
-            else:
-                sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-                runpy.run_path(target, run_name="__main__")
-    finally:
-        sys.argv = argv
-        sys.path[:] = path
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="contsnap",
@@ -159,18 +137,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run = commands.add_parser(
         "run",
-        help="run a script with the import hook installed",
+        help="run a script, durably with --checkpoint, and/or with the import hook",
         description=(
-            "Run a Python script (or, with -m, a module) as __main__ with contsnap's import "
-            "hook installed for the given packages: their @checkpointable functions are "
-            "transformed from source with an on-disk cache, and with --mark-all every "
-            "generator function in them becomes checkpointable."
+            "Run a Python script (or, with -m, a module) as __main__. With --checkpoint, "
+            "--every or --entry it is a durable job: its contsnap.run() call (or, if it makes "
+            "none, its @checkpointable generator function main()) autosaves, rolls out on "
+            "SIGTERM/SIGINT with exit status 75, and resumes from the checkpoint when run "
+            "again. With --hook, contsnap's import hook is installed for those packages: "
+            "their @checkpointable functions are transformed from source with an on-disk "
+            "cache, and with --mark-all every generator and coroutine function in them "
+            "becomes checkpointable."
         ),
     )
     run.add_argument(
         "--hook",
         action="append",
-        required=True,
         metavar="PKG[,PKG...]",
         help="modules or packages to hook (a package includes its submodules); repeatable",
     )
@@ -179,16 +160,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="make every generator function of the hooked modules checkpointable",
     )
+    run.add_argument("--checkpoint", metavar="FILE", help="the job's checkpoint file")
+    run.add_argument(
+        "--every", type=float, metavar="SECONDS", help="autosave interval (default 15)"
+    )
+    run.add_argument("--keep", type=int, metavar="K", help="checkpoints kept (default 3)")
+    run.add_argument(
+        "--entry", metavar="NAME", help="the generator function to run (default: main)"
+    )
     run.add_argument("-m", dest="as_module", action="store_true", help="run a module, not a file")
     run.add_argument("target", metavar="script.py", help="the script (or module, with -m)")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    resume = commands.add_parser(
+        "resume",
+        help="continue the job saved in a checkpoint file",
+        description=(
+            "Continue a job saved by contsnap.run(): its script is run again (same "
+            "arguments, directory and hooks) and resumes from FILE; a job without a script "
+            "is loaded and driven to its end."
+        ),
+    )
+    resume.add_argument("file")
+    resume.add_argument("--every", type=float, metavar="SECONDS", help="autosave interval")
+    inspect_cmd = commands.add_parser(
+        "inspect",
+        help="describe a checkpoint: frames, lines, locals, age, whether the code still matches",
+        description=(
+            "Describe a checkpoint without a key and without unpickling anything: its frames "
+            "(function, file:line, the types of its live locals), age, size, whether it is "
+            "signed, and whether each function's code on disk still matches its fingerprint."
+        ),
+    )
+    inspect_cmd.add_argument("file")
+    inspect_cmd.add_argument("--json", action="store_true", help="print JSON")
+    ls = commands.add_parser("ls", help="list the snapshots in a directory")
+    ls.add_argument("directory", nargs="?", default=".")
     args = parser.parse_args(argv)
     if args.command == "describe":
         return _describe(args.file)
     if args.command == "show":
         return _show(args.target, args.variant)
-    if args.command == "run":
-        return _run(args.hook, args.mark_all, args.as_module, args.target, args.args)
+    if args.command in ("run", "resume", "inspect", "ls"):
+        from . import _cli_jobs
+
+        if args.command == "resume":
+            return _cli_jobs.resume(args.file, every=args.every)
+        if args.command == "inspect":
+            return _cli_jobs.inspect_file(args.file, as_json=args.json)
+        if args.command == "ls":
+            return _cli_jobs.list_directory(args.directory)
+        if not args.hook and args.mark_all:
+            parser.error("--mark-all needs --hook PKG")
+        return _cli_jobs.run_script(
+            args.target,
+            args.args,
+            hooks=args.hook,
+            mark_all=args.mark_all,
+            as_module=args.as_module,
+            checkpoint=args.checkpoint,
+            every=args.every,
+            keep=args.keep,
+            entry=args.entry,
+        )
     parser.print_help()
     return 0
 

@@ -345,3 +345,22 @@ def test_a_generator_left_by_break_closes_at_the_break_as_natively() -> None:
     LOG.clear()
     assert next(abandons_leaf()) == "end"
     assert native_log == LOG == [("got", 1), "leaf-finally", "after-loop"]
+
+
+@contsnap.checkpointable
+def two_cells_out_of_order(n_pages, per_page):
+    # `per_page` (a parameter) and `page` are both cells (the comprehension reads them);
+    # the compiler orders a closure's cells by name, not as they were written
+    for page in range(n_pages):
+        items = [page * per_page + i for i in range(per_page)]
+        yield from items
+
+
+def test_cells_are_matched_by_name_not_by_position() -> None:
+    for steps in range(12):
+        gen = two_cells_out_of_order(3, 4)
+        for _ in range(steps):
+            next(gen)
+        restored = contsnap.loads(contsnap.dumps(gen))
+        contsnap.detach(gen)
+        assert list(restored) == list(range(steps, 12)), steps

@@ -1,0 +1,385 @@
+"""Durable scripts: drive a checkpointable generator to its end across kills and restarts.
+
+:func:`run` starts the job, or resumes it from its checkpoint file when there
+is one. Every ``yield`` of the job is a safe point: there it autosaves every
+``every`` seconds and, after SIGTERM or SIGINT, saves, detaches the job (its
+``finally`` blocks run once, in the process that finishes it) and exits with
+status :data:`ROLLED_OUT` (75). A second signal aborts at once; the files on
+disk are then still the last good checkpoints. When the job ends, its result
+is its last checkpoint: a run of a finished job returns it without redoing
+the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import _api, _envelope
+from ._errors import CheckpointError
+from ._files import CheckpointFiles, Loaded
+from ._snapshot import capture, info_of, to_payload
+
+#: exit status of a job that rolled out (EX_TEMPFAIL: "try again later")
+ROLLED_OUT = 75
+
+#: What ``contsnap run`` / ``contsnap resume`` put in force for run() calls
+#: in the script: the command line's options win over the call's arguments.
+_OVERRIDES: dict[str, Any] = {}
+
+_UNSET: Any = object()
+
+#: how many times run() was called (the CLI runs ``main`` itself when a script did not)
+RUN_CALLS = [0]
+
+
+class RolledOut(SystemExit):
+    """The job was saved and stopped on a signal; run it again to continue.
+
+    A ``SystemExit`` with status :data:`ROLLED_OUT`, so an uncaught one ends
+    the process quietly with that status.
+    """
+
+    __module__ = "contsnap"
+
+    def __init__(self, checkpoint: str, steps: int, where: str) -> None:
+        super().__init__(ROLLED_OUT)
+        self.checkpoint = checkpoint
+        self.steps = steps
+        self.where = where
+
+
+class _Signals:
+    """SIGTERM/SIGINT ask for a roll-out at the next safe point; a second one aborts."""
+
+    SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.requested: int | None = None
+        self.say = say
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers belong to the main thread
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame: types.FrameType | None) -> None:
+        name = signal.Signals(number).name
+        if self.requested is not None:
+            self.say(f"contsnap: {name} again: aborting now; the last checkpoint on disk stays")
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(128 + number)
+        self.requested = number
+        self.say(f"contsnap: {name}: saving at the next safe point (send it again to abort)")
+
+
+class _Progress:
+    """A status line on a terminal (rich); nothing when stderr is not a TTY."""
+
+    INTERVAL = 0.2
+
+    def __init__(self, name: str, enabled: bool | None) -> None:
+        if enabled is None:
+            enabled = sys.stderr.isatty() and not os.environ.get("CONTSNAP_QUIET")
+        self.name = name
+        self.live: Any = None
+        self.next_update = 0.0
+        if enabled:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live("", console=Console(stderr=True), refresh_per_second=5, transient=True)
+
+    def __enter__(self) -> _Progress:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def update(self, steps: int, last_save: float | None, value: Any, now: float) -> None:
+        if self.live is None or now < self.next_update:
+            return
+        self.next_update = now + self.INTERVAL
+        saved = "not saved yet" if last_save is None else f"saved {now - last_save:.0f} s ago"
+        shown = repr(value)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        self.live.update(f"[bold]{self.name}[/bold]  {steps:,} steps  ·  {saved}  ·  {shown}")
+
+    def say(self, message: str) -> None:
+        if self.live is not None:
+            self.live.console.print(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+
+def _where(gen: Any) -> str:
+    info = info_of(gen)
+    if info is None:
+        return "?"
+    try:
+        state = capture(gen)
+    except CheckpointError:
+        return info.qualname
+    line = info.line_of(state.label)
+    return f"{info.qualname} at {info.filename}:{line}"
+
+
+def _script_meta() -> dict[str, Any]:
+    script = _OVERRIDES.get("script")  # set by ``contsnap run``
+    if script is None:
+        script = getattr(sys.modules.get("__main__"), "__file__", None)
+    return {
+        "script": os.path.abspath(script) if isinstance(script, str) else None,
+        "module": _OVERRIDES.get("module"),
+        "argv": list(_OVERRIDES.get("argv", sys.argv[1:])),
+        "cwd": os.getcwd(),
+        "hooks": list(_OVERRIDES.get("hooks") or ()),
+        "mark_all": bool(_OVERRIDES.get("mark_all")),
+        "entry": _OVERRIDES.get("entry"),
+    }
+
+
+class _Job:
+    """One run of :func:`run`: the generator, its step count and its files."""
+
+    def __init__(
+        self, files: CheckpointFiles, key: bytes | str | None, every: float, name: str
+    ) -> None:
+        self.files = files
+        self.key = key
+        self.every = every
+        self.name = name
+        self.steps = 0
+        self.gen: Any = None
+        self.last_save: float | None = None
+        self.started = time.monotonic()
+        self.script = _script_meta()
+
+    def save(self) -> None:
+        payload, captured, _refs = to_payload(self.gen)
+        self._write(payload, _api._frames(self.gen, captured), {})
+
+    def save_result(self, result: Any) -> bool:
+        """Record that the job finished with ``result`` (False if it cannot be saved)."""
+        try:
+            payload, _captured, _refs = to_payload(result)
+        except CheckpointError as exc:
+            warnings.warn(
+                f"the result of {self.name} cannot be saved ({exc}); its checkpoints are removed",
+                stacklevel=3,
+            )
+            self.files.clear()
+            return False
+        self._write(payload, [], {"finished": True, "result_type": type(result).__qualname__})
+        return True
+
+    def _write(self, payload: bytes, frames: list[Any], extra: dict[str, Any]) -> None:
+        meta = {
+            "created_at": round(time.time(), 3),
+            "frames": frames,
+            "job": {
+                "name": self.name,
+                "steps": self.steps,
+                "every": self.every,
+                "pid": os.getpid(),
+                **self.script,
+                **extra,
+            },
+        }
+        data = _envelope.seal(payload, meta, key=_envelope.effective_key(self.key))
+        self.files.save(data)
+        self.last_save = time.monotonic()
+
+
+def _job_name(genfunc: Callable[..., Any]) -> str:
+    module = getattr(genfunc, "__module__", None) or "?"
+    return f"{module}:{getattr(genfunc, '__qualname__', repr(genfunc))}"
+
+
+def run(
+    genfunc: Callable[..., Any],
+    /,
+    *args: Any,
+    checkpoint: str | os.PathLike[str] = _UNSET,
+    every: float = _UNSET,
+    keep: int = _UNSET,
+    key: bytes | str | None = None,
+    progress: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run the checkpointable generator function ``genfunc(*args, **kwargs)`` to its end.
+
+    If ``checkpoint`` (default ``"job.ckpt"``) holds a checkpoint of the same
+    function, the job resumes from it instead of starting over; the newest
+    intact generation is used, falling back to an older one (with a warning)
+    when the newest is damaged. Every ``yield`` is a safe point: the job is
+    saved there once ``every`` seconds (default 15) have passed since the last
+    save, keeping ``keep`` generations (default 3). On SIGTERM, SIGINT or
+    SIGHUP it saves at the next safe point, detaches the generator and raises
+    :class:`RolledOut` (exit status 75); a second signal aborts at once.
+
+    Returns what the generator returns. That result is saved as the job's last
+    checkpoint, so running the job again returns it at once instead of
+    redoing the work (even when the process was killed just after the job
+    ended); remove the checkpoint file to start the job afresh. A result that
+    cannot be serialised is not kept (the files are removed, with a warning).
+    If the generator raises, the files stay, so the last good state can be
+    inspected or resumed. ``key`` signs the checkpoints (default: :func:`contsnap.configure`
+    or ``CONTSNAP_KEY``); ``progress`` shows a status line (default: when
+    stderr is a terminal).
+    """
+    RUN_CALLS[0] += 1
+    checkpoint = _OVERRIDES.get("checkpoint", checkpoint)
+    every = _OVERRIDES.get("every", every)
+    keep = _OVERRIDES.get("keep", keep)
+    checkpoint = "job.ckpt" if checkpoint is _UNSET else checkpoint
+    every = 15.0 if every is _UNSET else float(every)
+    keep = 3 if keep is _UNSET else int(keep)
+    if not every > 0:
+        raise ValueError(f"every must be a positive number of seconds, not {every!r}")
+    files = CheckpointFiles(checkpoint, keep)
+    job = _Job(files, key, every, _job_name(genfunc))
+    loaded = files.load(key=key)
+    if loaded is not None and _finished(loaded):
+        _check_resumable(loaded, genfunc, job.name)
+        _say_finished(loaded, progress)
+        return loaded.obj
+    if loaded is not None:
+        job.gen = _check_resumable(loaded, genfunc, job.name)
+        job.steps = int(loaded.meta.get("job", {}).get("steps", 0))
+        job.last_save = time.monotonic()
+    else:
+        job.gen = genfunc(*args, **kwargs)
+        if info_of(job.gen) is None or not isinstance(job.gen, types.GeneratorType):
+            raise TypeError(
+                f"contsnap.run() needs a @checkpointable generator function; "
+                f"{job.name} returned {type(job.gen).__name__}"
+            )
+    return _drive(job, resumed=loaded is not None, progress=progress)
+
+
+def _finished(loaded: Loaded) -> bool:
+    job = loaded.meta.get("job")
+    return isinstance(job, dict) and bool(job.get("finished"))
+
+
+def _say_finished(loaded: Loaded, progress: bool | None) -> None:
+    job = loaded.meta["job"]
+    with _Progress(str(job.get("name")), progress) as shown:
+        shown.say(
+            f"contsnap: {job.get('name')} already finished ({loaded.path} holds its result, "
+            f"after {job.get('steps', 0):,} steps); remove that file to run it again"
+        )
+
+
+def _check_resumable(loaded: Loaded, genfunc: Callable[..., Any], name: str) -> Any:
+    gen = loaded.obj
+    saved = loaded.meta.get("job", {}).get("name")
+    if _finished(loaded):
+        if saved != name:
+            raise CheckpointError(
+                f"{loaded.path} holds the result of {saved}, not of {name}; "
+                "remove it or pass another checkpoint= to start this job"
+            )
+        return gen
+    info = info_of(gen)
+    if info is None or not isinstance(gen, types.GeneratorType):
+        raise CheckpointError(f"{loaded.path} does not hold a job's generator")
+    wanted = getattr(genfunc, "__qualname__", None)
+    if info.qualname != wanted and saved != name:
+        raise CheckpointError(
+            f"{loaded.path} holds a run of {saved or info.qualname}, not of {name}; "
+            "remove it or pass another checkpoint= to start this job"
+        )
+    return gen
+
+
+def resume_file(
+    checkpoint: str | os.PathLike[str],
+    *,
+    key: bytes | str | None = None,
+    progress: bool | None = None,
+) -> Any:
+    """Continue the job saved in ``checkpoint`` without its script (``contsnap resume``)."""
+    files = CheckpointFiles(checkpoint, int(_OVERRIDES.get("keep", 3)))
+    loaded = files.load(key=key)
+    if loaded is None:
+        raise FileNotFoundError(f"no checkpoint at {files.path}")
+    if _finished(loaded):
+        _say_finished(loaded, progress)
+        return loaded.obj
+    job_meta = loaded.meta.get("job", {})
+    job = _Job(files, key, float(_OVERRIDES.get("every", job_meta.get("every", 15.0))), "")
+    job.name = str(job_meta.get("name") or getattr(info_of(loaded.obj), "qualname", "job"))
+    job.gen = loaded.obj
+    job.steps = int(job_meta.get("steps", 0))
+    job.last_save = time.monotonic()
+    return _drive(job, resumed=True, progress=progress)
+
+
+def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
+    gen = job.gen
+    with _Progress(job.name, progress) as shown, _Signals(shown.say) as signals:
+        if resumed:
+            shown.say(
+                f"contsnap: resuming {job.name} from {job.files.path} "
+                f"after {job.steps:,} steps ({_where(gen)})"
+            )
+        while True:
+            try:
+                value = gen.send(None)
+            except StopIteration as done:
+                # the result is the job's last checkpoint: a run killed after this
+                # point, before its caller used the result, gets it back unchanged
+                job.save_result(done.value)
+                return done.value
+            job.steps += 1
+            now = time.monotonic()
+            if signals.requested is not None:
+                job.save()
+                where = _where(gen)
+                _api.detach(gen)
+                shown.say(
+                    f"contsnap: rolled out {job.name} after {job.steps:,} steps, "
+                    f"paused in {where}; saved to {job.files.path}. "
+                    "Run it again (or `contsnap resume FILE`) to continue."
+                )
+                raise RolledOut(job.files.path, job.steps, where)
+            if now - (job.last_save or job.started) >= job.every:
+                job.save()
+            shown.update(job.steps, job.last_save, value, now)
+
+
+@contextlib.contextmanager
+def overrides(**values: Any) -> Iterator[None]:
+    """Command-line options for the run() calls made inside the block."""
+    given = {k: v for k, v in values.items() if v is not None}
+    saved = dict(_OVERRIDES)
+    _OVERRIDES.update(given)
+    try:
+        yield
+    finally:
+        _OVERRIDES.clear()
+        _OVERRIDES.update(saved)

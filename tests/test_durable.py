@@ -1,0 +1,339 @@
+"""Durable jobs: contsnap.run(), its checkpoint files, signals and kills, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+import contsnap
+from contsnap._files import CheckpointFiles, write_atomic
+
+JOB = """
+import json, os, sys, time
+import contsnap
+
+@contsnap.checkpointable
+def pages(n_pages, per_page, delay):
+    \"\"\"A paginated 'fetch and process' loop: its own output is the record.\"\"\"
+    done = []
+    try:
+        for page in range(n_pages):
+            items = [page * per_page + i for i in range(per_page)]  # the 'fetch'
+            for item in items:
+                time.sleep(delay)
+                done.append(item * item % 1009)
+                yield item
+    finally:
+        with open(os.environ["FINALLY_LOG"], "a") as log:
+            log.write("finally\\n")
+    return done
+
+if __name__ == "__main__":
+    n, per, delay, every = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+    result = contsnap.run(pages, n, per, delay, checkpoint=os.environ["CKPT"], every=every)
+    with open(os.environ["RESULT"], "w") as out:
+        json.dump(result, out)
+"""
+
+
+def expected_result(n: int, per: int) -> list[int]:
+    return [(i * i) % 1009 for i in range(n * per)]
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> dict[str, str]:
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    env = dict(os.environ)
+    env.update(
+        CKPT=str(tmp_path / "job.ckpt"),
+        RESULT=str(tmp_path / "result.json"),
+        FINALLY_LOG=str(tmp_path / "finally.log"),
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+    )
+    env.pop("CONTSNAP_KEY", None)
+    return {"script": str(script), "dir": str(tmp_path), **env}
+
+
+def _start(job: dict[str, str], *args: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, job["script"], *map(str, args)],
+        env=job,
+        cwd=job["dir"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: str | Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def _result(job: dict[str, str]) -> list[int]:
+    import json
+
+    with open(job["RESULT"]) as f:
+        return list(json.load(f))
+
+
+def test_a_finished_job_keeps_its_result_and_does_not_run_again(job: dict[str, str]) -> None:
+    proc = _start(job, 3, 5, 0.001, 0.01)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert _result(job) == expected_result(3, 5)
+    meta = contsnap.describe(Path(job["CKPT"]).read_bytes())
+    assert meta["job"]["finished"] and meta["job"]["steps"] == 15
+    os.unlink(job["RESULT"])
+    proc = _start(job, 3, 5, 0.001, 0.01)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "already finished" in err
+    assert _result(job) == expected_result(3, 5)
+    assert Path(job["FINALLY_LOG"]).read_text() == "finally\n"  # ran once, in the first run
+
+
+def test_sigterm_rolls_out_and_a_rerun_resumes(job: dict[str, str]) -> None:
+    proc = _start(job, 4, 25, 0.01, 0.05)
+    _wait_for(job["CKPT"])  # running, and saved once
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == contsnap.ROLLED_OUT, err
+    assert "rolled out" in err and "job.py" in err
+    assert os.path.exists(job["CKPT"])
+    assert not os.path.exists(job["FINALLY_LOG"])  # the finally runs where the job ends
+    meta = contsnap.describe(Path(job["CKPT"]).read_bytes())
+    assert meta["job"]["steps"] > 0
+    proc = _start(job, 4, 25, 0.01, 0.05)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "resuming" in err
+    assert _result(job) == expected_result(4, 25)
+    assert Path(job["FINALLY_LOG"]).read_text() == "finally\n"
+
+
+def test_killed_at_random_moments_the_job_still_ends_with_the_same_result(
+    job: dict[str, str],
+) -> None:
+    """SIGKILL and SIGTERM at random instants (also mid-save): nothing lost, nothing twice."""
+    chooser = random.Random(1234)
+    n, per = 6, 40
+    kills = 0
+    deadline = time.monotonic() + 90
+    while True:
+        proc = _start(job, n, per, 0.002, 0.02)
+        if kills < 12:
+            time.sleep(chooser.uniform(0.2, 1.5))
+            proc.send_signal(chooser.choice([signal.SIGKILL, signal.SIGTERM]))
+            kills += 1
+        _out, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            break
+        # a SIGTERM that lands before run() installed its handler ends the process plainly
+        assert proc.returncode in (contsnap.ROLLED_OUT, -signal.SIGKILL, -signal.SIGTERM), err
+        assert time.monotonic() < deadline, "the job did not finish in time"
+    assert _result(job) == expected_result(n, per)
+    assert Path(job["FINALLY_LOG"]).read_text() == "finally\n"
+
+
+def test_a_second_signal_aborts_at_once_and_keeps_the_last_checkpoint(
+    job: dict[str, str],
+) -> None:
+    proc = _start(job, 2, 3, 1.0, 0.01)  # one step a second: the first save comes fast
+    _wait_for(job["CKPT"])
+    before = Path(job["CKPT"]).read_bytes()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "aborting" in err
+    assert contsnap.describe(Path(job["CKPT"]).read_bytes())["job"]["steps"] >= 1
+    assert len(Path(job["CKPT"]).read_bytes()) > 0 and before[:4] == b"CSNP"
+
+
+# --- the files --------------------------------------------------------------------------
+
+
+@contsnap.checkpointable
+def counting(n):
+    for i in range(n):
+        yield i
+    return n
+
+
+def _snapshot_at(step: int) -> bytes:
+    gen = counting(100)
+    for _ in range(step):
+        next(gen)
+    return contsnap.dumps(gen)
+
+
+def test_generations_rotate_and_a_damaged_newest_falls_back(tmp_path: Path) -> None:
+    files = CheckpointFiles(tmp_path / "c.ckpt", keep=3)
+    for step in (1, 2, 3, 4):
+        files.save(_snapshot_at(step))
+    assert [Path(p).name for p in files.existing()] == ["c.ckpt", "c.ckpt.1", "c.ckpt.2"]
+    damaged = bytearray(Path(files.path).read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    Path(files.path).write_bytes(bytes(damaged))
+    with pytest.warns(contsnap.CheckpointFallbackWarning, match="damaged|older"):
+        loaded = files.load()
+    assert loaded is not None and loaded.path.endswith("c.ckpt.1")
+    assert next(loaded.obj) == 3  # saved after 3 steps
+
+
+def test_a_crash_between_rotation_and_rename_leaves_the_previous_generation(
+    tmp_path: Path,
+) -> None:
+    files = CheckpointFiles(tmp_path / "c.ckpt", keep=2)
+    files.save(_snapshot_at(5))
+    os.replace(files.path, files.generation(1))  # as if killed right after the rotation
+    loaded = files.load()
+    assert loaded is not None and next(loaded.obj) == 5
+
+
+def test_every_generation_damaged_raises_the_newest_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.ckpt"
+    path.write_bytes(b"CSNP not really")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(contsnap.SnapshotCorruptError, match=r"c\.ckpt"):
+            CheckpointFiles(path).load()
+
+
+def test_write_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "x.bin"
+    write_atomic(target, b"one")
+    write_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert os.listdir(tmp_path) == ["x.bin"]
+
+
+def test_run_in_process_resumes_and_checks_what_it_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "c.ckpt"
+    CheckpointFiles(path).save(_snapshot_at(90))
+    assert contsnap.run(counting, 100, checkpoint=path, progress=False) == 100
+    assert contsnap.describe(path.read_bytes())["job"]["finished"]
+    assert contsnap.run(counting, 100, checkpoint=path, progress=False) == 100
+    path.unlink()
+
+    @contsnap.checkpointable
+    def other():
+        yield 1
+
+    CheckpointFiles(path).save(_snapshot_at(10))
+    with pytest.raises(contsnap.CheckpointError, match="holds a run of"):
+        contsnap.run(other, checkpoint=path, progress=False)
+    with pytest.raises(TypeError, match="checkpointable generator function"):
+        contsnap.run(lambda: iter([1]), checkpoint=tmp_path / "n.ckpt")
+    with pytest.raises(ValueError, match="every"):
+        contsnap.run(counting, 3, checkpoint=tmp_path / "n.ckpt", every=0)
+
+
+def test_signed_checkpoints_refuse_unsigned_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.ckpt"
+    CheckpointFiles(path).save(_snapshot_at(3))  # unsigned
+    with pytest.raises(contsnap.SnapshotSignatureError, match="unsigned"):
+        contsnap.run(counting, 100, checkpoint=path, key=b"k" * 32, progress=False)
+    assert path.exists()  # a refused checkpoint is not removed
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def _cli(
+    *args: str, cwd: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "contsnap", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+SCRIPT = """
+import contsnap, time
+
+@contsnap.checkpointable
+def main():
+    total = 0
+    for i in range(60):
+        time.sleep(0.02)
+        total += i
+        yield i
+    return total
+"""
+
+
+def test_cli_run_inspect_ls_and_resume(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "contsnap",
+            "run",
+            "--checkpoint",
+            "s.ckpt",
+            "--every",
+            "0.05",
+            str(script),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(tmp_path / "s.ckpt")
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == contsnap.ROLLED_OUT, err
+    shown = _cli("inspect", "s.ckpt", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "code matches" in shown.stdout and "script.py:" in shown.stdout
+    assert "signed    no" in shown.stdout and "locals " in shown.stdout
+    listed = _cli("ls", ".", cwd=tmp_path, env=env)
+    assert "s.ckpt" in listed.stdout and "main line" in listed.stdout
+    script.write_text(SCRIPT.replace("total += i", "total += 2 * i"))
+    shown = _cli("inspect", "s.ckpt", cwd=tmp_path, env=env)
+    assert "code changed" in shown.stdout
+    script.write_text(SCRIPT + "\n# a comment does not count\n")
+    assert "code matches" in _cli("inspect", "s.ckpt", cwd=tmp_path, env=env).stdout
+    resumed = _cli("resume", "s.ckpt", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == str(sum(range(60)))
+    assert "finished" in _cli("inspect", "s.ckpt", cwd=tmp_path, env=env).stdout
+
+
+def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.ckpt").write_bytes(b"garbage")
+    for command in (["inspect", "bad.ckpt"], ["resume", "bad.ckpt"], ["resume", "none.ckpt"]):
+        result = _cli(*command, cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    (tmp_path / "plain.py").write_text("x = 1\n")
+    result = _cli("run", "--checkpoint", "p.ckpt", "plain.py", cwd=tmp_path)
+    assert result.returncode == 2 and "main()" in result.stderr
+    listed = _cli("ls", str(tmp_path), cwd=tmp_path)
+    assert "no contsnap snapshots" in listed.stdout
