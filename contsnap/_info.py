@@ -139,6 +139,20 @@ def forget_module(module: str) -> None:
             del _BY_PLACE[place]
 
 
+def adopt_function(fn: types.FunctionType) -> None:
+    """Make a checkpointable function rebuilt by value the live one of its info.
+
+    A by-value info arrives with only its resume code; the function that
+    carried it brings the fresh code, so that the generators it makes after
+    the load can be captured too.
+    """
+    info = fn.__dict__.get("__contsnap__")
+    if isinstance(info, FunctionInfo) and info.fresh_code is None:
+        info.fresh_code = fn.__code__
+        info.live_function = fn
+        info.register()
+
+
 def info_for_code(code: types.CodeType) -> FunctionInfo | None:
     info = _BY_CODE.get(id(code))
     if info is not None and (

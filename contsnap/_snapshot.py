@@ -33,7 +33,7 @@ import cloudpickle
 
 from . import _runtime
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
-from ._info import FunctionInfo, info_for_code
+from ._info import FunctionInfo, adopt_function, info_for_code
 
 CREATED, SUSPENDED, CLOSED = "created", "suspended", "closed"
 
@@ -557,7 +557,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             base_globals = _LiveGlobals(func.__globals__)
             slotstate["__globals__"] = {}
         newargs = (code, base_globals, name, defaults, func.__closure__)
-        return (_cp._make_function, newargs, (state, slotstate), None, None, _cp._function_setstate)
+        setter = set_function_state if "__contsnap__" in state else _cp._function_setstate
+        return (_cp._make_function, newargs, (state, slotstate), None, None, setter)
 
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
@@ -589,6 +590,12 @@ class _LiveGlobals:
 
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.namespace = namespace
+
+
+def set_function_state(fn: types.FunctionType, state: Any) -> None:
+    """cloudpickle's function state setter, then adopt a checkpointable function by value."""
+    _cp._function_setstate(fn, state)
+    adopt_function(fn)
 
 
 def to_payload(
