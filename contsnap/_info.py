@@ -9,9 +9,12 @@ fingerprint is preferred when the process has it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,13 @@ _BY_NAME: dict[tuple[str, str], FunctionInfo] = {}
 # By where the fresh code starts: finds the info of a code object that a decorator
 # such as ``types.coroutine`` replaced by a copy with other flags.
 _BY_PLACE: dict[tuple[str, int], list[FunctionInfo]] = {}
+
+# The namespace of an interactive session (a notebook's user namespace) while it is
+# saved or restored as a whole: functions defined in it are rebuilt with it as
+# their globals, so that restored code and the restored variables stay linked.
+_SESSION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "contsnap_session", default=None
+)
 
 #: the flag ``types.coroutine`` sets on a generator function's code
 CO_ITERABLE_COROUTINE = 0x100
@@ -139,6 +149,20 @@ def forget_module(module: str) -> None:
             del _BY_PLACE[place]
 
 
+@contextlib.contextmanager
+def session_namespace(namespace: dict[str, Any]) -> Iterator[None]:
+    """Save or restore with ``namespace`` standing for the globals of code defined in it."""
+    token = _SESSION.set(namespace)
+    try:
+        yield
+    finally:
+        _SESSION.reset(token)
+
+
+def current_session() -> dict[str, Any] | None:
+    return _SESSION.get()
+
+
 def adopt_function(fn: types.FunctionType) -> None:
     """Make a checkpointable function rebuilt by value the live one of its info.
 
@@ -249,6 +273,14 @@ def _info_by_value(data: bytes) -> FunctionInfo:
     live = _BY_NAME.get((module, qualname))
     if live is not None and live.fingerprint == fingerprint:
         return live
+    namespace = _SESSION.get()
+    code_globals = carrier.__globals__
+    if namespace is not None and module == namespace.get("__name__"):
+        # defined in the session being restored: run in its namespace, where the
+        # restored variables go (the carrier's copies only fill names it lacks)
+        for name, value in code_globals.items():
+            namespace.setdefault(name, value)
+        code_globals = namespace
     info = FunctionInfo(
         module=module,
         qualname=qualname,
@@ -266,7 +298,7 @@ def _info_by_value(data: bytes) -> FunctionInfo:
         first_param=first_param,
         fresh_code=None,
         resume_code=carrier.__code__,
-        globals=carrier.__globals__,
+        globals=code_globals,
     )
     _BY_CODE[id(info.resume_code)] = info
     return info
