@@ -8,6 +8,8 @@ restored with :func:`loads`, copied with :func:`fork` and moved with
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._aio import Queue, checkpoint, pause, sleep, unpause
 from ._api import configure, describe, detach, dumps, fork, loads
 from ._decorator import checkpointable
@@ -22,6 +24,21 @@ from ._errors import (
 from ._files import CheckpointFallbackWarning
 from ._hook import install_import_hook
 from ._version import __version__
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext contsnap`` in IPython/Jupyter: adds the ``%contsnap save|load FILE`` magic."""
+    from ._ipython import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext contsnap``: removes the ``%contsnap`` magic."""
+    from ._ipython import unload_ipython_extension as unload
+
+    unload(ipython)
+
 
 __all__ = [
     "ROLLED_OUT",

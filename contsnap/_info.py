@@ -9,11 +9,13 @@ fingerprint is preferred when the process has it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import sys
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,13 @@ _BY_NAME: dict[tuple[str, str], FunctionInfo] = {}
 # By where the fresh code starts: finds the info of a code object that a decorator
 # such as ``types.coroutine`` replaced by a copy with other flags.
 _BY_PLACE: dict[tuple[str, int], list[FunctionInfo]] = {}
+
+# The namespace of an interactive session (a notebook's user namespace) while it is
+# saved or restored as a whole: functions defined in it are rebuilt with it as
+# their globals, so that restored code and the restored variables stay linked.
+_SESSION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "contsnap_session", default=None
+)
 
 #: the flag ``types.coroutine`` sets on a generator function's code
 CO_ITERABLE_COROUTINE = 0x100
@@ -186,6 +195,34 @@ def forget_module(module: str) -> None:
             del _BY_PLACE[place]
 
 
+@contextlib.contextmanager
+def session_namespace(namespace: dict[str, Any]) -> Iterator[None]:
+    """Save or restore with ``namespace`` standing for the globals of code defined in it."""
+    token = _SESSION.set(namespace)
+    try:
+        yield
+    finally:
+        _SESSION.reset(token)
+
+
+def current_session() -> dict[str, Any] | None:
+    return _SESSION.get()
+
+
+def adopt_function(fn: types.FunctionType) -> None:
+    """Make a checkpointable function rebuilt by value the live one of its info.
+
+    A by-value info arrives with only its resume code; the function that
+    carried it brings the fresh code, so that the generators it makes after
+    the load can be captured too.
+    """
+    info = fn.__dict__.get("__contsnap__")
+    if isinstance(info, FunctionInfo) and info.fresh_code is None:
+        info.fresh_code = fn.__code__
+        info.live_function = fn
+        info.register()
+
+
 def info_for_code(code: types.CodeType) -> FunctionInfo | None:
     info = _BY_CODE.get(id(code))
     if info is not None and (
@@ -282,6 +319,14 @@ def _info_by_value(data: bytes) -> FunctionInfo:
     live = _BY_NAME.get((module, qualname))
     if live is not None and live.fingerprint == fingerprint:
         return live
+    namespace = _SESSION.get()
+    code_globals = carrier.__globals__
+    if namespace is not None and module == namespace.get("__name__"):
+        # defined in the session being restored: run in its namespace, where the
+        # restored variables go (the carrier's copies only fill names it lacks)
+        for name, value in code_globals.items():
+            namespace.setdefault(name, value)
+        code_globals = namespace
     info = FunctionInfo(
         module=module,
         qualname=qualname,
@@ -294,7 +339,7 @@ def _info_by_value(data: bytes) -> FunctionInfo:
         cellvars=tuple(cellvars),
         first_param=first_param,
         fresh_code=None,
-        globals=carrier.__globals__,
+        globals=code_globals,
         details=Details(
             labels={
                 int(k): LabelInfo(line, frozenset(helpers), delegate, refuse)

@@ -33,7 +33,7 @@ import cloudpickle
 
 from . import _runtime
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
-from ._info import FunctionInfo, info_for_code
+from ._info import FunctionInfo, adopt_function, current_session, info_for_code
 
 CREATED, SUSPENDED, CLOSED = "created", "suspended", "closed"
 
@@ -519,6 +519,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         self.captured: dict[int, FrameState] = {}
         #: objects passed by reference to an in-process copy
         self.refs: list[Any] = []
+        #: the interactive namespace being saved as a whole, if any
+        self.session = current_session()
 
     def by_reference(self, obj: Any) -> tuple[Any, ...]:
         self.refs.append(obj)
@@ -538,6 +540,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return NotImplemented
         if kind is _LiveGlobals:
             return self.by_reference(obj.namespace)
+        if kind is _SessionGlobals:
+            return (_session_globals, ())
         if self.local and (
             kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
         ):
@@ -563,8 +567,11 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         if self.local:
             base_globals = _LiveGlobals(func.__globals__)
             slotstate["__globals__"] = {}
+        elif self.session is not None and func.__globals__ is self.session:
+            base_globals = _SESSION_GLOBALS
         newargs = (code, base_globals, name, defaults, func.__closure__)
-        return (_cp._make_function, newargs, (state, slotstate), None, None, _cp._function_setstate)
+        setter = set_function_state if "__contsnap__" in state else _cp._function_setstate
+        return (_cp._make_function, newargs, (state, slotstate), None, None, setter)
 
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
@@ -596,6 +603,27 @@ class _LiveGlobals:
 
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.namespace = namespace
+
+
+class _SessionGlobals:
+    """Stands for the namespace of the interactive session being saved (one per pickle)."""
+
+    __slots__ = ()
+
+
+_SESSION_GLOBALS = _SessionGlobals()
+
+
+def _session_globals() -> dict[str, Any]:
+    """The namespace a session snapshot is restored into (a fresh one outside a session)."""
+    namespace = current_session()
+    return namespace if namespace is not None else {}
+
+
+def set_function_state(fn: types.FunctionType, state: Any) -> None:
+    """cloudpickle's function state setter, then adopt a checkpointable function by value."""
+    _cp._function_setstate(fn, state)
+    adopt_function(fn)
 
 
 def to_payload(

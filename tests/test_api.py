@@ -261,6 +261,38 @@ def test_main_script_restores_in_another_process(tmp_path: Path) -> None:
     assert out.stdout.decode().strip() == "[4, 9, 16, 25]"
 
 
+def test_function_by_value_makes_checkpointable_generators_in_another_process(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, contsnap
+
+            @contsnap.checkpointable
+            def squares(n):
+                for i in range(n):
+                    yield i * i
+
+            if __name__ == "__main__":
+                sys.stdout.buffer.write(contsnap.dumps({"squares": squares}))
+            """
+        )
+    )
+    blob = subprocess.run([sys.executable, str(script)], capture_output=True, check=True).stdout
+    program = (
+        "import sys, contsnap\n"
+        "squares = contsnap.loads(sys.stdin.buffer.read())['squares']\n"
+        "g = squares(5); next(g); next(g)\n"
+        "print(list(contsnap.loads(contsnap.dumps(g))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], input=blob, capture_output=True, check=True
+    )
+    assert out.stdout.decode().strip() == "[4, 9, 16]"
+
+
 def test_decorator_refuses_plain_functions() -> None:
     def plain():
         return 1
