@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._files import CheckpointFallbackWarning
 from ._hook import install_import_hook
+from ._migrate import OldFrame, Resume, migration
 from ._version import __version__
 
 
@@ -46,7 +47,9 @@ __all__ = [
     "CheckpointFallbackWarning",
     "CodeChangedError",
     "NotCheckpointableError",
+    "OldFrame",
     "Queue",
+    "Resume",
     "RolledOut",
     "SnapshotCorruptError",
     "SnapshotSignatureError",
@@ -60,6 +63,7 @@ __all__ = [
     "fork",
     "install_import_hook",
     "loads",
+    "migration",
     "pause",
     "run",
     "sleep",

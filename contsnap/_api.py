@@ -9,6 +9,9 @@ from typing import Any
 from . import _envelope
 from ._aio import detach_task
 from ._errors import CheckpointError
+from ._info import code_changed, live_info
+from ._migrate import find as find_migration
+from ._migrate import old_lines
 from ._snapshot import FrameState, copy_generator, from_payload, to_payload
 from ._snapshot import detach as _detach
 
@@ -61,9 +64,40 @@ def dumps(obj: Any, *, key: bytes | str | None = None) -> bytes:
 
 
 def loads(data: bytes, *, key: bytes | str | None = None) -> Any:
-    """Rebuild what :func:`dumps` saved: a generator paused where the original was."""
-    _meta, payload = _envelope.unseal(data, key=_envelope.effective_key(key))
-    return from_payload(payload)
+    """Rebuild what :func:`dumps` saved: a generator paused where the original was.
+
+    If the code of saved functions changed, :class:`CodeChangedError` names every
+    changed function of the saved chain, unless a migration is registered for it
+    (see :func:`contsnap.migration`).
+    """
+    meta, payload = _envelope.unseal(data, key=_envelope.effective_key(key))
+    found = meta.get("frames")
+    frames: list[Any] = found if isinstance(found, list) else []
+    _check_code(frames)
+    with old_lines(frames):
+        return from_payload(payload)
+
+
+def _check_code(frames: list[Any]) -> None:
+    """Name every function of the saved chain whose code changed (and has no migration)."""
+    changed: list[tuple[Any, str]] = []
+    for frame in frames:
+        if not isinstance(frame, dict):
+            continue
+        module, qualname = frame.get("module"), frame.get("qualname")
+        fingerprint = frame.get("fingerprint")
+        if not (isinstance(module, str) and isinstance(qualname, str)):
+            continue
+        if not isinstance(fingerprint, str):
+            continue
+        live = live_info(module, qualname)
+        if live is None or live.fingerprint == fingerprint:
+            continue
+        unseen = all(live is not seen for seen, _ in changed)
+        if unseen and find_migration(module, qualname, fingerprint) is None:
+            changed.append((live, fingerprint))
+    if changed:
+        raise code_changed(changed)
 
 
 def describe(data: bytes) -> dict[str, Any]:

@@ -258,13 +258,46 @@ def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
             "marked by an import hook: install the same hook before loading)"
         )
     if info.fingerprint != fingerprint:
-        raise CodeChangedError(
-            f"{module}.{qualname} ({info.filename}:{info.def_line}) changed since the snapshot "
-            f"was taken (fingerprint {fingerprint} -> {info.fingerprint}); resuming old state "
-            "into new code is refused. Finish the old run with the old code, or register a "
-            "migration."
-        )
+        return _changed(info, fingerprint)  # type: ignore[no-any-return]
     return info
+
+
+def live_info(module: str, qualname: str) -> FunctionInfo | None:
+    """The registered function of that name (its module imported if need be), or None."""
+    known = _BY_NAME.get((module, qualname))
+    if known is not None or "<locals>" in qualname:
+        return known
+    if module not in sys.modules and module != "__main__":
+        try:
+            importlib.import_module(module)
+        except Exception:  # loading reports it, with the whole story
+            return None
+    return _BY_NAME.get((module, qualname))
+
+
+def _changed(info: FunctionInfo, old_fingerprint: str) -> Any:
+    """A migration for the old version of ``info``'s function, or CodeChangedError."""
+    from ._migrate import Migrating, find
+
+    migrate = find(info.module, info.qualname, old_fingerprint)
+    if migrate is not None:
+        return Migrating(info, migrate, old_fingerprint)
+    raise code_changed([(info, old_fingerprint)])
+
+
+def code_changed(changed: list[tuple[FunctionInfo, str]]) -> CodeChangedError:
+    """The error for functions whose code changed since the snapshot: each one is named."""
+    named = [
+        f"{info.module}.{info.qualname} ({info.filename}:{info.def_line}, fingerprint "
+        f"{old} -> {info.fingerprint})"
+        for info, old in changed
+    ]
+    what = named[0] if len(named) == 1 else f"{len(named)} functions: {'; '.join(named)}"
+    return CodeChangedError(
+        f"{what} changed since the snapshot was taken; resuming old state into new code is "
+        "refused. Finish the old run with the old code, or register a migration "
+        "(@contsnap.migration) for each changed function."
+    )
 
 
 def _pickle_by_value(info: FunctionInfo) -> bytes:
@@ -319,6 +352,9 @@ def _info_by_value(data: bytes) -> FunctionInfo:
     live = _BY_NAME.get((module, qualname))
     if live is not None and live.fingerprint == fingerprint:
         return live
+    if live is not None and "<locals>" not in qualname and _SESSION.get() is None:
+        # the script (``__main__``) defines it again, differently: its code changed
+        return _changed(live, fingerprint)  # type: ignore[no-any-return]
     namespace = _SESSION.get()
     code_globals = carrier.__globals__
     if namespace is not None and module == namespace.get("__name__"):

@@ -34,6 +34,7 @@ import cloudpickle
 from . import _runtime
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import FunctionInfo, adopt_function, current_session, info_for_code
+from ._migrate import Migrating
 
 CREATED, SUSPENDED, CLOSED = "created", "suspended", "closed"
 
@@ -72,6 +73,8 @@ class FrameState:
 _CLOSED: weakref.WeakKeyDictionary[Any, FunctionInfo] = weakref.WeakKeyDictionary()
 # Generators made by a pickle load whose state has not arrived yet.
 _PENDING: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
+# Generators of changed code whose old state goes through a migration when it arrives.
+_MIGRATING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 # Generators with their state, waiting for the end of the load to be primed.
 _DEFERRED: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 
@@ -245,6 +248,8 @@ def new_generator(
     names: tuple[str, str] | None = None,
 ) -> Any:
     """Create (but do not start) a resume-variant generator; its values come later."""
+    if isinstance(info, Migrating):  # saved by older code: the label is decided later
+        return _new_migrating(info, label, cells, names)
     if label != 0 and label not in info.labels:
         raise SnapshotCorruptError(
             f"snapshot of {info.qualname} names resume point {label}, which that function "
@@ -267,6 +272,19 @@ def new_generator(
     return gen
 
 
+def _new_migrating(
+    migrating: Migrating,
+    label: int,
+    cells: tuple[types.CellType, ...],
+    names: tuple[str, str] | None,
+) -> Any:
+    info = migrating.info
+    fresh_cells = tuple(types.CellType() for _ in info.cell_names)
+    gen = new_generator(info, 0, fresh_cells, names)
+    _MIGRATING[gen] = (migrating, label, cells, fresh_cells)
+    return gen
+
+
 def set_generator_state(gen: Any, values: Any) -> None:
     """Give a generator from :func:`new_generator` its locals and prime it."""
     box = _PENDING.pop(gen, None)
@@ -275,6 +293,16 @@ def set_generator_state(gen: Any, values: Any) -> None:
         raise SnapshotCorruptError("generator state arrived for an unknown generator")
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
         raise SnapshotCorruptError(f"snapshot of {info.qualname} has malformed locals")
+    migrating = _MIGRATING.pop(gen, None)
+    if migrating is not None:
+        how, old_label, old_cells, fresh_cells = migrating
+        box.label, values, cell_values = how.apply(old_label, values, old_cells)
+        for name, cell in zip(info.cell_names, fresh_cells):
+            if name in cell_values:
+                cell.cell_contents = cell_values[name]
+            elif len(old_cells) == len(fresh_cells):
+                with contextlib.suppress(ValueError):
+                    cell.cell_contents = old_cells[info.cell_names.index(name)].cell_contents
     allowed = info.saved_names(box.label) if box.label else frozenset(info.user_names)
     unknown = set(values) - allowed
     if unknown:
@@ -370,8 +398,9 @@ def _delegate_of_unprimed(gen: Any) -> Any:
     return box.values.get(spec.delegate) if spec is not None and spec.delegate else None
 
 
-def closed_generator(info: FunctionInfo) -> Any:
+def closed_generator(given: FunctionInfo | Migrating) -> Any:
     """A finished generator (or coroutine...) that still knows which function it came from."""
+    info: FunctionInfo = given.info if isinstance(given, Migrating) else given
 
     def finished() -> Iterator[None]:
         yield  # pragma: no cover - never started
