@@ -1,0 +1,42 @@
+"""The examples run as a user runs them, and say what they promise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _run(name: str) -> str:
+    env = dict(os.environ, CONTSNAP_QUIET="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_save_and_resume() -> None:
+    assert "process 2: finished" in _run("save_and_resume.py")
+
+
+def test_pause_task() -> None:
+    assert _run("pause_task.py").strip()
+
+
+@pytest.mark.parametrize("name", ["paginated_fetch.py"])
+def test_durable_job_examples_survive_sigterm_and_sigkill(name: str) -> None:
+    output = _run(name)
+    assert "sending SIGTERM" in output and "status 75" in output
+    assert "sending SIGKILL" in output and "status -9" in output
+    assert "same result, nothing lost, nothing done twice" in output
