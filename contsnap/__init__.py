@@ -15,10 +15,12 @@ from ._errors import (
     CheckpointError,
     CodeChangedError,
     NotCheckpointableError,
+    ResourceChangedError,
     SnapshotCorruptError,
     SnapshotSignatureError,
 )
 from ._hook import install_import_hook
+from ._resources import register_resource
 from ._version import __version__
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "CodeChangedError",
     "NotCheckpointableError",
     "Queue",
+    "ResourceChangedError",
     "SnapshotCorruptError",
     "SnapshotSignatureError",
     "__version__",
@@ -39,6 +42,7 @@ __all__ = [
     "install_import_hook",
     "loads",
     "pause",
+    "register_resource",
     "sleep",
     "unpause",
 ]

@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _runtime
+from . import _resources, _runtime
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import FunctionInfo, info_for_code
 
@@ -512,6 +512,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         self.captured: dict[int, FrameState] = {}
         #: objects passed by reference to an in-process copy
         self.refs: list[Any] = []
+        _resources.resolve_refusals()
 
     def by_reference(self, obj: Any) -> tuple[Any, ...]:
         self.refs.append(obj)
@@ -535,6 +536,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
         ):
             return self.by_reference(obj)
+        resource = _resources.handler_for(kind)
+        if resource is not None:
+            return _resources.reduce_resource(obj, resource)
         if isinstance(obj, BaseException):
             return self._reduce_exception(obj)
         if kind is types.TracebackType:
@@ -561,7 +565,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
 
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
-_OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime"})
+_OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime", "contsnap._resources"})
 
 #: the by-reference table of the in-process copy being loaded
 _REFS: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
@@ -644,7 +648,9 @@ def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointable
         state = capture(gen)
     except CheckpointError:
         return None
-    for name, value in sorted(state.values.items()):
+    # the user's own variables first: a file is better named as ``f`` than as
+    # the iterator of the for loop reading it
+    for name, value in sorted(state.values.items(), key=lambda item: _local_order(item[0])):
         if info_of(value) is not None:
             inner = _diagnose(value, exc, depth + 1)
             if inner is not None:
@@ -664,6 +670,15 @@ def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointable
                 return NotCheckpointableError(
                     f"cannot snapshot {state.info.where(state.label)}: {what}, which is not "
                     "checkpointable; mark its function with @contsnap.checkpointable"
+                )
+            if isinstance(err, _resources.ResourceRefused):
+                held = err.reason
+                if type(value) is not err.kind:
+                    held = f"a {_resources.type_name(type(value))} object that refers to {held}"
+                advice = f"; {err.advice}" if err.advice else ""
+                where = state.info.where(state.label)
+                return NotCheckpointableError(
+                    f"cannot snapshot {where}: {holder} holds {held}{advice}"
                 )
             cause = err.__cause__ or err if isinstance(err, NotCheckpointableError) else err
             return NotCheckpointableError(
@@ -685,6 +700,10 @@ _HELPER_MEANING = {
     "fx": "the exception passing through a finally block",
     "rv": "the value being returned",
 }
+
+
+def _local_order(name: str) -> tuple[bool, str]:
+    return (name.startswith("_cs_"), name)
 
 
 def _describe_local(name: str, state: FrameState) -> str:
