@@ -291,14 +291,17 @@ def _path_of(raw: io.FileIO) -> str:
 def _newline_of(text: io.TextIOWrapper) -> str | None:
     """The ``newline`` argument of an open text file.
 
-    CPython has no getter for it; the wrapper keeps it as a string it refers
-    to (``readnl``), and none of its other string referents (encoding, errors)
-    can be one of the four newline values.
+    CPython has no getter for it. The wrapper refers to it as a string
+    (``readnl``, visited by the GC before the other strings that can look
+    like one: the decoded read-ahead and pending writes, which the caller has
+    flushed). ``None`` and ``""`` read through an IncrementalNewlineDecoder,
+    the other three do not, which rules out read-ahead posing as ``readnl``.
     """
-    for ref in gc.get_referents(text):
-        if type(ref) is str and ref in _NEWLINES:
-            return ref
-    return None
+    refs = gc.get_referents(text)
+    found = [ref for ref in refs if type(ref) is str and ref in _NEWLINES]
+    if any(type(ref) is io.IncrementalNewlineDecoder for ref in refs):
+        return "" if found[:1] == [""] else None
+    return found[0] if found else None
 
 
 def _save_file(obj: Any) -> Any:
@@ -311,6 +314,9 @@ def _save_file(obj: Any) -> Any:
             f"{raw.name!r} is not seekable (a pipe, socket or terminal), so it cannot be "
             "opened again at the same place"
         )
+    if not obj.closed and obj.writable():
+        obj.flush()
+        os.fsync(raw.fileno())
     text = isinstance(obj, io.TextIOWrapper)
     state: dict[str, Any] = {
         "layer": "text" if text else "raw" if obj is raw else "buffered",
@@ -329,9 +335,6 @@ def _save_file(obj: Any) -> Any:
         )
     if obj.closed:
         return ("file", state)
-    if obj.writable():
-        obj.flush()
-        os.fsync(raw.fileno())
     try:
         position = obj.tell()
     except OSError as exc:

@@ -189,17 +189,26 @@ def test_a_deleted_input_file_is_refused(text_file: Path) -> None:
         contsnap.loads(blob)
 
 
-def test_text_options_are_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("newline", "second"),
+    [
+        ("", "na\xefve\r"),
+        ("\r\n", "na\xefve\rtwo\r\n"),
+        (None, "na\xefve\n"),
+        ("\r", "\nna\xefve\r"),
+    ],
+)
+def test_text_options_are_kept(tmp_path: Path, newline: str | None, second: str) -> None:
     path = tmp_path / "latin.txt"
-    path.write_bytes("caf\xe9\r\nna\xefve\r\n".encode("latin-1"))
-    with open(path, encoding="latin-1", errors="strict", newline="") as f:
+    path.write_bytes("caf\xe9\r\nna\xefve\rtwo\r\n".encode("latin-1"))
+    with open(path, encoding="latin-1", errors="strict", newline=newline) as f:
         f.readline()
         g = hold(f)
         next(g)
         restored = contsnap.loads(contsnap.dumps(g)).send(None)
     with restored:
         assert (restored.encoding, restored.errors) == ("latin-1", "strict")
-        assert restored.readline() == "na\xefve\r\n"  # newline="" keeps the \r\n
+        assert restored.readline() == second
 
 
 def test_closed_file_restores_closed(text_file: Path) -> None:
