@@ -18,12 +18,14 @@ from ._errors import (
     CheckpointError,
     CodeChangedError,
     NotCheckpointableError,
+    ResourceChangedError,
     SnapshotCorruptError,
     SnapshotSignatureError,
 )
 from ._files import CheckpointFallbackWarning
 from ._hook import install_import_hook
 from ._migrate import OldFrame, Resume, migration
+from ._resources import register_resource
 from ._version import __version__
 
 
@@ -49,6 +51,7 @@ __all__ = [
     "NotCheckpointableError",
     "OldFrame",
     "Queue",
+    "ResourceChangedError",
     "Resume",
     "RolledOut",
     "SnapshotCorruptError",
@@ -65,6 +68,7 @@ __all__ = [
     "loads",
     "migration",
     "pause",
+    "register_resource",
     "run",
     "sleep",
     "unpause",

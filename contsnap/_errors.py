@@ -6,6 +6,7 @@ __all__ = [
     "CheckpointError",
     "CodeChangedError",
     "NotCheckpointableError",
+    "ResourceChangedError",
     "SnapshotCorruptError",
     "SnapshotSignatureError",
 ]
@@ -29,6 +30,16 @@ class NotCheckpointableError(CheckpointError, TypeError):
 
 class CodeChangedError(CheckpointError):
     """The snapshot was taken from code that has changed since; resuming it would be a guess."""
+
+    __module__ = "contsnap"
+
+
+class ResourceChangedError(CheckpointError):
+    """A file (or other resource) the snapshot had open changed: it was modified, or it shrank.
+
+    Resuming would read other data than the original run, or leave a hole in
+    the output; start the run again instead.
+    """
 
     __module__ = "contsnap"
 

@@ -8,6 +8,7 @@ snapshot machinery.
 
 from __future__ import annotations
 
+import io
 import sys
 import types
 import weakref
@@ -16,6 +17,27 @@ from typing import Any
 
 iter = iter
 next = next
+_TextIOWrapper = io.TextIOWrapper
+
+
+def for_iter(iterable: Any) -> Any:
+    """The iterator of a ``for`` loop: ``iter(iterable)``, except for an open text file.
+
+    CPython disables ``tell()`` on a text file while it is iterated with
+    ``next()``, so a snapshot could not say where the loop was. A seekable
+    text file is read with ``readline()`` instead (the same lines, with
+    ``tell()`` intact); ``iter(f.readline, "")`` is a C iterator that pickles
+    as the file (through its resource handler) and the sentinel.
+    """
+    kind = type(iterable)
+    if kind is _TextIOWrapper:
+        if not iterable.closed and iterable.seekable():
+            return iter(iterable.readline, "")
+    elif kind is enumerate:  # ``enumerate(f)`` holds the file itself: read it the same way
+        _make, (inner, start) = iterable.__reduce__()
+        if type(inner) is _TextIOWrapper and not inner.closed and inner.seekable():
+            return enumerate(iter(inner.readline, ""), start)
+    return iter(iterable)
 
 
 class _Marker:

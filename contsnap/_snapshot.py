@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _runtime
+from . import _resources, _runtime
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import FunctionInfo, adopt_function, current_session, info_for_code
 from ._migrate import Migrating
@@ -550,6 +550,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         self.refs: list[Any] = []
         #: the interactive namespace being saved as a whole, if any
         self.session = current_session()
+        _resources.resolve_refusals()
 
     def by_reference(self, obj: Any) -> tuple[Any, ...]:
         self.refs.append(obj)
@@ -575,6 +576,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
         ):
             return self.by_reference(obj)
+        resource = _resources.handler_for(kind)
+        if resource is not None:
+            return _resources.reduce_resource(obj, resource)
         if isinstance(obj, BaseException):
             return self._reduce_exception(obj)
         if kind is types.TracebackType:
@@ -604,7 +608,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
 
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
-_OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime"})
+_OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime", "contsnap._resources"})
 
 #: the by-reference table of the in-process copy being loaded
 _REFS: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
@@ -708,7 +712,9 @@ def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointable
         state = capture(gen)
     except CheckpointError:
         return None
-    for name, value in sorted(state.values.items()):
+    # the user's own variables first: a file is better named as ``f`` than as
+    # the iterator of the for loop reading it
+    for name, value in sorted(state.values.items(), key=lambda item: _local_order(item[0])):
         if info_of(value) is not None:
             inner = _diagnose(value, exc, depth + 1)
             if inner is not None:
@@ -728,6 +734,15 @@ def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointable
                 return NotCheckpointableError(
                     f"cannot snapshot {state.info.where(state.label)}: {what}, which is not "
                     "checkpointable; mark its function with @contsnap.checkpointable"
+                )
+            if isinstance(err, _resources.ResourceRefused):
+                held = err.reason
+                if type(value) is not err.kind:
+                    held = f"a {_resources.type_name(type(value))} object that refers to {held}"
+                advice = f"; {err.advice}" if err.advice else ""
+                where = state.info.where(state.label)
+                return NotCheckpointableError(
+                    f"cannot snapshot {where}: {holder} holds {held}{advice}"
                 )
             cause = err.__cause__ or err if isinstance(err, NotCheckpointableError) else err
             return NotCheckpointableError(
@@ -749,6 +764,10 @@ _HELPER_MEANING = {
     "fx": "the exception passing through a finally block",
     "rv": "the value being returned",
 }
+
+
+def _local_order(name: str) -> tuple[bool, str]:
+    return (name.startswith("_cs_"), name)
 
 
 def _describe_local(name: str, state: FrameState) -> str:

@@ -660,7 +660,7 @@ class BodyProcessor:
         pre, iterable = self.anf(node.iter)
         iterator = self.fresh_name("iter")
         item = self.fresh_name("item")
-        setup = self.assign(iterator, f"{RT}.iter({self.code(iterable)})")
+        setup = self.assign(iterator, f"{RT}.for_iter({self.code(iterable)})")
         body = self.loop_body(node.body, [iterator])
         orelse = self.body(node.orelse.body) if node.orelse else None
         target = self.code(node.target)
