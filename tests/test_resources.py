@@ -311,6 +311,9 @@ def test_a_writer_restores_in_a_fresh_process(tmp_path: Path) -> None:
 
 
 class TaggedRandom(random.Random):
+    def __new__(cls, seed: int | None = None, tag: str = "") -> TaggedRandom:
+        return super().__new__(cls, seed)  # 3.10's Random.__new__ takes one argument
+
     def __init__(self, seed: int, tag: str) -> None:
         super().__init__(seed)
         self.tag = tag
