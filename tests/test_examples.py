@@ -34,7 +34,7 @@ def test_pause_task() -> None:
     assert _run("pause_task.py").strip()
 
 
-@pytest.mark.parametrize("name", ["paginated_fetch.py"])
+@pytest.mark.parametrize("name", ["paginated_fetch.py", "word_frequency.py"])
 def test_durable_job_examples_survive_sigterm_and_sigkill(name: str) -> None:
     output = _run(name)
     assert "sending SIGTERM" in output and "status 75" in output
