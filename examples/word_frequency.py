@@ -77,7 +77,8 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "job":
         text_path, report_path = paths(sys.argv[2])
         make_text(text_path)
-        result = contsnap.run(count_words, text_path, report_path, checkpoint=sys.argv[2], every=0.1)
+        checkpoint = sys.argv[2]
+        result = contsnap.run(count_words, text_path, report_path, checkpoint=checkpoint, every=0.1)
         print(repr(result))
     else:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
