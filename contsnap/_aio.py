@@ -281,44 +281,68 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
     ``NotCheckpointableError`` names what it awaits and where.
     """
     from ._api import dumps
+
+    await park({task.get_name(): task}, timeout=timeout)
+    return dumps(task.get_coro())
+
+
+async def park(tasks: dict[str, asyncio.Task[Any]], *, timeout: float | None = None) -> None:
+    """Stop every task at its next safe point (they stay parked until :func:`unpause`).
+
+    ``tasks`` maps a name (used in errors) to each task. If some do not
+    arrive within ``timeout``, every request is withdrawn and
+    ``NotCheckpointableError`` names each late task and where it waits; a task
+    that finishes first is a ``CheckpointError``.
+    """
     from ._snapshot import info_of, waiting_point
 
-    if task.done():
-        raise CheckpointError(f"cannot pause {task.get_name()}: the task has finished")
-    coro = task.get_coro()
-    if info_of(coro) is None:
-        name = getattr(coro, "__qualname__", coro)
-        raise NotCheckpointableError(
-            f"cannot pause {task.get_name()}: its coroutine {name!r} is not checkpointable; "
-            "mark it with @contsnap.checkpointable"
-        )
-    request = _PAUSES.get(task)
-    if request is None or request.release.done():
-        request = _Pause(asyncio.get_running_loop())
-        _PAUSES[task] = request
-    waiting = _WAITING.get(task)
-    if waiting is not None and not waiting.done():
-        waiting.set_result(None)  # a safe point that waits: let it see the request
-    try:
-        done, _pending = await asyncio.wait(
-            {request.parked, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if not done:
-            raise asyncio.TimeoutError
-        if not request.parked.done():
-            _PAUSES.pop(task, None)
-            raise CheckpointError(
-                f"cannot pause {task.get_name()}: the task finished before reaching a safe point"
+    requests: dict[str, _Pause] = {}
+    for name, task in tasks.items():
+        if task.done():
+            raise CheckpointError(f"cannot pause {name}: the task has finished")
+        coro = task.get_coro()
+        if info_of(coro) is None:
+            what = getattr(coro, "__qualname__", coro)
+            raise NotCheckpointableError(
+                f"cannot pause {name}: its coroutine {what!r} is not checkpointable; "
+                "mark it with @contsnap.checkpointable"
             )
-    except asyncio.TimeoutError:
+    loop = asyncio.get_running_loop()
+    for name, task in tasks.items():
+        request = _PAUSES.get(task)
+        if request is None or request.release.done():
+            request = _Pause(loop)
+            _PAUSES[task] = request
+        requests[name] = request
+        waiting = _WAITING.get(task)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)  # a safe point that waits: let it see the request
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        late = [n for n, r in requests.items() if not r.parked.done()]
+        ended = [n for n in late if tasks[n].done()]
+        if not late or ended:
+            break
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            break
+        pending = {requests[n].parked for n in late} | {tasks[n] for n in late}
+        await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+    if not late:
+        return
+    for name, task in tasks.items():
         _PAUSES.pop(task, None)
-        _resolve(request.release)
-        raise NotCheckpointableError(
-            f"task {task.get_name()} did not reach a safe point within {timeout} s: "
-            f"{waiting_point(coro)}; await contsnap.checkpoint(), contsnap.sleep() or a "
-            "contsnap.Queue instead, or a marked coroutine that does"
-        ) from None
-    return dumps(coro)
+        _resolve(requests[name].release)
+    if ended:
+        raise CheckpointError(
+            f"cannot pause {', '.join(ended)}: finished before reaching a safe point"
+        )
+    where = "; ".join(f"{n}: {waiting_point(tasks[n].get_coro())}" for n in late)
+    raise NotCheckpointableError(
+        f"{len(late)} task{'s' * (len(late) > 1)} did not reach a safe point within {timeout} s "
+        f"({where}); await contsnap.checkpoint(), contsnap.sleep() or a contsnap.Queue "
+        "instead, or a marked coroutine that does"
+    )
 
 
 def unpause(task: asyncio.Task[Any]) -> None:
