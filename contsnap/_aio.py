@@ -286,17 +286,25 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
     return dumps(task.get_coro())
 
 
-async def park(tasks: dict[str, asyncio.Task[Any]], *, timeout: float | None = None) -> None:
+async def park(
+    tasks: dict[str, asyncio.Task[Any]],
+    *,
+    timeout: float | None = None,
+    allow_finished: bool = False,
+) -> None:
     """Stop every task at its next safe point (they stay parked until :func:`unpause`).
 
     ``tasks`` maps a name (used in errors) to each task. If some do not
     arrive within ``timeout``, every request is withdrawn and
     ``NotCheckpointableError`` names each late task and where it waits; a task
-    that finishes first is a ``CheckpointError``.
+    that finishes first is a ``CheckpointError`` (or, with ``allow_finished``,
+    simply not parked).
     """
     from ._snapshot import info_of, waiting_point
 
     requests: dict[str, _Pause] = {}
+    if allow_finished:
+        tasks = {name: task for name, task in tasks.items() if not task.done()}
     for name, task in tasks.items():
         if task.done():
             raise CheckpointError(f"cannot pause {name}: the task has finished")
@@ -321,6 +329,9 @@ async def park(tasks: dict[str, asyncio.Task[Any]], *, timeout: float | None = N
     while True:
         late = [n for n, r in requests.items() if not r.parked.done()]
         ended = [n for n in late if tasks[n].done()]
+        if allow_finished:
+            late = [n for n in late if n not in ended]
+            ended = []
         if not late or ended:
             break
         remaining = None if deadline is None else deadline - loop.time()

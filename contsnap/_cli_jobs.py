@@ -234,6 +234,12 @@ def inspect_file(path: str, *, as_json: bool = False) -> int:
         if job.get("script"):
             argv = " ".join(str(a) for a in job.get("argv", []))
             print(f"  script    {job['script']} {argv}".rstrip())
+    system = meta.get("actors")
+    if isinstance(system, dict):
+        print(
+            f"  actors    system {system.get('system')!r}: {system.get('count')} actors, "
+            f"checkpoint {system.get('sequence')}"
+        )
     for depth, frame in enumerate(frames):
         print(f"  frame {depth}   {frame.get('qualname')}  {frame.get('file')}:{frame.get('line')}")
         print(f"            fingerprint {frame.get('fingerprint')}: code {frame['code']}")

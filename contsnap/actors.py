@@ -1,0 +1,752 @@
+"""Actors: message-handling coroutines checkpointed as one consistent set, and supervised.
+
+An actor is a checkpointable coroutine function with a mailbox::
+
+    @contsnap.checkpointable
+    async def counter(total):
+        while True:
+            msg = await actors.receive()        # a safe point
+            if msg == "stop":
+                return total
+            total += msg
+
+    system = actors.System("shop")
+    ref = system.spawn(counter, 0, name="counter")
+    ref.send(5)
+    await system.checkpoint("shop.ckpt")         # every actor, mid-computation too
+    ...
+    system = await actors.System.restore("shop.ckpt")   # this or a new process
+
+Every actor stops at its next safe point (``receive()``,
+``contsnap.checkpoint()``, ``contsnap.sleep()``, a ``contsnap.Queue``, or a
+checkpointable coroutine that reaches one) while the snapshot is written;
+messages sent meanwhile wait in the mailboxes. Supervisors restart crashed
+actors from their last good checkpoint or afresh, with restart intensity,
+exponential backoff, and poisoned-state detection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import functools
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _envelope
+from ._aio import Queue, QueueGet, detach_task, park, unpause
+from ._api import loads
+from ._errors import CheckpointError, NotCheckpointableError
+from ._files import CheckpointFiles, write_atomic
+from ._runtime import is_detach
+from ._snapshot import from_payload, to_payload
+
+__all__ = [
+    "ActorNotFoundError",
+    "ActorRef",
+    "Crash",
+    "Supervisor",
+    "SupervisorGaveUpError",
+    "System",
+    "receive",
+    "self_ref",
+]
+
+_FORMAT = "contsnap-actor-system/1"
+
+#: the systems of this process, by name: what an ActorRef resolves through
+_SYSTEMS: dict[str, System] = {}
+_CURRENT: contextvars.ContextVar[_Actor | None] = contextvars.ContextVar(
+    "contsnap_actor", default=None
+)
+
+
+class ActorNotFoundError(LookupError):
+    """An ActorRef names an actor that does not exist (any more) in this process."""
+
+    __module__ = "contsnap.actors"
+
+
+class SupervisorGaveUpError(RuntimeError):
+    """A supervisor's children crashed more often than its restart intensity allows."""
+
+    __module__ = "contsnap.actors"
+
+
+class ActorRef:
+    """The address of an actor: serialisable, and resolved by name when used.
+
+    A restored system has the same name and the same actor names, so a ref
+    saved anywhere (a message, another actor's locals) reaches the same actor
+    after a restore, in this process or a new one.
+    """
+
+    __slots__ = ("name", "system")
+
+    def __init__(self, system: str, name: str) -> None:
+        self.system = system
+        self.name = name
+
+    def _actor(self) -> _Actor:
+        system = _SYSTEMS.get(self.system)
+        actor = system.actors.get(self.name) if system is not None else None
+        if actor is None:
+            where = "no such system" if system is None else "no such actor"
+            raise ActorNotFoundError(
+                f"actor {self.name!r} of system {self.system!r} is not here ({where} in this "
+                "process: it ended, its system stopped, or it lived in another process)"
+            )
+        return actor
+
+    def send(self, message: Any) -> None:
+        """Put ``message`` in the actor's mailbox (it never waits)."""
+        self._actor().mailbox.put_nowait(message)
+
+    @property
+    def alive(self) -> bool:
+        try:
+            actor = self._actor()
+        except ActorNotFoundError:
+            return False
+        return actor.task is not None and not actor.task.done()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ActorRef, (self.system, self.name))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and (other.system, other.name) == (
+            self.system,
+            self.name,
+        )
+
+    def __hash__(self) -> int:
+        return hash((ActorRef, self.system, self.name))
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.system!r}, {self.name!r})"
+
+
+class Mailbox(Queue):
+    """An actor's queue. Saved by the name of its actor: its contents travel separately."""
+
+    def __init__(self, system: str, actor: str, items: Any = ()) -> None:
+        super().__init__(items)
+        self.owner = (system, actor)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_mailbox, self.owner)
+
+    def __repr__(self) -> str:
+        return f"<mailbox of {self.owner[1]!r}: {len(self)} waiting>"
+
+
+def _mailbox(system: str, actor: str) -> Mailbox:
+    found = _SYSTEMS.get(system)
+    if found is None or actor not in found.mailboxes:
+        raise CheckpointError(f"the mailbox of actor {actor!r} of system {system!r} is not here")
+    return found.mailboxes[actor]
+
+
+def receive() -> QueueGet:
+    """The next message of the current actor: ``msg = await receive()``, a safe point."""
+    actor = _CURRENT.get()
+    if actor is None:
+        raise RuntimeError("receive() is awaited outside an actor: spawn the coroutine first")
+    return actor.mailbox.get()
+
+
+def self_ref() -> ActorRef:
+    """The ref of the actor this is called from."""
+    actor = _CURRENT.get()
+    if actor is None:
+        raise RuntimeError("self_ref() is called outside an actor")
+    return ActorRef(actor.system.name, actor.name)
+
+
+@dataclass
+class _Spec:
+    """How an actor starts fresh."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class Crash:
+    """One crash: which actor, the state it ran from, the error."""
+
+    actor: str
+    origin: str
+    error: str
+    at: float
+
+
+class _Actor:
+    def __init__(
+        self, system: System, name: str, spec: _Spec, supervisor: str | None, origin: str
+    ) -> None:
+        self.system = system
+        self.name = name
+        self.spec = spec
+        self.supervisor = supervisor
+        self.origin = origin
+        self.mailbox = system.mailboxes.setdefault(name, Mailbox(system.name, name))
+        self.task: asyncio.Task[Any] | None = None
+        #: set while the system ends the task on purpose (stop, one_for_all, detach)
+        self.ending = False
+
+
+@dataclass
+class Supervisor:
+    """Restart policy for a group of actors (see :meth:`System.supervisor`)."""
+
+    name: str
+    strategy: str = "one_for_one"
+    max_restarts: int = 3
+    within: float = 5.0
+    restart: str = "restore"
+    poison_after: int = 2
+    poison_within: float = 10.0
+    backoff: float = 0.01
+    max_backoff: float = 1.0
+    parent: str | None = None
+    poison_dir: str | None = None
+    children: list[str] = field(default_factory=list)
+    recent: collections.deque[float] = field(default_factory=collections.deque, repr=False)
+    #: "actor@origin" of states that crashed too often, kept on disk for inspection
+    poisoned: dict[str, str] = field(default_factory=dict)
+    failed: BaseException | None = None
+
+    def policy(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "name",
+                "strategy",
+                "max_restarts",
+                "within",
+                "restart",
+                "poison_after",
+                "poison_within",
+                "backoff",
+                "max_backoff",
+                "parent",
+                "poison_dir",
+            )
+        }
+
+
+class System:
+    """A set of actors that is checkpointed, restored and stopped as one."""
+
+    def __init__(self, name: str = "system") -> None:
+        if name in _SYSTEMS:
+            raise ValueError(f"a system named {name!r} is already running in this process")
+        self.name = name
+        self.actors: dict[str, _Actor] = {}
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.supervisors: dict[str, Supervisor] = {}
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.crashes: list[Crash] = []
+        #: the last checkpoints taken or restored here: (number, {actor: state bytes})
+        self.history: collections.deque[tuple[int, dict[str, bytes]]] = collections.deque(maxlen=3)
+        self.sequence = 0
+        self._specs: dict[str, bytes] = {}
+        self._lock = asyncio.Lock()
+        self._parked: set[str] = set()
+        self._idle: asyncio.Event | None = None
+        self._autosave: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._stopped = False
+        self._restarting: set[asyncio.Task[None]] = set()
+        _SYSTEMS[name] = self
+
+    # ------------------------------------------------------------------ actors
+
+    def supervisor(self, name: str, **policy: Any) -> Supervisor:
+        """A supervisor for the actors spawned with ``supervisor=name``.
+
+        ``strategy``: ``"one_for_one"`` restarts the crashed actor,
+        ``"one_for_all"`` all its siblings too. ``restart``: ``"restore"`` from
+        the last good checkpoint (falling back to older ones, then to a fresh
+        start, when a state keeps crashing) or ``"fresh"``. More than
+        ``max_restarts`` restarts ``within`` seconds make it give up: its
+        children stop and it escalates to its ``parent`` supervisor, or the
+        system fails (:meth:`join` raises :class:`SupervisorGaveUpError`).
+        Restarts wait ``backoff`` seconds, doubling up to ``max_backoff``. A
+        restored state that crashes ``poison_after`` times within
+        ``poison_within`` seconds is poisoned: it is written to ``poison_dir``
+        (if set) and not used again.
+        """
+        if name in self.supervisors:
+            raise ValueError(f"supervisor {name!r} exists already")
+        sup = Supervisor(name, **policy)
+        if sup.strategy not in ("one_for_one", "one_for_all"):
+            raise ValueError(f"strategy is one_for_one or one_for_all, not {sup.strategy!r}")
+        if sup.restart not in ("restore", "fresh"):
+            raise ValueError(f"restart is 'restore' or 'fresh', not {sup.restart!r}")
+        if sup.parent is not None and sup.parent not in self.supervisors:
+            raise ValueError(f"no parent supervisor {sup.parent!r}")
+        self.supervisors[name] = sup
+        return sup
+
+    def spawn(
+        self,
+        function: Callable[..., Any],
+        /,
+        *args: Any,
+        name: str | None = None,
+        supervisor: str | Supervisor | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start ``function(*args, **kwargs)`` (a checkpointable coroutine) as an actor."""
+        from ._decorator import function_info
+
+        if function_info(function) is None:
+            raise TypeError(f"an actor is a @checkpointable coroutine function, not {function!r}")
+        if self._stopped:
+            raise RuntimeError(f"system {self.name!r} has stopped")
+        name = name or f"{getattr(function, '__name__', 'actor')}-{len(self.actors) + 1}"
+        if name in self.actors:
+            raise ValueError(f"an actor named {name!r} exists already in {self.name!r}")
+        sup_name = supervisor.name if isinstance(supervisor, Supervisor) else supervisor
+        if sup_name is not None and sup_name not in self.supervisors:
+            raise ValueError(f"no supervisor {sup_name!r}: create it with system.supervisor()")
+        actor = _Actor(self, name, _Spec(function, args, kwargs), sup_name, "fresh")
+        coro = function(*args, **kwargs)
+        if not asyncio.iscoroutine(coro):
+            raise TypeError(f"an actor is a coroutine function; {name} returned {coro!r}")
+        self.actors[name] = actor
+        if sup_name is not None:
+            self.supervisors[sup_name].children.append(name)
+        self._start(actor, coro)
+        return ActorRef(self.name, name)
+
+    def ref(self, name: str) -> ActorRef:
+        if name not in self.actors:
+            raise ActorNotFoundError(f"no actor {name!r} in system {self.name!r}")
+        return ActorRef(self.name, name)
+
+    def _start(self, actor: _Actor, coro: Any) -> None:
+        context = contextvars.copy_context()
+        context.run(_CURRENT.set, actor)
+        loop = asyncio.get_running_loop()
+        actor.ending = False
+        task = context.run(loop.create_task, coro)
+        task.set_name(f"{self.name}:{actor.name}")
+        actor.task = task
+        task.add_done_callback(functools.partial(self._ended, actor))
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _ended(self, actor: _Actor, task: asyncio.Task[Any]) -> None:
+        if actor.task is not task:
+            return
+        if task.cancelled() or actor.ending:
+            if not task.cancelled():
+                task.exception()  # a detach or a cancel on purpose: retrieved
+            self._check_idle()
+            return
+        error = task.exception()
+        if error is None:
+            self.results[actor.name] = task.result()
+            self.actors.pop(actor.name, None)
+        elif is_detach(error):
+            pass
+        else:
+            self._crashed(actor, error)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        busy = any(a.task is not None and not a.task.done() for a in self.actors.values())
+        if not busy and not self._restarting and self._idle is not None:
+            self._idle.set()
+
+    # --------------------------------------------------------------- crashes
+
+    def _crashed(self, actor: _Actor, error: BaseException) -> None:
+        self.crashes.append(Crash(actor.name, actor.origin, repr(error), time.time()))
+        sup = self.supervisors.get(actor.supervisor or "")
+        if sup is None or self._stopped:
+            self.errors[actor.name] = error
+            self.actors.pop(actor.name, None)
+            return
+        job = asyncio.ensure_future(self._restart(sup, actor.name))
+        self._restarting.add(job)
+        job.add_done_callback(self._restart_done)
+
+    def _restart_done(self, job: asyncio.Task[None]) -> None:
+        self._restarting.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            self._fail(job.exception())  # type: ignore[arg-type]
+        self._check_idle()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._failure is None:
+            self._failure = error
+        for actor in list(self.actors.values()):
+            if actor.task is not None and not actor.task.done():
+                actor.ending = True
+                actor.task.cancel()
+        if self._idle is not None:
+            self._idle.set()
+
+    async def _restart(self, sup: Supervisor, crashed: str) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        sup.recent.append(now)
+        while sup.recent and sup.recent[0] < now - sup.within:
+            sup.recent.popleft()
+        if len(sup.recent) > sup.max_restarts:
+            await self._give_up(sup, crashed)
+            return
+        delay = min(sup.max_backoff, sup.backoff * 2 ** (len(sup.recent) - 1))
+        async with self._lock:  # a checkpoint waits for the restart: it includes the actor
+            await asyncio.sleep(delay)  # restarts never spin
+            if self._stopped:
+                return
+            names = [crashed] if sup.strategy == "one_for_one" else list(sup.children)
+            for name in names:
+                actor = self.actors.get(name)
+                if name != crashed and actor is not None and actor.task is not None:
+                    actor.ending = True
+                    actor.task.cancel()
+                    await asyncio.gather(actor.task, return_exceptions=True)
+            number = self._restart_point(sup, crashed) if sup.restart == "restore" else None
+            for name in names:
+                actor = self.actors.get(name)
+                if actor is not None:
+                    self._restart_one(actor, number)
+
+    def _restart_point(self, sup: Supervisor, crashed: str) -> int | None:
+        """The newest checkpoint whose state of ``crashed`` is not poisoned (None: fresh)."""
+        actor = self.actors[crashed]
+        recent = [c for c in self.crashes if c.actor == crashed and c.origin == actor.origin]
+        window = [c for c in recent if c.at >= time.time() - sup.poison_within]
+        if actor.origin.startswith("checkpoint ") and len(window) >= sup.poison_after:
+            self._poison(sup, actor, len(window))
+        for number, states in reversed(self.history):
+            if crashed in states and f"checkpoint {number}" not in self._poisoned(sup, crashed):
+                return number
+        return None
+
+    def _poisoned(self, sup: Supervisor, actor: str) -> set[str]:
+        return {origin for key, origin in sup.poisoned.items() if key.startswith(f"{actor}@")}
+
+    def _poison(self, sup: Supervisor, actor: _Actor, crashes: int) -> None:
+        number = int(actor.origin.split()[1])
+        key = f"{actor.name}@{actor.origin}"
+        if key in sup.poisoned:
+            return
+        sup.poisoned[key] = actor.origin
+        kept = ""
+        state = dict(self.history).get(number, {}).get(actor.name)
+        if sup.poison_dir is not None and state is not None:
+            os.makedirs(sup.poison_dir, exist_ok=True)
+            path = os.path.join(
+                sup.poison_dir, f"{self.name}-{actor.name}-checkpoint{number}.state"
+            )
+            write_atomic(path, state)
+            kept = f"; kept in {path}"
+        warnings.warn(
+            f"actor {actor.name!r}: the state of checkpoint {number} crashed {crashes} times "
+            f"within {sup.poison_within} s: poisoned, not used again{kept}",
+            stacklevel=2,
+        )
+
+    def _restart_one(self, actor: _Actor, number: int | None) -> None:
+        coro = None
+        if number is not None:
+            state = dict(self.history)[number].get(actor.name)
+            if state is not None:
+                coro = self._load_actor(actor.name, state)
+                actor.origin = f"checkpoint {number}"
+        if coro is None:
+            coro = actor.spec.function(*actor.spec.args, **actor.spec.kwargs)
+            actor.origin = "fresh"
+        self._start(actor, coro)
+
+    async def _give_up(self, sup: Supervisor, crashed: str) -> None:
+        error = SupervisorGaveUpError(
+            f"supervisor {sup.name!r} gave up: more than {sup.max_restarts} restarts within "
+            f"{sup.within} s (last crash: {crashed!r}, "
+            f"{next((c.error for c in reversed(self.crashes) if c.actor == crashed), '?')})"
+        )
+        sup.failed = error
+        for name in sup.children:
+            actor = self.actors.get(name)
+            if actor is not None and actor.task is not None and not actor.task.done():
+                actor.ending = True
+                actor.task.cancel()
+        parent = self.supervisors.get(sup.parent or "")
+        if parent is None:
+            raise error
+        # escalate: the parent restarts the whole group afresh, counting one restart
+        now = asyncio.get_running_loop().time()
+        parent.recent.append(now)
+        if len(parent.recent) > parent.max_restarts:
+            await self._give_up(parent, crashed)
+            return
+        sup.recent.clear()
+        sup.failed = None
+        for name in sup.children:
+            actor = self.actors.get(name)
+            if actor is not None:
+                self._restart_one(actor, None)
+
+    # ---------------------------------------------------------- quiesce & co
+
+    async def quiesce(self, actors: list[str] | None = None, *, timeout: float = 10.0) -> None:
+        """Stop the actors (all, or those named) at their next safe point.
+
+        Messages sent meanwhile wait in the mailboxes. :meth:`resume` lets
+        them go on. On timeout, ``NotCheckpointableError`` names the actors that
+        did not arrive and where each waits; none stays stopped.
+        """
+        names = list(self.actors) if actors is None else list(actors)
+        unknown = [n for n in names if n not in self.actors]
+        if unknown:
+            raise ActorNotFoundError(f"no actors {unknown} in system {self.name!r}")
+        tasks = {
+            n: t
+            for n in names
+            if n not in self._parked and (t := self.actors[n].task) is not None and not t.done()
+        }
+        await park(tasks, timeout=timeout, allow_finished=True)
+        self._parked.update(n for n, t in tasks.items() if not t.done())
+
+    def resume(self) -> None:
+        """Let the quiesced actors go on."""
+        for name in list(self._parked):
+            actor = self.actors.get(name)
+            if actor is not None and actor.task is not None:
+                unpause(actor.task)
+        self._parked.clear()
+
+    async def checkpoint(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        keep: int = 3,
+        key: bytes | str | None = None,
+        timeout: float = 10.0,
+    ) -> bytes:
+        """Quiesce every actor, snapshot the whole system as one, and let them go on.
+
+        The snapshot holds every actor's coroutine wherever it paused, every
+        mailbox, the results so far and the supervision tree. With ``path``
+        it is written atomically there (the last ``keep`` kept). Returns the
+        snapshot's bytes.
+        """
+        async with self._lock:
+            return await self._checkpoint(path, keep, key, timeout, then_resume=True)
+
+    async def _checkpoint(
+        self,
+        path: str | os.PathLike[str] | None,
+        keep: int,
+        key: bytes | str | None,
+        timeout: float,
+        *,
+        then_resume: bool,
+    ) -> bytes:
+        quiesced_before = bool(self._parked)
+        await self.quiesce(timeout=timeout)
+        try:
+            data = self._snapshot(key)
+            if path is not None:
+                CheckpointFiles(path, keep).save(data)
+        finally:
+            if then_resume and not quiesced_before:
+                self.resume()
+        return data
+
+    def _snapshot(self, key: bytes | str | None) -> bytes:
+        states: dict[str, bytes] = {}
+        actors = {}
+        last = self.history[-1][1] if self.history else {}
+        for name, actor in self.actors.items():
+            if actor.task is None:
+                continue
+            try:
+                if not actor.task.done():
+                    states[name] = to_payload(actor.task.get_coro())[0]
+                elif name in last:  # crashed, to be restarted: from where it will be
+                    states[name] = last[name]
+                if name not in self._specs:
+                    self._specs[name] = to_payload(actor.spec)[0]
+            except NotCheckpointableError as exc:
+                raise NotCheckpointableError(f"actor {name!r}: {exc}") from exc
+            actors[name] = {
+                "state": states.get(name),
+                "spec": self._specs[name],
+                "supervisor": actor.supervisor,
+                "mailbox": list(actor.mailbox._items),
+            }
+        self.sequence += 1
+        whole = {
+            "format": _FORMAT,
+            "name": self.name,
+            "sequence": self.sequence,
+            "actors": actors,
+            "results": self.results,
+            "supervisors": [s.policy() for s in self.supervisors.values()],
+            "poisoned": {s.name: dict(s.poisoned) for s in self.supervisors.values()},
+        }
+        try:
+            payload = to_payload(whole)[0]
+        except NotCheckpointableError as exc:
+            raise NotCheckpointableError(f"system {self.name!r}: {exc}") from exc
+        self.history.append((self.sequence, states))
+        meta = {
+            "created_at": round(time.time(), 3),
+            "frames": [],
+            "actors": {"system": self.name, "sequence": self.sequence, "count": len(actors)},
+        }
+        return _envelope.seal(payload, meta, key=_envelope.effective_key(key))
+
+    @classmethod
+    async def restore(
+        cls,
+        source: str | os.PathLike[str] | bytes,
+        *,
+        key: bytes | str | None = None,
+    ) -> System:
+        """Bring a checkpointed system back in the running event loop, and let it go on."""
+        if isinstance(source, bytes):
+            whole = loads(source, key=key)
+        else:
+            loaded = CheckpointFiles(source).load(key=key)
+            if loaded is None:
+                raise FileNotFoundError(f"no checkpoint at {os.fspath(source)}")
+            whole = loaded.obj
+        if not isinstance(whole, dict) or whole.get("format") != _FORMAT:
+            raise CheckpointError("this snapshot is not an actor system's checkpoint")
+        system = cls(str(whole["name"]))
+        try:
+            system._load(whole)
+        except BaseException:
+            system._forget()
+            raise
+        return system
+
+    def _load(self, whole: dict[str, Any]) -> None:
+        self.sequence = int(whole["sequence"])
+        for policy in whole["supervisors"]:
+            sup = self.supervisor(**policy)
+            sup.poisoned.update(whole.get("poisoned", {}).get(sup.name, {}))
+        self.results.update(whole["results"])
+        for name, saved in whole["actors"].items():
+            self.mailboxes[name] = Mailbox(self.name, name, saved["mailbox"])
+        started = []
+        states = {}
+        for name, saved in whole["actors"].items():
+            spec = from_payload(saved["spec"])
+            actor = _Actor(self, name, spec, saved["supervisor"], f"checkpoint {self.sequence}")
+            self._specs[name] = saved["spec"]
+            if saved["state"] is None:  # crashed before any checkpoint: starts afresh
+                actor.origin = "fresh"
+                started.append((actor, spec.function(*spec.args, **spec.kwargs)))
+                continue
+            states[name] = saved["state"]
+            started.append((actor, self._load_actor(name, saved["state"])))
+        for actor, coro in started:
+            self.actors[actor.name] = actor
+            if actor.supervisor is not None:
+                self.supervisors[actor.supervisor].children.append(actor.name)
+            self._start(actor, coro)
+        self.history.append((self.sequence, states))
+
+    def _load_actor(self, name: str, state: bytes) -> Any:
+        try:
+            return from_payload(state)
+        except CheckpointError as exc:
+            raise type(exc)(f"actor {name!r}: {exc}") from exc
+
+    # ------------------------------------------------------------- ending
+
+    def autosave(
+        self, path: str | os.PathLike[str], *, every: float = 15.0, keep: int = 3
+    ) -> asyncio.Task[None]:
+        """Checkpoint the system to ``path`` every ``every`` seconds (the last ``keep`` kept)."""
+        if self._autosave is not None:
+            self._autosave.cancel()
+
+        async def save_now_and_then() -> None:
+            while not self._stopped:
+                await asyncio.sleep(every)
+                try:
+                    await self.checkpoint(path, keep=keep)
+                except CheckpointError as exc:
+                    warnings.warn(f"autosave of system {self.name!r} failed: {exc}", stacklevel=1)
+
+        self._autosave = asyncio.ensure_future(save_now_and_then())
+        return self._autosave
+
+    async def stop(self, *, rollout: str | os.PathLike[str] | None = None, keep: int = 3) -> None:
+        """Stop every actor. With ``rollout``, checkpoint there first and detach them.
+
+        A detached actor's ``finally`` blocks do not run here: they run once,
+        where the restored system ends it. Without ``rollout`` the actors are
+        cancelled.
+        """
+        if self._autosave is not None:
+            self._autosave.cancel()
+        if rollout is not None:
+            async with self._lock:
+                await self._checkpoint(rollout, keep, None, 10.0, then_resume=False)
+                self._stopped = True
+                for actor in self.actors.values():
+                    if actor.task is not None and not actor.task.done():
+                        actor.ending = True
+                        detach_task(actor.task)
+        else:
+            self._stopped = True
+            for actor in self.actors.values():
+                if actor.task is not None and not actor.task.done():
+                    actor.ending = True
+                    actor.task.cancel()
+        for job in list(self._restarting):
+            job.cancel()
+        tasks = [a.task for a in self.actors.values() if a.task is not None]
+        await asyncio.gather(*tasks, *self._restarting, return_exceptions=True)
+        self._parked.clear()
+        self._forget()
+
+    def _forget(self) -> None:
+        if _SYSTEMS.get(self.name) is self:
+            del _SYSTEMS[self.name]
+
+    async def join(self) -> dict[str, Any]:
+        """Wait until every actor has ended; return their results by name.
+
+        Raises :class:`SupervisorGaveUpError` when a root supervisor gave up,
+        and the first error of an unsupervised actor that crashed.
+        """
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        while self._failure is None:
+            self._idle.clear()
+            self._check_idle()
+            if self._idle.is_set():
+                break
+            await self._idle.wait()
+        if self._autosave is not None:
+            self._autosave.cancel()
+        self._stopped = True
+        self._forget()
+        if self._failure is not None:
+            raise self._failure
+        if self.errors:
+            raise next(iter(self.errors.values()))
+        return dict(self.results)
+
+    def __repr__(self) -> str:
+        return f"<contsnap.actors.System {self.name!r}: {len(self.actors)} actors>"

@@ -1,0 +1,330 @@
+"""Actors: quiesce, one consistent checkpoint of the whole set, restore, supervise."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import contsnap
+from contsnap import actors
+
+sys.path.insert(0, str(Path(__file__).parent))
+import actor_programs as programs
+
+N = 30
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def _expected_results(n: int = N, workers: int = 3) -> dict[str, Any]:
+    return {
+        "producer": n,
+        "agg": programs.expected_pipeline(n),
+        **{f"w{i}": len(range(i, n, workers)) for i in range(workers)},
+    }
+
+
+def test_an_uninterrupted_pipeline() -> None:
+    async def main() -> dict[str, Any]:
+        return await programs.start_pipeline("plain", N).join()
+
+    assert run(main()) == _expected_results()
+
+
+@pytest.mark.parametrize("turns", [0, 7, 25, 60])
+def test_checkpointed_mid_run_and_restored_it_ends_the_same(turns: int) -> None:
+    async def main() -> dict[str, Any]:
+        system = programs.start_pipeline("mid", N)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        data = await system.checkpoint()
+        await system.stop()  # cancelled: the snapshot goes on instead
+        restored = await actors.System.restore(data)
+        return await restored.join()
+
+    assert run(main()) == _expected_results()
+
+
+def test_stop_with_rollout_detaches_so_finally_runs_once(tmp_path: Path) -> None:
+    path = tmp_path / "pipe.ckpt"
+    programs.LOG.clear()
+
+    async def first() -> None:
+        system = programs.start_pipeline("roll", N)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await system.stop(rollout=path)
+
+    async def second() -> dict[str, Any]:
+        return await (await actors.System.restore(path)).join()
+
+    run(first())
+    assert programs.LOG == []  # detached: no finally ran in the process that rolled out
+    assert run(second()) == _expected_results()
+    assert sorted(programs.LOG) == [("worker finally", f"w{i}") for i in range(3)]
+
+
+def test_restored_in_a_new_process_after_sigkill(tmp_path: Path) -> None:
+    """Autosave every 50 ms; kill -9 at random; each restart resumes from the last save."""
+    path = str(tmp_path / "pipe.ckpt")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    script = str(Path(programs.__file__))
+    chooser = random.Random(7)
+    n = 400
+    mode = "run"
+    for attempt in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, script, mode, path, str(n)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if attempt < 3:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(path) and proc.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            time.sleep(chooser.uniform(0.0, 0.2))
+            proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, err
+        mode = "resume"
+    assert proc.returncode == 0, err
+    assert eval(out.strip()) == _expected_results(n)
+
+
+def test_quiesce_holds_messages_and_resume_delivers_them() -> None:
+    async def main() -> tuple[int, int]:
+        system = actors.System("q")
+        ref = system.spawn(programs.counter, 0, name="c")
+        ref.send(1)
+        await asyncio.sleep(0.01)
+        await system.quiesce()
+        for value in (10, 100):
+            ref.send(value)
+        await asyncio.sleep(0.01)
+        waiting = len(system.mailboxes["c"])
+        system.resume()
+        ref.send("stop")
+        results = await system.join()
+        return waiting, results["c"]
+
+    assert run(main()) == (2, 111)
+
+
+def test_quiesce_timeout_names_the_actor_and_where_it_waits() -> None:
+    async def main() -> None:
+        system = actors.System("late")
+        system.spawn(programs.sleeper, name="dozy")
+        system.spawn(programs.counter, 0, name="fine")
+        await asyncio.sleep(0.01)
+        try:
+            with pytest.raises(contsnap.NotCheckpointableError) as caught:
+                await system.quiesce(timeout=0.2)
+            message = str(caught.value)
+            assert "dozy" in message and "sleeper" in message and "fine" not in message
+            assert not system._parked  # nobody stays stopped
+        finally:
+            await system.stop()
+
+    run(main())
+
+
+def test_refs_travel_in_messages_and_a_missing_actor_is_named() -> None:
+    ref = actors.ActorRef("nowhere", "ghost")
+    with pytest.raises(actors.ActorNotFoundError, match="ghost"):
+        ref.send(1)
+    assert not ref.alive
+    assert contsnap.loads(contsnap.dumps(ref)) == ref
+
+    with pytest.raises(RuntimeError, match="outside an actor"):
+        actors.receive()
+
+
+def test_state_that_cannot_be_saved_names_the_actor_and_the_variable() -> None:
+    import threading
+
+    @contsnap.checkpointable
+    async def holder(lock):
+        await actors.receive()
+
+    async def main() -> None:
+        system = actors.System("locked")
+        system.spawn(holder, threading.Lock(), name="keeper")
+        await asyncio.sleep(0)
+        try:
+            with pytest.raises(contsnap.NotCheckpointableError, match=r"actor 'keeper'.*lock"):
+                await system.checkpoint()
+        finally:
+            await system.stop()
+
+    run(main())
+
+
+# --- supervision ----------------------------------------------------------------------
+
+
+def test_one_for_one_restores_a_crashed_actor_from_its_last_checkpoint() -> None:
+    async def main() -> tuple[dict[str, Any], list[actors.Crash]]:
+        system = actors.System("sup")
+        system.supervisor("root", strategy="one_for_one", restart="restore", backoff=0.001)
+        ref = system.spawn(programs.counter, 0, name="c", supervisor="root")
+        ref.send(5)
+        await asyncio.sleep(0.01)
+        await system.checkpoint()  # total 5 saved
+        ref.send(7)  # lost with the crash: the state goes back to the checkpoint
+        ref.send("boom")  # the poison message is not delivered again
+        ref.send(1)
+        await asyncio.sleep(0.1)
+        ref.send("stop")
+        return await system.join(), system.crashes
+
+    results, crashes = run(main())
+    assert results == {"c": 6}
+    assert [(c.actor, c.origin, "boom" in c.error) for c in crashes] == [("c", "fresh", True)]
+
+
+def test_restart_fresh_and_one_for_all() -> None:
+    async def main() -> dict[str, Any]:
+        system = actors.System("all")
+        system.supervisor("root", strategy="one_for_all", restart="fresh", backoff=0.001)
+        a = system.spawn(programs.counter, 100, name="a", supervisor="root")
+        b = system.spawn(programs.counter, 200, name="b", supervisor="root")
+        a.send(1)
+        b.send(2)
+        await asyncio.sleep(0.01)
+        a.send("boom")  # b restarts afresh too
+        await asyncio.sleep(0.1)
+        a.send("stop")
+        b.send("stop")
+        return await system.join()
+
+    assert run(main()) == {"a": 100, "b": 200}
+
+
+def test_a_poisoned_state_falls_back_to_an_older_checkpoint_then_fresh(tmp_path: Path) -> None:
+    async def main() -> tuple[dict[str, Any], list[str]]:
+        system = actors.System("poison")
+        system.supervisor(
+            "root",
+            restart="restore",
+            poison_after=2,
+            max_restarts=10,
+            backoff=0.001,
+            poison_dir=str(tmp_path),
+        )
+        ref = system.spawn(programs.counter, 0, name="c", supervisor="root")
+        ref.send(3)
+        await asyncio.sleep(0.01)
+        await system.checkpoint()  # checkpoint 1: total 3, good
+        ref.send(-10)
+        await asyncio.sleep(0.01)
+        await system.checkpoint()  # checkpoint 2: total -7, crashes on any number
+        for _ in range(4):
+            ref.send(1)
+            await asyncio.sleep(0.05)
+        ref.send("stop")
+        results = await system.join()
+        return results, [c.origin for c in system.crashes]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results, origins = run(main())
+    # the live state crashed, then checkpoint 2 twice (poisoned), then checkpoint 1 held
+    assert origins == ["fresh", "checkpoint 2", "checkpoint 2"]
+    assert results == {"c": 3 + 1}
+    assert any("checkpoint 2 crashed 2 times" in str(w.message) for w in caught)
+    assert os.listdir(tmp_path) == ["poison-c-checkpoint2.state"]
+
+
+def test_restart_intensity_gives_up_and_restarts_do_not_spin() -> None:
+    async def main() -> tuple[float, int]:
+        system = actors.System("spin")
+        system.supervisor("root", restart="fresh", max_restarts=3, within=10, backoff=0.02)
+        ref = system.spawn(programs.counter, 0, name="c", supervisor="root")
+        started = time.monotonic()
+
+        async def poison() -> None:
+            while True:
+                try:
+                    ref.send("boom")
+                except actors.ActorNotFoundError:
+                    return
+                await asyncio.sleep(0.001)
+
+        feeder = asyncio.ensure_future(poison())
+        with pytest.raises(actors.SupervisorGaveUpError, match="more than 3 restarts"):
+            await system.join()
+        feeder.cancel()
+        return time.monotonic() - started, len(system.crashes)
+
+    elapsed, crashes = run(main())
+    assert crashes == 4  # three restarts, then it gave up
+    assert elapsed >= 0.02 + 0.04 + 0.08  # exponential backoff between restarts
+
+
+def test_autosave_keeps_the_last_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "auto.ckpt"
+
+    async def main() -> None:
+        system = actors.System("auto")
+        ref = system.spawn(programs.counter, 0, name="c")
+        system.autosave(path, every=0.02, keep=2)
+        await asyncio.sleep(0.2)
+        ref.send("stop")
+        await system.join()
+
+    run(main())
+    assert sorted(os.listdir(tmp_path)) == ["auto.ckpt", "auto.ckpt.1"]
+    assert contsnap.describe(path.read_bytes())["actors"]["system"] == "auto"
+
+
+# --- the property ------------------------------------------------------------------------
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    n=st.integers(1, 40),
+    workers=st.integers(1, 4),
+    cuts=st.lists(st.integers(0, 80), max_size=3),
+)
+def test_random_workloads_with_checkpoint_and_restore_end_the_same(
+    n: int, workers: int, cuts: list[int]
+) -> None:
+    """Any number of checkpoint/restore cycles at any moment: nothing lost or delivered twice."""
+
+    async def main() -> dict[str, Any]:
+        system = programs.start_pipeline("prop", n, workers)
+        for turns in cuts:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            if all(a.task is None or a.task.done() for a in system.actors.values()):
+                break
+            data = await system.checkpoint()
+            await system.stop()
+            system = await actors.System.restore(data)
+        return await system.join()
+
+    assert run(main()) == _expected_results(n, workers)
