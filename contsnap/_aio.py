@@ -51,9 +51,16 @@ def _current_task() -> asyncio.Task[Any] | None:
 
 
 def _park(request: _Pause) -> Generator[Any, Any, None]:
-    if not request.parked.done():
-        request.parked.set_result(None)
-    yield from request.release.__await__()
+    task = _current_task()
+    while True:
+        if not request.parked.done():
+            request.parked.set_result(None)
+        yield from request.release.__await__()
+        # released, but paused again before this task ran on: stay parked here
+        again = _PAUSES.get(task) if task is not None else None
+        if again is None or again.release.done():
+            return
+        request = again
 
 
 async def _safe_point() -> None:
@@ -61,9 +68,17 @@ async def _safe_point() -> None:
     task = _current_task()
     request = _PAUSES.get(task) if task is not None else None
     if request is not None and not request.release.done():
-        if not request.parked.done():
-            request.parked.set_result(None)
-        await request.release
+        await _Parked(request)
+
+
+class _Parked:
+    __slots__ = ("request",)
+
+    def __init__(self, request: _Pause) -> None:
+        self.request = request
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return _park(self.request)
 
 
 @contextlib.contextmanager
@@ -325,20 +340,41 @@ async def park(
         waiting = _WAITING.get(task)
         if waiting is not None and not waiting.done():
             waiting.set_result(None)  # a safe point that waits: let it see the request
-    deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        late = [n for n, r in requests.items() if not r.parked.done()]
-        ended = [n for n in late if tasks[n].done()]
+    # one wake-up when every task is parked (or one ended), not one per task
+    settled: asyncio.Future[None] = loop.create_future()
+    waiting_for = len(requests)
+
+    def arrived(_: object) -> None:
+        nonlocal waiting_for
+        waiting_for -= 1
+        if waiting_for <= 0 and not settled.done():
+            settled.set_result(None)
+
+    def ended_early(task: asyncio.Task[Any]) -> None:
         if allow_finished:
-            late = [n for n in late if n not in ended]
-            ended = []
-        if not late or ended:
-            break
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
-            break
-        pending = {requests[n].parked for n in late} | {tasks[n] for n in late}
-        await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if not any(r.parked.done() for n, r in requests.items() if tasks[n] is task):
+                arrived(task)
+        elif not settled.done():
+            settled.set_result(None)
+
+    for name, request in requests.items():
+        request.parked.add_done_callback(arrived)
+        tasks[name].add_done_callback(ended_early)
+    if not requests:
+        settled.set_result(None)
+    try:
+        await asyncio.wait({settled}, timeout=timeout)
+    finally:
+        for name, request in requests.items():
+            request.parked.remove_done_callback(arrived)
+            tasks[name].remove_done_callback(ended_early)
+    late = [n for n, r in requests.items() if not r.parked.done()]
+    ended = [n for n in late if tasks[n].done()]
+    if allow_finished:
+        late = [n for n in late if n not in ended]
+        ended = []
+    if ended:
+        late = ended
     if not late:
         return
     for name, task in tasks.items():
@@ -348,7 +384,9 @@ async def park(
         raise CheckpointError(
             f"cannot pause {', '.join(ended)}: finished before reaching a safe point"
         )
-    where = "; ".join(f"{n}: {waiting_point(tasks[n].get_coro())}" for n in late)
+    where = "; ".join(f"{n}: {waiting_point(tasks[n].get_coro())}" for n in late[:5])
+    if len(late) > 5:
+        where += f"; and {len(late) - 5} more"
     raise NotCheckpointableError(
         f"{len(late)} task{'s' * (len(late) > 1)} did not reach a safe point within {timeout} s "
         f"({where}); await contsnap.checkpoint(), contsnap.sleep() or a contsnap.Queue "
