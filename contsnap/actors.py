@@ -450,10 +450,15 @@ class System:
         state = dict(self.history).get(number, {}).get(actor.name)
         if sup.poison_dir is not None and state is not None:
             os.makedirs(sup.poison_dir, exist_ok=True)
-            path = os.path.join(
-                sup.poison_dir, f"{self.name}-{actor.name}-checkpoint{number}.state"
-            )
-            write_atomic(path, state)
+            file = f"{self.name}-{actor.name}-checkpoint{number}.ckpt"
+            path = os.path.join(sup.poison_dir, file)
+            meta = {
+                "created_at": round(time.time(), 3),
+                "frames": [],
+                "poisoned": {"system": self.name, "actor": actor.name, "checkpoint": number},
+            }
+            # a snapshot of the actor's coroutine: contsnap inspect / contsnap.loads read it
+            write_atomic(path, _envelope.seal(state, meta, key=_envelope.effective_key(None)))
             kept = f"; kept in {path}"
         warnings.warn(
             f"actor {actor.name!r}: the state of checkpoint {number} crashed {crashes} times "

@@ -251,7 +251,9 @@ def test_a_poisoned_state_falls_back_to_an_older_checkpoint_then_fresh(tmp_path:
     assert origins == ["fresh", "checkpoint 2", "checkpoint 2"]
     assert results == {"c": 3 + 1}
     assert any("checkpoint 2 crashed 2 times" in str(w.message) for w in caught)
-    assert os.listdir(tmp_path) == ["poison-c-checkpoint2.state"]
+    assert os.listdir(tmp_path) == ["poison-c-checkpoint2.ckpt"]
+    kept = contsnap.describe((tmp_path / "poison-c-checkpoint2.ckpt").read_bytes())
+    assert kept["poisoned"] == {"system": "poison", "actor": "c", "checkpoint": 2}
 
 
 def test_restart_intensity_gives_up_and_restarts_do_not_spin() -> None:
@@ -328,3 +330,17 @@ def test_random_workloads_with_checkpoint_and_restore_end_the_same(
         return await system.join()
 
     assert run(main()) == _expected_results(n, workers)
+
+
+def test_back_to_back_checkpoints_find_every_actor_parked_again() -> None:
+    async def main() -> int:
+        system = actors.System("twice")
+        ref = system.spawn(programs.counter, 0, name="c")
+        await asyncio.sleep(0.01)
+        for _ in range(3):  # released and paused again before the actor ran on
+            await system.checkpoint(timeout=2)
+        ref.send(4)
+        ref.send("stop")
+        return (await system.join())["c"]
+
+    assert run(main()) == 4

@@ -40,3 +40,17 @@ def test_durable_job_examples_survive_sigterm_and_sigkill(name: str) -> None:
     assert "sending SIGTERM" in output and "status 75" in output
     assert "sending SIGKILL" in output and "status -9" in output
     assert "same result, nothing lost, nothing done twice" in output
+
+
+def test_actor_pipeline_restored_in_a_new_process_ends_the_same() -> None:
+    lines = _run("actor_pipeline.py").splitlines()
+    restored = next(line for line in lines if "aggregator result" in line).split("result ")[1]
+    alone = next(line for line in lines if line.startswith("uninterrupted")).split(":")[1]
+    assert restored.strip() == alone.strip()
+    assert "rolled out 6 actors" in lines[0]
+
+
+def test_supervisor_poison_demo() -> None:
+    output = _run("supervisor_poison.py")
+    assert "poisoned, not used again" in output
+    assert "final balance: 160" in output
