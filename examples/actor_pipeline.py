@@ -75,7 +75,8 @@ async def first_process(path: str, n: int) -> None:
     for _ in range(300):
         await asyncio.sleep(0)
     await system.stop(rollout=path)
-    meta = contsnap.describe(open(path, "rb").read())
+    with open(path, "rb") as saved:
+        meta = contsnap.describe(saved.read())
     print(f"process 1: rolled out {meta['actors']['count']} actors to {path}")
 
 
