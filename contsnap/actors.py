@@ -43,6 +43,7 @@ from ._aio import Queue, QueueGet, detach_task, park, unpause
 from ._api import loads
 from ._errors import CheckpointError, NotCheckpointableError
 from ._files import CheckpointFiles, write_atomic
+from ._migrate import old_lines
 from ._runtime import is_detach
 from ._snapshot import from_payload, to_payload
 
@@ -577,12 +578,22 @@ class System:
         states: dict[str, bytes] = {}
         actors = {}
         last = self.history[-1][1] if self.history else {}
+        frames: dict[str, list[dict[str, Any]]] = {}
         for name, actor in self.actors.items():
             if actor.task is None:
                 continue
             try:
                 if not actor.task.done():
-                    states[name] = to_payload(actor.task.get_coro())[0]
+                    states[name], captured, _refs = to_payload(actor.task.get_coro())
+                    frames[name] = [
+                        {
+                            "module": f.info.module,
+                            "qualname": f.info.qualname,
+                            "fingerprint": f.info.fingerprint,
+                            "line": f.info.line_of(f.label),
+                        }
+                        for f in captured.values()
+                    ]
                 elif name in last:  # crashed, to be restarted: from where it will be
                     states[name] = last[name]
                 if name not in self._specs:
@@ -591,6 +602,7 @@ class System:
                 raise NotCheckpointableError(f"actor {name!r}: {exc}") from exc
             actors[name] = {
                 "state": states.get(name),
+                "frames": frames.get(name, []),
                 "spec": self._specs[name],
                 "supervisor": actor.supervisor,
                 "mailbox": list(actor.mailbox._items),
@@ -610,9 +622,15 @@ class System:
         except NotCheckpointableError as exc:
             raise NotCheckpointableError(f"system {self.name!r}: {exc}") from exc
         self.history.append((self.sequence, states))
+        # every function saved, once: loads() names each one whose code changed
+        functions = {
+            (f["module"], f["qualname"], f["fingerprint"]): f
+            for found in frames.values()
+            for f in found
+        }
         meta = {
             "created_at": round(time.time(), 3),
-            "frames": [],
+            "frames": [{**f, "line": None} for f in functions.values()],
             "actors": {"system": self.name, "sequence": self.sequence, "count": len(actors)},
         }
         return _envelope.seal(payload, meta, key=_envelope.effective_key(key))
@@ -661,7 +679,7 @@ class System:
                 started.append((actor, spec.function(*spec.args, **spec.kwargs)))
                 continue
             states[name] = saved["state"]
-            started.append((actor, self._load_actor(name, saved["state"])))
+            started.append((actor, self._load_actor(name, saved["state"], saved["frames"])))
         for actor, coro in started:
             self.actors[actor.name] = actor
             if actor.supervisor is not None:
@@ -669,9 +687,10 @@ class System:
             self._start(actor, coro)
         self.history.append((self.sequence, states))
 
-    def _load_actor(self, name: str, state: bytes) -> Any:
+    def _load_actor(self, name: str, state: bytes, frames: list[Any] | None = None) -> Any:
         try:
-            return from_payload(state)
+            with old_lines(frames or []):  # where it was paused, for migrations
+                return from_payload(state)
         except CheckpointError as exc:
             raise type(exc)(f"actor {name!r}: {exc}") from exc
 

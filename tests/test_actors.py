@@ -344,3 +344,74 @@ def test_back_to_back_checkpoints_find_every_actor_parked_again() -> None:
         return (await system.join())["c"]
 
     assert run(main()) == 4
+
+
+ACTOR_V1 = """
+import contsnap
+from contsnap import actors
+
+@contsnap.checkpointable
+async def tally(total):
+    while True:
+        message = await actors.receive()
+        if message == "stop":
+            return total
+        total += message
+"""
+
+
+def test_live_upgrade_is_refused_clearly_or_goes_through_a_migration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import uuid
+
+    from contsnap import _decorator
+
+    name = f"actmod_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{name}.py"
+    source.write_text(ACTOR_V1)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+
+    async def save() -> bytes:
+        system = actors.System("upgrade")
+        ref = system.spawn(module.tally, 0, name="t")
+        ref.send(5)
+        await asyncio.sleep(0.01)
+        data = await system.checkpoint()
+        await system.stop()
+        return data
+
+    data = run(save())
+    # v2 counts messages too: a new local, and the receive moved down a line
+    source.write_text(
+        ACTOR_V1.replace("    while True:\n", "    count = 0\n    while True:\n").replace(
+            "        total += message\n", "        total += message\n        count += 1\n"
+        )
+    )
+    importlib.invalidate_caches()
+    module = importlib.reload(module)
+
+    async def restore() -> Any:
+        system = await actors.System.restore(data)
+        system.ref("t").send(2)
+        system.ref("t").send("stop")
+        return (await system.join())["t"]
+
+    try:
+        with pytest.raises(contsnap.CodeChangedError, match=rf"{name}\.tally"):
+            run(restore())
+        lines: list[int | None] = []
+
+        @contsnap.migration(module.tally)
+        def add_count(old: contsnap.OldFrame) -> contsnap.Resume:
+            lines.append(old.line)
+            assert old.line is not None
+            return contsnap.Resume(line=old.line + 1, locals={**old.locals, "count": 1})
+
+        assert run(restore()) == 7
+        assert lines == [8]  # v1's `message = await actors.receive()`
+    finally:
+        _decorator.forget_module(name)
+        sys.modules.pop(name, None)
