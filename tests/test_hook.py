@@ -524,6 +524,27 @@ def test_a_damaged_cache_file_is_ignored_and_rebuilt(
     assert transforms == []  # rewritten whole
 
 
+def test_a_cache_file_replaced_before_the_first_snapshot_is_not_mixed_in(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name)
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    record = _hook.hooked_module(mod.__file__)
+    assert record is not None
+    # another process replaces the file: here, the same key with counter's resume
+    # variant swapped for another function's (decodable, and wrong)
+    other = _cache.read(record.cache_path, record.key)
+    assert other is not None
+    counter = next(k for k in other.functions if k[0] == "counter")
+    items = next(k for k in other.functions if k[0] == "Box.items")
+    other.details[counter] = other.details_of(items)
+    _cache.write(record.cache_path, record.key, other, mod.__file__)
+    assert _round_trip_counter(mod) == [1, 2]
+    assert transforms == ["counter"]
+
+
 def _round_trip_counter(mod: Any) -> list[int]:
     gen = mod.counter(3)
     next(gen)
