@@ -273,6 +273,19 @@ def decode_details(stored: Any) -> Details | None:
         return None
 
 
+def _positional_order() -> bool:
+    """Do FunctionInfo's parameters run: live fields, INFO_FIELDS up to fresh_code,
+    globals and details, the rest of INFO_FIELDS? Then decode_info passes them by position."""
+    names = [f.name for f in dataclasses.fields(FunctionInfo) if f.init]
+    cut = INFO_FIELDS.index("fresh_code") + 1 if "fresh_code" in INFO_FIELDS else 0
+    expected = ["module", "qualname", "name", "filename", *INFO_FIELDS[:cut], "globals"]
+    return cut > 0 and names == [*expected, "details", *INFO_FIELDS[cut:]]
+
+
+_POSITIONAL = _positional_order()
+_CUT = INFO_FIELDS.index("fresh_code") + 1 if _POSITIONAL else 0
+
+
 def decode_info(
     stored: tuple[str, Any], fn: types.FunctionType, details: Callable[[], Details]
 ) -> FunctionInfo | str | None:
@@ -286,16 +299,25 @@ def decode_info(
             return data
         if kind != "ok" or len(data) != len(INFO_FIELDS):
             return None
-        fields = dict(zip(INFO_FIELDS, data))
-        code = fn.__code__
+        if _POSITIONAL:  # one call per marked function at every import: keep it cheap
+            return FunctionInfo(  # type: ignore[call-arg]  # checked by _positional_order
+                fn.__module__ or "",
+                fn.__qualname__,
+                fn.__name__,
+                fn.__code__.co_filename,
+                *data[:_CUT],
+                fn.__globals__,
+                details,
+                *data[_CUT:],
+            )
         return FunctionInfo(
             module=fn.__module__ or "",
             qualname=fn.__qualname__,
             name=fn.__name__,
-            filename=code.co_filename,
+            filename=fn.__code__.co_filename,
             globals=fn.__globals__,
             details=details,
-            **fields,
+            **dict(zip(INFO_FIELDS, data)),
         )
     except Exception:  # damaged in a way the checksum missed: rebuild instead
         return None
