@@ -7,9 +7,11 @@ the transform refused it. It has two sections, each plain data for
 :mod:`marshal` behind its own Adler-32 checksum, so a damaged file is noticed
 before any code object in it is built. An import reads the first: the key, the
 module's code and what a call of each function needs (its fresh code). The
-second (resume variants, labels, generated source) is kept as bytes and
-unmarshalled when a snapshot or a restore first asks for it: most imports never
-do. Both are read in one go from one file, so they always belong together.
+second (resume variants, labels, generated source) is read and unmarshalled
+when a snapshot or a restore first asks for it: most imports never do. Its
+checksum is part of the first section, so a file replaced meanwhile by another
+process is noticed (and the function transformed again) instead of mixing two
+files.
 
 The format is private. A file is used only when its key matches exactly: the
 format number, contsnap's version, a stamp of contsnap's own source files (so
@@ -40,7 +42,7 @@ from ._info import Details, FunctionInfo
 from ._transform import LabelInfo
 from ._version import __version__
 
-FORMAT = 2
+FORMAT = 3
 _MAGIC = b"contsnap-cache\n"
 _DIGEST_SIZE = 4
 #: FunctionInfo fields taken from the live function or loaded later, not from the first section.
@@ -60,7 +62,8 @@ def _checksum(body: bytes) -> bytes:
 
 
 def source_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """The hash hash-based ``.pyc`` files use (SipHash, in C: 5x faster than blake2b)."""
+    return importlib.util.source_hash(data).hex()
 
 
 _stamp: str | None = None
@@ -128,8 +131,8 @@ class Entry:
     notes: tuple[str, ...] = ()
     #: per function: its encoded Details (labels, resume code, source), once decoded
     details: dict[FunctionKey, Any] = dataclasses.field(default_factory=dict)
-    #: the file's second section, not decoded yet (checksum + marshal data)
-    pending: bytes = b""
+    #: where the file's second section is, not read yet: (path, offset, checksum)
+    pending: tuple[str, int, bytes] | None = None
 
     def details_of(self, key: FunctionKey) -> Any:
         """The encoded Details stored for ``key`` (None: not stored, or damaged)."""
@@ -138,9 +141,16 @@ class Entry:
         return self.details.get(key)
 
     def _decode(self) -> None:
-        pending, self.pending = self.pending, b""
-        body = pending[_DIGEST_SIZE:]
-        if _checksum(body) != pending[:_DIGEST_SIZE]:
+        if self.pending is None:
+            return
+        (path, offset, digest), self.pending = self.pending, None
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                body = f.read()
+        except OSError:
+            return
+        if _checksum(body) != digest:  # damaged, or replaced since the first section was read
             return
         try:
             stored = marshal.loads(body)
@@ -155,20 +165,20 @@ def read(path: str | None, key: tuple[Any, ...]) -> Entry | None:
     """The entry stored at ``path`` for ``key``; None when missing, stale or damaged."""
     if path is None:
         return None
+    head = len(_MAGIC) + _DIGEST_SIZE + 4
     try:
         with open(path, "rb") as f:
-            blob = f.read()
+            start = f.read(head)
+            if len(start) < head or not start.startswith(_MAGIC):
+                return None
+            size = int.from_bytes(start[head - 4 :], "little")
+            body = f.read(size)
     except OSError:
         return None
-    head = len(_MAGIC) + _DIGEST_SIZE + 4
-    if len(blob) < head or not blob.startswith(_MAGIC):
-        return None
-    size = int.from_bytes(blob[head - 4 : head], "little")
-    body = blob[head : head + size]
-    if len(body) != size or _checksum(body) != blob[len(_MAGIC) : len(_MAGIC) + _DIGEST_SIZE]:
+    if len(body) != size or _checksum(body) != start[len(_MAGIC) : len(_MAGIC) + _DIGEST_SIZE]:
         return None
     try:
-        stored_key, module_code, functions, notes = marshal.loads(body)
+        stored_key, module_code, functions, notes, later_digest = marshal.loads(body)
     except Exception:  # a file from another format that happens to digest right
         return None
     if stored_key != key:
@@ -177,9 +187,10 @@ def read(path: str | None, key: tuple[Any, ...]) -> Entry | None:
         (module_code is None or isinstance(module_code, types.CodeType))
         and isinstance(functions, dict)
         and isinstance(notes, tuple)
+        and isinstance(later_digest, bytes)
     ):
         return None
-    return Entry(module_code, functions, notes, pending=blob[head + size :])
+    return Entry(module_code, functions, notes, pending=(path, head + size, later_digest))
 
 
 def write(path: str | None, key: tuple[Any, ...], entry: Entry, mode_of: str) -> bool:
@@ -192,12 +203,13 @@ def write(path: str | None, key: tuple[Any, ...], entry: Entry, mode_of: str) ->
     if entry.pending:
         entry._decode()
     try:
-        body = marshal.dumps((key, entry.module_code, entry.functions, entry.notes))
         later = marshal.dumps(entry.details)
+        body = marshal.dumps(
+            (key, entry.module_code, entry.functions, entry.notes, _checksum(later))
+        )
     except ValueError:  # an unmarshallable value slipped in: better no cache than a bad one
         return False
-    blob = _MAGIC + _checksum(body) + len(body).to_bytes(4, "little") + body
-    blob += _checksum(later) + later
+    blob = _MAGIC + _checksum(body) + len(body).to_bytes(4, "little") + body + later
     folder = os.path.dirname(path)
     tmp = None
     try:
@@ -261,6 +273,19 @@ def decode_details(stored: Any) -> Details | None:
         return None
 
 
+def _positional_order() -> bool:
+    """Do FunctionInfo's parameters run: live fields, INFO_FIELDS up to fresh_code,
+    globals and details, the rest of INFO_FIELDS? Then decode_info passes them by position."""
+    names = [f.name for f in dataclasses.fields(FunctionInfo) if f.init]
+    cut = INFO_FIELDS.index("fresh_code") + 1 if "fresh_code" in INFO_FIELDS else 0
+    expected = ["module", "qualname", "name", "filename", *INFO_FIELDS[:cut], "globals"]
+    return cut > 0 and names == [*expected, "details", *INFO_FIELDS[cut:]]
+
+
+_POSITIONAL = _positional_order()
+_CUT = INFO_FIELDS.index("fresh_code") + 1 if _POSITIONAL else 0
+
+
 def decode_info(
     stored: tuple[str, Any], fn: types.FunctionType, details: Callable[[], Details]
 ) -> FunctionInfo | str | None:
@@ -274,16 +299,25 @@ def decode_info(
             return data
         if kind != "ok" or len(data) != len(INFO_FIELDS):
             return None
-        fields = dict(zip(INFO_FIELDS, data))
-        code = fn.__code__
+        if _POSITIONAL:  # one call per marked function at every import: keep it cheap
+            return FunctionInfo(  # type: ignore[call-arg]  # checked by _positional_order
+                fn.__module__ or "",
+                fn.__qualname__,
+                fn.__name__,
+                fn.__code__.co_filename,
+                *data[:_CUT],
+                fn.__globals__,
+                details,
+                *data[_CUT:],
+            )
         return FunctionInfo(
             module=fn.__module__ or "",
             qualname=fn.__qualname__,
             name=fn.__name__,
-            filename=code.co_filename,
+            filename=fn.__code__.co_filename,
             globals=fn.__globals__,
             details=details,
-            **fields,
+            **dict(zip(INFO_FIELDS, data)),
         )
     except Exception:  # damaged in a way the checksum missed: rebuild instead
         return None

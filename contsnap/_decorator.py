@@ -115,24 +115,35 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
 def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionType:
     assert info.fresh_code is not None
     fn.__globals__.setdefault(RT, _runtime)
-    cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
-    closure = tuple(cells[name] for name in info.fresh_code.co_freevars)
-    new = types.FunctionType(
-        info.fresh_code, fn.__globals__, fn.__name__, fn.__defaults__, closure or None
-    )
-    new.__kwdefaults__ = fn.__kwdefaults__
+    closure = None
+    if info.fresh_code.co_freevars:
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+        closure = tuple(cells[name] for name in info.fresh_code.co_freevars) or None
+    new = types.FunctionType(info.fresh_code, fn.__globals__, fn.__name__, fn.__defaults__, closure)
+    # only what differs from what FunctionType gave ``new`` is copied
+    if fn.__kwdefaults__ is not None:
+        new.__kwdefaults__ = fn.__kwdefaults__
     new.__annotations__ = fn.__annotations__
-    new.__dict__.update(fn.__dict__)
-    new.__doc__ = fn.__doc__
-    new.__module__ = fn.__module__
-    new.__qualname__ = fn.__qualname__
+    if fn.__dict__:
+        new.__dict__.update(fn.__dict__)
+    if new.__doc__ is not fn.__doc__:
+        new.__doc__ = fn.__doc__
+    if new.__module__ is not fn.__module__:
+        new.__module__ = fn.__module__
+    if new.__qualname__ != fn.__qualname__:
+        new.__qualname__ = fn.__qualname__
     new.__wrapped__ = fn  # type: ignore[attr-defined]
-    if sys.version_info >= (3, 12):
+    if sys.version_info >= (3, 12) and fn.__type_params__:
         new.__type_params__ = fn.__type_params__
+    return _adopt(new, info, fn.__module__)
+
+
+def _adopt(new: types.FunctionType, info: FunctionInfo, module: str | None) -> types.FunctionType:
+    """Make ``new`` (running ``info``'s fresh code) the live function of ``info``."""
     new.__contsnap__ = info  # type: ignore[attr-defined]
     info.live_function = new
     info.register()
-    if _roundtrip_mode() and fn.__module__ != "contsnap._roundtrip":
+    if _ROUNDTRIP and module != "contsnap._roundtrip":
         from ._roundtrip import wrap
 
         return wrap(new)  # type: ignore[no-any-return]
@@ -147,6 +158,16 @@ def _roundtrip_mode() -> bool:
         "no",
         "false",
     )
+
+
+#: Round-trip mode, read from the environment when contsnap is imported (not per function).
+_ROUNDTRIP = _roundtrip_mode()
+
+
+def refresh_roundtrip_mode() -> None:
+    """Read ``CONTSNAP_ROUNDTRIP`` again (the pytest plugin sets it after contsnap is imported)."""
+    global _ROUNDTRIP
+    _ROUNDTRIP = _roundtrip_mode()
 
 
 def forget_module(module: str) -> None:

@@ -45,7 +45,10 @@ def pytest_addoption(parser: Any) -> None:
 def pytest_configure(config: Any) -> None:
     mode = config.getoption("contsnap_roundtrip")
     if mode:
-        os.environ["CONTSNAP_ROUNDTRIP"] = mode  # read when generators are decorated
+        os.environ["CONTSNAP_ROUNDTRIP"] = mode  # for subprocesses, and for contsnap:
+        from contsnap._decorator import refresh_roundtrip_mode
+
+        refresh_roundtrip_mode()
     modules = config.getoption("--contsnap-hook")
     if modules:
         from contsnap import install_import_hook

@@ -24,6 +24,7 @@ import pytest
 
 import contsnap
 from contsnap import _cache, _decorator, _hook
+from contsnap._info import FunctionInfo
 
 _names = itertools.count()
 
@@ -522,6 +523,45 @@ def test_a_damaged_cache_file_is_ignored_and_rebuilt(
     mod = _fresh_import(pkgs, name)
     assert _round_trip_counter(mod) == [1, 2]
     assert transforms == []  # rewritten whole
+
+
+def test_a_cache_file_replaced_before_the_first_snapshot_is_not_mixed_in(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name)
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    record = _hook.hooked_module(mod.__file__)
+    assert record is not None
+    # another process replaces the file: here, the same key with counter's resume
+    # variant swapped for another function's (decodable, and wrong)
+    other = _cache.read(record.cache_path, record.key)
+    assert other is not None
+    counter = next(k for k in other.functions if k[0] == "counter")
+    items = next(k for k in other.functions if k[0] == "Box.items")
+    other.details[counter] = other.details_of(items)
+    _cache.write(record.cache_path, record.key, other, mod.__file__)
+    assert _round_trip_counter(mod) == [1, 2]
+    assert transforms == ["counter"]
+
+
+def test_cached_infos_decode_alike_by_position_and_by_name(
+    pkgs: Packages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name)
+    mod = _fresh_import(pkgs, name)
+    record = _hook.hooked_module(mod.__file__)
+    assert record is not None and _cache._POSITIONAL
+    fn = mod.counter.__wrapped__
+    stored = record.entry.functions[(fn.__qualname__, fn.__code__.co_firstlineno, "counter")]
+    details = record.entry.details_of  # any callable: it is stored, not called
+    fast = _cache.decode_info(stored, fn, details)  # type: ignore[arg-type]
+    monkeypatch.setattr(_cache, "_POSITIONAL", False)
+    named = _cache.decode_info(stored, fn, details)  # type: ignore[arg-type]
+    assert isinstance(fast, FunctionInfo) and isinstance(named, FunctionInfo)
+    assert vars(fast) == vars(named)
 
 
 def _round_trip_counter(mod: Any) -> list[int]:
