@@ -42,11 +42,14 @@ CREATED, SUSPENDED, CLOSED = "created", "suspended", "closed"
 class _Box:
     """Carries label and locals into a resume-variant generator until it first runs."""
 
-    __slots__ = ("label", "values")
+    __slots__ = ("cells", "label", "values")
 
-    def __init__(self, label: int, values: dict[str, Any]) -> None:
+    def __init__(
+        self, label: int, values: dict[str, Any], cells: tuple[types.CellType, ...] = ()
+    ) -> None:
         self.label = label
         self.values = values
+        self.cells = cells
 
 
 @dataclass
@@ -75,6 +78,8 @@ _CLOSED: weakref.WeakKeyDictionary[Any, FunctionInfo] = weakref.WeakKeyDictionar
 _PENDING: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 # Generators of changed code whose old state goes through a migration when it arrives.
 _MIGRATING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+# Restored coroutines not started yet: their saved point, for a snapshot taken before.
+_UNSTARTED_BOX: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 # Generators with their state, waiting for the end of the load to be primed.
 _DEFERRED: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 
@@ -160,6 +165,11 @@ def capture(gen: Any) -> FrameState:
     if frame is None:
         return FrameState(info, CLOSED, 0, {}, ())
     if _is_created(gen):
+        box = _UNSTARTED_BOX.get(gen)
+        if box is not None:  # restored, not stepped yet: still where it was saved
+            names = (gen.__name__, gen.__qualname__)
+            renamed = names if names != (info.name, info.qualname) else None
+            return FrameState(info, SUSPENDED, box.label, dict(box.values), box.cells, renamed)
         return _capture_created(gen, info, frame)
     local = dict(frame.f_locals)
     line = frame.f_lineno
@@ -264,7 +274,7 @@ def new_generator(
     fn.__qualname__ = info.qualname
     fn.__module__ = info.module
     info.globals.setdefault("__contsnap_rt__", _runtime)
-    box = _Box(label, {})
+    box = _Box(label, {}, cells)
     gen = fn(_runtime.UNBOUND, box) if info.first_param is not None else fn(box)
     if names is not None:
         gen.__name__, gen.__qualname__ = (str(n) for n in names)
@@ -318,6 +328,7 @@ def set_generator_state(gen: Any, values: Any) -> None:
         # dispatch, and a resumed await starts a restored coroutine it awaits
         if type(gen) is types.CoroutineType:
             _runtime.UNSTARTED.add(gen)
+            _UNSTARTED_BOX[gen] = box  # a snapshot before its first step saves this
         return
     if type(gen) is types.AsyncGeneratorType:
         _prime(gen)

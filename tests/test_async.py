@@ -369,3 +369,28 @@ def test_a_types_coroutine_generator_is_still_known_and_restored_awaitable() -> 
     with pytest.raises(StopIteration) as done:
         restored.send("x")
     assert done.value.value == ((1, None), (2, "x"))
+
+
+@contsnap.checkpointable
+async def two_checkpoints():
+    x = 1
+    await contsnap.checkpoint()
+    x = 2
+    await contsnap.checkpoint()
+    return x
+
+
+def test_a_restored_coroutine_saved_again_before_its_first_step_stays_where_it_was() -> None:
+    coro = two_checkpoints()
+    coro.send(None)
+    restored = contsnap.loads(contsnap.dumps(coro))
+    contsnap.detach(coro)
+    again = contsnap.loads(contsnap.dumps(restored))  # not stepped in between
+    first_checkpoint = two_checkpoints.__code__.co_firstlineno + 3
+    assert contsnap.describe(contsnap.dumps(again))["frames"][0]["line"] == first_checkpoint
+    copied = contsnap.fork(again)
+    for run in (again, copied):
+        assert run.send(None) is None  # the second checkpoint, not the first again
+        with pytest.raises(StopIteration) as done:
+            run.send(None)
+        assert done.value.value == 2
