@@ -36,7 +36,7 @@ class Compiled:
     fingerprint: str
     #: the user's own locals (saved whenever bound)
     user_names: tuple[str, ...]
-    #: cell and free variables, in the order of ``_cs_cellref.__closure__``
+    #: cell and free variables (a snapshot's closure is in this order)
     cell_names: tuple[str, ...]
     cellvars: tuple[str, ...]
     first_param: str | None

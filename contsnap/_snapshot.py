@@ -184,9 +184,13 @@ def capture(gen: Any) -> FrameState:
     cellref = local.get("_cs_cellref")
     closure: tuple[types.CellType, ...] = ()
     if info.cell_names:
-        closure = tuple(cellref.__closure__ or ()) if cellref is not None else ()
-        if len(closure) != len(info.cell_names):
+        # the lambda's closure follows its own co_freevars (sorted by name, not as listed)
+        by_name = {}
+        if cellref is not None:
+            by_name = dict(zip(cellref.__code__.co_freevars, cellref.__closure__ or ()))
+        if set(by_name) != set(info.cell_names):
             raise NotCheckpointableError(f"cannot read the closure cells of {info.qualname}")
+        closure = tuple(by_name[name] for name in info.cell_names)
     names = (gen.__name__, gen.__qualname__)
     renamed = names if names != (info.name, info.qualname) else None
     return FrameState(info, SUSPENDED, label, values, closure, renamed)

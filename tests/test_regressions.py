@@ -345,3 +345,21 @@ def test_a_generator_left_by_break_closes_at_the_break_as_natively() -> None:
     LOG.clear()
     assert next(abandons_leaf()) == "end"
     assert native_log == LOG == [("got", 1), "leaf-finally", "after-loop"]
+
+
+@contsnap.checkpointable
+def closure_over_parameters(zeta, alpha):
+    def read():
+        return zeta, alpha
+
+    yield zeta, alpha
+    zeta += "1"
+    yield zeta, alpha, read()
+
+
+def test_cells_are_restored_to_their_own_names_whatever_their_order() -> None:
+    # 3.11+ list parameter cells in parameter order; a closure's cells are sorted by name
+    g = closure_over_parameters("z", "a")
+    assert next(g) == ("z", "a")
+    for moved in (contsnap.loads(contsnap.dumps(g)), copy.deepcopy(g)):
+        assert next(moved) == ("z1", "a", ("z1", "a"))
