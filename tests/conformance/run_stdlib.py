@@ -257,9 +257,17 @@ def run_child(
     env.pop("CONTSNAP_ROUNDTRIP", None)
     if mode == "roundtrip":
         env["CONTSNAP_ROUNDTRIP"] = "1"
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=900, env=env, cwd=suite.get("path")
-    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            env=env,
+            cwd=suite.get("path"),
+        )
+    except subprocess.TimeoutExpired:
+        return {"crash": f"timed out after {args.timeout} s (--timeout)"}
     if MARKER not in proc.stdout:
         return {"crash": f"exit {proc.returncode}\n{proc.stderr[-3000:]}"}
     data: dict[str, Any] = json.loads(proc.stdout.split(MARKER, 1)[1])
@@ -330,6 +338,9 @@ def main() -> int:
     parser.add_argument(
         "--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES)
     )
+    parser.add_argument(
+        "--timeout", type=int, default=1800, help="seconds for one run of one suite (1800)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--hooked", action="store_true", help=argparse.SUPPRESS)
@@ -381,6 +392,8 @@ def main() -> int:
                 print(textwrap.indent(f"{mode} run crashed: {data['crash']}", "    "))
         native = results.get("native", {})
         native_bad = set(native.get("failures", ())) | set(native.get("errors", ()))
+        for test_id in sorted(native_bad):
+            print(f"  fails natively too: {test_id}")
         seen_hooked: set[str] = set()
         for mode, data in results.items():
             if mode == "native" or "crash" in data:
