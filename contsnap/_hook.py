@@ -19,9 +19,11 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import inspect
+import io
 import os
 import sys
 import threading
+import tokenize
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -117,6 +119,13 @@ def _first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
 
 def _is_future_import(stmt: ast.stmt) -> bool:
     return isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"
+
+
+def _decode(data: bytes) -> str:
+    """``importlib.util.decode_source``, without its ``import tokenize``: hooking tokenize
+    itself re-imports it, and that import would find the half-made hooked module."""
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    return io.IncrementalNewlineDecoder(None, True).decode(data.decode(encoding))
 
 
 class Plan:
@@ -246,7 +255,7 @@ class HookedModule:
     @property
     def lines(self) -> list[str]:
         if self._lines is None:
-            text = importlib.util.decode_source(self.data)
+            text = _decode(self.data)
             self._lines = text.split("\n")
         return self._lines
 

@@ -86,9 +86,27 @@ def live() -> bool:
     return not is_detach(sys.exc_info()[1])
 
 
+#: ``types.coroutine`` sets it on a generator function's code: its generators can be awaited
+ITERABLE_COROUTINE = 0x100
+
+
+def _iterable_coroutine(obj: Any) -> bool:
+    return isinstance(obj, types.GeneratorType) and bool(obj.gi_code.co_flags & ITERABLE_COROUTINE)
+
+
 def yield_from_iter(obj: Any) -> Any:
-    """The iterator ``yield from obj`` delegates to (generators are their own iterator)."""
-    return obj if isinstance(obj, types.GeneratorType) else iter(obj)
+    """The iterator ``yield from obj`` delegates to (generators are their own iterator).
+
+    A coroutine is delegated to only from a ``@types.coroutine`` generator, as
+    Python does; this is called straight from the transformed frame.
+    """
+    if isinstance(obj, types.GeneratorType):
+        return obj
+    if isinstance(obj, types.CoroutineType):
+        if sys._getframe(1).f_code.co_flags & (ITERABLE_COROUTINE | 0x80):
+            return obj
+        raise TypeError("cannot 'yield from' a coroutine object in a non-coroutine generator")
+    return iter(obj)
 
 
 def _enter(manager: Any, enter: str, exit_: str, protocol: str) -> Any:
@@ -212,7 +230,14 @@ class ANext:
 
     def __await__(self) -> Any:
         awaitable = type(self.iterator).__anext__(self.iterator)
-        return awaitable.__await__()
+        if isinstance(awaitable, types.CoroutineType):
+            return awaitable.__await__()
+        try:
+            return _await_iter(awaitable)
+        except Exception as exc:  # as Python says it, with the reason as the cause
+            raise TypeError(
+                f"'async for' received an invalid object from __anext__: {type(awaitable).__name__}"
+            ) from exc
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ANext, (self.iterator,))
@@ -230,14 +255,50 @@ def anext(iterator: Any) -> ANext:
     return ANext(iterator)
 
 
+def _through(coroutine: Any) -> Any:
+    return (yield from coroutine)
+
+
+def _await_iter(awaitable: Any) -> Any:
+    """What ``await awaitable`` iterates, checked as Python checks it."""
+    if _iterable_coroutine(awaitable):
+        return _through(awaitable)  # ``__await__`` may not return a coroutine itself
+    method = getattr(type(awaitable), "__await__", None)
+    if method is None:
+        raise TypeError(f"object {type(awaitable).__name__} can't be used in 'await' expression")
+    result = method(awaitable)
+    if isinstance(result, types.CoroutineType) or _iterable_coroutine(result):
+        raise TypeError("__await__() returned a coroutine")
+    if not hasattr(type(result), "__next__"):
+        raise TypeError(f"__await__() returned non-iterator of type '{type(result).__name__}'")
+    return result
+
+
+def _awaitable(obj: Any, method: str) -> Any:
+    """``obj``, if ``async with`` can await it (else Python's TypeError for ``method``)."""
+    if not (
+        isinstance(obj, types.CoroutineType)
+        or hasattr(type(obj), "__await__")
+        or _iterable_coroutine(obj)
+    ):
+        raise TypeError(
+            f"'async with' received an object from {method} that does not implement "
+            f"__await__: {type(obj).__name__}"
+        )
+    return obj
+
+
 def aenter(manager: Any) -> Any:
     """The awaitable of ``__aenter__``, refusing non-managers as ``async with`` does."""
-    return _enter(manager, "__aenter__", "__aexit__", "asynchronous context manager protocol")
+    return _awaitable(
+        _enter(manager, "__aenter__", "__aexit__", "asynchronous context manager protocol"),
+        "__aenter__",
+    )
 
 
 def aexit(manager: Any, exc: BaseException | None) -> Any:
     """The awaitable of ``__aexit__`` with the exception being handled (or three ``None``)."""
-    return _exit(manager, "__aexit__", exc)
+    return _awaitable(_exit(manager, "__aexit__", exc), "__aexit__")
 
 
 #: Restored coroutines not yet started: a resumed ``await`` starts them itself.

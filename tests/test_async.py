@@ -394,3 +394,142 @@ def test_a_restored_coroutine_saved_again_before_its_first_step_stays_where_it_w
         with pytest.raises(StopIteration) as done:
             run.send(None)
         assert done.value.value == 2
+
+
+# --- errors worded as Python words them (found by CPython's test_coroutines) -------------
+
+
+class NotAwaitedManager:
+    """``__aenter__``/``__aexit__`` return plain values, not awaitables."""
+
+    def __init__(self, enter: Any, exit_: Any) -> None:
+        self.enter, self.exit = enter, exit_
+
+    def __aenter__(self):
+        return self.enter
+
+    def __aexit__(self, *exc_info):
+        return self.exit
+
+
+class BadAnext:
+    """An async iterator whose ``__anext__`` result cannot be awaited."""
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        return self.step
+
+
+class RaisingAwait:
+    def __await__(self):
+        raise ZeroDivisionError
+
+
+@types.coroutine
+def yielding_step():
+    yield "tick"
+    return 7
+
+
+class GeneratorAnext:
+    """``__anext__`` returns a ``@types.coroutine`` generator: Python awaits it."""
+
+    def __init__(self) -> None:
+        self.left = 2
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        if not self.left:
+            raise StopAsyncIteration
+        self.left -= 1
+        return yielding_step()
+
+
+@contsnap.checkpointable
+async def enter_manager(manager):
+    async with manager:
+        LOG.append("body")
+        raise ZeroDivisionError
+
+
+@contsnap.checkpointable
+async def iterate(iterable):
+    seen = []
+    async for item in iterable:
+        seen.append(item)
+    return seen
+
+
+async def coroutine_value():
+    return "spam"
+
+
+@contsnap.checkpointable
+def delegate_to(awaitable):
+    return (yield from awaitable)
+
+
+def outcome(coro: Any) -> tuple[Any, ...]:
+    """What stepping ``coro`` to its end shows: the values sent out, the result or error."""
+    sent = []
+    try:
+        while True:
+            sent.append(coro.send(None))
+    except StopIteration as stop:
+        return ("returned", sent, stop.value)
+    except Exception as exc:
+        cause, context = exc.__cause__, exc.__context__
+        return (
+            "raised",
+            sent,
+            type(exc),
+            str(exc),
+            type(cause) if cause else None,
+            type(context) if context else None,
+        )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda f: f(NotAwaitedManager(123, None)),
+        lambda f: f(NotAwaitedManager(asyncio.sleep(0), 456)),
+    ],
+    ids=["aenter", "aexit"],
+)
+def test_async_with_refuses_a_non_awaitable_as_python_does(make: Any) -> None:
+    native = outcome(make(enter_manager.__wrapped__))
+    native_log = list(LOG)
+    LOG.clear()
+    assert outcome(make(enter_manager)) == native
+    assert LOG == native_log
+    assert "'async with' received an object from __a" in native[3]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: BadAnext(()), lambda: BadAnext(RaisingAwait()), GeneratorAnext],
+    ids=["tuple", "await-raises", "generator-coroutine"],
+)
+def test_async_for_awaits_what_anext_returns_as_python_does(make: Any) -> None:
+    assert outcome(iterate(make())) == outcome(iterate.__wrapped__(make()))
+
+
+def test_yield_from_a_coroutine_only_in_a_generator_coroutine() -> None:
+    native_gen = delegate_to.__wrapped__
+    coro = coroutine_value()
+    refused = outcome(native_gen(coro))
+    assert refused[2:4] == (
+        TypeError,
+        "cannot 'yield from' a coroutine object in a non-coroutine generator",
+    )
+    assert outcome(delegate_to(coro)) == refused
+    allowed = types.coroutine(contsnap.checkpointable(native_gen))
+    assert outcome(allowed(coro)) == ("returned", [], "spam")

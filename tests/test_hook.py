@@ -742,3 +742,25 @@ def test_doctest_finds_the_docstrings_of_transformed_functions(pkgs: Packages) -
     (test,) = doctest.DocTestFinder().find(mod)
     assert test.lineno == 1  # the docstring's line in the file, found from the transformed code
     assert tuple(doctest.testmod(mod)) == (0, 2)  # failed, attempted
+
+
+def test_tokenize_itself_can_be_hooked() -> None:
+    # reading a source needs tokenize: the hook must not re-import the half-made one
+    child = textwrap.dedent(
+        """
+        import io, sys
+        import contsnap
+        contsnap.install_import_hook("tokenize", mark_all=True)
+        del sys.modules["tokenize"]
+        import tokenize
+        assert type(tokenize.__loader__).__name__ == "HookLoader"
+        assert any(hasattr(f, "__contsnap__") for f in vars(tokenize).values())
+        tokens = tokenize.tokenize(io.BytesIO(b"x = 1\\n").readline)
+        print(" ".join(t.string for t in tokens if t.string.strip()))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-B", "-c", child], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["utf-8", "x", "=", "1"]

@@ -364,3 +364,21 @@ def test_cells_are_matched_by_name_not_by_position() -> None:
         restored = contsnap.loads(contsnap.dumps(gen))
         contsnap.detach(gen)
         assert list(restored) == list(range(steps, 12)), steps
+
+
+@contsnap.checkpointable
+def closure_over_parameters(zeta, alpha):
+    def read():
+        return zeta, alpha
+
+    yield zeta, alpha
+    zeta += "1"
+    yield zeta, alpha, read()
+
+
+def test_cells_are_restored_to_their_own_names_whatever_their_order() -> None:
+    # 3.11+ list parameter cells in parameter order; a closure's cells are sorted by name
+    g = closure_over_parameters("z", "a")
+    assert next(g) == ("z", "a")
+    for moved in (contsnap.loads(contsnap.dumps(g)), copy.deepcopy(g)):
+        assert next(moved) == ("z1", "a", ("z1", "a"))

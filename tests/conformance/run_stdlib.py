@@ -1,28 +1,78 @@
-"""Run CPython's own generator test suites with every generator function made checkpointable.
+"""Run upstream test suites with their generators, coroutines and async generators made checkpointable.
 
-    python tests/conformance/run_stdlib.py [-v] [--no-doctests] [MODULE ...]
+    python tests/conformance/run_stdlib.py [-v] [--third-party] [--no-doctests] [SUITE ...]
 
-Each module (default: test.test_generators, test.test_yield_from,
-test.test_contextlib, from this interpreter's installed ``test`` package) runs
-twice, each time in a fresh child process: natively, and imported through
-``contsnap.install_import_hook(module, mark_all=True)``. In the hooked run the
-doctest examples of the module are marked too (their ``def`` statements get the
-hook's decorator), since ``test_generators`` keeps most of its tests there.
-The table compares pass/fail/error/skip counts; every test that fails only in
-the hooked run is listed with its error. Not part of the default pytest run:
-it takes a while and the stdlib suites change between Python versions.
+Two kinds of suite, from this interpreter's installed ``test`` package:
+
+* CPython's own suites for the language features (``test.test_generators``,
+  ``test.test_yield_from``, ``test.test_contextlib``, ``test.test_coroutines``,
+  ``test.test_asyncgen``, ``test.test_contextlib_async``): the *test module*
+  is imported through ``contsnap.install_import_hook(module, mark_all=True)``.
+  Its doctest examples are marked too (their ``def`` statements get the hook's
+  decorator), since ``test_generators`` keeps most of its tests there.
+* Generator-heavy library modules run against their own upstream tests
+  (``difflib``, ``tokenize``, ``heapq``; with ``--third-party`` also
+  ``more_itertools``, whose tests ship in its sdist: it is downloaded with
+  ``pip download`` into ``--cache-dir``): the *module under test* is imported
+  through the hook, and the test module is left as it is. A module that was
+  imported before (contsnap itself imports ``tokenize``) is dropped from
+  ``sys.modules`` first, and the script prints the check that the module the
+  tests use was loaded by the hook with its generator functions transformed.
+
+``mark_all`` marks generator functions only, for now; the script also marks
+coroutine and async generator functions (``--generators-only`` turns that off),
+with a separate transform cache.
+
+Each suite runs three times, each in a fresh child process: natively, hooked,
+and hooked in round-trip mode (``CONTSNAP_ROUNDTRIP=1``: every checkpointable
+generator moved to a restored copy at every suspension). The table compares
+pass/fail/error/skip counts; every test that fails only in a hooked run is
+listed with its error. A SUITE argument is a test module (its test module is
+hooked) or ``MODULE:TESTMODULE`` (MODULE is hooked). Not part of the default
+pytest run: it takes a while and the stdlib suites change between Python
+versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tarfile
 import textwrap
+import types
+from collections.abc import Iterator
 from typing import Any
 
-DEFAULT_MODULES = ("test.test_generators", "test.test_yield_from", "test.test_contextlib")
+LANGUAGE_SUITES = (
+    "test.test_generators",
+    "test.test_yield_from",
+    "test.test_contextlib",
+    "test.test_coroutines",
+    "test.test_asyncgen",
+    "test.test_contextlib_async",
+)
+MODULE_SUITES = (
+    "difflib:test.test_difflib",
+    "tokenize:test.test_tokenize",
+    "heapq:test.test_heapq",
+)
+#: pinned so that the counts in docs/roundtrip.md can be reproduced
+THIRD_PARTY = {
+    "more_itertools": ("more-itertools", "10.7.0", ("tests.test_more", "tests.test_recipes"))
+}
+#: Left out of the round-trip column only (they pass hooked): each runs millions of
+#: suspensions, and a move at every one (some 30 us each) would take minutes per test.
+ROUNDTRIP_TOO_SLOW = frozenset(
+    {
+        "tests.test_recipes.FactorTests.test_cross_check",
+        "tests.test_recipes.PolynomialFromRootsTests.test_large",
+        "tests.test_recipes.PrimeFunctionTests.test_primes",
+    }
+)
+MODES = ("native", "hooked", "roundtrip")
 MARKER = "\n@@contsnap-conformance@@"
 
 
@@ -52,14 +102,55 @@ def _mark_doctests() -> None:
     doctest.compile = marked_compile  # type: ignore[attr-defined]
 
 
-def child(module: str, hooked: bool, doctests: bool) -> dict[str, Any]:
-    """Run one module's tests in this process; return counts and the failures."""
+def _mark_async_too() -> None:
+    """Let mark_all mark coroutine and async generator functions, cached apart."""
+    import ast
+
+    from contsnap import _cache, _hook
+
+    if ast.AsyncFunctionDef in _hook.MARKED_KINDS:
+        return
+    _hook.MARKED_KINDS = (*_hook.MARKED_KINDS, ast.AsyncFunctionDef)
+    real_key, real_path = _cache.cache_key, _cache.cache_path
+    _cache.cache_key = lambda data, mode: real_key(data, mode and f"{mode}-async")  # type: ignore[assignment]
+    _cache.cache_path = lambda path, mode: real_path(path, mode and f"{mode}-async")  # type: ignore[assignment]
+
+
+def _transformed(module: Any) -> list[str]:
+    """Qualified names of the checkpointable functions defined in ``module``'s namespace."""
+    found = []
+    for name, value in vars(module).items():
+        members = vars(value).items() if isinstance(value, type) else [(None, value)]
+        for member_name, member in members:
+            fn = getattr(member, "__func__", member)
+            if getattr(fn, "__contsnap__", None) is not None:
+                found.append(f"{name}.{member_name}" if member_name else name)
+    return sorted(found)
+
+
+def _tests_of(suite: Any) -> Iterator[Any]:
+    for test in suite:
+        if hasattr(test, "_tests"):
+            yield from _tests_of(test)
+        else:
+            yield test
+
+
+def child(
+    spec: str, hooked: bool, doctests: bool, mark_async: bool, path: str | None
+) -> dict[str, Any]:
+    """Run one suite's tests in this process; return counts and the failures."""
     import importlib
     import io
     import unittest
     import warnings
 
-    counts = {"marked": 0, "refused": 0}
+    under_test, _, tests = spec.rpartition(":")
+    test_modules = tests.split(",")
+    hooked_names = [under_test] if under_test else test_modules
+    if path:
+        sys.path.insert(0, path)
+    counts: dict[str, Any] = {"marked": 0, "refused": 0}
     if hooked:
         import contsnap
         from contsnap import _hook
@@ -75,21 +166,70 @@ def child(module: str, hooked: bool, doctests: bool) -> dict[str, Any]:
             return result
 
         _hook.mark = counting_mark
-        contsnap.install_import_hook(module, mark_all=True)
-        if doctests:
+        if mark_async:
+            _mark_async_too()
+        contsnap.install_import_hook(hooked_names, mark_all=True)
+        if doctests and not under_test:
             _mark_doctests()
+    if under_test:
+        # contsnap (or the interpreter's start-up) may have imported it already: from
+        # here on, every import of it must go through the hook (or, natively, anew)
+        for name in [n for n in sys.modules if n == under_test or n.startswith(under_test + ".")]:
+            del sys.modules[name]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        mod = importlib.import_module(module)
-        if hooked:
-            assert type(mod.__loader__).__name__ == "HookLoader", mod.__loader__
-        suite = unittest.defaultTestLoader.loadTestsFromModule(mod)
-        if hasattr(mod, "__test__") and not hasattr(mod, "load_tests"):
-            import doctest  # 3.10's test_generators runs its doctests from test_main()
+        if under_test:
+            module = importlib.import_module(under_test)
+            loader = type(module.__loader__).__name__
+            functions = _transformed(module)
+            counts["check"] = (
+                f"{under_test} from {module.__file__}, loaded by {loader}, "
+                f"{len(functions)} checkpointable function(s) in its namespace"
+                + (f" (e.g. {', '.join(functions[:3])})" if functions else "")
+            )
+            if hooked:
+                assert loader == "HookLoader", module.__loader__
+                assert functions, f"no generator function of {under_test} was transformed"
+        suite = unittest.TestSuite()
+        for name in test_modules:
+            mod = importlib.import_module(name)
+            if hooked and not under_test:
+                assert type(mod.__loader__).__name__ == "HookLoader", mod.__loader__
+            suite.addTest(unittest.defaultTestLoader.loadTestsFromModule(mod))
+            if hasattr(mod, "__test__") and not hasattr(mod, "load_tests"):
+                import doctest  # 3.10's test_generators runs its doctests from test_main()
 
-            suite.addTest(doctest.DocTestSuite(mod))
+                suite.addTest(doctest.DocTestSuite(mod))
+        if under_test:
+            # the tests may import it afresh themselves (test_heapq's py_heapq and
+            # c_heapq): those copies must be hooked too
+            fresh = [
+                (f"{mod.__name__}.{name}", value)
+                for mod in map(importlib.import_module, test_modules)
+                for name, value in vars(mod).items()
+                if isinstance(value, types.ModuleType)
+                and value.__name__ == under_test
+                and value is not module
+            ]
+            for name, copy in fresh:
+                counts["check"] += (
+                    f"; the tests' own {name} is loaded by {type(copy.__loader__).__name__}, "
+                    f"{len(_transformed(copy))} checkpointable"
+                )
+                if hooked:
+                    assert type(copy.__loader__).__name__ == "HookLoader", copy.__loader__
+        if hooked and os.environ.get("CONTSNAP_ROUNDTRIP"):
+            for test in _tests_of(suite):
+                if test.id() in ROUNDTRIP_TOO_SLOW:
+                    method = getattr(test, test._testMethodName)
+                    skip = unittest.skip("too slow with a round trip at every suspension")
+                    setattr(test, test._testMethodName, skip(method))
         result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(suite)
     refusals = sorted({str(w.message) for w in caught if str(w.message).startswith("contsnap:")})
+    if hooked and os.environ.get("CONTSNAP_ROUNDTRIP"):
+        from contsnap import _roundtrip
+
+        counts["round_trips"] = _roundtrip.report()["total"]
     return {
         "run": result.testsRun,
         "failures": {t.id(): tb for t, tb in result.failures},
@@ -101,17 +241,59 @@ def child(module: str, hooked: bool, doctests: bool) -> dict[str, Any]:
     }
 
 
-def run_child(python: str, module: str, hooked: bool, doctests: bool) -> dict[str, Any]:
-    cmd = [python, __file__, "--child", module]
-    if hooked:
+def run_child(
+    python: str, suite: dict[str, Any], mode: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    cmd = [python, __file__, "--child", suite["spec"]]
+    if mode != "native":
         cmd.append("--hooked")
-    if not doctests:
+    if args.no_doctests:
         cmd.append("--no-doctests")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if args.generators_only:
+        cmd.append("--generators-only")
+    if suite.get("path"):
+        cmd += ["--path", suite["path"]]
+    env = dict(os.environ)
+    env.pop("CONTSNAP_ROUNDTRIP", None)
+    if mode == "roundtrip":
+        env["CONTSNAP_ROUNDTRIP"] = "1"
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            env=env,
+            cwd=suite.get("path"),
+        )
+    except subprocess.TimeoutExpired:
+        return {"crash": f"timed out after {args.timeout} s (--timeout)"}
     if MARKER not in proc.stdout:
         return {"crash": f"exit {proc.returncode}\n{proc.stderr[-3000:]}"}
     data: dict[str, Any] = json.loads(proc.stdout.split(MARKER, 1)[1])
     return data
+
+
+def third_party_suites(python: str, cache_dir: str) -> list[dict[str, Any]]:
+    """Download (once) and unpack the pinned sdists; a suite per package."""
+    suites = []
+    for module, (dist, version, tests) in THIRD_PARTY.items():
+        root = os.path.join(cache_dir, f"{dist.replace('-', '_')}-{version}")
+        if not os.path.isdir(root):
+            os.makedirs(cache_dir, exist_ok=True)
+            cmd = [python, "-m", "pip", "download", "--quiet", "--no-deps"]
+            cmd += ["--no-binary", ":all:", "--dest", cache_dir, f"{dist}=={version}"]
+            subprocess.run(cmd, check=True)
+            archive = os.path.join(cache_dir, f"{dist.replace('-', '_')}-{version}.tar.gz")
+            with tarfile.open(archive) as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(cache_dir, filter="data")
+                else:
+                    tar.extractall(cache_dir)
+        suites.append(
+            {"spec": f"{module}:{','.join(tests)}", "path": root, "name": f"{dist} {version}"}
+        )
+    return suites
 
 
 def _summary(data: dict[str, Any]) -> str:
@@ -122,17 +304,53 @@ def _summary(data: dict[str, Any]) -> str:
     return f"{data['run']:4d} run {passed:4d} ok {failed:3d} fail {errors:3d} error {data['skipped']:3d} skip"
 
 
+def _cell(data: dict[str, Any]) -> str:
+    if "crash" in data:
+        return "crashed"
+    failed, errors = len(data["failures"]), len(data["errors"])
+    passed = data["run"] - failed - errors - data["skipped"]
+    return f"{passed}/{data['run']} ({failed} f, {errors} e, {data['skipped']} s)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="*", default=list(DEFAULT_MODULES))
+    parser.add_argument("suites", nargs="*", help="TESTMODULE or MODULE:TESTMODULE")
     parser.add_argument("--python", default=sys.executable, help="interpreter to test")
     parser.add_argument("--no-doctests", action="store_true", help="leave doctests unmarked")
+    parser.add_argument(
+        "--generators-only",
+        action="store_true",
+        help="mark generator functions only, as mark_all does",
+    )
+    parser.add_argument(
+        "--third-party",
+        action="store_true",
+        help=f"also {', '.join(THIRD_PARTY)} (downloads its sdist)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+            "contsnap-conformance",
+        ),
+        help="where --third-party keeps the downloaded sdists",
+    )
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES)
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=1800, help="seconds for one run of one suite (1800)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--hooked", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.child:
-        data = child(args.child, args.hooked, not args.no_doctests)
+        data = child(
+            args.child, args.hooked, not args.no_doctests, not args.generators_only, args.path
+        )
         print(MARKER + json.dumps(data))
         return 0
 
@@ -150,36 +368,61 @@ def main() -> int:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    print(f"Python {version}: native vs hooked (mark_all=True)\n")
+    modes = [m for m in args.modes.split(",") if m]
+    suites = [{"spec": s} for s in (args.suites or [*LANGUAGE_SUITES, *MODULE_SUITES])]
+    if args.third_party:
+        suites += third_party_suites(args.python, args.cache_dir)
+    marks = (
+        "generator functions"
+        if args.generators_only
+        else "generator, coroutine and async generator functions"
+    )
+    print(f"Python {version}: {', '.join(modes)} (mark_all=True, marking {marks})\n")
     new_problems = 0
-    for module in args.modules:
-        native = run_child(args.python, module, False, not args.no_doctests)
-        hooked = run_child(args.python, module, True, not args.no_doctests)
-        print(f"{module}")
-        print(f"  native  {_summary(native)}")
-        print(f"  hooked  {_summary(hooked)}")
-        for what in ("crash",):
-            for name, data in (("native", native), ("hooked", hooked)):
-                if what in data:
-                    print(textwrap.indent(f"{name} run crashed: {data[what]}", "    "))
-        if "crash" in hooked or "crash" in native:
-            new_problems += 1
-            continue
-        print(f"  functions marked: {hooked['marked']}, left plain: {hooked['refused']}")
-        for message in hooked["refusals"]:
-            print(textwrap.indent(textwrap.fill(message, 100), "    "))
-        native_bad = set(native["failures"]) | set(native["errors"])
-        for kind in ("failures", "errors"):
-            for test_id, tb in sorted(hooked[kind].items()):
-                if test_id in native_bad:
-                    continue
+    table = []
+    for suite in suites:
+        name = suite.get("name") or suite["spec"]
+        results = {mode: run_child(args.python, suite, mode, args) for mode in modes}
+        table.append((name, results))
+        print(name)
+        for mode, data in results.items():
+            print(f"  {mode:9s} {_summary(data)}")
+            if "crash" in data:
                 new_problems += 1
-                lines = tb.strip().splitlines()
-                shown = lines if args.verbose else lines[-6:]
-                print(f"  NEW {kind[:-1].upper()}: {test_id}")
-                print(textwrap.indent("\n".join(shown), "      "))
+                print(textwrap.indent(f"{mode} run crashed: {data['crash']}", "    "))
+        native = results.get("native", {})
+        native_bad = set(native.get("failures", ())) | set(native.get("errors", ()))
+        for test_id in sorted(native_bad):
+            print(f"  fails natively too: {test_id}")
+        seen_hooked: set[str] = set()
+        for mode, data in results.items():
+            if mode == "native" or "crash" in data:
+                continue
+            if mode == "hooked" or "hooked" not in results:
+                print(f"  functions marked: {data['marked']}, left plain: {data['refused']}")
+                if "check" in data:
+                    print(f"  check: {data['check']}")
+                for message in data["refusals"]:
+                    print(textwrap.indent(textwrap.fill(message, 100), "    "))
+            if "round_trips" in data:
+                print(f"  round trips performed: {data['round_trips']}")
+            for kind in ("failures", "errors"):
+                for test_id, tb in sorted(data[kind].items()):
+                    if test_id in native_bad or test_id in seen_hooked:
+                        continue
+                    if mode == "hooked":
+                        seen_hooked.add(test_id)
+                    new_problems += 1
+                    lines = tb.strip().splitlines()
+                    shown = lines if args.verbose else lines[-6:]
+                    print(f"  NEW {kind[:-1].upper()} ({mode}): {test_id}")
+                    print(textwrap.indent("\n".join(shown), "      "))
         print()
-    print(f"{new_problems} problem(s) seen only in the hooked run")
+    print(f"| suite | {' | '.join(modes)} |")
+    print(f"|---|{'---|' * len(modes)}")
+    for name, results in table:
+        print(f"| {name} | {' | '.join(_cell(results[m]) for m in modes)} |")
+    print(f"\n{new_problems} problem(s) seen only in a hooked run")
     return 1 if new_problems else 0
 
 
