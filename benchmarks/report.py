@@ -82,6 +82,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:.0f} B"
     if unit == "%":
         return f"{value:+.1f}%"
+    if unit == "us":
+        return f"{value:.2f} us"
     return f"{value:.3g} {unit}"
 
 

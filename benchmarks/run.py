@@ -31,7 +31,7 @@ Writes benchmarks/results/<mode>-py<X.Y>.json (rows and plotted series) and the
 pyperf suite; plots go to docs/img/ for a full run, to
 benchmarks/results/img-quick/ for ``--quick`` (so a smoke run does not replace
 the figures of the docs). Quick mode takes about a minute and a half on two
-shared cores; a full run about ten minutes.
+shared cores; a full run about seven minutes.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import pickle
 import platform
@@ -57,7 +58,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import core_workloads as w  # noqa: E402
-from report import Row, format_table, markdown_table, paired_ratio, results_json  # noqa: E402
+from report import (  # noqa: E402
+    Row,
+    format_table,
+    markdown_table,
+    paired_ratio,
+    results_json,
+    rows_from_json,
+)
 
 import contsnap  # noqa: E402
 from contsnap import _snapshot  # noqa: E402
@@ -526,7 +534,7 @@ def _calibrate_steps(seconds: float, work: int) -> int:
 
 def bench_durable(cfg: Config, series: dict[str, Any]) -> list[Row]:
     section = "durable job: contsnap.run() / the bare loop"
-    seconds = 3.0 if cfg.quick else 20.0
+    seconds = 2.0 if cfg.quick else 16.0
     work = 200
     steps = _calibrate_steps(seconds, work)
     folder = tempfile.mkdtemp(prefix="contsnap-bench-durable-")
@@ -536,7 +544,7 @@ def bench_durable(cfg: Config, series: dict[str, Any]) -> list[Row]:
         for name in os.listdir(folder):
             os.remove(os.path.join(folder, name))
 
-    def durable(every: float) -> Callable[[Any], Any]:
+    def durable(every: float, steps: int = steps, work: int = work) -> Callable[[Any], Any]:
         def run(_: Any) -> Any:
             return contsnap.run(
                 w.marked_long_job, steps, work, checkpoint=checkpoint, every=every, progress=False
@@ -547,14 +555,25 @@ def bench_durable(cfg: Config, series: dict[str, Any]) -> list[Row]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # what run() costs per yield, apart from saving: a job of near-empty steps
+            tiny = 100_000
+            per_step = interleave(
+                f"{section}: per-step cost",
+                [
+                    Side("marked loop", lambda _: _drain(w.marked_long_job(tiny, 1))),
+                    Side("run", durable(3600.0, tiny, 1), setup=fresh_start),
+                ],
+                cfg.samples(5, 15),
+            )
             values = interleave(
                 section,
                 [
                     Side("bare loop", lambda _: _drain(w.long_job(steps, work))),
+                    Side("marked loop", lambda _: _drain(w.marked_long_job(steps, work))),
                     Side("every 15 s", durable(15.0), setup=fresh_start),
                     Side("every 1 s", durable(1.0), setup=fresh_start),
                 ],
-                cfg.samples(2, 3),
+                cfg.samples(2, 4),
                 warmups=0,
             )
         g = w.marked_long_job(steps, work)
@@ -589,7 +608,30 @@ def bench_durable(cfg: Config, series: dict[str, Any]) -> list[Row]:
         row.detail += f"; ~{saves} saves of {_t(save)} ({len(blob) / 1e3:.0f} KB)"
         row.extra = {"every": every, "save_seconds": save, "saves": saves, "steps": steps}
         rows.append(row)
+    rows.append(
+        ratio_row(
+            section,
+            "(the same marked generator drained without run(), for reference)",
+            values,
+            "marked loop",
+            "bare loop",
+            None,
+        )
+    )
+    step_cost = (min(per_step["run"]) - min(per_step["marked loop"])) / tiny
+    rows.append(
+        Row(
+            section,
+            "run()'s own cost per yield (job of near-empty steps, no autosave)",
+            step_cost * 1e6,
+            "us",
+            None,
+            detail=f"{_t(min(per_step['run']))} vs {_t(min(per_step['marked loop']))} "
+            f"for {tiny:,} yields; this job's steps take {_t(job / steps)}",
+        )
+    )
     series["durable"] = {
+        "run_seconds_per_yield": step_cost,
         "save_seconds": save,
         "checkpoint_bytes": len(blob),
         "steps": steps,
@@ -611,18 +653,18 @@ def plot(rows: list[Row], series: dict[str, Any], folder: Path) -> list[Path]:
     written = []
     targeted = [r for r in rows if r.unit == "x" and r.target is not None]
     if targeted:
-        fig, ax = plt.subplots(figsize=(9, 0.45 * len(targeted) + 1.2))
-        names = [r.name if len(r.name) < 60 else r.name[:57] + "..." for r in targeted][::-1]
+        fig, ax = plt.subplots(figsize=(11, 0.45 * len(targeted) + 1.2))
+        names = [r.name if len(r.name) < 72 else r.name[:69] + "..." for r in targeted][::-1]
         vals = [r.value for r in targeted][::-1]
         colors = ["tab:green" if r.missed_by is None else "tab:red" for r in targeted][::-1]
-        lower = [r.value - (r.spread or (r.value, r.value))[0] for r in targeted][::-1]
-        upper = [(r.spread or (r.value, r.value))[1] - r.value for r in targeted][::-1]
-        ax.barh(names, vals, color=colors, xerr=[lower, upper], capsize=3)
+        ax.barh(names, vals, color=colors, alpha=0.8)
         for i, r in enumerate(targeted[::-1]):
             ax.plot([r.target, r.target], [i - 0.4, i + 0.4], color="black", linewidth=2)
+            if r.spread:  # the noise: 25-75% of the paired ratios, not an error bar of the value
+                ax.plot(list(r.spread), [i, i], color="dimgrey", linewidth=1, marker="|")
         ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xlabel(
-            "contsnap / baseline (best / best; bars: 25-75% of paired ratios; black tick: target)"
+            "contsnap / baseline, best / best (black tick: target; grey: 25-75% of paired ratios)"
         )
         ax.set_xscale("log")
         ax.set_title("Ratios with a target (green: met, red: missed)")
@@ -725,7 +767,18 @@ def main(argv: list[str] | None = None) -> int:
         "--results", type=Path, default=HERE / "results", help="where the JSON goes"
     )
     parser.add_argument("--plots", type=Path, help="where the PNGs go (default: see above)")
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON", help="redraw the plots of a results file, no timing"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        text = args.replot.read_text(encoding="utf-8")
+        rows = rows_from_json(text)
+        print(format_table(rows))
+        folder = args.plots or HERE.parent / "docs" / "img"
+        for path in plot(rows, json.loads(text)["series"], folder):
+            print("wrote", path)
+        return 0
     cfg = Config(quick=args.quick)
     mode = "quick" if args.quick else "full"
     meta = {"mode": mode, "sections": args.only or list(SECTIONS), **machine()}
