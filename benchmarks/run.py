@@ -30,7 +30,7 @@ suite (``python -m pyperf stats benchmarks/results/full-py3.11.pyperf.json``).
 Writes benchmarks/results/<mode>-py<X.Y>.json (rows and plotted series) and the
 pyperf suite; plots go to docs/img/ for a full run, to
 benchmarks/results/img-quick/ for ``--quick`` (so a smoke run does not replace
-the figures of the docs). Quick mode takes about a minute and a half on two
+the figures of the docs). Quick mode takes about a minute on two
 shared cores; a full run about seven minutes.
 """
 

@@ -49,6 +49,7 @@ def test_values_are_formatted_by_unit() -> None:
     assert report.format_value(1.23456, "x") == "1.235x"
     assert report.format_value(433.0, "B") == "433 B"
     assert report.format_value(283.4, "ms/1000 lines") == "283 ms/1000 lines"
+    assert report.format_value(0.3214, "us") == "0.32 us"
     assert report.format_value(math.nan, "x") == "n/a"
 
 
