@@ -1,4 +1,8 @@
-"""Workloads of bench_core.py, in an importable module so snapshots name them by import path."""
+"""Workloads of benchmarks/run.py, in an importable module so snapshots name them by import path.
+
+Each workload is written once and marked with ``contsnap.checkpointable`` under a
+``marked_`` name, so the native and transformed sides run the same source.
+"""
 
 from __future__ import annotations
 
@@ -79,3 +83,52 @@ async def marked_chain(n):
     for i in range(n):
         total += await marked_middle(i)
     return total
+
+
+def leaf_gen(n):
+    for i in range(n):
+        yield i
+
+
+def middle_gen(n):
+    return (yield from leaf_gen(n))
+
+
+def top_gen(n):
+    return (yield from middle_gen(n))
+
+
+marked_leaf_gen = contsnap.checkpointable(leaf_gen)
+
+
+@contsnap.checkpointable
+def marked_middle_gen(n):
+    return (yield from marked_leaf_gen(n))
+
+
+@contsnap.checkpointable
+def marked_top_gen(n):
+    return (yield from marked_middle_gen(n))
+
+
+def holding(state, n):
+    """A generator whose live state is ``state`` (for snapshot size and time as state grows)."""
+    for i in range(n):
+        yield len(state) + i
+
+
+marked_holding = contsnap.checkpointable(holding)
+
+
+def long_job(steps, work):
+    """A durable job's loop: each step updates a 4096-entry table (~40 KB of state)."""
+    counts = {}
+    for step in range(steps):
+        for j in range(work):
+            key = (step * 31 + j) % 4096
+            counts[key] = counts.get(key, 0) + 1
+        yield step
+    return len(counts)
+
+
+marked_long_job = contsnap.checkpointable(long_job)
