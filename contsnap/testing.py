@@ -578,7 +578,7 @@ def _is_generator_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool
 
 def mark_generators(source: str) -> str:
     """Return ``source`` with every top-level generator function, coroutine function
-    and async generator function, and every ``async def`` method of a top-level class,
+    and async generator function, and every such method of a top-level class,
     decorated by ``@contsnap.checkpointable`` (outermost); ``import contsnap`` is added."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
@@ -587,7 +587,7 @@ def mark_generators(source: str) -> str:
         for node in tree.body
         if isinstance(node, ast.ClassDef)
         for member in node.body
-        if isinstance(member, ast.AsyncFunctionDef)
+        if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef))
     ]
     decorate = [
         node
