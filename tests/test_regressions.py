@@ -364,3 +364,20 @@ def test_cells_are_matched_by_name_not_by_position() -> None:
         restored = contsnap.loads(contsnap.dumps(gen))
         contsnap.detach(gen)
         assert list(restored) == list(range(steps, 12)), steps
+
+
+def _pair(*args: object, **kwargs: object) -> tuple[object, object]:
+    return args, sorted(kwargs.items())
+
+
+def keyword_before_star(log):
+    # positional arguments, `*` ones included, are evaluated before every keyword
+    log.append(_pair((yield 1), b=(yield 2), *[(yield 3)], **{"z": (yield 4)}))  # noqa: B026
+
+
+def test_call_arguments_keep_positional_before_keyword_order() -> None:
+    from contsnap.testing import LOG as RUN_LOG
+    from contsnap.testing import check_generator_equivalence
+
+    marked = contsnap.checkpointable(keyword_before_star)
+    check_generator_equivalence(keyword_before_star, marked, (RUN_LOG,), [10, 20, 30, 40])

@@ -1474,7 +1474,11 @@ def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | No
                 out.extend(p for p in (sl.lower, sl.upper, sl.step) if p is not None)
         return out
     if isinstance(expr, cst.Call):
-        return [expr.func, *(arg.value for arg in expr.args)]
+        # positional arguments, `*` unpackings included, come before every keyword
+        # argument even when written after one: f(b=x, *y) evaluates y, then x
+        positional = [a for a in expr.args if a.keyword is None and a.star != "**"]
+        named = [a for a in expr.args if a.keyword is not None or a.star == "**"]
+        return [expr.func, *(arg.value for arg in (*positional, *named))]
     if isinstance(expr, cst.BinaryOperation):
         return [expr.left, expr.right]
     if isinstance(expr, cst.BooleanOperation):
