@@ -381,3 +381,41 @@ def test_call_arguments_keep_positional_before_keyword_order() -> None:
 
     marked = contsnap.checkpointable(keyword_before_star)
     check_generator_equivalence(keyword_before_star, marked, (RUN_LOG,), [10, 20, 30, 40])
+
+
+def _original(value: object) -> tuple[str, object]:
+    return "original", value
+
+
+def _replacement(value: object) -> tuple[str, object]:
+    return "replacement", value
+
+
+def _rebind_callee(value: object) -> object:
+    global _callee
+    _callee = _replacement
+    return value
+
+
+_callee = _original
+
+
+def calls_a_global_rebound_while_paused():
+    # the global `_callee` is looked up before the yield, as natively
+    return _callee((yield _rebind_callee(1)))
+
+
+def test_a_global_is_read_before_the_yield_that_follows_it() -> None:
+    global _callee
+    results = []
+    for function in (
+        calls_a_global_rebound_while_paused,
+        contsnap.checkpointable(calls_a_global_rebound_while_paused),
+    ):
+        _callee = _original
+        gen = function()
+        next(gen)
+        with pytest.raises(StopIteration) as stop:
+            gen.send("sent")
+        results.append(stop.value.value)
+    assert results == [("original", "sent")] * 2
