@@ -419,3 +419,25 @@ def test_a_global_is_read_before_the_yield_that_follows_it() -> None:
             gen.send("sent")
         results.append(stop.value.value)
     assert results == [("original", "sent")] * 2
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="except* is new in 3.11")
+def test_detach_passes_a_try_with_except_star_and_a_yielding_finally() -> None:
+    from contsnap.testing import assert_equivalent
+
+    # except* re-raises the Detach wrapped in a group, which the finally's guard
+    # took for an error: the old copy ran its finally while being detached
+    source = (
+        "def gen(arg, log):\n"
+        "    try:\n"
+        "        x = yield 1\n"
+        "        raise ExceptionGroup('g', [ValueError(x), KeyError(2)])\n"
+        "    except* ValueError:\n"
+        "        log.append('value')\n"
+        "    except* KeyError:\n"
+        "        log.append('key')\n"
+        "    finally:\n"
+        "        y = yield 'finally'\n"
+        "    return y\n"
+    )
+    assert_equivalent(source, [0, 1], modes=("native", "roundtrip"))

@@ -1028,6 +1028,24 @@ class BodyProcessor:
             return Out(fresh, fresh)
         plant_lines = [self.plant(held, plant_labels) for plant_labels, held in plants]
         resume = [block("try:", src, [*plant_lines, *self.guarded(body)]), *resume_handlers]
+        if star and body.labels:
+            # `except*` wraps the Detach it re-raises in a group, which the plain
+            # `except Detach` guards further out would not recognise
+            group = self.fresh_name("dg")
+            unwrap = block(
+                f"except BaseExceptionGroup as {group}:",
+                src,
+                [
+                    block(
+                        f"if {RT}.is_detach({group}):",
+                        src,
+                        [self.line(f"raise {RT}.Detach() from None")],
+                    ),
+                    self.line("raise"),
+                ],
+            )
+            fresh = [block("try:", src, fresh), unwrap]
+            resume = [block("try:", src, resume), unwrap]
         return Out(fresh, resume, frozenset(labels))
 
     def plant(self, held: str, labels: frozenset[int]) -> Line:
