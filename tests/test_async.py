@@ -369,3 +369,31 @@ def test_a_types_coroutine_generator_is_still_known_and_restored_awaitable() -> 
     with pytest.raises(StopIteration) as done:
         restored.send("x")
     assert done.value.value == ((1, None), (2, "x"))
+
+
+async def stream_with_cleanup():
+    try:
+        await contsnap.checkpoint()
+        yield 1
+    finally:
+        LOG.append("stream-finally")
+
+
+async def loops_over_stream():
+    async for _ in stream_with_cleanup():
+        pass
+
+
+def test_an_async_for_left_by_an_exception_drops_its_iterator_at_once() -> None:
+    # the frame stays alive in the traceback; the helper awaiting __anext__ held
+    # the async generator, so its finally ran later than natively
+    seen = []
+    for function in (loops_over_stream, contsnap.checkpointable(loops_over_stream)):
+        LOG.clear()
+        coro = function()
+        coro.send(None)
+        try:
+            coro.throw(GeneratorExit())
+        except GeneratorExit:
+            seen.append(list(LOG))  # while the traceback is alive
+    assert seen == [["stream-finally"]] * 2

@@ -118,6 +118,8 @@ class BodyProcessor:
         self.unstable: set[str] = set()
         #: an async generator: ``return`` takes no value
         self.bare_return = False
+        #: the ``_cs_aw_n`` locals made so far, in order
+        self.awaited: list[str] = []
 
     def stable(self, node: cst.BaseExpression) -> bool:
         """Evaluating ``node`` again after a suspension gives the same value."""
@@ -493,6 +495,7 @@ class BodyProcessor:
         assign = f"{target} = " if target else ""
         awaited = self.fresh_name("aw")
         self.temps_live.append(awaited)
+        self.awaited.append(awaited)
         label = self.new_label(awaited, kind="await")
         fresh = [
             self.line(f"{awaited} = {self.code(value)}"),
@@ -679,14 +682,17 @@ class BodyProcessor:
             resume.append(block("else:", src, self.guarded(orelse)))
         return [*pre, setup, self.releasing(iterator, Out(fresh, resume, labels))]
 
-    def releasing(self, iterator: str, loop: Out) -> Out:
+    def releasing(self, iterator: str, loop: Out, also: Sequence[str] = ()) -> Out:
         """The loop, dropping its iterator however it ends, as Python's own for loop does.
 
         A generator left by ``break`` or by an exception is then closed on the
-        way out, not when the enclosing function finishes.
+        way out, not when the enclosing function finishes (nor when a traceback
+        that holds this frame goes away). ``also`` names other locals that hold it.
         """
         src = self._line
-        release = block("finally:", src, [self.line(f"{iterator} = None")])
+        release = block(
+            "finally:", src, [self.line(f"{name} = None") for name in (iterator, *also)]
+        )
         fresh = [block("try:", src, loop.fresh), release]
         if not loop.labels:
             return Out(fresh, fresh)
@@ -807,7 +813,10 @@ class BodyProcessor:
             head.append(cst.parse_statement(f"{exhausted} = False"))
         outs = self._process(head)
         helpers = [iterator] + ([exhausted] if node.orelse is not None else [])
-        outs.append(self.releasing(iterator, self.combine(self._process([loop], helpers))))
+        first_await = len(self.awaited)
+        body = self.combine(self._process([loop], helpers))
+        # the `__anext__` awaitable holds the iterator too
+        outs.append(self.releasing(iterator, body, self.awaited[first_await : first_await + 1]))
         if node.orelse is not None:
             check = cst.parse_statement(f"if {exhausted}:\n    pass\n")
             assert isinstance(check, cst.If)
