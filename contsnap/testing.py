@@ -571,7 +571,14 @@ def _is_generator_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool
         child = pending.pop()
         if isinstance(child, (ast.Yield, ast.YieldFrom)):
             return True
-        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            # decorators and defaults are evaluated by the enclosing function
+            pending.extend(getattr(child, "decorator_list", []))
+            pending.extend(child.args.defaults)
+            pending.extend(d for d in child.args.kw_defaults if d is not None)
+        elif isinstance(child, ast.ClassDef):
+            pending.extend([*child.decorator_list, *child.bases, *child.keywords])
+        else:
             pending.extend(ast.iter_child_nodes(child))
     return False
 
