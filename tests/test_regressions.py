@@ -441,3 +441,31 @@ def test_detach_passes_a_try_with_except_star_and_a_yielding_finally() -> None:
         "    return y\n"
     )
     assert_equivalent(source, [0, 1], modes=("native", "roundtrip"))
+
+
+def unpacks_before_yielding():
+    items = [1, 2]
+    # Python unpacks `*items` before it evaluates the yield: a change to the list
+    # while paused must not show, and `*2` fails before the yield, as natively
+    listed = [*items, (yield items)]
+    called = _pair(*items, (yield items))
+    mapping = {"a": 1}
+    merged = {**mapping, "b": (yield mapping)}
+    yield listed, called, merged
+    yield {*((yield "set") or ()), (yield "never")}
+
+
+def test_a_starred_operand_is_unpacked_before_a_later_yield() -> None:
+    outcomes = []
+    for function in (unpacks_before_yielding, contsnap.checkpointable(unpacks_before_yielding)):
+        gen = function()
+        next(gen).append("changed")
+        gen.send("one").append("changed")
+        gen.send("two")["c"] = "changed"
+        values = gen.send("three")
+        assert next(gen) == "set"
+        with pytest.raises(TypeError) as error:
+            gen.send(2)
+        outcomes.append((values, str(error.value)))
+    expected = ([1, 2, "one"], ((1, 2, "changed", "two"), []), {"a": 1, "b": "three"})
+    assert outcomes[0] == outcomes[1] == (expected, "'int' object is not iterable")

@@ -28,7 +28,7 @@ contains. The rules, in the order a reader meets them:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -1223,9 +1223,15 @@ class BodyProcessor:
     # ---------------------------------------------------------- expressions
 
     def anf_sequence(
-        self, exprs: Sequence[cst.BaseExpression]
+        self, exprs: Sequence[cst.BaseExpression], unpacked: Mapping[int, str] | None = None
     ) -> tuple[list[Out], list[cst.BaseExpression]]:
-        """Hoist a left-to-right sequence so that everything before the last yield is a temp."""
+        """Hoist a left-to-right sequence so that everything before the last yield is a temp.
+
+        ``unpacked`` maps the id of an operand of ``*`` or ``**`` to that star
+        (``"set"`` for ``*`` in a set display):
+        Python unpacks it before it evaluates the next operand, so it is held
+        unpacked (a list may change, an iterator is consumed, while paused).
+        """
         last = max((i for i, e in enumerate(exprs) if suspends(e)), default=-1)
         pre: list[Out] = []
         result: list[cst.BaseExpression] = []
@@ -1235,9 +1241,17 @@ class BodyProcessor:
                 continue
             epre, new = self.anf(expr)
             pre.extend(epre)
-            if i < last and not self.stable(new):
+            star = (unpacked or {}).get(id(expr))
+            if i < last and (star is not None or not self.stable(new)):
                 hold = self.temp()
-                pre.append(self.assign(hold, self.code(new)))
+                value = self.code(new)
+                if star == "set":
+                    value = f"{RT}.set_items({value})"
+                elif star == "*":
+                    value = f"[*{value}]"
+                elif star == "**":
+                    value = f"{{**{value}}}"
+                pre.append(self.assign(hold, value))
                 new = cst.Name(hold)
             result.append(new)
         return pre, result
@@ -1294,7 +1308,7 @@ class BodyProcessor:
             raise self.unsupported(
                 f"a yield inside a {type(expr).__name__} expression is not supported", expr
             )
-        pre, new = self.anf_sequence(children)
+        pre, new = self.anf_sequence(children, _unpacked(expr))
         replacements: dict[int, cst.CSTNode] = {
             id(old): repl for old, repl in zip(children, new) if old is not repl
         }
@@ -1537,6 +1551,24 @@ def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | No
     if isinstance(expr, cst.StarredElement):
         return [expr.value]
     return None
+
+
+def _unpacked(expr: cst.BaseExpression) -> dict[int, str]:
+    """The operands of ``*`` and ``**`` among the sub-expressions of ``expr``, by id."""
+    found: dict[int, str] = {}
+    if isinstance(expr, (cst.Tuple, cst.List, cst.Set)):
+        for element in expr.elements:
+            if isinstance(element, cst.StarredElement):
+                found[id(element.value)] = "set" if isinstance(expr, cst.Set) else "*"
+    elif isinstance(expr, cst.Call):
+        for arg in expr.args:
+            if arg.star:
+                found[id(arg.value)] = arg.star
+    elif isinstance(expr, cst.Dict):
+        for item in expr.elements:
+            if isinstance(item, cst.StarredDictElement):
+                found[id(item.value)] = "**"
+    return found
 
 
 def _target_names(target: cst.CSTNode) -> set[str]:
