@@ -201,6 +201,12 @@ class Reattach:
 slice = slice
 
 
+def set_items(iterable: Any) -> list[Any]:
+    """The items of ``*iterable`` in a set display, unpacked as the display would
+    (its error for a non-iterable is that of ``iter()``)."""
+    return [*iter(iterable)]
+
+
 # ------------------------------------------------------------------ async
 
 StopAsyncIteration = StopAsyncIteration

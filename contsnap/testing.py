@@ -571,14 +571,21 @@ def _is_generator_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool
         child = pending.pop()
         if isinstance(child, (ast.Yield, ast.YieldFrom)):
             return True
-        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            # decorators and defaults are evaluated by the enclosing function
+            pending.extend(getattr(child, "decorator_list", []))
+            pending.extend(child.args.defaults)
+            pending.extend(d for d in child.args.kw_defaults if d is not None)
+        elif isinstance(child, ast.ClassDef):
+            pending.extend([*child.decorator_list, *child.bases, *child.keywords])
+        else:
             pending.extend(ast.iter_child_nodes(child))
     return False
 
 
 def mark_generators(source: str) -> str:
     """Return ``source`` with every top-level generator function, coroutine function
-    and async generator function, and every ``async def`` method of a top-level class,
+    and async generator function, and every such method of a top-level class,
     decorated by ``@contsnap.checkpointable`` (outermost); ``import contsnap`` is added."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
@@ -587,7 +594,7 @@ def mark_generators(source: str) -> str:
         for node in tree.body
         if isinstance(node, ast.ClassDef)
         for member in node.body
-        if isinstance(member, ast.AsyncFunctionDef)
+        if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef))
     ]
     decorate = [
         node

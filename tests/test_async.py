@@ -533,3 +533,31 @@ def test_yield_from_a_coroutine_only_in_a_generator_coroutine() -> None:
     assert outcome(delegate_to(coro)) == refused
     allowed = types.coroutine(contsnap.checkpointable(native_gen))
     assert outcome(allowed(coro)) == ("returned", [], "spam")
+
+
+async def stream_with_cleanup():
+    try:
+        await contsnap.checkpoint()
+        yield 1
+    finally:
+        LOG.append("stream-finally")
+
+
+async def loops_over_stream():
+    async for _ in stream_with_cleanup():
+        pass
+
+
+def test_an_async_for_left_by_an_exception_drops_its_iterator_at_once() -> None:
+    # the frame stays alive in the traceback; the helper awaiting __anext__ held
+    # the async generator, so its finally ran later than natively
+    seen = []
+    for function in (loops_over_stream, contsnap.checkpointable(loops_over_stream)):
+        LOG.clear()
+        coro = function()
+        coro.send(None)
+        try:
+            coro.throw(GeneratorExit())
+        except GeneratorExit:
+            seen.append(list(LOG))  # while the traceback is alive
+    assert seen == [["stream-finally"]] * 2

@@ -382,3 +382,108 @@ def test_cells_are_restored_to_their_own_names_whatever_their_order() -> None:
     assert next(g) == ("z", "a")
     for moved in (contsnap.loads(contsnap.dumps(g)), copy.deepcopy(g)):
         assert next(moved) == ("z1", "a", ("z1", "a"))
+
+
+def _pair(*args: object, **kwargs: object) -> tuple[object, object]:
+    return args, sorted(kwargs.items())
+
+
+def keyword_before_star(log):
+    # positional arguments, `*` ones included, are evaluated before every keyword
+    log.append(_pair((yield 1), b=(yield 2), *[(yield 3)], **{"z": (yield 4)}))  # noqa: B026
+
+
+def test_call_arguments_keep_positional_before_keyword_order() -> None:
+    from contsnap.testing import LOG as RUN_LOG
+    from contsnap.testing import check_generator_equivalence
+
+    marked = contsnap.checkpointable(keyword_before_star)
+    check_generator_equivalence(keyword_before_star, marked, (RUN_LOG,), [10, 20, 30, 40])
+
+
+def _original(value: object) -> tuple[str, object]:
+    return "original", value
+
+
+def _replacement(value: object) -> tuple[str, object]:
+    return "replacement", value
+
+
+def _rebind_callee(value: object) -> object:
+    global _callee
+    _callee = _replacement
+    return value
+
+
+_callee = _original
+
+
+def calls_a_global_rebound_while_paused():
+    # the global `_callee` is looked up before the yield, as natively
+    return _callee((yield _rebind_callee(1)))
+
+
+def test_a_global_is_read_before_the_yield_that_follows_it() -> None:
+    global _callee
+    results = []
+    for function in (
+        calls_a_global_rebound_while_paused,
+        contsnap.checkpointable(calls_a_global_rebound_while_paused),
+    ):
+        _callee = _original
+        gen = function()
+        next(gen)
+        with pytest.raises(StopIteration) as stop:
+            gen.send("sent")
+        results.append(stop.value.value)
+    assert results == [("original", "sent")] * 2
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="except* is new in 3.11")
+def test_detach_passes_a_try_with_except_star_and_a_yielding_finally() -> None:
+    from contsnap.testing import assert_equivalent
+
+    # except* re-raises the Detach wrapped in a group, which the finally's guard
+    # took for an error: the old copy ran its finally while being detached
+    source = (
+        "def gen(arg, log):\n"
+        "    try:\n"
+        "        x = yield 1\n"
+        "        raise ExceptionGroup('g', [ValueError(x), KeyError(2)])\n"
+        "    except* ValueError:\n"
+        "        log.append('value')\n"
+        "    except* KeyError:\n"
+        "        log.append('key')\n"
+        "    finally:\n"
+        "        y = yield 'finally'\n"
+        "    return y\n"
+    )
+    assert_equivalent(source, [0, 1], modes=("native", "roundtrip"))
+
+
+def unpacks_before_yielding():
+    items = [1, 2]
+    # Python unpacks `*items` before it evaluates the yield: a change to the list
+    # while paused must not show, and `*2` fails before the yield, as natively
+    listed = [*items, (yield items)]
+    called = _pair(*items, (yield items))
+    mapping = {"a": 1}
+    merged = {**mapping, "b": (yield mapping)}
+    yield listed, called, merged
+    yield {*((yield "set") or ()), (yield "never")}
+
+
+def test_a_starred_operand_is_unpacked_before_a_later_yield() -> None:
+    outcomes = []
+    for function in (unpacks_before_yielding, contsnap.checkpointable(unpacks_before_yielding)):
+        gen = function()
+        next(gen).append("changed")
+        gen.send("one").append("changed")
+        gen.send("two")["c"] = "changed"
+        values = gen.send("three")
+        assert next(gen) == "set"
+        with pytest.raises(TypeError) as error:
+            gen.send(2)
+        outcomes.append((values, str(error.value)))
+    expected = ([1, 2, "one"], ((1, 2, "changed", "two"), []), {"a": 1, "b": "three"})
+    assert outcomes[0] == outcomes[1] == (expected, "'int' object is not iterable")

@@ -343,7 +343,7 @@ def test_assert_equivalent_reads_source_into_real_modules() -> None:
     ]
 
 
-def test_mark_generators_decorates_top_level_generator_functions_only() -> None:
+def test_mark_generators_decorates_top_level_generator_functions_and_methods() -> None:
     source = '''"""Doc."""
 from __future__ import annotations
 
@@ -354,6 +354,15 @@ def plain(x):
     return nested
 
 
+class Walker:
+    def plain(self):
+        return 1
+
+    @classmethod
+    def walk(cls):
+        yield cls
+
+
 @staticmethod
 def gen(arg, log):
     yield (lambda: (yield))
@@ -361,6 +370,9 @@ def gen(arg, log):
     lines = mark_generators(source).splitlines()
     assert lines[1:3] == ["from __future__ import annotations", "import contsnap"]
     assert lines.count("@contsnap.checkpointable") == 1
+    method = lines.index("    @contsnap.checkpointable")
+    assert lines[method + 1 : method + 3] == ["    @classmethod", "    def walk(cls):"]
+    assert lines.count("    @contsnap.checkpointable") == 1
     decorated = lines.index("@contsnap.checkpointable")
     assert lines[decorated + 1 : decorated + 3] == ["@staticmethod", "def gen(arg, log):"]
     compile("\n".join(lines), "<marked>", "exec")

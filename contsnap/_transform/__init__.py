@@ -110,7 +110,7 @@ def _transform(source: str, first_line: int) -> TransformResult:
         raise UnsupportedSyntax("the function body contains no yield", def_line)
     processor = BodyProcessor(module, positions, offset)
     processor._line = def_line
-    processor.unstable = unstable_names(func.body)
+    processor.unstable = unstable_names(func)
     processor.bare_return = is_async and contains(func.body, (cst.Yield,))
     out = processor.body(func.body)
     processor.finish_labels()

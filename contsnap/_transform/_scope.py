@@ -195,13 +195,70 @@ def names_used(node: cst.CSTNode) -> set[str]:
     return names
 
 
-def unstable_names(body: cst.CSTNode) -> set[str]:
-    """Globals, nonlocals, and every name an inner scope mentions (it may be a cell).
+_BINDING_TARGETS = (
+    cst.AssignTarget,
+    cst.AugAssign,
+    cst.AnnAssign,
+    cst.NamedExpr,
+    cst.For,
+    cst.CompFor,
+    cst.Del,
+)
+
+
+def _bound_names(func: cst.FunctionDef) -> set[str]:
+    """Names the function itself binds: parameters and every target in its own scope.
+
+    A name read but never bound here is a global, a builtin or a free variable:
+    other code may rebind it while the generator is paused.
+    """
+    params = func.params
+    names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            names.add(star.name.value)
+    stack: list[tuple[cst.CSTNode, bool]] = [(func.body, False)]
+    while stack:
+        node, target = stack.pop()
+        if isinstance(node, cst.Name):
+            if target:
+                names.add(node.value)
+            continue
+        bound: cst.BaseExpression | None = None
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.MatchStar, cst.MatchAs)):
+            bound = node.name
+        elif isinstance(node, cst.MatchMapping):
+            bound = node.rest
+        elif isinstance(node, cst.ImportAlias) and node.asname is None:
+            bound = node.name
+            while isinstance(bound, cst.Attribute):  # `import a.b` binds `a`
+                bound = bound.value
+        if isinstance(bound, cst.Name):
+            names.add(bound.value)
+        if isinstance(node, (cst.Attribute, cst.Subscript)):
+            # `a.b = ...` and `a[i] = ...` bind no name
+            stack.extend((child, False) for child in children(node))
+            continue
+        targets: list[cst.CSTNode] = []
+        if isinstance(node, _BINDING_TARGETS):
+            targets = [node.target]
+        elif isinstance(node, cst.AsName):
+            targets = [node.name]
+        parts = _own_scope_parts(node)
+        for child in children(node) if parts is None else parts:
+            stack.append((child, target or any(child is t for t in targets)))
+    return names
+
+
+def unstable_names(func: cst.FunctionDef) -> set[str]:
+    """Globals, builtins, free variables, nonlocals, and every name an inner scope
+    mentions (it may be a cell).
 
     Any other name of the function is a plain local: nothing but this frame can
     change it, so its value need not be saved aside before a yield.
     """
-    names: set[str] = set()
+    body = func.body
+    names = names_used(body) - _bound_names(func)
     stack: list[tuple[cst.CSTNode, bool]] = [(body, False)]
     while stack:
         node, inner = stack.pop()

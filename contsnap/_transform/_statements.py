@@ -28,7 +28,7 @@ contains. The rules, in the order a reader meets them:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -118,6 +118,8 @@ class BodyProcessor:
         self.unstable: set[str] = set()
         #: an async generator: ``return`` takes no value
         self.bare_return = False
+        #: the ``_cs_aw_n`` locals made so far, in order
+        self.awaited: list[str] = []
 
     def stable(self, node: cst.BaseExpression) -> bool:
         """Evaluating ``node`` again after a suspension gives the same value."""
@@ -493,6 +495,7 @@ class BodyProcessor:
         assign = f"{target} = " if target else ""
         awaited = self.fresh_name("aw")
         self.temps_live.append(awaited)
+        self.awaited.append(awaited)
         label = self.new_label(awaited, kind="await")
         fresh = [
             self.line(f"{awaited} = {self.code(value)}"),
@@ -679,14 +682,17 @@ class BodyProcessor:
             resume.append(block("else:", src, self.guarded(orelse)))
         return [*pre, setup, self.releasing(iterator, Out(fresh, resume, labels))]
 
-    def releasing(self, iterator: str, loop: Out) -> Out:
+    def releasing(self, iterator: str, loop: Out, also: Sequence[str] = ()) -> Out:
         """The loop, dropping its iterator however it ends, as Python's own for loop does.
 
         A generator left by ``break`` or by an exception is then closed on the
-        way out, not when the enclosing function finishes.
+        way out, not when the enclosing function finishes (nor when a traceback
+        that holds this frame goes away). ``also`` names other locals that hold it.
         """
         src = self._line
-        release = block("finally:", src, [self.line(f"{iterator} = None")])
+        release = block(
+            "finally:", src, [self.line(f"{name} = None") for name in (iterator, *also)]
+        )
         fresh = [block("try:", src, loop.fresh), release]
         if not loop.labels:
             return Out(fresh, fresh)
@@ -807,7 +813,10 @@ class BodyProcessor:
             head.append(cst.parse_statement(f"{exhausted} = False"))
         outs = self._process(head)
         helpers = [iterator] + ([exhausted] if node.orelse is not None else [])
-        outs.append(self.releasing(iterator, self.combine(self._process([loop], helpers))))
+        first_await = len(self.awaited)
+        body = self.combine(self._process([loop], helpers))
+        # the `__anext__` awaitable holds the iterator too
+        outs.append(self.releasing(iterator, body, self.awaited[first_await : first_await + 1]))
         if node.orelse is not None:
             check = cst.parse_statement(f"if {exhausted}:\n    pass\n")
             assert isinstance(check, cst.If)
@@ -1028,6 +1037,24 @@ class BodyProcessor:
             return Out(fresh, fresh)
         plant_lines = [self.plant(held, plant_labels) for plant_labels, held in plants]
         resume = [block("try:", src, [*plant_lines, *self.guarded(body)]), *resume_handlers]
+        if star and body.labels:
+            # `except*` wraps the Detach it re-raises in a group, which the plain
+            # `except Detach` guards further out would not recognise
+            group = self.fresh_name("dg")
+            unwrap = block(
+                f"except BaseExceptionGroup as {group}:",
+                src,
+                [
+                    block(
+                        f"if {RT}.is_detach({group}):",
+                        src,
+                        [self.line(f"raise {RT}.Detach() from None")],
+                    ),
+                    self.line("raise"),
+                ],
+            )
+            fresh = [block("try:", src, fresh), unwrap]
+            resume = [block("try:", src, resume), unwrap]
         return Out(fresh, resume, frozenset(labels))
 
     def plant(self, held: str, labels: frozenset[int]) -> Line:
@@ -1196,9 +1223,15 @@ class BodyProcessor:
     # ---------------------------------------------------------- expressions
 
     def anf_sequence(
-        self, exprs: Sequence[cst.BaseExpression]
+        self, exprs: Sequence[cst.BaseExpression], unpacked: Mapping[int, str] | None = None
     ) -> tuple[list[Out], list[cst.BaseExpression]]:
-        """Hoist a left-to-right sequence so that everything before the last yield is a temp."""
+        """Hoist a left-to-right sequence so that everything before the last yield is a temp.
+
+        ``unpacked`` maps the id of an operand of ``*`` or ``**`` to that star
+        (``"set"`` for ``*`` in a set display):
+        Python unpacks it before it evaluates the next operand, so it is held
+        unpacked (a list may change, an iterator is consumed, while paused).
+        """
         last = max((i for i, e in enumerate(exprs) if suspends(e)), default=-1)
         pre: list[Out] = []
         result: list[cst.BaseExpression] = []
@@ -1208,9 +1241,17 @@ class BodyProcessor:
                 continue
             epre, new = self.anf(expr)
             pre.extend(epre)
-            if i < last and not self.stable(new):
+            star = (unpacked or {}).get(id(expr))
+            if i < last and (star is not None or not self.stable(new)):
                 hold = self.temp()
-                pre.append(self.assign(hold, self.code(new)))
+                value = self.code(new)
+                if star == "set":
+                    value = f"{RT}.set_items({value})"
+                elif star == "*":
+                    value = f"[*{value}]"
+                elif star == "**":
+                    value = f"{{**{value}}}"
+                pre.append(self.assign(hold, value))
                 new = cst.Name(hold)
             result.append(new)
         return pre, result
@@ -1267,7 +1308,7 @@ class BodyProcessor:
             raise self.unsupported(
                 f"a yield inside a {type(expr).__name__} expression is not supported", expr
             )
-        pre, new = self.anf_sequence(children)
+        pre, new = self.anf_sequence(children, _unpacked(expr))
         replacements: dict[int, cst.CSTNode] = {
             id(old): repl for old, repl in zip(children, new) if old is not repl
         }
@@ -1474,7 +1515,11 @@ def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | No
                 out.extend(p for p in (sl.lower, sl.upper, sl.step) if p is not None)
         return out
     if isinstance(expr, cst.Call):
-        return [expr.func, *(arg.value for arg in expr.args)]
+        # positional arguments, `*` unpackings included, come before every keyword
+        # argument even when written after one: f(b=x, *y) evaluates y, then x
+        positional = [a for a in expr.args if a.keyword is None and a.star != "**"]
+        named = [a for a in expr.args if a.keyword is not None or a.star == "**"]
+        return [expr.func, *(arg.value for arg in (*positional, *named))]
     if isinstance(expr, cst.BinaryOperation):
         return [expr.left, expr.right]
     if isinstance(expr, cst.BooleanOperation):
@@ -1506,6 +1551,24 @@ def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | No
     if isinstance(expr, cst.StarredElement):
         return [expr.value]
     return None
+
+
+def _unpacked(expr: cst.BaseExpression) -> dict[int, str]:
+    """The operands of ``*`` and ``**`` among the sub-expressions of ``expr``, by id."""
+    found: dict[int, str] = {}
+    if isinstance(expr, (cst.Tuple, cst.List, cst.Set)):
+        for element in expr.elements:
+            if isinstance(element, cst.StarredElement):
+                found[id(element.value)] = "set" if isinstance(expr, cst.Set) else "*"
+    elif isinstance(expr, cst.Call):
+        for arg in expr.args:
+            if arg.star:
+                found[id(arg.value)] = arg.star
+    elif isinstance(expr, cst.Dict):
+        for item in expr.elements:
+            if isinstance(item, cst.StarredDictElement):
+                found[id(item.value)] = "**"
+    return found
 
 
 def _target_names(target: cst.CSTNode) -> set[str]:
