@@ -44,6 +44,7 @@ from ._snapshot import (
     _load_context,
     capture,
     closed_generator,
+    delegation_chain,
     detach,
     detach_obstacle,
     from_payload,
@@ -70,7 +71,7 @@ SKIPPED: collections.Counter[str] = collections.Counter()
 def _move(obj: Any) -> Any:
     """A restored copy of a suspended ``obj``; ``obj`` itself is detached."""
     kind = type(obj).__name__
-    obstacle = detach_obstacle(obj)
+    obstacle = _obstacle(obj)
     if obstacle is not None:
         SKIPPED[re.sub(r" at 0x[0-9a-f]+", "", obstacle)] += 1
         return obj
@@ -91,6 +92,21 @@ def _move(obj: Any) -> Any:
         raise
     STATS[kind] += 1
     return new
+
+
+def _obstacle(obj: Any) -> str | None:
+    """Why ``obj`` cannot be moved now, looking through the drivers its chain awaits."""
+    found = detach_obstacle(obj)
+    if found is not None:
+        return found
+    for member in delegation_chain(obj):
+        if isinstance(member, _Driven) and _movable(member.driver):
+            driven = capture(member.driver).values.get("gen")
+            if _movable(driven):
+                found = _obstacle(driven)
+                if found is not None:
+                    return found
+    return None
 
 
 def _running_generator(obj: Any) -> bool:
@@ -115,6 +131,11 @@ def _rebuild(obj: Any, memo: dict[int, Any], rebuilt: list[Any]) -> Any:
     if _movable(delegate):
         assert spec is not None and spec.delegate is not None
         values[spec.delegate] = _rebuild(delegate, memo, rebuilt)
+    elif isinstance(delegate, _Driven) and _movable(delegate.driver):
+        # a driven coroutine awaited by transformed code: its driver moves too (the old
+        # one is detached, which must not reach the shared coroutine it drives)
+        assert spec is not None and spec.delegate is not None
+        values[spec.delegate] = _Driven(_rebuild(delegate.driver, memo, rebuilt))
     elif isinstance(delegate, ANext) and _movable(delegate.iterator):
         # an ``async for`` step in progress: its async generator moves with the chain
         assert spec is not None and spec.delegate is not None
@@ -126,6 +147,10 @@ def _rebuild(obj: Any, memo: dict[int, Any], rebuilt: list[Any]) -> Any:
     set_generator_state(new, values)
     rebuilt.append(obj)
     return new
+
+
+#: contsnap modules whose frames call user code on behalf of transformed code
+_HELPERS = frozenset({"contsnap._runtime", "contsnap._aio"})
 
 
 def _movable(obj: Any) -> bool:
@@ -289,9 +314,12 @@ class Driven:
     def __closure__(self) -> tuple[types.CellType, ...] | None:
         return self.__wrapped__.__closure__
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         made = self.__wrapped__(*args, **kwargs)
-        if info_of_code(sys._getframe(1).f_code) is not None:
+        caller = sys._getframe(1)
+        while caller.f_back is not None and caller.f_globals.get("__name__") in _HELPERS:
+            caller = caller.f_back  # called for transformed code (an async with's __aenter__)
+        if info_of_code(caller.f_code) is not None:
             return made  # driven by the transformed frame that holds it
         driver = self._driver(made)
         driver.__name__ = self.__name__  # names stay the user's (even if reassigned)

@@ -70,6 +70,24 @@ PACKAGE = {
 
         async def collect(n):
             return [x async for x in numbers(n)]
+
+        class Manager:
+            async def __aenter__(self):
+                await contsnap.checkpoint()
+                LOG.append("entered")
+                return self
+
+            async def __aexit__(self, *exc):
+                await contsnap.checkpoint()
+                LOG.append("exited")
+
+        def plain_helper(n):
+            return inner(n)  # a driven coroutine, awaited by transformed code
+
+        async def through_helpers():
+            async with Manager() as manager:
+                value = await plain_helper(3)
+            return manager is not None, value
     """,
     "test_pkgrt_async.py": """
         import asyncio
@@ -101,6 +119,11 @@ PACKAGE = {
                     await agen.athrow(KeyError("boom"))
                 await agen.aclose()
                 self.assertEqual(coros.LOG, ["hello", "agen finally"])
+
+            async def test_plain_callers_in_between(self):
+                coros.LOG.clear()
+                self.assertEqual(await coros.through_helpers(), (True, 3))
+                self.assertEqual(coros.LOG, ["entered", "exited"])
 
             async def test_cancel_reaches_the_handlers(self):
                 coros.LOG.clear()
@@ -194,7 +217,7 @@ def test_coroutines_and_async_generators_are_moved_too(
         env={"CONTSNAP_ROUNDTRIP": mode, "CONTSNAP_ROUNDTRIP_REPORT": str(report)},
         tests="test_pkgrt_async.py",
     )
-    assert "4 passed" in output
+    assert "5 passed" in output
     summary = json.loads(report.read_text())
     assert summary["failures"] == {}
     # 7 checkpoints in outer(), more in the cancelled run; an async generator at each yield
