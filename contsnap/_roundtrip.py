@@ -136,6 +136,11 @@ def _rebuild(obj: Any, memo: dict[int, Any], rebuilt: list[Any]) -> Any:
         # one is detached, which must not reach the shared coroutine it drives)
         assert spec is not None and spec.delegate is not None
         values[spec.delegate] = _Driven(_rebuild(delegate.driver, memo, rebuilt))
+    elif isinstance(delegate, ANext) and _movable(delegate.in_flight()):
+        # an ``async for`` step in progress in a coroutine ``__anext__``: it moves too
+        assert spec is not None and spec.delegate is not None
+        pending = _rebuild(delegate.in_flight(), memo, rebuilt)
+        values[spec.delegate] = ANext(delegate.iterator, pending)
     elif isinstance(delegate, ANext) and _movable(delegate.iterator):
         # an ``async for`` step in progress: its async generator moves with the chain
         assert spec is not None and spec.delegate is not None
@@ -315,8 +320,8 @@ class Driven:
         return self.__wrapped__.__closure__
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        made = self.__wrapped__(*args, **kwargs)
         caller = sys._getframe(1)
+        made = self.__wrapped__(*args, **kwargs)
         while caller.f_back is not None and caller.f_globals.get("__name__") in _HELPERS:
             caller = caller.f_back  # called for transformed code (an async with's __aenter__)
         if info_of_code(caller.f_code) is not None:

@@ -226,16 +226,21 @@ class ANext:
     """The awaitable of one ``async for`` step; it knows its iterator, so it can be saved.
 
     Awaiting it delegates straight to ``__anext__()``'s own awaitable (no
-    Python frame in between); a restored one asks the restored iterator again.
+    Python frame in between), which it keeps as ``pending``. A restored step
+    over an async generator asks the restored generator again (the generator's
+    own frame holds where the step was); a step whose ``__anext__`` is a
+    checkpointable coroutine in flight resumes that coroutine.
     """
 
-    __slots__ = ("iterator",)
+    __slots__ = ("iterator", "pending")
 
-    def __init__(self, iterator: Any) -> None:
+    def __init__(self, iterator: Any, pending: Any = None) -> None:
         self.iterator = iterator
+        self.pending = pending
 
     def __await__(self) -> Any:
         awaitable = type(self.iterator).__anext__(self.iterator)
+        self.pending = awaitable
         if isinstance(awaitable, types.CoroutineType):
             return awaitable.__await__()
         try:
@@ -245,11 +250,28 @@ class ANext:
                 f"'async for' received an invalid object from __anext__: {type(awaitable).__name__}"
             ) from exc
 
+    def in_flight(self) -> Any:
+        """The step's coroutine to save with it, or None when the iterator's own state is enough.
+
+        Raises ``TypeError`` naming what the step awaits when it can be neither.
+        """
+        pending = self.pending
+        if pending is None or type(self.iterator) is types.AsyncGeneratorType:
+            return None
+        if type(pending) is types.CoroutineType:
+            return pending
+        raise TypeError(
+            f"an async for step is in progress in {type(self.iterator).__qualname__}.__anext__, "
+            f"which returned {type(pending).__qualname__}: only a checkpointable coroutine "
+            "__anext__ (or an async generator) can be saved in the middle of a step"
+        )
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ANext, (self.iterator,))
+        return (ANext, (self.iterator, self.in_flight()))
 
     def __contsnap_resume__(self) -> Any:
-        return self
+        pending = self.in_flight()
+        return ANext(self.iterator) if pending is None else pending
 
 
 def anext(iterator: Any) -> ANext:

@@ -185,6 +185,12 @@ def capture(gen: Any) -> FrameState:
         raise NotCheckpointableError(f"cannot snapshot {info.where(label)}: {spec.refuse}")
     if spec.kind == "await":
         awaited = local.get(spec.delegate or "")
+        if isinstance(awaited, _runtime.ANext):
+            try:
+                awaited.in_flight()
+            except TypeError as exc:
+                where = info.where(label)
+                raise NotCheckpointableError(f"cannot snapshot {where}: {exc}") from None
         if info_of(awaited) is None and not hasattr(type(awaited), "__contsnap_resume__"):
             raise NotCheckpointableError(
                 f"cannot snapshot {info.where(label)}: it awaits {awaited!r}, which is not a "
@@ -898,7 +904,7 @@ def delegation_chain(gen: Any) -> list[Any]:
             break
         chain.append(delegate)
         if isinstance(delegate, _runtime.ANext):  # an async for step: into its generator
-            delegate = delegate.iterator
+            delegate = delegate.in_flight() or delegate.iterator
             chain.append(delegate)
         current = delegate
     return chain

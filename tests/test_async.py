@@ -561,3 +561,36 @@ def test_an_async_for_left_by_an_exception_drops_its_iterator_at_once() -> None:
         except GeneratorExit:
             seen.append(list(LOG))  # while the traceback is alive
     assert seen == [["stream-finally"]] * 2
+
+
+class CountingAsyncIter:
+    """A class-based async iterator whose ``__anext__`` is a checkpointable coroutine."""
+
+    def __init__(self, limit: int) -> None:
+        self.i = 0
+        self.limit = limit
+
+    def __aiter__(self):
+        return self
+
+    @contsnap.checkpointable
+    async def __anext__(self):
+        self.i += 1
+        if not self.i % 3:
+            await contsnap.checkpoint()  # a step in flight when the loop is saved
+        if self.i > self.limit:
+            raise StopAsyncIteration
+        return self.i
+
+
+@contsnap.checkpointable
+async def sums_a_class_iterator(limit):
+    seen = []
+    async for value in CountingAsyncIter(limit):
+        seen.append(value)
+    return seen
+
+
+def test_an_async_for_step_in_a_coroutine_anext_resumes_that_step() -> None:
+    # re-asking the iterator would run __anext__ again and skip a value
+    assert drive(sums_a_class_iterator(10), roundtrip=True) == list(range(1, 11))
