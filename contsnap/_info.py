@@ -39,6 +39,9 @@ _SESSION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
     "contsnap_session", default=None
 )
 
+#: copies of one function's code remembered (a class saved by value is copied per load)
+_MAX_ALIASES = 32
+
 #: the flag ``types.coroutine`` sets on a generator function's code
 CO_ITERABLE_COROUTINE = 0x100
 _LOADING = threading.RLock()
@@ -145,6 +148,10 @@ class FunctionInfo:
     def alias(self, code: types.CodeType) -> None:
         self.aliases.append(code)
         _BY_CODE[id(code)] = self
+        if len(self.aliases) > _MAX_ALIASES:  # copies made by many loads: keep the newest
+            dropped = self.aliases.pop(0)
+            if _BY_CODE.get(id(dropped)) is self:
+                del _BY_CODE[id(dropped)]
 
     def resume_code_for_restore(self) -> types.CodeType:
         """The resume code, with the flags the live function's code carries.
@@ -217,10 +224,18 @@ def adopt_function(fn: types.FunctionType) -> None:
     the load can be captured too.
     """
     info = fn.__dict__.get("__contsnap__")
-    if isinstance(info, FunctionInfo) and info.fresh_code is None:
+    if not isinstance(info, FunctionInfo):
+        return
+    if fn.__code__.co_filename != info.filename:  # cloudpickle says "<dynamic-code>"
+        fn.__code__ = fn.__code__.replace(co_filename=info.filename)
+    if info.fresh_code is None:
         info.fresh_code = fn.__code__
         info.live_function = fn
         info.register()
+    elif fn.__code__ is not info.fresh_code and fn.__code__ == info.fresh_code:
+        # the live function's info, met again in a copy of its function (a class
+        # saved by value): generators made by the copy are the info's too
+        info.alias(fn.__code__)
 
 
 def info_for_code(code: types.CodeType) -> FunctionInfo | None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import pickle
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -487,3 +490,45 @@ def test_a_starred_operand_is_unpacked_before_a_later_yield() -> None:
         outcomes.append((values, str(error.value)))
     expected = ([1, 2, "one"], ((1, 2, "changed", "two"), []), {"a": 1, "b": "three"})
     assert outcomes[0] == outcomes[1] == (expected, "'int' object is not iterable")
+
+
+SCRIPT_WITH_A_CLASS = """
+import contsnap
+
+class Job:
+    def __init__(self):
+        self.n = 0
+
+    @contsnap.checkpointable
+    def steps(self):
+        while True:
+            self.n += 1
+            yield self.n
+
+@contsnap.checkpointable
+def outer(job):
+    yield from job.steps()
+
+g = outer(Job())
+next(g)
+for _ in range(3):  # the class travels by value: each load makes a copy of its methods
+    g = contsnap.loads(contsnap.dumps(g))
+    next(g)
+job = g.gi_frame.f_locals["job"]
+fresh = job.steps()  # made by the copied method
+print(next(fresh), fresh.gi_code.co_filename.endswith("script.py"))
+print(next(contsnap.loads(contsnap.dumps(fresh))))
+"""
+
+
+def test_a_method_of_a_class_saved_by_value_still_makes_checkpointable_generators(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT_WITH_A_CLASS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["5", "True", "6"]
