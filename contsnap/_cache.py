@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._info import Details, FunctionInfo
-from ._transform import LabelInfo
+from ._labels import LabelInfo
 from ._version import __version__
 
 FORMAT = 3

@@ -9,10 +9,9 @@ import types
 from typing import Any, TypeVar
 
 from . import _hook, _runtime
-from ._compile import compile_function
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
-from ._transform import RT, UnsupportedSyntax, transform_function
+from ._labels import RT
 
 F = TypeVar("F")
 
@@ -73,6 +72,10 @@ def _build(fn: types.FunctionType) -> FunctionInfo:
 
 
 def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
+    # imported here: libcst takes ~100 ms to import, and a warm start never transforms
+    from ._compile import compile_function
+    from ._transform import UnsupportedSyntax, transform_function
+
     code = fn.__code__
     try:
         result = transform_function(source, first_line=first)

@@ -469,6 +469,28 @@ def test_a_warm_import_runs_no_transform(pkgs: Packages, transforms: list[str]) 
     assert contsnap.loads(contsnap.dumps(g)).send(1) == 2
 
 
+def test_a_warm_start_does_not_import_libcst(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name).factory(1)  # fills the cache, nested function included
+    child = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(pkgs.root)!r})
+        import contsnap
+        print("libcst" in sys.modules)
+        contsnap.install_import_hook({name!r}, mark_all=True)
+        from {name} import mod
+        g = mod.counter(3)
+        next(g)
+        g = contsnap.loads(contsnap.dumps(g))
+        print(g.send(1), list(mod.factory(2)()), "libcst" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "1", "[2]", "False"]
+
+
 def test_refusals_are_cached_too(
     pkgs: Packages, transforms: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
