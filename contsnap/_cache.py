@@ -273,6 +273,18 @@ def decode_details(stored: Any) -> Details | None:
         return None
 
 
+def stored_fresh_code(stored: tuple[str, Any] | None) -> types.CodeType | None:
+    """The fresh code in what encode_info stored (None: a refusal, or not usable)."""
+    try:
+        kind, data = stored  # type: ignore[misc]
+        if kind != "ok" or len(data) != len(INFO_FIELDS):
+            return None
+        code = data[INFO_FIELDS.index("fresh_code")]
+    except Exception:
+        return None
+    return code if isinstance(code, types.CodeType) else None
+
+
 def _positional_order() -> bool:
     """Do FunctionInfo's parameters run: live fields, INFO_FIELDS up to fresh_code,
     globals and details, the rest of INFO_FIELDS? Then decode_info passes them by position."""

@@ -118,6 +118,10 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
 def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionType:
     assert info.fresh_code is not None
     fn.__globals__.setdefault(RT, _runtime)
+    if fn.__code__ is info.fresh_code:
+        # the import hook's cached module code made it with the fresh code already
+        # (see _hook.prebuilt): no second function, and no plain one for __wrapped__
+        return _adopt(fn, info, fn.__module__)
     closure = None
     if info.fresh_code.co_freevars:
         cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
