@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._info import Details, FunctionInfo
-from ._transform import LabelInfo
+from ._labels import LabelInfo
 from ._version import __version__
 
 FORMAT = 3
@@ -271,6 +271,18 @@ def decode_details(stored: Any) -> Details | None:
         return Details({k: LabelInfo(*v) for k, v in labels.items()}, resume_code, source)
     except Exception:  # damaged in a way the checksum missed: rebuild instead
         return None
+
+
+def stored_fresh_code(stored: tuple[str, Any] | None) -> types.CodeType | None:
+    """The fresh code in what encode_info stored (None: a refusal, or not usable)."""
+    try:
+        kind, data = stored  # type: ignore[misc]
+        if kind != "ok" or len(data) != len(INFO_FIELDS):
+            return None
+        code = data[INFO_FIELDS.index("fresh_code")]
+    except Exception:
+        return None
+    return code if isinstance(code, types.CodeType) else None
 
 
 def _positional_order() -> bool:

@@ -9,10 +9,9 @@ import types
 from typing import Any, TypeVar
 
 from . import _hook, _runtime
-from ._compile import compile_function
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
-from ._transform import RT, UnsupportedSyntax, transform_function
+from ._labels import RT
 
 F = TypeVar("F")
 
@@ -73,6 +72,10 @@ def _build(fn: types.FunctionType) -> FunctionInfo:
 
 
 def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
+    # imported here: libcst takes ~100 ms to import, and a warm start never transforms
+    from ._compile import compile_function
+    from ._transform import UnsupportedSyntax, transform_function
+
     code = fn.__code__
     try:
         result = transform_function(source, first_line=first)
@@ -115,6 +118,10 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
 def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionType:
     assert info.fresh_code is not None
     fn.__globals__.setdefault(RT, _runtime)
+    if fn.__code__ is info.fresh_code:
+        # the import hook's cached module code made it with the fresh code already
+        # (see _hook.prebuilt): no second function, and no plain one for __wrapped__
+        return _adopt(fn, info, fn.__module__)
     closure = None
     if info.fresh_code.co_freevars:
         cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))

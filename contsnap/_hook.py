@@ -141,6 +141,8 @@ class Plan:
 
     def __init__(self, tree: ast.Module, lines: list[str], filename: str, mark_all: bool) -> None:
         self.marked: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+        #: first lines of the functions mark_all decorates (kept after apply())
+        self.marked_lines: set[int] = set()
         #: first lines of every function that will be transformed (marked or explicit)
         self.transformed: dict[int, str] = {}
         self.spans: dict[int, tuple[int, int]] = {}
@@ -177,6 +179,7 @@ class Plan:
         if not marked:
             return
         self.marked.append(node)
+        self.marked_lines.add(first)
         host = next((f for f in outer if self.transformed.get(_first_line(f)) == f.name), None)
         if host is None:
             return
@@ -385,7 +388,88 @@ class HookedModule:
                         details = on_disk.details_of(key)
                         if details is not None:
                             self.entry.details[key] = details
+            if self.mark_all and self.entry.module_code is not None:
+                self.entry.module_code = prebuilt(
+                    self.entry.module_code, self.entry.functions, self.plan.marked_lines
+                )
             _cache.write(self.cache_path, self.key, self.entry, self.filename)
+
+
+# --- the cached module code: marked functions compiled in ---------------------------------
+
+_ARG_FLAGS = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS | _FUNCTION_FLAGS
+
+
+def _doc(code: types.CodeType) -> Any:
+    """The ``__doc__`` that MAKE_FUNCTION gives a function of this code."""
+    cells = tuple(types.CellType() for _ in code.co_freevars)
+    return types.FunctionType(code, {}, None, None, cells or None).__doc__
+
+
+def _interchangeable(plain: types.CodeType, fresh: types.CodeType) -> bool:
+    """Can ``fresh`` stand in for ``plain`` in MAKE_FUNCTION, with no visible difference?
+
+    Same name, qualname and first line (the cache key and tracebacks), same
+    parameters (``inspect.signature`` reads them from the code), same free
+    variables in the same order (the closure the enclosing code builds), same
+    cell variables (so that transforming the function again from this code gives
+    what it gave from the plain code) and the same docstring.
+    """
+    count = plain.co_argcount + plain.co_kwonlyargcount
+    count += bool(plain.co_flags & inspect.CO_VARARGS) + bool(
+        plain.co_flags & inspect.CO_VARKEYWORDS
+    )
+    return (
+        fresh.co_name == plain.co_name
+        and getattr(fresh, "co_qualname", None) == getattr(plain, "co_qualname", None)
+        and fresh.co_firstlineno == plain.co_firstlineno
+        and fresh.co_filename == plain.co_filename
+        and fresh.co_argcount == plain.co_argcount
+        and fresh.co_posonlyargcount == plain.co_posonlyargcount
+        and fresh.co_kwonlyargcount == plain.co_kwonlyargcount
+        and fresh.co_flags & _ARG_FLAGS == plain.co_flags & _ARG_FLAGS
+        and fresh.co_varnames[:count] == plain.co_varnames[:count]
+        and fresh.co_freevars == plain.co_freevars
+        and fresh.co_cellvars == plain.co_cellvars
+        and _doc(fresh) == _doc(plain)
+    )
+
+
+def prebuilt(
+    code: types.CodeType,
+    functions: dict[_cache.FunctionKey, tuple[str, Any]],
+    marked: set[int],
+    prefix: str = "",
+) -> types.CodeType:
+    """``code`` with each marked function's code replaced by its cached fresh code.
+
+    Only functions that module and class bodies define (once per import, not per
+    call of an enclosing function) and whose fresh code passes
+    :func:`_interchangeable`. MAKE_FUNCTION then builds the transformed function
+    directly, and ``mark`` only attaches its FunctionInfo; marshal stores the
+    shared code object once.
+    """
+    consts = list(code.co_consts)
+    changed = False
+    for at, const in enumerate(consts):
+        if not isinstance(const, types.CodeType) or const.co_name.startswith("<"):
+            continue
+        qualname = prefix + const.co_name
+        if not const.co_flags & inspect.CO_NEWLOCALS:  # a class body
+            inner = prebuilt(const, functions, marked, qualname + ".")
+            changed |= inner is not const
+            consts[at] = inner
+            continue
+        if const.co_firstlineno not in marked:
+            continue
+        fresh = _cache.stored_fresh_code(
+            functions.get((qualname, const.co_firstlineno, const.co_name))
+        )
+        if fresh is None or fresh is const or not _interchangeable(const, fresh):
+            continue
+        consts[at] = fresh
+        changed = True
+    return code.replace(co_consts=tuple(consts)) if changed else code
 
 
 # --- mark_all's decorator -----------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 import cloudpickle
 
 from ._errors import CodeChangedError, SnapshotCorruptError
-from ._transform import LabelInfo
+from ._labels import LabelInfo
 
 # Keyed by id(): code objects compare by value, so two modules holding the same
 # function would otherwise share one entry (and one module's globals).

@@ -469,6 +469,183 @@ def test_a_warm_import_runs_no_transform(pkgs: Packages, transforms: list[str]) 
     assert contsnap.loads(contsnap.dumps(g)).send(1) == 2
 
 
+def test_a_warm_start_does_not_import_libcst(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name).factory(1)  # fills the cache, nested function included
+    child = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(pkgs.root)!r})
+        import contsnap
+        print("libcst" in sys.modules)
+        contsnap.install_import_hook({name!r}, mark_all=True)
+        from {name} import mod
+        g = mod.counter(3)
+        next(g)
+        g = contsnap.loads(contsnap.dumps(g))
+        print(g.send(1), list(mod.factory(2)()), "libcst" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "1", "[2]", "False"]
+
+
+PREBUILT = '''\
+    import functools
+    import inspect
+
+    seen = []
+
+
+    def noting(fn):
+        seen.append((fn.__qualname__, hasattr(fn, "__contsnap__")))
+        return fn
+
+
+    def wrapping(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            return fn(*args, **kwargs)
+        return call
+
+
+    @noting
+    def documented(a, /, b: int = 2, *rest, c=3, **more) -> "gen":
+        """Yields its arguments."""
+        yield a, b, rest, c, more
+        raise ValueError(a)
+
+
+    SELF_MARKED = hasattr(documented, "__contsnap__")
+
+
+    @wrapping
+    def wrapped_twice(n):
+        yield n
+
+
+    def refused():
+        _cs_tmp = 1
+        yield _cs_tmp
+
+
+    class Base:
+        def walk(self):
+            yield "base"
+
+
+    class Child(Base):
+        "Child's docstring."
+
+        def walk(self):
+            yield from super().walk()
+            yield __class__.__name__
+
+        def described(self):
+            "Kept: the fresh code of a function with cells has no docstring constant."
+            yield from super().walk()
+
+        @staticmethod
+        def static(x):
+            yield x
+
+
+    def factory(x):
+        def inner():
+            yield x
+        return inner
+    '''
+
+
+def _observed(mod: Any) -> dict[str, Any]:
+    """What a user sees of the PREBUILT module's functions."""
+    gen = mod.documented(1, 5, 6, c=7, d=8)
+    first = next(gen)
+    gen = contsnap.loads(contsnap.dumps(gen))
+    with pytest.raises(ValueError) as raised:
+        next(gen)
+    fns = [mod.documented, mod.wrapped_twice, mod.refused, mod.Child.walk, mod.Child.static]
+    fns.append(mod.Child.described)
+    return {
+        "seen": list(mod.seen),
+        "self_marked": mod.SELF_MARKED,
+        "names": [(f.__name__, f.__qualname__, f.__module__, f.__doc__) for f in fns],
+        "signature": str(inspect.signature(mod.documented)),
+        "annotations": mod.documented.__annotations__,
+        "defaults": (mod.documented.__defaults__, mod.documented.__kwdefaults__),
+        "first": first,
+        "line": raised.value.__traceback__.tb_next.tb_lineno,  # type: ignore[union-attr]
+        "marked": [_is_checkpointable(f) for f in fns],
+        "wraps": _is_checkpointable(mod.wrapped_twice.__wrapped__),
+        "values": [
+            list(mod.wrapped_twice(4)),
+            list(mod.refused()),
+            list(mod.Child().walk()),
+            list(mod.Child.static(9)),
+            list(mod.Child().described()),
+            list(mod.factory(3)()),
+        ],
+        "restored": list(contsnap.loads(contsnap.dumps(mod.Child().walk()))),
+        "inner": _is_checkpointable(mod.factory(1)),
+    }
+
+
+def test_a_warm_import_builds_marked_functions_from_cached_code(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": PREBUILT})
+    cold = _fresh_import(pkgs, name)
+    expected = _observed(cold)
+    assert expected["marked"] == [True, True, False, True, True, True]
+    assert expected["seen"] == [("documented", True)] and expected["self_marked"]
+    raise_line = textwrap.dedent(PREBUILT).split("\n").index("    raise ValueError(a)") + 1
+    assert expected["line"] == raise_line and expected["inner"] and expected["wraps"]
+    transforms.clear()
+    warm = _fresh_import(pkgs, name)
+    assert _observed(warm) == expected
+    assert transforms == []
+    # module and class level: made by the module code itself, no plain function kept
+    for fn in (warm.documented, warm.wrapped_twice.__wrapped__, warm.Child.walk):
+        assert fn.__code__ is fn.__contsnap__.fresh_code
+        assert not hasattr(fn, "__wrapped__")
+    # a docstring the fresh code does not carry first: transformed as before
+    assert warm.Child.described.__wrapped__.__code__ is not warm.Child.described.__code__
+    # per call of an enclosing function: the plain function is transformed as before
+    inner = warm.factory(1)
+    assert inner.__code__ is inner.__contsnap__.fresh_code
+    assert inner.__wrapped__.__code__ is not inner.__code__
+
+
+def test_a_cached_module_code_without_its_infos_is_transformed_again(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": PREBUILT})
+    expected = _observed(_fresh_import(pkgs, name))
+    path = _cache_file(pkgs, name, "mod.py")
+    record = _cache.read(str(path), _hook.hooked_module(str(pkgs.path(name, "mod.py"))).key)  # type: ignore[union-attr]
+    assert record is not None
+    record.functions.clear()  # the module code keeps its compiled-in fresh codes
+    _cache.write(
+        str(path), _hook.hooked_module(str(pkgs.path(name, "mod.py"))).key, record, str(path)
+    )  # type: ignore[union-attr]
+    transforms.clear()
+    warm = _fresh_import(pkgs, name)
+    assert _observed(warm) == expected
+    assert "documented" in transforms
+
+
+def test_round_trip_mode_wraps_functions_built_from_cached_code(
+    pkgs: Packages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name)
+    monkeypatch.setattr(_decorator, "_ROUNDTRIP", True)
+    mod = _fresh_import(pkgs, name)
+    assert type(mod.counter).__module__ == "contsnap._roundtrip"
+    assert _round_trip_counter(mod) == [1, 2]
+
+
 def test_refusals_are_cached_too(
     pkgs: Packages, transforms: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -554,7 +731,7 @@ def test_cached_infos_decode_alike_by_position_and_by_name(
     mod = _fresh_import(pkgs, name)
     record = _hook.hooked_module(mod.__file__)
     assert record is not None and _cache._POSITIONAL
-    fn = mod.counter.__wrapped__
+    fn = mod.counter
     stored = record.entry.functions[(fn.__qualname__, fn.__code__.co_firstlineno, "counter")]
     details = record.entry.details_of  # any callable: it is stored, not called
     fast = _cache.decode_info(stored, fn, details)  # type: ignore[arg-type]

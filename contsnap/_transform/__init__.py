@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from .._labels import RT, LabelInfo
 from ._fingerprint import TRANSFORM_VERSION, fingerprint
 from ._lines import Line, Rendered, block, render
 from ._positions import Positions
 from ._scope import contains, forget, names_used, suspends, unstable_names
-from ._statements import RT, BodyProcessor, LabelInfo, UnsupportedSyntax
+from ._statements import BodyProcessor, UnsupportedSyntax
 
 __all__ = [
     "RT",

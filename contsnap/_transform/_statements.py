@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from .._labels import RT, LabelInfo
 from ._lines import Line, block, verbatim
 from ._positions import Positions
 from ._scope import SUSPENSIONS, awaiting_comprehension, contains, exits, names_used, suspends
-
-RT = "__contsnap_rt__"
 
 
 class UnsupportedSyntax(Exception):
@@ -46,19 +45,6 @@ class UnsupportedSyntax(Exception):
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)
         self.line = line
-
-
-@dataclass
-class LabelInfo:
-    """What restore needs to know about one yield: where it is and what is live there."""
-
-    line: int
-    helpers: frozenset[str]
-    delegate: str | None = None
-    #: why a snapshot paused here must be refused (None: it can be taken)
-    refuse: str | None = None
-    #: "yield" (the caller is waiting for a value) or "await" (the event loop is)
-    kind: str = "yield"
 
 
 @dataclass
