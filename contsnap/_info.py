@@ -138,7 +138,13 @@ class FunctionInfo:
             _BY_CODE[id(self.fresh_code)] = self
             place = (self.fresh_code.co_filename, self.fresh_code.co_firstlineno)
             known = _BY_PLACE.setdefault(place, [])
-            if self not in known:
+            if not any(other is self for other in known):
+                # a module imported again replaces its functions: keep the newest
+                known[:] = [
+                    other
+                    for other in known
+                    if (other.module, other.qualname) != (self.module, self.qualname)
+                ][-7:]
                 known.append(self)
         self._registered = True
         if isinstance(self.details, Details):  # else registered when loaded
