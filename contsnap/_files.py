@@ -44,14 +44,18 @@ def _fsync_directory(directory: str) -> None:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` by ``data`` so that a crash leaves either the old or the new file."""
+    """Replace ``path`` by ``data`` so that a crash leaves either the old or the new file.
+
+    The file is created readable and writable by its owner only.
+    """
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     temp = os.path.join(
         directory, f".{os.path.basename(target)}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
     )
     try:
-        with open(temp, "xb") as out:
+        # owner-only, like the state it holds (it may name files, hold tokens...)
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

@@ -14,7 +14,6 @@ import importlib
 import os
 import re
 import shlex
-import tempfile
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from . import _api, _envelope
 from ._errors import CheckpointError
+from ._files import write_atomic
 from ._info import session_namespace
 from ._snapshot import SUSPENDABLE, to_payload
 
@@ -102,7 +102,7 @@ def save_session(
             for name, _type, _why in report.refused:
                 del chosen[name]
             data = _api.dumps({SESSION_MARK: chosen}, key=key)
-    write_atomically(path, data)
+    write_atomic(path, data)
     report.saved = sorted(chosen)
     report.size = len(data)
     return report
@@ -130,36 +130,6 @@ def load_session(
         raise
     restored: dict[str, Any] = loaded[SESSION_MARK]
     return restored
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Replace ``path`` by ``data`` so that a crash leaves the old file or the new, never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # no directory handles here (Windows): the rename is all we can do
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _type_name(value: Any) -> str:

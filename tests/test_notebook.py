@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from contsnap import _ipython
+from contsnap._files import write_atomic
 
 pytest.importorskip("IPython")
 
@@ -248,8 +248,8 @@ def test_usage(tmp_path: Path) -> None:
 
 def test_saving_replaces_the_file_atomically(tmp_path: Path, monkeypatch: Any) -> None:
     target = tmp_path / "s.snap"
-    _ipython.write_atomically(str(target), b"first")
-    _ipython.write_atomically(str(target), b"second")
+    write_atomic(str(target), b"first")
+    write_atomic(str(target), b"second")
     assert target.read_bytes() == b"second"
 
     def crash(src: str, dst: str) -> None:
@@ -257,7 +257,7 @@ def test_saving_replaces_the_file_atomically(tmp_path: Path, monkeypatch: Any) -
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk went away"):
-        _ipython.write_atomically(str(target), b"third")
+        write_atomic(str(target), b"third")
     assert target.read_bytes() == b"second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.snap"]
 
