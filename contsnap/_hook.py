@@ -504,6 +504,11 @@ def mark(fn: Any) -> Any:
 # --- finder and loader --------------------------------------------------------------------
 
 
+_STDLIB: frozenset[str] = frozenset(getattr(sys, "stdlib_module_names", ()))
+#: third-party modules the transform imports (libcst and what it imports)
+_TRANSFORM_DEPENDENCIES = frozenset({"libcst", "yaml", "typing_extensions"})
+
+
 class HookLoader(importlib.machinery.SourceFileLoader):
     """A source loader whose code is the hook's: marks compiled in, cached beside the .pyc."""
 
@@ -527,6 +532,19 @@ class HookLoader(importlib.machinery.SourceFileLoader):
         for message, line in record.notes():
             warnings.warn_explicit(message, RuntimeWarning, path, line)
         return code
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        # Still outside sys.modules: if the transform (imported on first use) needs this
+        # very module (tokenize, for one), it must get the real one, not the half-made
+        # module the hook is about to run.
+        top = spec.name.partition(".")[0]
+        if "contsnap._transform" not in sys.modules and (
+            top in _STDLIB or top in _TRANSFORM_DEPENDENCIES
+        ):
+            with _building():  # what the transform imports is not hooked
+                importlib.import_module("contsnap._transform")
+                importlib.import_module("contsnap._compile")
+        return super().create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
         self._executing += 1

@@ -77,7 +77,7 @@ async def first_process(path: str, n: int) -> None:
     await system.stop(rollout=path)
     with open(path, "rb") as saved:
         meta = contsnap.describe(saved.read())
-    print(f"process 1: rolled out {meta['actors']['count']} actors to {path}")
+    print(f"process 1: rolled out {meta['actors']['count']} actors to {path}", flush=True)
 
 
 async def second_process(path: str) -> None:

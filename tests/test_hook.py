@@ -486,7 +486,16 @@ def test_a_warm_start_does_not_import_libcst(pkgs: Packages) -> None:
         print(g.send(1), list(mod.factory(2)()), "libcst" in sys.modules)
         """
     )
-    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    # the same contsnap as this process (a cache is only valid for the contsnap that wrote it)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(contsnap.__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=pkgs.root,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "1", "[2]", "False"]
 
