@@ -415,3 +415,41 @@ def test_live_upgrade_is_refused_clearly_or_goes_through_a_migration(
     finally:
         _decorator.forget_module(name)
         sys.modules.pop(name, None)
+
+
+ACTOR_LOG: list[str] = []
+
+
+@contsnap.checkpointable
+async def counted_numbers(n):
+    try:
+        for i in range(n):
+            await contsnap.checkpoint()
+            yield i
+    finally:
+        ACTOR_LOG.append("numbers finally")
+
+
+@contsnap.checkpointable
+async def sums_numbers(n):
+    total = 0
+    async for x in counted_numbers(n):
+        total += x
+    return total
+
+
+def test_roll_out_an_actor_paused_inside_an_async_generator_step(tmp_path: Path) -> None:
+    path = tmp_path / "s.ckpt"
+    ACTOR_LOG.clear()
+
+    async def main() -> dict[str, Any]:
+        system = actors.System("agen")
+        system.spawn(sums_numbers, 50, name="a")
+        for _ in range(7):  # inside the async generator's step, at its checkpoint
+            await asyncio.sleep(0)
+        await system.stop(rollout=path)
+        assert ACTOR_LOG == []  # detached: its finally is the restored copy's to run
+        return await (await actors.System.restore(path)).join()
+
+    assert run(main()) == {"a": sum(range(50))}
+    assert ACTOR_LOG == ["numbers finally"]

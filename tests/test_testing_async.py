@@ -576,10 +576,6 @@ DETACH_INSIDE_A_STEP = (
     "core: detach() of an async generator paused at an await inside asend() raises "
     "RuntimeError: athrow(): asynchronous generator is already running"
 )
-DETACHED_TASK_KEEPS_ITS_ASYNC_GENERATORS = (
-    "core: detach(task) after pause() does not end the async generators the task's frames "
-    "hold (an `async for`'s), so asyncio aclose()s the old copies and their finally runs twice"
-)
 RETURN_IN_ASYNC_GENERATOR = (
     "core: in an async generator, `return` inside a try whose finally awaits is "
     "transformed into `return <value>`, a SyntaxError"
@@ -648,8 +644,7 @@ def test_coroutines_thrown_into_and_closed_at_checkpoints(
     )
 
 
-@pytest.mark.xfail(strict=False, reason=DETACHED_TASK_KEEPS_ITS_ASYNC_GENERATORS)
-@settings(KNOWN_FAILURE, max_examples=15)
+@settings(DIFFERENTIAL, max_examples=15)
 @given(coroutine_programs(), st.integers(-3, 9), st.integers(0, 5))
 def test_paused_tasks_move_to_their_snapshot(source: str, arg: int, pause_at: int) -> None:
     assert_async_equivalent(source, arg=arg, modes=("asyncio",), pause_at=pause_at, move=True)
