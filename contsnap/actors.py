@@ -530,11 +530,14 @@ class System:
 
     def resume(self) -> None:
         """Let the quiesced actors go on."""
-        for name in list(self._parked):
+        self._release(set(self._parked))
+
+    def _release(self, names: set[str]) -> None:
+        for name in names:
             actor = self.actors.get(name)
             if actor is not None and actor.task is not None:
                 unpause(actor.task)
-        self._parked.clear()
+        self._parked -= names
 
     async def checkpoint(
         self,
@@ -563,15 +566,15 @@ class System:
         *,
         then_resume: bool,
     ) -> bytes:
-        quiesced_before = bool(self._parked)
+        quiesced_before = set(self._parked)
         await self.quiesce(timeout=timeout)
         try:
             data = self._snapshot(key)
             if path is not None:
                 CheckpointFiles(path, keep).save(data)
         finally:
-            if then_resume and not quiesced_before:
-                self.resume()
+            if then_resume:  # the actors the user quiesced stay quiesced
+                self._release(self._parked - quiesced_before)
         return data
 
     def _snapshot(self, key: bytes | str | None) -> bytes:

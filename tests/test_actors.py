@@ -453,3 +453,23 @@ def test_roll_out_an_actor_paused_inside_an_async_generator_step(tmp_path: Path)
 
     assert run(main()) == {"a": sum(range(50))}
     assert ACTOR_LOG == ["numbers finally"]
+
+
+def test_a_checkpoint_lets_go_only_the_actors_it_stopped() -> None:
+    async def main() -> tuple[int, int, dict[str, Any]]:
+        system = actors.System("partial")
+        held = system.spawn(programs.counter, 0, name="held")
+        free = system.spawn(programs.counter, 0, name="free")
+        await asyncio.sleep(0.01)
+        await system.quiesce(["held"])
+        await system.checkpoint()
+        held.send(1)
+        free.send(1)
+        await asyncio.sleep(0.01)
+        waiting = (len(system.mailboxes["held"]), len(system.mailboxes["free"]))
+        system.resume()
+        held.send("stop")
+        free.send("stop")
+        return (*waiting, await system.join())
+
+    assert run(main()) == (1, 0, {"held": 1, "free": 1})
