@@ -418,21 +418,13 @@ def detach_task(task: asyncio.Task[Any]) -> None:
         if info_of(member) is not None:
             # one the chain runs through (an async generator paused inside its step)
             # ends with the task's own Detach
-            held.extend(g for g in owned_generators(capture(member)) if not _among(g, chain))
+            owned = owned_generators(capture(member))
+            held.extend(g for g in owned if not any(g is m for m in chain))
     for generator in held:  # they move with the snapshot too (an async for's generator)
-        if _attr_frame(generator) is not None:
-            detach(generator)
+        detach(generator)
     task.add_done_callback(_forget_detach)
     if not request.release.done():
         request.release.set_exception(Detach())
-
-
-def _among(obj: Any, items: list[Any]) -> bool:
-    return any(obj is item for item in items)
-
-
-def _attr_frame(gen: Any) -> Any:
-    return getattr(gen, "gi_frame", None) or getattr(gen, "ag_frame", None)
 
 
 def _forget_detach(task: asyncio.Task[Any]) -> None:

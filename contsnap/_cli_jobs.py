@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _durable, _envelope
 from ._errors import CheckpointError
+from ._hook import _first_line
 
 
 def _hook_names(hooks: list[str] | None) -> list[str]:
@@ -196,7 +197,7 @@ def code_status(frame: dict[str, Any]) -> str:
         return f"unknown ({type(exc).__name__}: {exc})"
     if node is None:
         return f"changed ({qualname} is no longer in {path})"
-    start = (node.decorator_list[0] if node.decorator_list else node).lineno
+    start = _first_line(node)
     text = textwrap.dedent("\n".join(source.splitlines()[start - 1 : node.end_lineno]))
     if fingerprint(text) == frame.get("fingerprint"):
         return "matches"

@@ -203,9 +203,7 @@ class Migrating:
                 f"the migration of {info.qualname} gives locals the new code does not have at "
                 f"line {resume.line}: {', '.join(sorted(unknown))}"
             )
-        missing = {
-            h for h in wanted if h.startswith("_cs_") and h not in new_values and h != "_cs_label"
-        } & set(info.labels[new_label].helpers)
+        missing = {h for h in info.labels[new_label].helpers if h not in new_values}
         if missing:
             raise CodeChangedError(
                 f"the migration of {info.qualname} to line {resume.line} needs contsnap's "
