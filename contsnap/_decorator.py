@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import linecache
 import os
 import sys
 import types
 from typing import Any, TypeVar
 
-from . import _hook, _runtime
+from . import _hook, _lambdas, _runtime
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
 from ._labels import RT
@@ -28,6 +30,12 @@ def checkpointable(fn: F) -> F:
     captured by :func:`contsnap.dumps`, ``pickle``, ``copy.deepcopy`` and
     :func:`contsnap.fork`, and restored where they were paused.
     """
+    return make_checkpointable(fn)
+
+
+def make_checkpointable(fn: F, lambda_number: int | None = None) -> F:
+    """:func:`checkpointable`; ``lambda_number`` is the import hook's number for a
+    generator lambda of a hooked module (see :mod:`contsnap._lambdas`)."""
     if isinstance(fn, (staticmethod, classmethod)):
         return type(fn)(checkpointable(fn.__func__))
     if not isinstance(fn, types.FunctionType):
@@ -46,12 +54,14 @@ def checkpointable(fn: F) -> F:
     key = (id(fn.__globals__), fn.__code__)
     info = _CACHE.get(key)
     if info is None or info.globals is not fn.__globals__:
-        info = _build(fn)
+        info = _build(fn, lambda_number)
         _CACHE[key] = info
     return _instantiate(fn, info)  # type: ignore[return-value]
 
 
 def _source_of(fn: types.FunctionType) -> tuple[str, int]:
+    if fn.__code__.co_name == _lambdas.LAMBDA_NAME:
+        return _lambda_source_of(fn)
     try:
         lines, first = inspect.getsourcelines(fn)
     except (OSError, TypeError) as exc:
@@ -64,10 +74,27 @@ def _source_of(fn: types.FunctionType) -> tuple[str, int]:
     return "".join(lines), max(first, 1)
 
 
-def _build(fn: types.FunctionType) -> FunctionInfo:
+def _lambda_source_of(fn: types.FunctionType) -> tuple[str, int]:
+    """A generator lambda's source, as the ``def`` the transform reads."""
+    code = fn.__code__
+    lines = linecache.getlines(code.co_filename, fn.__globals__)
+    found = (
+        _lambdas.source_for("".join(lines), code.co_firstlineno)
+        if lines
+        else "its source cannot be read"
+    )
+    if isinstance(found, str):
+        raise NotCheckpointableError(
+            f"@checkpointable cannot transform the generator lambda {fn.__qualname__} "
+            f"({code.co_filename}:{code.co_firstlineno}): {found}"
+        )
+    return found
+
+
+def _build(fn: types.FunctionType, lambda_number: int | None = None) -> FunctionInfo:
     hooked = _hook.hooked_module(fn.__code__.co_filename)
     if hooked is not None:  # the import hook has the source as compiled, and a disk cache
-        return hooked.build(fn, _transform, _source_of)
+        return hooked.build(fn, _transform, _source_of, lambda_number)
     return _transform(fn, *_source_of(fn))
 
 
@@ -84,6 +111,8 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
             f"@checkpointable cannot transform {fn.__qualname__} "
             f"({code.co_filename}:{exc.line or code.co_firstlineno}): {exc}"
         ) from None
+    if code.co_name == _lambdas.LAMBDA_NAME and result.name == _lambdas.DEF_NAME:
+        result = dataclasses.replace(result, name=code.co_name)
     if result.name != code.co_name:
         raise NotCheckpointableError(
             f"@checkpointable: the source found for {fn.__qualname__} defines "

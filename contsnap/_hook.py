@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from . import _cache, _decorator
+from . import _cache, _decorator, _lambdas
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
 
@@ -82,8 +82,7 @@ def _yields(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 
 #: The kinds of ``def`` that mark_all marks: generator functions, coroutine functions
-#: and async generator functions. Generator lambdas are never marked: the transform
-#: takes ``def``s.
+#: and async generator functions (generator lambdas: see :mod:`contsnap._lambdas`).
 MARKED_KINDS: tuple[type[ast.AST], ...] = (ast.FunctionDef, ast.AsyncFunctionDef)
 _FUNCTION_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
@@ -148,10 +147,16 @@ class Plan:
         self.spans: dict[int, tuple[int, int]] = {}
         self.overrides: dict[int, str] = {}
         self.notes: list[tuple[str, int]] = []
+        #: mark_all's generator lambdas, numbered by position (nodes: until apply())
+        self.lambdas: list[ast.Lambda] = []
+        #: each generator lambda's source as the def the transform reads, and its line
+        self.lambda_defs: dict[int, tuple[str, int]] = {}
         self._lines = lines
         self._filename = filename
         self._mark_all = mark_all
         self._visit(tree, [])
+        if mark_all:
+            self._mark_lambdas(tree)
 
     def _visit(self, node: ast.AST, outer: list[ast.FunctionDef | ast.AsyncFunctionDef]) -> None:
         for child in ast.iter_child_nodes(node):
@@ -160,6 +165,18 @@ class Plan:
                 self._visit(child, [*outer, child])
             else:
                 self._visit(child, outer)
+
+    def _mark_lambdas(self, tree: ast.Module) -> None:
+        """Number the generator lambdas; the transform reads them wrapped in their mark."""
+        self.lambdas = _lambdas.generator_lambdas(tree)
+        if not self.lambdas:
+            return
+        wrapped = _lambdas.wrap_lines(self._lines, self.lambdas)
+        self.overrides.update(wrapped)
+        lines = [wrapped.get(n, line) for n, line in enumerate(self._lines, 1)]
+        text = "\n".join(lines)
+        for number, node in _lambdas.marked_lambdas(ast.parse(text, self._filename)).items():
+            self.lambda_defs[number] = _lambdas.as_def(node, text)
 
     def _function(
         self,
@@ -202,9 +219,13 @@ class Plan:
             )
 
     def apply(self, tree: ast.Module) -> None:
-        """Decorate the marked functions, innermost, at their own ``def`` line."""
-        if not self.marked:
+        """Decorate the marked functions, innermost, at their own ``def`` line, and wrap
+        the generator lambdas in their mark."""
+        if not (self.marked or self.lambdas):
             return
+        if self.lambdas:
+            _LambdaMarker(self.lambdas).visit(tree)
+            self.lambdas = []
         for node in self.marked:
             mark = ast.Name(MARK_NAME, ast.Load())
             ast.copy_location(mark, node)
@@ -218,13 +239,37 @@ class Plan:
         while at < len(body) and _is_future_import(body[at]):
             at += 1
         where = body[at] if at < len(body) else body[-1]
-        alias = ast.alias(name="mark", asname=MARK_NAME)
-        imp = ast.ImportFrom(module=__name__, names=[alias], level=0)
-        for located in (imp, alias):
-            located.lineno = located.end_lineno = where.lineno
-            located.col_offset = located.end_col_offset = 0
+        aliases = [
+            ast.alias(name="mark", asname=MARK_NAME),
+            ast.alias(name="mark_lambda", asname=_lambdas.MARK_LAMBDA_NAME),
+        ]
+        imp = ast.ImportFrom(module=__name__, names=aliases, level=0)
+        for located in [imp, *aliases]:
+            ast.copy_location(located, where)
+            located.end_lineno = where.lineno  # type: ignore[attr-defined]
+            located.col_offset = located.end_col_offset = 0  # type: ignore[attr-defined]
         body.insert(at, imp)
         self.marked.clear()  # the record keeps the plan, not the tree
+
+
+class _LambdaMarker(ast.NodeTransformer):
+    """Wraps each given lambda in ``__contsnap_mark_lambda__(lambda, number)``, in place."""
+
+    def __init__(self, lambdas: list[ast.Lambda]) -> None:
+        self._numbers = {id(node): number for number, node in enumerate(lambdas)}
+
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        self.generic_visit(node)
+        number = self._numbers.get(id(node))
+        if number is None:
+            return node
+        func = ast.Name(_lambdas.MARK_LAMBDA_NAME, ast.Load())
+        constant = ast.Constant(number)
+        call = ast.Call(func, [node, constant], [])
+        for located in (call, func, constant):
+            ast.copy_location(located, node)
+        func.end_lineno, func.end_col_offset = node.lineno, node.col_offset
+        return call
 
 
 # --- the record of one hooked file --------------------------------------------------------
@@ -298,9 +343,15 @@ class HookedModule:
             message, _, line = note.rpartition("\0")
             yield message, int(line or 0)
 
-    def function_source(self, code: types.CodeType) -> tuple[str, int] | None:
+    def function_source(
+        self, code: types.CodeType, lambda_number: int | None = None
+    ) -> tuple[str, int] | None:
         """The source of the function compiled as ``code``, as the transform should read it."""
         plan = self.plan
+        if lambda_number is not None:
+            return plan.lambda_defs.get(lambda_number)
+        if code.co_name == _lambdas.LAMBDA_NAME:  # decorated by hand: read from its line
+            return None
         span = plan.spans.get(code.co_firstlineno)
         if span is None:
             return None
@@ -317,21 +368,27 @@ class HookedModule:
         fn: types.FunctionType,
         transform: Callable[[types.FunctionType, str, int], FunctionInfo],
         source_of: Callable[[types.FunctionType], tuple[str, int]],
+        lambda_number: int | None = None,
     ) -> FunctionInfo:
-        """``fn``'s FunctionInfo: from the cache, or transformed from the hooked source."""
+        """``fn``'s FunctionInfo: from the cache, or transformed from the hooked source.
+
+        ``lambda_number`` tells a generator lambda marked by mark_all (see
+        :mod:`contsnap._lambdas`): several can share a line and a qualname.
+        """
         code = fn.__code__
-        key = (fn.__qualname__, code.co_firstlineno, code.co_name)
+        name = code.co_name if lambda_number is None else f"{code.co_name}{lambda_number}"
+        key = (fn.__qualname__, code.co_firstlineno, name)
         stored = self.entry.functions.get(key)
         if stored is not None:
             found = _cache.decode_info(
-                stored, fn, lambda: self._details(key, fn, transform, source_of)
+                stored, fn, lambda: self._details(key, fn, transform, source_of, lambda_number)
             )
             if isinstance(found, str):
                 raise NotCheckpointableError(found)
             if found is not None:
                 return found
         with _building():
-            located = self.function_source(code)
+            located = self.function_source(code, lambda_number)
             if located is None:  # not from this file's text (exec, a stale code object)
                 return transform(fn, *source_of(fn))
             try:
@@ -351,13 +408,14 @@ class HookedModule:
         fn: types.FunctionType,
         transform: Callable[[types.FunctionType, str, int], FunctionInfo],
         source_of: Callable[[types.FunctionType], tuple[str, int]],
+        lambda_number: int | None,
     ) -> Details:
         """The cached function's labels and resume variant, read on first use."""
         found = _cache.decode_details(self.entry.details_of(key))
         if found is not None:
             return found
         with _building():  # that part of the file is damaged: transform once more
-            located = self.function_source(fn.__code__)
+            located = self.function_source(fn.__code__, lambda_number)
             info = transform(fn, *(located or source_of(fn)))
         try:
             self._store(key, *_cache.encode_info(info))  # and write the file whole again
@@ -477,7 +535,7 @@ def prebuilt(
 _REFUSED: set[types.CodeType] = set()
 
 
-def mark(fn: Any) -> Any:
+def mark(fn: Any, lambda_number: int | None = None) -> Any:
     """``@checkpointable`` as mark_all applies it: a refusal warns and keeps the function."""
     if not isinstance(fn, types.FunctionType):
         return fn
@@ -485,7 +543,7 @@ def mark(fn: Any) -> Any:
     if not code.co_flags & _FUNCTION_FLAGS or code in _REFUSED:
         return fn
     try:
-        return _decorator.checkpointable(fn)
+        return _decorator.make_checkpointable(fn, lambda_number)
     except Exception as exc:
         _REFUSED.add(code)
         if isinstance(exc, NotCheckpointableError):
@@ -496,9 +554,14 @@ def mark(fn: Any) -> Any:
             f"contsnap: {fn.__qualname__} ({code.co_filename}:{code.co_firstlineno}) stays "
             f"a plain generator function: {reason}",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=2 if lambda_number is None else 3,
         )
         return fn
+
+
+def mark_lambda(fn: Any, number: int) -> Any:
+    """mark_all's mark of the module's generator lambda number ``number``."""
+    return mark(fn, number)
 
 
 # --- finder and loader --------------------------------------------------------------------
@@ -652,7 +715,8 @@ def install_import_hook(modules: str | Iterable[str], *, mark_all: bool = False)
 
     In those modules ``@checkpointable`` reads the source the module was compiled
     from and its transforms are cached in ``__pycache__``; with ``mark_all=True``
-    every generator function is made checkpointable as if decorated (a function
+    every generator, coroutine and async generator function (generator lambdas
+    included) is made checkpointable as if decorated (a function
     the transform refuses stays as it is, with a ``RuntimeWarning``). Returns a
     handle: call ``.uninstall()``, or use it as a context manager.
     """

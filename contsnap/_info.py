@@ -179,7 +179,7 @@ class FunctionInfo:
     def importable(self) -> bool:
         """Can a fresh process find this function by import path?"""
         return (
-            "<locals>" not in self.qualname
+            _by_name(self.qualname)
             and self.module not in ("__main__", "")
             and sys.modules.get(self.module) is not None
             and _BY_NAME.get((self.module, self.qualname)) is self
@@ -189,6 +189,12 @@ class FunctionInfo:
         if self.importable():
             return (_info_by_name, (self.module, self.qualname, self.fingerprint))
         return (_info_by_value, (_pickle_by_value(self),))
+
+
+def _by_name(qualname: str) -> bool:
+    """Does a qualname name one function of its module? Not a nested function's (one per
+    call of the enclosing function), nor a lambda's (several can share one)."""
+    return "<locals>" not in qualname and "<lambda>" not in qualname
 
 
 def forget_module(module: str) -> None:
@@ -285,6 +291,8 @@ def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
 
 def live_info(module: str, qualname: str) -> FunctionInfo | None:
     """The registered function of that name (its module imported if need be), or None."""
+    if "<lambda>" in qualname:  # several lambdas share a qualname: none is "the" one
+        return None
     known = _BY_NAME.get((module, qualname))
     if known is not None or "<locals>" in qualname:
         return known
@@ -373,7 +381,7 @@ def _info_by_value(data: bytes) -> FunctionInfo:
     live = _BY_NAME.get((module, qualname))
     if live is not None and live.fingerprint == fingerprint:
         return live
-    if live is not None and "<locals>" not in qualname and _SESSION.get() is None:
+    if live is not None and _by_name(qualname) and _SESSION.get() is None:
         # the script (``__main__``) defines it again, differently: its code changed
         return _changed(live, fingerprint)  # type: ignore[no-any-return]
     namespace = _SESSION.get()

@@ -279,17 +279,123 @@ def test_mark_all_marks_generator_functions_everywhere(pkgs: Packages) -> None:
         mod.explicit,
         mod.coroutine,
         mod.agen,
+        mod.lam,
     ):
         assert _is_checkpointable(fn), fn
     # nested in a transformed generator: marked through the blank line above it
     g = mod.outer(5)
     assert next(g) == 5
     assert _is_checkpointable(g.gi_frame.f_locals["nested"])
-    # not generator functions, or generator lambdas (the transform takes defs): untouched
-    for fn in (mod.plain, mod.lam):
-        assert not _is_checkpointable(fn), fn
+    # not generator functions: untouched
+    assert not _is_checkpointable(mod.plain)
     assert list(mod.Box().items(3)) == [3, 4]
     assert list(mod.Box.klass(7)) == [("Box", 7)]
+
+
+LAMBDAS = """\
+    simple = lambda n: (yield from range(n))
+    first, second = (lambda: (yield 1)), (lambda: (yield "\u00e9t\u00e9") or (yield 2))
+
+
+    def adder(k):
+        return lambda x, *, y=k: (yield x + y)
+
+
+    def host(k):
+        yield 0
+        inner = lambda: (yield k * 10)
+        yield from inner()
+
+
+    class Box:
+        __secret = 5
+        get = lambda self, z=3: (yield self.__secret, z)
+
+
+    nested = lambda: (yield (lambda: (yield "inner")))
+    returns = lambda: (yield)
+    broken = lambda: ((yield 1),
+                      1 / 0)
+    label = f"{(lambda: (yield))}"
+    """
+
+
+def _roundtrip(g: Any) -> Any:
+    return contsnap.loads(contsnap.dumps(g))
+
+
+def test_mark_all_marks_generator_lambdas(pkgs: Packages, transforms: list[str]) -> None:
+    name = pkgs.make({"mod.py": LAMBDAS})
+    for attempt in ("cold", "warm"):
+        pkgs.forget()
+        transforms.clear()
+        with contsnap.install_import_hook(name, mark_all=True):
+            mod = _import(f"{name}.mod")
+        for fn in (mod.simple, mod.first, mod.second, mod.adder(1), mod.Box.get, mod.nested):
+            assert _is_checkpointable(fn), fn
+            assert fn.__name__ == "<lambda>"
+        g = mod.simple(4)
+        assert (next(g), next(g)) == (0, 1)
+        assert list(_roundtrip(g)) == [2, 3]
+        # two lambdas on one line are told apart
+        g1, g2 = mod.first(), mod.second()
+        assert (next(g1), next(g2)) == (1, "\u00e9t\u00e9")
+        assert _roundtrip(g2).send(None) == 2
+        with pytest.raises(StopIteration) as stop:
+            _roundtrip(g1).send(7)
+        assert stop.value.value == 7  # the body's value is the return value
+        assert list(_roundtrip(mod.adder(5)(1))) == [6]
+        g = mod.host(3)
+        assert (next(g), next(g)) == (0, 30)
+        inner = g.gi_frame.f_locals["inner"]
+        assert _is_checkpointable(inner) and inner.__qualname__ == "host.<locals>.<lambda>"
+        assert list(_roundtrip(g)) == []
+        box = mod.Box()
+        g = box.get()
+        assert next(g) == (5, 3)  # private names are mangled as in the class
+        made = next(mod.nested())
+        assert _is_checkpointable(made) and list(_roundtrip(made())) == ["inner"]
+        g = mod.broken()
+        next(g)
+        with pytest.raises(ZeroDivisionError) as info:
+            next(_roundtrip(g))
+        frame = traceback.extract_tb(info.value.__traceback__)[-1]
+        assert (frame.lineno, frame.name) == (23, "<lambda>")
+        assert frame.filename == str(pkgs.path(name, "mod.py"))
+        if attempt == "warm":
+            assert transforms == [], "a warm import reads every lambda from the cache"
+
+
+def test_a_generator_lambda_is_decorated_explicitly_when_its_line_is_unique() -> None:
+    made = contsnap.checkpointable(lambda n: (yield from range(n)))
+    g = made(3)
+    next(g)
+    assert list(_roundtrip(g)) == [1, 2]
+    with pytest.raises(contsnap.NotCheckpointableError, match="holds 2 generator lambdas"):
+        contsnap.checkpointable(lambda: (yield 1)), (lambda: (yield 2))
+
+
+def test_a_generator_lambda_resumes_in_another_process(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": LAMBDAS})
+    mod = _fresh_import(pkgs, name)
+    g = mod.second()
+    next(g)
+    data = contsnap.dumps([g, mod.adder(5)(1)])
+    child = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(pkgs.root)!r})
+        import contsnap
+        contsnap.install_import_hook({name!r}, mark_all=True)
+        g, h = contsnap.loads(bytes.fromhex(sys.stdin.read()))
+        print(next(g), next(h))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", child], input=data.hex(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "6"]
 
 
 def test_nested_generator_without_a_free_line_above_warns(pkgs: Packages) -> None:

@@ -19,9 +19,9 @@ Two kinds of suite, from this interpreter's installed ``test`` package:
   ``sys.modules`` first, and the script prints the check that the module the
   tests use was loaded by the hook with its generator functions transformed.
 
-``mark_all`` marks generator functions only, for now; the script also marks
-coroutine and async generator functions (``--generators-only`` turns that off),
-with a separate transform cache.
+``mark_all`` marks generator, coroutine and async generator functions and
+generator lambdas; ``--generators-only`` leaves ``async def``s plain (with a
+separate transform cache).
 
 Each suite runs three times, each in a fresh child process: natively, hooked,
 and hooked in round-trip mode (``CONTSNAP_ROUNDTRIP=1``: every checkpointable
@@ -102,18 +102,16 @@ def _mark_doctests() -> None:
     doctest.compile = marked_compile  # type: ignore[attr-defined]
 
 
-def _mark_async_too() -> None:
-    """Let mark_all mark coroutine and async generator functions, cached apart."""
+def _mark_generators_only() -> None:
+    """Let mark_all leave coroutine and async generator functions plain, cached apart."""
     import ast
 
     from contsnap import _cache, _hook
 
-    if ast.AsyncFunctionDef in _hook.MARKED_KINDS:
-        return
-    _hook.MARKED_KINDS = (*_hook.MARKED_KINDS, ast.AsyncFunctionDef)
+    _hook.MARKED_KINDS = (ast.FunctionDef,)
     real_key, real_path = _cache.cache_key, _cache.cache_path
-    _cache.cache_key = lambda data, mode: real_key(data, mode and f"{mode}-async")  # type: ignore[assignment]
-    _cache.cache_path = lambda path, mode: real_path(path, mode and f"{mode}-async")  # type: ignore[assignment]
+    _cache.cache_key = lambda data, mode: real_key(data, mode and f"{mode}-gen")  # type: ignore[assignment]
+    _cache.cache_path = lambda path, mode: real_path(path, mode and f"{mode}-gen")  # type: ignore[assignment]
 
 
 def _transformed(module: Any) -> list[str]:
@@ -157,8 +155,8 @@ def child(
 
         real_mark = _hook.mark
 
-        def counting_mark(fn: Any) -> Any:
-            result = real_mark(fn)
+        def counting_mark(fn: Any, *args: Any) -> Any:
+            result = real_mark(fn, *args)
             if getattr(result, "__contsnap__", None) is not None:
                 counts["marked"] += 1
             elif fn is result and getattr(fn, "__code__", None) in _hook._REFUSED:
@@ -166,8 +164,8 @@ def child(
             return result
 
         _hook.mark = counting_mark
-        if mark_async:
-            _mark_async_too()
+        if not mark_async:
+            _mark_generators_only()
         contsnap.install_import_hook(hooked_names, mark_all=True)
         if doctests and not under_test:
             _mark_doctests()
