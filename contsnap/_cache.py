@@ -42,7 +42,7 @@ from ._info import Details, FunctionInfo
 from ._labels import LabelInfo
 from ._version import __version__
 
-FORMAT = 3
+FORMAT = 4
 _MAGIC = b"contsnap-cache\n"
 _DIGEST_SIZE = 4
 #: FunctionInfo fields taken from the live function or loaded later, not from the first section.
@@ -133,6 +133,8 @@ class Entry:
     details: dict[FunctionKey, Any] = dataclasses.field(default_factory=dict)
     #: where the file's second section is, not read yet: (path, offset, checksum)
     pending: tuple[str, int, bytes] | None = None
+    #: the functions whose fresh code module_code holds, with no mark call: (key, code)
+    prebuilt: tuple[tuple[FunctionKey, types.CodeType], ...] = ()
 
     def details_of(self, key: FunctionKey) -> Any:
         """The encoded Details stored for ``key`` (None: not stored, or damaged)."""
@@ -178,7 +180,7 @@ def read(path: str | None, key: tuple[Any, ...]) -> Entry | None:
     if len(body) != size or _checksum(body) != start[len(_MAGIC) : len(_MAGIC) + _DIGEST_SIZE]:
         return None
     try:
-        stored_key, module_code, functions, notes, later_digest = marshal.loads(body)
+        stored_key, module_code, functions, notes, later_digest, prebuilt = marshal.loads(body)
     except Exception:  # a file from another format that happens to digest right
         return None
     if stored_key != key:
@@ -188,9 +190,12 @@ def read(path: str | None, key: tuple[Any, ...]) -> Entry | None:
         and isinstance(functions, dict)
         and isinstance(notes, tuple)
         and isinstance(later_digest, bytes)
+        and isinstance(prebuilt, tuple)
     ):
         return None
-    return Entry(module_code, functions, notes, pending=(path, head + size, later_digest))
+    return Entry(
+        module_code, functions, notes, pending=(path, head + size, later_digest), prebuilt=prebuilt
+    )
 
 
 def write(path: str | None, key: tuple[Any, ...], entry: Entry, mode_of: str) -> bool:
@@ -205,7 +210,7 @@ def write(path: str | None, key: tuple[Any, ...], entry: Entry, mode_of: str) ->
     try:
         later = marshal.dumps(entry.details)
         body = marshal.dumps(
-            (key, entry.module_code, entry.functions, entry.notes, _checksum(later))
+            (key, entry.module_code, entry.functions, entry.notes, _checksum(later), entry.prebuilt)
         )
     except ValueError:  # an unmarshallable value slipped in: better no cache than a bad one
         return False

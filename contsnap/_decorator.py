@@ -8,11 +8,11 @@ import linecache
 import os
 import sys
 import types
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import _hook, _lambdas, _runtime
 from ._errors import NotCheckpointableError
-from ._info import Details, FunctionInfo
+from ._info import Details, FunctionInfo, pending_info
 from ._labels import RT
 
 F = TypeVar("F")
@@ -53,7 +53,13 @@ def make_checkpointable(fn: F, lambda_number: int | None = None) -> F:
         )
     key = (id(fn.__globals__), fn.__code__)
     info = _CACHE.get(key)
-    if info is None or info.globals is not fn.__globals__:
+    if (
+        info is None
+        or info.globals is not fn.__globals__
+        # made with a copy of the fresh code (a module code from the hook's cache, loaded
+        # again): it needs an info of its own code
+        or (fn.__code__ is not info.fresh_code and fn.__code__ == info.fresh_code)
+    ):
         info = _build(fn, lambda_number)
         _CACHE[key] = info
     return _instantiate(fn, info)  # type: ignore[return-value]
@@ -147,6 +153,14 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
 def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionType:
     assert info.fresh_code is not None
     fn.__globals__.setdefault(RT, _runtime)
+    if (
+        fn.__code__ is not info.fresh_code
+        and info.live_function is None
+        and fn.__code__ == info.fresh_code
+    ):
+        # made with the fresh code by the hook's cached module code, while the info
+        # came from another copy of it (transformed again, or stored apart)
+        info.fresh_code = fn.__code__
     if fn.__code__ is info.fresh_code:
         # the import hook's cached module code made it with the fresh code already
         # (see _hook.prebuilt): no second function, and no plain one for __wrapped__
@@ -200,6 +214,11 @@ def _roundtrip_mode() -> bool:
 _ROUNDTRIP = _roundtrip_mode()
 
 
+def roundtrip_mode() -> bool:
+    """Is round-trip mode on (as last read from the environment)?"""
+    return _ROUNDTRIP
+
+
 def refresh_roundtrip_mode() -> None:
     """Read ``CONTSNAP_ROUNDTRIP`` again (the pytest plugin sets it after contsnap is imported)."""
     global _ROUNDTRIP
@@ -213,8 +232,14 @@ def forget_module(module: str) -> None:
     forget_registered(module)
     for key in [k for k, info in _CACHE.items() if info.module == module]:
         del _CACHE[key]
+    _hook.forget_module(module)
 
 
 def function_info(fn: Any) -> FunctionInfo | None:
     """The info of a function returned by @checkpointable (None for anything else)."""
-    return getattr(fn, "__contsnap__", None)
+    info = getattr(fn, "__contsnap__", None)
+    while info is None and isinstance(fn, types.FunctionType):
+        # made by the import hook from its cached code (maybe behind functools.wraps)
+        info = pending_info(fn)
+        fn = getattr(fn, "__wrapped__", None)
+    return cast("FunctionInfo | None", info)

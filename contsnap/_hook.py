@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from . import _cache, _decorator, _lambdas
+from . import _cache, _decorator, _info, _lambdas
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
 
@@ -277,6 +277,12 @@ class _LambdaMarker(ast.NodeTransformer):
 _MODULES: dict[str, HookedModule] = {}
 
 
+def forget_module(module: str) -> None:
+    """Let go of the records of a module imported under that name (a throwaway module)."""
+    for path in [path for path, record in _MODULES.items() if record.module == module]:
+        del _MODULES[path]
+
+
 def hooked_module(filename: str) -> HookedModule | None:
     """The hook's record of the file a function comes from (None: not a hooked module)."""
     return _MODULES.get(filename)
@@ -285,11 +291,24 @@ def hooked_module(filename: str) -> HookedModule | None:
 class HookedModule:
     """One hooked source file: its source as compiled, its plan and its cache entry."""
 
-    def __init__(self, filename: str, data: bytes, mark_all: bool) -> None:
+    def __init__(
+        self,
+        filename: str,
+        data: bytes,
+        mark_all: bool,
+        module: str = "",
+        namespace: dict[str, Any] | None = None,
+    ) -> None:
         self.filename = filename
         self.data = data
         self.mark_all = mark_all
-        self.mode = "all" if mark_all else ""
+        #: round-trip mode wraps every marked function: its module code keeps every mark
+        self.mode = ("all-rt" if _decorator.roundtrip_mode() else "all") if mark_all else ""
+        #: the module's name and globals, when the import system runs it
+        self.module = module
+        self.namespace = namespace
+        #: the module code as compiled here, every marked def with its mark call
+        self._marked_code: types.CodeType | None = None
         self.key = _cache.cache_key(data, self.mode)
         self.cache_path = _cache.cache_path(filename, self.mode)
         self.entry = _cache.Entry()
@@ -322,6 +341,8 @@ class HookedModule:
         cached = _cache.read(self.cache_path, self.key)
         if cached is not None and cached.module_code is not None:
             self.entry = cached
+            if cached.prebuilt:
+                self._await_first_use(cached.prebuilt)
             return cached.module_code
         with _building():
             if self.mark_all:
@@ -330,6 +351,7 @@ class HookedModule:
                 self._plan.apply(tree)
                 code = compile(tree, self.filename, "exec", dont_inherit=True)
                 self.entry.notes = tuple(f"{message}\0{line}" for message, line in self._plan.notes)
+                self._marked_code = code
             else:
                 code = compile(self.data, self.filename, "exec", dont_inherit=True)
         self.entry.module_code = code
@@ -337,6 +359,41 @@ class HookedModule:
         if not self.deferred:
             self.flush()
         return code
+
+    def _await_first_use(
+        self, prebuilt: tuple[tuple[_cache.FunctionKey, types.CodeType], ...]
+    ) -> None:
+        """The cached module code makes these functions with their fresh code and no mark
+        call: their infos are built when first asked for (a snapshot, a restore, a load
+        by name, ``checkpointable(fn)``)."""
+        _info.add_pending(self.module or self.filename, prebuilt, self._first_use)
+
+    def _first_use(
+        self,
+        code: types.CodeType,
+        qualname: str,
+        fn: types.FunctionType | None,
+        namespace: dict[str, Any] | None,
+    ) -> FunctionInfo | None:
+        """Build the info of a function made from the cached module code."""
+        if fn is None:
+            if namespace is None:
+                namespace = self.namespace
+            if namespace is None:
+                module = sys.modules.get(self.module)
+                namespace = getattr(module, "__dict__", None)
+            if namespace is None:
+                return None
+            fn = _function_named(namespace, qualname, code)
+            if fn is None:  # renamed or replaced: a stand-in carries the info
+                cells = tuple(types.CellType() for _ in code.co_freevars)
+                fn = types.FunctionType(code, namespace, code.co_name, None, cells or None)
+                fn.__qualname__ = qualname
+        try:
+            _decorator.make_checkpointable(fn)
+        except NotCheckpointableError:
+            return None
+        return cast("FunctionInfo | None", fn.__dict__.get("__contsnap__"))
 
     def notes(self) -> Iterator[tuple[str, int]]:
         for note in self.entry.notes:
@@ -446,11 +503,25 @@ class HookedModule:
                         details = on_disk.details_of(key)
                         if details is not None:
                             self.entry.details[key] = details
-            if self.mark_all and self.entry.module_code is not None:
-                self.entry.module_code = prebuilt(
-                    self.entry.module_code, self.entry.functions, self.plan.marked_lines
-                )
+            if self.mode == "all" and self._marked_code is not None:
+                self._prebuild()
             _cache.write(self.cache_path, self.key, self.entry, self.filename)
+
+    def _prebuild(self) -> None:
+        """The module code to cache: each def whose fresh code can stand in for its plain
+        code (see :func:`prebuilt`) compiled with that code and without its mark call."""
+        assert self._marked_code is not None
+        ready = prebuilt(self._marked_code, self.entry.functions, self.plan.marked_lines)
+        if [key for key, _ in ready] == [key for key, _ in self.entry.prebuilt]:
+            return
+        tree = self._parse()
+        plan = Plan(tree, self.lines, self.filename, self.mark_all)
+        lines = {key[1] for key, _ in ready}
+        plan.marked = [node for node in plan.marked if _first_line(node) not in lines]
+        plan.apply(tree)
+        code = compile(tree, self.filename, "exec", dont_inherit=True)
+        self.entry.module_code = _replace_codes(code, dict(ready))
+        self.entry.prebuilt = tuple(ready)
 
 
 # --- the cached module code: marked functions compiled in ---------------------------------
@@ -498,36 +569,68 @@ def prebuilt(
     functions: dict[_cache.FunctionKey, tuple[str, Any]],
     marked: set[int],
     prefix: str = "",
-) -> types.CodeType:
-    """``code`` with each marked function's code replaced by its cached fresh code.
+) -> list[tuple[_cache.FunctionKey, types.CodeType]]:
+    """The marked functions of ``code`` that can be made with their cached fresh code.
 
     Only functions that module and class bodies define (once per import, not per
     call of an enclosing function) and whose fresh code passes
-    :func:`_interchangeable`. MAKE_FUNCTION then builds the transformed function
-    directly, and ``mark`` only attaches its FunctionInfo; marshal stores the
-    shared code object once.
+    :func:`_interchangeable`: MAKE_FUNCTION then builds the transformed function
+    directly, with no mark call, and its info is built on first use (marshal
+    stores the shared code object once).
     """
+    found: list[tuple[_cache.FunctionKey, types.CodeType]] = []
+    for const in code.co_consts:
+        if not isinstance(const, types.CodeType) or const.co_name.startswith("<"):
+            continue
+        qualname = prefix + const.co_name
+        if not const.co_flags & inspect.CO_NEWLOCALS:  # a class body
+            found += prebuilt(const, functions, marked, qualname + ".")
+            continue
+        if const.co_firstlineno not in marked:
+            continue
+        key = (qualname, const.co_firstlineno, const.co_name)
+        fresh = _cache.stored_fresh_code(functions.get(key))
+        if fresh is None or fresh is const or not _interchangeable(const, fresh):
+            continue
+        found.append((key, fresh))
+    return found
+
+
+def _replace_codes(
+    code: types.CodeType, fresh: dict[_cache.FunctionKey, types.CodeType], prefix: str = ""
+) -> types.CodeType:
+    """``code`` with the functions named in ``fresh`` made with their fresh code."""
     consts = list(code.co_consts)
-    changed = False
     for at, const in enumerate(consts):
         if not isinstance(const, types.CodeType) or const.co_name.startswith("<"):
             continue
         qualname = prefix + const.co_name
         if not const.co_flags & inspect.CO_NEWLOCALS:  # a class body
-            inner = prebuilt(const, functions, marked, qualname + ".")
-            changed |= inner is not const
-            consts[at] = inner
-            continue
-        if const.co_firstlineno not in marked:
-            continue
-        fresh = _cache.stored_fresh_code(
-            functions.get((qualname, const.co_firstlineno, const.co_name))
-        )
-        if fresh is None or fresh is const or not _interchangeable(const, fresh):
-            continue
-        consts[at] = fresh
-        changed = True
-    return code.replace(co_consts=tuple(consts)) if changed else code
+            consts[at] = _replace_codes(const, fresh, qualname + ".")
+        else:
+            consts[at] = fresh.get((qualname, const.co_firstlineno, const.co_name), const)
+    return code.replace(co_consts=tuple(consts))
+
+
+def _function_named(
+    namespace: dict[str, Any], qualname: str, code: types.CodeType
+) -> types.FunctionType | None:
+    """The function of that qualname in a module namespace, if it still runs ``code``."""
+    found: Any = namespace.get(qualname.partition(".")[0])
+    for part in qualname.split(".")[1:]:
+        found = inspect.getattr_static(found, part, None)
+    if isinstance(found, (staticmethod, classmethod)):
+        found = found.__func__
+    try:
+        found = inspect.unwrap(found) if found is not None else None
+    except ValueError:
+        return None
+    if (
+        isinstance(found, types.FunctionType)
+        and found.__code__.replace(co_flags=code.co_flags) == code
+    ):
+        return found
+    return None
 
 
 # --- mark_all's decorator -----------------------------------------------------------------
@@ -579,6 +682,7 @@ class HookLoader(importlib.machinery.SourceFileLoader):
         super().__init__(fullname, path)
         self.mark_all = mark_all
         self._executing = 0
+        self._namespace: dict[str, Any] | None = None
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
@@ -588,7 +692,8 @@ class HookLoader(importlib.machinery.SourceFileLoader):
             code = super().get_code(fullname)  # nothing to do: the ordinary .pyc
             assert code is not None
             return code
-        record = HookedModule(path, data, self.mark_all)
+        namespace, self._namespace = self._namespace, None
+        record = HookedModule(path, data, self.mark_all, fullname, namespace)
         record.deferred = self._executing > 0
         code = record.load()
         _MODULES[path] = record
@@ -610,6 +715,7 @@ class HookLoader(importlib.machinery.SourceFileLoader):
         return super().create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
+        self._namespace = module.__dict__  # for the get_code that super() calls
         self._executing += 1
         try:
             super().exec_module(module)

@@ -17,7 +17,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -31,6 +31,86 @@ _BY_NAME: dict[tuple[str, str], FunctionInfo] = {}
 # By where the fresh code starts: finds the info of a code object that a decorator
 # such as ``types.coroutine`` replaced by a copy with other flags.
 _BY_PLACE: dict[tuple[str, int], list[FunctionInfo]] = {}
+
+# Functions the import hook made from its cached module code whose FunctionInfo is
+# built on first need (a warm import does no work per function): by id() of their
+# fresh code, and by (module, qualname). See _hook.HookedModule.pending.
+_PENDING: dict[int, Pending] = {}
+_PENDING_BY_NAME: dict[tuple[str, str], Pending] = {}
+
+
+class Pending(NamedTuple):
+    """A function whose info is not built yet, and how to build it."""
+
+    code: types.CodeType  # held, so that its id() stays its own
+    module: str
+    qualname: str
+    #: builds and registers the info: given (code, qualname, the function or None,
+    #: the globals it runs in or None)
+    build: Callable[[types.CodeType, str, Any, dict[str, Any] | None], FunctionInfo | None]
+
+
+_PENDING_OF_MODULE: dict[str, list[Pending]] = {}
+#: modules whose pending functions are not in the two tables yet: indexed on the first
+#: lookup that misses, so that an import costs no work per function
+_UNINDEXED: dict[str, tuple[tuple[Any, types.CodeType], ...]] = {}
+_UNINDEXED_BUILD: dict[str, Callable[..., FunctionInfo | None]] = {}
+
+
+def add_pending(
+    module: str,
+    entries: tuple[tuple[Any, types.CodeType], ...],
+    build: Callable[[types.CodeType, str, Any, dict[str, Any] | None], FunctionInfo | None],
+) -> None:
+    """Functions of ``module`` whose infos wait for their first use, as (key, fresh code)
+    pairs whose key starts with the qualname; they replace those of an earlier import."""
+    for old in _PENDING_OF_MODULE.pop(module, ()):
+        _drop_pending(old)
+    _UNINDEXED[module] = entries
+    _UNINDEXED_BUILD[module] = build
+
+
+def _index_pending() -> bool:
+    """Move the modules added since the last lookup into the tables (False: none)."""
+    if not _UNINDEXED:
+        return False
+    with _LOADING:
+        while _UNINDEXED:
+            module, entries = _UNINDEXED.popitem()
+            build = _UNINDEXED_BUILD.pop(module)
+            made = [Pending(code, module, key[0], build) for key, code in entries]
+            _PENDING_OF_MODULE[module] = made
+            _PENDING.update({id(p.code): p for p in made})
+            _PENDING_BY_NAME.update({(module, p.qualname): p for p in made})
+    return True
+
+
+def _drop_pending(pending: Pending) -> None:
+    if _PENDING.get(id(pending.code)) is pending:
+        del _PENDING[id(pending.code)]
+    if _PENDING_BY_NAME.get((pending.module, pending.qualname)) is pending:
+        del _PENDING_BY_NAME[(pending.module, pending.qualname)]
+
+
+def _resolve(
+    pending: Pending | None, fn: Any = None, namespace: dict[str, Any] | None = None
+) -> FunctionInfo | None:
+    if pending is None:
+        return None
+    with _LOADING:
+        info = pending.build(pending.code, pending.qualname, fn, namespace)
+        _drop_pending(pending)  # built (and registered), or refused: asked once
+    return info
+
+
+def pending_info(fn: types.FunctionType) -> FunctionInfo | None:
+    """The info of a function made from the hook's cached code, built now (None: not one)."""
+    _index_pending()
+    pending = _PENDING.get(id(fn.__code__))
+    if pending is None or pending.code is not fn.__code__:
+        return None
+    return _resolve(pending, fn)
+
 
 # The namespace of an interactive session (a notebook's user namespace) while it is
 # saved or restored as a whole: functions defined in it are rebuilt with it as
@@ -136,6 +216,10 @@ class FunctionInfo:
     def register(self) -> None:
         if self.fresh_code is not None:
             _BY_CODE[id(self.fresh_code)] = self
+            if _PENDING:
+                pending = _PENDING.get(id(self.fresh_code))
+                if pending is not None and pending.code is self.fresh_code:
+                    _drop_pending(pending)
             place = (self.fresh_code.co_filename, self.fresh_code.co_firstlineno)
             known = _BY_PLACE.setdefault(place, [])
             if not any(other is self for other in known):
@@ -212,6 +296,10 @@ def forget_module(module: str) -> None:
         infos[:] = [info for info in infos if info.module != module]
         if not infos:
             del _BY_PLACE[place]
+    _UNINDEXED.pop(module, None)
+    _UNINDEXED_BUILD.pop(module, None)
+    for pending in _PENDING_OF_MODULE.pop(module, ()):
+        _drop_pending(pending)
 
 
 @contextlib.contextmanager
@@ -250,7 +338,11 @@ def adopt_function(fn: types.FunctionType) -> None:
         info.alias(fn.__code__)
 
 
-def info_for_code(code: types.CodeType) -> FunctionInfo | None:
+def info_for_code(
+    code: types.CodeType, namespace: dict[str, Any] | None = None
+) -> FunctionInfo | None:
+    """The info of a function's code; ``namespace``, the globals the code runs in, helps
+    build one the import hook left pending."""
     info = _BY_CODE.get(id(code))
     if info is not None and (
         code is info.fresh_code
@@ -258,8 +350,14 @@ def info_for_code(code: types.CodeType) -> FunctionInfo | None:
         or any(code is alias for alias in info.aliases)
     ):
         return info
+    _index_pending()
+    pending = _PENDING.get(id(code))
+    if pending is not None and pending.code is code:
+        return _resolve(pending, namespace=namespace)
     if code.co_flags & CO_ITERABLE_COROUTINE:
         plain = code.replace(co_flags=code.co_flags & ~CO_ITERABLE_COROUTINE)
+        for waiting in [p for p in _PENDING.values() if p.code == plain]:
+            _resolve(waiting, namespace=namespace)
         for candidate in _BY_PLACE.get((code.co_filename, code.co_firstlineno), ()):
             if plain == candidate.fresh_code:
                 candidate.alias(code)
@@ -267,8 +365,17 @@ def info_for_code(code: types.CodeType) -> FunctionInfo | None:
     return None
 
 
-def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
+def _registered(module: str, qualname: str) -> FunctionInfo | None:
+    """The registered function of that name, or the pending one, built now."""
     known = _BY_NAME.get((module, qualname))
+    if known is None:
+        _index_pending()
+        known = _resolve(_PENDING_BY_NAME.get((module, qualname)))
+    return known
+
+
+def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
+    known = _registered(module, qualname)
     if known is not None and known.fingerprint == fingerprint:
         return known
     try:
@@ -277,7 +384,7 @@ def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
         raise CodeChangedError(
             f"cannot import module {module!r} to resume {qualname}: {type(exc).__name__}: {exc}"
         ) from exc
-    info = _BY_NAME.get((module, qualname))
+    info = _registered(module, qualname)
     if info is None:
         raise CodeChangedError(
             f"{module}.{qualname} is no longer a @checkpointable generator function; "
@@ -293,7 +400,7 @@ def live_info(module: str, qualname: str) -> FunctionInfo | None:
     """The registered function of that name (its module imported if need be), or None."""
     if "<lambda>" in qualname:  # several lambdas share a qualname: none is "the" one
         return None
-    known = _BY_NAME.get((module, qualname))
+    known = _registered(module, qualname)
     if known is not None or "<locals>" in qualname:
         return known
     if module not in sys.modules and module != "__main__":
@@ -301,7 +408,7 @@ def live_info(module: str, qualname: str) -> FunctionInfo | None:
             importlib.import_module(module)
         except Exception:  # loading reports it, with the whole story
             return None
-    return _BY_NAME.get((module, qualname))
+    return _registered(module, qualname)
 
 
 def _changed(info: FunctionInfo, old_fingerprint: str) -> Any:

@@ -69,10 +69,11 @@ def _target_name(target: Any) -> tuple[str, str]:
         if not sep or not module or not qualname:
             raise ValueError(f"a migration target is 'module:qualname', not {target!r}")
         return module, qualname
-    info = getattr(target, "__contsnap__", None)
+    from ._decorator import function_info
+
+    info = function_info(target)
     if info is None:
-        func = getattr(target, "__func__", None)  # staticmethod / classmethod
-        info = getattr(func, "__contsnap__", None)
+        info = function_info(getattr(target, "__func__", None))  # staticmethod / classmethod
     if info is None:
         raise TypeError(
             f"a migration target is a @checkpointable function or 'module:qualname', not {target!r}"

@@ -33,7 +33,13 @@ import cloudpickle
 
 from . import _resources, _runtime
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
-from ._info import FunctionInfo, adopt_function, current_session, info_for_code
+from ._info import (
+    FunctionInfo,
+    adopt_function,
+    current_session,
+    info_for_code,
+    pending_info,
+)
 from ._migrate import Migrating
 
 CREATED, SUSPENDED, CLOSED = "created", "suspended", "closed"
@@ -135,7 +141,8 @@ def _is_created(obj: Any) -> bool:
 def info_of(gen: Any) -> FunctionInfo | None:
     if type(gen) not in _PREFIX:
         return None
-    info = info_for_code(_attr(gen, "code"))
+    frame = _attr(gen, "frame")
+    info = info_for_code(_attr(gen, "code"), frame.f_globals if frame is not None else None)
     if info is None:
         info = _CLOSED.get(gen)
     return info
@@ -612,6 +619,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         return (rebuild_exception, reduced[:2], state, None, None, set_exception_state)
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> tuple[Any, ...]:
+        if "__contsnap__" not in func.__dict__:
+            pending_info(func)  # a function the hook made: its copy must carry its info
         code, base_globals, name, defaults, _empty = self._function_getnewargs(func)
         state, slotstate = _cp._function_getstate(func)
         if self.local:

@@ -153,7 +153,7 @@ def _import(name: str) -> types.ModuleType:
 
 
 def _is_checkpointable(fn: Any) -> bool:
-    return getattr(fn, "__contsnap__", None) is not None
+    return _decorator.function_info(fn) is not None
 
 
 def _cache_file(pkgs: Packages, name: str, rel: str, mode: str = "all") -> Path:
@@ -610,11 +610,13 @@ PREBUILT = '''\
     import functools
     import inspect
 
+    from contsnap._decorator import function_info
+
     seen = []
 
 
     def noting(fn):
-        seen.append((fn.__qualname__, hasattr(fn, "__contsnap__")))
+        seen.append((fn.__qualname__, function_info(fn) is not None))
         return fn
 
 
@@ -632,7 +634,7 @@ PREBUILT = '''\
         raise ValueError(a)
 
 
-    SELF_MARKED = hasattr(documented, "__contsnap__")
+    SELF_MARKED = function_info(documented) is not None
 
 
     @wrapping
@@ -759,6 +761,66 @@ def test_round_trip_mode_wraps_functions_built_from_cached_code(
     mod = _fresh_import(pkgs, name)
     assert type(mod.counter).__module__ == "contsnap._roundtrip"
     assert _round_trip_counter(mod) == [1, 2]
+
+
+LAZY = """\
+    import types
+
+
+    def gen(n):
+        yield n
+        yield n + 1
+
+
+    @types.coroutine
+    def flagged():
+        got = yield "first"
+        return got
+
+
+    def renamed():
+        yield "renamed"
+
+
+    alias = renamed
+    del renamed
+
+
+    class Holder:
+        def method(self):
+            yield self
+    """
+
+
+def test_a_warm_import_builds_infos_on_first_use(pkgs: Packages, transforms: list[str]) -> None:
+    from contsnap import _info
+
+    name = pkgs.make({"mod.py": LAZY})
+    _fresh_import(pkgs, name)
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    # the cached module code made them with their fresh code and nothing else ran
+    assert transforms == [] and "__contsnap__" not in mod.gen.__dict__
+    assert contsnap.checkpointable(mod.gen) is mod.gen and _is_checkpointable(mod.gen)
+    g = mod.alias()  # its name is gone from the module: a stand-in carries its info
+    assert list(_roundtrip(g)) == ["renamed"]
+    c = mod.flagged()  # @types.coroutine replaced its code by a flagged copy
+    assert c.send(None) == "first"
+    with pytest.raises(StopIteration) as stop:
+        _roundtrip(c).send("sent")
+    assert stop.value.value == "sent"
+    h = mod.Holder().method()
+    assert next(_roundtrip(h)).__class__.__name__ == "Holder"
+    assert transforms == []
+    # importing it again replaces what waits: nothing accumulates
+    waiting = len(_info._PENDING) + sum(len(e) for e in _info._UNINDEXED.values())
+    for _ in range(3):
+        mod = _fresh_import(pkgs, name)
+    g = mod.gen(1)
+    next(g)
+    assert list(_roundtrip(g)) == [2]
+    after = len(_info._PENDING) + sum(len(e) for e in _info._UNINDEXED.values())
+    assert after <= waiting + 5
 
 
 def test_refusals_are_cached_too(
