@@ -9,12 +9,13 @@ fingerprint of the normalised source.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 
 import libcst as cst
 
 from .._labels import RT, LabelInfo
-from ._fingerprint import TRANSFORM_VERSION, fingerprint
+from ._fingerprint import TRANSFORM_VERSION, fingerprint, fingerprint_of
 from ._lines import Line, Rendered, block, render
 from ._positions import Positions
 from ._scope import contains, forget, names_used, suspends, unstable_names
@@ -81,6 +82,17 @@ def _params(params: cst.Parameters) -> tuple[str, str | None]:
     return ", ".join(parts), positional[0].name.value if positional else None
 
 
+def _function_fingerprint(
+    module: cst.Module, func: cst.FunctionDef, tree: ast.Module | None
+) -> str:
+    """The function's fingerprint, from the ``ast`` tree of its source when there is one."""
+    if tree is not None:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                return fingerprint_of(node)
+    return fingerprint(module.code_for_node(func.with_changes(decorators=(), leading_lines=())))
+
+
 def transform_function(source: str, *, first_line: int) -> TransformResult:
     """Transform the generator function whose source (decorators included) starts at first_line."""
     try:
@@ -95,7 +107,11 @@ def _transform(source: str, first_line: int) -> TransformResult:
         source = "if 1:\n" + source
         offset -= 1
     module = cst.parse_module(source)
-    positions = Positions(module, source)
+    try:
+        tree: ast.Module | None = ast.parse(source)
+    except (SyntaxError, ValueError):
+        tree = None
+    positions = Positions(module, source, tree)
     func = _find_function(module)
     found = positions.get(func)
     assert found is not None
@@ -116,7 +132,6 @@ def _transform(source: str, first_line: int) -> TransformResult:
     out = processor.body(func.body)
     processor.finish_labels()
     params, first = _params(func.params)
-    bare = func.with_changes(decorators=(), leading_lines=())
     return TransformResult(
         name=func.name.value,
         def_line=def_line,
@@ -125,7 +140,7 @@ def _transform(source: str, first_line: int) -> TransformResult:
         fresh=out.fresh,
         resume=out.resume,
         labels=processor.labels,
-        fingerprint=fingerprint(module.code_for_node(bare)),
+        fingerprint=_function_fingerprint(module, func, tree),
         indent=module.default_indent,
         is_async=is_async,
     )

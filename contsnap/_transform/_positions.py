@@ -68,13 +68,15 @@ class _Mismatch(Exception):
 class Positions:
     """Start positions of a parsed module's nodes, as libcst's PositionProvider gives them."""
 
-    def __init__(self, module: cst.Module, source: str) -> None:
+    def __init__(self, module: cst.Module, source: str, tree: ast.Module | None = None) -> None:
+        """``tree``, if given, is ``ast.parse(source)``."""
         self._module = module
         self._full: dict[cst.CSTNode, Position] | None = None
         self._lines = source.split("\n")
         self._table: dict[cst.CSTNode, Position] = {}
         try:
-            tree = ast.parse(source)
+            if tree is None:
+                tree = ast.parse(source)
             self._suite(module.body, tree.body)
         except (_Mismatch, SyntaxError, ValueError, IndexError):
             self._table = self._full_table()
