@@ -1,6 +1,6 @@
 """Assemble and compile the two variants of a transformed generator function.
 
-Both variants are compiled from one generated module under the user's real
+Each variant is compiled from generated source under the user's real
 filename, with every line number mapped back to the user's source, so
 tracebacks, ``linecache`` and debuggers show the original file and line.
 Each variant is wrapped in a factory function so that the original's free
@@ -82,19 +82,37 @@ def _cellref(cell_names: tuple[str, ...], src: int) -> list[Line]:
     return [Line(f"_cs_cellref = lambda: ({', '.join(cell_names)},)", src)]
 
 
+#: per node class: does it have a position, and its fields
+_NODE_KINDS: dict[type[ast.AST], tuple[bool, tuple[str, ...]]] = {}
+
+
 def _compile(rendered: Rendered, filename: str) -> types.CodeType:
     tree = ast.parse(rendered.text, filename)
-    for node in ast.walk(tree):
-        lineno = getattr(node, "lineno", None)
-        if lineno is None:
+    line_map = rendered.line_map
+    # ast.walk() is generators all the way down; this loop, the same walk, costs half
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        kind = _NODE_KINDS.get(type(node))
+        if kind is None:
+            kind = _NODE_KINDS[type(node)] = ("lineno" in node._attributes, node._fields)
+        located, fields = kind
+        for name in fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                stack.extend(item for item in value if isinstance(item, ast.AST))
+            elif isinstance(value, ast.AST):
+                stack.append(value)
+        if not located:
             continue
-        start, shift = rendered.line_map.get(lineno, (1, None))
-        end_lineno = getattr(node, "end_lineno", None) or lineno
-        end, end_shift = rendered.line_map.get(end_lineno, (start, None))
+        lineno = node.lineno  # type: ignore[attr-defined]
+        start, shift = line_map.get(lineno, (1, None))
+        end_lineno = node.end_lineno or lineno  # type: ignore[attr-defined]
+        end, end_shift = line_map.get(end_lineno, (start, None))
         node.lineno = start  # type: ignore[attr-defined]
         node.end_lineno = max(start, end)  # type: ignore[attr-defined]
-        col = getattr(node, "col_offset", -1)
-        end_col = getattr(node, "end_col_offset", -1)
+        col = node.col_offset  # type: ignore[attr-defined]
+        end_col = node.end_col_offset  # type: ignore[attr-defined]
         if shift is None or end_shift is None or col is None or end_col is None:
             node.col_offset = node.end_col_offset = -1  # type: ignore[attr-defined]
         else:
@@ -124,8 +142,7 @@ def _find(module_code: types.CodeType, factory: str) -> types.CodeType:
 def _requalify(code: types.CodeType, prefixes: tuple[str, ...], qualname: str) -> types.CodeType:
     """Give the compiled function and everything defined in it the user's qualnames.
 
-    Code objects are shared between the two factories when identical, so both
-    factories' prefixes are rewritten wherever they appear; class bodies (and
+    Either factory's prefix is rewritten wherever it appears; class bodies (and
     3.10's MAKE_FUNCTION) carry qualnames as string constants.
     """
 
@@ -168,9 +185,10 @@ def compile_function(
     fresh_factory = _factory(
         FRESH_FACTORY, result, class_name, list(freevars), result.params, fresh_body, first_line
     )
-    probe = _compile(render([fresh_factory]), filename)
-    fresh_probe = _find(probe, FRESH_FACTORY)
-    varnames = [n for n in fresh_probe.co_varnames if n not in cellvars]
+    # compiled alone: its local names decide the resume variant's prologue
+    fresh_rendered = render([fresh_factory])
+    fresh_compiled = _find(_compile(fresh_rendered, filename), FRESH_FACTORY)
+    varnames = [n for n in fresh_compiled.co_varnames if n not in cellvars]
     user_names = tuple(n for n in varnames if not n.startswith("_cs_"))
     restorable = [n for n in varnames if n not in ("_cs_label", "_cs_cellref")]
 
@@ -208,13 +226,13 @@ def compile_function(
         resume_body,
         first_line,
     )
-    rendered = render([fresh_factory, resume_factory])
-    module_code = _compile(rendered, filename)
+    resume_rendered = render([resume_factory])
+    resume_compiled = _find(_compile(resume_rendered, filename), RESUME_FACTORY)
     inner = f"{class_name}.{DEF_NAME}" if class_name else DEF_NAME
     prefixes = tuple(f"{factory}.<locals>.{inner}" for factory in (FRESH_FACTORY, RESUME_FACTORY))
     fresh_code, resume_code = (
-        _requalify(_find(module_code, factory), prefixes, qualname).replace(co_name=result.name)
-        for factory in (FRESH_FACTORY, RESUME_FACTORY)
+        _requalify(code, prefixes, qualname).replace(co_name=result.name)
+        for code in (fresh_compiled, resume_compiled)
     )
     return Compiled(
         fresh_code=fresh_code,
@@ -225,5 +243,5 @@ def compile_function(
         cell_names=cell_names,
         cellvars=cellvars,
         first_param=first,
-        source=rendered.text,
+        source=fresh_rendered.text + resume_rendered.text,
     )
