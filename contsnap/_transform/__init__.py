@@ -18,7 +18,7 @@ from .._labels import RT, LabelInfo
 from ._fingerprint import TRANSFORM_VERSION, fingerprint, fingerprint_of
 from ._lines import Line, Rendered, block, render
 from ._positions import Positions
-from ._scope import contains, forget, names_used, suspends, unstable_names
+from ._scope import contains, forget, survey, suspends
 from ._statements import BodyProcessor, UnsupportedSyntax
 
 __all__ = [
@@ -116,7 +116,8 @@ def _transform(source: str, first_line: int) -> TransformResult:
     found = positions.get(func)
     assert found is not None
     def_line = found[0] + offset  # the ``def`` line (not the first decorator's)
-    reserved = sorted(n for n in names_used(func) if n.startswith("_cs_") or n == RT)
+    used, unstable = survey(func)
+    reserved = sorted(n for n in used if n.startswith("_cs_") or n == RT)
     if reserved:
         raise UnsupportedSyntax(
             f"the name {reserved[0]!r} is reserved for contsnap's generated code; rename it",
@@ -127,7 +128,7 @@ def _transform(source: str, first_line: int) -> TransformResult:
         raise UnsupportedSyntax("the function body contains no yield", def_line)
     processor = BodyProcessor(module, positions, offset)
     processor._line = def_line
-    processor.unstable = unstable_names(func)
+    processor.unstable = unstable
     processor.bare_return = is_async and contains(func.body, (cst.Yield,))
     out = processor.body(func.body)
     processor.finish_labels()
