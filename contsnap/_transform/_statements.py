@@ -258,6 +258,10 @@ class BodyProcessor:
 
     def copy(self, node: cst.CSTNode) -> Out:
         line, col = self.where(node)
+        sliced = self.positions.statement_text(node)
+        if sliced is not None:  # the source's own text: libcst need not generate it
+            text, keep = sliced
+            return plain([Line(text, line, col=col, keep=keep)])
         if isinstance(node, (cst.BaseSmallStatement,)):
             node = node.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
         elif hasattr(node, "leading_lines"):
