@@ -49,16 +49,22 @@ class TransformResult:
     is_async: bool = False
 
 
+class _Finder(cst.CSTVisitor):
+    found: cst.FunctionDef | None = None
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        if self.found is None:
+            self.found = node
+        return False
+
+
 def _find_function(module: cst.Module) -> cst.FunctionDef:
-    class Finder(cst.CSTVisitor):
-        found: cst.FunctionDef | None = None
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            if self.found is None:
-                self.found = node
-            return False
-
-    finder = Finder()
+    first: cst.CSTNode | None = module.body[0] if module.body else None
+    if isinstance(first, cst.If) and isinstance(first.body, cst.IndentedBlock):
+        first = first.body.body[0] if first.body.body else None  # the `if 1:` of a method
+    if isinstance(first, cst.FunctionDef):
+        return first
+    finder = _Finder()  # not the usual shape: the first def anywhere
     module.visit(finder)
     if finder.found is None:
         raise UnsupportedSyntax("no function definition found in the source", 0)

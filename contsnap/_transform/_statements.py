@@ -36,7 +36,15 @@ import libcst as cst
 from .._labels import RT, LabelInfo
 from ._lines import Line, block, verbatim
 from ._positions import Positions
-from ._scope import SUSPENSIONS, awaiting_comprehension, contains, exits, names_used, suspends
+from ._scope import (
+    SUSPENSIONS,
+    awaiting_comprehension,
+    children,
+    contains,
+    exits,
+    names_used,
+    suspends,
+)
 
 
 class UnsupportedSyntax(Exception):
@@ -1473,21 +1481,24 @@ def _is_constant(node: cst.BaseExpression) -> bool:
 
 
 def _count_suspensions(node: cst.CSTNode) -> int:
-    class Counter(cst.CSTVisitor):
-        count = 0
+    """The yields and awaits in ``node``'s own scope, nested ones included."""
+    count = 0
+    stack = [node]
+    while stack:
+        inner = stack.pop()
+        if type(inner) in _SUSPENSION_KINDS:
+            count += 1
+        elif (
+            inner is not node
+            and isinstance(inner, cst.BaseExpression)
+            and not contains(inner, SUSPENSIONS)
+        ):
+            continue
+        stack.extend(children(inner))
+    return count
 
-        def on_visit(self, inner: cst.CSTNode) -> bool:
-            if isinstance(inner, SUSPENSIONS):
-                self.count += 1
-            elif not isinstance(inner, cst.BaseExpression) or inner is node:
-                return True
-            elif not contains(inner, SUSPENSIONS):
-                return False
-            return True
 
-    counter = Counter()
-    node.visit(counter)
-    return counter.count
+_SUSPENSION_KINDS = frozenset(SUSPENSIONS)
 
 
 def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | None:
