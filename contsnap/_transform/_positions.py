@@ -269,10 +269,12 @@ class Positions:
         chunks[0] = chunks[0][col:]
         if len(chunks) == 1:
             return chunks[0].rstrip(), frozenset()
-        try:
-            inside = _string_rows(indent + "\n".join(chunks))
-        except (tokenize.TokenError, SyntaxError):
-            return None
+        inside: set[int] = set()
+        if any("'" in chunk or '"' in chunk for chunk in chunks):  # or no string at all
+            try:
+                inside = _string_rows(indent + "\n".join(chunks))
+            except (tokenize.TokenError, SyntaxError):
+                return None
         text = "\n".join(
             chunk[col:] if row not in inside and chunk.startswith(indent) else chunk
             for row, chunk in enumerate(chunks)
