@@ -16,6 +16,7 @@ import sys
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from ._transform import LabelInfo, Line, Rendered, TransformResult, block, render
@@ -144,15 +145,22 @@ def _relocated(code: types.CodeType, line_map: LineMap) -> types.CodeType:
     table = _LocationTable(first)
     run: Position = (None, None, None, None)
     size = 0
-    for position in code.co_positions():  # type: ignore[attr-defined]  # 3.11+
+    for position in chain(code.co_positions(), [None]):  # type: ignore[attr-defined]  # 3.11+
         if position == run and size < 8:
             size += 1
             continue
         if size:
-            table.add(_located(line_map, *run) if run[0] is not None else None, size)
-        run, size = position, 1
-    if size:
-        table.add(_located(line_map, *run) if run[0] is not None else None, size)
+            line, end_line, col = run[0], run[1], run[2]
+            found = None if line is None else line_map.get(line)
+            if line is None:
+                table.add(None, size)
+            elif found is not None and found[1] is None and end_line == line and col != 0:
+                # most positions: on one generated line that is not the user's own text
+                table.add((found[0], found[0], -1, -1), size)
+            else:
+                table.add(_located(line_map, *run), size)
+        if position is not None:
+            run, size = position, 1
     return code.replace(co_consts=consts, co_firstlineno=first, co_linetable=bytes(table.data))
 
 
