@@ -156,7 +156,7 @@ def _relocated(code: types.CodeType, line_map: LineMap) -> types.CodeType:
                 table.add(None, size)
             elif found is not None and found[1] is None and end_line == line and col != 0:
                 # most positions: on one generated line that is not the user's own text
-                table.add((found[0], found[0], -1, -1), size)
+                table.add_line(found[0], size)
             else:
                 table.add(_located(line_map, *run), size)
         if position is not None:
@@ -185,9 +185,7 @@ class _LocationTable:
         delta = line - self.line
         if col < 0 or end_col < 0:
             if end_line == line:
-                data.append(0x80 | 13 << 3 | (size - 1))  # no column
-                self._signed(delta)
-                self.line = line
+                self.add_line(line, size)
                 return
         elif end_line == line:
             if delta == 0 and col < 80 and 0 <= end_col - col < 16:
@@ -205,6 +203,16 @@ class _LocationTable:
         self._unsigned(end_line - line)
         self._unsigned(col + 1)
         self._unsigned(end_col + 1)
+        self.line = line
+
+    def add_line(self, line: int, size: int) -> None:
+        """An entry with a line and no columns (most of them)."""
+        delta = line - self.line
+        self.data.append(0x80 | 13 << 3 | (size - 1))
+        if -32 < delta < 32:
+            self.data.append(-delta << 1 | 1 if delta < 0 else delta << 1)  # a one-byte varint
+        else:
+            self._signed(delta)
         self.line = line
 
     def _unsigned(self, value: int) -> None:
