@@ -238,81 +238,93 @@ _BINDERS = frozenset({*_BINDING_TARGETS, cst.AsName})
 _NAMED = frozenset({cst.FunctionDef, cst.ClassDef, cst.MatchStar, cst.MatchAs})
 
 
-def _bound_names(func: cst.FunctionDef) -> set[str]:
-    """Names the function itself binds: parameters and every target in its own scope.
-
-    A name read but never bound here is a global, a builtin or a free variable:
-    other code may rebind it while the generator is paused.
-    """
-    params = func.params
-    names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
-    for star in (params.star_arg, params.star_kwarg):
-        if isinstance(star, cst.Param):
-            names.add(star.name.value)
-    stack: list[tuple[cst.CSTNode, bool]] = [(func.body, False)]
-    while stack:
-        node, target = stack.pop()
-        kind = type(node)
-        if type(node) is cst.Name:
-            if target:
-                names.add(node.value)
-            continue
-        bound: cst.CSTNode | None = None
-        if kind in _NAMED:
-            assert isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.MatchStar, cst.MatchAs))
-            bound = node.name
-        elif type(node) is cst.MatchMapping:
-            bound = node.rest
-        elif type(node) is cst.ImportAlias and node.asname is None:
-            bound = node.name
-            while type(bound) is cst.Attribute:  # `import a.b` binds `a`
-                bound = bound.value
-        if type(bound) is cst.Name:
-            names.add(bound.value)
-        if kind is cst.Attribute or kind is cst.Subscript:
-            # `a.b = ...` and `a[i] = ...` bind no name
-            stack.extend((child, False) for child in children(node))
-            continue
-        parts = children(node) if kind not in _SCOPES else _own_scope_parts(node) or []
-        if kind not in _BINDERS:
-            stack.extend((child, target) for child in parts)
-            continue
-        if type(node) is cst.AsName:
-            bound_target: cst.CSTNode = node.name
-        else:  # each of _BINDING_TARGETS has one
-            bound_target = node.target  # type: ignore[attr-defined]
-        stack.extend((child, target or child is bound_target) for child in parts)
-    return names
-
-
 def survey(func: cst.FunctionDef) -> tuple[set[str], set[str]]:
     """Every identifier spelled anywhere in ``func`` (all scopes), and its unstable names.
 
     The unstable names are the globals, builtins, free variables, nonlocals, and
     every name an inner scope mentions (it may be a cell). Any other name of the
     function is a plain local: nothing but this frame can change it, so its value
-    need not be saved aside before a yield.
+    need not be saved aside before a yield. A name is bound by the function when
+    it is a parameter or a target in the function's own scope.
     """
     body = func.body
     used: set[str] = set()
     for child in children(func):
         if child is not body:
             used |= names_used(child)
+    params = func.params
+    bound = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            bound.add(star.name.value)
     in_body: set[str] = set()
     changing: set[str] = set()  # named in an inner scope, declared, or bound by a walrus
-    stack: list[tuple[cst.CSTNode, bool]] = [(body, False)]
+    # (node, in an inner scope, binding): binding is _OUTSIDE (not evaluated by the
+    # function's own scope), _READ, or _TARGET (an assignment's target)
+    stack: list[tuple[cst.CSTNode, bool, int]] = [(body, False, _READ)]
     while stack:
-        node, inner = stack.pop()
+        node, inner, binding = stack.pop()
+        kind = type(node)
         if type(node) is cst.Name:
             in_body.add(node.value)
             if inner:
                 changing.add(node.value)
+            if binding == _TARGET:
+                bound.add(node.value)
             continue
         if type(node) is cst.Global or type(node) is cst.Nonlocal:
             changing.update(n.name.value for n in node.names)
         elif type(node) is cst.NamedExpr and type(node.target) is cst.Name:
             # a walrus may rebind the name inside the very expression that read it
             changing.add(node.target.value)
-        inner = inner or type(node) in _SCOPES
-        stack.extend((child, inner) for child in children(node))
-    return used | in_body, (in_body - _bound_names(func)) | changing
+        scope = kind in _SCOPES
+        below = inner or scope
+        if binding == _OUTSIDE:
+            stack.extend((child, below, _OUTSIDE) for child in children(node))
+            continue
+        name = _bound_by(node)
+        if name is not None:
+            bound.add(name)
+        if kind is cst.Attribute or kind is cst.Subscript:
+            # `a.b = ...` and `a[i] = ...` bind no name
+            stack.extend((child, below, _READ) for child in children(node))
+        elif scope:
+            parts = _own_scope_parts(node) or []
+            for child in children(node):
+                own = any(child is part for part in parts)
+                stack.append((child, below, binding if own else _OUTSIDE))
+            if kind in _COMPREHENSION_KINDS:
+                # the first iterable is the enclosing scope's, below the first `for`:
+                # walked once more for its bindings (a walrus there binds here)
+                stack.append((parts[0], True, binding))
+        elif kind in _BINDERS:
+            if type(node) is cst.AsName:
+                target: cst.CSTNode = node.name
+            else:  # each of _BINDING_TARGETS has one
+                target = node.target  # type: ignore[attr-defined]
+            stack.extend(
+                (child, below, _TARGET if child is target else binding) for child in children(node)
+            )
+        else:
+            stack.extend((child, below, binding) for child in children(node))
+    return used | in_body, (in_body - bound) | changing
+
+
+_OUTSIDE, _READ, _TARGET = 0, 1, 2
+_COMPREHENSION_KINDS = frozenset(_COMPREHENSIONS)
+
+
+def _bound_by(node: cst.CSTNode) -> str | None:
+    """The name a def, class, pattern or import binds by itself, not as a target."""
+    bound: cst.CSTNode | None = None
+    kind = type(node)
+    if kind in _NAMED:
+        assert isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.MatchStar, cst.MatchAs))
+        bound = node.name
+    elif type(node) is cst.MatchMapping:
+        bound = node.rest
+    elif type(node) is cst.ImportAlias and node.asname is None:
+        bound = node.name
+        while type(bound) is cst.Attribute:  # `import a.b` binds `a`
+            bound = bound.value
+    return bound.value if type(bound) is cst.Name else None
