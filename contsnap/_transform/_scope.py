@@ -155,10 +155,11 @@ def _contains(
         found = True
     else:
         parts = _own_scope_parts(node)
-        found = any(
-            _contains(child, kinds, awaits, memo)
-            for child in (children(node) if parts is None else parts)
-        )
+        found = False
+        for child in children(node) if parts is None else parts:
+            if _contains(child, kinds, awaits, memo):
+                found = True
+                break
     memo[node] = found
     return found
 

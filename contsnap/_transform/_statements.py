@@ -46,6 +46,9 @@ from ._scope import (
     suspends,
 )
 
+#: statements that may start at a decorator (exact classes: see ``_scope``)
+_DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef})
+
 
 class UnsupportedSyntax(Exception):
     """A construct the transform cannot make resumable (message names the line)."""
@@ -137,8 +140,10 @@ class BodyProcessor:
     # ------------------------------------------------------------------ basics
 
     def where(self, node: cst.CSTNode) -> tuple[int, int]:
-        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node.decorators:
-            node = node.decorators[0]  # the statement starts at its first decorator
+        if type(node) in _DEFINITIONS:
+            assert isinstance(node, (cst.FunctionDef, cst.ClassDef))
+            if node.decorators:
+                node = node.decorators[0]  # the statement starts at its first decorator
         pos = self.positions.get(node)
         if pos is None:
             return self._line, 0
