@@ -1,6 +1,6 @@
 """Assemble and compile the two variants of a transformed generator function.
 
-Both variants are compiled from one generated module under the user's real
+Each variant is compiled from generated source under the user's real
 filename, with every line number mapped back to the user's source, so
 tracebacks, ``linecache`` and debuggers show the original file and line.
 Each variant is wrapped in a factory function so that the original's free
@@ -16,6 +16,8 @@ import sys
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
+from typing import Any
 
 from ._transform import LabelInfo, Line, Rendered, TransformResult, block, render
 
@@ -82,27 +84,172 @@ def _cellref(cell_names: tuple[str, ...], src: int) -> list[Line]:
     return [Line(f"_cs_cellref = lambda: ({', '.join(cell_names)},)", src)]
 
 
+LineMap = dict[int, tuple[int, "int | None"]]
+#: a position in the user's file: line, end line, column, end column (-1: none)
+Location = tuple[int, int, int, int]
+#: a position as ``co_positions()`` gives it
+Position = tuple["int | None", "int | None", "int | None", "int | None"]
+
+
 def _compile(rendered: Rendered, filename: str) -> types.CodeType:
+    """Compile generated source; the code's positions are the user's lines and columns."""
+    if sys.version_info >= (3, 11):
+        # The generated text compiles as it is and its location table is then
+        # rewritten: a third of the cost of parsing to ast, moving every node
+        # and compiling the tree.
+        code = compile(rendered.text, filename, "exec", dont_inherit=True)
+        return _relocated(code, rendered.line_map)
     tree = ast.parse(rendered.text, filename)
-    for node in ast.walk(tree):
-        lineno = getattr(node, "lineno", None)
-        if lineno is None:
-            continue
-        start, shift = rendered.line_map.get(lineno, (1, None))
-        end_lineno = getattr(node, "end_lineno", None) or lineno
-        end, end_shift = rendered.line_map.get(end_lineno, (start, None))
-        node.lineno = start  # type: ignore[attr-defined]
-        node.end_lineno = max(start, end)  # type: ignore[attr-defined]
-        col = getattr(node, "col_offset", -1)
-        end_col = getattr(node, "end_col_offset", -1)
-        if shift is None or end_shift is None or col is None or end_col is None:
-            node.col_offset = node.end_col_offset = -1  # type: ignore[attr-defined]
-        else:
-            node.col_offset = col + shift  # type: ignore[attr-defined]
-            node.end_col_offset = end_col + end_shift  # type: ignore[attr-defined]
-            if start >= end and node.end_col_offset < node.col_offset:  # type: ignore[attr-defined]
-                node.col_offset = node.end_col_offset = -1  # type: ignore[attr-defined]
+    _relocate_tree(tree, rendered.line_map)
     return compile(tree, filename, "exec", dont_inherit=True)
+
+
+def _located(
+    line_map: LineMap,
+    line: int | None,
+    end_line: int | None,
+    col: int | None,
+    end_col: int | None,
+) -> Location:
+    """Where a generated position (from ast or from a code's table) is in the user's file."""
+    assert line is not None
+    found = line_map.get(line)
+    if found is None:  # a line the compiler made up (a module starts on line 0)
+        return (
+            line,
+            line if end_line is None else end_line,
+            -1 if col is None else col,
+            -1 if end_col is None else end_col,
+        )
+    start, shift = found
+    end, end_shift = line_map.get(line if end_line is None else end_line, (start, None))
+    end = max(start, end)
+    if col == 0 and end_col == 0 and end_line == line:
+        return start, end, 0, 0  # the compiler's own (a function's RESUME), not a node's
+    if shift is None or end_shift is None or col is None or end_col is None:
+        return start, end, -1, -1
+    col += shift
+    end_col += end_shift
+    if start == end and end_col < col:
+        return start, end, -1, -1
+    return start, end, col, end_col
+
+
+def _relocated(code: types.CodeType, line_map: LineMap) -> types.CodeType:
+    """``code`` and the codes it holds, with every position mapped by ``line_map``."""
+    consts = tuple(
+        _relocated(const, line_map) if isinstance(const, types.CodeType) else const
+        for const in code.co_consts
+    )
+    first = line_map.get(code.co_firstlineno, (code.co_firstlineno, None))[0]
+    table = _LocationTable(first)
+    run: Position = (None, None, None, None)
+    size = 0
+    for position in chain(code.co_positions(), [None]):  # type: ignore[attr-defined]  # 3.11+
+        if position == run and size < 8:
+            size += 1
+            continue
+        if size:
+            line, end_line, col = run[0], run[1], run[2]
+            found = None if line is None else line_map.get(line)
+            if line is None:
+                table.add(None, size)
+            elif found is not None and found[1] is None and end_line == line and col != 0:
+                # most positions: on one generated line that is not the user's own text
+                table.add_line(found[0], size)
+            else:
+                table.add(_located(line_map, *run), size)
+        if position is not None:
+            run, size = position, 1
+    return code.replace(co_consts=consts, co_firstlineno=first, co_linetable=bytes(table.data))
+
+
+class _LocationTable:
+    """A code's ``co_linetable`` (3.11+), written as CPython's compiler writes it.
+
+    Each entry covers 1-8 code units: a byte ``1kkkkSSS`` (kind, size - 1), then
+    the kind's fields; lines are deltas from the previous entry's line. See
+    ``Objects/locations.md`` in CPython.
+    """
+
+    def __init__(self, first_line: int) -> None:
+        self.data = bytearray()
+        self.line = first_line
+
+    def add(self, where: Location | None, size: int) -> None:
+        data = self.data
+        if where is None:
+            data.append(0x80 | 15 << 3 | (size - 1))  # no location
+            return
+        line, end_line, col, end_col = where
+        delta = line - self.line
+        if col < 0 or end_col < 0:
+            if end_line == line:
+                self.add_line(line, size)
+                return
+        elif end_line == line:
+            if delta == 0 and col < 80 and 0 <= end_col - col < 16:
+                data.append(0x80 | (col >> 3) << 3 | (size - 1))  # short form
+                data.append((col & 7) << 4 | (end_col - col))
+                return
+            if 0 <= delta < 3 and col < 128 and end_col < 128:
+                data.append(0x80 | (10 + delta) << 3 | (size - 1))  # one line
+                data.append(col)
+                data.append(end_col)
+                self.line = line
+                return
+        data.append(0x80 | 14 << 3 | (size - 1))  # long form
+        self._signed(delta)
+        self._unsigned(end_line - line)
+        self._unsigned(col + 1)
+        self._unsigned(end_col + 1)
+        self.line = line
+
+    def add_line(self, line: int, size: int) -> None:
+        """An entry with a line and no columns (most of them)."""
+        delta = line - self.line
+        self.data.append(0x80 | 13 << 3 | (size - 1))
+        if -32 < delta < 32:
+            self.data.append(-delta << 1 | 1 if delta < 0 else delta << 1)  # a one-byte varint
+        else:
+            self._signed(delta)
+        self.line = line
+
+    def _unsigned(self, value: int) -> None:
+        while value >= 64:
+            self.data.append(0x40 | value & 63)
+            value >>= 6
+        self.data.append(value)
+
+    def _signed(self, value: int) -> None:
+        self._unsigned(-value << 1 | 1 if value < 0 else value << 1)
+
+
+#: per node class: does it have a position, and its fields
+_NODE_KINDS: dict[type[ast.AST], tuple[bool, tuple[str, ...]]] = {}
+
+
+def _relocate_tree(tree: ast.Module, line_map: LineMap) -> None:
+    """Move every node of ``tree`` to its place in the user's file (3.10)."""
+    # ast.walk() is generators all the way down; this loop, the same walk, costs half
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        kind = _NODE_KINDS.get(type(node))
+        if kind is None:
+            kind = _NODE_KINDS[type(node)] = ("lineno" in node._attributes, node._fields)
+        located, fields = kind
+        for name in fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                stack.extend(item for item in value if isinstance(item, ast.AST))
+            elif isinstance(value, ast.AST):
+                stack.append(value)
+        if located:
+            moved: Any = node
+            moved.lineno, moved.end_lineno, moved.col_offset, moved.end_col_offset = _located(
+                line_map, moved.lineno, moved.end_lineno, moved.col_offset, moved.end_col_offset
+            )
 
 
 def _walk_codes(code: types.CodeType) -> Iterator[types.CodeType]:
@@ -124,8 +271,7 @@ def _find(module_code: types.CodeType, factory: str) -> types.CodeType:
 def _requalify(code: types.CodeType, prefixes: tuple[str, ...], qualname: str) -> types.CodeType:
     """Give the compiled function and everything defined in it the user's qualnames.
 
-    Code objects are shared between the two factories when identical, so both
-    factories' prefixes are rewritten wherever they appear; class bodies (and
+    Either factory's prefix is rewritten wherever it appears; class bodies (and
     3.10's MAKE_FUNCTION) carry qualnames as string constants.
     """
 
@@ -168,9 +314,10 @@ def compile_function(
     fresh_factory = _factory(
         FRESH_FACTORY, result, class_name, list(freevars), result.params, fresh_body, first_line
     )
-    probe = _compile(render([fresh_factory]), filename)
-    fresh_probe = _find(probe, FRESH_FACTORY)
-    varnames = [n for n in fresh_probe.co_varnames if n not in cellvars]
+    # compiled alone: its local names decide the resume variant's prologue
+    fresh_rendered = render([fresh_factory])
+    fresh_compiled = _find(_compile(fresh_rendered, filename), FRESH_FACTORY)
+    varnames = [n for n in fresh_compiled.co_varnames if n not in cellvars]
     user_names = tuple(n for n in varnames if not n.startswith("_cs_"))
     restorable = [n for n in varnames if n not in ("_cs_label", "_cs_cellref")]
 
@@ -208,13 +355,13 @@ def compile_function(
         resume_body,
         first_line,
     )
-    rendered = render([fresh_factory, resume_factory])
-    module_code = _compile(rendered, filename)
+    resume_rendered = render([resume_factory])
+    resume_compiled = _find(_compile(resume_rendered, filename), RESUME_FACTORY)
     inner = f"{class_name}.{DEF_NAME}" if class_name else DEF_NAME
     prefixes = tuple(f"{factory}.<locals>.{inner}" for factory in (FRESH_FACTORY, RESUME_FACTORY))
     fresh_code, resume_code = (
-        _requalify(_find(module_code, factory), prefixes, qualname).replace(co_name=result.name)
-        for factory in (FRESH_FACTORY, RESUME_FACTORY)
+        _requalify(code, prefixes, qualname).replace(co_name=result.name)
+        for code in (fresh_compiled, resume_compiled)
     )
     return Compiled(
         fresh_code=fresh_code,
@@ -225,5 +372,5 @@ def compile_function(
         cell_names=cell_names,
         cellvars=cellvars,
         first_param=first,
-        source=rendered.text,
+        source=fresh_rendered.text + resume_rendered.text,
     )

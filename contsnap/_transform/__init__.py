@@ -9,15 +9,16 @@ fingerprint of the normalised source.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 
 import libcst as cst
 
 from .._labels import RT, LabelInfo
-from ._fingerprint import TRANSFORM_VERSION, fingerprint
+from ._fingerprint import TRANSFORM_VERSION, fingerprint, fingerprint_of
 from ._lines import Line, Rendered, block, render
 from ._positions import Positions
-from ._scope import contains, forget, names_used, suspends, unstable_names
+from ._scope import contains, forget, survey, suspends
 from ._statements import BodyProcessor, UnsupportedSyntax
 
 __all__ = [
@@ -48,16 +49,22 @@ class TransformResult:
     is_async: bool = False
 
 
+class _Finder(cst.CSTVisitor):
+    found: cst.FunctionDef | None = None
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        if self.found is None:
+            self.found = node
+        return False
+
+
 def _find_function(module: cst.Module) -> cst.FunctionDef:
-    class Finder(cst.CSTVisitor):
-        found: cst.FunctionDef | None = None
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            if self.found is None:
-                self.found = node
-            return False
-
-    finder = Finder()
+    first: cst.CSTNode | None = module.body[0] if module.body else None
+    if isinstance(first, cst.If) and isinstance(first.body, cst.IndentedBlock):
+        first = first.body.body[0] if first.body.body else None  # the `if 1:` of a method
+    if isinstance(first, cst.FunctionDef):
+        return first
+    finder = _Finder()  # not the usual shape: the first def anywhere
     module.visit(finder)
     if finder.found is None:
         raise UnsupportedSyntax("no function definition found in the source", 0)
@@ -81,6 +88,17 @@ def _params(params: cst.Parameters) -> tuple[str, str | None]:
     return ", ".join(parts), positional[0].name.value if positional else None
 
 
+def _function_fingerprint(
+    module: cst.Module, func: cst.FunctionDef, tree: ast.Module | None
+) -> str:
+    """The function's fingerprint, from the ``ast`` tree of its source when there is one."""
+    if tree is not None:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                return fingerprint_of(node)
+    return fingerprint(module.code_for_node(func.with_changes(decorators=(), leading_lines=())))
+
+
 def transform_function(source: str, *, first_line: int) -> TransformResult:
     """Transform the generator function whose source (decorators included) starts at first_line."""
     try:
@@ -95,12 +113,17 @@ def _transform(source: str, first_line: int) -> TransformResult:
         source = "if 1:\n" + source
         offset -= 1
     module = cst.parse_module(source)
-    positions = Positions(module, source)
+    try:
+        tree: ast.Module | None = ast.parse(source)
+    except (SyntaxError, ValueError):
+        tree = None
+    positions = Positions(module, source, tree)
     func = _find_function(module)
     found = positions.get(func)
     assert found is not None
     def_line = found[0] + offset  # the ``def`` line (not the first decorator's)
-    reserved = sorted(n for n in names_used(func) if n.startswith("_cs_") or n == RT)
+    used, unstable = survey(func)
+    reserved = sorted(n for n in used if n.startswith("_cs_") or n == RT)
     if reserved:
         raise UnsupportedSyntax(
             f"the name {reserved[0]!r} is reserved for contsnap's generated code; rename it",
@@ -111,12 +134,11 @@ def _transform(source: str, first_line: int) -> TransformResult:
         raise UnsupportedSyntax("the function body contains no yield", def_line)
     processor = BodyProcessor(module, positions, offset)
     processor._line = def_line
-    processor.unstable = unstable_names(func)
+    processor.unstable = unstable
     processor.bare_return = is_async and contains(func.body, (cst.Yield,))
     out = processor.body(func.body)
     processor.finish_labels()
     params, first = _params(func.params)
-    bare = func.with_changes(decorators=(), leading_lines=())
     return TransformResult(
         name=func.name.value,
         def_line=def_line,
@@ -125,7 +147,7 @@ def _transform(source: str, first_line: int) -> TransformResult:
         fresh=out.fresh,
         resume=out.resume,
         labels=processor.labels,
-        fingerprint=fingerprint(module.code_for_node(bare)),
+        fingerprint=_function_fingerprint(module, func, tree),
         indent=module.default_indent,
         is_async=is_async,
     )

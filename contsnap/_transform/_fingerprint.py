@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 
 #: Bumped whenever the transform changes labels or live locals for the same source.
@@ -14,8 +15,18 @@ def fingerprint(function_source: str) -> str:
     tree = ast.parse(function_source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            node.decorator_list = []
-            break
+            return fingerprint_of(node)
+    return _digest(tree)
+
+
+def fingerprint_of(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    """:func:`fingerprint` of the source of ``func``, from a tree already parsed."""
+    bare = copy.copy(func)
+    bare.decorator_list = []
+    return _digest(ast.Module(body=[bare], type_ignores=[]))
+
+
+def _digest(tree: ast.Module) -> str:
     dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
     digest = hashlib.sha256(f"{TRANSFORM_VERSION}\0{dumped}".encode()).hexdigest()
     return digest[:16]

@@ -77,8 +77,15 @@ def _render_into(
 ) -> None:
     pad = "    " * indent
     for line in lines:
-        physical = line.text.split("\n")
         shift = None if line.col is None else line.col - len(pad)
+        if line.store is None and "\n" not in line.text:  # most lines
+            count[0] += 1
+            parts.append(pad + line.text + "\n")
+            line_map[count[0]] = (line.src, shift)
+            if line.body is not None:
+                _render_into(line.body, indent + 1, parts, line_map, count)
+            continue
+        physical = line.text.split("\n")
         for i, chunk in enumerate(physical):
             count[0] += 1
             if i == 0:

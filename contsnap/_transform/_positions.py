@@ -7,11 +7,17 @@ decorators, and CPython's own parser gives those in a fraction of the time. So
 the statements are read from :mod:`ast` by walking both trees side by side; any
 other node, or a tree the walk does not understand, falls back to libcst's
 provider, computed once and only when needed.
+
+The same walk gives where each statement ends, so a statement copied as it is
+can be taken from the source text (:meth:`Positions.statement_text`) instead
+of being generated again by libcst.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from collections.abc import Sequence
 from typing import cast
 
@@ -68,13 +74,19 @@ class _Mismatch(Exception):
 class Positions:
     """Start positions of a parsed module's nodes, as libcst's PositionProvider gives them."""
 
-    def __init__(self, module: cst.Module, source: str) -> None:
+    def __init__(self, module: cst.Module, source: str, tree: ast.Module | None = None) -> None:
+        """``tree``, if given, is ``ast.parse(source)``."""
         self._module = module
         self._full: dict[cst.CSTNode, Position] | None = None
         self._lines = source.split("\n")
         self._table: dict[cst.CSTNode, Position] = {}
+        #: statement -> its ast node (a simple statement line: its last statement's)
+        self._trees: dict[cst.CSTNode, ast.stmt] = {}
+        #: sliced text is only taken from plain "\n"-separated, space-or-tab indented source
+        self._sliceable = "\r" not in source and "\f" not in source
         try:
-            tree = ast.parse(source)
+            if tree is None:
+                tree = ast.parse(source)
             self._suite(module.body, tree.body)
         except (_Mismatch, SyntaxError, ValueError, IndexError):
             self._table = self._full_table()
@@ -112,6 +124,8 @@ class Positions:
     def _record(self, node: cst.CSTNode, tree: ast.stmt | ast.ExceptHandler) -> Position:
         found = self._at(tree.lineno, tree.col_offset)
         self._table[node] = found
+        if isinstance(tree, ast.stmt):
+            self._trees[node] = tree
         return found
 
     def _suite(self, nodes: Sequence[cst.CSTNode], trees: Sequence[ast.stmt]) -> None:
@@ -124,6 +138,7 @@ class Positions:
                 for small in node.body:
                     self._statement(small, trees[at])
                     at += 1
+                self._trees[node] = trees[at - 1]
             else:
                 self._statement(node, trees[at])
                 at += 1
@@ -210,3 +225,116 @@ class Positions:
         if not head.endswith("case") or head[:-4].strip():
             raise _Mismatch
         self._table[node] = (line, len(head) - 4)
+
+    # --- statements as source text
+
+    def statement_text(self, node: cst.CSTNode) -> tuple[str, frozenset[int]] | None:
+        """The source of a statement, as ``_lines.verbatim`` takes it: text and string lines.
+
+        The text is what libcst's ``code_for_node`` gives for the statement
+        without its leading blank lines and comments (and, for a small
+        statement, without its semicolon): from its first character (a
+        decorator's ``@``) to the end of its last line, trailing comment lines
+        of its last block included, each further line without the statement's
+        indentation unless it lies inside a string. libcst keeps the whole
+        indentation of a comment or continuation line indented less than the
+        block it is in; this keeps only what is past the statement's column.
+        None: not a statement this walk placed, or source this does not handle.
+        """
+        tree = self._trees.get(node)
+        start = self._table.get(node)
+        if tree is None or start is None or not self._sliceable:
+            return None
+        line, col = start
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node.decorators:
+            found = self._table.get(node.decorators[0])
+            if found is None:
+                return None
+            line, col = found
+        lines = self._lines
+        indent = lines[line - 1][:col]
+        if indent.strip(" \t"):
+            return None  # not the first statement on its line
+        if isinstance(node, cst.If) and lines[line - 1].startswith("elif", col):
+            return None  # libcst spells it as an `if` statement
+        assert tree.end_lineno is not None and tree.end_col_offset is not None
+        end = tree.end_lineno
+        if isinstance(node, cst.BaseSmallStatement):
+            end_col = self._at(end, tree.end_col_offset)[1]
+            chunks = [*lines[line - 1 : end - 1], lines[end - 1][:end_col]]
+        else:
+            chunks = lines[line - 1 : end]
+            if not isinstance(node, cst.SimpleStatementLine):
+                chunks += self._footer(tree, end)
+        chunks[0] = chunks[0][col:]
+        if len(chunks) == 1:
+            return chunks[0].rstrip(), frozenset()
+        inside: set[int] = set()
+        if any("'" in chunk or '"' in chunk for chunk in chunks):  # or no string at all
+            try:
+                inside = _string_rows(indent + "\n".join(chunks))
+            except (tokenize.TokenError, SyntaxError):
+                return None
+        text = "\n".join(
+            chunk[col:] if row not in inside and chunk.startswith(indent) else chunk
+            for row, chunk in enumerate(chunks)
+            if row
+        )
+        return (chunks[0] + "\n" + text).rstrip(), frozenset(inside)
+
+    def _footer(self, tree: ast.stmt, end: int) -> list[str]:
+        """Comment and blank lines after a compound statement that libcst counts as its own.
+
+        Those are the lines up to the last one indented at least as far as the
+        statement's last block (libcst's ``IndentedBlock.footer``, innermost first).
+        """
+        last = self._last_block(tree)
+        if not last:
+            return []
+        block_line = self._lines[last[0].lineno - 1]
+        block_indent = block_line[: self._at(last[0].lineno, last[0].col_offset)[1]]
+        if block_indent.strip(" \t"):
+            return []  # a block on its header's line (`else: pass`) has no footer
+        taken = 0
+        row = end
+        lines = self._lines
+        while row < len(lines):
+            text = lines[row].strip(" \t")
+            if text and not text.startswith("#"):
+                break
+            row += 1
+            if lines[row - 1].startswith(block_indent):
+                taken = row - end
+        return lines[end : end + taken]
+
+    def _last_block(self, tree: ast.stmt) -> list[ast.stmt]:
+        """The statements of the last block of a compound statement (empty: not compound)."""
+        if isinstance(tree, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+            trying = cast(ast.Try, tree)
+            if trying.finalbody:
+                return trying.finalbody
+            if trying.orelse:
+                return trying.orelse
+            return trying.handlers[-1].body if trying.handlers else trying.body
+        if isinstance(tree, ast.Match):
+            return tree.cases[-1].body
+        orelse: list[ast.stmt] = getattr(tree, "orelse", [])
+        if not orelse:
+            body: list[ast.stmt] = getattr(tree, "body", [])
+            return body
+        elif_ = orelse[0]
+        if isinstance(tree, ast.If) and isinstance(elif_, ast.If) and len(orelse) == 1:
+            line, col = self._at(elif_.lineno, elif_.col_offset)
+            if self._lines[line - 1].startswith("elif", col):
+                return self._last_block(elif_)
+        return orelse
+
+
+def _string_rows(text: str) -> set[int]:
+    """Rows (0-based) of ``text`` that start inside a string token."""
+    inside: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(text + "\n").readline):
+        start, end = tok.start[0], tok.end[0]
+        if end > start and tok.type not in (tokenize.NL, tokenize.NEWLINE):
+            inside.update(range(start, end))  # rows start+1..end, 0-based: start..end-1
+    return inside

@@ -4,20 +4,29 @@ A ``yield`` inside a nested ``def``, ``lambda``, class body or comprehension
 belongs to that inner scope, except for the parts the enclosing scope
 evaluates itself: decorators, defaults, class bases, and the outermost
 iterable of a comprehension.
+
+The walks here test a node's exact class (``type(node) is cst.Name``), not
+``isinstance``: libcst's classes are ABCs, whose ``isinstance`` is a Python
+call for every node that is not of the class asked for. Parsed trees and the
+transform's own nodes hold libcst's classes only, never subclasses.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import libcst as cst
 
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
+#: the classes that open a scope of their own
+_SCOPES = frozenset({cst.FunctionDef, cst.Lambda, cst.ClassDef, *_COMPREHENSIONS})
 
 
 def _own_scope_parts(node: cst.CSTNode) -> list[cst.CSTNode] | None:
     """Parts of a scope-opening node that the enclosing scope evaluates, or None."""
+    kind = type(node)
+    if kind not in _SCOPES:
+        return None
     if isinstance(node, cst.FunctionDef):
         parts: list[cst.CSTNode] = [d for d in node.decorators]
         parts.append(node.params)
@@ -28,9 +37,8 @@ def _own_scope_parts(node: cst.CSTNode) -> list[cst.CSTNode] | None:
         return [node.params]
     if isinstance(node, cst.ClassDef):
         return [*node.decorators, *node.bases, *node.keywords]
-    if isinstance(node, _COMPREHENSIONS):
-        return [node.for_in.iter]
-    return None
+    assert isinstance(node, _COMPREHENSIONS)
+    return [node.for_in.iter]
 
 
 #: Fields that only hold whitespace, comments or punctuation: no names, no yields.
@@ -38,9 +46,18 @@ _SKIPPED_FIELDS = frozenset(
     {"leading_lines", "lines_after_decorators", "header", "footer", "lpar", "rpar", "semicolon"}
 )
 _CHILD_FIELDS: dict[type[cst.CSTNode], tuple[str, ...]] = {}
+#: what a field's value is, by its class: 1 a node, 2 a sequence, 0 anything else
+_VALUE_KINDS: dict[type, int] = {tuple: 2, list: 2, str: 0, type(None): 0}
 
 
-def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+def _value_kind(kind: type) -> int:
+    found = _VALUE_KINDS[kind] = (
+        1 if issubclass(kind, cst.CSTNode) else 2 if issubclass(kind, (tuple, list)) else 0
+    )
+    return found
+
+
+def children(node: cst.CSTNode) -> list[cst.CSTNode]:
     """The child nodes of ``node`` that may hold code, read straight from its fields.
 
     libcst's own ``visit`` rebuilds every node it passes and costs ten times more.
@@ -52,14 +69,23 @@ def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
             for f in dataclasses.fields(node)
             if "whitespace" not in f.name and f.name not in _SKIPPED_FIELDS
         )
+    kinds = _VALUE_KINDS
+    found: list[cst.CSTNode] = []
     for name in names:
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
-            yield value
-        elif isinstance(value, (tuple, list)):
+        kind = kinds.get(type(value))
+        if kind is None:
+            kind = _value_kind(type(value))
+        if kind == 1:
+            found.append(value)
+        elif kind == 2:
             for item in value:
-                if isinstance(item, cst.CSTNode):
-                    yield item
+                item_kind = kinds.get(type(item))
+                if item_kind is None:
+                    item_kind = _value_kind(type(item))
+                if item_kind == 1:
+                    found.append(item)
+    return found
 
 
 #: Answers of contains() and exits(), per question. The transform asks about every
@@ -99,8 +125,11 @@ def awaiting_comprehension(node: cst.CSTNode) -> bool:
     return any(contains(part, (cst.Await,)) for part in parts)
 
 
+_AWAITING = frozenset({cst.For, cst.With, cst.ListComp, cst.SetComp, cst.DictComp})
+
+
 def contains(node: cst.CSTNode, kinds: tuple[type[cst.CSTNode], ...]) -> bool:
-    """Does ``node`` hold one of ``kinds`` in this scope?"""
+    """Does ``node`` hold one of ``kinds`` (exactly those classes) in this scope?"""
     return _contains(node, kinds, cst.Await in kinds, _memo(kinds))
 
 
@@ -113,8 +142,10 @@ def _contains(
     found = memo.get(node)
     if found is not None:
         return found
-    if isinstance(node, kinds) or (
+    kind = type(node)
+    if kind in kinds or (
         awaits
+        and kind in _AWAITING
         and (
             # async for / async with await __anext__, __aenter__ and __aexit__
             (isinstance(node, (cst.For, cst.With)) and node.asynchronous is not None)
@@ -124,10 +155,11 @@ def _contains(
         found = True
     else:
         parts = _own_scope_parts(node)
-        found = any(
-            _contains(child, kinds, awaits, memo)
-            for child in (children(node) if parts is None else parts)
-        )
+        found = False
+        for child in children(node) if parts is None else parts:
+            if _contains(child, kinds, awaits, memo):
+                found = True
+                break
     memo[node] = found
     return found
 
@@ -138,6 +170,9 @@ SUSPENSIONS: tuple[type[cst.CSTNode], ...] = (cst.Yield, cst.Await)
 def suspends(node: cst.CSTNode) -> bool:
     """Does evaluating ``node`` in this scope pass a yield or await?"""
     return contains(node, SUSPENSIONS)
+
+
+_EXITS = frozenset({cst.Return, cst.Break, cst.Continue})
 
 
 def exits(node: cst.CSTNode) -> bool:
@@ -151,9 +186,10 @@ def _exits(
     found = memo.get(node)
     if found is not None:
         return found
-    if isinstance(node, (cst.Return, cst.Break, cst.Continue)):
+    kind = type(node)
+    if kind in _EXITS:
         found = True
-    elif _own_scope_parts(node) is not None:
+    elif kind in _SCOPES:
         found = False
     elif isinstance(node, (cst.For, cst.While)):
         # inside an inner loop only a return leaves the node
@@ -172,9 +208,10 @@ def _exits(
 def _returns(node: cst.CSTNode, memo: dict[cst.CSTNode, bool]) -> bool:
     found = memo.get(node)
     if found is None:
-        if isinstance(node, cst.Return):
+        kind = type(node)
+        if kind is cst.Return:
             found = True
-        elif _own_scope_parts(node) is not None:
+        elif kind in _SCOPES:
             found = False
         else:
             found = any(_returns(child, memo) for child in children(node))
@@ -188,89 +225,107 @@ def names_used(node: cst.CSTNode) -> set[str]:
     stack = [node]
     while stack:
         current = stack.pop()
-        if isinstance(current, cst.Name):
+        if type(current) is cst.Name:
             names.add(current.value)
         else:
             stack.extend(children(current))
     return names
 
 
-_BINDING_TARGETS = (
-    cst.AssignTarget,
-    cst.AugAssign,
-    cst.AnnAssign,
-    cst.NamedExpr,
-    cst.For,
-    cst.CompFor,
-    cst.Del,
+_BINDING_TARGETS = frozenset(
+    {cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.NamedExpr, cst.For, cst.CompFor, cst.Del}
 )
+_BINDERS = frozenset({*_BINDING_TARGETS, cst.AsName})
+_NAMED = frozenset({cst.FunctionDef, cst.ClassDef, cst.MatchStar, cst.MatchAs})
 
 
-def _bound_names(func: cst.FunctionDef) -> set[str]:
-    """Names the function itself binds: parameters and every target in its own scope.
+def survey(func: cst.FunctionDef) -> tuple[set[str], set[str]]:
+    """Every identifier spelled anywhere in ``func`` (all scopes), and its unstable names.
 
-    A name read but never bound here is a global, a builtin or a free variable:
-    other code may rebind it while the generator is paused.
-    """
-    params = func.params
-    names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
-    for star in (params.star_arg, params.star_kwarg):
-        if isinstance(star, cst.Param):
-            names.add(star.name.value)
-    stack: list[tuple[cst.CSTNode, bool]] = [(func.body, False)]
-    while stack:
-        node, target = stack.pop()
-        if isinstance(node, cst.Name):
-            if target:
-                names.add(node.value)
-            continue
-        bound: cst.BaseExpression | None = None
-        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.MatchStar, cst.MatchAs)):
-            bound = node.name
-        elif isinstance(node, cst.MatchMapping):
-            bound = node.rest
-        elif isinstance(node, cst.ImportAlias) and node.asname is None:
-            bound = node.name
-            while isinstance(bound, cst.Attribute):  # `import a.b` binds `a`
-                bound = bound.value
-        if isinstance(bound, cst.Name):
-            names.add(bound.value)
-        if isinstance(node, (cst.Attribute, cst.Subscript)):
-            # `a.b = ...` and `a[i] = ...` bind no name
-            stack.extend((child, False) for child in children(node))
-            continue
-        targets: list[cst.CSTNode] = []
-        if isinstance(node, _BINDING_TARGETS):
-            targets = [node.target]
-        elif isinstance(node, cst.AsName):
-            targets = [node.name]
-        parts = _own_scope_parts(node)
-        for child in children(node) if parts is None else parts:
-            stack.append((child, target or any(child is t for t in targets)))
-    return names
-
-
-def unstable_names(func: cst.FunctionDef) -> set[str]:
-    """Globals, builtins, free variables, nonlocals, and every name an inner scope
-    mentions (it may be a cell).
-
-    Any other name of the function is a plain local: nothing but this frame can
-    change it, so its value need not be saved aside before a yield.
+    The unstable names are the globals, builtins, free variables, nonlocals, and
+    every name an inner scope mentions (it may be a cell). Any other name of the
+    function is a plain local: nothing but this frame can change it, so its value
+    need not be saved aside before a yield. A name is bound by the function when
+    it is a parameter or a target in the function's own scope.
     """
     body = func.body
-    names = names_used(body) - _bound_names(func)
-    stack: list[tuple[cst.CSTNode, bool]] = [(body, False)]
+    used: set[str] = set()
+    for child in children(func):
+        if child is not body:
+            used |= names_used(child)
+    params = func.params
+    bound = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            bound.add(star.name.value)
+    in_body: set[str] = set()
+    changing: set[str] = set()  # named in an inner scope, declared, or bound by a walrus
+    # (node, in an inner scope, binding): binding is _OUTSIDE (not evaluated by the
+    # function's own scope), _READ, or _TARGET (an assignment's target)
+    stack: list[tuple[cst.CSTNode, bool, int]] = [(body, False, _READ)]
     while stack:
-        node, inner = stack.pop()
-        if isinstance(node, cst.Name):
+        node, inner, binding = stack.pop()
+        kind = type(node)
+        if type(node) is cst.Name:
+            in_body.add(node.value)
             if inner:
-                names.add(node.value)
+                changing.add(node.value)
+            if binding == _TARGET:
+                bound.add(node.value)
             continue
-        if isinstance(node, (cst.Global, cst.Nonlocal)):
-            names.update(n.name.value for n in node.names)
-        elif isinstance(node, cst.NamedExpr) and isinstance(node.target, cst.Name):
+        if type(node) is cst.Global or type(node) is cst.Nonlocal:
+            changing.update(n.name.value for n in node.names)
+        elif type(node) is cst.NamedExpr and type(node.target) is cst.Name:
             # a walrus may rebind the name inside the very expression that read it
-            names.add(node.target.value)
-        inner = inner or _own_scope_parts(node) is not None
-        stack.extend((child, inner) for child in children(node))
-    return names
+            changing.add(node.target.value)
+        scope = kind in _SCOPES
+        below = inner or scope
+        if binding == _OUTSIDE:
+            stack.extend((child, below, _OUTSIDE) for child in children(node))
+            continue
+        name = _bound_by(node)
+        if name is not None:
+            bound.add(name)
+        if kind is cst.Attribute or kind is cst.Subscript:
+            # `a.b = ...` and `a[i] = ...` bind no name
+            stack.extend((child, below, _READ) for child in children(node))
+        elif scope:
+            parts = _own_scope_parts(node) or []
+            for child in children(node):
+                own = any(child is part for part in parts)
+                stack.append((child, below, binding if own else _OUTSIDE))
+            if kind in _COMPREHENSION_KINDS:
+                # the first iterable is the enclosing scope's, below the first `for`:
+                # walked once more for its bindings (a walrus there binds here)
+                stack.append((parts[0], True, binding))
+        elif kind in _BINDERS:
+            if type(node) is cst.AsName:
+                target: cst.CSTNode = node.name
+            else:  # each of _BINDING_TARGETS has one
+                target = node.target  # type: ignore[attr-defined]
+            stack.extend(
+                (child, below, _TARGET if child is target else binding) for child in children(node)
+            )
+        else:
+            stack.extend((child, below, binding) for child in children(node))
+    return used | in_body, (in_body - bound) | changing
+
+
+_OUTSIDE, _READ, _TARGET = 0, 1, 2
+_COMPREHENSION_KINDS = frozenset(_COMPREHENSIONS)
+
+
+def _bound_by(node: cst.CSTNode) -> str | None:
+    """The name a def, class, pattern or import binds by itself, not as a target."""
+    bound: cst.CSTNode | None = None
+    kind = type(node)
+    if kind in _NAMED:
+        assert isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.MatchStar, cst.MatchAs))
+        bound = node.name
+    elif type(node) is cst.MatchMapping:
+        bound = node.rest
+    elif type(node) is cst.ImportAlias and node.asname is None:
+        bound = node.name
+        while type(bound) is cst.Attribute:  # `import a.b` binds `a`
+            bound = bound.value
+    return bound.value if type(bound) is cst.Name else None

@@ -36,7 +36,18 @@ import libcst as cst
 from .._labels import RT, LabelInfo
 from ._lines import Line, block, verbatim
 from ._positions import Positions
-from ._scope import SUSPENSIONS, awaiting_comprehension, contains, exits, names_used, suspends
+from ._scope import (
+    SUSPENSIONS,
+    awaiting_comprehension,
+    children,
+    contains,
+    exits,
+    names_used,
+    suspends,
+)
+
+#: statements that may start at a decorator (exact classes: see ``_scope``)
+_DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef})
 
 
 class UnsupportedSyntax(Exception):
@@ -129,8 +140,10 @@ class BodyProcessor:
     # ------------------------------------------------------------------ basics
 
     def where(self, node: cst.CSTNode) -> tuple[int, int]:
-        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node.decorators:
-            node = node.decorators[0]  # the statement starts at its first decorator
+        if type(node) in _DEFINITIONS:
+            assert isinstance(node, (cst.FunctionDef, cst.ClassDef))
+            if node.decorators:
+                node = node.decorators[0]  # the statement starts at its first decorator
         pos = self.positions.get(node)
         if pos is None:
             return self._line, 0
@@ -258,6 +271,10 @@ class BodyProcessor:
 
     def copy(self, node: cst.CSTNode) -> Out:
         line, col = self.where(node)
+        sliced = self.positions.statement_text(node)
+        if sliced is not None:  # the source's own text: libcst need not generate it
+            text, keep = sliced
+            return plain([Line(text, line, col=col, keep=keep)])
         if isinstance(node, (cst.BaseSmallStatement,)):
             node = node.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
         elif hasattr(node, "leading_lines"):
@@ -1469,21 +1486,24 @@ def _is_constant(node: cst.BaseExpression) -> bool:
 
 
 def _count_suspensions(node: cst.CSTNode) -> int:
-    class Counter(cst.CSTVisitor):
-        count = 0
+    """The yields and awaits in ``node``'s own scope, nested ones included."""
+    count = 0
+    stack = [node]
+    while stack:
+        inner = stack.pop()
+        if type(inner) in _SUSPENSION_KINDS:
+            count += 1
+        elif (
+            inner is not node
+            and isinstance(inner, cst.BaseExpression)
+            and not contains(inner, SUSPENSIONS)
+        ):
+            continue
+        stack.extend(children(inner))
+    return count
 
-        def on_visit(self, inner: cst.CSTNode) -> bool:
-            if isinstance(inner, SUSPENSIONS):
-                self.count += 1
-            elif not isinstance(inner, cst.BaseExpression) or inner is node:
-                return True
-            elif not contains(inner, SUSPENSIONS):
-                return False
-            return True
 
-    counter = Counter()
-    node.visit(counter)
-    return counter.count
+_SUSPENSION_KINDS = frozenset(SUSPENSIONS)
 
 
 def _evaluation_order(expr: cst.BaseExpression) -> list[cst.BaseExpression] | None:
