@@ -168,6 +168,8 @@ class Plan:
 
     def _mark_lambdas(self, tree: ast.Module) -> None:
         """Number the generator lambdas; the transform reads them wrapped in their mark."""
+        if not any("lambda" in line for line in self._lines):
+            return
         self.lambdas = _lambdas.generator_lambdas(tree)
         if not self.lambdas:
             return
@@ -495,6 +497,8 @@ class HookedModule:
             if not self._dirty:
                 return
             self._dirty = False
+            if self.cache_path is None or sys.dont_write_bytecode:
+                return  # nothing would be written
             on_disk = _cache.read(self.cache_path, self.key)
             if on_disk is not None:
                 for key, value in on_disk.functions.items():
