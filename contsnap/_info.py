@@ -51,10 +51,10 @@ class Pending(NamedTuple):
 
 
 _PENDING_OF_MODULE: dict[str, list[Pending]] = {}
-#: modules whose pending functions are not in the two tables yet: indexed on the first
-#: lookup that misses, so that an import costs no work per function
-_UNINDEXED: dict[str, tuple[tuple[Any, types.CodeType], ...]] = {}
-_UNINDEXED_BUILD: dict[str, Callable[..., FunctionInfo | None]] = {}
+#: (module, entries, build) of imports whose pending functions are not in the tables
+#: yet: indexed on the first lookup that misses, so that an import costs no work per
+#: function
+_UNINDEXED: list[tuple[str, tuple[tuple[Any, types.CodeType], ...], Callable[..., Any]]] = []
 
 
 def add_pending(
@@ -63,23 +63,20 @@ def add_pending(
     build: Callable[[types.CodeType, str, Any, dict[str, Any] | None], FunctionInfo | None],
 ) -> None:
     """Functions of ``module`` whose infos wait for their first use, as (key, fresh code)
-    pairs whose key starts with the qualname; they replace those of an earlier import."""
-    for old in _PENDING_OF_MODULE.pop(module, ()):
-        _drop_pending(old)
-    _UNINDEXED[module] = entries
-    _UNINDEXED_BUILD[module] = build
+    pairs whose key starts with the qualname. Those of an earlier import of the module
+    (a reload) stay findable by their code: their generators may still be alive."""
+    _UNINDEXED.append((module, entries, build))
 
 
 def _index_pending() -> bool:
-    """Move the modules added since the last lookup into the tables (False: none)."""
+    """Move the imports added since the last lookup into the tables (False: none)."""
     if not _UNINDEXED:
         return False
     with _LOADING:
         while _UNINDEXED:
-            module, entries = _UNINDEXED.popitem()
-            build = _UNINDEXED_BUILD.pop(module)
+            module, entries, build = _UNINDEXED.pop(0)
             made = [Pending(code, module, key[0], build) for key, code in entries]
-            _PENDING_OF_MODULE[module] = made
+            _PENDING_OF_MODULE.setdefault(module, []).extend(made)
             _PENDING.update({id(p.code): p for p in made})
             _PENDING_BY_NAME.update({(module, p.qualname): p for p in made})
     return True
@@ -296,8 +293,7 @@ def forget_module(module: str) -> None:
         infos[:] = [info for info in infos if info.module != module]
         if not infos:
             del _BY_PLACE[place]
-    _UNINDEXED.pop(module, None)
-    _UNINDEXED_BUILD.pop(module, None)
+    _UNINDEXED[:] = [waiting for waiting in _UNINDEXED if waiting[0] != module]
     for pending in _PENDING_OF_MODULE.pop(module, ()):
         _drop_pending(pending)
 
