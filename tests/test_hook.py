@@ -506,6 +506,74 @@ def test_tracebacks_linecache_and_getsource_show_the_original(pkgs: Packages) ->
     assert mod.worker.__code__.co_filename == path
 
 
+TRACED = """\
+    import warnings
+
+
+    def worker(items, log):
+        total = 0
+        for item in items:
+            try:
+                if item < 0:
+                    raise ValueError(item)
+                got = yield item * 2
+                total += got or 0
+            except ValueError as exc:
+                log.append(str(exc))
+            finally:
+                log.append("f")
+        with open(__file__) as fh:
+            first = fh.readline()
+        warnings.warn("done here")
+        return total, first
+    """
+
+
+def _traced_run(mod: Any, restore: bool) -> tuple[set[int], list[Any], list[tuple[str, int]]]:
+    """The lines a tracer (coverage, pdb) sees in ``mod``, the values, the warnings."""
+    lines: set[int] = set()
+
+    def tracer(frame: types.FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename != mod.__file__:
+            return None
+        if event == "line":
+            lines.add(frame.f_lineno)
+        return tracer
+
+    out: list[Any] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        g = mod.worker([1, -1, 2], [])
+        previous = sys.gettrace()
+        sys.settrace(tracer)
+        try:
+            out.append(next(g))
+            while True:
+                out.append(g.send(1))
+                if restore:
+                    g = contsnap.loads(contsnap.dumps(g))
+        except StopIteration as stop:
+            out.append(stop.value[0])
+        finally:
+            sys.settrace(previous)
+    return lines, out, [(w.filename, w.lineno) for w in caught]
+
+
+def test_tracers_and_warnings_see_the_users_lines(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": TRACED})
+    plain = _import(f"{name}.mod")  # no hook: the native reference
+    native = _traced_run(plain, restore=False)
+    path = str(pkgs.path(name, "mod.py"))
+    assert native[1] == [2, 4, 2] and native[2] == [(path, 18)]
+    hooked = _fresh_import(pkgs, name)
+    assert _is_checkpointable(hooked.worker)
+    assert _traced_run(hooked, restore=False) == native
+    lines, out, caught = _traced_run(hooked, restore=True)
+    # a restored frame's prologue is reported on the def line, nothing else differs
+    assert (out, caught) == native[1:] and lines - native[0] <= {4}
+    assert native[0] <= lines
+
+
 def test_names_stay_the_users(pkgs: Packages) -> None:
     name = pkgs.make({"mod.py": FAILING})
     with contsnap.install_import_hook(name, mark_all=True):
