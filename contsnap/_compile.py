@@ -91,6 +91,21 @@ Location = tuple[int, int, int, int]
 Position = tuple["int | None", "int | None", "int | None", "int | None"]
 
 
+def _is_docstring(line: Line) -> bool:
+    if line.body is not None or line.text[:1] not in "\"'rRuUbBfF":
+        return False
+    try:
+        tree = ast.parse(line.text)
+    except SyntaxError:
+        return False
+    first = tree.body[0] if len(tree.body) == 1 else None
+    return (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    )
+
+
 def _compile(rendered: Rendered, filename: str) -> types.CodeType:
     """Compile generated source; the code's positions are the user's lines and columns."""
     if sys.version_info >= (3, 11):
@@ -310,7 +325,10 @@ def compile_function(
     cell_names = (*cellvars, *freevars)
     src = result.def_line
 
-    fresh_body = [*_cellref(cell_names, src), *result.fresh]
+    # a docstring stays the first statement (the function's __doc__, and the fresh code
+    # can then stand in for the plain one in the hook's cached module code)
+    doc = result.fresh[:1] if result.fresh and _is_docstring(result.fresh[0]) else []
+    fresh_body = [*doc, *_cellref(cell_names, src), *result.fresh[len(doc) :]]
     fresh_factory = _factory(
         FRESH_FACTORY, result, class_name, list(freevars), result.params, fresh_body, first_line
     )
