@@ -30,9 +30,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from . import _cache, _decorator, _info, _lambdas
+from . import _cache, _decorator, _info, _lambdas, _runtime
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
+from ._labels import RT
 
 #: The name mark_all's decorator has in a hooked module (never mangled: it ends in ``__``).
 MARK_NAME = "__contsnap_mark__"
@@ -220,10 +221,15 @@ class Plan:
                 )
             )
 
-    def apply(self, tree: ast.Module) -> None:
+    def apply(self, tree: ast.Module, runtime: bool = False) -> None:
         """Decorate the marked functions, innermost, at their own ``def`` line, and wrap
-        the generator lambdas in their mark."""
-        if not (self.marked or self.lambdas):
+        the generator lambdas in their mark.
+
+        The import that brings the marks also binds contsnap's runtime under the name
+        transformed code reads it by; ``runtime`` asks for it with no mark left (the
+        module code holds transformed functions that no mark call will set it up for).
+        """
+        if not (self.marked or self.lambdas or runtime):
             return
         if self.lambdas:
             _LambdaMarker(self.lambdas).visit(tree)
@@ -244,6 +250,7 @@ class Plan:
         aliases = [
             ast.alias(name="mark", asname=MARK_NAME),
             ast.alias(name="mark_lambda", asname=_lambdas.MARK_LAMBDA_NAME),
+            ast.alias(name=_runtime.__name__.rpartition(".")[2], asname=RT),
         ]
         imp = ast.ImportFrom(module=__name__, names=aliases, level=0)
         for located in [imp, *aliases]:
@@ -522,7 +529,7 @@ class HookedModule:
         plan = Plan(tree, self.lines, self.filename, self.mark_all)
         lines = {key[1] for key, _ in ready}
         plan.marked = [node for node in plan.marked if _first_line(node) not in lines]
-        plan.apply(tree)
+        plan.apply(tree, runtime=bool(ready))
         code = compile(tree, self.filename, "exec", dont_inherit=True)
         self.entry.module_code = _replace_codes(code, dict(ready))
         self.entry.prebuilt = tuple(ready)

@@ -857,6 +857,14 @@ LAZY = """\
     class Holder:
         def method(self):
             yield self
+
+
+    def delegating(n):
+        try:
+            result = yield from gen(n)
+        finally:
+            pass
+        return result
     """
 
 
@@ -869,6 +877,8 @@ def test_a_warm_import_builds_infos_on_first_use(pkgs: Packages, transforms: lis
     mod = _fresh_import(pkgs, name)
     # the cached module code made them with their fresh code and nothing else ran
     assert transforms == [] and "__contsnap__" not in mod.gen.__dict__
+    # transformed code runs before any info is built (it needs contsnap's runtime)
+    assert list(mod.delegating(1)) == [1, 2]
     assert contsnap.checkpointable(mod.gen) is mod.gen and _is_checkpointable(mod.gen)
     g = mod.alias()  # its name is gone from the module: a stand-in carries its info
     assert list(_roundtrip(g)) == ["renamed"]
