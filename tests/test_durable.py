@@ -337,3 +337,90 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and "main()" in result.stderr
     listed = _cli("ls", str(tmp_path), cwd=tmp_path)
     assert "no contsnap snapshots" in listed.stdout
+
+
+HOOKED_JOBS = """\
+import time
+
+
+def steps(n, pace):
+    total = 0
+    for i in range(n):
+        time.sleep(pace)
+        try:
+            total += i
+        finally:
+            pass
+        yield i
+    return total
+
+
+class Runner:
+    def main(self, n, pace):
+        result = yield from steps(n, pace)
+        return result
+"""
+
+HOOKED_SCRIPT = """\
+import sys
+
+import contsnap
+from hookedjobs.work import Runner
+
+
+@contsnap.checkpointable
+def main():
+    total = yield from Runner().main(int(sys.argv[1]), float(sys.argv[2]))
+    print(total, flush=True)
+"""
+
+
+def test_a_job_in_hooked_modules_rolls_out_and_resumes_from_their_warm_cache(
+    tmp_path: Path,
+) -> None:
+    """contsnap run --hook --mark-all, rolled out by SIGTERM and run again, every job
+    importing the hooked package from its warm cache (its generators made with their
+    transformed code and no mark call: they start fresh as well as resume)."""
+    (tmp_path / "hookedjobs").mkdir()
+    (tmp_path / "hookedjobs" / "__init__.py").write_text("")
+    (tmp_path / "hookedjobs" / "work.py").write_text(HOOKED_JOBS)
+    (tmp_path / "script.py").write_text(HOOKED_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the hook's cache is written and read
+    run = [sys.executable, "-m", "contsnap", "run", "--hook", "hookedjobs", "--mark-all"]
+    command = [*run, "--checkpoint", "j.ckpt", "--every", "0.05", "script.py"]
+    # a first, short job fills the cache; the jobs below start fresh from it
+    warm = subprocess.run(
+        [*run, "--checkpoint", "warm.ckpt", "script.py", "5", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (warm.returncode, warm.stdout.strip()) == (0, "10"), warm.stderr
+    for _ in range(2):
+        ckpt = tmp_path / "j.ckpt"
+        before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+        proc = subprocess.Popen(
+            [*command, "400", "0.005"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not ckpt.exists() or ckpt.stat().st_mtime_ns == before:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == contsnap.ROLLED_OUT, err
+    caches = list((tmp_path / "hookedjobs" / "__pycache__").glob("work.*.cache"))
+    assert caches, "the hook cached the package"
+    done = subprocess.run(
+        [*command, "400", "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(sum(range(400)))
