@@ -464,7 +464,15 @@ def replayable(function: Any) -> Callable[[Any, TraceLog], Replayable]:
     reason="harness: closing an async generator whose finally awaits makes CPython raise "
     "'async generator ignored GeneratorExit'; the replaying double records a plain close",
 )
-@settings(deadline=None, max_examples=30)
+# a known harness failure: no shrinking and no example database (shrinking the failure
+# took minutes in the first tox environment of a run)
+@settings(
+    deadline=None,
+    max_examples=30,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+)
 @given(st.data(), st.sampled_from(sorted(PROGRAMS)), st.integers(-3, 9), st.integers(0, 12))
 def test_roundtrip_and_fork_plumbing_with_a_replaying_backend(
     data: st.DataObject, kind: str, arg: int, fork_at: int
