@@ -100,6 +100,13 @@ def _resolve(
     return info
 
 
+def is_pending(code: types.CodeType) -> bool:
+    """Is ``code`` the fresh code of a function whose info waits for its first use?"""
+    _index_pending()
+    pending = _PENDING.get(id(code))
+    return pending is not None and pending.code is code
+
+
 def pending_info(fn: types.FunctionType) -> FunctionInfo | None:
     """The info of a function made from the hook's cached code, built now (None: not one)."""
     _index_pending()
