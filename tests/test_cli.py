@@ -104,7 +104,8 @@ SCRIPT = """\
     import sys
     from {pkg} import mod
     print("args", sys.argv[1:])
-    print("marked", getattr(mod.counter, "__contsnap__", None) is not None)
+    from contsnap._decorator import function_info
+    print("marked", function_info(mod.counter) is not None)
     print("name", __name__)
     """
 
