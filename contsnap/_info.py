@@ -100,20 +100,24 @@ def _resolve(
     return info
 
 
+def _pending_for(code: types.CodeType, index: bool = True) -> Pending | None:
+    """What waits for ``code``, the fresh code of a function made by the hook's cached
+    module code (None: nothing; with ``index`` False, imports not indexed yet are not
+    looked at)."""
+    if index:
+        _index_pending()
+    pending = _PENDING.get(id(code))
+    return pending if pending is not None and pending.code is code else None
+
+
 def is_pending(code: types.CodeType) -> bool:
     """Is ``code`` the fresh code of a function whose info waits for its first use?"""
-    _index_pending()
-    pending = _PENDING.get(id(code))
-    return pending is not None and pending.code is code
+    return _pending_for(code) is not None
 
 
 def pending_info(fn: types.FunctionType) -> FunctionInfo | None:
     """The info of a function made from the hook's cached code, built now (None: not one)."""
-    _index_pending()
-    pending = _PENDING.get(id(fn.__code__))
-    if pending is None or pending.code is not fn.__code__:
-        return None
-    return _resolve(pending, fn)
+    return _resolve(_pending_for(fn.__code__), fn)
 
 
 # The namespace of an interactive session (a notebook's user namespace) while it is
@@ -221,8 +225,8 @@ class FunctionInfo:
         if self.fresh_code is not None:
             _BY_CODE[id(self.fresh_code)] = self
             if _PENDING:
-                pending = _PENDING.get(id(self.fresh_code))
-                if pending is not None and pending.code is self.fresh_code:
+                pending = _pending_for(self.fresh_code, index=False)
+                if pending is not None:
                     _drop_pending(pending)
             place = (self.fresh_code.co_filename, self.fresh_code.co_firstlineno)
             known = _BY_PLACE.setdefault(place, [])
@@ -353,9 +357,8 @@ def info_for_code(
         or any(code is alias for alias in info.aliases)
     ):
         return info
-    _index_pending()
-    pending = _PENDING.get(id(code))
-    if pending is not None and pending.code is code:
+    pending = _pending_for(code)
+    if pending is not None:
         return _resolve(pending, namespace=namespace)
     if code.co_flags & CO_ITERABLE_COROUTINE:
         plain = code.replace(co_flags=code.co_flags & ~CO_ITERABLE_COROUTINE)
