@@ -58,28 +58,8 @@ def _busy() -> bool:
 # --- which functions mark_all marks -------------------------------------------------------
 
 
-def _own_scope(func: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.AST]:
-    """The nodes of a function's own scope: nested functions and classes are cut off
-    (their decorators, defaults and bases still belong to this scope)."""
-    stack: list[ast.AST] = list(func.body)
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            if not isinstance(node, ast.Lambda):
-                stack.extend(node.decorator_list)
-            stack.extend(node.args.defaults)
-            stack.extend(d for d in node.args.kw_defaults if d is not None)
-        elif isinstance(node, ast.ClassDef):
-            stack.extend(node.decorator_list)
-            stack.extend(node.bases)
-            stack.extend(k.value for k in node.keywords)
-        else:
-            stack.extend(ast.iter_child_nodes(node))
-
-
 def _yields(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_scope(func))
+    return _lambdas.own_scope_yields(func.body)
 
 
 #: The kinds of ``def`` that mark_all marks: generator functions, coroutine functions
@@ -249,7 +229,7 @@ class Plan:
         where = body[at] if at < len(body) else body[-1]
         aliases = [
             ast.alias(name="mark", asname=MARK_NAME),
-            ast.alias(name="mark_lambda", asname=_lambdas.MARK_LAMBDA_NAME),
+            ast.alias(name="mark", asname=_lambdas.MARK_LAMBDA_NAME),  # mark(fn, number)
             ast.alias(name=_runtime.__name__.rpartition(".")[2], asname=RT),
         ]
         imp = ast.ImportFrom(module=__name__, names=aliases, level=0)
@@ -650,7 +630,11 @@ _REFUSED: set[types.CodeType] = set()
 
 
 def mark(fn: Any, lambda_number: int | None = None) -> Any:
-    """``@checkpointable`` as mark_all applies it: a refusal warns and keeps the function."""
+    """``@checkpointable`` as mark_all applies it: a refusal warns and keeps the function.
+
+    A generator lambda is marked by ``mark(lambda ..., number)``, its number in the
+    module (see :mod:`contsnap._lambdas`).
+    """
     if not isinstance(fn, types.FunctionType):
         return fn
     code = fn.__code__
@@ -668,14 +652,9 @@ def mark(fn: Any, lambda_number: int | None = None) -> Any:
             f"contsnap: {fn.__qualname__} ({code.co_filename}:{code.co_firstlineno}) stays "
             f"a plain generator function: {reason}",
             RuntimeWarning,
-            stacklevel=2 if lambda_number is None else 3,
+            stacklevel=2,
         )
         return fn
-
-
-def mark_lambda(fn: Any, number: int) -> Any:
-    """mark_all's mark of the module's generator lambda number ``number``."""
-    return mark(fn, number)
 
 
 # --- finder and loader --------------------------------------------------------------------

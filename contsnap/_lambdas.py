@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ast
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 #: The name of mark_all's lambda marker in a hooked module.
 MARK_LAMBDA_NAME = "__contsnap_mark_lambda__"
@@ -32,21 +32,27 @@ DEF_NAME = "__contsnap_lambda__"
 LAMBDA_NAME = "<lambda>"
 
 
-def _scope(node: ast.Lambda) -> Iterator[ast.AST]:
-    """The nodes of a lambda's own scope: nested functions and classes are cut off."""
-    stack: list[ast.AST] = [node.body]
+def own_scope_yields(nodes: Iterable[ast.AST]) -> bool:
+    """Does code made of ``nodes`` yield in its own scope? Nested functions, lambdas
+    and classes are cut off (their decorators, defaults and bases still belong to it).
+    What makes a ``def`` or a lambda a generator function."""
+    stack: list[ast.AST] = list(nodes)
     while stack:
-        item = stack.pop()
-        yield item
-        if isinstance(item, ast.Lambda):
-            stack.extend(item.args.defaults)
-            stack.extend(d for d in item.args.kw_defaults if d is not None)
+        node = stack.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            if not isinstance(node, ast.Lambda):
+                stack.extend(node.decorator_list)
+            stack.extend(node.args.defaults)
+            stack.extend(d for d in node.args.kw_defaults if d is not None)
+        elif isinstance(node, ast.ClassDef):
+            stack.extend(node.decorator_list)
+            stack.extend(node.bases)
+            stack.extend(k.value for k in node.keywords)
         else:
-            stack.extend(ast.iter_child_nodes(item))
-
-
-def is_generator(node: ast.Lambda) -> bool:
-    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _scope(node))
+            stack.extend(ast.iter_child_nodes(node))
+    return False
 
 
 def generator_lambdas(tree: ast.AST) -> list[ast.Lambda]:
@@ -61,7 +67,7 @@ def generator_lambdas(tree: ast.AST) -> list[ast.Lambda]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.JoinedStr):
                 continue
-            if isinstance(child, ast.Lambda) and is_generator(child):
+            if isinstance(child, ast.Lambda) and own_scope_yields([child.body]):
                 found.append(child)
             visit(child)
 

@@ -51,6 +51,8 @@ from typing import Any, Final, Literal, Protocol, cast
 
 from hypothesis import strategies as st
 
+from ._lambdas import own_scope_yields
+
 __all__ = [
     "ASYNC_MODES",
     "LOG",
@@ -566,21 +568,7 @@ def check_generator_equivalence(
 
 def _is_generator_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """Whether ``yield`` occurs in the function's own scope (not in nested ones)."""
-    pending: list[ast.AST] = list(node.body)
-    while pending:
-        child = pending.pop()
-        if isinstance(child, (ast.Yield, ast.YieldFrom)):
-            return True
-        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            # decorators and defaults are evaluated by the enclosing function
-            pending.extend(getattr(child, "decorator_list", []))
-            pending.extend(child.args.defaults)
-            pending.extend(d for d in child.args.kw_defaults if d is not None)
-        elif isinstance(child, ast.ClassDef):
-            pending.extend([*child.decorator_list, *child.bases, *child.keywords])
-        else:
-            pending.extend(ast.iter_child_nodes(child))
-    return False
+    return own_scope_yields(node.body)
 
 
 def mark_generators(source: str) -> str:
