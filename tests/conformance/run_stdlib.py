@@ -310,20 +310,30 @@ def third_party_suites(python: str, cache_dir: str) -> list[dict[str, Any]]:
     return suites
 
 
+def _tally(data: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    """run, passed, failed, errors, skipped of one child's result."""
+    failed, errors = len(data["failures"]), len(data["errors"])
+    return (
+        data["run"],
+        data["run"] - failed - errors - data["skipped"],
+        failed,
+        errors,
+        data["skipped"],
+    )
+
+
 def _summary(data: dict[str, Any]) -> str:
     if "crash" in data:
         return "CRASHED"
-    failed, errors = len(data["failures"]), len(data["errors"])
-    passed = data["run"] - failed - errors - data["skipped"]
-    return f"{data['run']:4d} run {passed:4d} ok {failed:3d} fail {errors:3d} error {data['skipped']:3d} skip"
+    run, passed, failed, errors, skipped = _tally(data)
+    return f"{run:4d} run {passed:4d} ok {failed:3d} fail {errors:3d} error {skipped:3d} skip"
 
 
 def _cell(data: dict[str, Any]) -> str:
     if "crash" in data:
         return "crashed"
-    failed, errors = len(data["failures"]), len(data["errors"])
-    passed = data["run"] - failed - errors - data["skipped"]
-    return f"{passed}/{data['run']} ({failed} f, {errors} e, {data['skipped']} s)"
+    run, passed, failed, errors, skipped = _tally(data)
+    return f"{passed}/{run} ({failed} f, {errors} e, {skipped} s)"
 
 
 def main() -> int:
