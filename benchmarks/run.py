@@ -650,7 +650,15 @@ def plot(rows: list[Row], series: dict[str, Any], folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        path = folder / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
     targeted = [r for r in rows if r.unit == "x" and r.target is not None]
     if targeted:
         fig, ax = plt.subplots(figsize=(11, 0.45 * len(targeted) + 1.2))
@@ -668,11 +676,7 @@ def plot(rows: list[Row], series: dict[str, Any], folder: Path) -> list[Path]:
         )
         ax.set_xscale("log")
         ax.set_title("Ratios with a target (green: met, red: missed)")
-        fig.tight_layout()
-        path = folder / "ratios.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        save(fig, "ratios.png")
     if "restore_vs_steps" in series:
         data = series["restore_vs_steps"]
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -682,11 +686,7 @@ def plot(rows: list[Row], series: dict[str, Any], folder: Path) -> list[Path]:
         ax.set_xlabel("steps taken before the snapshot")
         ax.set_ylabel("contsnap.loads (us)")
         ax.set_title("Restore time does not depend on steps taken")
-        fig.tight_layout()
-        path = folder / "restore_vs_steps.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        save(fig, "restore_vs_steps.png")
     if "state_growth" in series:
         data = series["state_growth"]
         x = [p["pickle_bytes"] for p in data]
@@ -712,11 +712,7 @@ def plot(rows: list[Row], series: dict[str, Any], folder: Path) -> list[Path]:
         right.set_ylabel("snapshot size (bytes)")
         right.legend()
         right.set_title("Size (contsnap compresses)")
-        fig.tight_layout()
-        path = folder / "state_growth.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        save(fig, "state_growth.png")
     return written
 
 
