@@ -9,8 +9,10 @@ import itertools
 import linecache
 import os
 import runpy
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import traceback
@@ -21,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import contsnap
-from contsnap import _cache, _decorator, _hook
+from contsnap import _cache, _decorator, _hook, _info
 from contsnap._info import FunctionInfo
+from contsnap.testing import LOG, check_generator_equivalence, driver_actions
 
 _names = itertools.count()
 
@@ -364,6 +369,70 @@ def test_mark_all_marks_generator_lambdas(pkgs: Packages, transforms: list[str])
         assert frame.filename == str(pkgs.path(name, "mod.py"))
         if attempt == "warm":
             assert transforms == [], "a warm import reads every lambda from the cache"
+
+
+DIFFERENTIAL_LAMBDAS = """\
+    def counter(limit, log):
+        for n in range(limit):
+            try:
+                log.append((yield n))
+            except ValueError as exc:
+                log.append(exc.args)
+        return limit
+
+
+    echo = lambda limit, log: (yield from counter(limit, log))
+    pair = (lambda limit, log: ((yield limit), (yield -limit))), (
+        lambda limit, log: log.append((yield [limit])) or (yield (yield limit)))
+
+
+    def holder(scale):
+        return lambda limit, log: [(yield scale), log.append((yield limit * scale)), scale]
+    """
+
+
+@settings(deadline=None, max_examples=25)
+@given(driver_actions(), st.integers(0, 4))
+def test_generator_lambdas_behave_as_natively_at_every_suspension(
+    actions: list[Any], limit: int
+) -> None:
+    """Each generator lambda, natively and marked by the hook, run the same, round-tripped
+    through bytes at every suspension, and forked: same yields, return, exceptions, log.
+    The second hooked import reads the cache the first wrote: there ``counter`` is made
+    by the cached module code, its info built on first use."""
+    root = Path(tempfile.mkdtemp(prefix="contsnap-lambdas-"))
+    name = f"hkl_{os.getpid()}_{next(_names)}"
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text("")
+    (root / name / "mod.py").write_text(textwrap.dedent(DIFFERENTIAL_LAMBDAS))
+    sys.path.insert(0, str(root))
+    writing = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        plain = importlib.import_module(f"{name}.mod")
+        for warm in (False, True):
+            del sys.modules[f"{name}.mod"]
+            with contsnap.install_import_hook(name, mark_all=True):
+                hooked = _import(f"{name}.mod")
+            # from the cache: made with its transformed code, its info not built yet
+            assert _info.is_pending(hooked.counter.__code__) == warm
+            pairs = [
+                (plain.counter, hooked.counter),
+                (plain.echo, hooked.echo),
+                (plain.pair[0], hooked.pair[0]),
+                (plain.pair[1], hooked.pair[1]),
+                (plain.holder(3), hooked.holder(3)),
+            ]
+            for native, marked in pairs:
+                check_generator_equivalence(native, marked, (limit, LOG), actions, fork_at=1)
+                assert _is_checkpointable(marked) and not _is_checkpointable(native)
+    finally:
+        sys.dont_write_bytecode = writing
+        sys.path.remove(str(root))
+        for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[module]
+        _decorator.forget_module(f"{name}.mod")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_generator_lambda_is_decorated_explicitly_when_its_line_is_unique() -> None:
