@@ -23,6 +23,7 @@ import io
 import os
 import sys
 import threading
+import time
 import tokenize
 import types
 import warnings
@@ -272,6 +273,21 @@ def forget_module(module: str) -> None:
         del _MODULES[path]
 
 
+def read_source(path: str, read: Callable[[str], bytes]) -> tuple[bytes, _cache.Stamp]:
+    """A source file's bytes, and how the file looked when they were read."""
+    read_ns = time.time_ns()  # first: a write from now on gives the file a newer mtime
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except OSError:
+        st = None
+    return read(path), _cache.Stamp.of(st, read_ns)
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def hooked_module(filename: str) -> HookedModule | None:
     """The hook's record of the file a function comes from (None: not a hooked module)."""
     return _MODULES.get(filename)
@@ -283,13 +299,17 @@ class HookedModule:
     def __init__(
         self,
         filename: str,
-        data: bytes,
+        data: bytes | None,
         mark_all: bool,
         module: str = "",
         namespace: dict[str, Any] | None = None,
+        stamp: _cache.Stamp | None = None,
     ) -> None:
+        """``data`` is the source as compiled, with ``stamp`` saying how the file looked
+        when it was read. None: not read yet (see :meth:`load_warm`)."""
         self.filename = filename
-        self.data = data
+        self._data = data
+        self.stamp = stamp or _cache.Stamp()
         self.mark_all = mark_all
         #: round-trip mode wraps every marked function: its module code keeps every mark
         self.mode = ("all-rt" if _decorator.roundtrip_mode() else "all") if mark_all else ""
@@ -304,15 +324,29 @@ class HookedModule:
         #: set while the module executes under exec_module: writes wait for its end
         self.deferred = False
         self._dirty = False
+        self._restamp = False
         self._lines: list[str] | None = None
         self._plan: Plan | None = None
         self._lock = threading.Lock()
 
     @property
+    def data(self) -> bytes | None:
+        """The source the module was compiled from; None if the file changed since."""
+        if self._data is None:
+            try:
+                data = _read_file(self.filename)
+            except OSError:
+                return None
+            if _cache.source_hash(data) != self.key[-1]:
+                return None
+            self._data = data
+        return self._data
+
+    @property
     def lines(self) -> list[str]:
         if self._lines is None:
-            text = _decode(self.data)
-            self._lines = text.split("\n")
+            data = self.data
+            self._lines = _decode(data).split("\n") if data is not None else []
         return self._lines
 
     @property
@@ -323,16 +357,30 @@ class HookedModule:
         return self._plan
 
     def _parse(self) -> ast.Module:
-        return ast.parse(self.data, self.filename)
+        data = self.data
+        return ast.parse(data if data is not None else b"", self.filename)
+
+    def load_warm(self, source: os.stat_result) -> types.CodeType | None:
+        """The module's code from a cache file whose stamp vouches for the source
+        (``os.stat`` gives ``source`` now): nothing else is read. None: no such file."""
+        cached = _cache.read(self.cache_path, self.key, source)
+        if cached is None or cached.module_code is None or cached.key is None:
+            return None
+        self.key = cached.key
+        self.stamp = cached.stamp
+        return self._loaded(cached)
 
     def load(self) -> types.CodeType:
         """The module's code: from the cache when it fits, else compiled (and stored)."""
         cached = _cache.read(self.cache_path, self.key)
         if cached is not None and cached.module_code is not None:
-            self.entry = cached
-            if cached.prebuilt:
-                self._await_first_use(cached.prebuilt)
-            return cached.module_code
+            if self.stamp.trusted and not cached.stamp.same_as(self.stamp):
+                self._restamp = True  # the next import need not read the source
+                if not self.deferred:
+                    self.flush()
+            return self._loaded(cached)
+        data = self.data
+        assert data is not None
         with _building():
             if self.mark_all:
                 tree = self._parse()
@@ -342,12 +390,19 @@ class HookedModule:
                 self.entry.notes = tuple(f"{message}\0{line}" for message, line in self._plan.notes)
                 self._marked_code = code
             else:
-                code = compile(self.data, self.filename, "exec", dont_inherit=True)
+                code = compile(data, self.filename, "exec", dont_inherit=True)
         self.entry.module_code = code
         self._dirty = True
         if not self.deferred:
             self.flush()
         return code
+
+    def _loaded(self, cached: _cache.Entry) -> types.CodeType:
+        assert cached.module_code is not None
+        self.entry = cached
+        if cached.prebuilt:
+            self._await_first_use(cached.prebuilt)
+        return cached.module_code
 
     def _await_first_use(
         self, prebuilt: tuple[tuple[_cache.FunctionKey, types.CodeType], ...]
@@ -409,6 +464,17 @@ class HookedModule:
         # the function's own override line (if it starts there) is its decorator: keep it
         return "\n".join(text) + "\n", start
 
+    def _located(self, fn: types.FunctionType, lambda_number: int | None) -> tuple[str, int] | None:
+        """:meth:`function_source`, refusing when the source the module was compiled from
+        is gone: the file as it is now may define something else under that name."""
+        if self.data is None:
+            raise NotCheckpointableError(
+                f"the import hook cannot transform {fn.__qualname__}: {self.filename} changed "
+                "since it was imported and the hook's cache does not hold this function. "
+                "Import the module again."
+            )
+        return self.function_source(fn.__code__, lambda_number)
+
     def build(
         self,
         fn: types.FunctionType,
@@ -434,7 +500,7 @@ class HookedModule:
             if found is not None:
                 return found
         with _building():
-            located = self.function_source(code, lambda_number)
+            located = self._located(fn, lambda_number)
             if located is None:  # not from this file's text (exec, a stale code object)
                 return transform(fn, *source_of(fn))
             try:
@@ -461,7 +527,7 @@ class HookedModule:
         if found is not None:
             return found
         with _building():  # that part of the file is damaged: transform once more
-            located = self.function_source(fn.__code__, lambda_number)
+            located = self._located(fn, lambda_number)
             info = transform(fn, *(located or source_of(fn)))
         try:
             self._store(key, *_cache.encode_info(info))  # and write the file whole again
@@ -481,9 +547,13 @@ class HookedModule:
     def flush(self) -> None:
         """Write the entry if it changed, keeping functions another process cached meanwhile."""
         with self._lock:
+            if self._restamp and not self._dirty:
+                self._restamp = False
+                _cache.restamp(self.cache_path, self.entry, self.stamp, self.filename)
+                return
             if not self._dirty:
                 return
-            self._dirty = False
+            self._dirty = self._restamp = False
             if self.cache_path is None or sys.dont_write_bytecode:
                 return  # nothing would be written
             on_disk = _cache.read(self.cache_path, self.key)
@@ -496,7 +566,7 @@ class HookedModule:
                             self.entry.details[key] = details
             if self.mode == "all" and self._marked_code is not None:
                 self._prebuild()
-            _cache.write(self.cache_path, self.key, self.entry, self.filename)
+            _cache.write(self.cache_path, self.key, self.entry, self.filename, self.stamp)
 
     def _prebuild(self) -> None:
         """The module code to cache: each def whose fresh code can stand in for its plain
@@ -626,7 +696,9 @@ def _function_named(
 
 # --- mark_all's decorator -----------------------------------------------------------------
 
-_REFUSED: set[types.CodeType] = set()
+#: Codes mark_all gave up on, by identity: equal code objects of other files (code
+#: equality ignores the file) or of a later import are tried on their own.
+_REFUSED: dict[int, types.CodeType] = {}
 
 
 def mark(fn: Any, lambda_number: int | None = None) -> Any:
@@ -638,12 +710,12 @@ def mark(fn: Any, lambda_number: int | None = None) -> Any:
     if not isinstance(fn, types.FunctionType):
         return fn
     code = fn.__code__
-    if not code.co_flags & _FUNCTION_FLAGS or code in _REFUSED:
+    if not code.co_flags & _FUNCTION_FLAGS or _REFUSED.get(id(code)) is code:
         return fn
     try:
         return _decorator.make_checkpointable(fn, lambda_number)
     except Exception as exc:
-        _REFUSED.add(code)
+        _REFUSED[id(code)] = code
         if isinstance(exc, NotCheckpointableError):
             reason = str(exc)
         else:
@@ -676,16 +748,24 @@ class HookLoader(importlib.machinery.SourceFileLoader):
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
-        data = self.get_data(path)
-        if not (_may_mark(data) if self.mark_all else b"checkpointable" in data):
-            _MODULES.pop(path, None)
-            code = super().get_code(fullname)  # nothing to do: the ordinary .pyc
-            assert code is not None
-            return code
         namespace, self._namespace = self._namespace, None
-        record = HookedModule(path, data, self.mark_all, fullname, namespace)
+        record = HookedModule(path, None, self.mark_all, fullname, namespace)
         record.deferred = self._executing > 0
-        code = record.load()
+        try:
+            st: os.stat_result | None = os.stat(path)
+        except OSError:
+            st = None
+        code = record.load_warm(st) if st is not None else None
+        if code is None:  # no cache file that vouches for the source: read it
+            data, stamp = read_source(path, self.get_data)
+            if not (_may_mark(data) if self.mark_all else b"checkpointable" in data):
+                _MODULES.pop(path, None)
+                plain = super().get_code(fullname)  # nothing to do: the ordinary .pyc
+                assert plain is not None
+                return plain
+            record = HookedModule(path, data, self.mark_all, fullname, namespace, stamp)
+            record.deferred = self._executing > 0
+            code = record.load()
         _MODULES[path] = record
         for message, line in record.notes():
             warnings.warn_explicit(message, RuntimeWarning, path, line)
@@ -846,9 +926,8 @@ def transformed_functions(
     Nothing of the module runs: the functions are rebuilt from the compiled module's
     code objects, and the hook's disk cache is used and filled as on import.
     """
-    with open(filename, "rb") as f:
-        data = f.read()
-    record = HookedModule(filename, data, mark_all=True)
+    data, stamp = read_source(filename, _read_file)
+    record = HookedModule(filename, data, mark_all=True, stamp=stamp)
     cached = _cache.read(record.cache_path, record.key)
     if cached is not None:
         record.entry = cached

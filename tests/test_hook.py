@@ -15,6 +15,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 import traceback
 import types
 import warnings
@@ -980,7 +981,7 @@ def test_refusals_are_cached_too(
 ) -> None:
     name = pkgs.make({"mod.py": "def r():\n    _cs_no = 1\n    yield _cs_no\n"})
     for _ in range(2):
-        monkeypatch.setattr(_hook, "_REFUSED", set())  # as in a new process
+        monkeypatch.setattr(_hook, "_REFUSED", {})  # as in a new process
         with pytest.warns(RuntimeWarning, match="reserved"):
             mod = _fresh_import(pkgs, name, quiet=False)
         assert not _is_checkpointable(mod.r)
@@ -1005,12 +1006,13 @@ def test_decorated_only_and_mark_all_keep_separate_cache_files(
     "damage",
     [
         lambda b: b[: len(b) // 2],  # truncated
-        lambda b: b[:40] + bytes([b[40] ^ 0xFF]) + b[41:],  # one flipped byte
+        lambda b: b[:40] + bytes([b[40] ^ 0xFF]) + b[41:],  # one flipped byte in the head
+        lambda b: b[:300] + bytes([b[300] ^ 0x10]) + b[301:],  # and one in the module code
         lambda b: b"",  # empty
         lambda b: b"\x00" * len(b),  # garbage
         lambda b: b.replace(b"contsnap-cache", b"something-else"),  # another format
     ],
-    ids=["truncated", "flipped", "empty", "zeros", "magic"],
+    ids=["truncated", "flipped", "flipped-code", "empty", "zeros", "magic"],
 )
 def test_a_damaged_cache_file_is_ignored_and_rebuilt(
     pkgs: Packages, transforms: list[str], damage: Callable[[bytes], bytes]
@@ -1091,6 +1093,124 @@ def test_a_stale_cache_file_is_rebuilt_after_an_edit(pkgs: Packages, transforms:
     transforms.clear()
     mod = _fresh_import(pkgs, name)
     assert transforms == ["g"] and list(mod.g()) == [10, 20]
+
+
+def _age(path: Path, seconds: float = 3600) -> None:
+    """Date a file back: a module not edited in the last seconds."""
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+@pytest.fixture
+def source_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each time the hook read a ``mod.py`` (for a warm import: never, when the cache vouches)."""
+    seen: list[str] = []
+    real = _hook._read_file
+    real_loader = _hook.HookLoader.get_data
+
+    def counting(path: str) -> bytes:
+        if path.endswith("mod.py"):
+            seen.append(os.path.basename(path))
+        return real(path)
+
+    def counting_loader(self: Any, path: str) -> bytes:
+        if path.endswith("mod.py"):
+            seen.append(os.path.basename(path))
+        return real_loader(self, path)
+
+    monkeypatch.setattr(_hook, "_read_file", counting)
+    monkeypatch.setattr(_hook.HookLoader, "get_data", counting_loader)
+    return seen
+
+
+def test_a_warm_import_of_an_old_source_reads_only_the_cache_file(
+    pkgs: Packages, transforms: list[str], source_reads: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _age(pkgs.path(name, "mod.py"))
+    _fresh_import(pkgs, name).factory(0)  # inner is built when factory first runs
+    assert source_reads == ["mod.py"] and "factory.<locals>.inner" in transforms
+    source_reads.clear()
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    assert source_reads == [] and transforms == []
+    assert _round_trip_counter(mod) == [1, 2]  # the later sections, from the cache file
+    assert list(mod.factory(3)()) == [3] and transforms == []
+    assert inspect.getsource(mod.counter).startswith("def counter(n):")
+    assert source_reads == []
+
+
+def test_a_young_source_is_hashed_until_old_enough_then_stamped_anew(
+    pkgs: Packages, transforms: list[str], source_reads: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name)  # cached with a stamp too young to vouch for the source
+    cache = _cache_file(pkgs, name, "mod.py")
+    written = cache.read_bytes()
+    source_reads.clear()
+    transforms.clear()
+    _fresh_import(pkgs, name)
+    assert source_reads == ["mod.py"] and transforms == []
+    assert cache.read_bytes() == written  # nothing to stamp yet
+    _age(pkgs.path(name, "mod.py"))
+    source_reads.clear()
+    _fresh_import(pkgs, name)  # hashed, found alike, stamped: the file is otherwise the same
+    assert source_reads == ["mod.py"] and transforms == []
+    again = cache.read_bytes()
+    assert again != written and again[-1000:] == written[-1000:]
+    source_reads.clear()
+    mod = _fresh_import(pkgs, name)
+    assert source_reads == [] and transforms == []
+    assert _round_trip_counter(mod) == [1, 2]
+
+
+def test_an_edit_of_an_old_source_is_noticed_whatever_its_size(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
+    source = pkgs.path(name, "mod.py")
+    _age(source, 7200)
+    _fresh_import(pkgs, name)
+    source.write_text("def g():\n    yield 2\n")  # the same size
+    _age(source, 3600)
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    assert transforms == ["g"] and list(mod.g()) == [2]
+    source.write_text("def g():\n    yield 3\n")  # and with the mtime the cache recorded
+    _age(source, 7200)
+    # the mtime alone does not vouch: the stamp holds size and mtime of the bytes hashed
+    transforms.clear()
+    mod = _fresh_import(pkgs, name)
+    assert list(mod.g()) == [2 if transforms == [] else 3]
+
+
+def test_a_function_not_cached_is_refused_once_its_source_changed_after_a_warm_import(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    source = pkgs.path(name, "mod.py")
+    _age(source)
+    _fresh_import(pkgs, name)  # factory's inner is not built: it is not in the cache
+    mod = _fresh_import(pkgs, name)
+    source.write_text(source.read_text().replace("yield x", "yield -x"))
+    transforms.clear()
+    with pytest.warns(RuntimeWarning, match="changed since it was imported"):
+        inner = mod.factory(1)
+    assert not _is_checkpointable(inner) and list(inner()) == [1]  # left as it was compiled
+    assert transforms == []
+    assert _round_trip_counter(mod) == [1, 2]  # what the cache holds still works
+    # an equal code object of another file is not taken for the one refused
+    other = pkgs.make({"mod.py": GENERATORS})
+    assert _is_checkpointable(_fresh_import(pkgs, other).factory(1))
+
+
+def test_a_cache_file_keeps_the_mtime_it_was_written_with(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name)
+    cache = _cache_file(pkgs, name, "mod.py")
+    # in the past, on an even second: no later write can leave the file with it
+    mtime = cache.stat().st_mtime_ns
+    assert mtime % 2_000_000_000 == 0 and mtime < time.time_ns() - 2_000_000_000
 
 
 def test_a_cache_from_another_contsnap_is_not_used(
