@@ -281,14 +281,18 @@ def _with_fresh_code(value: Any, code: types.CodeType | None) -> tuple[str, Any]
     module code holds put back in (written as None: the module code has it)."""
     try:
         kind, data = value
-        if kind != "ok" or code is None:
+        if kind != "ok" or data[_fresh_code_index()] is not None:
             return (kind, data)
-        at = _fresh_code_index()
-        if data[at] is not None:
-            return (kind, data)
-        return (kind, (*data[:at], code, *data[at + 1 :]))
     except Exception:  # damaged in a way the checksum missed: transformed again
         return None
+    return None if code is None else with_fresh_code(value, code)
+
+
+def with_fresh_code(value: tuple[str, Any], code: types.CodeType) -> tuple[str, Any]:
+    """A stored ("ok", fields) with another fresh code (an equal one: see _hook)."""
+    kind, data = value
+    at = _fresh_code_index()
+    return (kind, (*data[:at], code, *data[at + 1 :]))
 
 
 def _without_fresh_code(

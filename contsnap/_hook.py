@@ -581,8 +581,12 @@ class HookedModule:
         plan.marked = [node for node in plan.marked if _first_line(node) not in lines]
         plan.apply(tree, runtime=bool(ready))
         code = compile(tree, self.filename, "exec", dont_inherit=True)
-        self.entry.module_code = _replace_codes(code, dict(ready))
-        self.entry.prebuilt = tuple(ready)
+        merged: dict[int, types.CodeType] = {}
+        self.entry.module_code = _merge_constants(_replace_codes(code, dict(ready)), {}, merged)
+        self.entry.prebuilt = tuple((key, merged.get(id(fresh), fresh)) for key, fresh in ready)
+        functions = self.entry.functions
+        for key, fresh in self.entry.prebuilt:
+            functions[key] = _cache.with_fresh_code(functions[key], fresh)
 
 
 # --- the cached module code: marked functions compiled in ---------------------------------
@@ -671,6 +675,48 @@ def _replace_codes(
         else:
             consts[at] = fresh.get((qualname, const.co_firstlineno, const.co_name), const)
     return code.replace(co_consts=tuple(consts))
+
+
+def _merge_constants(
+    code: types.CodeType, memo: dict[Any, Any], merged: dict[int, types.CodeType]
+) -> types.CodeType:
+    """``code`` with equal constants, name tuples and location and exception tables shared
+    by all its code objects, as CPython's compiler shares them within a module.
+
+    The fresh codes, compiled one by one, share nothing with each other or with the
+    module code; sharing makes the cache smaller and its unmarshalling faster (much
+    for a module of similar functions, little for most). ``merged`` maps the id of
+    each code object rebuilt to its new one.
+    """
+    if id(code) in merged:  # met before: stays one object
+        return merged[id(code)]
+    consts = tuple(
+        _merge_constants(c, memo, merged) if isinstance(c, types.CodeType) else _shared(c, memo)[0]
+        for c in code.co_consts
+    )
+    tables = {"co_linetable": _shared(code.co_linetable, memo)[0]}
+    if sys.version_info >= (3, 11):
+        table = code.co_exceptiontable  # type: ignore[attr-defined,unused-ignore]
+        tables["co_exceptiontable"] = _shared(table, memo)[0]
+    new = code.replace(co_consts=consts, co_names=_shared(code.co_names, memo)[0], **tables)
+    merged[id(code)] = new
+    return new
+
+
+def _shared(value: Any, memo: dict[Any, Any]) -> tuple[Any, Any]:
+    """The first value met so far that is the same constant, and its key: str, bytes,
+    int, bool, None and tuples of those by value (``(1,)`` and ``(True,)`` apart),
+    anything else by identity."""
+    kind = type(value)
+    if kind is tuple:
+        pairs = [_shared(item, memo) for item in value]
+        key: Any = (tuple, tuple(k for _, k in pairs))
+        value = tuple(v for v, _ in pairs)
+    elif kind in (str, bytes, int, bool) or value is None:
+        key = (kind, value)
+    else:
+        key = ("id", id(value))
+    return memo.setdefault(key, value), key
 
 
 def _function_named(

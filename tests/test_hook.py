@@ -7,6 +7,7 @@ import importlib.machinery
 import inspect
 import itertools
 import linecache
+import marshal
 import os
 import runpy
 import shutil
@@ -1392,3 +1393,45 @@ def test_tokenize_itself_can_be_hooked() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["utf-8", "x", "=", "1"]
+
+
+def test_merging_constants_keeps_apart_what_python_tells_apart() -> None:
+    # what the cached module code does to the fresh codes it stitches in (compiled one by
+    # one, they share nothing): equal constants become one object, as CPython's compiler
+    # makes them within a module, but only constants that are the same value
+    pieces = [
+        "def a(): return (1,), ((1,),), 1, 'x', b'x', (None, 'x')",
+        "def b(): return (True,), ((True,),), True, 'x', b'x', (None, 'x')",
+        "def c(): return (1.0,), ((1.0,),), 1.0, 'x', b'x', (None, 'x')",
+        "def d(): return (-0.0,), ((0.0,),), 0.0, 'y', b'y', (0, 'x')",
+    ]
+    module = compile("\n".join(pieces * 2), "m", "exec")  # the second a() ... d() win
+    # a module code whose function codes come from separate compilations, like the hook's
+    consts = list(module.co_consts)
+    for at, const in enumerate(consts):
+        if isinstance(const, types.CodeType):
+            alone = compile(pieces[ord(const.co_name) - ord("a")], "m", "exec")
+            consts[at] = next(c for c in alone.co_consts if isinstance(c, types.CodeType))
+    twice = next(c for c in reversed(consts) if isinstance(c, types.CodeType))
+    consts.append(twice)  # a code object met twice stays one
+    stitched = module.replace(co_consts=tuple(consts))
+    merged: dict[int, types.CodeType] = {}
+    out = _hook._merge_constants(stitched, {}, merged)
+    assert (
+        out.co_consts[-1] is merged[id(twice)]
+        and sum(c is out.co_consts[-1] for c in out.co_consts) == 2
+    )
+    assert len(merged) == 9 and all(
+        merged[id(c)] is not c for c in consts if isinstance(c, types.CodeType)
+    )
+    native: dict[str, Any] = {}
+    exec(module, native)
+    made: dict[str, Any] = {}
+    exec(out, made)
+    for name in "abcd":
+        got, want = made[name](), native[name]()
+        assert got == want and [type(x) for x in got] == [type(x) for x in want]
+        assert repr(got) == repr(want)  # -0.0 stays -0.0, 1 stays 1, True stays True
+    assert made["a"]()[5] is made["b"]()[5]  # shared
+    assert made["a"]()[0] is not made["b"]()[0]  # (1,) == (True,), yet apart
+    assert len(marshal.dumps(out)) < len(marshal.dumps(stitched))
