@@ -15,6 +15,7 @@ function on disk (:mod:`contsnap._cache`): a warm import runs no libcst at all.
 from __future__ import annotations
 
 import ast
+import dis
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -997,6 +998,61 @@ def transformed_functions(
                 yield qualname, line, str(exc)
             else:
                 yield qualname, line, info
+        for number, qualname, code in _lambda_codes(record, data):
+            closure = tuple(types.CellType() for _ in code.co_freevars)
+            fn = types.FunctionType(code, names, code.co_name, None, closure or None)
+            fn.__qualname__ = qualname
+            line = record.plan.lambda_defs[number][1]
+            try:
+                info = record.build(fn, _decorator._transform, _decorator._source_of, number)
+            except NotCheckpointableError as exc:
+                yield qualname, line, str(exc)
+            else:
+                yield qualname, line, info
     finally:
         record.deferred = False
         record.flush()
+
+
+def _lambda_codes(record: HookedModule, data: bytes) -> list[tuple[int, str, types.CodeType]]:
+    """(number, qualname, code) of each generator lambda mark_all marks in the module.
+
+    Read from the module compiled with the lambdas wrapped in their numbered mark
+    calls, as an import compiles it: each lambda's code is the constant made into a
+    function just before its number is loaded.
+    """
+    if not record.plan.lambda_defs:
+        return []
+    tree = ast.parse(data, record.filename)
+    plan = Plan(tree, record.lines, record.filename, mark_all=True)
+    _LambdaMarker(plan.lambdas).visit(tree)
+    code = compile(tree, record.filename, "exec", dont_inherit=True)
+    found: list[tuple[int, str, types.CodeType]] = []
+    _find_lambdas(code, "", found)
+    return sorted(
+        (number, qualname, code)
+        for number, qualname, code in found
+        if number in record.plan.lambda_defs
+    )
+
+
+def _find_lambdas(
+    code: types.CodeType, prefix: str, found: list[tuple[int, str, types.CodeType]]
+) -> None:
+    instructions = list(dis.get_instructions(code))
+    for at, ins in enumerate(instructions):
+        made = ins.argval
+        if ins.opname != "LOAD_CONST" or not isinstance(made, types.CodeType):
+            continue
+        qualname = prefix + made.co_name
+        if made.co_name == _lambdas.LAMBDA_NAME:
+            # 3.10 loads the qualname first; 3.13 sets the closure and defaults after
+            rest = instructions[at + 1 : at + 8]
+            while rest and rest[0].opname == "LOAD_CONST" and isinstance(rest[0].argval, str):
+                rest.pop(0)
+            while rest and rest[0].opname in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE"):
+                rest.pop(0)
+            if rest and rest[0].opname == "LOAD_CONST" and type(rest[0].argval) is int:
+                found.append((rest[0].argval, qualname, made))
+        inner = ".<locals>." if made.co_flags & inspect.CO_NEWLOCALS else "."
+        _find_lambdas(made, qualname + inner, found)

@@ -83,6 +83,34 @@ def test_show_one_function_of_a_module_by_name(
     assert "def items(self, _cs_box):" in capsys.readouterr().out
 
 
+def test_show_lists_the_generator_lambdas_mark_all_marks(
+    pkg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(f"{pkg}/lams.py")
+    path.write_text(
+        "pair = [lambda: (yield 1), lambda a=2: (yield a)]\n"
+        "square = lambda n: n * n\n"
+        "def outer(q):\n"
+        "    return lambda: (yield q)\n"
+        "class K:\n"
+        "    f = lambda self: (yield self)\n"
+    )
+    assert main(["show", str(path), "--variant", "fresh"]) == 0
+    out = capsys.readouterr().out
+    heads = [line for line in out.splitlines() if line.startswith("# ")]
+    assert [h.split(" (")[0] for h in heads] == [
+        "# lams.<lambda>",
+        "# lams.<lambda>",
+        "# lams.outer.<locals>.<lambda>",
+        "# lams.K.<lambda>",
+    ]
+    assert "lams.py:1)" in heads[0] and "lams.py:1)" in heads[1] and "lams.py:4)" in heads[2]
+    assert "(yield 1)" in out and "(yield a)" in out and "(yield q)" in out
+    assert "n * n" not in out  # not a generator
+    assert main(["show", f"{path}:K", "--variant", "fresh"]) == 0
+    assert "(yield self)" in capsys.readouterr().out
+
+
 def test_show_does_not_run_the_module(pkg: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = Path(f"{pkg}/boom.py")
     path.write_text("open('ran.txt', 'w').close()\n\ndef g():\n    yield 1\n")
