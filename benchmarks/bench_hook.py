@@ -10,9 +10,10 @@ match) and for copies of stdlib modules (difflib, tokenize) under ``mark_all=Tru
   of the same source file, from a warm ``__pycache__``: the plain side reads its
   ``.pyc``, the hooked side the hook's cache file. ``sys.modules`` is cleared before
   every import and the two sides alternate, in one process, so machine load hits
-  both alike; the figure is the best of many runs. The source files are dated an
-  hour back, as a module not edited in the last seconds is: for a source younger
-  than 3 s the hook reads and hashes it on every import.
+  both alike; the figure is the best of many runs. The files are written, then
+  left alone for 3 s, as a module not being edited is: the hook's cache then
+  vouches for the source without reading it (a source changed less than 3 s
+  before an import is read and hashed; see contsnap._cache).
 * cold transform: a hooked import with no cache file (nothing read, nothing
   written), in ms per 1000 source lines of the module (target <= 150 ms).
 * the first hooked import in a fresh interpreter, where contsnap's own import and
@@ -40,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import contsnap
-from contsnap import _decorator
+from contsnap import _cache, _decorator
 
 _BLOCK = '''
 def pipeline_{i}(items, limit={i}):
@@ -168,14 +169,9 @@ class Case:
         self.label = label
         self.lines = source.count("\n") + 1
         self.plain, self.hooked, self.uncached = (f"csb_{tag}_{kind}" for kind in ("p", "h", "c"))
-        an_hour_ago = time.time() - 3600
         for name in (self.plain, self.hooked, self.uncached):
-            path = os.path.join(folder, name + ".py")
-            with open(path, "w", encoding="utf-8") as f:
+            with open(os.path.join(folder, name + ".py"), "w", encoding="utf-8") as f:
                 f.write(source)
-            # as old as a module that was not edited in the last seconds: the hook's
-            # cache then vouches for the source without reading it (see contsnap._cache)
-            os.utime(path, (an_hour_ago, an_hour_ago))
 
     def warm_up(self) -> int:
         """Fill both caches; return how many functions the hook transformed."""
@@ -209,6 +205,11 @@ class Case:
                 return _best_of(lambda: _import(self.uncached), repeat)
         finally:
             sys.dont_write_bytecode = saved
+
+
+def settle() -> None:
+    """Wait until the files just written no longer count as being edited (see Case)."""
+    time.sleep(_cache.TRUST_MARGIN_NS / 1e9 + 0.1)
 
 
 def _functions(module: Any) -> list[Any]:
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         Case("stdlib difflib", _stdlib_source("difflib"), folder, "difflib"),
         Case("stdlib tokenize", _stdlib_source("tokenize"), folder, "tokenize"),
     ]
+    settle()
     hook = contsnap.install_import_hook(
         [c.hooked for c in cases] + [c.uncached for c in cases], mark_all=True
     )

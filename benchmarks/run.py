@@ -419,6 +419,7 @@ def bench_hook(cfg: Config, series: dict[str, Any]) -> list[Row]:
         bh.Case("stdlib difflib", bh._stdlib_source("difflib"), folder, "difflib"),
         bh.Case("stdlib tokenize", bh._stdlib_source("tokenize"), folder, "tokenize"),
     ]
+    bh.settle()
     hook = contsnap.install_import_hook(
         [c.hooked for c in cases] + [c.uncached for c in cases], mark_all=True
     )

@@ -29,13 +29,14 @@ renamed with :func:`os.replace`, so concurrent writers and readers only ever
 see whole files; the last writer wins.
 
 The source's hash is what a file is keyed by, but a warm import need not read
-the source to know it: the file also records the source's size and mtime when
-the hashed bytes were read, and when that was. If the source was then older
-than :data:`TRUST_MARGIN_NS` and its size and mtime are unchanged, its bytes
-are those hashed (any write since would have given it a newer mtime), and the
-import reads nothing but the cache file. Otherwise the source is read and
-hashed as before; a match with a stamp too young to vouch is stamped anew
-once the source is old enough, so the next import takes the short way.
+the source to know it: the file also records the source's size, mtime and
+ctime when the hashed bytes were read, and when that was. If the source had
+then not changed for :data:`TRUST_MARGIN_NS` and all three are the same now,
+its bytes are those hashed (any write or ``os.utime`` since would have given
+it a newer ctime), and the import reads nothing but the cache file.
+Otherwise the source is read and hashed as before; a match with a stamp too
+young to vouch is stamped anew once the source is old enough, so the next
+import takes the short way.
 """
 
 from __future__ import annotations
@@ -63,11 +64,11 @@ _MAGIC = b"contsnap-cache\n"
 _DIGEST_SIZE = 4
 #: After the magic number and the checksum: the first section's size, the mtime (ns) the
 #: file was given when written, and the source's stamp (see Stamp).
-_META = struct.Struct("<IqQqQ")
+_META = struct.Struct("<IqQqqQ")
 _HEAD = len(_MAGIC) + _DIGEST_SIZE + _META.size
-#: How much older than the moment it was read a source file must be for its stamp to
-#: vouch for its bytes. Any later write gives it a newer mtime then, even on file
-#: systems with coarse clocks or 2-second timestamps (the "racy git" rule).
+#: How long before the moment it was read a source file must have last changed for its
+#: stamp to vouch for its bytes. Any later change then gives it a newer ctime, even on
+#: file systems with coarse clocks or 2-second timestamps (the "racy git" rule).
 TRUST_MARGIN_NS = 3_000_000_000
 #: FunctionInfo fields taken from the live function or loaded later, not from the first section.
 _LIVE_FIELDS = frozenset({"module", "qualname", "name", "filename", "globals", "details"})
@@ -93,6 +94,9 @@ class Stamp:
 
     size: int = 0
     mtime_ns: int = 0
+    #: the inode's change time: set to "now" by any write and by any ``os.utime``, so a
+    #: copy that keeps the mtime (``shutil.copy2``) or an mtime put back is noticed
+    ctime_ns: int = 0
     read_ns: int = 0
 
     @classmethod
@@ -101,24 +105,24 @@ class Stamp:
         just before."""
         if st is None:
             return cls()
-        return cls(st.st_size, st.st_mtime_ns, read_ns)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, read_ns)
 
     @property
     def trusted(self) -> bool:
-        """Was the file old enough when read that any later write changes its mtime?"""
-        return self.read_ns > 0 and self.mtime_ns + TRUST_MARGIN_NS < self.read_ns
+        """Had the file last changed long enough before it was read that any later change
+        gives it another ctime?"""
+        return self.read_ns > 0 and self.ctime_ns + TRUST_MARGIN_NS < self.read_ns
+
+    def _state(self) -> tuple[int, int, int]:
+        return (self.size, self.mtime_ns, self.ctime_ns)
 
     def vouches_for(self, st: os.stat_result) -> bool:
         """Are the file's bytes now those that were read? (Else they are hashed.)"""
-        return self.trusted and st.st_size == self.size and st.st_mtime_ns == self.mtime_ns
+        return self.trusted and (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == self._state()
 
     def same_as(self, other: Stamp) -> bool:
         """Both trusted, of the same file state?"""
-        return (
-            self.trusted
-            and other.trusted
-            and (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
-        )
+        return self.trusted and other.trusted and self._state() == other._state()
 
 
 def source_hash(data: bytes) -> str:
@@ -413,9 +417,9 @@ def _pinned_mtime() -> int:
 
 def _head(stamp: Stamp, body: bytes, pinned: int) -> bytes:
     try:
-        meta = _META.pack(len(body), pinned, stamp.size, stamp.mtime_ns, stamp.read_ns)
+        meta = _META.pack(len(body), pinned, *stamp._state(), stamp.read_ns)
     except struct.error:  # a clock or a size out of range: an unknown stamp
-        meta = _META.pack(len(body), pinned, 0, 0, 0)
+        meta = _META.pack(len(body), pinned, 0, 0, 0, 0)
     return _MAGIC + _checksum(body, meta) + meta
 
 

@@ -1096,10 +1096,11 @@ def test_a_stale_cache_file_is_rebuilt_after_an_edit(pkgs: Packages, transforms:
     assert transforms == ["g"] and list(mod.g()) == [10, 20]
 
 
-def _age(path: Path, seconds: float = 3600) -> None:
-    """Date a file back: a module not edited in the last seconds."""
-    when = time.time() - seconds
-    os.utime(path, (when, when))
+@pytest.fixture
+def settle(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """A source unchanged for 50 ms counts as old (3 s by default): ``settle()`` waits so."""
+    monkeypatch.setattr(_cache, "TRUST_MARGIN_NS", 50_000_000)
+    return lambda: time.sleep(0.06)
 
 
 @pytest.fixture
@@ -1125,10 +1126,13 @@ def source_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_a_warm_import_of_an_old_source_reads_only_the_cache_file(
-    pkgs: Packages, transforms: list[str], source_reads: list[str]
+    pkgs: Packages,
+    transforms: list[str],
+    source_reads: list[str],
+    settle: Callable[[], None],
 ) -> None:
     name = pkgs.make({"mod.py": GENERATORS})
-    _age(pkgs.path(name, "mod.py"))
+    settle()
     _fresh_import(pkgs, name).factory(0)  # inner is built when factory first runs
     assert source_reads == ["mod.py"] and "factory.<locals>.inner" in transforms
     source_reads.clear()
@@ -1142,7 +1146,7 @@ def test_a_warm_import_of_an_old_source_reads_only_the_cache_file(
 
 
 def test_a_young_source_is_hashed_until_old_enough_then_stamped_anew(
-    pkgs: Packages, transforms: list[str], source_reads: list[str]
+    pkgs: Packages, transforms: list[str], source_reads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = pkgs.make({"mod.py": GENERATORS})
     _fresh_import(pkgs, name)  # cached with a stamp too young to vouch for the source
@@ -1153,7 +1157,8 @@ def test_a_young_source_is_hashed_until_old_enough_then_stamped_anew(
     _fresh_import(pkgs, name)
     assert source_reads == ["mod.py"] and transforms == []
     assert cache.read_bytes() == written  # nothing to stamp yet
-    _age(pkgs.path(name, "mod.py"))
+    monkeypatch.setattr(_cache, "TRUST_MARGIN_NS", 50_000_000)
+    time.sleep(0.06)
     source_reads.clear()
     _fresh_import(pkgs, name)  # hashed, found alike, stamped: the file is otherwise the same
     assert source_reads == ["mod.py"] and transforms == []
@@ -1165,32 +1170,27 @@ def test_a_young_source_is_hashed_until_old_enough_then_stamped_anew(
     assert _round_trip_counter(mod) == [1, 2]
 
 
-def test_an_edit_of_an_old_source_is_noticed_whatever_its_size(
-    pkgs: Packages, transforms: list[str]
+def test_an_edit_of_an_old_source_is_noticed_whatever_its_size_and_mtime(
+    pkgs: Packages, transforms: list[str], settle: Callable[[], None]
 ) -> None:
     name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
     source = pkgs.path(name, "mod.py")
-    _age(source, 7200)
+    settle()
     _fresh_import(pkgs, name)
-    source.write_text("def g():\n    yield 2\n")  # the same size
-    _age(source, 3600)
+    before = source.stat()
+    source.write_text("def g():\n    yield 2\n")  # the same size, and the same mtime
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))  # (as shutil.copy2 does)
     transforms.clear()
     mod = _fresh_import(pkgs, name)
     assert transforms == ["g"] and list(mod.g()) == [2]
-    source.write_text("def g():\n    yield 3\n")  # and with the mtime the cache recorded
-    _age(source, 7200)
-    # the mtime alone does not vouch: the stamp holds size and mtime of the bytes hashed
-    transforms.clear()
-    mod = _fresh_import(pkgs, name)
-    assert list(mod.g()) == [2 if transforms == [] else 3]
 
 
 def test_a_function_not_cached_is_refused_once_its_source_changed_after_a_warm_import(
-    pkgs: Packages, transforms: list[str]
+    pkgs: Packages, transforms: list[str], settle: Callable[[], None]
 ) -> None:
     name = pkgs.make({"mod.py": GENERATORS})
     source = pkgs.path(name, "mod.py")
-    _age(source)
+    settle()
     _fresh_import(pkgs, name)  # factory's inner is not built: it is not in the cache
     mod = _fresh_import(pkgs, name)
     source.write_text(source.read_text().replace("yield x", "yield -x"))
