@@ -13,7 +13,6 @@ from typing import Any, TypeVar, cast
 from . import _hook, _lambdas, _runtime
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo, pending_info
-from ._labels import RT
 
 F = TypeVar("F")
 
@@ -152,7 +151,7 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
 
 def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionType:
     assert info.fresh_code is not None
-    fn.__globals__.setdefault(RT, _runtime)
+    _runtime.bind(fn.__globals__)
     if (
         fn.__code__ is not info.fresh_code
         and info.live_function is None

@@ -35,7 +35,7 @@ from typing import Any, cast
 from . import _cache, _decorator, _info, _lambdas, _runtime
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
-from ._labels import RT
+from ._labels import HELPERS, RT, helper
 
 #: The name mark_all's decorator has in a hooked module (never mangled: it ends in ``__``).
 MARK_NAME = "__contsnap_mark__"
@@ -234,12 +234,14 @@ class Plan:
             ast.alias(name="mark", asname=_lambdas.MARK_LAMBDA_NAME),  # mark(fn, number)
             ast.alias(name=_runtime.__name__.rpartition(".")[2], asname=RT),
         ]
+        helpers = [ast.alias(name=name, asname=helper(name)) for name in HELPERS]
         imp = ast.ImportFrom(module=__name__, names=aliases, level=0)
-        for located in [imp, *aliases]:
+        imp_helpers = ast.ImportFrom(module=_runtime.__name__, names=helpers, level=0)
+        for located in [imp, *aliases, imp_helpers, *helpers]:
             ast.copy_location(located, where)
             located.end_lineno = where.lineno  # type: ignore[attr-defined]
             located.col_offset = located.end_col_offset = 0  # type: ignore[attr-defined]
-        body.insert(at, imp)
+        body[at:at] = [imp, imp_helpers]
         self.marked.clear()  # the record keeps the plan, not the tree
 
 

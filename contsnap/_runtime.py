@@ -1,4 +1,5 @@
-"""Helpers that transformed code calls at run time, bound as ``__contsnap_rt__``.
+"""Helpers that transformed code calls at run time, bound as ``__contsnap_rt__`` (and
+the hottest also one by one: see :func:`bind`).
 
 The transform (``contsnap._transform``) emits references to the names defined
 here and nowhere else, so this module is the whole contract between generated
@@ -14,6 +15,8 @@ import types
 import weakref
 from collections.abc import Iterator
 from typing import Any
+
+from . import _labels
 
 iter = iter
 next = next
@@ -354,3 +357,17 @@ def resume_awaitable(awaitable: Any) -> Any:
     if resume is not None:
         return resume(awaitable)
     raise RuntimeError(f"cannot resume an await of {type(awaitable).__name__}")
+
+
+def bind(namespace: dict[str, Any]) -> None:
+    """Give a namespace that transformed functions run in the names they read: this
+    module as ``__contsnap_rt__`` and each of ``_labels.HELPERS`` under its own name.
+    Names already there are left alone."""
+    if _LAST_BOUND in namespace:  # bound already: the usual case, kept cheap
+        return
+    namespace.setdefault(_labels.RT, sys.modules[__name__])
+    for name in _labels.HELPERS:
+        namespace.setdefault(_labels.helper(name), globals()[name])
+
+
+_LAST_BOUND = _labels.helper(_labels.HELPERS[-1])

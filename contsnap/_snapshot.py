@@ -286,7 +286,7 @@ def new_generator(
     fn = types.FunctionType(code, info.globals, info.name, None, closure or None)
     fn.__qualname__ = info.qualname
     fn.__module__ = info.module
-    info.globals.setdefault("__contsnap_rt__", _runtime)
+    _runtime.bind(info.globals)
     box = _Box(label, {}, cells)
     gen = fn(_runtime.UNBOUND, box) if info.first_param is not None else fn(box)
     if names is not None:

@@ -100,6 +100,19 @@ def test_plain_generator_is_refused() -> None:
         contsnap.fork(plain_numbers())
 
 
+@pytest.mark.parametrize("name", ["_cs_total", "__contsnap_rt__", "__contsnap_live__"])
+def test_names_of_the_generated_code_are_refused_in_user_code(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = f"reserved_{name.strip('_')}"
+    (tmp_path / f"{module}.py").write_text(f"def gen():\n    {name} = 1\n    yield {name}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gen = __import__(module).gen
+    del sys.modules[module]
+    with pytest.raises(contsnap.NotCheckpointableError, match=f"{name!r} is reserved"):
+        contsnap.checkpointable(gen)
+
+
 def _module(tmp_path: Path, body: str) -> None:
     (tmp_path / "jobmod.py").write_text(textwrap.dedent(body))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from .._labels import RT, LabelInfo
+from .._labels import GLOBAL_NAMES, RT, LabelInfo
 from ._fingerprint import TRANSFORM_VERSION, fingerprint, fingerprint_of
 from ._lines import Line, Rendered, block, render
 from ._positions import Positions
@@ -123,7 +123,7 @@ def _transform(source: str, first_line: int) -> TransformResult:
     assert found is not None
     def_line = found[0] + offset  # the ``def`` line (not the first decorator's)
     used, unstable = survey(func)
-    reserved = sorted(n for n in used if n.startswith("_cs_") or n == RT)
+    reserved = sorted(n for n in used if n.startswith("_cs_") or n in GLOBAL_NAMES)
     if reserved:
         raise UnsupportedSyntax(
             f"the name {reserved[0]!r} is reserved for contsnap's generated code; rename it",

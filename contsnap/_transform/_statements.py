@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from .._labels import RT, LabelInfo
+from .._labels import RT, LabelInfo, helper
 from ._lines import Line, block, verbatim
 from ._positions import Positions
 from ._scope import (
@@ -48,6 +48,11 @@ from ._scope import (
 
 #: statements that may start at a decorator (exact classes: see ``_scope``)
 _DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef})
+
+#: the runtime helpers transformed code calls by global names of their own (see _labels)
+FOR_ITER, WITH_ENTER, WITH_EXIT = helper("for_iter"), helper("with_enter"), helper("with_exit")
+IS_DETACH, LIVE, DETACH = helper("is_detach"), helper("live"), helper("Detach")
+YIELD_FROM_ITER = helper("yield_from_iter")
 
 
 class UnsupportedSyntax(Exception):
@@ -472,7 +477,7 @@ class BodyProcessor:
             self.temps_live.append(delegate)
             label = self.new_label(delegate)
             fresh = [
-                self.line(f"{delegate} = {RT}.yield_from_iter({self.code(value)})"),
+                self.line(f"{delegate} = {YIELD_FROM_ITER}({self.code(value)})"),
                 self.yield_line(label, f"{assign}yield from {delegate}"),
             ]
             resuming = f"{assign}yield from {RT}.resume_delegate({delegate})"
@@ -666,7 +671,7 @@ class BodyProcessor:
         pre, iterable = self.anf(node.iter)
         iterator = self.fresh_name("iter")
         item = self.fresh_name("item")
-        setup = self.assign(iterator, f"{RT}.for_iter({self.code(iterable)})")
+        setup = self.assign(iterator, f"{FOR_ITER}({self.code(iterable)})")
         body = self.loop_body(node.body, [iterator])
         orelse = self.body(node.orelse.body) if node.orelse else None
         target = self.code(node.target)
@@ -728,7 +733,7 @@ class BodyProcessor:
         setup = plain(
             [
                 self.line(f"{mgr} = {self.code(manager)}"),
-                self.line(f"{entered} = {RT}.with_enter({mgr})"),
+                self.line(f"{entered} = {WITH_ENTER}({mgr})"),
                 self.line(f"{owed} = True"),
             ]
         )
@@ -753,7 +758,7 @@ class BodyProcessor:
             [
                 self.line(f"{owed} = False"),
                 block(
-                    f"if {RT}.is_detach({caught}) or not {RT}.with_exit({mgr}, {caught}):",
+                    f"if {IS_DETACH}({caught}) or not {WITH_EXIT}({mgr}, {caught}):",
                     src,
                     [self.line("raise")],
                 ),
@@ -766,7 +771,7 @@ class BodyProcessor:
                 block(
                     f"if {owed}:",
                     src,
-                    [self.line(f"{owed} = False"), self.line(f"{RT}.with_exit({mgr}, None)")],
+                    [self.line(f"{owed} = False"), self.line(f"{WITH_EXIT}({mgr}, None)")],
                 )
             ],
         )
@@ -847,7 +852,7 @@ class BodyProcessor:
             f"    pass\n"
             f"except BaseException as {caught}:\n"
             f"    {owed} = False\n"
-            f"    if {RT}.is_detach({caught}) or not (await {RT}.aexit({mgr}, {caught})):\n"
+            f"    if {IS_DETACH}({caught}) or not (await {RT}.aexit({mgr}, {caught})):\n"
             f"        raise\n"
             f"finally:\n"
             f"    if {owed}:\n"
@@ -946,7 +951,7 @@ class BodyProcessor:
         if not inner.labels:
             fresh = [block("try:", src, inner.fresh), block("finally:", src, fin.fresh)]
             return [Out(fresh, fresh)]
-        guard = [block(f"if {RT}.live():", src, fin.fresh)]
+        guard = [block(f"if {LIVE}():", src, fin.fresh)]
         fresh = [block("try:", src, inner.fresh), block("finally:", src, guard)]
         resume = [block("try:", src, inner.resume), block("finally:", src, guard)]
         return [Out(fresh, resume, inner.labels)]
@@ -970,7 +975,7 @@ class BodyProcessor:
         plants: list[tuple[frozenset[int], str]] = []
         labels = set(body.labels)
         if body.labels:
-            guard_line = block(f"{word} {RT}.Detach:", src, [self.line("raise")])
+            guard_line = block(f"{word} {DETACH}:", src, [self.line("raise")])
             fresh_handlers.append(guard_line)
             resume_handlers.append(guard_line)
         for handler in node.handlers:
@@ -1049,9 +1054,9 @@ class BodyProcessor:
                 src,
                 [
                     block(
-                        f"if {RT}.is_detach({group}):",
+                        f"if {IS_DETACH}({group}):",
                         src,
-                        [self.line(f"raise {RT}.Detach() from None")],
+                        [self.line(f"raise {DETACH}() from None")],
                     ),
                     self.line("raise"),
                 ],
@@ -1110,7 +1115,7 @@ class BodyProcessor:
             leaving = self.body(node.finalbody.body)
         finally:
             del self.live[-2:]
-        detach = block(f"except {RT}.Detach:", src, [self.line("raise")])
+        detach = block(f"except {DETACH}:", src, [self.line("raise")])
         fresh = [
             self.line(f"{state} = 0"),
             block("try:", src, inner.fresh),
@@ -1121,9 +1126,7 @@ class BodyProcessor:
                 [self.line(f"{state} = 1"), *failing.fresh, self.line("raise")],
             ),
             block("else:", src, [self.line(f"{state} = 1"), *normal.fresh]),
-            block(
-                "finally:", src, [block(f"if {state} >= 2 and {RT}.live():", src, leaving.fresh)]
-            ),
+            block("finally:", src, [block(f"if {state} >= 2 and {LIVE}():", src, leaving.fresh)]),
         ]
         labels = inner.labels | normal.labels | failing.labels | leaving.labels
         after_leaving: list[Line] = []
@@ -1147,9 +1150,7 @@ class BodyProcessor:
                 [self.unplant(pending), set_one, *failing.resume, self.line("raise")],
             ),
             block("else:", src, [set_one, *normal.resume]),
-            block(
-                "finally:", src, [block(f"if {state} >= 2 and {RT}.live():", src, leaving.fresh)]
-            ),
+            block("finally:", src, [block(f"if {state} >= 2 and {LIVE}():", src, leaving.fresh)]),
         ]
         resume = [
             block(
