@@ -53,7 +53,7 @@ import time
 import types
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._info import Details, FunctionInfo
 from ._labels import LabelInfo
@@ -88,8 +88,7 @@ def _checksum(body: bytes, start: bytes = b"") -> bytes:
     return zlib.crc32(body, zlib.crc32(start)).to_bytes(4, "little")
 
 
-@dataclasses.dataclass(frozen=True)
-class Stamp:
+class Stamp(NamedTuple):
     """What a source file looked like when its bytes were read (all zero: unknown)."""
 
     size: int = 0
@@ -114,7 +113,7 @@ class Stamp:
         return self.read_ns > 0 and self.ctime_ns + TRUST_MARGIN_NS < self.read_ns
 
     def _state(self) -> tuple[int, int, int]:
-        return (self.size, self.mtime_ns, self.ctime_ns)
+        return self[:3]
 
     def vouches_for(self, st: os.stat_result) -> bool:
         """Are the file's bytes now those that were read? (Else they are hashed.)"""
@@ -328,19 +327,24 @@ def read(
     if path is None:
         return None
     try:
-        with open(path, "rb") as f:
-            start = f.read(_HEAD)
-            if len(start) < _HEAD or not start.startswith(_MAGIC):
-                return None
-            size, pinned, *fields = _META.unpack_from(start, _HEAD - _META.size)
-            stamp = Stamp(*fields)
-            if key[-1] is None and (source is None or not stamp.vouches_for(source)):
-                return None
-            # untouched since written (see _replace): the checksum can only agree
-            untouched = os.fstat(f.fileno()).st_mtime_ns == pinned
-            body = f.read(size)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # no buffered file object
+    except OSError:
+        return None
+    try:
+        start = os.read(fd, _HEAD)
+        if len(start) < _HEAD or not start.startswith(_MAGIC):
+            return None
+        size, pinned, *fields = _META.unpack_from(start, _HEAD - _META.size)
+        stamp = Stamp(*fields)
+        if key[-1] is None and (source is None or not stamp.vouches_for(source)):
+            return None
+        # untouched since written (see _replace): the checksum can only agree
+        untouched = os.fstat(fd).st_mtime_ns == pinned
+        body = _read_exactly(fd, size)
     except (OSError, struct.error):
         return None
+    finally:
+        os.close(fd)
     digest = start[len(_MAGIC) : len(_MAGIC) + _DIGEST_SIZE]
     if len(body) != size or (
         not untouched and _checksum(body, start[_HEAD - _META.size :]) != digest
@@ -376,6 +380,22 @@ def read(
             (path, offset + functions_size, -1, later),
         ),
     )
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd`` (fewer only at the end of the file)."""
+    data = os.read(fd, size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.read(fd, size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def write(

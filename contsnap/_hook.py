@@ -858,8 +858,11 @@ class _Finder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if not self._hook.matches(fullname) or _busy():
             return None
-        with _building():
+        _local.depth = getattr(_local, "depth", 0) + 1  # _building(), without its generator
+        try:
             spec = self._source_spec(fullname, path, target)
+        finally:
+            _local.depth -= 1
         if spec is None or spec.origin is None:
             return None
         spec.loader = HookLoader(fullname, spec.origin, self._hook.mark_all)
