@@ -46,6 +46,7 @@ import hashlib
 import importlib.util
 import marshal
 import os
+import stat
 import struct
 import sys
 import tempfile
@@ -327,10 +328,14 @@ def read(
     if path is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # no buffered file object
+        # no buffered file object; a FIFO in its place must not block the import
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
         start = os.read(fd, _HEAD)
         if len(start) < _HEAD or not start.startswith(_MAGIC):
             return None
@@ -338,8 +343,10 @@ def read(
         stamp = Stamp(*fields)
         if key[-1] is None and (source is None or not stamp.vouches_for(source)):
             return None
+        if size > st.st_size - _HEAD:  # a damaged size: never allocate what is not there
+            return None
         # untouched since written (see _replace): the checksum can only agree
-        untouched = os.fstat(fd).st_mtime_ns == pinned
+        untouched = st.st_mtime_ns == pinned
         body = _read_exactly(fd, size)
     except (OSError, struct.error):
         return None

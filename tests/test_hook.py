@@ -1009,11 +1009,12 @@ def test_decorated_only_and_mark_all_keep_separate_cache_files(
         lambda b: b[: len(b) // 2],  # truncated
         lambda b: b[:40] + bytes([b[40] ^ 0xFF]) + b[41:],  # one flipped byte in the head
         lambda b: b[:300] + bytes([b[300] ^ 0x10]) + b[301:],  # and one in the module code
+        lambda b: b[:19] + b"\xff\xff\xff\x7f" + b[23:],  # a first section of 2 GB
         lambda b: b"",  # empty
         lambda b: b"\x00" * len(b),  # garbage
         lambda b: b.replace(b"contsnap-cache", b"something-else"),  # another format
     ],
-    ids=["truncated", "flipped", "flipped-code", "empty", "zeros", "magic"],
+    ids=["truncated", "flipped", "flipped-code", "huge-size", "empty", "zeros", "magic"],
 )
 def test_a_damaged_cache_file_is_ignored_and_rebuilt(
     pkgs: Packages, transforms: list[str], damage: Callable[[bytes], bytes]
@@ -1032,6 +1033,19 @@ def test_a_damaged_cache_file_is_ignored_and_rebuilt(
     mod = _fresh_import(pkgs, name)
     assert _round_trip_counter(mod) == [1, 2]
     assert transforms == []  # rewritten whole
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_a_fifo_where_the_cache_file_should_be_does_not_block_the_import(
+    pkgs: Packages, transforms: list[str]
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    cache = _cache_file(pkgs, name, "mod.py")
+    cache.parent.mkdir()
+    os.mkfifo(cache)
+    mod = _fresh_import(pkgs, name)  # would wait for a writer if the FIFO were opened blocking
+    assert _round_trip_counter(mod) == [1, 2] and "counter" in transforms
+    assert cache.is_file()  # replaced by the cache file
 
 
 def test_a_cache_file_replaced_before_the_first_snapshot_is_not_mixed_in(
