@@ -377,11 +377,12 @@ class HookedModule:
         """The module's code: from the cache when it fits, else compiled (and stored)."""
         cached = _cache.read(self.cache_path, self.key)
         if cached is not None and cached.module_code is not None:
+            code = self._loaded(cached)  # first: the restamp rewrites the file it was read from
             if self.stamp.trusted and not cached.stamp.same_as(self.stamp):
                 self._restamp = True  # the next import need not read the source
                 if not self.deferred:
                     self.flush()
-            return self._loaded(cached)
+            return code
         data = self.data
         assert data is not None
         with _building():

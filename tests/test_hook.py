@@ -401,15 +401,18 @@ def test_generator_lambdas_behave_as_natively_at_every_suspension(
     """Each generator lambda, natively and marked by the hook, run the same, round-tripped
     through bytes at every suspension, and forked: same yields, return, exceptions, log.
     The second hooked import reads the cache the first wrote: there ``counter`` is made
-    by the cached module code, its info built on first use."""
+    by the cached module code, its info built on first use, and the source, unchanged
+    for longer than the (shortened) trust margin, is not read at all."""
     root = Path(tempfile.mkdtemp(prefix="contsnap-lambdas-"))
     name = f"hkl_{os.getpid()}_{next(_names)}"
     (root / name).mkdir()
     (root / name / "__init__.py").write_text("")
     (root / name / "mod.py").write_text(textwrap.dedent(DIFFERENTIAL_LAMBDAS))
     sys.path.insert(0, str(root))
-    writing = sys.dont_write_bytecode
+    writing, margin = sys.dont_write_bytecode, _cache.TRUST_MARGIN_NS
     sys.dont_write_bytecode = False
+    _cache.TRUST_MARGIN_NS = 50_000_000
+    time.sleep(0.06)
     try:
         plain = importlib.import_module(f"{name}.mod")
         for warm in (False, True):
@@ -428,8 +431,10 @@ def test_generator_lambdas_behave_as_natively_at_every_suspension(
             for native, marked in pairs:
                 check_generator_equivalence(native, marked, (limit, LOG), actions, fork_at=1)
                 assert _is_checkpointable(marked) and not _is_checkpointable(native)
+            record = _hook.hooked_module(hooked.__file__)
+            assert record is not None and (record._data is None) == warm
     finally:
-        sys.dont_write_bytecode = writing
+        sys.dont_write_bytecode, _cache.TRUST_MARGIN_NS = writing, margin
         sys.path.remove(str(root))
         for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
             del sys.modules[module]
@@ -1182,6 +1187,23 @@ def test_a_young_source_is_hashed_until_old_enough_then_stamped_anew(
     mod = _fresh_import(pkgs, name)
     assert source_reads == [] and transforms == []
     assert _round_trip_counter(mod) == [1, 2]
+
+
+def test_a_loader_asked_for_code_outside_an_import_stamps_anew_too(
+    pkgs: Packages, source_reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # runpy, doctest and pytest call get_code themselves, with no exec_module around it
+    name = pkgs.make({"mod.py": GENERATORS})
+    _fresh_import(pkgs, name)  # cached with a stamp too young to vouch for the source
+    monkeypatch.setattr(_cache, "TRUST_MARGIN_NS", 50_000_000)
+    time.sleep(0.06)
+    path = str(pkgs.path(name, "mod.py"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the module's own notes
+        _hook.HookLoader(f"{name}.mod", path, mark_all=True).get_code(f"{name}.mod")
+    source_reads.clear()
+    _fresh_import(pkgs, name)
+    assert source_reads == []
 
 
 def test_an_edit_of_an_old_source_is_noticed_whatever_its_size_and_mtime(
