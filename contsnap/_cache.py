@@ -292,8 +292,9 @@ def _with_fresh_code(value: Any, code: types.CodeType | None) -> tuple[str, Any]
     return None if code is None else with_fresh_code(value, code)
 
 
-def with_fresh_code(value: tuple[str, Any], code: types.CodeType) -> tuple[str, Any]:
-    """A stored ("ok", fields) with another fresh code (an equal one: see _hook)."""
+def with_fresh_code(value: tuple[str, Any], code: types.CodeType | None) -> tuple[str, Any]:
+    """A stored ("ok", fields) with another fresh code (an equal one: see _hook; None:
+    the module code holds it)."""
     kind, data = value
     at = _fresh_code_index()
     return (kind, (*data[:at], code, *data[at + 1 :]))
@@ -308,11 +309,14 @@ def _without_fresh_code(
     fresh = dict(prebuilt)
     at = _fresh_code_index()
     out = {}
-    for key, (kind, data) in functions.items():
+    for key, value in functions.items():
         code = fresh.get(key)
-        if kind == "ok" and code is not None and data[at] is code:
-            data = (*data[:at], None, *data[at + 1 :])
-        out[key] = (kind, data)
+        kind, data = value
+        out[key] = (
+            with_fresh_code(value, None)
+            if kind == "ok" and code is not None and data[at] is code
+            else value
+        )
     return out
 
 
@@ -337,10 +341,10 @@ def read(
         if not stat.S_ISREG(st.st_mode):
             return None
         start = os.read(fd, _HEAD)
-        if len(start) < _HEAD or not start.startswith(_MAGIC):
+        head = _parse_head(start)
+        if head is None:
             return None
-        size, pinned, *fields = _META.unpack_from(start, _HEAD - _META.size)
-        stamp = Stamp(*fields)
+        digest, size, pinned, stamp = head
         if key[-1] is None and (source is None or not stamp.vouches_for(source)):
             return None
         if size > st.st_size - _HEAD:  # a damaged size: never allocate what is not there
@@ -348,14 +352,11 @@ def read(
         # untouched since written (see _replace): the checksum can only agree
         untouched = st.st_mtime_ns == pinned
         body = _read_exactly(fd, size)
-    except (OSError, struct.error):
+    except OSError:
         return None
     finally:
         os.close(fd)
-    digest = start[len(_MAGIC) : len(_MAGIC) + _DIGEST_SIZE]
-    if len(body) != size or (
-        not untouched and _checksum(body, start[_HEAD - _META.size :]) != digest
-    ):
+    if len(body) != size or (not untouched and _checksum(body, start[-_META.size :]) != digest):
         return None
     try:
         stored_key, module_code, notes, prebuilt, (functions_size, functions_digest), later = (
@@ -436,6 +437,15 @@ def write(
     return _replace(path, blob, mode_of, pinned)
 
 
+def _parse_head(start: bytes) -> tuple[bytes, int, int, Stamp] | None:
+    """A file's first ``_HEAD`` bytes as (checksum, first section's size, pinned mtime,
+    source stamp); None if they are not a cache file's."""
+    if len(start) < _HEAD or not start.startswith(_MAGIC):
+        return None
+    size, pinned, *fields = _META.unpack_from(start, _HEAD - _META.size)
+    return start[len(_MAGIC) : len(_MAGIC) + _DIGEST_SIZE], size, pinned, Stamp(*fields)
+
+
 def _pinned_mtime() -> int:
     """The mtime a cache file is given when written: whole even seconds (exact on any file
     system), in the past, so that no later write of the file can give it that mtime."""
@@ -460,11 +470,13 @@ def restamp(path: str | None, entry: Entry, stamp: Stamp, mode_of: str) -> bool:
     try:
         with open(path, "rb") as f:
             blob = f.read()
-        size = _META.unpack_from(blob, _HEAD - _META.size)[0]
-    except (OSError, struct.error):
+    except OSError:
         return False
+    head = _parse_head(blob[:_HEAD])
+    if head is None:
+        return False
+    digest, size = head[:2]
     body = blob[_HEAD : _HEAD + size]
-    digest = blob[len(_MAGIC) : len(_MAGIC) + _DIGEST_SIZE]
     if digest != entry.digest or _checksum(body, blob[_HEAD - _META.size : _HEAD]) != digest:
         return False
     pinned = _pinned_mtime()

@@ -276,13 +276,19 @@ def forget_module(module: str) -> None:
         del _MODULES[path]
 
 
+def _look(path: str) -> tuple[os.stat_result | None, int]:
+    """``os.stat`` of a source file, and the time just before: bytes read from it after
+    this are stamped with both (see ``_cache.Stamp``)."""
+    read_ns = time.time_ns()  # first: a write from now on gives the file a newer ctime
+    try:
+        return os.stat(path), read_ns
+    except OSError:
+        return None, read_ns
+
+
 def read_source(path: str, read: Callable[[str], bytes]) -> tuple[bytes, _cache.Stamp]:
     """A source file's bytes, and how the file looked when they were read."""
-    read_ns = time.time_ns()  # first: a write from now on gives the file a newer mtime
-    try:
-        st: os.stat_result | None = os.stat(path)
-    except OSError:
-        st = None
+    st, read_ns = _look(path)
     return read(path), _cache.Stamp.of(st, read_ns)
 
 
@@ -801,13 +807,10 @@ class HookLoader(importlib.machinery.SourceFileLoader):
         namespace, self._namespace = self._namespace, None
         record = HookedModule(path, None, self.mark_all, fullname, namespace)
         record.deferred = self._executing > 0
-        try:
-            st: os.stat_result | None = os.stat(path)
-        except OSError:
-            st = None
+        st, read_ns = _look(path)
         code = record.load_warm(st) if st is not None else None
         if code is None:  # no cache file that vouches for the source: read it
-            data, stamp = read_source(path, self.get_data)
+            data, stamp = self.get_data(path), _cache.Stamp.of(st, read_ns)
             if not (_may_mark(data) if self.mark_all else b"checkpointable" in data):
                 _MODULES.pop(path, None)
                 plain = super().get_code(fullname)  # nothing to do: the ordinary .pyc
@@ -1030,8 +1033,7 @@ def _lambda_codes(record: HookedModule, data: bytes) -> list[tuple[int, str, typ
     if not record.plan.lambda_defs:
         return []
     tree = ast.parse(data, record.filename)
-    plan = Plan(tree, record.lines, record.filename, mark_all=True)
-    _LambdaMarker(plan.lambdas).visit(tree)
+    Plan(tree, record.lines, record.filename, mark_all=True).apply(tree)
     code = compile(tree, record.filename, "exec", dont_inherit=True)
     found: list[tuple[int, str, types.CodeType]] = []
     _find_lambdas(code, "", found)
