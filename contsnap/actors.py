@@ -201,6 +201,9 @@ class _Actor:
         self.task: asyncio.Task[Any] | None = None
         #: set while the system ends the task on purpose (stop, one_for_all, detach)
         self.ending = False
+        #: set once the system has recorded how the task ended (its done callback ran):
+        #: a task can be done() a loop turn before that, with its result not yet recorded
+        self.recorded = False
 
 
 @dataclass
@@ -340,6 +343,7 @@ class System:
         context.run(_CURRENT.set, actor)
         loop = asyncio.get_running_loop()
         actor.ending = False
+        actor.recorded = False
         task = context.run(loop.create_task, coro)
         task.set_name(f"{self.name}:{actor.name}")
         actor.task = task
@@ -350,6 +354,7 @@ class System:
     def _ended(self, actor: _Actor, task: asyncio.Task[Any]) -> None:
         if actor.task is not task:
             return
+        actor.recorded = True
         if task.cancelled() or actor.ending:
             if not task.cancelled():
                 task.exception()  # a detach or a cancel on purpose: retrieved
@@ -366,7 +371,7 @@ class System:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        busy = any(a.task is not None and not a.task.done() for a in self.actors.values())
+        busy = any(a.task is not None and not a.recorded for a in self.actors.values())
         if not busy and not self._restarting and self._idle is not None:
             self._idle.set()
 

@@ -473,3 +473,23 @@ def test_a_checkpoint_lets_go_only_the_actors_it_stopped() -> None:
         return (*waiting, await system.join())
 
     assert run(main()) == (1, 0, {"held": 1, "free": 1})
+
+
+# --- join() right after an actor's task ended ----------------------------------------------
+
+
+@pytest.mark.parametrize("sleeps", [0, 1, 2, 3])
+def test_join_records_an_actor_that_ended_one_loop_turn_ago(sleeps: int) -> None:
+    # after one sleep(0) the actor's task is done() but its result is not recorded
+    # yet (the done callback runs on the next turn): join() must wait for it
+    async def main(message: str) -> dict[str, Any]:
+        system = actors.System(f"turns-{message}-{sleeps}")
+        ref = system.spawn(programs.counter, 7, name="c")
+        ref.send(message)
+        for _ in range(sleeps):
+            await asyncio.sleep(0)
+        return await system.join()
+
+    assert run(main("stop")) == {"c": 7}
+    with pytest.raises(ValueError, match="boom"):  # a crash is not lost either
+        run(main("boom"))
