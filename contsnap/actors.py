@@ -259,6 +259,8 @@ class System:
         self.results: dict[str, Any] = {}
         self.errors: dict[str, BaseException] = {}
         self.crashes: list[Crash] = []
+        #: every autosave that failed, oldest first (see :meth:`autosave`)
+        self.save_errors: list[CheckpointError] = []
         #: the last checkpoints taken or restored here: (number, {actor: state bytes})
         self.history: collections.deque[tuple[int, dict[str, bytes]]] = collections.deque(maxlen=3)
         self.sequence = 0
@@ -705,22 +707,61 @@ class System:
     # ------------------------------------------------------------- ending
 
     def autosave(
-        self, path: str | os.PathLike[str], *, every: float = 15.0, keep: int = 3
+        self,
+        path: str | os.PathLike[str],
+        *,
+        every: float = 15.0,
+        keep: int = 3,
+        on_error: str = "warn",
     ) -> asyncio.Task[None]:
-        """Checkpoint the system to ``path`` every ``every`` seconds (the last ``keep`` kept)."""
+        """Checkpoint the system to ``path`` every ``every`` seconds (the last ``keep`` kept).
+
+        A save that fails (a full or read-only disk, state that cannot be
+        saved) is recorded in ``system.save_errors`` and warned about. With
+        ``on_error="warn"`` the system goes on and the next save tries again;
+        with ``on_error="fail"`` the system fails: its actors are cancelled
+        and ``join()`` raises the error.
+        """
+        if on_error not in ("warn", "fail"):
+            raise ValueError(f"on_error is 'warn' or 'fail', not {on_error!r}")
         if self._autosave is not None:
             self._autosave.cancel()
+        target = os.fspath(path)
 
         async def save_now_and_then() -> None:
             while not self._stopped:
                 await asyncio.sleep(every)
                 try:
-                    await self.checkpoint(path, keep=keep)
-                except CheckpointError as exc:
-                    warnings.warn(f"autosave of system {self.name!r} failed: {exc}", stacklevel=1)
+                    await self.checkpoint(target, keep=keep)
+                except (CheckpointError, OSError) as exc:
+                    self._save_failed(target, exc, on_error)
+                    if on_error == "fail":
+                        return
 
         self._autosave = asyncio.ensure_future(save_now_and_then())
         return self._autosave
+
+    def _save_failed(self, path: str, exc: CheckpointError | OSError, on_error: str) -> None:
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            error = CheckpointError(
+                f"autosave of actor system {self.name!r} could not write {path}: {reason} "
+                f"(errno {exc.errno}); free space on that disk, make its directory writable, "
+                "or autosave to another path"
+            )
+            error.__cause__ = exc
+        else:
+            error = CheckpointError(f"autosave of actor system {self.name!r} to {path}: {exc}")
+            error.__cause__ = exc
+        self.save_errors.append(error)
+        then = (
+            "the system fails (on_error='fail')"
+            if on_error == "fail"
+            else "the system goes on; the next autosave tries again"
+        )
+        warnings.warn(f"{error}; {then}", RuntimeWarning, stacklevel=1)
+        if on_error == "fail":
+            self._fail(error)
 
     async def stop(self, *, rollout: str | os.PathLike[str] | None = None, keep: int = 3) -> None:
         """Stop every actor. With ``rollout``, checkpoint there first and detach them.
