@@ -600,6 +600,7 @@ class System:
                             "module": f.info.module,
                             "qualname": f.info.qualname,
                             "fingerprint": f.info.fingerprint,
+                            "file": f.info.filename,
                             "line": f.info.line_of(f.label),
                         }
                         for f in captured.values()
@@ -632,15 +633,16 @@ class System:
         except NotCheckpointableError as exc:
             raise NotCheckpointableError(f"system {self.name!r}: {exc}") from exc
         self.history.append((self.sequence, states))
-        # every function saved, once: loads() names each one whose code changed
-        functions = {
-            (f["module"], f["qualname"], f["fingerprint"]): f
+        # every place an actor is paused at, once: loads() names each function whose
+        # code changed, contsnap inspect / ls show where (file:line) and check the code
+        places = {
+            (f["module"], f["qualname"], f["fingerprint"], f["file"], f["line"]): f
             for found in frames.values()
             for f in found
         }
         meta = {
             "created_at": round(time.time(), 3),
-            "frames": [{**f, "line": None} for f in functions.values()],
+            "frames": list(places.values()),
             "actors": {"system": self.name, "sequence": self.sequence, "count": len(actors)},
         }
         return _envelope.seal(payload, meta, key=_envelope.effective_key(key))

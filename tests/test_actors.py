@@ -616,3 +616,33 @@ def test_autosave_refuses_an_unknown_policy() -> None:
             await system.stop()
 
     run(main())
+
+
+def test_inspect_and_ls_show_where_each_actor_is_paused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from contsnap.__main__ import main as cli
+
+    async def main() -> None:
+        system = actors.System("where")
+        system.spawn(programs.counter, 0, name="c")
+        system.spawn(programs.counter, 5, name="d")  # paused at the same place: listed once
+        await asyncio.sleep(0)
+        await system.checkpoint(tmp_path / "where.ckpt")
+        await system.stop()
+
+    run(main())
+    source = Path(programs.__file__).read_text().splitlines()
+    line = next(
+        n
+        for n, text in enumerate(source, 1)
+        if "message = await actors.receive()" in text
+        and n > source.index("async def counter(start):")
+    )
+    assert cli(["inspect", str(tmp_path / "where.ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert f"frame 0   counter  {programs.__file__}:{line}\n" in out
+    assert "frame 1" not in out
+    assert "code matches" in out and "None" not in out
+    assert cli(["ls", str(tmp_path)]) == 0
+    assert f"counter line {line}" in capsys.readouterr().out
