@@ -96,12 +96,60 @@ class Send:
     value: object = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Throw:
-    """Resume the generator by raising ``exc_type(*args)`` at the paused ``yield``."""
+    """Resume the generator by raising ``exc_type(*args)`` at the paused ``yield``.
 
-    exc_type: type[BaseException] = ValueError
-    args: tuple[object, ...] = ("thrown",)
+    ``Throw(KeyError("k"))`` is ``Throw(KeyError, ("k",))``: every mode throws an
+    exception of its own, rebuilt from the type and the arguments, so the
+    instance given must be one that its type and ``args`` rebuild.
+    """
+
+    exc_type: type[BaseException]
+    args: tuple[object, ...]
+
+    def __init__(
+        self,
+        exc_type: type[BaseException] | BaseException = ValueError,
+        args: tuple[object, ...] = ("thrown",),
+    ) -> None:
+        if isinstance(exc_type, BaseException):
+            instance = exc_type
+            exc_type, args = type(instance), tuple(instance.args)
+            _check_rebuilds(instance)
+        elif not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise TypeError(
+                f"Throw takes an exception class and its arguments, e.g. "
+                f"Throw(KeyError, ('k',)), or an exception, e.g. Throw(KeyError('k')); "
+                f"got {exc_type!r}"
+            )
+        if not isinstance(args, tuple):
+            raise TypeError(
+                f"Throw's args is a tuple of the exception's arguments, e.g. "
+                f"Throw({exc_type.__name__}, ('k',)); got {args!r}"
+            )
+        object.__setattr__(self, "exc_type", exc_type)
+        object.__setattr__(self, "args", args)
+
+
+def _check_rebuilds(instance: BaseException) -> None:
+    """``type(instance)(*instance.args)`` must be an equal exception: every mode throws one."""
+    kind = type(instance)
+    try:
+        rebuilt = kind(*instance.args)
+    except Exception as exc:
+        problem = f"{kind.__name__}(*{instance.args!r}) raises {type(exc).__name__}: {exc}"
+    else:
+        if rebuilt.args == instance.args and vars(rebuilt) == vars(instance):
+            return
+        problem = (
+            f"{kind.__name__}(*{instance.args!r}) has the attributes {vars(rebuilt)!r}, "
+            f"not {vars(instance)!r}"
+        )
+    raise TypeError(
+        f"Throw({instance!r}): each mode throws a new exception built from the type and its "
+        f"args, but {problem}; pass Throw(SomeError, args) with args that build it"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
