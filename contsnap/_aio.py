@@ -297,6 +297,13 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
     """
     from ._api import dumps
 
+    if not isinstance(task, asyncio.Task):
+        what = "a coroutine" if asyncio.iscoroutine(task) else f"{type(task).__qualname__}"
+        raise TypeError(
+            f"contsnap.pause() takes the asyncio.Task that runs a checkpointable coroutine, "
+            f"not {what} ({task!r}): start it with task = asyncio.create_task(coro), then "
+            "await contsnap.pause(task)"
+        )
     await park({task.get_name(): task}, timeout=timeout)
     return dumps(task.get_coro())
 

@@ -11,6 +11,7 @@ refused with a message that names them and says how to register a handler.
 
 from __future__ import annotations
 
+import _thread
 import gc
 import io
 import os
@@ -124,11 +125,24 @@ def type_name(kind: type) -> str:
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
+def importable_name(kind: type) -> str:
+    """How a user's code can name ``kind`` after an ``import`` (for the advice we print).
+
+    ``_thread.lock`` is the type's name, but no module spells it so on
+    3.10-3.12 (``threading.Lock`` is a factory there): ``type(threading.Lock())``
+    works on every version.
+    """
+    factories = {_thread.LockType: "threading.Lock", _thread.RLock: "threading.RLock"}
+    if kind in factories:
+        return f"type({factories[kind]}())"
+    return type_name(kind)
+
+
 def reduce_resource(obj: Any, entry: ResourceHandler | _Refusal) -> tuple[Any, ...]:
     """How a resource pickles: its handler's state, rebuilt by :func:`restore_resource`."""
     name = type_name(type(obj))
     if isinstance(entry, _Refusal):
-        registration = f"contsnap.register_resource({type_name(entry.kind)}, save, restore)"
+        registration = f"contsnap.register_resource({importable_name(entry.kind)}, save, restore)"
         if entry.reopened:
             advice = (
                 "close it before the yield and open it again after, or register a resource "

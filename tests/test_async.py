@@ -291,6 +291,22 @@ def test_pause_times_out_on_a_foreign_await_and_names_it() -> None:
     asyncio.run(scenario())
 
 
+def test_pause_of_a_coroutine_says_to_pass_its_task() -> None:
+    @contsnap.checkpointable
+    async def work():
+        await contsnap.checkpoint()
+
+    async def scenario() -> None:
+        coro = work()
+        try:
+            with pytest.raises(TypeError, match=r"not a coroutine .*asyncio.create_task\(coro\)"):
+                await contsnap.pause(coro)  # type: ignore[arg-type]
+        finally:
+            coro.close()
+
+    asyncio.run(scenario())
+
+
 def test_checkpoint_suspends_exactly_once() -> None:
     @contsnap.checkpointable
     async def twice():
