@@ -10,6 +10,7 @@ to :func:`load_ipython_extension`.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import re
@@ -23,11 +24,14 @@ from . import _api, _envelope
 from ._errors import CheckpointError
 from ._files import write_atomic
 from ._info import session_namespace
+from ._resources import Unrestored, salvaging, type_name
 from ._snapshot import SUSPENDABLE, to_payload
 
 USAGE = """\
 usage: %contsnap save FILE    save the paused generators and variables of this session
-       %contsnap load FILE    load them back (in this kernel or a fresh one)
+       %contsnap load FILE    load them back (in this kernel or a fresh one); a variable
+                              holding what cannot be rebuilt (a file that changed) is
+                              listed, the others are loaded
        %contsnap help         show this message
 
 A snapshot is signed when a key is configured (contsnap.configure(key=...) or
@@ -108,15 +112,29 @@ def save_session(
     return report
 
 
+@dataclass
+class LoadReport:
+    """What ``%contsnap load`` restored, and what it could not and why."""
+
+    restored: dict[str, Any] = field(default_factory=dict)
+    #: (name, what it holds, why) of every variable that could not be restored
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+
 def load_session(
     namespace: dict[str, Any], path: str, *, key: bytes | str | None = None
-) -> dict[str, Any]:
-    """Read a session snapshot; its functions run in ``namespace`` (the caller binds the names)."""
+) -> LoadReport:
+    """Read a session snapshot; its functions run in ``namespace`` (the caller binds the names).
+
+    A variable that holds a resource which cannot be rebuilt here (a file that
+    changed, a handler that is not registered) is skipped and reported; the
+    others are restored. Everything else that fails the load fails all of it.
+    """
     with open(path, "rb") as file:
         data = file.read()
     before = dict(namespace)
     try:
-        with session_namespace(namespace):
+        with session_namespace(namespace), salvaging() as lost:
             loaded = _api.loads(data, key=key)
         if not isinstance(loaded, dict) or not isinstance(loaded.get(SESSION_MARK), dict):
             raise SessionError(
@@ -128,8 +146,44 @@ def load_session(
         namespace.clear()
         namespace.update(before)
         raise
-    restored: dict[str, Any] = loaded[SESSION_MARK]
-    return restored
+    report = LoadReport()
+    variables: dict[str, Any] = loaded[SESSION_MARK]
+    for name, value in variables.items():
+        found = _unrestored_in(value, namespace, {id(p) for p in lost}) if lost else None
+        if found is None:
+            report.restored[name] = value
+        else:
+            kind = found.kind if value is found else type(value)
+            what = type_name(kind) if isinstance(kind, type) else str(kind)
+            report.skipped.append((name, what, str(found.error)))
+    report.skipped.sort()
+    return report
+
+
+def _unrestored_in(value: Any, namespace: dict[str, Any], lost: set[int]) -> Unrestored | None:
+    """The first placeholder of a resource that was not rebuilt which ``value`` reaches."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if id(obj) in lost:
+            found: Unrestored = obj
+            return found
+        if obj is namespace or isinstance(obj, (type, types.ModuleType, str, bytes, int, float)):
+            continue
+        if isinstance(obj, types.FunctionType):
+            # not its globals: the session's namespace and whatever modules hold
+            stack.extend((obj.__closure__ or ()) + (obj.__defaults__ or ()))
+            stack.extend((obj.__kwdefaults__ or {}).values())
+            continue
+        if isinstance(obj, types.FrameType):
+            stack.extend(dict(obj.f_locals).values())
+            continue
+        stack.extend(gc.get_referents(obj))
+    return None
 
 
 def _type_name(value: Any) -> str:
@@ -212,15 +266,19 @@ def _save(shell: Any, path: str) -> None:
 
 def _load(shell: Any, path: str) -> None:
     try:
-        restored = load_session(shell.user_ns, path)
+        report = load_session(shell.user_ns, path)
     except CheckpointError as exc:
         raise SessionError(f"cannot load {path}: {exc}") from None
     except OSError as exc:
         raise SessionError(f"cannot read {path}: {exc}") from None
+    restored = report.restored
     shell.push(restored)
     print(f"contsnap: loaded {_count(restored)} from {path}")
     if restored:
         _print_table([(name, _describe_value(value)) for name, value in sorted(restored.items())])
+    if report.skipped:
+        print(f"not loaded ({len(report.skipped)}):")
+        _print_table(report.skipped)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -12,12 +12,14 @@ refused with a message that names them and says how to register a handler.
 from __future__ import annotations
 
 import _thread
+import contextlib
+import contextvars
 import gc
 import io
 import os
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._errors import CheckpointError, NotCheckpointableError, ResourceChangedError
@@ -171,7 +173,21 @@ def reduce_resource(obj: Any, entry: ResourceHandler | _Refusal) -> tuple[Any, .
 
 
 def restore_resource(kind: Any, state: Any) -> Any:
-    """Rebuild a resource at load time with the handler this process has for ``kind``."""
+    """Rebuild a resource at load time with the handler this process has for ``kind``.
+
+    Inside :func:`salvaging`, a resource that cannot be rebuilt becomes an
+    :class:`Unrestored` placeholder instead of failing the whole load.
+    """
+    try:
+        return _restore_resource(kind, state)
+    except CheckpointError as exc:
+        lost = _SALVAGE.get()
+        if lost is None:
+            raise
+        return Unrestored(kind, exc, lost)
+
+
+def _restore_resource(kind: Any, state: Any) -> Any:
     handler = handler_for(kind) if isinstance(kind, type) else None
     if not isinstance(handler, ResourceHandler):
         raise CheckpointError(
@@ -188,6 +204,51 @@ def restore_resource(kind: Any, state: Any) -> Any:
             f"cannot restore the {type_name(kind)} saved in the snapshot: its resource "
             f"handler's restore raised {type(exc).__name__}: {exc}"
         ) from exc
+
+
+class Unrestored:
+    """Stands, in a partial load, for a resource that could not be rebuilt, and says why.
+
+    The rest of the snapshot may name its attributes (``iter(f.readline, "")``
+    is how a ``for`` loop over a file is saved): those stand in too, so the
+    load completes and the caller can leave out what reaches one of them.
+    Using one raises the error.
+    """
+
+    __slots__ = ("error", "kind", "lost")
+
+    def __init__(self, kind: Any, error: CheckpointError, lost: list[Unrestored]) -> None:
+        self.kind = kind
+        self.error = error
+        self.lost = lost
+        lost.append(self)
+
+    def __getattr__(self, name: str) -> Unrestored:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Unrestored(self.kind, self.error, self.lost)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+    def __repr__(self) -> str:
+        return f"<unrestored {type_name(self.kind) if isinstance(self.kind, type) else self.kind}>"
+
+
+_SALVAGE: contextvars.ContextVar[list[Unrestored] | None] = contextvars.ContextVar(
+    "contsnap_salvage", default=None
+)
+
+
+@contextlib.contextmanager
+def salvaging() -> Iterator[list[Unrestored]]:
+    """Loads inside keep going past resources that cannot be rebuilt; lists them."""
+    lost: list[Unrestored] = []
+    token = _SALVAGE.set(lost)
+    try:
+        yield lost
+    finally:
+        _SALVAGE.reset(token)
 
 
 # ---------------------------------------------------------------- refusals
@@ -417,14 +478,14 @@ def _restore_file(saved: Any) -> Any:
         if current.st_size < state["size"]:
             raise ResourceChangedError(
                 f"{path!r} is shorter ({current.st_size} bytes) than when the snapshot was "
-                f"taken ({state['size']} bytes): it was changed by someone else, so the "
-                "generator writing it cannot go on"
+                f"taken ({state['size']} bytes): it was changed by someone else, so writing "
+                "cannot go on where it was"
             )
     elif (current.st_size, current.st_mtime_ns) != (state["size"], state["mtime_ns"]):
         raise ResourceChangedError(
             f"{path!r} has changed since the snapshot was taken (size {state['size']} -> "
             f"{current.st_size} bytes, modified {state['mtime_ns']} -> {current.st_mtime_ns} ns); "
-            "the generator reading it cannot go on where it was"
+            "reading cannot go on where it was"
         )
     stream = _open_again(path, state)
     try:
