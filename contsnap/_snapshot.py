@@ -342,6 +342,9 @@ def set_generator_state(gen: Any, values: Any) -> None:
         if type(gen) is types.CoroutineType:
             _runtime.UNSTARTED.add(gen)
             _UNSTARTED_BOX[gen] = box  # a snapshot before its first step saves this
+            delegate = box.values.get(info.labels[box.label].delegate or "")
+            if type(delegate) is types.CoroutineType:
+                weakref.finalize(gen, _close_if_unstarted, delegate).atexit = False
         return
     if type(gen) is types.AsyncGeneratorType:
         _prime(gen)
@@ -355,6 +358,18 @@ def set_generator_state(gen: Any, values: Any) -> None:
         _runtime.UNPRIMED.add(gen)
         _DEFERRED[gen] = box
         loading.append(gen)
+
+
+def _close_if_unstarted(delegate: types.CoroutineType[Any, Any, Any]) -> None:
+    """The restored coroutine that awaited ``delegate`` is gone without a first step
+    (closed, thrown into, or dropped), so nothing will start ``delegate`` either.
+
+    The original closed its awaited coroutine when it was closed; close this one too
+    (no code of it runs: it never started) instead of leaving Python to warn that a
+    coroutine awaited before the snapshot "was never awaited".
+    """
+    if inspect.getcoroutinestate(delegate) == inspect.CORO_CREATED:
+        delegate.close()
 
 
 def _prime(gen: Any) -> None:
