@@ -1,9 +1,9 @@
 """contsnap: snapshot paused generators to bytes and resume them anywhere.
 
-Mark a generator function with :func:`checkpointable`; its paused generators
-can then be saved with :func:`dumps` (or ``pickle``/``copy.deepcopy``),
-restored with :func:`loads`, copied with :func:`fork` and moved with
-:func:`detach`.
+Mark a generator function with [`checkpointable`][contsnap.checkpointable]; its paused generators
+can then be saved with [`dumps`][contsnap.dumps] (or ``pickle``/``copy.deepcopy``),
+restored with [`loads`][contsnap.loads], copied with [`fork`][contsnap.fork] and moved with
+[`detach`][contsnap.detach].
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from ._snapshot import detach as _detach
 def configure(*, key: bytes | str | None = None) -> None:
     """Set the process-wide signing key (``None`` clears it; ``CONTSNAP_KEY`` is the fallback).
 
-    Once a key is in effect, :func:`dumps` signs with it and :func:`loads`
+    Once a key is in effect, [`dumps`][contsnap.dumps] signs with it and [`loads`][contsnap.loads]
     refuses snapshots that are unsigned or signed with another key.
     """
     _envelope.configure_key(key)
@@ -55,7 +55,7 @@ def dumps(obj: Any, *, key: bytes | str | None = None) -> bytes:
     """Snapshot a paused checkpointable generator (or any object holding some) to bytes.
 
     The generator is not changed: the snapshot is a copy. The bytes carry an
-    integrity hash and, with a key (argument, :func:`configure` or
+    integrity hash and, with a key (argument, [`configure`][contsnap.configure] or
     ``CONTSNAP_KEY``), an HMAC-SHA256 signature.
     """
     payload, captured, _refs = to_payload(obj)
@@ -64,11 +64,11 @@ def dumps(obj: Any, *, key: bytes | str | None = None) -> bytes:
 
 
 def loads(data: bytes, *, key: bytes | str | None = None) -> Any:
-    """Rebuild what :func:`dumps` saved: a generator paused where the original was.
+    """Rebuild what [`dumps`][contsnap.dumps] saved: a generator paused where the original was.
 
-    If the code of saved functions changed, :class:`CodeChangedError` names every
-    changed function of the saved chain, unless a migration is registered for it
-    (see :func:`contsnap.migration`).
+    If the code of saved functions changed, [`CodeChangedError`][contsnap.CodeChangedError] names
+    every changed function of the saved chain, unless a migration is registered for it (see
+    [`contsnap.migration`][contsnap.migration]).
     """
     meta, payload = _envelope.unseal(data, key=_envelope.effective_key(key))
     found = meta.get("frames")
@@ -114,7 +114,7 @@ def detach(gen: Any) -> None:
     """End ``gen`` without running its ``finally`` blocks: its continuation lives elsewhere.
 
     ``gen`` is a checkpointable generator, coroutine or async generator, or an
-    asyncio task parked by :func:`contsnap.pause`.
+    asyncio task parked by [`contsnap.pause`][contsnap.pause].
     """
     if isinstance(gen, asyncio.Task):
         detach_task(gen)

@@ -2,11 +2,11 @@
 
 A cache file holds what is expensive to rebuild for one source file: the
 module's code (with the hook's marks compiled in) and, per transformed
-function, the fields of its :class:`~contsnap._info.FunctionInfo` or the reason
+function, the fields of its `contsnap._info.FunctionInfo` or the reason
 the transform refused it. It has three sections, each plain data for
-:mod:`marshal` behind its own CRC-32 checksum, so a damaged file is noticed
+`marshal` behind its own CRC-32 checksum, so a damaged file is noticed
 before any code object in it is built (a file still bearing the mtime it was
-written with has not been written to since: see :func:`_replace`, the first
+written with has not been written to since: see `_replace`, the first
 section's checksum is then skipped). An import reads the first: the key, the
 module's code (which makes most marked functions with their fresh code
 already) and the list of functions it makes so. The second (each function's
@@ -25,13 +25,13 @@ the interpreter's bytecode magic and optimisation level, the hook mode and the
 hash of the module's source. Anything else (missing, stale, truncated,
 corrupt, written by another version) reads as "no cache": it is rebuilt and
 overwritten, never an error. Files are written to a temporary name and
-renamed with :func:`os.replace`, so concurrent writers and readers only ever
+renamed with `os.replace`, so concurrent writers and readers only ever
 see whole files; the last writer wins.
 
 The source's hash is what a file is keyed by, but a warm import need not read
 the source to know it: the file also records the source's size, mtime and
 ctime when the hashed bytes were read, and when that was. If the source had
-then not changed for :data:`TRUST_MARGIN_NS` and all three are the same now,
+then not changed for `TRUST_MARGIN_NS` and all three are the same now,
 its bytes are those hashed (any write or ``os.utime`` since would have given
 it a newer ctime), and the import reads nothing but the cache file.
 Otherwise the source is read and hashed as before; a match with a stamp too

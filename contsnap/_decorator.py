@@ -26,15 +26,15 @@ def checkpointable(fn: F) -> F:
     """Make a generator function's suspended generators snapshottable.
 
     The returned function still returns native generators; their frames can be
-    captured by :func:`contsnap.dumps`, ``pickle``, ``copy.deepcopy`` and
-    :func:`contsnap.fork`, and restored where they were paused.
+    captured by [`contsnap.dumps`][contsnap.dumps], ``pickle``, ``copy.deepcopy`` and
+    [`contsnap.fork`][contsnap.fork], and restored where they were paused.
     """
     return make_checkpointable(fn)
 
 
 def make_checkpointable(fn: F, lambda_number: int | None = None) -> F:
-    """:func:`checkpointable`; ``lambda_number`` is the import hook's number for a
-    generator lambda of a hooked module (see :mod:`contsnap._lambdas`)."""
+    """[`checkpointable`][contsnap.checkpointable]; ``lambda_number`` is the import hook's number
+    for a generator lambda of a hooked module (see `contsnap._lambdas`)."""
     if isinstance(fn, (staticmethod, classmethod)):
         return type(fn)(checkpointable(fn.__func__))
     if not isinstance(fn, types.FunctionType):

@@ -4,7 +4,7 @@
 is one. Every ``yield`` of the job is a safe point: there it autosaves every
 ``every`` seconds and, after SIGTERM or SIGINT, saves, detaches the job (its
 ``finally`` blocks run once, in the process that finishes it) and exits with
-status :data:`ROLLED_OUT` (75). A second signal aborts at once; the files on
+status `ROLLED_OUT` (75). A second signal aborts at once; the files on
 disk are then still the last good checkpoints. When the job ends, its result
 is its last checkpoint: a run of a finished job returns it without redoing
 the work.
@@ -44,7 +44,7 @@ RUN_CALLS = [0]
 class RolledOut(SystemExit):
     """The job was saved and stopped on a signal; run it again to continue.
 
-    A ``SystemExit`` with status :data:`ROLLED_OUT`, so an uncaught one ends
+    A ``SystemExit`` with status `ROLLED_OUT`, so an uncaught one ends
     the process quietly with that status.
     """
 
@@ -238,7 +238,7 @@ def run(
     saved there once ``every`` seconds (default 15) have passed since the last
     save, keeping ``keep`` generations (default 3). On SIGTERM, SIGINT or
     SIGHUP it saves at the next safe point, detaches the generator and raises
-    :class:`RolledOut` (exit status 75); a second signal aborts at once.
+    [`RolledOut`][contsnap.RolledOut] (exit status 75); a second signal aborts at once.
 
     Returns what the generator returns. That result is saved as the job's last
     checkpoint, so running the job again returns it at once instead of
@@ -246,7 +246,7 @@ def run(
     ended); remove the checkpoint file to start the job afresh. A result that
     cannot be serialised is not kept (the files are removed, with a warning).
     If the generator raises, the files stay, so the last good state can be
-    inspected or resumed. ``key`` signs the checkpoints (default: :func:`contsnap.configure`
+    inspected or resumed. ``key`` signs the checkpoints (default: [`configure`][contsnap.configure]
     or ``CONTSNAP_KEY``); ``progress`` shows a status line (default: when
     stderr is a terminal).
     """

@@ -1,4 +1,5 @@
-"""The exceptions contsnap raises; every one subclasses :class:`CheckpointError`."""
+"""The exceptions contsnap raises; every one subclasses
+[`CheckpointError`][contsnap.CheckpointError]."""
 
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
 """The import hook: transform the generator functions of named modules as they are imported.
 
-:func:`install_import_hook` puts a finder first in ``sys.meta_path``. It
+[`install_import_hook`][contsnap.install_import_hook] puts a finder first in ``sys.meta_path``. It
 claims only the modules it was given (a name also claims its submodules) that
-are plain ``.py`` sources, and loads them with :class:`HookLoader`, a
+are plain ``.py`` sources, and loads them with `HookLoader`, a
 ``SourceFileLoader`` whose ``get_code`` returns the module's code with, under
-``mark_all``, every generator function decorated by :func:`mark`. The extra
+``mark_all``, every generator function decorated by `mark`. The extra
 decorator is added to the syntax tree at the ``def``'s own line, so no line
-number moves. Each hooked file gets a :class:`HookedModule` record that
+number moves. Each hooked file gets a `HookedModule` record that
 ``@checkpointable`` asks for the function's source (the text that was really
 compiled, not whatever the file says now) and that caches every transformed
-function on disk (:mod:`contsnap._cache`): a warm import runs no libcst at all.
+function on disk (`contsnap._cache`): a warm import runs no libcst at all.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _yields(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 
 #: The kinds of ``def`` that mark_all marks: generator functions, coroutine functions
-#: and async generator functions (generator lambdas: see :mod:`contsnap._lambdas`).
+#: and async generator functions (generator lambdas: see `contsnap._lambdas`).
 MARKED_KINDS: tuple[type[ast.AST], ...] = (ast.FunctionDef, ast.AsyncFunctionDef)
 _FUNCTION_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
@@ -315,7 +315,7 @@ class HookedModule:
         stamp: _cache.Stamp | None = None,
     ) -> None:
         """``data`` is the source as compiled, with ``stamp`` saying how the file looked
-        when it was read. None: not read yet (see :meth:`load_warm`)."""
+        when it was read. None: not read yet (see `load_warm`)."""
         self.filename = filename
         self._data = data
         self.stamp = stamp or _cache.Stamp()
@@ -475,7 +475,7 @@ class HookedModule:
         return "\n".join(text) + "\n", start
 
     def _located(self, fn: types.FunctionType, lambda_number: int | None) -> tuple[str, int] | None:
-        """:meth:`function_source`, refusing when the source the module was compiled from
+        """`function_source`, refusing when the source the module was compiled from
         is gone: the file as it is now may define something else under that name."""
         if self.data is None:
             raise NotCheckpointableError(
@@ -495,7 +495,7 @@ class HookedModule:
         """``fn``'s FunctionInfo: from the cache, or transformed from the hooked source.
 
         ``lambda_number`` tells a generator lambda marked by mark_all (see
-        :mod:`contsnap._lambdas`): several can share a line and a qualname.
+        `contsnap._lambdas`): several can share a line and a qualname.
         """
         code = fn.__code__
         name = code.co_name if lambda_number is None else f"{code.co_name}{lambda_number}"
@@ -580,7 +580,7 @@ class HookedModule:
 
     def _prebuild(self) -> None:
         """The module code to cache: each def whose fresh code can stand in for its plain
-        code (see :func:`prebuilt`) compiled with that code and without its mark call."""
+        code (see `prebuilt`) compiled with that code and without its mark call."""
         assert self._marked_code is not None
         ready = prebuilt(self._marked_code, self.entry.functions, self.plan.marked_lines)
         if [key for key, _ in ready] == [key for key, _ in self.entry.prebuilt]:
@@ -649,7 +649,7 @@ def prebuilt(
 
     Only functions that module and class bodies define (once per import, not per
     call of an enclosing function) and whose fresh code passes
-    :func:`_interchangeable`: MAKE_FUNCTION then builds the transformed function
+    `_interchangeable`: MAKE_FUNCTION then builds the transformed function
     directly, with no mark call, and its info is built on first use (marshal
     stores the shared code object once).
     """
@@ -761,7 +761,7 @@ def mark(fn: Any, lambda_number: int | None = None) -> Any:
     """``@checkpointable`` as mark_all applies it: a refusal warns and keeps the function.
 
     A generator lambda is marked by ``mark(lambda ..., number)``, its number in the
-    module (see :mod:`contsnap._lambdas`).
+    module (see `contsnap._lambdas`).
     """
     if not isinstance(fn, types.FunctionType):
         return fn

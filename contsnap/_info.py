@@ -1,6 +1,6 @@
 """What contsnap knows about each checkpointable function, and how a snapshot names it.
 
-A snapshot refers to its function's :class:`FunctionInfo`. Functions a fresh
+A snapshot refers to its function's `FunctionInfo`. Functions a fresh
 process can import (module level, methods) are named by import path and
 fingerprint; others (nested functions, ``__main__``, notebook cells) travel by
 value through cloudpickle, and on load the live function of the same name and

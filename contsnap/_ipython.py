@@ -5,7 +5,7 @@ be serialised (paused checkpointable generators included) into one snapshot,
 so objects shared between them stay shared; ``%contsnap load FILE`` brings
 them back, in this kernel or a fresh one. IPython is imported only when a
 magic runs; this module talks to the shell through the object IPython hands
-to :func:`load_ipython_extension`.
+to `load_ipython_extension`.
 """
 
 from __future__ import annotations

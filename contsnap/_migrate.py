@@ -9,7 +9,7 @@ it should have there::
         return contsnap.Resume(line=old.line + 1, locals={**old.locals, "seen": 0})
 
 Without a migration, loading a snapshot of a function whose code changed
-raises :class:`CodeChangedError`, naming every changed function.
+raises [`CodeChangedError`][contsnap.CodeChangedError], naming every changed function.
 """
 
 from __future__ import annotations

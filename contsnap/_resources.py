@@ -1,12 +1,11 @@
 """Resources: live objects a snapshot cannot copy, saved and rebuilt by handlers.
 
-A handler registered for a type (:func:`register_resource`) turns an instance
-into picklable state when a snapshot is taken and builds a live object from
-that state when it is loaded: an open file becomes path + mode + offset and
-is reopened there. The snapshot pickler asks :func:`handler_for` about every
-object it meets (the most specific class in the MRO wins). Types no snapshot
-can carry (sockets, locks, child processes, database connections) are
-refused with a message that names them and says how to register a handler.
+A handler registered for a type ([`register_resource`][contsnap.register_resource]) turns an
+instance into picklable state when a snapshot is taken and builds a live object from that state when
+it is loaded: an open file becomes path + mode + offset and is reopened there. The snapshot pickler
+asks `handler_for` about every object it meets (the most specific class in the MRO wins). Types no
+snapshot can carry (sockets, locks, child processes, database connections) are refused with a
+message that names them and says how to register a handler.
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ __all__ = ["ResourceHandler", "handler_for", "register_resource", "restore_resou
 
 
 class ResourceHandler:
-    """One registration of :func:`register_resource`; :meth:`unregister` takes it back."""
+    """One registration of [`register_resource`][contsnap.register_resource]; `unregister` takes it
+    back."""
 
     __slots__ = ("kind", "restore", "save")
 
@@ -141,7 +141,7 @@ def importable_name(kind: type) -> str:
 
 
 def reduce_resource(obj: Any, entry: ResourceHandler | _Refusal) -> tuple[Any, ...]:
-    """How a resource pickles: its handler's state, rebuilt by :func:`restore_resource`."""
+    """How a resource pickles: its handler's state, rebuilt by `restore_resource`."""
     name = type_name(type(obj))
     if isinstance(entry, _Refusal):
         registration = f"contsnap.register_resource({importable_name(entry.kind)}, save, restore)"
@@ -175,8 +175,8 @@ def reduce_resource(obj: Any, entry: ResourceHandler | _Refusal) -> tuple[Any, .
 def restore_resource(kind: Any, state: Any) -> Any:
     """Rebuild a resource at load time with the handler this process has for ``kind``.
 
-    Inside :func:`salvaging`, a resource that cannot be rebuilt becomes an
-    :class:`Unrestored` placeholder instead of failing the whole load.
+    Inside `salvaging`, a resource that cannot be rebuilt becomes an
+    `Unrestored` placeholder instead of failing the whole load.
     """
     try:
         return _restore_resource(kind, state)

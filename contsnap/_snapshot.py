@@ -309,7 +309,7 @@ def _new_migrating(
 
 
 def set_generator_state(gen: Any, values: Any) -> None:
-    """Give a generator from :func:`new_generator` its locals and prime it."""
+    """Give a generator from `new_generator` its locals and prime it."""
     box = _PENDING.pop(gen, None)
     info = info_of(gen)
     if box is None or info is None:
@@ -573,7 +573,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
     are pickled (memoised, so sharing survives). Exceptions keep their cause
     and context. With ``local=True`` (a copy within this process: fork,
     deepcopy) function infos, classes, module globals and tracebacks are
-    passed by reference through :attr:`refs`, so a copy still sees live module
+    passed by reference through `refs`, so a copy still sees live module
     state and exceptions keep their tracebacks.
     """
 
@@ -986,7 +986,7 @@ def _has_own_throw(obj: Any) -> bool:
 
 
 def detach_obstacle(gen: Any) -> str | None:
-    """Why :func:`detach` would refuse ``gen`` (None when it would not)."""
+    """Why [`detach`][contsnap.detach] would refuse ``gen`` (None when it would not)."""
     try:
         for member in delegation_chain(gen):
             if type(member) in _PREFIX and info_of(member) is None:

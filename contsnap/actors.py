@@ -208,7 +208,8 @@ class _Actor:
 
 @dataclass
 class Supervisor:
-    """Restart policy for a group of actors (see :meth:`System.supervisor`)."""
+    """Restart policy for a group of actors (see
+    [`System.supervisor`][contsnap.actors.System.supervisor])."""
 
     name: str
     strategy: str = "one_for_one"
@@ -259,7 +260,7 @@ class System:
         self.results: dict[str, Any] = {}
         self.errors: dict[str, BaseException] = {}
         self.crashes: list[Crash] = []
-        #: every autosave that failed, oldest first (see :meth:`autosave`)
+        #: every autosave that failed, oldest first (see `autosave`)
         self.save_errors: list[CheckpointError] = []
         #: the last checkpoints taken or restored here: (number, {actor: state bytes})
         self.history: collections.deque[tuple[int, dict[str, bytes]]] = collections.deque(maxlen=3)
@@ -279,17 +280,16 @@ class System:
     def supervisor(self, name: str, **policy: Any) -> Supervisor:
         """A supervisor for the actors spawned with ``supervisor=name``.
 
-        ``strategy``: ``"one_for_one"`` restarts the crashed actor,
-        ``"one_for_all"`` all its siblings too. ``restart``: ``"restore"`` from
-        the last good checkpoint (falling back to older ones, then to a fresh
-        start, when a state keeps crashing) or ``"fresh"``. More than
-        ``max_restarts`` restarts ``within`` seconds make it give up: its
-        children stop and it escalates to its ``parent`` supervisor, or the
-        system fails (:meth:`join` raises :class:`SupervisorGaveUpError`).
-        Restarts wait ``backoff`` seconds, doubling up to ``max_backoff``. A
-        restored state that crashes ``poison_after`` times within
-        ``poison_within`` seconds is poisoned: it is written to ``poison_dir``
-        (if set) and not used again.
+        ``strategy``: ``"one_for_one"`` restarts the crashed actor, ``"one_for_all"`` all its
+        siblings too. ``restart``: ``"restore"`` from the last good checkpoint (falling back to
+        older ones, then to a fresh start, when a state keeps crashing) or ``"fresh"``. More than
+        ``max_restarts`` restarts ``within`` seconds make it give up: its children stop and it
+        escalates to its ``parent`` supervisor, or the system fails
+        ([`join`][contsnap.actors.System.join] raises
+        [`SupervisorGaveUpError`][contsnap.actors.SupervisorGaveUpError]). Restarts wait ``backoff``
+        seconds, doubling up to ``max_backoff``. A restored state that crashes ``poison_after``
+        times within ``poison_within`` seconds is poisoned: it is written to ``poison_dir`` (if set)
+        and not used again.
         """
         if name in self.supervisors:
             raise ValueError(f"supervisor {name!r} exists already")
@@ -519,9 +519,9 @@ class System:
     async def quiesce(self, actors: list[str] | None = None, *, timeout: float = 10.0) -> None:
         """Stop the actors (all, or those named) at their next safe point.
 
-        Messages sent meanwhile wait in the mailboxes. :meth:`resume` lets
-        them go on. On timeout, ``NotCheckpointableError`` names the actors that
-        did not arrive and where each waits; none stays stopped.
+        Messages sent meanwhile wait in the mailboxes. [`resume`][contsnap.actors.System.resume]
+        lets them go on. On timeout, ``NotCheckpointableError`` names the actors that did not arrive
+        and where each waits; none stays stopped.
         """
         names = list(self.actors) if actors is None else list(actors)
         unknown = [n for n in names if n not in self.actors]
@@ -802,8 +802,8 @@ class System:
     async def join(self) -> dict[str, Any]:
         """Wait until every actor has ended; return their results by name.
 
-        Raises :class:`SupervisorGaveUpError` when a root supervisor gave up,
-        and the first error of an unsupervised actor that crashed.
+        Raises [`SupervisorGaveUpError`][contsnap.actors.SupervisorGaveUpError] when a root
+        supervisor gave up, and the first error of an unsupervised actor that crashed.
         """
         if self._idle is None:
             self._idle = asyncio.Event()
