@@ -269,6 +269,19 @@ def test_resume_into_changed_code_is_one_line_with_the_fix(tmp_path: Path) -> No
     assert _contsnap("resume", "--debug", "job.ckpt", cwd=tmp_path).stderr.startswith("Traceback")
 
 
+def test_resume_with_the_wrong_key_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "job.py").write_text(CHANGING_JOB)
+    monkeypatch.setenv("CONTSNAP_KEY", "the key it was saved with")
+    assert _contsnap("run", "job.py", cwd=tmp_path).returncode == 75
+    monkeypatch.setenv("CONTSNAP_KEY", "another key")
+    done = _contsnap("resume", "job.ckpt", cwd=tmp_path)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("contsnap resume: ") and "Traceback" not in done.stderr
+
+
 def test_help_texts(capsys: pytest.CaptureFixture[str]) -> None:
     for command, words in (
         ("show", ["MODULE_OR_FILE", "--variant", "resume variant"]),
