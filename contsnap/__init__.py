@@ -19,7 +19,9 @@ from ._errors import (
     CodeChangedError,
     NotCheckpointableError,
     ResourceChangedError,
+    SigningKeyError,
     SnapshotCorruptError,
+    SnapshotKindError,
     SnapshotSignatureError,
 )
 from ._files import CheckpointFallbackWarning
@@ -54,7 +56,9 @@ __all__ = [
     "ResourceChangedError",
     "Resume",
     "RolledOut",
+    "SigningKeyError",
     "SnapshotCorruptError",
+    "SnapshotKindError",
     "SnapshotSignatureError",
     "__version__",
     "checkpoint",

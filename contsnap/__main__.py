@@ -13,14 +13,13 @@ from ._version import __version__
 
 
 def _describe(path: str) -> int:
-    from . import _envelope
+    from ._cli_jobs import _read_meta, printable
     from ._errors import CheckpointError
 
     try:
-        with open(path, "rb") as f:
-            meta = _envelope.read_meta(f.read())
+        meta = _read_meta(path)
     except (OSError, CheckpointError) as exc:
-        print(f"contsnap: {path}: {exc}", file=sys.stderr)
+        print(f"contsnap describe: {printable(path)}: {printable(str(exc))}", file=sys.stderr)
         return 1
     print(json.dumps(meta, indent=2, sort_keys=True))
     return 0
@@ -181,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     resume.add_argument("file")
+    resume.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept an unsigned checkpoint (from an older contsnap); only one you trust",
+    )
     resume.add_argument("--every", type=float, metavar="SECONDS", help="autosave interval")
     inspect_cmd = commands.add_parser(
         "inspect",
@@ -204,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import _cli_jobs
 
         if args.command == "resume":
-            return _cli_jobs.resume(args.file, every=args.every)
+            return _cli_jobs.resume(args.file, every=args.every, allow_unsigned=args.allow_unsigned)
         if args.command == "inspect":
             return _cli_jobs.inspect_file(args.file, as_json=args.json)
         if args.command == "ls":

@@ -23,9 +23,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _api, _envelope
-from ._errors import CheckpointError
+from . import _api, _codec
+from ._errors import CheckpointError, SnapshotCorruptError
 from ._files import CheckpointFiles, Loaded
+from ._resources import truncate
 from ._snapshot import capture, info_of, to_payload
 
 #: exit status of a job that rolled out (EX_TEMPFAIL: "try again later")
@@ -172,14 +173,18 @@ class _Job:
         self.every = every
         self.name = name
         self.steps = 0
+        #: how many checkpoints of this job were written; signed, so a rollback shows
+        self.generation = 0
         self.gen: Any = None
         self.last_save: float | None = None
+        #: the generation file it resumed from (an older one when the newest did not verify)
+        self.resumed_from = files.path
         self.started = time.monotonic()
         self.script = _script_meta()
 
     def save(self) -> None:
         payload, captured, _refs = to_payload(self.gen)
-        self._write(payload, _api._frames(self.gen, captured), {})
+        self._write(payload, _codec.frames_of(self.gen, captured), {})
 
     def save_result(self, result: Any) -> bool:
         """Record that the job finished with ``result`` (False if it cannot be saved)."""
@@ -196,19 +201,19 @@ class _Job:
         return True
 
     def _write(self, payload: bytes, frames: list[Any], extra: dict[str, Any]) -> None:
-        meta = {
-            "created_at": round(time.time(), 3),
-            "frames": frames,
-            "job": {
-                "name": self.name,
-                "steps": self.steps,
-                "every": self.every,
-                "pid": os.getpid(),
-                **self.script,
-                **extra,
-            },
+        self.generation += 1
+        job = {
+            "name": self.name,
+            "steps": self.steps,
+            "generation": self.generation,
+            "every": self.every,
+            "pid": os.getpid(),
+            **self.script,
+            **extra,
         }
-        data = _envelope.seal(payload, meta, key=_envelope.effective_key(self.key))
+        data = _codec.encode_payload(
+            payload, frames, kind="job", identity=self.name, meta={"job": job}, key=self.key
+        )
         self.files.save(data)
         self.last_save = time.monotonic()
 
@@ -226,19 +231,23 @@ def run(
     every: float = _UNSET,
     keep: int = _UNSET,
     key: bytes | str | None = None,
+    allow_unsigned: bool | None = None,
     progress: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run the checkpointable generator function ``genfunc(*args, **kwargs)`` to its end.
 
     If ``checkpoint`` (default ``"job.ckpt"``) holds a checkpoint of the same
-    function, the job resumes from it instead of starting over; the newest
-    intact generation is used, falling back to an older one (with a warning)
-    when the newest is damaged. Every ``yield`` is a safe point: the job is
-    saved there once ``every`` seconds (default 15) have passed since the last
-    save, keeping ``keep`` generations (default 3). On SIGTERM, SIGINT or
-    SIGHUP it saves at the next safe point, detaches the generator and raises
-    :class:`RolledOut` (exit status 75); a second signal aborts at once.
+    job, the job resumes from it instead of starting over: the newest
+    generation whose signature verifies is used, falling back to an older one
+    (with a warning naming the rollback) when the newest is damaged. A
+    checkpoint of another job, one signed with a key not in effect, or a file
+    someone else could have written is refused with a :class:`CheckpointError`.
+    Every ``yield`` is a safe point: the job is saved there once ``every``
+    seconds (default 15) have passed since the last save, keeping ``keep``
+    generations (default 3). On SIGTERM, SIGINT or SIGHUP it saves at the next
+    safe point, detaches the generator and raises :class:`RolledOut` (exit
+    status 75); a second signal aborts at once.
 
     Returns what the generator returns. That result is saved as the job's last
     checkpoint, so running the job again returns it at once instead of
@@ -246,14 +255,16 @@ def run(
     ended); remove the checkpoint file to start the job afresh. A result that
     cannot be serialised is not kept (the files are removed, with a warning).
     If the generator raises, the files stay, so the last good state can be
-    inspected or resumed. ``key`` signs the checkpoints (default: :func:`contsnap.configure`
-    or ``CONTSNAP_KEY``); ``progress`` shows a status line (default: when
-    stderr is a terminal).
+    inspected or resumed. ``key`` signs and verifies the checkpoints (default: the
+    key in effect, see :func:`contsnap.configure`); ``allow_unsigned`` accepts an
+    unsigned checkpoint (from an older contsnap); ``progress`` shows a status line
+    (default: when stderr is a terminal).
     """
     RUN_CALLS[0] += 1
     checkpoint = _OVERRIDES.get("checkpoint", checkpoint)
     every = _OVERRIDES.get("every", every)
     keep = _OVERRIDES.get("keep", keep)
+    allow_unsigned = _OVERRIDES.get("allow_unsigned", allow_unsigned)
     checkpoint = "job.ckpt" if checkpoint is _UNSET else checkpoint
     every = 15.0 if every is _UNSET else float(every)
     keep = 3 if keep is _UNSET else int(keep)
@@ -261,15 +272,14 @@ def run(
         raise ValueError(f"every must be a positive number of seconds, not {every!r}")
     files = CheckpointFiles(checkpoint, keep)
     job = _Job(files, key, every, _job_name(genfunc))
-    loaded = files.load(key=key)
+    loaded = files.load(kinds=("job",), identity=job.name, key=key, allow_unsigned=allow_unsigned)
     if loaded is not None and _finished(loaded):
         _check_resumable(loaded, genfunc, job.name)
         _say_finished(loaded, progress)
         return loaded.obj
     if loaded is not None:
         job.gen = _check_resumable(loaded, genfunc, job.name)
-        job.steps = int(loaded.meta.get("job", {}).get("steps", 0))
-        job.last_save = time.monotonic()
+        _resume_from(job, loaded)
     else:
         job.gen = genfunc(*args, **kwargs)
         if info_of(job.gen) is None or not isinstance(job.gen, types.GeneratorType):
@@ -320,23 +330,39 @@ def resume_file(
     checkpoint: str | os.PathLike[str],
     *,
     key: bytes | str | None = None,
+    allow_unsigned: bool | None = None,
     progress: bool | None = None,
 ) -> Any:
     """Continue the job saved in ``checkpoint`` without its script (``contsnap resume``)."""
     files = CheckpointFiles(checkpoint, int(_OVERRIDES.get("keep", 3)))
-    loaded = files.load(key=key)
+    loaded = files.load(kinds=("job",), key=key, allow_unsigned=allow_unsigned)
     if loaded is None:
         raise FileNotFoundError(f"no checkpoint at {files.path}")
     if _finished(loaded):
         _say_finished(loaded, progress)
         return loaded.obj
-    job_meta = loaded.meta.get("job", {})
+    job_meta = loaded.meta["job"]
     job = _Job(files, key, float(_OVERRIDES.get("every", job_meta.get("every", 15.0))), "")
-    job.name = str(job_meta.get("name") or getattr(info_of(loaded.obj), "qualname", "job"))
+    job.name = str(loaded.meta.get("identity") or job_meta.get("name"))
     job.gen = loaded.obj
-    job.steps = int(job_meta.get("steps", 0))
-    job.last_save = time.monotonic()
+    _resume_from(job, loaded)
     return _drive(job, resumed=True, progress=progress)
+
+
+def _resume_from(job: _Job, loaded: Loaded) -> None:
+    """Take up the job where ``loaded`` left it: counters, and its output files cut back."""
+    job_meta = loaded.meta.get("job")
+    if not isinstance(job_meta, dict):
+        raise SnapshotCorruptError(f"{loaded.path}: a job checkpoint without its job record")
+    job.steps = _count(job_meta.get("steps"))
+    job.generation = _count(job_meta.get("generation"))
+    job.last_save = time.monotonic()
+    job.resumed_from = loaded.path
+    truncate(loaded.outputs)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
@@ -344,7 +370,7 @@ def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
     with _Progress(job.name, progress) as shown, _Signals(shown.say) as signals:
         if resumed:
             shown.say(
-                f"contsnap: resuming {job.name} from {job.files.path} "
+                f"contsnap: resuming {job.name} from {job.resumed_from} "
                 f"after {job.steps:,} steps ({_where(gen)})"
             )
         while True:

@@ -4,7 +4,9 @@ A checkpoint ``job.ckpt`` is written as a temporary file in the same
 directory, flushed and fsynced, renamed over ``job.ckpt`` (older generations
 move to ``job.ckpt.1``, ``job.ckpt.2``... first) and the directory is fsynced.
 A process killed at any instant therefore leaves every complete generation
-loadable; the newest one that is intact is the one resumed.
+loadable. Only the ``keep`` generations a checkpoint writes are ever read, only
+files owned by the current user and not writable by others, and only the newest
+one whose signature verifies is resumed.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import _envelope
-from ._errors import SnapshotCorruptError
+from . import _codec
+from ._errors import CheckpointError, SnapshotCorruptError, SnapshotSignatureError
+from ._resources import Output
 
 #: what an interrupted write leaves behind: removed by the next save
 TEMP_MARK = ".contsnap-tmp-"
@@ -69,11 +73,63 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 
 @dataclass
 class Loaded:
-    """A checkpoint read back: the restored object, its metadata and the file it came from."""
+    """A checkpoint read back: the restored object, its verified metadata, its file."""
 
     obj: Any
     meta: dict[str, Any]
     path: str
+    #: files the restored state writes to (cut back with _resources.truncate on resume)
+    outputs: list[Output] = field(default_factory=list)
+
+
+@dataclass
+class Verified:
+    """A generation whose signature, kind and identity checked out; nothing unpickled yet."""
+
+    path: str
+    data: bytes
+    meta: dict[str, Any]
+
+
+#: a checkpoint file larger than this is not read (a hostile file must not exhaust memory)
+MAX_CHECKPOINT_BYTES = 1 << 31
+
+
+def read_trusted(path: str) -> bytes:
+    """The bytes of checkpoint ``path``, if it is safe to trust it at all.
+
+    Refused, with no fallback: a file that is not a regular file, not owned by the
+    current user, or writable by group or others (as ssh's StrictModes treats keys) —
+    someone else could have planted or replaced it. FileNotFoundError passes through.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        problem = ""
+        if not stat.S_ISREG(info.st_mode):
+            problem = "is not a regular file"
+        elif hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            problem = f"belongs to user id {info.st_uid}, not to you (user id {os.geteuid()})"
+        elif info.st_mode & 0o022:
+            problem = (
+                f"can be written by others (mode {stat.S_IMODE(info.st_mode):03o}), so "
+                "someone else could have replaced it"
+            )
+        elif info.st_size > MAX_CHECKPOINT_BYTES:
+            problem = f"is {info.st_size} bytes, more than contsnap reads"
+        if problem:
+            raise CheckpointError(
+                f"checkpoint {path} {problem}; contsnap does not load it, and does not fall "
+                "back to another generation. Remove it if you did not make it; if you did, "
+                f"make it yours and private (chmod 600 {path})"
+            )
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class CheckpointFiles:
@@ -89,15 +145,8 @@ class CheckpointFiles:
         return self.path if index == 0 else f"{self.path}.{index}"
 
     def existing(self) -> list[str]:
-        """The generations on disk, newest first (a gap left by a crash is skipped)."""
-        found = []
-        index = 0
-        while index < max(self.keep, 1) + 8:  # older runs may have kept more
-            candidate = self.generation(index)
-            if os.path.exists(candidate):
-                found.append(candidate)
-            index += 1
-        return found
+        """The generations this checkpoint keeps that are on disk, newest first."""
+        return [p for p in map(self.generation, range(self.keep)) if os.path.lexists(p)]
 
     def save(self, data: bytes) -> None:
         """Write ``data`` as the newest generation, keeping ``keep`` in all."""
@@ -109,13 +158,9 @@ class CheckpointFiles:
             if os.path.exists(older):
                 os.replace(older, self.generation(index))
         write_atomic(self.path, data)
-        for stale in self.existing():
-            if stale != self.path and self._index_of(stale) >= self.keep:
-                with contextlib.suppress(OSError):
-                    os.unlink(stale)
-
-    def _index_of(self, path: str) -> int:
-        return 0 if path == self.path else int(path.rsplit(".", 1)[1])
+        for index in range(self.keep, self.keep + 8):  # left by a run that kept more
+            with contextlib.suppress(OSError):
+                os.unlink(self.generation(index))
 
     def _remove_leftovers(self) -> None:
         directory, base = os.path.split(self.path)
@@ -134,46 +179,79 @@ class CheckpointFiles:
                 os.unlink(path)
         _fsync_directory(os.path.dirname(self.path))
 
-    def read(self) -> Iterator[tuple[str, bytes]]:
+    def verified(
+        self,
+        *,
+        kinds: Collection[str],
+        identity: str | None = None,
+        key: Any = None,
+        allow_unsigned: bool | None = None,
+    ) -> Verified | None:
+        """The newest generation that verifies, or None when there is no generation at all.
+
+        A generation that is damaged or does not verify is skipped with a
+        :class:`CheckpointFallbackWarning` naming it (a rollback: the work after the one
+        loaded is done again); if none verifies, the newest one's error is raised. A file
+        someone else could have written, and bytes of another kind or identity, raise at
+        once. Nothing is unpickled.
+        """
+        failed: list[CheckpointError] = []
         for path in self.existing():
             try:
-                with open(path, "rb") as f:
-                    yield path, f.read()
+                data = read_trusted(path)
+            except FileNotFoundError:
+                continue  # removed by a concurrent save
             except OSError as exc:
-                warnings.warn(
-                    f"cannot read checkpoint {path}: {exc}", CheckpointFallbackWarning, stacklevel=3
-                )
-
-    def load(self, *, key: bytes | str | None = None) -> Loaded | None:
-        """The newest intact generation restored, or None when there is none at all.
-
-        A damaged (truncated, altered) generation is skipped with a
-        :class:`CheckpointFallbackWarning`; if every generation is damaged, the
-        newest one's error is raised. A signature that does not verify and code
-        that changed are never skipped: they raise.
-        """
-        from ._api import loads
-
-        first_error: SnapshotCorruptError | None = None
-        for path, data in self.read():
-            try:
-                meta = _envelope.read_meta(data)
-                obj = loads(data, key=key)
-            except SnapshotCorruptError as exc:
-                first_error = first_error or SnapshotCorruptError(f"{path}: {exc}")
-                warnings.warn(
-                    f"checkpoint {path} is damaged ({exc}); trying an older one",
-                    CheckpointFallbackWarning,
-                    stacklevel=2,
-                )
+                failed.append(CheckpointError(f"cannot read checkpoint {path}: {exc}"))
                 continue
-            if first_error is not None:
-                warnings.warn(
-                    f"resuming from the older checkpoint {path}",
-                    CheckpointFallbackWarning,
-                    stacklevel=2,
+            try:
+                meta, _payload = _codec.verify(
+                    data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
                 )
-            return Loaded(obj, meta, path)
-        if first_error is not None:
-            raise first_error
+            except (SnapshotCorruptError, SnapshotSignatureError) as exc:
+                failed.append(type(exc)(f"{path}: {exc}"))
+                continue
+            for error in failed:
+                warnings.warn(
+                    f"checkpoint skipped, it does not verify: {error}",
+                    CheckpointFallbackWarning,
+                    stacklevel=3,
+                )
+            if failed:
+                warnings.warn(
+                    f"rolled back: resuming from the older checkpoint {path}"
+                    f"{_generation_note(meta)}, the newest one that verifies; the work done "
+                    "after it will be done again",
+                    CheckpointFallbackWarning,
+                    stacklevel=3,
+                )
+            return Verified(path, data, meta)
+        if failed:
+            raise failed[0]
         return None
+
+    def load(
+        self,
+        *,
+        kinds: Collection[str],
+        identity: str | None = None,
+        key: Any = None,
+        allow_unsigned: bool | None = None,
+    ) -> Loaded | None:
+        """The newest generation that verifies, restored (see :meth:`verified`)."""
+        found = self.verified(
+            kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+        )
+        if found is None:
+            return None
+        # verified twice (cheap, one HMAC): decode is the one path from bytes to objects
+        decoded = _codec.decode(
+            found.data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+        )
+        return Loaded(decoded.obj, decoded.meta, found.path, decoded.outputs)
+
+
+def _generation_note(meta: dict[str, Any]) -> str:
+    job = meta.get("job")
+    number = job.get("generation") if isinstance(job, dict) else None
+    return f" (generation {number})" if isinstance(number, int) else ""
