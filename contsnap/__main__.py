@@ -200,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ls = commands.add_parser("ls", help="list the snapshots in a directory")
     ls.add_argument("directory", nargs="?", default=".")
     args = parser.parse_args(argv)
+    if args.command in ("run", "resume"):
+        from . import _signals
+
+        _signals.install_early()  # before the script's imports: no SIGTERM is lost
     if args.command == "describe":
         return _describe(args.file)
     if args.command == "show":

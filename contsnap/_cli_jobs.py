@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from . import _durable, _envelope
+from . import _durable, _envelope, _signals
 from ._errors import CheckpointError
 from ._files import CheckpointFallbackWarning, CheckpointFiles
 from ._hook import _first_line
@@ -88,10 +88,13 @@ def run_script(
             namespace = runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
             namespace = runpy.run_path(target, run_name="__main__")
-        if not durable or _durable.RUN_CALLS[0] != calls_before:
+        if _durable.RUN_CALLS[0] != calls_before:
             return 0
         function = namespace.get(entry or "main")
         if function is None or function_info(function) is None:
+            if not durable:
+                _signals.deliver_unhandled()  # a plain script: a signal acts as usual
+                return 0
             print(
                 f"contsnap run: {target} did not call contsnap.run() and defines no "
                 f"@checkpointable generator function {entry or 'main'}()",
@@ -193,6 +196,10 @@ def resume(path: str, *, every: float | None = None, allow_unsigned: bool = Fals
 
     hooks = plan.hooks
     hook = install_import_hook(hooks, mark_all=plan.mark_all) if hooks else contextlib.nullcontext()
+    # a job started from library code: find its module where the first process found it
+    for entry in (plan.path, plan.cwd):
+        if entry is not None and os.path.isdir(entry) and entry not in sys.path:
+            sys.path.insert(0, entry)
     with hook, _durable.overrides(every=every):
         result = _durable.resume_file(checkpoint, allow_unsigned=allow_unsigned)
     if result is not None:
@@ -208,6 +215,7 @@ class _Plan:
         self.script: str | None = None
         self.module: str | None = None
         self.entry: str | None = None
+        self.path: str | None = None
         self.argv: list[str] = []
         self.hooks: list[str] = []
         self.mark_all = False
@@ -217,7 +225,7 @@ class _Plan:
         if not isinstance(job, dict):
             raise ValueError("no job record")
         plan = cls()
-        for name in ("cwd", "script", "module", "entry"):
+        for name in ("cwd", "script", "module", "entry", "path"):
             value = job.get(name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"its {name} is a {type(value).__name__}, not text")

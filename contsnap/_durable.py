@@ -23,9 +23,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _api, _codec
+from . import _api, _codec, _signals
 from ._errors import CheckpointError, SnapshotCorruptError
-from ._files import CheckpointFiles, Loaded
+from ._files import CheckpointFiles, Loaded, check_writable
 from ._resources import truncate
 from ._snapshot import capture, info_of, to_payload
 
@@ -75,6 +75,9 @@ class _Signals:
             number = getattr(signal, name, None)
             if number is not None:
                 self.previous[number] = signal.signal(number, self._handle)
+        early = _signals.take()  # sent while contsnap run was still starting the script
+        if early is not None:
+            self._handle(early, None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -147,26 +150,64 @@ def _where(gen: Any) -> str:
     return f"{info.qualname} at {info.filename}:{line}"
 
 
-def _script_meta() -> dict[str, Any]:
+#: the fields of a job's record that say how to run it again (``contsnap resume``)
+PLAN_FIELDS = ("script", "module", "argv", "cwd", "hooks", "mark_all", "entry", "path")
+
+
+def _script_meta(genfunc: Callable[..., Any] | None) -> dict[str, Any]:
+    """How to run this job again: its script (or ``-m`` module), arguments and directory.
+
+    A job started from library code (``python -c``, an application calling run()) has
+    no script of its own: ``path`` records the ``sys.path`` entry its module was
+    imported from, so that ``contsnap resume`` finds it the way this process did.
+    """
+    plan = _OVERRIDES.get("plan")  # contsnap resume of a job with no script: keep its plan
+    if plan is not None:
+        return dict(plan)
     script = _OVERRIDES.get("script")  # set by ``contsnap run``
-    if script is None:
-        script = getattr(sys.modules.get("__main__"), "__file__", None)
+    module = _OVERRIDES.get("module")
+    main = sys.modules.get("__main__")
+    if script is None and module is None:
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and getattr(spec, "name", None) not in (None, "__main__"):
+            module = spec.name  # python -m pkg.app: run it again as a module
+        else:
+            script = getattr(main, "__file__", None)
     return {
         "script": os.path.abspath(script) if isinstance(script, str) else None,
-        "module": _OVERRIDES.get("module"),
+        "module": module,
         "argv": list(_OVERRIDES.get("argv", sys.argv[1:])),
         "cwd": os.getcwd(),
         "hooks": list(_OVERRIDES.get("hooks") or ()),
         "mark_all": bool(_OVERRIDES.get("mark_all")),
         "entry": _OVERRIDES.get("entry"),
+        "path": _import_root(genfunc),
     }
+
+
+def _import_root(genfunc: Callable[..., Any] | None) -> str | None:
+    """The ``sys.path`` entry that the module of ``genfunc`` was imported from."""
+    name = getattr(genfunc, "__module__", None)
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    origin = getattr(module, "__file__", None)
+    if not isinstance(origin, str) or name == "__main__":
+        return None
+    directory = os.path.dirname(os.path.abspath(origin))
+    for _ in range(str(name).count(".")):  # pkg.sub.mod lives under the root's pkg/sub/
+        directory = os.path.dirname(directory)
+    return directory
 
 
 class _Job:
     """One run of :func:`run`: the generator, its step count and its files."""
 
     def __init__(
-        self, files: CheckpointFiles, key: bytes | str | None, every: float, name: str
+        self,
+        files: CheckpointFiles,
+        key: bytes | str | None,
+        every: float,
+        name: str,
+        genfunc: Callable[..., Any] | None = None,
     ) -> None:
         self.files = files
         self.key = key
@@ -180,7 +221,7 @@ class _Job:
         #: the generation file it resumed from (an older one when the newest did not verify)
         self.resumed_from = files.path
         self.started = time.monotonic()
-        self.script = _script_meta()
+        self.script = _script_meta(genfunc)
 
     def save(self) -> None:
         payload, captured, _refs = to_payload(self.gen)
@@ -270,8 +311,15 @@ def run(
     keep = 3 if keep is _UNSET else int(keep)
     if not every > 0:
         raise ValueError(f"every must be a positive number of seconds, not {every!r}")
+    if not callable(genfunc) or isinstance(genfunc, types.GeneratorType):
+        raise TypeError(
+            "contsnap.run() takes the @checkpointable generator *function* and its "
+            f"arguments, run(main, ...), not {type(genfunc).__name__} (a generator object "
+            "cannot be started again after a restart)"
+        )
     files = CheckpointFiles(checkpoint, keep)
-    job = _Job(files, key, every, _job_name(genfunc))
+    check_writable(files.path)
+    job = _Job(files, key, every, _job_name(genfunc), genfunc)
     loaded = files.load(kinds=("job",), identity=job.name, key=key, allow_unsigned=allow_unsigned)
     if loaded is not None and _finished(loaded):
         _check_resumable(loaded, genfunc, job.name)
@@ -344,6 +392,9 @@ def resume_file(
     job_meta = loaded.meta["job"]
     job = _Job(files, key, float(_OVERRIDES.get("every", job_meta.get("every", 15.0))), "")
     job.name = str(loaded.meta.get("identity") or job_meta.get("name"))
+    # the next checkpoints say how to run the job as the first one did, not as
+    # ``contsnap resume`` (which would then resume itself)
+    job.script = {field: job_meta.get(field) for field in PLAN_FIELDS}
     job.gen = loaded.obj
     _resume_from(job, loaded)
     return _drive(job, resumed=True, progress=progress)
@@ -379,12 +430,15 @@ def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
             except StopIteration as done:
                 # the result is the job's last checkpoint: a run killed after this
                 # point, before its caller used the result, gets it back unchanged
-                job.save_result(done.value)
+                try:
+                    job.save_result(done.value)
+                except OSError as exc:
+                    raise _save_failed(job, exc, "the job finished, but its result") from exc
                 return done.value
             job.steps += 1
             now = time.monotonic()
             if signals.requested is not None:
-                job.save()
+                _save(job)
                 where = _where(gen)
                 _api.detach(gen)
                 shown.say(
@@ -393,9 +447,35 @@ def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
                     "Run it again (or `contsnap resume FILE`) to continue."
                 )
                 raise RolledOut(job.files.path, job.steps, where)
-            if now - (job.last_save or job.started) >= job.every:
-                job.save()
+            # the first safe point of a fresh job saves at once: a kill before the first
+            # autosave would otherwise start over and repeat all its output so far
+            if job.last_save is None or now - job.last_save >= job.every:
+                _save(job)
             shown.update(job.steps, job.last_save, value, now)
+
+
+def _save(job: _Job) -> None:
+    """Save at a safe point; a failed write stops the job here, detached, with advice.
+
+    The generator is detached, not closed: its ``finally`` blocks run once, in the
+    process that resumes it from the last good checkpoint, never here as well.
+    """
+    try:
+        job.save()
+    except OSError as exc:
+        where = _where(job.gen)
+        _api.detach(job.gen)
+        raise _save_failed(job, exc, f"the job stopped in {where}; its state") from exc
+
+
+def _save_failed(job: _Job, exc: OSError, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"cannot save a checkpoint of {job.name} to {job.files.path}: "
+        f"{exc.strerror or exc} ({type(exc).__name__}); {what} after step {job.steps:,} "
+        "is not saved, the last good checkpoint is kept. Free some space or make the "
+        "directory writable (or pass another checkpoint=), then run the job again: it "
+        "resumes from that checkpoint"
+    )
 
 
 @contextlib.contextmanager

@@ -95,6 +95,22 @@ class Verified:
 MAX_CHECKPOINT_BYTES = 1 << 31
 
 
+def check_writable(path: str) -> None:
+    """Find out at start, not at the first save, that checkpoints cannot be written there."""
+    directory = os.path.dirname(os.path.abspath(path))
+    name = f".{os.path.basename(path)}{TEMP_MARK}probe-{os.getpid()}-{secrets.token_hex(4)}"
+    probe = os.path.join(directory, name)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot write checkpoints to {directory}: {exc.strerror or exc}; make it "
+            "writable or pass another checkpoint= path"
+        ) from None
+
+
 def read_trusted(path: str) -> bytes:
     """The bytes of checkpoint ``path``, if it is safe to trust it at all.
 
