@@ -272,3 +272,17 @@ def test_a_module_that_cannot_be_found_on_load_is_named_with_the_fix(tmp_path: P
     assert not isinstance(caught.value, contsnap.CodeChangedError)
     assert "cannot import module 'gonemod'" in str(caught.value)
     assert "Is it on sys.path?" in str(caught.value)
+
+
+@pytest.mark.parametrize("rich_installed", [True, False], ids=["rich", "plain"])
+def test_the_status_line_is_drawn_with_or_without_rich(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, rich_installed: bool
+) -> None:
+    if not rich_installed:
+        monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails
+    log = tmp_path / "finally.log"
+    result = contsnap.run(with_finally, str(log), 30, checkpoint=tmp_path / "p.ckpt", progress=True)
+    assert result is None
+    err = capsys.readouterr().err
+    if not rich_installed:
+        assert "with_finally  " in err and " steps  ·  " in err  # the plain line
