@@ -24,13 +24,12 @@ from pathlib import Path
 def find_binary(name: str) -> str | None:
     """``name`` in the newest ``/usr/lib/postgresql/*/bin`` (Debian's layout), or on PATH.
 
-    Symbolic links are resolved, so the PostgreSQL tools of one installation
-    are found next to each other.
+    Debian's ``redis-server`` is a link to ``redis-check-rdb`` that looks at
+    its own name, so a link found on PATH is returned as it is.
     """
     candidates = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
     candidates.sort(key=lambda p: int(Path(p).parent.parent.name.split(".")[0]), reverse=True)
-    found = candidates[0] if candidates else shutil.which(name)
-    return None if found is None else os.path.realpath(found)
+    return candidates[0] if candidates else shutil.which(name)
 
 
 def free_port() -> int:
@@ -43,13 +42,15 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, what:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()}")
+            output = log.read_text() if log.exists() else "(no log)"
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{output}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.01)
-    raise RuntimeError(f"{what} did not listen on port {port} within 20 s:\n{log.read_text()}")
+    output = log.read_text() if log.exists() else "(no log)"
+    raise RuntimeError(f"{what} did not listen on port {port} within 20 s:\n{output}")
 
 
 class RedisServer:

@@ -64,7 +64,7 @@ class FileStore(StoreBase):
             raise StoreError(
                 f"store {self.url}: cannot create the directory ({exc}); choose a writable location"
             ) from exc
-        self._held: dict[str, int] = {}
+        self._held: dict[str, tuple[int, int]] = {}  # key -> (token, fd of its fcntl lock)
         self._mutex = threading.Lock()
 
     # --- paths and low-level file operations -------------------------------------------------
@@ -328,13 +328,13 @@ class FileStore(StoreBase):
                     self.url, key, record["owner"], record["pid"], record["host"],
                     record["expires"] - now,
                 )  # fmt: skip
-            if not got_lock:  # a paused holder keeps its fcntl lock; the record decides
-                os.close(held)
-            elif key in self._held:
-                os.close(self._held.pop(key))
-            if got_lock:
-                self._held[key] = held
             token = (0 if record is None else int(record["token"])) + 1
+            if key in self._held:  # an earlier lease of this object: over now
+                os.close(self._held.pop(key)[1])
+            if got_lock:
+                self._held[key] = (token, held)
+            else:  # a paused holder keeps its fcntl lock; the record decides
+                os.close(held)
             lease = Lease(key, token, owner, pid, host, now + ttl, ttl)
             self._write_record(lease)
         return lease
@@ -381,22 +381,26 @@ class FileStore(StoreBase):
         return renewed
 
     def release(self, lease: Lease) -> bool:
-        """Give the lease up; return ``False`` if it had already been lost to a newer token."""
+        """Give the lease up; ``False`` if it was no longer live (released, expired or taken)."""
         with self._mutex, self._flock(self._side(lease.key, "lease.lock")):
             record = self._read_json(self._side(lease.key, "lease"))
-            if record is None or int(record["token"]) != lease.token:
+            if self._held.get(lease.key, (None, 0))[0] == lease.token:
+                os.close(self._held.pop(lease.key)[1])
+            if (
+                record is None
+                or int(record["token"]) != lease.token
+                or record["expires"] <= time.time()
+            ):
                 return False
             self._write_record(
                 Lease(lease.key, lease.token, lease.owner, lease.pid, lease.host, 0.0, lease.ttl)
             )
-            if lease.key in self._held:
-                os.close(self._held.pop(lease.key))
         return True
 
     def close(self) -> None:
         """Let go of the ``fcntl`` locks of the leases this object holds."""
         with self._mutex:
-            for fd in self._held.values():
+            for _token, fd in self._held.values():
                 os.close(fd)
             self._held.clear()
 

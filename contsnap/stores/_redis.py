@@ -435,7 +435,7 @@ class RedisStore(StoreBase):
         return Lease(lease.key, lease.token, lease.owner, lease.pid, lease.host, expires, ttl)
 
     def release(self, lease: Lease) -> bool:
-        """Give the lease up; return ``False`` if it had already been lost to a newer token."""
+        """Give the lease up; ``False`` if it was no longer live (released, expired or taken)."""
         return bool(self._run(self._release_script, lease.key, lease.token))
 
     def close(self) -> None:

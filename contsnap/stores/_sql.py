@@ -303,11 +303,13 @@ class SQLStore(StoreBase):
         return Lease(lease.key, lease.token, lease.owner, lease.pid, lease.host, now + ttl, ttl)
 
     def release(self, lease: Lease) -> bool:
-        """Give the lease up; return ``False`` if it had already been lost to a newer token."""
-        with self._write([_LEASE_LOCK + lease.key]) as (cur, _now):
+        """Give the lease up; ``False`` if it was no longer live (released, expired or taken)."""
+        with self._write([_LEASE_LOCK + lease.key]) as (cur, now):
             cur.execute(
-                self._q("UPDATE {p}leases SET expires = 0 WHERE key = ? AND token = ?"),
-                (lease.key, lease.token),
+                self._q(
+                    "UPDATE {p}leases SET expires = 0 WHERE key = ? AND token = ? AND expires > ?"
+                ),
+                (lease.key, lease.token, now),
             )
             return bool(cur.rowcount)
 

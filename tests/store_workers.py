@@ -1,0 +1,38 @@
+"""Code the store contract tests run in separate processes (spawned, so nothing is inherited)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from contsnap.stores import FencedError, open_store
+
+
+def cas_rounds(
+    url: str, options: dict[str, Any], key: str, rounds: int, barrier: Any, out: Any
+) -> None:
+    """Try to win every round ``r`` by a compare-and-set from version ``r``; report the wins."""
+    store = open_store(url, **options)
+    barrier.wait(60)
+    wins = [
+        r for r in range(rounds) if store.cas(key, f"{os.getpid()}:{r}".encode(), r, keep=rounds)
+    ]
+    store.close()
+    out.put((os.getpid(), wins))
+
+
+def lease_holder(url: str, options: dict[str, Any], ttl: float, out: Any, go: Any) -> None:
+    """Take the lease on "job", write under it, then (when told) try to write again."""
+    store = open_store(url, **options)
+    lease = store.acquire("job", ttl)
+    store.put("result", b"holder first", lease=lease)
+    out.put(("ready", os.getpid(), lease.token))
+    go.wait(60)
+    try:
+        store.put("result", b"holder after the pause", lease=lease)
+        out.put(("written", ""))
+    except FencedError as exc:
+        out.put(("fenced", str(exc)))
+    except Exception as exc:  # reported, so the test shows it
+        out.put(("error", repr(exc)))
+    store.close()
