@@ -22,11 +22,16 @@ def cas_rounds(
 
 
 def lease_holder(url: str, options: dict[str, Any], ttl: float, out: Any, go: Any) -> None:
-    """Take the lease on "job", write under it, then (when told) try to write again."""
+    """Take the lease on "job" and write under it; when told, shorten the lease to ``ttl``,
+    and when told again, try to write once more (after the test froze and thawed us)."""
     store = open_store(url, **options)
-    lease = store.acquire("job", ttl)
+    lease = store.acquire("job", 60)
     store.put("result", b"holder first", lease=lease)
     out.put(("ready", os.getpid(), lease.token))
+    go.wait(60)
+    go.clear()
+    lease = store.renew(lease, ttl)
+    out.put(("renewed", lease.ttl, lease.token))
     go.wait(60)
     try:
         store.put("result", b"holder after the pause", lease=lease)

@@ -205,7 +205,7 @@ def test_lease_renew_release_and_growing_tokens(store: Any) -> None:
 
 def test_lease_lost_by_a_frozen_holder_is_fenced(backend: Backend) -> None:
     """A holder paused (SIGSTOP) past its ttl loses the lease; after SIGCONT its write is refused."""
-    ctx, ttl = spawn(), 1.0
+    ctx, ttl = spawn(), 0.5
     out, go = ctx.Queue(), ctx.Event()
     holder = ctx.Process(
         target=store_workers.lease_holder, args=(backend.url, backend.options, ttl, out, go)
@@ -215,10 +215,13 @@ def test_lease_lost_by_a_frozen_holder_is_fenced(backend: Backend) -> None:
         status, pid, token = out.get(timeout=60)
         assert status == "ready" and pid == holder.pid
         store = backend.open()
-        with pytest.raises(LeaseHeldError) as held:
+        with pytest.raises(LeaseHeldError) as held:  # the holder's lease has 60 s left
             store.acquire("job", 10)
         assert f"pid {pid}, host {socket.gethostname()}" in str(held.value)
-        os.kill(pid, signal.SIGSTOP)
+        assert (held.value.pid, held.value.host) == (pid, socket.gethostname())
+        go.set()  # the holder renews its lease for `ttl` seconds only ...
+        assert out.get(timeout=60) == ("renewed", ttl, token)
+        os.kill(pid, signal.SIGSTOP)  # ... and is frozen past that
         time.sleep(ttl + 0.3)
         lease = store.acquire("job", 10)  # the frozen holder's ttl has passed
         assert lease.token > token

@@ -42,9 +42,17 @@ class VersionConflictError(StoreError):
 
 
 class LeaseHeldError(StoreError):
-    """Another owner holds a live lease on the key; the message names it (owner, pid, host)."""
+    """Another owner holds a live lease on the key; the message names it (owner, pid, host).
+
+    The holder is also in the attributes ``owner``, ``pid``, ``host`` and
+    ``expires_in`` (seconds), for a caller that decides to wait.
+    """
 
     __module__ = _MODULE
+    owner: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    expires_in: float | None = None
 
 
 class FencedError(StoreError):
@@ -194,11 +202,13 @@ def default_owner() -> tuple[str, int, str]:
 
 
 def held_error(url: str, key: str, owner: str, pid: int, host: str, left: float) -> LeaseHeldError:
-    return LeaseHeldError(
+    error = LeaseHeldError(
         f"store {url}: the lease on {key!r} is held by {owner!r} (pid {pid}, host {host}) "
         f"for {max(left, 0.0):.1f} s more; wait for it to be released or to expire, "
         "or stop that process"
     )
+    error.owner, error.pid, error.host, error.expires_in = owner, int(pid), host, max(left, 0.0)
+    return error
 
 
 def fenced_error(url: str, lease: Lease, token: int | None, live: bool) -> FencedError:

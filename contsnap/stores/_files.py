@@ -281,9 +281,15 @@ class FileStore(StoreBase):
         return True
 
     def sweep(self) -> int:
-        """Remove every expired key; return how many."""
+        """Remove every expired key, and temporary files a crash left; return how many keys."""
         removed = 0
         now = time.time()
+        for folder in (self.directory, self._meta):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                with suppress(FileNotFoundError):
+                    if name.startswith(".tmp-") and os.stat(path).st_mtime < now - 3600:
+                        os.unlink(path)
         for name in os.listdir(self._meta):
             if not name.endswith(".meta"):
                 continue

@@ -87,9 +87,20 @@ class SQLiteStore(SQLStore):
         return sql.replace("{p}", self.prefix)
 
     @contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"store {self.url}: SQLite failed ({exc}); check the disk and the file's "
+                "permissions; if it is locked, raise busy_timeout or find the process "
+                "holding a long transaction"
+            ) from exc
+
+    @contextmanager
     def _write(self, locks: Sequence[str]) -> Iterator[tuple[Any, float]]:
         # BEGIN IMMEDIATE takes SQLite's write lock up front: the whole database is the lock.
-        with self._lock:
+        with self._lock, self._failures():
             cur = self._db.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
@@ -109,13 +120,13 @@ class SQLiteStore(SQLStore):
 
     @contextmanager
     def _read(self) -> Iterator[tuple[Any, float]]:
-        with self._lock:
+        with self._lock, self._failures():
             yield self._db.cursor(), time.time()
 
     def sweep(self) -> int:
         """Remove expired keys, then truncate the WAL so the file's growth stays bounded."""
         removed = super().sweep()
-        with self._lock:
+        with self._lock, self._failures():
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
 
