@@ -11,12 +11,14 @@ from contsnap.stores import FencedError, open_store
 def cas_rounds(
     url: str, options: dict[str, Any], key: str, rounds: int, barrier: Any, out: Any
 ) -> None:
-    """Try to win every round ``r`` by a compare-and-set from version ``r``; report the wins."""
+    """In each round ``r`` (all workers start it together), try a compare-and-set from version
+    ``r``; report the rounds won."""
     store = open_store(url, **options)
-    barrier.wait(60)
-    wins = [
-        r for r in range(rounds) if store.cas(key, f"{os.getpid()}:{r}".encode(), r, keep=rounds)
-    ]
+    wins = []
+    for r in range(rounds):
+        barrier.wait(60)
+        if store.cas(key, f"{os.getpid()}:{r}".encode(), r, keep=rounds):
+            wins.append(r)
     store.close()
     out.put((os.getpid(), wins))
 
