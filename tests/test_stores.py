@@ -14,6 +14,7 @@ import os
 import pickle
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -110,6 +111,35 @@ def test_put_get_generations_delete(store: Any) -> None:
     assert store.delete("ckpt") is False
     assert store.put("ckpt", b"again") == 1
     assert store.get("empty") == b""
+
+
+def test_keys_lists_the_live_keys_of_a_group(store: Any) -> None:
+    store.put("-page-b", b"1", group="session-1")
+    store.put("page-a", b"2", group="session-1", keep=2)
+    store.put("page-a", b"3", group="session-1", keep=2)
+    store.put("page-c", b"4", group="session-2")
+    store.put("job", b"5")
+    store.put("gone", b"6", group="session-1", ttl=0.05)
+    time.sleep(0.1)
+    assert store.keys(group="session-1") == ["-page-b", "page-a"]
+    assert store.keys() == ["-page-b", "job", "page-a", "page-c"]
+    store.delete("page-a")
+    assert store.keys(group="session-1") == ["-page-b"]
+    assert store.keys(group="nobody") == []
+
+
+def test_acquire_can_wait_for_the_lease(backend: Backend) -> None:
+    holder, waiter = backend.open(), backend.open()
+    lease = holder.acquire("job", 30)
+    with pytest.raises(LeaseHeldError):
+        waiter.acquire("job", 30, wait=0.2)  # still held after waiting
+    timer = threading.Timer(0.3, holder.release, [lease])
+    timer.start()
+    started = time.monotonic()
+    second = waiter.acquire("job", 30, wait=10)
+    assert 0.2 < time.monotonic() - started < 5
+    assert second.token == lease.token + 1
+    timer.join()
 
 
 def test_compare_and_set_in_one_process(store: Any) -> None:

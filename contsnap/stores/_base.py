@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -126,6 +127,8 @@ class Store(Protocol):
 
     def get(self, key: str, *, generation: int = 0) -> bytes | None: ...
 
+    def keys(self, *, group: str | None = None) -> list[str]: ...
+
     def entry(self, key: str, *, generation: int = 0) -> Entry | None: ...
 
     def version(self, key: str) -> int | None: ...
@@ -138,7 +141,9 @@ class Store(Protocol):
 
     def cas(self, key: str, data: bytes, expect: int, *, keep: int = 1) -> bool: ...
 
-    def acquire(self, key: str, ttl: float, *, owner: str | None = None) -> Lease: ...
+    def acquire(
+        self, key: str, ttl: float, *, owner: str | None = None, wait: float = 0.0
+    ) -> Lease: ...
 
     def renew(self, lease: Lease, ttl: float | None = None) -> Lease: ...
 
@@ -151,7 +156,7 @@ class Store(Protocol):
 
 # --- shared checks and messages, used by every backend --------------------------------------
 
-_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@=+\-]{0,199}")
+_KEY = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.:@=+\-]{0,199}")
 
 
 def check_key(url: str, key: object, what: str = "key") -> str:
@@ -159,7 +164,7 @@ def check_key(url: str, key: object, what: str = "key") -> str:
     if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise StoreError(
             f"store {url}: {what} {key!r} is not a valid key; use 1-200 characters of "
-            "letters, digits and _ . : @ = + - (not starting with . or -)"
+            "letters, digits and _ . : @ = + - (not starting with .)"
         )
     return key
 
@@ -247,6 +252,29 @@ class StoreBase:
         except VersionConflictError:
             return False
         return True
+
+    def acquire(
+        self, key: str, ttl: float, *, owner: str | None = None, wait: float = 0.0
+    ) -> Lease:
+        """Take the lease on ``key`` for ``ttl`` seconds, or raise :class:`LeaseHeldError`.
+
+        ``owner`` names the holder in the error another process gets (default:
+        pid and host). With ``wait``, a held lease is tried again until it is
+        free or ``wait`` seconds have passed.
+        """
+        check_key(self.url, key)
+        check_positive(self.url, "ttl", ttl)
+        if wait:
+            check_positive(self.url, "wait", wait)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._acquire(key, ttl, owner)  # type: ignore[attr-defined, no-any-return]
+            except LeaseHeldError as held:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(left, 0.1, max(held.expires_in or 0.0, 0.005)))
 
     def get(self, key: str, *, generation: int = 0) -> bytes | None:
         """The bytes of ``key``'s ``generation`` (0 newest), or ``None`` if missing or expired."""

@@ -171,6 +171,20 @@ class FileStore(StoreBase):
             meta = self._live_meta(key, time.time())
         return [] if meta is None else [int(v) for v in meta["versions"]]
 
+    def keys(self, *, group: str | None = None) -> list[str]:
+        """The live keys, sorted; only those written with ``group=`` if given."""
+        if group is not None:
+            check_key(self.url, group, "group")
+        found = []
+        now = time.time()
+        for name in os.listdir(self._meta):
+            if name.endswith(".meta"):
+                key = name[: -len(".meta")]
+                meta = self._live_meta(key, now)
+                if meta is not None and (group is None or meta.get("group") == group):
+                    found.append(key)
+        return sorted(found)
+
     # --- writes ------------------------------------------------------------------------------
 
     def put(
@@ -308,13 +322,8 @@ class FileStore(StoreBase):
 
     # --- leases ------------------------------------------------------------------------------
 
-    def acquire(self, key: str, ttl: float, *, owner: str | None = None) -> Lease:
-        """Take the lease on ``key`` for ``ttl`` seconds, or raise :class:`LeaseHeldError`.
-
-        A live lease whose holder process has died (its ``fcntl`` lock is free)
-        is taken at once; one whose holder is alive but paused past ``ttl`` is
-        taken too, and the paused holder's next write is refused.
-        """
+    def _acquire(self, key: str, ttl: float, owner: str | None) -> Lease:
+        """One try at the lease (see :meth:`StoreBase.acquire`)."""
         key = self._key(key)
         check_positive(self.url, "ttl", ttl)
         name, pid, host = default_owner()

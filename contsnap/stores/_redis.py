@@ -148,6 +148,20 @@ if not v then return {} end
 return {v, redis.call('HGET', hk, 'd:' .. v)}
 """
 
+# ARGV: prefix, group|'' -> the live keys (of the group)
+_KEYS = (
+    _PRELUDE
+    + """
+local index = p .. 'lru'
+if ARGV[2] ~= '' then index = p .. 'grp:' .. ARGV[2] end
+local live = {}
+for _, key in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  if redis.call('EXISTS', p .. 'k:' .. key) == 1 then live[#live + 1] = key end
+end
+return live
+"""
+)
+
 # ARGV: prefix, key, lease key|'', token
 _DELETE = (
     _PRELUDE
@@ -272,6 +286,7 @@ class RedisStore(StoreBase):
         self._put_script = register(_PUT)
         self._entry_script = register(_ENTRY)
         self._delete_script = register(_DELETE)
+        self._keys_script = register(_KEYS)
         self._touch_script = register(_TOUCH)
         self._sweep_script = register(_SWEEP)
         self._acquire_script = register(_ACQUIRE)
@@ -313,6 +328,12 @@ class RedisStore(StoreBase):
         except self._errors as exc:
             raise StoreError(f"store {self.url}: the Redis server failed ({exc})") from exc
         return sorted((int(f[2:]) for f in fields if f.startswith(b"d:")), reverse=True)
+
+    def keys(self, *, group: str | None = None) -> list[str]:
+        """The live keys, sorted; only those written with ``group=`` if given."""
+        if group is not None:
+            check_key(self.url, group, "group")
+        return sorted(k.decode() for k in self._run(self._keys_script, group or ""))
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -411,8 +432,8 @@ class RedisStore(StoreBase):
 
     # --- leases ------------------------------------------------------------------------------
 
-    def acquire(self, key: str, ttl: float, *, owner: str | None = None) -> Lease:
-        """Take the lease on ``key`` for ``ttl`` seconds, or raise :class:`LeaseHeldError`."""
+    def _acquire(self, key: str, ttl: float, owner: str | None) -> Lease:
+        """One try at the lease (see :meth:`StoreBase.acquire`)."""
         check_key(self.url, key)
         check_positive(self.url, "ttl", ttl)
         name, pid, host = default_owner()

@@ -94,6 +94,16 @@ class SQLStore(StoreBase):
             rows = cur.fetchall()
         return [int(r[0]) for r in rows if not _expired(r[1], now)]
 
+    def keys(self, *, group: str | None = None) -> list[str]:
+        """The live keys, sorted; only those written with ``group=`` if given."""
+        if group is not None:
+            check_key(self.url, group, "group")
+        sql = "SELECT key, expires FROM {p}keys" + ("" if group is None else " WHERE grp = ?")
+        with self._read() as (cur, now):
+            cur.execute(self._q(sql), () if group is None else (group,))
+            rows = cur.fetchall()
+        return sorted(str(r[0]) for r in rows if not _expired(r[1], now))
+
     # --- writes ----------------------------------------------------------------------------
 
     def put(
@@ -265,8 +275,8 @@ class SQLStore(StoreBase):
 
     # --- leases ----------------------------------------------------------------------------
 
-    def acquire(self, key: str, ttl: float, *, owner: str | None = None) -> Lease:
-        """Take the lease on ``key`` for ``ttl`` seconds, or raise :class:`LeaseHeldError`."""
+    def _acquire(self, key: str, ttl: float, owner: str | None) -> Lease:
+        """One try at the lease (see :meth:`StoreBase.acquire`)."""
         check_key(self.url, key)
         check_positive(self.url, "ttl", ttl)
         name, pid, host = default_owner()
