@@ -333,6 +333,23 @@ def test_bounds_evict_least_recently_used(backend: Backend) -> None:
     assert store.get("huge") is None and store.get("big3") == b"3" * 40
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"], indirect=True)
+def test_byte_bound_counts_generations_deletes_and_expiry(backend: Backend) -> None:
+    store = backend.open(max_bytes=100)
+    store.put("a", b"a" * 30, keep=2)
+    store.put("a", b"A" * 30, keep=2)  # both generations count: 60 bytes
+    store.put("b", b"b" * 30)
+    time.sleep(0.01)
+    store.put("c", b"c" * 30)  # 120 bytes: "a" (least recently used) goes
+    assert (store.get("a"), store.get("b")) == (None, b"b" * 30)
+    store.delete("b")
+    store.put("d", b"d" * 10, ttl=0.05)
+    time.sleep(0.1)
+    store.sweep()
+    store.put("e", b"e" * 70)  # 30 + 70: fits only if the delete and the expiry were counted
+    assert (store.get("c"), store.get("e")) == (b"c" * 30, b"e" * 70)
+
+
 def test_sqlite_sweep_keeps_the_wal_bounded(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "web.db")
     for n in range(150):

@@ -29,6 +29,7 @@ CREATE INDEX IF NOT EXISTS {p}keys_accessed ON {p}keys (accessed);
 CREATE INDEX IF NOT EXISTS {p}keys_expires ON {p}keys (expires);
 CREATE TABLE IF NOT EXISTS {p}gens (
     key TEXT NOT NULL, version BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (key, version));
+CREATE TABLE IF NOT EXISTS {p}totals (shard INTEGER PRIMARY KEY, bytes BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS {p}leases (
     key TEXT PRIMARY KEY, token BIGINT NOT NULL, owner TEXT NOT NULL, pid BIGINT NOT NULL,
     host TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)

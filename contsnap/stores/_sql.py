@@ -1,14 +1,18 @@
 """The store logic SQLite and PostgreSQL share: three tables, every write in one transaction.
 
 ``<prefix>keys`` holds one row per key (version, group, size, last access,
-expiry), ``<prefix>gens`` the last ``keep`` generations of its bytes, and
+expiry), ``<prefix>gens`` the last ``keep`` generations of its bytes,
 ``<prefix>leases`` one row per leased key whose ``token`` only ever grows (the
-row outlives a release, so the next acquire gets a bigger token). A backend
+row outlives a release, so the next acquire gets a bigger token), and
+``<prefix>totals`` the bytes of all keys, spread over a few rows so that
+concurrent writers rarely wait on the same row (the ``max_bytes`` check sums
+those rows instead of scanning every key). A backend
 supplies the connection, the transaction boundaries and the clock.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +31,7 @@ from contsnap.stores._base import (
 )
 
 _LEASE_LOCK = "#lease/"  # a prefix no valid key has: lease locks never collide with data keys
+_TOTAL_SHARDS = 16
 
 
 class SQLStore(StoreBase):
@@ -151,7 +156,8 @@ class SQLStore(StoreBase):
             if lease is not None:
                 self._check_lease(cur, now, lease)
             for key, data in items.items():
-                current = self._live_version(cur, now, key)
+                row = self._live_row(cur, now, key)
+                current, old_size = (None, 0) if row is None else row
                 if expect is not None and (current or 0) != expect:
                     raise conflict_error(self.url, key, expect, current)
                 new = (current or 0) + 1
@@ -168,6 +174,7 @@ class SQLStore(StoreBase):
                     (key,),
                 )
                 size = int(cur.fetchone()[0])
+                self._add_bytes(cur, size - old_size)
                 deadline = None if ttl is None else now + ttl
                 cur.execute(
                     self._q(
@@ -189,20 +196,34 @@ class SQLStore(StoreBase):
             names.append(_LEASE_LOCK + lease.key)
         return sorted(set(names))
 
-    def _live_version(self, cur: Any, now: float, key: str) -> int | None:
-        """The key's version, dropping it first if it has expired (a put starts it afresh)."""
-        cur.execute(self._q("SELECT version, expires FROM {p}keys WHERE key = ?"), (key,))
+    def _live_row(self, cur: Any, now: float, key: str) -> tuple[int, int] | None:
+        """The key's (version, size), dropping it first if it has expired (a put starts afresh)."""
+        cur.execute(self._q("SELECT version, size, expires FROM {p}keys WHERE key = ?"), (key,))
         row = cur.fetchone()
         if row is None:
             return None
-        if _expired(row[1], now):
+        if _expired(row[2], now):
             self._drop(cur, key)
             return None
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     def _drop(self, cur: Any, key: str) -> None:
-        cur.execute(self._q("DELETE FROM {p}gens WHERE key = ?"), (key,))
+        cur.execute(self._q("SELECT size FROM {p}keys WHERE key = ?"), (key,))
+        row = cur.fetchone()  # (no DELETE ... RETURNING: SQLite has it only since 3.35)
         cur.execute(self._q("DELETE FROM {p}keys WHERE key = ?"), (key,))
+        cur.execute(self._q("DELETE FROM {p}gens WHERE key = ?"), (key,))
+        if row is not None:
+            self._add_bytes(cur, -int(row[0]))
+
+    def _add_bytes(self, cur: Any, delta: int) -> None:
+        if delta:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {p}totals (shard, bytes) VALUES (?, ?) ON CONFLICT (shard) "
+                    "DO UPDATE SET bytes = {p}totals.bytes + excluded.bytes"
+                ),
+                (os.getpid() % _TOTAL_SHARDS, delta),
+            )
 
     def _enforce_bounds(self, cur: Any, group: str | None, written: set[str]) -> None:
         """Evict least-recently-used keys (never the ones just written) to honour the bounds."""
@@ -216,24 +237,28 @@ class SQLStore(StoreBase):
             keep += [k for k in in_group if k not in written]
             for key in keep[self.max_per_group :]:
                 self._drop(cur, key)
-        if self.max_bytes is not None:
-            cur.execute(self._q("SELECT COALESCE(SUM(size), 0) FROM {p}keys"))
-            total = int(cur.fetchone()[0])
-            if total <= self.max_bytes:
-                return
-            cur.execute(self._q("SELECT key, size FROM {p}keys ORDER BY accessed, key"))
-            for key, size in cur.fetchall():
-                if total <= self.max_bytes:
-                    break
-                if key not in written:
-                    self._drop(cur, key)
-                    total -= int(size)
-            if total > self.max_bytes:
+        if self.max_bytes is None:
+            return
+        cur.execute(self._q("SELECT COALESCE(SUM(bytes), 0) FROM {p}totals"))
+        total = int(cur.fetchone()[0])
+        while total > self.max_bytes:
+            # a batch of the least recently used keys; it holds some not written now, if any exist
+            cur.execute(
+                self._q("SELECT key, size FROM {p}keys ORDER BY accessed, key LIMIT ?"),
+                (len(written) + 32,),
+            )
+            victims = [(k, int(size)) for k, size in cur.fetchall() if k not in written]
+            if not victims:
                 raise StoreError(
                     f"store {self.url}: writing {sorted(written)} needs {total} bytes, more "
                     f"than max_bytes={self.max_bytes} even after evicting every other key; "
                     "raise max_bytes or keep fewer generations"
                 )
+            for key, size in victims:
+                if total <= self.max_bytes:
+                    break
+                self._drop(cur, key)
+                total -= size
 
     def delete(self, key: str, *, lease: Lease | None = None) -> bool:
         """Remove ``key`` and all its generations; return whether it existed."""
@@ -241,7 +266,7 @@ class SQLStore(StoreBase):
         with self._write(self._locks([key], lease)) as (cur, now):
             if lease is not None:
                 self._check_lease(cur, now, lease)
-            existed = self._live_version(cur, now, key) is not None
+            existed = self._live_row(cur, now, key) is not None
             self._drop(cur, key)
         return existed
 

@@ -30,6 +30,7 @@ CREATE INDEX IF NOT EXISTS {p}keys_accessed ON {p}keys (accessed);
 CREATE INDEX IF NOT EXISTS {p}keys_expires ON {p}keys (expires);
 CREATE TABLE IF NOT EXISTS {p}gens (
     key TEXT NOT NULL, version INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, version));
+CREATE TABLE IF NOT EXISTS {p}totals (shard INTEGER PRIMARY KEY, bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS {p}leases (
     key TEXT PRIMARY KEY, token INTEGER NOT NULL, owner TEXT NOT NULL, pid INTEGER NOT NULL,
     host TEXT NOT NULL, expires REAL NOT NULL);
