@@ -28,6 +28,7 @@ from ._files import CheckpointFallbackWarning
 from ._hook import install_import_hook
 from ._migrate import OldFrame, Resume, migration
 from ._resources import register_resource
+from ._store_checkpoints import TakenOverError
 from ._version import __version__
 
 
@@ -60,6 +61,7 @@ __all__ = [
     "SnapshotCorruptError",
     "SnapshotKindError",
     "SnapshotSignatureError",
+    "TakenOverError",
     "__version__",
     "checkpoint",
     "checkpointable",

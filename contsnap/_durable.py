@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -28,6 +29,11 @@ from ._errors import CheckpointError, SnapshotCorruptError
 from ._files import CheckpointFiles, Loaded, check_writable
 from ._resources import truncate
 from ._snapshot import capture, info_of, to_payload
+from ._store_checkpoints import StoreCheckpoints, TakenOverError
+from .stores import Store
+
+#: where a job's checkpoints live: files next to each other, or a key in a store
+Checkpoints = CheckpointFiles | StoreCheckpoints
 
 #: exit status of a job that rolled out (EX_TEMPFAIL: "try again later")
 ROLLED_OUT = 75
@@ -224,7 +230,7 @@ class _Job:
 
     def __init__(
         self,
-        files: CheckpointFiles,
+        files: Checkpoints,
         key: bytes | str | None,
         every: float,
         name: str,
@@ -294,6 +300,9 @@ def run(
     keep: int = _UNSET,
     key: bytes | str | None = None,
     allow_unsigned: bool | None = None,
+    store: Store | None = None,
+    lease: float = 30.0,
+    wait: float = 0.0,
     progress: bool | None = None,
     **kwargs: Any,
 ) -> Any:
@@ -321,13 +330,21 @@ def run(
     key in effect, see :func:`contsnap.configure`); ``allow_unsigned`` accepts an
     unsigned checkpoint (from an older contsnap); ``progress`` shows a status line
     (default: when stderr is a terminal).
+
+    With ``store`` (any :class:`contsnap.stores.Store`) the checkpoints are kept
+    there instead, under the key ``checkpoint`` (default ``job:MODULE:QUALNAME``),
+    so that another process or machine can resume the job. Only one process runs
+    a job at a time: a second one raises :class:`contsnap.stores.LeaseHeldError`
+    naming the holder's pid and host, or waits up to ``wait`` seconds for it. With
+    a store that is a lease of ``lease`` seconds, renewed at the job's safe
+    points; a runner that loses it (a step longer than the lease, a frozen
+    process) stops with :class:`TakenOverError` and writes nothing more.
     """
     RUN_CALLS[0] += 1
     checkpoint = _OVERRIDES.get("checkpoint", checkpoint)
     every = _OVERRIDES.get("every", every)
     keep = _OVERRIDES.get("keep", keep)
     allow_unsigned = _OVERRIDES.get("allow_unsigned", allow_unsigned)
-    checkpoint = "job.ckpt" if checkpoint is _UNSET else checkpoint
     every = 15.0 if every is _UNSET else float(every)
     keep = 3 if keep is _UNSET else int(keep)
     if not every > 0:
@@ -338,25 +355,39 @@ def run(
             f"arguments, run(main, ...), not {type(genfunc).__name__} (a generator object "
             "cannot be started again after a restart)"
         )
-    files = CheckpointFiles(checkpoint, keep)
-    check_writable(files.path)
-    job = _Job(files, key, every, _job_name(genfunc), genfunc)
-    loaded = files.load(kinds=("job",), identity=job.name, key=key, allow_unsigned=allow_unsigned)
-    if loaded is not None and _finished(loaded):
-        _check_resumable(loaded, genfunc, job.name)
-        _say_finished(loaded, progress)
-        return loaded.obj
-    if loaded is not None:
-        job.gen = _check_resumable(loaded, genfunc, job.name)
-        _resume_from(job, loaded)
+    name = _job_name(genfunc)
+    files: Checkpoints
+    if store is not None:
+        store_key = _store_key(name) if checkpoint is _UNSET else os.fspath(checkpoint)
+        files = StoreCheckpoints(store, store_key, keep, lease)
     else:
-        job.gen = genfunc(*args, **kwargs)
-        if info_of(job.gen) is None or not isinstance(job.gen, types.GeneratorType):
-            raise TypeError(
-                f"contsnap.run() needs a @checkpointable generator function; "
-                f"{job.name} returned {type(job.gen).__name__}"
-            )
-    return _drive(job, resumed=loaded is not None, progress=progress)
+        files = CheckpointFiles("job.ckpt" if checkpoint is _UNSET else checkpoint, keep)
+        check_writable(files.path)
+    job = _Job(files, key, every, name, genfunc)
+    with files.hold(wait=wait):
+        loaded = files.load(
+            kinds=("job",), identity=job.name, key=key, allow_unsigned=allow_unsigned
+        )
+        if loaded is not None and _finished(loaded):
+            _check_resumable(loaded, genfunc, job.name)
+            _say_finished(loaded, progress)
+            return loaded.obj
+        if loaded is not None:
+            job.gen = _check_resumable(loaded, genfunc, job.name)
+            _resume_from(job, loaded)
+        else:
+            job.gen = genfunc(*args, **kwargs)
+            if info_of(job.gen) is None or not isinstance(job.gen, types.GeneratorType):
+                raise TypeError(
+                    f"contsnap.run() needs a @checkpointable generator function; "
+                    f"{job.name} returned {type(job.gen).__name__}"
+                )
+        return _drive(job, resumed=loaded is not None, progress=progress)
+
+
+def _store_key(name: str) -> str:
+    """A store key for the job ``module:qualname`` (``<locals>`` and the like spelled out)."""
+    return "job:" + re.sub(r"[^A-Za-z0-9_.:@=+\-]", "_", name)[:190]
 
 
 def _finished(loaded: Loaded) -> bool:
@@ -404,6 +435,13 @@ def resume_file(
 ) -> Any:
     """Continue the job saved in ``checkpoint`` without its script (``contsnap resume``)."""
     files = CheckpointFiles(checkpoint, int(_OVERRIDES.get("keep", 3)))
+    with files.hold():
+        return _resume_loaded(files, key, allow_unsigned, progress)
+
+
+def _resume_loaded(
+    files: CheckpointFiles, key: bytes | str | None, allow_unsigned: bool | None, progress: Any
+) -> Any:
     loaded = files.load(kinds=("job",), key=key, allow_unsigned=allow_unsigned)
     if loaded is None:
         raise FileNotFoundError(f"no checkpoint at {files.path}")
@@ -458,6 +496,7 @@ def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
                 return done.value
             job.steps += 1
             now = time.monotonic()
+            _heartbeat(job)
             if signals.requested is not None:
                 _save(job)
                 where = _where(gen)
@@ -483,10 +522,22 @@ def _save(job: _Job) -> None:
     """
     try:
         job.save()
+    except TakenOverError:
+        _api.detach(job.gen)  # the job goes on where its lease is now
+        raise
     except OSError as exc:
         where = _where(job.gen)
         _api.detach(job.gen)
         raise _save_failed(job, exc, f"the job stopped in {where}; its state") from exc
+
+
+def _heartbeat(job: _Job) -> None:
+    """Keep the job's lease (store-backed checkpoints); lost, the job stops detached."""
+    try:
+        job.files.heartbeat()
+    except TakenOverError:
+        _api.detach(job.gen)
+        raise
 
 
 def _save_failed(job: _Job, exc: OSError, what: str) -> CheckpointError:

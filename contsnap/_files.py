@@ -12,17 +12,22 @@ one whose signature verifies is resumed.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import secrets
+import socket
 import stat
+import time
 import warnings
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _codec
 from ._errors import CheckpointError, SnapshotCorruptError, SnapshotSignatureError
 from ._resources import Output
+from .stores import LeaseHeldError
 
 #: what an interrupted write leaves behind: removed by the next save
 TEMP_MARK = ".contsnap-tmp-"
@@ -195,57 +200,6 @@ class CheckpointFiles:
                 os.unlink(path)
         _fsync_directory(os.path.dirname(self.path))
 
-    def verified(
-        self,
-        *,
-        kinds: Collection[str],
-        identity: str | None = None,
-        key: Any = None,
-        allow_unsigned: bool | None = None,
-    ) -> Verified | None:
-        """The newest generation that verifies, or None when there is no generation at all.
-
-        A generation that is damaged or does not verify is skipped with a
-        :class:`CheckpointFallbackWarning` naming it (a rollback: the work after the one
-        loaded is done again); if none verifies, the newest one's error is raised. A file
-        someone else could have written, and bytes of another kind or identity, raise at
-        once. Nothing is unpickled.
-        """
-        failed: list[CheckpointError] = []
-        for path in self.existing():
-            try:
-                data = read_trusted(path)
-            except FileNotFoundError:
-                continue  # removed by a concurrent save
-            except OSError as exc:
-                failed.append(CheckpointError(f"cannot read checkpoint {path}: {exc}"))
-                continue
-            try:
-                meta, _payload = _codec.verify(
-                    data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-                )
-            except (SnapshotCorruptError, SnapshotSignatureError) as exc:
-                failed.append(type(exc)(f"{path}: {exc}"))
-                continue
-            for error in failed:
-                warnings.warn(
-                    f"checkpoint skipped, it does not verify: {error}",
-                    CheckpointFallbackWarning,
-                    stacklevel=3,
-                )
-            if failed:
-                warnings.warn(
-                    f"rolled back: resuming from the older checkpoint {path}"
-                    f"{_generation_note(meta)}, the newest one that verifies; the work done "
-                    "after it will be done again",
-                    CheckpointFallbackWarning,
-                    stacklevel=3,
-                )
-            return Verified(path, data, meta)
-        if failed:
-            raise failed[0]
-        return None
-
     def load(
         self,
         *,
@@ -258,13 +212,157 @@ class CheckpointFiles:
         found = self.verified(
             kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
         )
-        if found is None:
-            return None
-        # verified twice (cheap, one HMAC): decode is the one path from bytes to objects
-        decoded = _codec.decode(
-            found.data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+        return load_verified(
+            found, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
         )
-        return Loaded(decoded.obj, decoded.meta, found.path, decoded.outputs)
+
+    def verified(
+        self,
+        *,
+        kinds: Collection[str],
+        identity: str | None = None,
+        key: Any = None,
+        allow_unsigned: bool | None = None,
+    ) -> Verified | None:
+        """The newest generation that verifies, or None when there is no generation at all.
+
+        See :func:`newest_verified`. A file someone else could have written raises at
+        once (:func:`read_trusted`), with no fallback.
+        """
+        candidates = ((path, functools.partial(read_trusted, path)) for path in self.existing())
+        return newest_verified(
+            candidates, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+        )
+
+    @contextlib.contextmanager
+    def hold(self, *, wait: float = 0.0, ttl: float = 0.0) -> Iterator[None]:
+        """Run the block as the only process running this job (an ``fcntl`` lock).
+
+        Another holder makes it raise :class:`LeaseHeldError` naming the holder's
+        pid and host, or, with ``wait``, retry for that many seconds first. The lock
+        goes with the process: a killed holder frees it at once. ``ttl`` is unused
+        (the store-backed checkpoints' lease takes it).
+        """
+        import fcntl
+
+        lock_path = self.path + ".lock"
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(lock_path, flags, 0o600)
+        try:
+            info = os.fstat(fd)
+            if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+                raise CheckpointError(
+                    f"the lock file {lock_path} belongs to user id {info.st_uid}, not to you: "
+                    "someone else made it; remove it or use another checkpoint= path"
+                )
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise _held_error(self.path, os.pread(fd, 512, 0)) from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0
+            )
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def heartbeat(self) -> None:
+        """Nothing to renew: the lock lasts as long as the process."""
+
+
+def _held_error(path: str, record: bytes) -> LeaseHeldError:
+    try:
+        holder = json.loads(record)
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (ValueError, KeyError, TypeError):
+        pid, host = None, None
+    error = LeaseHeldError(
+        f"the job of {path} is already running (pid {pid} on host {host}); two runs of one "
+        "job would both do its work: wait for it to end, stop it, or pass wait=SECONDS to "
+        "wait for it"
+    )
+    error.pid, error.host = pid, host
+    return error
+
+
+def newest_verified(
+    candidates: Iterable[tuple[str, Callable[[], bytes | None]]],
+    *,
+    kinds: Collection[str],
+    identity: str | None = None,
+    key: Any = None,
+    allow_unsigned: bool | None = None,
+) -> Verified | None:
+    """The newest of ``candidates`` (``(name, read)``, newest first) that verifies.
+
+    One that is damaged or does not verify is skipped with a
+    :class:`CheckpointFallbackWarning` naming it, and a second warning names the
+    generation resumed (a rollback: the work after it is done again); if none
+    verifies, the newest one's error is raised. Bytes of another kind or identity,
+    and a read that refuses (a file someone else could have written), raise at once.
+    Nothing is unpickled.
+    """
+    failed: list[CheckpointError] = []
+    for path, read in candidates:
+        try:
+            data = read()
+        except FileNotFoundError:
+            continue  # removed by a concurrent save
+        except OSError as exc:
+            failed.append(CheckpointError(f"cannot read checkpoint {path}: {exc}"))
+            continue
+        if data is None:
+            continue
+        try:
+            meta, _payload = _codec.verify(
+                data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+            )
+        except (SnapshotCorruptError, SnapshotSignatureError) as exc:
+            failed.append(type(exc)(f"{path}: {exc}"))
+            continue
+        for error in failed:
+            warnings.warn(
+                f"checkpoint skipped, it does not verify: {error}",
+                CheckpointFallbackWarning,
+                stacklevel=4,
+            )
+        if failed:
+            warnings.warn(
+                f"rolled back: resuming from the older checkpoint {path}"
+                f"{_generation_note(meta)}, the newest one that verifies; the work done "
+                "after it will be done again",
+                CheckpointFallbackWarning,
+                stacklevel=4,
+            )
+        return Verified(path, data, meta)
+    if failed:
+        raise failed[0]
+    return None
+
+
+def load_verified(
+    found: Verified | None,
+    *,
+    kinds: Collection[str],
+    identity: str | None = None,
+    key: Any = None,
+    allow_unsigned: bool | None = None,
+) -> Loaded | None:
+    """Restore what :func:`newest_verified` found (None stays None)."""
+    if found is None:
+        return None
+    # verified twice (cheap, one HMAC): decode is the one path from bytes to objects
+    decoded = _codec.decode(
+        found.data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+    )
+    return Loaded(decoded.obj, decoded.meta, found.path, decoded.outputs)
 
 
 def _generation_note(meta: dict[str, Any]) -> str:
