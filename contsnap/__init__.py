@@ -19,13 +19,16 @@ from ._errors import (
     CodeChangedError,
     NotCheckpointableError,
     ResourceChangedError,
+    SigningKeyError,
     SnapshotCorruptError,
+    SnapshotKindError,
     SnapshotSignatureError,
 )
 from ._files import CheckpointFallbackWarning
 from ._hook import install_import_hook
 from ._migrate import OldFrame, Resume, migration
 from ._resources import register_resource
+from ._store_checkpoints import TakenOverError
 from ._version import __version__
 
 
@@ -54,8 +57,11 @@ __all__ = [
     "ResourceChangedError",
     "Resume",
     "RolledOut",
+    "SigningKeyError",
     "SnapshotCorruptError",
+    "SnapshotKindError",
     "SnapshotSignatureError",
+    "TakenOverError",
     "__version__",
     "checkpoint",
     "checkpointable",

@@ -14,14 +14,13 @@ from ._version import __version__
 
 
 def _describe(path: str) -> int:
-    from . import _envelope
+    from ._cli_jobs import _read_meta, printable
     from ._errors import CheckpointError
 
     try:
-        with open(path, "rb") as f:
-            meta = _envelope.read_meta(f.read())
+        meta = _read_meta(path)
     except (OSError, CheckpointError) as exc:
-        print(f"contsnap: {path}: {exc}", file=sys.stderr)
+        print(f"contsnap describe: {printable(path)}: {printable(str(exc))}", file=sys.stderr)
         return 1
     print(json.dumps(meta, indent=2, sort_keys=True))
     return 0
@@ -200,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except expected as exc:
         if args.debug:
             raise
+        from ._cli_jobs import printable
+
         command = f"contsnap {args.command}" if args.command else "contsnap"
-        print(f"{command}: {exc}", file=sys.stderr)
+        print(f"{command}: {printable(str(exc))}", file=sys.stderr)
         return 1
     return status
 
@@ -301,6 +302,11 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     resume.add_argument("file")
+    resume.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept an unsigned checkpoint (from an older contsnap); only one you trust",
+    )
     resume.add_argument("--every", type=float, metavar="SECONDS", help="autosave interval")
     inspect_cmd = commands.add_parser(
         "inspect",
@@ -320,6 +326,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command in ("run", "resume"):
+        from . import _signals
+
+        _signals.install_early()  # before the script's imports: no SIGTERM is lost
     if args.command == "describe":
         return _describe(args.file)
     if args.command == "show":
@@ -328,7 +338,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from . import _cli_jobs
 
         if args.command == "resume":
-            return _cli_jobs.resume(args.file, every=args.every)
+            return _cli_jobs.resume(args.file, every=args.every, allow_unsigned=args.allow_unsigned)
         if args.command == "inspect":
             return _cli_jobs.inspect_file(args.file, as_json=args.json)
         if args.command == "ls":
@@ -337,7 +347,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error("--mark-all needs --hook PKG")
         missing = _missing_target(args.target, args.as_module)
         if missing is not None:
-            print(f"contsnap run: {missing}", file=sys.stderr)
+            print(f"contsnap run: {_cli_jobs.printable(missing)}", file=sys.stderr)
             return 1
         return _cli_jobs.run_script(
             args.target,

@@ -334,38 +334,39 @@ def read(
     try:
         # no buffered file object; a FIFO in its place must not block the import
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
+    except OSError as exc:
+        return _miss(path, f"no cache file ({exc.strerror})")
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return None
+            return _miss(path, "not a regular file")
         start = os.read(fd, _HEAD)
         head = _parse_head(start)
         if head is None:
-            return None
+            return _miss(path, "not a cache file of this format")
         digest, size, pinned, stamp = head
         if key[-1] is None and (source is None or not stamp.vouches_for(source)):
+            _trace(f"{path}: the source is too young for its stamp to vouch for it: hashing it")
             return None
         if size > st.st_size - _HEAD:  # a damaged size: never allocate what is not there
-            return None
+            return _miss(path, "damaged (its size field is past the end)")
         # untouched since written (see _replace): the checksum can only agree
         untouched = st.st_mtime_ns == pinned
         body = _read_exactly(fd, size)
-    except OSError:
-        return None
+    except OSError as exc:
+        return _miss(path, f"unreadable ({exc.strerror})")
     finally:
         os.close(fd)
     if len(body) != size or (not untouched and _checksum(body, start[-_META.size :]) != digest):
-        return None
+        return _miss(path, "damaged (checksum)")
     try:
         stored_key, module_code, notes, prebuilt, (functions_size, functions_digest), later = (
             marshal.loads(body)
         )
     except Exception:  # a file from another format that happens to digest right
-        return None
+        return _miss(path, "not a cache file of this format")
     if stored_key != key and (key[-1] is not None or stored_key[:-1] != key[:-1]):
-        return None
+        return _miss(path, _key_difference(stored_key, key))
     if not (
         (module_code is None or isinstance(module_code, types.CodeType))
         and isinstance(notes, tuple)
@@ -374,7 +375,7 @@ def read(
         and isinstance(functions_digest, bytes)
         and isinstance(later, bytes)
     ):
-        return None
+        return _miss(path, "malformed contents")
     offset = _HEAD + size
     return Entry(
         module_code,
@@ -388,6 +389,39 @@ def read(
             (path, offset + functions_size, -1, later),
         ),
     )
+
+
+#: the parts of a cache key, as a miss is explained
+_KEY_PARTS = (
+    "cache format",
+    "contsnap version",
+    "contsnap's own code (the transform changed)",
+    "function record fields",
+    "label record fields",
+    "Python bytecode magic number",
+    "optimisation level (-O)",
+    "mode (mark_all or not)",
+    "source (the file changed)",
+)
+
+
+def _key_difference(stored: Any, wanted: tuple[Any, ...]) -> str:
+    if not isinstance(stored, tuple) or len(stored) != len(wanted):
+        return "written for another key layout"
+    changed = [part for part, a, b in zip(_KEY_PARTS, stored, wanted) if a != b]
+    return "stale: " + (", ".join(changed) or "key") + " differs"
+
+
+def _miss(path: str, reason: str) -> Entry | None:
+    """No entry: a cache miss, said on stderr when ``CONTSNAP_TRACE`` is set."""
+    _trace(f"miss {path}: {reason}")
+    return None
+
+
+def _trace(what: str) -> None:
+    """What the cache did, on stderr when ``CONTSNAP_TRACE`` is set (as PYTEST_DEBUG does)."""
+    if os.environ.get("CONTSNAP_TRACE"):
+        sys.stderr.write(f"contsnap: cache {what}\n")
 
 
 def _read_exactly(fd: int, size: int) -> bytes:

@@ -958,7 +958,30 @@ def install_import_hook(modules: str | Iterable[str], *, mark_all: bool = False)
         if not isinstance(name, str) or not name.strip(". "):
             raise ValueError(f"install_import_hook: not a module name: {name!r}")
         cleaned.append(name.strip(". "))
-    return ImportHook(tuple(cleaned), mark_all).install()
+    hook = ImportHook(tuple(cleaned), mark_all)
+    _warn_if_late(hook)
+    return hook.install()
+
+
+def _warn_if_late(hook: ImportHook) -> None:
+    """Modules the hook covers that were imported before it: they stay as they are."""
+    late = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if hook.matches(name)
+        and getattr(module, "__file__", None)
+        and not isinstance(getattr(module, "__loader__", None), HookLoader)
+    )
+    if late:
+        shown = ", ".join(late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        warnings.warn(
+            f"install_import_hook: {shown} {'was' if len(late) == 1 else 'were'} imported "
+            "before the hook was installed and will not be transformed; install the hook "
+            "before the first import of those modules (at the top of the program, or in "
+            "conftest.py)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 # --- for ``contsnap show`` ----------------------------------------------------------------

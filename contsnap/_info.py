@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from ._errors import CodeChangedError, SnapshotCorruptError
+from ._errors import CheckpointError, CodeChangedError, SnapshotCorruptError
 from ._labels import LabelInfo
 
 # Keyed by id(): code objects compare by value, so two modules holding the same
@@ -386,6 +386,16 @@ def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
         return known
     try:
         importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name):  # not found, not broken
+            raise CheckpointError(
+                f"cannot import module {module!r} to resume {qualname}: no module named "
+                f"{exc.name!r} on sys.path. Is it on sys.path? Run from the directory the "
+                "snapshot was taken in, or add that directory to sys.path (PYTHONPATH)"
+            ) from exc
+        raise CodeChangedError(
+            f"cannot import module {module!r} to resume {qualname}: {type(exc).__name__}: {exc}"
+        ) from exc
     except Exception as exc:  # the module itself failed: a changed or missing program
         raise CodeChangedError(
             f"cannot import module {module!r} to resume {qualname}: {type(exc).__name__}: {exc}"

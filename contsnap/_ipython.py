@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _api, _envelope
+from . import _codec
 from ._errors import CheckpointError
 from ._files import write_atomic
 from ._info import session_namespace
@@ -34,8 +34,8 @@ usage: %contsnap save FILE    save the paused generators and variables of this s
                               listed, the others are loaded
        %contsnap help         show this message
 
-A snapshot is signed when a key is configured (contsnap.configure(key=...) or
-CONTSNAP_KEY); loading then refuses snapshots signed with another key or unsigned."""
+A session is signed with the key in effect (contsnap.configure(key=...), CONTSNAP_KEY,
+else the per-user key file); loading refuses one signed with another key, or unsigned."""
 
 #: marks the payload of a session snapshot, so another snapshot is not mistaken for one
 SESSION_MARK = "contsnap-session/1"
@@ -95,7 +95,7 @@ def save_session(
     report = SaveReport(modules=modules)
     with session_namespace(namespace):
         try:
-            data = _api.dumps({SESSION_MARK: chosen}, key=key)
+            data = _codec.encode({SESSION_MARK: chosen}, kind="notebook", key=key)
         except CheckpointError:
             # find the culprits one by one, then save the others together
             for name in sorted(chosen):
@@ -105,7 +105,7 @@ def save_session(
                     report.refused.append((name, _type_name(chosen[name]), _reason(exc)))
             for name, _type, _why in report.refused:
                 del chosen[name]
-            data = _api.dumps({SESSION_MARK: chosen}, key=key)
+            data = _codec.encode({SESSION_MARK: chosen}, kind="notebook", key=key)
     write_atomic(path, data)
     report.saved = sorted(chosen)
     report.size = len(data)
@@ -135,7 +135,10 @@ def load_session(
     before = dict(namespace)
     try:
         with session_namespace(namespace), salvaging() as lost:
-            loaded = _api.loads(data, key=key)
+            # format 1 had no kinds: a session was written as a plain snapshot
+            legacy = data[4:5] == b"\x01"
+            kinds = ("snapshot",) if legacy else ("notebook",)
+            loaded = _codec.decode(data, kinds=kinds, key=key).obj
         if not isinstance(loaded, dict) or not isinstance(loaded.get(SESSION_MARK), dict):
             raise SessionError(
                 f"it holds a contsnap snapshot of {_type_name(loaded)}, not a session saved "
@@ -251,8 +254,7 @@ def _save(shell: Any, path: str) -> None:
         raise SessionError(f"cannot save to {path}: {exc}") from None
     except OSError as exc:
         raise SessionError(f"cannot write {path}: {exc}") from None
-    signed = "signed" if _envelope.effective_key(None) is not None else "unsigned"
-    print(f"contsnap: saved {_count(report.saved)} to {path} ({report.size} bytes, {signed})")
+    print(f"contsnap: saved {_count(report.saved)} to {path} ({report.size} bytes, signed)")
     if report.saved:
         _print_table([(name, _describe_value(shell.user_ns[name])) for name in report.saved])
     if report.refused:

@@ -18,12 +18,22 @@ import io
 import os
 import random
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ._errors import CheckpointError, NotCheckpointableError, ResourceChangedError
 
-__all__ = ["ResourceHandler", "handler_for", "register_resource", "restore_resource"]
+__all__ = [
+    "Output",
+    "ResourceHandler",
+    "collect_outputs",
+    "handler_for",
+    "register_resource",
+    "restore_resource",
+    "truncate",
+]
 
 
 class ResourceHandler:
@@ -489,14 +499,59 @@ def _restore_file(saved: Any) -> Any:
         )
     stream = _open_again(path, state)
     try:
-        if writing:
-            # what was written after the checkpoint will be written again
-            os.truncate(_raw_of(stream).fileno(), state["size"])
         stream.seek(state["position"])
     except BaseException:
         stream.close()
         raise
+    if writing and current.st_size > state["size"]:
+        # What was written after the checkpoint will be written again, so the file is cut
+        # back, but not here: loading has no effect outside the process. The caller that
+        # resumes the computation does it (truncate(), e.g. through loads(truncate_outputs=)).
+        outputs = getattr(_collecting, "outputs", None)
+        if outputs is not None:
+            outputs.append(Output(stream, path, state["size"]))
     return stream
+
+
+class Output:
+    """A file a restored computation writes, and the size it had at the checkpoint."""
+
+    __slots__ = ("path", "size", "stream")
+
+    def __init__(self, stream: Any, path: str, size: int) -> None:
+        self.stream = stream
+        self.path = path
+        self.size = size
+
+
+_collecting = threading.local()
+
+
+@contextmanager
+def collect_outputs() -> Iterator[list[Output]]:
+    """Gather the written-to files that the restores inside the block reopen."""
+    outer = getattr(_collecting, "outputs", None)
+    found: list[Output] = []
+    _collecting.outputs = found
+    try:
+        yield found
+    finally:
+        _collecting.outputs = outer
+        if outer is not None:
+            outer.extend(found)
+
+
+def truncate(outputs: list[Output]) -> list[str]:
+    """Cut each file back to its checkpoint size (for a computation about to resume)."""
+    cut = []
+    for output in outputs:
+        raw = _raw_of(output.stream)
+        if raw.closed:
+            continue
+        if os.fstat(raw.fileno()).st_size > output.size:
+            os.truncate(raw.fileno(), output.size)
+            cut.append(output.path)
+    return cut
 
 
 # ---------------------------------------------------------------- random

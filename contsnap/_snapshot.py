@@ -333,6 +333,8 @@ def set_generator_state(gen: Any, values: Any) -> None:
             f"snapshot of {info.qualname} has locals the function does not have: "
             f"{', '.join(sorted(unknown))}"
         )
+    if box.label:
+        _check_helpers(info, box.label, values)
     box.values = values
     if not box.label:
         return
@@ -370,6 +372,45 @@ def _close_if_unstarted(delegate: types.CoroutineType[Any, Any, Any]) -> None:
     """
     if inspect.getcoroutinestate(delegate) == inspect.CORO_CREATED:
         delegate.close()
+
+
+#: what each kind of transform helper local must hold (by the type's special methods)
+_HELPER_SHAPES = (
+    ("_cs_iter_", "__next__", "an iterator"),
+    ("_cs_aiter_", "__anext__", "an async iterator"),
+    ("_cs_mgr_", "__exit__", "a context manager"),
+    ("_cs_amgr_", "__aexit__", "an async context manager"),
+)
+
+
+#: helpers bound before any yield of their statement (a loop's iterator, a with's manager)
+_ALWAYS_BOUND = ("_cs_iter_", "_cs_aiter_", "_cs_mgr_", "_cs_amgr_")
+
+
+def _check_helpers(info: FunctionInfo, label: int, values: dict[str, Any]) -> None:
+    """A verified snapshot whose helper locals are missing or of the wrong type comes from a
+    bug or was made by hand: name it here, not later inside contsnap's runtime."""
+    where = f"{info.qualname} ({info.filename}:{info.line_of(label)})"
+    for name in info.labels[label].helpers:
+        if name not in values and name.startswith(_ALWAYS_BOUND):
+            raise SnapshotCorruptError(
+                f"snapshot of {where} lacks the local {name!r} the transform keeps at that "
+                "point; restore from an intact snapshot"
+            )
+        value = values.get(name)
+        if name not in values:
+            continue
+        if name.startswith("_cs_wx_") and type(value) is not bool:
+            raise SnapshotCorruptError(
+                f"snapshot of {where}: its local {name!r} is a {type(value).__name__}, not "
+                "a bool; restore from an intact snapshot"
+            )
+        for prefix, method, what in _HELPER_SHAPES:
+            if name.startswith(prefix) and value is not None and not hasattr(type(value), method):
+                raise SnapshotCorruptError(
+                    f"snapshot of {where}: its local {name!r} is a {type(value).__name__}, "
+                    f"not {what}; restore from an intact snapshot"
+                )
 
 
 def _prime(gen: Any) -> None:

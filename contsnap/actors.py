@@ -38,12 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _envelope
+from . import _codec
 from ._aio import Queue, QueueGet, detach_task, park, unpause
-from ._api import loads
-from ._errors import CheckpointError, NotCheckpointableError
+from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._files import CheckpointFiles, write_atomic
 from ._migrate import old_lines
+from ._resources import truncate
 from ._runtime import is_detach
 from ._snapshot import from_payload, to_payload
 
@@ -65,6 +65,52 @@ _SYSTEMS: dict[str, System] = {}
 _CURRENT: contextvars.ContextVar[_Actor | None] = contextvars.ContextVar(
     "contsnap_actor", default=None
 )
+
+
+def _check_whole(whole: Any) -> None:
+    """A verified actor-system checkpoint that is malformed (a bug, or hand-made) is named
+    as such here, rather than failing later with a KeyError from inside contsnap."""
+
+    def bad(what: str) -> SnapshotCorruptError:
+        return SnapshotCorruptError(
+            f"this actor-system checkpoint is malformed: {what}; it was signed by a key in "
+            "effect, so it comes from a bug or was made by hand. Restore an older one"
+        )
+
+    if not isinstance(whole, dict) or whole.get("format") != _FORMAT:
+        raise bad(f"it holds {type(whole).__name__}, not a system of format {_FORMAT}")
+    expected = {
+        "name": str,
+        "sequence": int,
+        "actors": dict,
+        "results": dict,
+        "supervisors": list,
+        "poisoned": dict,
+    }
+    for field_name, kind in expected.items():
+        if not isinstance(whole.get(field_name), kind):
+            raise bad(f"its {field_name!r} is missing or not a {kind.__name__}")
+    for policy in whole["supervisors"]:
+        if not isinstance(policy, dict) or not isinstance(policy.get("name"), str):
+            raise bad("a supervisor's policy is not a mapping with a name")
+    parts: dict[str, type | tuple[type, ...]] = {
+        "state": (bytes, type(None)),
+        "frames": list,
+        "spec": bytes,
+        "supervisor": (str, type(None)),
+        "mailbox": list,
+    }
+    names = {policy["name"] for policy in whole["supervisors"]}
+    for name, saved in whole["actors"].items():
+        if not isinstance(saved, dict):
+            raise bad(f"actor {name!r} is not a mapping")
+        for part, kinds in parts.items():
+            if part not in saved:
+                raise bad(f"actor {name!r} has no {part!r}")
+            if not isinstance(saved[part], kinds):
+                raise bad(f"actor {name!r}'s {part!r} is a {type(saved[part]).__name__}")
+        if saved["supervisor"] is not None and saved["supervisor"] not in names:
+            raise bad(f"actor {name!r} names the unknown supervisor {saved['supervisor']!r}")
 
 
 class ActorNotFoundError(LookupError):
@@ -466,7 +512,7 @@ class System:
                 "poisoned": {"system": self.name, "actor": actor.name, "checkpoint": number},
             }
             # a snapshot of the actor's coroutine: contsnap inspect / contsnap.loads read it
-            write_atomic(path, _envelope.seal(state, meta, key=_envelope.effective_key(None)))
+            write_atomic(path, _codec.encode_payload(state, [], kind="snapshot", meta=meta))
             kept = f"; kept in {path}"
         warnings.warn(
             f"actor {actor.name!r}: the state of checkpoint {number} crashed {crashes} times "
@@ -641,11 +687,16 @@ class System:
             for f in found
         }
         meta = {
-            "created_at": round(time.time(), 3),
-            "frames": list(places.values()),
             "actors": {"system": self.name, "sequence": self.sequence, "count": len(actors)},
         }
-        return _envelope.seal(payload, meta, key=_envelope.effective_key(key))
+        return _codec.encode_payload(
+            payload,
+            list(places.values()),
+            kind="actor-system",
+            identity=self.name,
+            meta=meta,
+            key=key,
+        )
 
     @classmethod
     async def restore(
@@ -653,23 +704,36 @@ class System:
         source: str | os.PathLike[str] | bytes,
         *,
         key: bytes | str | None = None,
+        name: str | None = None,
+        allow_unsigned: bool | None = None,
     ) -> System:
-        """Bring a checkpointed system back in the running event loop, and let it go on."""
-        if isinstance(source, bytes):
-            whole = loads(source, key=key)
+        """Bring a checkpointed system back in the running event loop, and let it go on.
+
+        The checkpoint's signature is verified and it must be an actor system's
+        checkpoint (of the system ``name``, when given) before anything is unpickled;
+        ``allow_unsigned`` accepts an unsigned one (from an older contsnap).
+        """
+        kinds = ("actor-system",)
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            decoded = _codec.decode(
+                source, kinds=kinds, identity=name, key=key, allow_unsigned=allow_unsigned
+            )
+            whole, outputs = decoded.obj, decoded.outputs
         else:
-            loaded = CheckpointFiles(source).load(key=key)
+            loaded = CheckpointFiles(source).load(
+                kinds=kinds, identity=name, key=key, allow_unsigned=allow_unsigned
+            )
             if loaded is None:
                 raise FileNotFoundError(f"no checkpoint at {os.fspath(source)}")
-            whole = loaded.obj
-        if not isinstance(whole, dict) or whole.get("format") != _FORMAT:
-            raise CheckpointError("this snapshot is not an actor system's checkpoint")
+            whole, outputs = loaded.obj, loaded.outputs
+        _check_whole(whole)
         system = cls(str(whole["name"]))
         try:
             system._load(whole)
         except BaseException:
             system._forget()
             raise
+        truncate(outputs)  # the restored actors go on writing where they were saved
         return system
 
     def _load(self, whole: dict[str, Any]) -> None:
@@ -684,6 +748,11 @@ class System:
         states = {}
         for name, saved in whole["actors"].items():
             spec = from_payload(saved["spec"])
+            if not isinstance(spec, _Spec):
+                raise SnapshotCorruptError(
+                    f"this actor-system checkpoint is malformed: actor {name!r}'s start "
+                    f"specification is a {type(spec).__name__}; restore an older one"
+                )
             actor = _Actor(self, name, spec, saved["supervisor"], f"checkpoint {self.sequence}")
             self._specs[name] = saved["spec"]
             if saved["state"] is None:  # crashed before any checkpoint: starts afresh

@@ -208,9 +208,10 @@ def _public_docstrings() -> Iterator[tuple[str, str]]:
 
     import contsnap
     import contsnap.actors
+    import contsnap.stores
     import contsnap.testing
 
-    for module in (contsnap, contsnap.actors, contsnap.testing):
+    for module in (contsnap, contsnap.actors, contsnap.stores, contsnap.testing):
         yield module.__name__, module.__doc__ or ""
         for name in module.__all__:
             obj = getattr(module, name)

@@ -209,7 +209,9 @@ def test_uninstall_and_context_manager_restore_the_import_system(pkgs: Packages)
     # a module transformed while the hook was in place stays transformed
     assert _is_checkpointable(sys.modules[f"{name}.one"].counter)
 
-    with contsnap.install_import_hook(name, mark_all=True) as again:
+    with pytest.warns(RuntimeWarning, match=rf"{name}\.two was imported before the hook"):
+        again = contsnap.install_import_hook(name, mark_all=True)
+    with again:
         assert again.installed and "installed" in repr(again)
         assert _is_checkpointable(_import(f"{name}.three").counter)
     assert sys.meta_path == before
@@ -417,7 +419,10 @@ def test_generator_lambdas_behave_as_natively_at_every_suspension(
         plain = importlib.import_module(f"{name}.mod")
         for warm in (False, True):
             del sys.modules[f"{name}.mod"]
-            with contsnap.install_import_hook(name, mark_all=True):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # the package's __init__
+                hook = contsnap.install_import_hook(name, mark_all=True)
+            with hook:
                 hooked = _import(f"{name}.mod")
             # from the cache: made with its transformed code, its info not built yet
             assert _info.is_pending(hooked.counter.__code__) == warm
@@ -1471,3 +1476,47 @@ def test_merging_constants_keeps_apart_what_python_tells_apart() -> None:
     assert made["a"]()[5] is made["b"]()[5]  # shared
     assert made["a"]()[0] is not made["b"]()[0]  # (1,) == (True,), yet apart
     assert len(marshal.dumps(out)) < len(marshal.dumps(stitched))
+
+
+def test_a_hook_installed_after_its_module_was_imported_warns(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    importlib.import_module(f"{name}.mod")  # imported plainly, before any hook
+    with pytest.warns(RuntimeWarning, match=rf"{name}\.mod were imported before the hook"):
+        hook = contsnap.install_import_hook(name, mark_all=True)
+    hook.uninstall()
+
+
+def test_contsnap_trace_says_why_the_cache_missed(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    child = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(pkgs.root)!r})
+        import contsnap
+        contsnap.install_import_hook({name!r}, mark_all=True)
+        from {name} import mod
+        """
+    )
+    env = dict(
+        os.environ,
+        CONTSNAP_TRACE="1",
+        PYTHONPATH=os.path.dirname(os.path.dirname(contsnap.__file__)),
+    )
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    first = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    assert "contsnap: cache miss" in first.stderr and "no cache file" in first.stderr
+    warm = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120
+    )
+    misses = [line for line in warm.stderr.splitlines() if "cache miss" in line]
+    assert not [line for line in misses if "mod.cpython" in line], warm.stderr  # a hit
+    source = pkgs.root / name / "mod.py"
+    source.write_text(source.read_text() + "\n# edited\n")
+    second = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert second.returncode == 0, second.stderr
+    assert "source (the file changed) differs" in second.stderr, second.stderr
