@@ -145,15 +145,18 @@ def contsnap_stamp() -> str:
         root = os.path.dirname(os.path.abspath(__file__))
         parts = []
         if os.path.basename(os.path.dirname(root)) not in ("site-packages", "dist-packages"):
-            for folder in (root, os.path.join(root, "_transform")):
-                try:
-                    with os.scandir(folder) as entries:
-                        for entry in entries:
-                            if entry.name.endswith(".py"):
-                                st = entry.stat()
-                                parts.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
-                except OSError:
-                    parts.append(f"{folder}:-")
+            # every module of the package, whatever folder it moves to
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                for name in files:
+                    if name.endswith(".py"):
+                        path = os.path.join(folder, name)
+                        try:
+                            st = os.stat(path)
+                        except OSError:
+                            parts.append(f"{path}:-")
+                            continue
+                        parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
         parts.sort()
         _stamp = hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
     return _stamp

@@ -427,14 +427,28 @@ def live_info(module: str, qualname: str) -> FunctionInfo | None:
     return _registered(module, qualname)
 
 
+#: ``finder(info, old_fingerprint)``: how to resume a frame of that older code, or None
+#: (``_migrate`` registers the migrations' finder when it is imported)
+migration_finders: list[Callable[[FunctionInfo, str], Any]] = []
+
+
 def _changed(info: FunctionInfo, old_fingerprint: str) -> Any:
     """A migration for the old version of ``info``'s function, or CodeChangedError."""
-    from ._migrate import Migrating, find
-
-    migrate = find(info.module, info.qualname, old_fingerprint)
-    if migrate is not None:
-        return Migrating(info, migrate, old_fingerprint)
+    for finder in migration_finders:
+        migrating = finder(info, old_fingerprint)
+        if migrating is not None:
+            return migrating
     raise code_changed([(info, old_fingerprint)])
+
+
+def function_info(fn: Any) -> FunctionInfo | None:
+    """The info of a function returned by @checkpointable (None for anything else)."""
+    info = getattr(fn, "__contsnap__", None)
+    while info is None and isinstance(fn, types.FunctionType):
+        # made by the import hook from its cached code (maybe behind functools.wraps)
+        info = pending_info(fn)
+        fn = getattr(fn, "__wrapped__", None)
+    return info if isinstance(info, FunctionInfo) else None
 
 
 def code_changed(changed: list[tuple[FunctionInfo, str]]) -> CodeChangedError:
