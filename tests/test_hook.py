@@ -910,6 +910,7 @@ def test_round_trip_mode_wraps_functions_built_from_cached_code(
     _fresh_import(pkgs, name)
     monkeypatch.setattr(_marking, "_ROUNDTRIP", True)
     import contsnap._roundtrip  # noqa: F401 - round-trip mode registers its wrapper
+
     mod = _fresh_import(pkgs, name)
     assert type(mod.counter).__module__ == "contsnap._roundtrip"
     assert _round_trip_counter(mod) == [1, 2]
