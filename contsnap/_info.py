@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import inspect
 import sys
 import threading
 import types
@@ -131,7 +132,7 @@ _SESSION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 _MAX_ALIASES = 32
 
 #: the flag ``types.coroutine`` sets on a generator function's code
-CO_ITERABLE_COROUTINE = 0x100
+CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 _LOADING = threading.RLock()
 
 

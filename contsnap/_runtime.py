@@ -9,6 +9,7 @@ snapshot machinery.
 
 from __future__ import annotations
 
+import inspect
 import io
 import sys
 import types
@@ -90,7 +91,7 @@ def live() -> bool:
 
 
 #: ``types.coroutine`` sets it on a generator function's code: its generators can be awaited
-ITERABLE_COROUTINE = 0x100
+ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 
 
 def _iterable_coroutine(obj: Any) -> bool:
@@ -106,7 +107,7 @@ def yield_from_iter(obj: Any) -> Any:
     if isinstance(obj, types.GeneratorType):
         return obj
     if isinstance(obj, types.CoroutineType):
-        if sys._getframe(1).f_code.co_flags & (ITERABLE_COROUTINE | 0x80):
+        if sys._getframe(1).f_code.co_flags & (ITERABLE_COROUTINE | inspect.CO_COROUTINE):
             return obj
         raise TypeError("cannot 'yield from' a coroutine object in a non-coroutine generator")
     return iter(obj)
@@ -349,7 +350,7 @@ def resume_awaitable(awaitable: Any) -> Any:
     if awaitable in UNSTARTED:
         UNSTARTED.discard(awaitable)
         return awaitable
-    if type(awaitable) is types.GeneratorType and awaitable.gi_code.co_flags & 0x100:
+    if type(awaitable) is types.GeneratorType and awaitable.gi_code.co_flags & ITERABLE_COROUTINE:
         # a restored ``@types.coroutine`` generator, primed at its yield: awaiting
         # it sends the event loop's None in, as the original await would have
         return awaitable
