@@ -84,7 +84,8 @@ _CLOSED: weakref.WeakKeyDictionary[Any, FunctionInfo] = weakref.WeakKeyDictionar
 _PENDING: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 # Generators of changed code whose old state goes through a migration when it arrives.
 _MIGRATING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-# Restored coroutines not started yet: their saved point, for a snapshot taken before.
+# Restored generators and coroutines not started yet: their saved point (label 0: not
+# started when saved either) and locals, for a snapshot taken before their first step.
 _UNSTARTED_BOX: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 # Generators with their state, waiting for the end of the load to be primed.
 _DEFERRED: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
@@ -176,7 +177,8 @@ def capture(gen: Any) -> FrameState:
         if box is not None:  # restored, not stepped yet: still where it was saved
             names = (gen.__name__, gen.__qualname__)
             renamed = names if names != (info.name, info.qualname) else None
-            return FrameState(info, SUSPENDED, box.label, dict(box.values), box.cells, renamed)
+            status = SUSPENDED if box.label else CREATED
+            return FrameState(info, status, box.label, dict(box.values), box.cells, renamed)
         return _capture_created(gen, info, frame)
     local = dict(frame.f_locals)
     line = frame.f_lineno
@@ -335,6 +337,9 @@ def set_generator_state(gen: Any, values: Any) -> None:
         )
     box.values = values
     if not box.label:
+        # not started when saved: its frame holds only the box until the first step,
+        # so a snapshot taken before then reads the arguments from the box
+        _UNSTARTED_BOX[gen] = box
         return
     if info.labels[box.label].kind == "await":
         # a coroutine is not primed: the event loop's first send runs its

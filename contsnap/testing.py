@@ -1522,13 +1522,13 @@ def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: 
     if kind == "handled":
         error = draw(st.sampled_from(scope.errors))
         return [f'yield ("handling", {error}.args)']
-    return [
-        draw(
-            st.sampled_from(
-                [f"{target} = yield from inner({value}, log)", f"yield from inner({value}, log)"]
-            )
-        )
-    ]
+    form = draw(st.integers(0, 2))
+    if form == 2:  # held unstarted across a suspension: saved before its first step
+        held = scope.fresh("held")
+        return [f"{held} = inner({value}, log)", "yield", f"{target} = yield from {held}"]
+    if form == 1:
+        return [f"yield from inner({value}, log)"]
+    return [f"{target} = yield from inner({value}, log)"]
 
 
 def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
