@@ -16,7 +16,7 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -168,11 +168,16 @@ class FunctionInfo:
     details: Details | Callable[[], Details]
     _registered: bool = field(default=False, init=False, repr=False)
     _label_of_line: dict[int, int] | None = field(default=None, init=False, repr=False)
+    # The rest is state of this process, never part of a record of the function:
     #: the latest function made from ``fresh_code`` (a decorator may change its code)
-    live_function: Any = field(default=None, repr=False, compare=False)
+    live_function: Any = field(default=None, init=False, repr=False, compare=False)
     #: code objects equal to ours but for flags, known to be ours
-    aliases: list[types.CodeType] = field(default_factory=list, repr=False, compare=False)
-    flagged_resume_code: types.CodeType | None = field(default=None, repr=False, compare=False)
+    aliases: list[types.CodeType] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    flagged_resume_code: types.CodeType | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def _details(self) -> Details:
         details = self.details
@@ -287,6 +292,93 @@ def _by_name(qualname: str) -> bool:
     """Does a qualname name one function of its module? Not a nested function's (one per
     call of the enclosing function), nor a lambda's (several can share one)."""
     return "<locals>" not in qualname and "<lambda>" not in qualname
+
+
+# ---------------------------------------------------------------- the record of a function
+#
+# One encoding of a FunctionInfo, made of tuples, dicts, strings, ints and code objects
+# (marshal and pickle hold it alike): the import hook's cache stores it, and a snapshot
+# that carries its function by value stores it too. Every field is written from the
+# dataclasses' own field lists, so a field added to FunctionInfo or LabelInfo travels
+# both ways without being named here.
+
+#: FunctionInfo fields a record leaves out: the function in hand gives its module, names,
+#: file and globals; the details (labels, resume code, source) are encoded apart.
+LIVE_FIELDS = frozenset({"module", "qualname", "name", "filename", "globals", "details"})
+RECORD_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(FunctionInfo) if f.init and f.name not in LIVE_FIELDS
+)
+LABEL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LabelInfo))
+FRESH_CODE_AT = RECORD_FIELDS.index("fresh_code")
+
+
+def encode_record(info: FunctionInfo) -> tuple[Any, ...]:
+    """The fields of ``info`` that a record stores, in :data:`RECORD_FIELDS` order."""
+    return tuple(getattr(info, name) for name in RECORD_FIELDS)
+
+
+def encode_labels(labels: dict[int, LabelInfo]) -> dict[int, tuple[Any, ...]]:
+    """Each label as the tuple of its :data:`LABEL_FIELDS`."""
+    return {k: tuple(getattr(v, f) for f in LABEL_FIELDS) for k, v in labels.items()}
+
+
+def decode_labels(stored: dict[int, tuple[Any, ...]]) -> dict[int, LabelInfo]:
+    """The labels :func:`encode_labels` encoded (raises on a malformed record)."""
+    labels = {}
+    for k, v in stored.items():
+        if len(v) != len(LABEL_FIELDS):
+            raise ValueError(f"label {k} has {len(v)} fields, not {len(LABEL_FIELDS)}")
+        labels[int(k)] = LabelInfo(*v)
+    return labels
+
+
+def _positional_order() -> bool:
+    """Do FunctionInfo's parameters run: module, qualname, name, filename, the record
+    fields up to fresh_code, globals, details, the rest of the record? Then
+    :func:`decode_record` passes them by position."""
+    names = [f.name for f in fields(FunctionInfo) if f.init]
+    cut = FRESH_CODE_AT + 1
+    expected = ["module", "qualname", "name", "filename", *RECORD_FIELDS[:cut], "globals"]
+    return names == [*expected, "details", *RECORD_FIELDS[cut:]]
+
+
+_POSITIONAL = _positional_order()
+_CUT = FRESH_CODE_AT + 1
+
+
+def decode_record(
+    record: tuple[Any, ...],
+    module: str,
+    qualname: str,
+    name: str,
+    filename: str,
+    namespace: dict[str, Any],
+    details: Details | Callable[[], Details],
+) -> FunctionInfo:
+    """The FunctionInfo of ``record`` (as :func:`encode_record` made it), for the function
+    of that module, names, file and globals. Raises on a malformed record."""
+    if len(record) != len(RECORD_FIELDS):
+        raise ValueError(f"the record has {len(record)} fields, not {len(RECORD_FIELDS)}")
+    if _POSITIONAL:  # once per marked function at every warm import: keep it cheap
+        return FunctionInfo(  # type: ignore[call-arg]  # checked by _positional_order
+            module,
+            qualname,
+            name,
+            filename,
+            *record[:_CUT],
+            namespace,
+            details,
+            *record[_CUT:],
+        )
+    return FunctionInfo(
+        module=module,
+        qualname=qualname,
+        name=name,
+        filename=filename,
+        globals=namespace,
+        details=details,
+        **dict(zip(RECORD_FIELDS, record)),
+    )
 
 
 def forget_module(module: str) -> None:
@@ -443,27 +535,17 @@ def code_changed(changed: list[tuple[FunctionInfo, str]]) -> CodeChangedError:
 
 
 def _pickle_by_value(info: FunctionInfo) -> bytes:
+    """The record of ``info`` with its resume code in a carrier function, which cloudpickle
+    saves with the globals it uses. The fresh code is left out: the function that carries
+    the info by value brings it (see :func:`adopt_function`)."""
     closure = tuple(types.CellType() for _ in info.resume_code.co_freevars)
     carrier = types.FunctionType(info.resume_code, info.globals, info.name, None, closure)
     carrier.__module__ = info.module
     carrier.__qualname__ = info.qualname
-    fields = (
-        info.module,
-        info.qualname,
-        info.name,
-        info.filename,
-        info.def_line,
-        info.fingerprint,
-        {
-            k: (v.line, tuple(sorted(v.helpers)), v.delegate, v.refuse)
-            for k, v in info.labels.items()
-        },
-        info.user_names,
-        info.cell_names,
-        info.cellvars,
-        info.first_param,
-    )
-    data: bytes = cloudpickle.dumps((fields, carrier))
+    record = list(encode_record(info))
+    record[FRESH_CODE_AT] = None
+    names = (info.module, info.qualname, info.name, info.filename)
+    data: bytes = cloudpickle.dumps((names, tuple(record), encode_labels(info.labels), carrier))
     return data
 
 
@@ -471,20 +553,10 @@ def _info_by_value(data: bytes) -> FunctionInfo:
     import pickle
 
     try:
-        fields, carrier = pickle.loads(data)
-        (
-            module,
-            qualname,
-            name,
-            filename,
-            def_line,
-            fingerprint,
-            labels,
-            user_names,
-            cell_names,
-            cellvars,
-            first_param,
-        ) = fields
+        names, record, labels, carrier = pickle.loads(data)
+        module, qualname, name, filename = names
+        fingerprint = record[RECORD_FIELDS.index("fingerprint")]
+        details = Details(labels=decode_labels(labels), resume_code=carrier.__code__)
     except CodeChangedError:
         raise
     except Exception as exc:
@@ -502,29 +574,15 @@ def _info_by_value(data: bytes) -> FunctionInfo:
     if namespace is not None and module == namespace.get("__name__"):
         # defined in the session being restored: run in its namespace, where the
         # restored variables go (the carrier's copies only fill names it lacks)
-        for name, value in code_globals.items():
-            namespace.setdefault(name, value)
+        for key, value in code_globals.items():
+            namespace.setdefault(key, value)
         code_globals = namespace
-    info = FunctionInfo(
-        module=module,
-        qualname=qualname,
-        name=name,
-        filename=filename,
-        def_line=def_line,
-        fingerprint=fingerprint,
-        user_names=tuple(user_names),
-        cell_names=tuple(cell_names),
-        cellvars=tuple(cellvars),
-        first_param=first_param,
-        fresh_code=None,
-        globals=code_globals,
-        details=Details(
-            labels={
-                int(k): LabelInfo(line, frozenset(helpers), delegate, refuse)
-                for k, (line, helpers, delegate, refuse) in labels.items()
-            },
-            resume_code=carrier.__code__,
-        ),
-    )
+    try:
+        info = decode_record(record, module, qualname, name, filename, code_globals, details)
+    except Exception as exc:
+        raise SnapshotCorruptError(
+            f"the by-value record of {qualname} in the snapshot cannot be read: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     _BY_CODE[id(info.resume_code)] = info
     return info
