@@ -24,6 +24,7 @@ import io
 import pickle
 import sys
 import types
+import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -579,6 +580,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         self.refs: list[Any] = []
         #: the interactive namespace being saved as a whole, if any
         self.session = current_session()
+        #: stands for the globals of ``__main__`` (a script's functions saved by value)
+        self.main_globals: _MainGlobals | None = None
         _resources.resolve_refusals()
 
     def by_reference(self, obj: Any) -> tuple[Any, ...]:
@@ -601,6 +604,14 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return self.by_reference(obj.namespace)
         if kind is _SessionGlobals:
             return (_session_globals, ())
+        if kind is _MainGlobals:
+            return (_main_globals, (_PROCESS, obj.fallback))
+        if isinstance(obj, type) and not self.local:
+            reduced = super().reducer_override(obj)
+            if isinstance(reduced, tuple) and reduced[-1] is _cp._class_setstate:
+                # a class saved by value: loaded where it already lives, it stays as is
+                return (_make_class, (reduced[0], reduced[1]), *reduced[2:-1], _set_class_state)
+            return reduced
         if self.local and (
             kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
         ):
@@ -633,8 +644,14 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             slotstate["__globals__"] = {}
         elif self.session is not None and func.__globals__ is self.session:
             base_globals = _SESSION_GLOBALS
+        elif func.__globals__ is _main_namespace():
+            if self.main_globals is None:  # one per pickle: its functions share globals
+                self.main_globals = _MainGlobals(base_globals)
+            base_globals = self.main_globals
         newargs = (code, base_globals, name, defaults, func.__closure__)
         setter = set_function_state if "__contsnap__" in state else _cp._function_setstate
+        if base_globals is self.main_globals:
+            setter = set_main_function_state
         return (_cp._make_function, newargs, (state, slotstate), None, None, setter)
 
 
@@ -682,6 +699,73 @@ def _session_globals() -> dict[str, Any]:
     """The namespace a session snapshot is restored into (a fresh one outside a session)."""
     namespace = current_session()
     return namespace if namespace is not None else {}
+
+
+#: this process, as a snapshot names it: a load in the process that saved binds the
+#: functions of its script to the live ``__main__`` globals, not to a copy
+_PROCESS = uuid.uuid4().hex
+
+
+def _main_namespace() -> dict[str, Any] | None:
+    main = sys.modules.get("__main__")
+    return getattr(main, "__dict__", None)
+
+
+class _MainGlobals:
+    """Stands for the globals of ``__main__``: the live ones when loaded in the process that
+    saved them, else ``fallback`` (the module attributes cloudpickle keeps) and a copy of
+    the globals each function uses, as cloudpickle does."""
+
+    __slots__ = ("fallback",)
+
+    def __init__(self, fallback: dict[str, Any]) -> None:
+        self.fallback = fallback
+
+
+def _main_globals(process: str, fallback: dict[str, Any]) -> dict[str, Any]:
+    namespace = _main_namespace()
+    return namespace if process == _PROCESS and namespace is not None else fallback
+
+
+def set_main_function_state(fn: types.FunctionType, state: Any) -> None:
+    """The state of a function of ``__main__``: loaded in the process that saved it, its
+    globals are the live ones, which the snapshot's copies never overwrite (they only fill
+    names the script has deleted since)."""
+    namespace = fn.__globals__
+    if namespace is not _main_namespace():
+        set_function_state(fn, state)
+        return
+    attributes, slots = state
+    slots = dict(slots)
+    for name, value in slots.pop("__globals__").items():
+        namespace.setdefault(name, value)
+    builtins = namespace.get("__builtins__")
+    set_function_state(fn, (attributes, {**slots, "__globals__": {}}))
+    namespace["__builtins__"] = builtins  # cloudpickle sets its own: keep the script's
+
+
+#: classes a load found alive in this process (cloudpickle tracks a class saved by value
+#: and hands back the one it knows): their state is not set again
+_LIVE_CLASSES: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def _make_class(make: Callable[..., type], args: tuple[Any, ...]) -> type:
+    """cloudpickle's class skeleton, noting a class this process already has."""
+    tracked = set(map(id, _cp._DYNAMIC_CLASS_TRACKER_BY_ID.values()))
+    cls = make(*args)
+    if id(cls) in tracked:
+        _LIVE_CLASSES.add(cls)
+    return cls
+
+
+def _set_class_state(cls: type, state: Any) -> None:
+    """cloudpickle's class state, except for a class that lives here already: resetting it
+    would put the snapshot's copies of its methods and attributes in place of the live
+    ones (a class of a script, restored in the process that saved it)."""
+    if cls in _LIVE_CLASSES:
+        _LIVE_CLASSES.discard(cls)
+        return
+    _cp._class_setstate(cls, state)
 
 
 def set_function_state(fn: types.FunctionType, state: Any) -> None:
