@@ -1238,6 +1238,22 @@ class Ctx:
 class Box:
     def __init__(self, attr):
         self.attr = attr
+
+
+class Shown:
+    """Logs its conversions to text: a %-format shows when it converts each item."""
+
+    def __init__(self, log, value):
+        self.log = log
+        self.value = value
+
+    def __str__(self):
+        self.log.append(("str", self.value))
+        return str(self.value)
+
+    def __repr__(self):
+        self.log.append(("repr", self.value))
+        return repr(self.value)
 '''
 
 # Locals every generated function starts with: three ints, a list that never
@@ -1476,6 +1492,8 @@ def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: 
                         f"{target} = {other} + (yield {value})",
                         f"{target} = items[(yield {value}) % 3]",
                         f"log.append(f'{{{other}}}:{{(yield {value})}}')",
+                        f"log.append('%s|%4r' % (Shown(log, {other}), (yield {value})))",
+                        f"{target} = len('<%r%%>' % ((yield {value}), Shown(log, {other})))",
                         f"{target} = (yield {value}) if {test} else (yield {other})",
                         f"log.append(({target} := (yield {value})))",
                         f"{target} = bump(1) + (yield {value})" if scope.closures else "yield",
@@ -1937,13 +1955,14 @@ def generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     clause, deliberate ``ValueError``/``KeyError`` and bare re-raise; ``with``
     over a logging context manager that sometimes swallows the exception;
     match/case with guards; ``yield`` inside call arguments, operators,
-    subscripts, f-strings, conditional expressions, walrus and augmented
-    assignments (to names, attributes, items); starred assignment; a closure
-    writing a ``nonlocal`` and lambdas reading locals (cell variables); list
-    comprehensions; early ``return``; and ``yield from inner(...)``, where
+    subscripts, f-strings, %-formats (beside an item that logs when it is
+    converted), conditional expressions, walrus and augmented assignments (to
+    names, attributes, items); starred assignment; a closure writing a
+    ``nonlocal`` and lambdas reading locals (cell variables); list
+    comprehensions; early ``return``; ``yield from inner(...)``, where
     ``inner(n, log)`` is a second, smaller random generator function at module
-    level (defined when ``gen`` calls it). Every function appends its side
-    effects to ``log``.
+    level (defined when ``gen`` calls it), also held unstarted across a yield
+    first. Every function appends its side effects to ``log``.
 
     Loops are bounded, so a run takes at most about ``max_steps`` statements
     whatever is sent in; division is never by zero. The module is valid
