@@ -346,7 +346,7 @@ def set_generator_state(gen: Any, values: Any) -> None:
         # a coroutine is not primed: the event loop's first send runs its
         # dispatch, and a resumed await starts a restored coroutine it awaits
         if type(gen) is types.CoroutineType:
-            _runtime.UNSTARTED.add(gen)
+            _runtime.add_unstarted(gen)
             _UNSTARTED_BOX[gen] = box  # a snapshot before its first step saves this
         return
     if type(gen) is types.AsyncGeneratorType:
@@ -414,9 +414,34 @@ def _prime_chain_of(gen: Any, restored: list[Any]) -> None:
     top = gen
     while id(top) in outer and outer[id(top)] in _runtime.UNPRIMED:
         top = outer[id(top)]
-    _prime(top)
+    _prime_deep(top)
     if gen in _runtime.UNPRIMED:  # not reached through the chain: prime it alone
         _prime(gen)
+
+
+def _prime_deep(top: Any) -> None:
+    """Prime ``top`` and the chain below it, which may be as deep as native Python allows:
+    the frames of the load above it must not be what exceeds the recursion limit."""
+    length = 0
+    below = _delegate_of_unprimed(top)
+    while type(below) in _PREFIX and length < 100_000:
+        length += 1
+        below = _delegate_of_unprimed(below)
+    depth = 0
+    frame: types.FrameType | None = sys._getframe()
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    limit = sys.getrecursionlimit()
+    needed = depth + length + 50
+    if needed <= limit:
+        _prime(top)
+        return
+    sys.setrecursionlimit(needed)
+    try:
+        _prime(top)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _delegate_of_unprimed(gen: Any) -> Any:
@@ -470,24 +495,118 @@ def rebuild(state: FrameState) -> Any:
 # ---------------------------------------------------------------- pickling
 
 
-def _reduce_generator(gen: Any) -> tuple[Any, ...]:
-    return _reduce_state(capture(gen))
+# A chain of delegation (``yield from`` / ``await``, ~900 deep natively) is saved flat:
+# nested, each level would cost pickle several C frames (its recursion limit is hit
+# from ~200 levels). The outermost generator's state is a _Chain: first every
+# generator it delegates to, made without its state (memoised, so a later reference is
+# a memo lookup), then the locals of each level, in order.
 
 
-def _reduce_state(state: FrameState) -> tuple[Any, ...]:
-    if state.status == CLOSED:
-        return (closed_generator, (state.info,))
+def _next_in_chain(state: FrameState) -> Any:
+    """The checkpointable generator (coroutine...) ``state``'s frame is delegating to."""
+    delegate = state.delegate
+    if isinstance(delegate, _runtime.ANext):  # an async for step: into its generator
+        try:
+            delegate = delegate.in_flight() or delegate.iterator
+        except TypeError:  # capture refused it already, naming it
+            return None
+    if type(delegate) in _PREFIX and info_of(delegate) is not None:
+        return delegate
+    return None
+
+
+def _chain_below(state: FrameState, done: Callable[[Any], bool]) -> list[tuple[Any, FrameState]]:
+    """The generators ``state`` delegates to, outermost first, with their frames; it stops
+    at one ``done`` says is saved already, and at a finished one."""
+    chain: list[tuple[Any, FrameState]] = []
+    seen: set[int] = set()
+    current = state
+    while True:
+        member = _next_in_chain(current)
+        if member is None or id(member) in seen or done(member):
+            return chain
+        current = capture(member)
+        if current.status == CLOSED:
+            return chain
+        seen.add(id(member))
+        chain.append((member, current))
+
+
+class _Chain:
+    """The state of a generator that delegates: the generators below it and every level's
+    locals. While it is being pickled, those generators pickle without their state."""
+
+    __slots__ = ("__weakref__", "members", "values")
+
+    def __init__(self, top: FrameState, chain: list[tuple[Any, FrameState]]) -> None:
+        self.members = [member for member, _state in chain]
+        self.values = [top.values, *(state.values for _member, state in chain)]
+        alive = weakref.ref(self)
+        for member, state in chain:
+            _SHALLOW[member] = (alive, state)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_chain_parts, (self.members, self.values))
+
+
+#: generators to pickle without their state: a _Chain being pickled carries it (an
+#: entry whose _Chain is gone, after a pickle that failed, is stale)
+_SHALLOW: weakref.WeakKeyDictionary[Any, tuple[weakref.ref[_Chain], FrameState]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shallow_state(gen: Any) -> FrameState | None:
+    entry = _SHALLOW.pop(gen, None)
+    if entry is None or entry[0]() is None:
+        return None
+    return entry[1]
+
+
+def _chain_parts(members: Any, values: Any) -> tuple[Any, Any]:
+    return (members, values)
+
+
+def set_chain_state(gen: Any, parts: Any) -> None:
+    """Give a generator and the generators it delegates to their locals; primed together
+    (from the outermost, through native ``yield from``) once all have them."""
+    try:
+        members, values = parts
+        members, values = list(members), list(values)
+    except (TypeError, ValueError):
+        raise SnapshotCorruptError("the delegation chain in the snapshot is malformed") from None
+    if len(values) != len(members) + 1 or not all(type(m) in _PREFIX for m in members):
+        raise SnapshotCorruptError("the delegation chain in the snapshot is malformed")
+    with _load_context():
+        set_generator_state(gen, values[0])
+        for member, member_values in zip(members, values[1:]):
+            if member in _PENDING:  # else it was saved on its own too, with this state
+                set_generator_state(member, member_values)
+
+
+def _args(state: FrameState) -> tuple[Any, ...]:
     args: tuple[Any, ...] = (state.info, state.label, state.cells)
     if state.names is not None:
         args += (state.names,)
-    return (
-        new_generator,
-        args,
-        state.values,
-        None,
-        None,
-        set_generator_state,
-    )
+    return args
+
+
+def _reduce_generator(gen: Any) -> tuple[Any, ...]:
+    shallow = _shallow_state(gen)
+    if shallow is not None:
+        return (new_generator, _args(shallow))
+    state = capture(gen)
+    return _reduce_state(state, _chain_below(state, lambda member: False))
+
+
+def _reduce_state(
+    state: FrameState, chain: list[tuple[Any, FrameState]] | None = None
+) -> tuple[Any, ...]:
+    if state.status == CLOSED:
+        return (closed_generator, (state.info,))
+    if chain:
+        return (new_generator, _args(state), _Chain(state, chain), None, None, set_chain_state)
+    return (new_generator, _args(state), state.values, None, None, set_generator_state)
 
 
 def _make_cell() -> types.CellType:
@@ -593,9 +712,13 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         if self.keep is not None and self.keep(obj):
             return self.by_reference(obj)
         if kind in _PREFIX:
+            shallow = _shallow_state(obj)
+            if shallow is not None:  # a _Chain being pickled carries its state
+                self.captured[id(obj)] = shallow
+                return (new_generator, _args(shallow))
             state = capture(obj)
             self.captured[id(obj)] = state
-            return _reduce_state(state)
+            return _reduce_state(state, _chain_below(state, self._saved))
         if kind is types.CellType:
             return _reduce_cell(obj)
         if kind is types.FunctionType and obj.__module__ in _OWN_MODULES:
@@ -624,6 +747,10 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         if kind is types.TracebackType:
             return (_no_traceback, ())  # as pickle drops an exception's traceback
         return super().reducer_override(obj)
+
+    def _saved(self, gen: Any) -> bool:
+        """Is ``gen`` pickled already (or passed by reference)? A chain stops there."""
+        return id(gen) in self.captured or (self.keep is not None and self.keep(gen))
 
     def _reduce_exception(self, exc: BaseException) -> Any:
         reduced = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
@@ -914,21 +1041,29 @@ def copy_generator(gen: Any) -> Any:
 
 
 def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
-    """``copy.deepcopy`` of a generator: honours the memo, so shared objects stay shared."""
+    """``copy.deepcopy`` of a generator: honours the memo, so shared objects stay shared.
+
+    The generators it delegates to are made first (into the memo), then every level's
+    locals are copied: no recursion per level of a long ``yield from`` chain.
+    """
     state = capture(gen)
     if state.status == CLOSED:
         result = closed_generator(state.info)
         memo[id(gen)] = result
         return result
-    cells = tuple(_deepcopy_cell(cell, memo) for cell in state.cells)
+    levels = [(gen, state), *_chain_below(state, lambda member: id(member) in memo)]
     with _load_context():
-        result = new_generator(state.info, state.label, cells, state.names)
-        memo[id(gen)] = result
-        for value in state.values.values():
-            _rebind_builtin_method(value, memo)
-        values = copy.deepcopy(state.values, memo)
-        set_generator_state(result, values)
-    return result
+        made = []
+        for original, level in levels:
+            cells = tuple(_deepcopy_cell(cell, memo) for cell in level.cells)
+            copied = new_generator(level.info, level.label, cells, level.names)
+            memo[id(original)] = copied
+            made.append(copied)
+        for copied, (_original, level) in zip(made, levels):
+            for value in level.values.values():
+                _rebind_builtin_method(value, memo)
+            set_generator_state(copied, copy.deepcopy(level.values, memo))
+    return made[0]
 
 
 def _rebind_builtin_method(value: Any, memo: dict[int, Any]) -> None:
