@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import io
+import pickle
 import sys
 import threading
 import types
@@ -534,6 +536,61 @@ def code_changed(changed: list[tuple[FunctionInfo, str]]) -> CodeChangedError:
     )
 
 
+# A by-value record carries the globals its resume code uses; for a function that calls
+# itself (or a partner that calls it back) they hold the function, whose ``__contsnap__``
+# is the record being written. That reference is saved as an _InfoRef to the record's
+# key, and set to the info once the load has built it.
+
+#: infos being pickled by value, innermost last
+_SAVING_BY_VALUE: contextvars.ContextVar[tuple[FunctionInfo, ...]] = contextvars.ContextVar(
+    "contsnap_saving_by_value", default=()
+)
+#: functions rebuilt by the by-value loads in progress whose info is still being built
+_WAITING_FOR_INFO: contextvars.ContextVar[list[tuple[_InfoRef, types.FunctionType]] | None] = (
+    contextvars.ContextVar("contsnap_waiting_for_info", default=None)
+)
+
+
+_cp: Any = importlib.import_module("cloudpickle.cloudpickle")
+
+
+class _InfoRef:
+    """Stands for a by-value info inside its own record (a recursive function)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: tuple[str, str, str]) -> None:
+        self.key = key
+
+
+def _key(info: FunctionInfo) -> tuple[str, str, str]:
+    return (info.module, info.qualname, info.fingerprint)
+
+
+class _CarrierPickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
+    """cloudpickle for a by-value record: a reference back to a record being written is
+    an _InfoRef, and a rebuilt function that holds one waits for its info."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is FunctionInfo and any(obj is saving for saving in _SAVING_BY_VALUE.get()):
+            return (_InfoRef, (_key(obj),))
+        return super().reducer_override(obj)
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
+        reduced = super()._dynamic_function_reduce(func)
+        if "__contsnap__" in func.__dict__:
+            return (*reduced[:5], _set_carried_function_state)
+        return reduced
+
+
+def _set_carried_function_state(fn: types.FunctionType, state: Any) -> None:
+    _cp._function_setstate(fn, state)
+    ref = fn.__dict__.get("__contsnap__")
+    waiting = _WAITING_FOR_INFO.get()
+    if isinstance(ref, _InfoRef) and waiting is not None:
+        waiting.append((ref, fn))
+
+
 def _pickle_by_value(info: FunctionInfo) -> bytes:
     """The record of ``info`` with its resume code in a carrier function, which cloudpickle
     saves with the globals it uses. The fresh code is left out: the function that carries
@@ -545,13 +602,42 @@ def _pickle_by_value(info: FunctionInfo) -> bytes:
     record = list(encode_record(info))
     record[FRESH_CODE_AT] = None
     names = (info.module, info.qualname, info.name, info.filename)
-    data: bytes = cloudpickle.dumps((names, tuple(record), encode_labels(info.labels), carrier))
-    return data
+    buffer = io.BytesIO()
+    token = _SAVING_BY_VALUE.set((*_SAVING_BY_VALUE.get(), info))
+    try:
+        pickler = _CarrierPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dump((names, tuple(record), encode_labels(info.labels), carrier))
+    finally:
+        _SAVING_BY_VALUE.reset(token)
+    return buffer.getvalue()
 
 
 def _info_by_value(data: bytes) -> FunctionInfo:
-    import pickle
+    waiting = _WAITING_FOR_INFO.get()
+    if waiting is not None:
+        return _info_by_value_in(data, waiting)
+    waiting = []
+    token = _WAITING_FOR_INFO.set(waiting)
+    try:
+        return _info_by_value_in(data, waiting)
+    finally:
+        _WAITING_FOR_INFO.reset(token)
 
+
+def _resolve_waiting(
+    info: FunctionInfo, waiting: list[tuple[_InfoRef, types.FunctionType]]
+) -> None:
+    """Give the functions rebuilt with an _InfoRef to ``info`` the info itself."""
+    key = _key(info)
+    for ref, fn in [pair for pair in waiting if pair[0].key == key]:
+        waiting.remove((ref, fn))
+        fn.__dict__["__contsnap__"] = info
+        adopt_function(fn)
+
+
+def _info_by_value_in(
+    data: bytes, waiting: list[tuple[_InfoRef, types.FunctionType]]
+) -> FunctionInfo:
     try:
         names, record, labels, carrier = pickle.loads(data)
         module, qualname, name, filename = names
@@ -565,6 +651,7 @@ def _info_by_value(data: bytes) -> FunctionInfo:
         ) from exc
     live = _BY_NAME.get((module, qualname))
     if live is not None and live.fingerprint == fingerprint:
+        _resolve_waiting(live, waiting)
         return live
     if live is not None and _by_name(qualname) and _SESSION.get() is None:
         # the script (``__main__``) defines it again, differently: its code changed
@@ -585,4 +672,5 @@ def _info_by_value(data: bytes) -> FunctionInfo:
             f"{type(exc).__name__}: {exc}"
         ) from exc
     _BY_CODE[id(info.resume_code)] = info
+    _resolve_waiting(info, waiting)
     return info

@@ -3,6 +3,7 @@ of the function carries everything restore needs, in another process too."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -120,3 +121,73 @@ def test_by_value_record_keeps_every_field(fn: Any, monkeypatch: pytest.MonkeyPa
         else {"await"}
     )
     assert copy.resume_code == info.resume_code
+
+
+RECURSIVE = """
+import sys, contsnap
+
+@contsnap.checkpointable
+def walk(tree):
+    if isinstance(tree, int):
+        yield tree
+        return
+    for child in tree:
+        yield from walk(child)
+
+@contsnap.checkpointable
+def ping(n):
+    yield ("ping", n)
+    if n:
+        yield from pong(n - 1)
+
+@contsnap.checkpointable
+def pong(n):
+    yield ("pong", n)
+    if n:
+        yield from ping(n - 1)
+
+def deep(n):
+    tree = 0
+    for i in range(n):
+        tree = (i, tree)
+    return tree
+
+def both():
+    return [walk(deep(300)), ping(7)]
+
+if __name__ == "__main__":
+    if sys.argv[1] == "native":
+        print([list(gen) for gen in both()])
+        sys.exit()
+    gens = both()
+    firsts = [next(gen) for gen in gens]
+    for _ in range(150):
+        next(gens[0])
+    if sys.argv[1] == "same":
+        copies = contsnap.loads(contsnap.dumps(gens))
+        print([[first, *gen] for first, gen in zip(firsts, copies)])
+    else:
+        sys.stdout.buffer.write(contsnap.dumps((firsts, gens)))
+"""
+
+RESUME_LISTS = """
+import sys, contsnap
+firsts, gens = contsnap.loads(sys.stdin.buffer.read())
+print([[first, *gen] for first, gen in zip(firsts, gens)])
+"""
+
+
+def test_recursive_script_generators_travel_by_value(tmp_path: Path) -> None:
+    """A function of a script that calls itself (or its partner) is in its own by-value
+    record's globals: saving it must not recurse for ever."""
+    script = tmp_path / "walk.py"
+    script.write_text(RECURSIVE)
+    native = _run([str(script), "native"]).decode()
+    same = _run([str(script), "same"]).decode()
+    blob = _run([str(script), "save"])
+    other = _run(["-c", RESUME_LISTS], blob).decode()
+    assert same == other
+    walked, pinged = ast.literal_eval(same)
+    native_walked, native_pinged = ast.literal_eval(native)
+    assert walked == [native_walked[0], *native_walked[151:]]
+    assert pinged == native_pinged
