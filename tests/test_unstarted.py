@@ -7,8 +7,12 @@ frame until its first step: a second snapshot must still find its arguments
 
 from __future__ import annotations
 
+import ast
 import copy
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -161,3 +165,29 @@ def test_coroutine_holding_an_unstarted_coroutine_matches_native(how: str) -> No
         check_coroutine_equivalence(
             native.holds_unstarted, marked.holds_unstarted, (3, LOG), backend=backend
         )
+
+
+def test_restored_unstarted_generators_saved_again_finish_in_a_fresh_process(
+    tmp_path: Any,
+) -> None:
+    with load_program(PROGRAMS) as native, load_program(PROGRAMS, marked=True) as marked:
+        expected_log: list[object] = []
+        expected = list(native.pending_tasks(3, expected_log))
+        gen = marked.pending_tasks(3, [])
+        first = next(gen)
+        gen = contsnap.loads(contsnap.dumps(gen))  # its tasks: restored, not started
+        blob = tmp_path / "tasks.ckpt"
+        blob.write_bytes(contsnap.dumps(gen))  # ... and saved again
+        program = (
+            "import sys, contsnap\n"
+            f"sys.path.insert(0, {os.path.dirname(marked.__file__)!r})\n"
+            f"import {marked.__name__}\n"
+            f"g = contsnap.loads(open({str(blob)!r}, 'rb').read())\n"
+            "print(list(g))\n"
+        )
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        out = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, env=env, check=False
+        )
+    assert out.returncode == 0, out.stderr
+    assert [first, *ast.literal_eval(out.stdout)] == expected
