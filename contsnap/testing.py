@@ -1598,6 +1598,7 @@ def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
             f"{target} = max({other}, {awaited})",
             f"{target} = items[{awaited} % 3]",
             f"log.append(f'{{{other}}}:{{{awaited}}}')",
+            f"log.append('%s|%4r' % (Shown(log, {other}), {awaited}))",
             f"{target} = {awaited} if {test} else {other}",
             f"{target} = {other} if {test} else {awaited}",
             f"log.append(({target} := {awaited}))",
@@ -1626,17 +1627,24 @@ def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
         if scope.can_yield:
             forms.append(f'yield ("handling", {error}.args)')
         return [draw(st.sampled_from(forms))]
-    return [
-        draw(
-            st.sampled_from(
-                [
-                    f"{target} = await {callee}({value}, log)",
-                    f"await {callee}({value}, log)",
-                    f'log.append(("result", await {callee}({value}, log)))',
-                ]
-            )
+    form = draw(
+        st.sampled_from(
+            [
+                f"{target} = await {callee}({value}, log)",
+                f"await {callee}({value}, log)",
+                f'log.append(("result", await {callee}({value}, log)))',
+                "held",
+            ]
         )
-    ]
+    )
+    if form == "held":  # held unstarted across a checkpoint: saved before its first step
+        held = scope.fresh("held")
+        return [
+            f"{held} = {callee}({value}, log)",
+            "await contsnap.checkpoint()",
+            f"{target} = await {held}",
+        ]
+    return [form]
 
 
 def _block(
@@ -2123,11 +2131,12 @@ def coroutine_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     try/except/else/finally, ``with``, match, closures, comprehensions, early
     ``return``, raised exceptions...) with ``await`` where those have ``yield``:
     ``await contsnap.checkpoint()`` as a statement and inside call arguments,
-    operators, subscripts, f-strings, conditional expressions, walrus, starred and
-    augmented assignments (to names, attributes, items), ``while`` tests,
+    operators, subscripts, f-strings, %-formats, conditional expressions, walrus,
+    starred and augmented assignments (to names, attributes, items), ``while`` tests,
     ``match`` guards and ``with`` headers. It also awaits ``inner(n, log)``, a
     smaller random coroutine that may await ``leaf(n, log)`` (so await chains are
-    three deep: ``x += await inner(...)``); iterates ``async for v in agen(n, log)``,
+    three deep: ``x += await inner(...)``), sometimes held unstarted across a
+    checkpoint first; iterates ``async for v in agen(n, log)``,
     an async generator, with break/continue/else; and enters ``async with ACtx(...)``,
     an async context manager that logs its enter and exit, may swallow the
     exception and may await a checkpoint in ``__aenter__``/``__aexit__``. Helpers
