@@ -946,21 +946,42 @@ def from_payload(data: bytes, refs: list[Any] | None = None) -> Any:
         _REFS.reset(token)
 
 
-def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointableError | None:
-    """Find the local variable whose value made pickling fail."""
-    if depth > 50 or info_of(gen) is None:
+def _locals_to_diagnose(gen: Any) -> tuple[FrameState, Iterator[tuple[str, Any]]] | None:
+    """The frame of ``gen`` and its locals, the user's own variables first: a file is
+    better named as ``f`` than as the iterator of the for loop reading it."""
+    if info_of(gen) is None:
         return None
     try:
         state = capture(gen)
     except CheckpointError:
         return None
-    # the user's own variables first: a file is better named as ``f`` than as
-    # the iterator of the for loop reading it
-    for name, value in sorted(state.values.items(), key=lambda item: _local_order(item[0])):
+    return state, iter(sorted(state.values.items(), key=lambda item: _local_order(item[0])))
+
+
+def _diagnose(gen: Any, exc: BaseException) -> NotCheckpointableError | None:
+    """Find the local variable whose value made pickling fail.
+
+    Depth first through the generators the frames hold (a delegation chain may be as
+    deep as native Python allows: a stack, not recursion).
+    """
+    first = _locals_to_diagnose(gen)
+    if first is None:
+        return None
+    stack = [first]
+    visited = {id(gen)}
+    while stack:
+        state, items = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        name, value = item
         if info_of(value) is not None:
-            inner = _diagnose(value, exc, depth + 1)
-            if inner is not None:
-                return inner
+            if id(value) not in visited and len(visited) < 100_000:
+                visited.add(id(value))
+                inner = _locals_to_diagnose(value)
+                if inner is not None:
+                    stack.append(inner)
             continue
         try:
             to_payload(value, local=True)

@@ -32,6 +32,14 @@ def chain(n, log):
     return result
 
 
+def holding(n, box):
+    if n == 0:
+        value = box.pop()  # only the innermost frame holds it
+        yield "holding's leaf"
+        return value
+    return (yield from holding(n - 1, box))
+
+
 async def achain(n, log):
     if n == 0:
         await contsnap.checkpoint()
@@ -178,3 +186,25 @@ def test_deep_chain_matches_native_at_every_suspension(programs: Any) -> None:
     """Round trip at every suspension, and a fork, of a 300-deep chain."""
     native, marked = programs
     check_generator_equivalence(native.chain, marked.chain, (300, LOG), ["a", "b"])
+
+
+@pytest.mark.parametrize("kind", ["lock", "deeply nested list"])
+def test_an_unsaveable_local_at_the_bottom_of_a_deep_chain_is_named(
+    kind: str, programs: Any
+) -> None:
+    import threading
+
+    _native, marked = programs
+    held: Any = threading.Lock()
+    if kind != "lock":
+        for _ in range(100_000):
+            held = [held]
+    gen = marked.holding(600, [held])
+    next(gen)
+    with pytest.raises(contsnap.NotCheckpointableError) as refused:
+        contsnap.dumps(gen)
+    message = str(refused.value)
+    assert "holding at " in message and "local variable 'value'" in message, message
+    with open(marked.__file__, encoding="utf-8") as source:
+        line = source.read().splitlines().index('        yield "holding\'s leaf"') + 1
+    assert f":{line}:" in message  # the innermost frame's yield
