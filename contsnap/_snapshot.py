@@ -673,6 +673,8 @@ copyreg.add_extension("contsnap._info", "_info_by_name", 245)
 copyreg.add_extension("contsnap._info", "_info_by_value", 246)
 copyreg.add_extension(__name__, "rebuild_exception", 247)
 copyreg.add_extension(__name__, "set_exception_state", 248)
+copyreg.add_extension(__name__, "_chain_parts", 249)
+copyreg.add_extension(__name__, "set_chain_state", 250)
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
