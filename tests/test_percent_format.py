@@ -9,7 +9,12 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contsnap.testing import LOG, check_generator_equivalence, load_program
+from contsnap.testing import (
+    LOG,
+    check_coroutine_equivalence,
+    check_generator_equivalence,
+    load_program,
+)
 
 PROGRAM = """
 class Shown:
@@ -118,3 +123,25 @@ def test_the_order_differs_between_versions_as_python_says() -> None:
     g.send(None)
     expected = ["str", "paused"] if sys.version_info >= (3, 11) else ["paused", "str"]
     assert log == expected
+
+
+ASYNC_PROGRAM = (
+    PROGRAM.split("def gen")[0]
+    + """
+import contsnap
+
+
+async def gen(n, log):
+    log.append("%s|%4r" % (Shown(log, 1), await contsnap.checkpoint()))
+    log.append("%s%s" % (Shown(log, 2), (await contsnap.checkpoint()) or Shown(log, 3)))
+    return n
+"""
+)
+
+
+def test_an_await_inside_a_percent_format_keeps_the_native_order() -> None:
+    with (
+        load_program(ASYNC_PROGRAM) as native,
+        load_program(ASYNC_PROGRAM, marked=True) as marked,
+    ):
+        check_coroutine_equivalence(native.gen, marked.gen, (1, LOG))
