@@ -90,6 +90,34 @@ def test_unstarted_generator_copied_again_keeps_its_arguments(how: str, times: i
     assert stop.value.value == 9
 
 
+async def ticks(a, b=2):
+    for i in range(a):
+        await contsnap.checkpoint()
+        yield i * b
+
+
+marked_ticks = contsnap.checkpointable(ticks)
+
+
+def _finish(coroutine: Any) -> Any:
+    while True:
+        try:
+            coroutine.send(None)
+        except StopIteration as stop:
+            return stop.value
+
+
+@pytest.mark.parametrize("how", COPIES)
+def test_unstarted_async_generator_copied_twice_keeps_its_arguments(how: str) -> None:
+    agen = marked_ticks(3, b=5)
+    agen = COPIES[how](COPIES[how](agen))
+
+    async def collect() -> list[int]:
+        return [value async for value in agen]
+
+    assert _finish(collect()) == [0, 5, 10]
+
+
 PROGRAMS = """
 import contsnap
 
