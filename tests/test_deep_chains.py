@@ -208,3 +208,14 @@ def test_an_unsaveable_local_at_the_bottom_of_a_deep_chain_is_named(
     with open(marked.__file__, encoding="utf-8") as source:
         line = source.read().splitlines().index('        yield "holding\'s leaf"') + 1
     assert f":{line}:" in message  # the innermost frame's yield
+
+
+def test_detach_of_a_chain_as_deep_as_native_python(programs: Any) -> None:
+    native, marked = programs
+    depth = _deepest(lambda n: native.chain(n, []), next)
+    gen = marked.chain(depth, [])
+    next(gen)
+    moved = contsnap.loads(contsnap.dumps(gen))
+    contsnap.detach(gen)  # the whole chain ends, running no finally
+    assert gen.gi_frame is None
+    assert moved.send("on") == "on"
