@@ -40,6 +40,16 @@ def holding(n, box):
     return (yield from holding(n - 1, box))
 
 
+def locked_above(box, log):
+    lock = box.pop()
+
+    def held():  # a closure: the lock is in a cell, saved before the chain below
+        return lock
+
+    result = yield from chain(3, log)
+    return held, result
+
+
 async def achain(n, log):
     if n == 0:
         await contsnap.checkpoint()
@@ -219,3 +229,24 @@ def test_detach_of_a_chain_as_deep_as_native_python(programs: Any) -> None:
     contsnap.detach(gen)  # the whole chain ends, running no finally
     assert gen.gi_frame is None
     assert moved.send("on") == "on"
+
+
+@pytest.mark.parametrize("how", ["pickle", "dumps"])
+def test_a_generator_of_a_chain_that_failed_to_save_saves_whole_on_its_own(
+    how: str, programs: Any
+) -> None:
+    import threading
+
+    _native, marked = programs
+    top = marked.locked_above([threading.Lock()], [])
+    assert next(top) == "leaf"
+    save = pickle.dumps if how == "pickle" else contsnap.dumps
+    with pytest.raises(Exception, match="lock"):
+        save(top)  # fails at the top's own cell, after its chain was listed
+    below = top.gi_yieldfrom  # chain(3): saved alone now, its state and chain included
+    load = pickle.loads if how == "pickle" else contsnap.loads
+    copied = load(save(below))
+    assert copied.send("alone") == "alone"
+    with pytest.raises(StopIteration) as stop:
+        next(copied)
+    assert stop.value.value == "done"
