@@ -1076,17 +1076,22 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
         return result
     levels = [(gen, state), *_chain_below(state, lambda member: id(member) in memo)]
     with _load_context():
-        made = []
+        made: list[Any] = []
         for original, level in levels:
             cells = tuple(_deepcopy_cell(cell, memo) for cell in level.cells)
+            if id(original) in memo:  # copied whole already, through a cell that holds it
+                made.append(None)
+                continue
             copied = new_generator(level.info, level.label, cells, level.names)
             memo[id(original)] = copied
             made.append(copied)
         for copied, (_original, level) in zip(made, levels):
+            if copied is None:
+                continue
             for value in level.values.values():
                 _rebind_builtin_method(value, memo)
             set_generator_state(copied, copy.deepcopy(level.values, memo))
-    return made[0]
+    return memo[id(gen)]
 
 
 def _rebind_builtin_method(value: Any, memo: dict[int, Any]) -> None:

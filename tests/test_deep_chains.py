@@ -50,6 +50,16 @@ def locked_above(box, log):
     return held, result
 
 
+def peeks_at_its_delegate(log):
+    inner = chain(2, log)
+
+    def peek():  # a closure: the delegate is in a cell too
+        return inner
+
+    result = yield from inner
+    return result, list(peek())
+
+
 async def achain(n, log):
     if n == 0:
         await contsnap.checkpoint()
@@ -250,3 +260,33 @@ def test_a_generator_of_a_chain_that_failed_to_save_saves_whole_on_its_own(
     with pytest.raises(StopIteration) as stop:
         next(copied)
     assert stop.value.value == "done"
+
+
+# (plain pickle of a local function is the parity item of issue 18, not this one)
+@pytest.mark.parametrize("how", ["dumps", "fork", "deepcopy"])
+def test_a_delegate_also_held_in_a_cell_is_copied_once(how: str, programs: Any) -> None:
+    native, marked = programs
+    check_generator_equivalence(
+        native.peeks_at_its_delegate,
+        marked.peeks_at_its_delegate,
+        (LOG,),
+        ["x", "y"],
+        backend=_Backend(COPIES[how]),
+    )
+
+
+class _Backend:
+    def __init__(self, copy_of: Callable[[Any], Any]) -> None:
+        self.copy_of = copy_of
+
+    def dumps(self, gen: Any) -> Any:
+        return self.copy_of(gen)
+
+    def loads(self, data: Any) -> Any:
+        return data
+
+    def detach(self, gen: Any) -> None:
+        contsnap.detach(gen)
+
+    def fork(self, gen: Any) -> Any:
+        return self.copy_of(gen)
