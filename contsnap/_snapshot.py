@@ -879,10 +879,12 @@ _LIVE_CLASSES: weakref.WeakSet[type] = weakref.WeakSet()
 
 
 def _make_class(make: Callable[..., type], args: tuple[Any, ...]) -> type:
-    """cloudpickle's class skeleton, noting a class this process already has."""
-    tracked = set(map(id, _cp._DYNAMIC_CLASS_TRACKER_BY_ID.values()))
+    """cloudpickle's class skeleton, noting a class this process already has (both of
+    cloudpickle's skeleton makers take the class's tracker id second to last)."""
+    tracker = args[-2] if len(args) >= 2 else None
+    known = _cp._DYNAMIC_CLASS_TRACKER_BY_ID.get(tracker) if isinstance(tracker, str) else None
     cls = make(*args)
-    if id(cls) in tracked:
+    if known is not None and cls is known:
         _LIVE_CLASSES.add(cls)
     return cls
 
