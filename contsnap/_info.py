@@ -17,6 +17,7 @@ import pickle
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
@@ -554,6 +555,45 @@ _WAITING_FOR_INFO: contextvars.ContextVar[list[tuple[_InfoRef, types.FunctionTyp
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
 
 
+#: classes a load found alive in this process (cloudpickle tracks a class saved by value
+#: and hands back the one it knows): their state is not set again
+_LIVE_CLASSES: weakref.WeakSet[type] = weakref.WeakSet()
+#: classes a load made: not the program's own (a snapshot loaded in another process
+#: carries a class in each pickle that needs it, the by-value records included; each
+#: one sets its state, as cloudpickle does, the last one winning)
+_MADE_BY_LOAD: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def by_value_class(reduced: tuple[Any, ...]) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a class saved by value (a class of a script, or one
+    defined in a function), made to leave a class the loading process has alone."""
+    return (_make_class, (reduced[0], reduced[1]), *reduced[2:-1], _set_class_state)
+
+
+def _make_class(make: Callable[..., type], args: tuple[Any, ...]) -> type:
+    """cloudpickle's class skeleton, noting a class the program itself made (not a load)
+    that this process already has (both of cloudpickle's skeleton makers take the
+    class's tracker id second to last)."""
+    tracker = args[-2] if len(args) >= 2 else None
+    known = _cp._DYNAMIC_CLASS_TRACKER_BY_ID.get(tracker) if isinstance(tracker, str) else None
+    cls = make(*args)
+    if known is None:
+        _MADE_BY_LOAD.add(cls)
+    elif cls is known and cls not in _MADE_BY_LOAD:
+        _LIVE_CLASSES.add(cls)
+    return cls
+
+
+def _set_class_state(cls: type, state: Any) -> None:
+    """cloudpickle's class state, except for a class that lives here already: resetting it
+    would put the snapshot's copies of its methods and attributes in place of the live
+    ones (a class of a script, restored in the process that saved it)."""
+    if cls in _LIVE_CLASSES:
+        _LIVE_CLASSES.discard(cls)
+        return
+    _cp._class_setstate(cls, state)
+
+
 class _InfoRef:
     """Stands for a by-value info inside its own record (a recursive function)."""
 
@@ -574,7 +614,10 @@ class _CarrierPickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is FunctionInfo and any(obj is saving for saving in _SAVING_BY_VALUE.get()):
             return (_InfoRef, (_key(obj),))
-        return super().reducer_override(obj)
+        reduced = super().reducer_override(obj)
+        if isinstance(reduced, tuple) and reduced[-1] is _cp._class_setstate:
+            return by_value_class(reduced)
+        return reduced
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
         reduced = super()._dynamic_function_reduce(func)

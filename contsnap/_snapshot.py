@@ -37,6 +37,7 @@ from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptErr
 from ._info import (
     FunctionInfo,
     adopt_function,
+    by_value_class,
     current_session,
     info_for_code,
     pending_info,
@@ -735,7 +736,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             reduced = super().reducer_override(obj)
             if isinstance(reduced, tuple) and reduced[-1] is _cp._class_setstate:
                 # a class saved by value: loaded where it already lives, it stays as is
-                return (_make_class, (reduced[0], reduced[1]), *reduced[2:-1], _set_class_state)
+                return by_value_class(reduced)
             return reduced
         if self.local and (
             kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
@@ -871,32 +872,6 @@ def set_main_function_state(fn: types.FunctionType, state: Any) -> None:
     builtins = namespace.get("__builtins__")
     set_function_state(fn, (attributes, {**slots, "__globals__": {}}))
     namespace["__builtins__"] = builtins  # cloudpickle sets its own: keep the script's
-
-
-#: classes a load found alive in this process (cloudpickle tracks a class saved by value
-#: and hands back the one it knows): their state is not set again
-_LIVE_CLASSES: weakref.WeakSet[type] = weakref.WeakSet()
-
-
-def _make_class(make: Callable[..., type], args: tuple[Any, ...]) -> type:
-    """cloudpickle's class skeleton, noting a class this process already has (both of
-    cloudpickle's skeleton makers take the class's tracker id second to last)."""
-    tracker = args[-2] if len(args) >= 2 else None
-    known = _cp._DYNAMIC_CLASS_TRACKER_BY_ID.get(tracker) if isinstance(tracker, str) else None
-    cls = make(*args)
-    if known is not None and cls is known:
-        _LIVE_CLASSES.add(cls)
-    return cls
-
-
-def _set_class_state(cls: type, state: Any) -> None:
-    """cloudpickle's class state, except for a class that lives here already: resetting it
-    would put the snapshot's copies of its methods and attributes in place of the live
-    ones (a class of a script, restored in the process that saved it)."""
-    if cls in _LIVE_CLASSES:
-        _LIVE_CLASSES.discard(cls)
-        return
-    _cp._class_setstate(cls, state)
 
 
 def set_function_state(fn: types.FunctionType, state: Any) -> None:
