@@ -1,15 +1,16 @@
 """contsnap: snapshot paused generators to bytes and resume them anywhere.
 
-Mark a generator function with :func:`checkpointable`; its paused generators
-can then be saved with :func:`dumps` (or ``pickle``/``copy.deepcopy``),
-restored with :func:`loads`, copied with :func:`fork` and moved with
-:func:`detach`.
+Mark a generator function with [`checkpointable`][contsnap.checkpointable]; its paused generators
+can then be saved with [`dumps`][contsnap.dumps] (or ``pickle``/``copy.deepcopy``),
+restored with [`loads`][contsnap.loads], copied with [`fork`][contsnap.fork] and moved with
+[`detach`][contsnap.detach].
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import _marking
 from ._aio import Queue, checkpoint, pause, sleep, unpause
 from ._api import configure, describe, detach, dumps, fork, loads
 from ._decorator import checkpointable
@@ -19,14 +20,20 @@ from ._errors import (
     CodeChangedError,
     NotCheckpointableError,
     ResourceChangedError,
+    SigningKeyError,
     SnapshotCorruptError,
+    SnapshotKindError,
     SnapshotSignatureError,
 )
 from ._files import CheckpointFallbackWarning
 from ._hook import install_import_hook
 from ._migrate import OldFrame, Resume, migration
 from ._resources import register_resource
+from ._store_checkpoints import TakenOverError
 from ._version import __version__
+
+if _marking.roundtrip_mode():  # CONTSNAP_ROUNDTRIP=1: round-trip mode registers its wrapper
+    from . import _roundtrip  # noqa: F401
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -54,8 +61,11 @@ __all__ = [
     "ResourceChangedError",
     "Resume",
     "RolledOut",
+    "SigningKeyError",
     "SnapshotCorruptError",
+    "SnapshotKindError",
     "SnapshotSignatureError",
+    "TakenOverError",
     "__version__",
     "checkpoint",
     "checkpointable",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -13,14 +14,13 @@ from ._version import __version__
 
 
 def _describe(path: str) -> int:
-    from . import _envelope
+    from ._cli_jobs import _read_meta, printable
     from ._errors import CheckpointError
 
     try:
-        with open(path, "rb") as f:
-            meta = _envelope.read_meta(f.read())
+        meta = _read_meta(path)
     except (OSError, CheckpointError) as exc:
-        print(f"contsnap: {path}: {exc}", file=sys.stderr)
+        print(f"contsnap describe: {printable(path)}: {printable(str(exc))}", file=sys.stderr)
         return 1
     print(json.dumps(meta, indent=2, sort_keys=True))
     return 0
@@ -56,7 +56,7 @@ def _variants(source: str, name: str) -> list[str]:
     lines = source.split("\n")
     found = []
     for i, line in enumerate(lines):
-        if not line.lstrip().startswith(f"def {DEF_NAME}("):
+        if not line.lstrip().startswith((f"def {DEF_NAME}(", f"async def {DEF_NAME}(")):
             continue
         indent = len(line) - len(line.lstrip())
         body = [line]
@@ -69,6 +69,40 @@ def _variants(source: str, name: str) -> list[str]:
     return found or [source.rstrip()]
 
 
+def _signatures(path: str) -> dict[int, str]:
+    """The ``def`` line as written (defaults, annotations) of each function, by first line."""
+    import ast
+
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            keyword = "async def" if isinstance(node, ast.AsyncFunctionDef) else "def"
+            returns = f" -> {ast.unparse(node.returns)}" if node.returns is not None else ""
+            found[first] = f"{keyword} {node.name}({ast.unparse(node.args)}){returns}:"
+    return found
+
+
+def _with_signature(text: str, signature: str | None) -> str:
+    """``text`` (a generated function) with its header replaced by the user's ``signature``.
+
+    The compiled function takes its defaults and annotations from the original
+    one, so the generated header leaves them out; the reader wants to see them.
+    """
+    lines = text.split("\n")
+    if signature is None or not lines[0].lstrip().startswith(("def ", "async def ")):
+        return text
+    for end, line in enumerate(lines):
+        if line.rstrip().endswith(":") and (end + 1 == len(lines) or lines[end + 1][:1] == " "):
+            return "\n".join([signature, *lines[end + 1 :]])
+    return text
+
+
 def _show(target: str, variant: str) -> int:
     from . import _hook
 
@@ -79,6 +113,7 @@ def _show(target: str, variant: str) -> int:
         print(f"contsnap show: {exc}", file=sys.stderr)
         return 1
     shown = 0
+    signatures = _signatures(path)
     for qualname, line, info in functions:
         if wanted and qualname != wanted and not qualname.startswith(wanted + "."):
             continue
@@ -88,6 +123,7 @@ def _show(target: str, variant: str) -> int:
             continue
         print(f"# {module}.{qualname} ({path}:{line}) fingerprint {info.fingerprint}")
         variants = _variants(info.source, info.name)
+        variants[0] = _with_signature(variants[0], signatures.get(line))
         if variant == "fresh":
             variants = variants[:1]
         elif variant == "resume":
@@ -103,19 +139,102 @@ def _show(target: str, variant: str) -> int:
     return 0
 
 
+def _missing_target(target: str, as_module: bool) -> str | None:
+    """Why ``contsnap run`` cannot start ``target`` at all (None: it can try)."""
+    if not as_module:
+        if os.path.exists(target):
+            return None
+        return (
+            f"{target}: no such file (give the path of a Python script, or -m MODULE to run "
+            "a module)"
+        )
+    import importlib.util
+
+    top = target.split(".")[0]  # only the top level: finding a submodule imports its package
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None:
+        return None
+    return (
+        f"no module named {top!r} (run from the directory that holds it, or put it on PYTHONPATH)"
+    )
+
+
+def _stdout_gone() -> int:
+    """The reader of our output went away (``contsnap show ... | head``): stop quietly.
+
+    Python's documented way (the signal module's note on SIGPIPE): point stdout
+    at devnull so that the flush at exit does not fail again; exit status 141
+    is what a shell reports for a program that SIGPIPE ended.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``contsnap`` command; a user error is one line on stderr and status 1.
+
+    ``--debug`` shows the traceback of such an error instead.
+    """
+    from ._errors import CheckpointError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # contsnap's own errors; for run/resume nothing else, since other errors may come
+    # from the user's script, whose traceback they need
+    expected: tuple[type[BaseException], ...] = (CheckpointError,)
+    if args.command not in ("run", "resume"):
+        expected += (OSError, LookupError, ImportError, SyntaxError)
+    try:
+        status = _dispatch(parser, args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        return _stdout_gone()
+    except expected as exc:
+        if args.debug:
+            raise
+        from ._cli_jobs import printable
+
+        command = f"contsnap {args.command}" if args.command else "contsnap"
+        print(f"{command}: {printable(str(exc))}", file=sys.stderr)
+        return 1
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="on an error, show its traceback instead of one line",
+    )
     parser = argparse.ArgumentParser(
         prog="contsnap",
         description="Checkpointable generators: snapshot a paused computation and resume it.",
     )
     parser.add_argument("--version", action="version", version=f"contsnap {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, show its traceback instead of one line",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     describe = commands.add_parser(
-        "describe", help="print a snapshot's metadata (nothing is unpickled, no key needed)"
+        "describe",
+        parents=[debug],
+        help="print a snapshot's metadata (nothing is unpickled, no key needed)",
     )
     describe.add_argument("file")
     show = commands.add_parser(
         "show",
+        parents=[debug],
         help="print the transformed code of a module's generator functions",
         description=(
             "Print the code contsnap compiles for each generator function of a module, as "
@@ -137,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run = commands.add_parser(
         "run",
+        parents=[debug],
         help="run a script, durably with --checkpoint, and/or with the import hook",
         description=(
             "Run a Python script (or, with -m, a module) as __main__. With --checkpoint, "
@@ -173,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     resume = commands.add_parser(
         "resume",
+        parents=[debug],
         help="continue the job saved in a checkpoint file",
         description=(
             "Continue a job saved by contsnap.run(): its script is run again (same "
@@ -181,9 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     resume.add_argument("file")
+    resume.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="accept an unsigned checkpoint (from an older contsnap); only one you trust",
+    )
     resume.add_argument("--every", type=float, metavar="SECONDS", help="autosave interval")
     inspect_cmd = commands.add_parser(
         "inspect",
+        parents=[debug],
         help="describe a checkpoint: frames, lines, locals, age, whether the code still matches",
         description=(
             "Describe a checkpoint without a key and without unpickling anything: its frames "
@@ -193,9 +320,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     inspect_cmd.add_argument("file")
     inspect_cmd.add_argument("--json", action="store_true", help="print JSON")
-    ls = commands.add_parser("ls", help="list the snapshots in a directory")
+    ls = commands.add_parser("ls", parents=[debug], help="list the snapshots in a directory")
     ls.add_argument("directory", nargs="?", default=".")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command in ("run", "resume"):
+        from . import _signals
+
+        _signals.install_early()  # before the script's imports: no SIGTERM is lost
     if args.command == "describe":
         return _describe(args.file)
     if args.command == "show":
@@ -204,13 +338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import _cli_jobs
 
         if args.command == "resume":
-            return _cli_jobs.resume(args.file, every=args.every)
+            return _cli_jobs.resume(args.file, every=args.every, allow_unsigned=args.allow_unsigned)
         if args.command == "inspect":
             return _cli_jobs.inspect_file(args.file, as_json=args.json)
         if args.command == "ls":
             return _cli_jobs.list_directory(args.directory)
         if not args.hook and args.mark_all:
             parser.error("--mark-all needs --hook PKG")
+        missing = _missing_target(args.target, args.as_module)
+        if missing is not None:
+            print(f"contsnap run: {_cli_jobs.printable(missing)}", file=sys.stderr)
+            return 1
         return _cli_jobs.run_script(
             args.target,
             args.args,

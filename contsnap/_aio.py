@@ -7,12 +7,12 @@ of another marked coroutine, or of one of the *safe points* defined here:
   ``asyncio.sleep(0)``); a restored coroutine continues right after it;
 * ``await contsnap.sleep(seconds)`` keeps its deadline as wall-clock time, so a
   restored sleep waits only for what is left;
-* ``await queue.get()`` on a :class:`Queue`, whose contents are part of the
+* ``await queue.get()`` on a [`Queue`][contsnap.Queue], whose contents are part of the
   snapshot (an item is taken from the queue only when the getter really runs).
 
-:func:`pause` asks a running task to stop at its next safe point and returns
-its snapshot; the task stays parked until :func:`unpause` (or a move with
-:func:`contsnap.detach`).
+[`pause`][contsnap.pause] asks a running task to stop at its next safe point and returns
+its snapshot; the task stays parked until [`unpause`][contsnap.unpause] (or a move with
+[`contsnap.detach`][contsnap.detach]).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
+from . import _codec
 from ._errors import CheckpointError, NotCheckpointableError
 
 
@@ -106,7 +107,7 @@ _DONE = _Done()
 
 
 class Checkpoint:
-    """The awaitable of :func:`checkpoint`."""
+    """The awaitable of [`checkpoint`][contsnap.checkpoint]."""
 
     __slots__ = ()
 
@@ -138,7 +139,7 @@ def checkpoint() -> Checkpoint:
 
 
 class Sleep:
-    """The awaitable of :func:`sleep`; its deadline is wall-clock time."""
+    """The awaitable of [`sleep`][contsnap.sleep]; its deadline is wall-clock time."""
 
     __slots__ = ("deadline", "seconds")
 
@@ -254,7 +255,7 @@ class Queue:
 
 
 class QueueGet:
-    """The awaitable of :meth:`Queue.get`."""
+    """The awaitable of [`Queue.get`][contsnap.Queue.get]."""
 
     __slots__ = ("queue",)
 
@@ -289,16 +290,21 @@ TRANSPARENT_CODES = frozenset(
 async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> bytes:
     """Stop ``task`` at its next safe point and return its snapshot (the task stays parked).
 
-    Nothing else is cancelled; call :func:`unpause` to let the task go on, or
-    :func:`contsnap.detach` it when its continuation moves elsewhere. If the
+    Nothing else is cancelled; call [`unpause`][contsnap.unpause] to let the task go on, or
+    [`contsnap.detach`][contsnap.detach] it when its continuation moves elsewhere. If the
     task does not reach a safe point within ``timeout`` seconds (it awaits a
     socket, a foreign future...), the request is withdrawn and
     ``NotCheckpointableError`` names what it awaits and where.
     """
-    from ._api import dumps
-
+    if not isinstance(task, asyncio.Task):
+        what = "a coroutine" if asyncio.iscoroutine(task) else f"{type(task).__qualname__}"
+        raise TypeError(
+            f"contsnap.pause() takes the asyncio.Task that runs a checkpointable coroutine, "
+            f"not {what} ({task!r}): start it with task = asyncio.create_task(coro), then "
+            "await contsnap.pause(task)"
+        )
     await park({task.get_name(): task}, timeout=timeout)
-    return dumps(task.get_coro())
+    return _codec.encode(task.get_coro(), kind="snapshot")
 
 
 async def park(
@@ -307,7 +313,8 @@ async def park(
     timeout: float | None = None,
     allow_finished: bool = False,
 ) -> None:
-    """Stop every task at its next safe point (they stay parked until :func:`unpause`).
+    """Stop every task at its next safe point (they stay parked until
+    [`unpause`][contsnap.unpause]).
 
     ``tasks`` maps a name (used in errors) to each task. If some do not
     arrive within ``timeout``, every request is withdrawn and
@@ -395,7 +402,7 @@ async def park(
 
 
 def unpause(task: asyncio.Task[Any]) -> None:
-    """Let a task parked by :func:`pause` go on."""
+    """Let a task parked by [`pause`][contsnap.pause] go on."""
     request = _PAUSES.pop(task, None)
     if request is not None:
         _resolve(request.release)

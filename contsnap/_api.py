@@ -3,101 +3,78 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Sequence
 from typing import Any
 
-from . import _envelope
+from . import _codec, _envelope, _keys
 from ._aio import detach_task
 from ._errors import CheckpointError
-from ._info import code_changed, live_info
-from ._migrate import find as find_migration
-from ._migrate import old_lines
-from ._snapshot import FrameState, copy_generator, from_payload, to_payload
+from ._resources import truncate
+from ._snapshot import copy_generator
 from ._snapshot import detach as _detach
 
+_UNCHANGED: Any = object()
 
-def configure(*, key: bytes | str | None = None) -> None:
-    """Set the process-wide signing key (``None`` clears it; ``CONTSNAP_KEY`` is the fallback).
 
-    Once a key is in effect, :func:`dumps` signs with it and :func:`loads`
-    refuses snapshots that are unsigned or signed with another key.
+def configure(
+    *,
+    key: bytes | str | None = _UNCHANGED,
+    old_keys: Sequence[bytes | str] = (),
+    allow_unsigned: bool = _UNCHANGED,
+) -> None:
+    """Set the process-wide signing keys and the unsigned-bytes policy.
+
+    ``key`` signs every snapshot written from now on and verifies what is loaded;
+    ``old_keys`` are still accepted when loading (key rotation); ``key=None`` goes back
+    to ``CONTSNAP_KEY`` or the per-user key file. ``allow_unsigned=True`` lets
+    [`loads`][contsnap.loads] and the other loaders accept unsigned bytes (format 1, or written with
+    ``sign=False``): only for bytes from a source you trust. Arguments not given keep
+    their setting.
     """
-    _envelope.configure_key(key)
+    if key is not _UNCHANGED:
+        _keys.configure_keys(key, old_keys)
+    elif old_keys:
+        raise ValueError("old_keys= goes with key=: name the key that signs from now on")
+    if allow_unsigned is not _UNCHANGED:
+        _codec.policy.allow_unsigned = bool(allow_unsigned)
 
 
-def _frames(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]:
-    """The delegation chain from ``obj`` down, as describe() reports it."""
-    frames: list[dict[str, Any]] = []
-    current = obj
-    while id(current) in captured and len(frames) < 64:
-        state = captured[id(current)]
-        info = state.info
-        frames.append(
-            {
-                "qualname": info.qualname,
-                "module": info.module,
-                "file": info.filename,
-                "line": info.line_of(state.label),
-                "state": state.status,
-                "fingerprint": info.fingerprint,
-                "locals": {
-                    name: type(value).__qualname__
-                    for name, value in state.values.items()
-                    if not name.startswith("_cs_")
-                },
-            }
-        )
-        current = state.delegate
-    return frames
-
-
-def dumps(obj: Any, *, key: bytes | str | None = None) -> bytes:
+def dumps(obj: Any, *, key: bytes | str | None = None, sign: bool = True) -> bytes:
     """Snapshot a paused checkpointable generator (or any object holding some) to bytes.
 
-    The generator is not changed: the snapshot is a copy. The bytes carry an
-    integrity hash and, with a key (argument, :func:`configure` or
-    ``CONTSNAP_KEY``), an HMAC-SHA256 signature.
+    The generator is not changed: the snapshot is a copy. The bytes are signed with HMAC-SHA256
+    under the key in effect (``key``, [`configure`][contsnap.configure], ``CONTSNAP_KEY``, else the
+    per-user key file); ``sign=False`` writes them unsigned, which [`loads`][contsnap.loads] then
+    accepts only with ``allow_unsigned=True``.
     """
-    payload, captured, _refs = to_payload(obj)
-    meta = {"created_at": round(time.time(), 3), "frames": _frames(obj, captured)}
-    return _envelope.seal(payload, meta, key=_envelope.effective_key(key))
+    return _codec.encode(obj, kind="snapshot", key=key, sign=sign)
 
 
-def loads(data: bytes, *, key: bytes | str | None = None) -> Any:
-    """Rebuild what :func:`dumps` saved: a generator paused where the original was.
+def loads(
+    data: bytes,
+    *,
+    key: bytes | str | None = None,
+    allow_unsigned: bool | None = None,
+    truncate_outputs: bool = False,
+) -> Any:
+    """Rebuild what [`dumps`][contsnap.dumps] saved: a generator paused where the original was.
 
-    If the code of saved functions changed, :class:`CodeChangedError` names every
-    changed function of the saved chain, unless a migration is registered for it
-    (see :func:`contsnap.migration`).
+    The signature is verified first (with ``key`` or the keys in effect); unsigned bytes are refused
+    unless ``allow_unsigned`` (or [`configure`][contsnap.configure]'s). Bytes of another kind (a
+    job's or an actor system's checkpoint) are refused before anything is unpickled. If the code of
+    saved functions changed, [`CodeChangedError`][contsnap.CodeChangedError] names every changed
+    function of the saved chain, unless a migration is registered for it (see
+    [`contsnap.migration`][contsnap.migration]).
+
+    Loading has no effect outside the process. A file the generator had open for writing is reopened
+    at its checkpoint offset; what was written to it after the checkpoint is cut off only with
+    ``truncate_outputs=True``, for a load that will resume the computation (as
+    [`contsnap.run`][contsnap.run] does), so that it is not written twice.
     """
-    meta, payload = _envelope.unseal(data, key=_envelope.effective_key(key))
-    found = meta.get("frames")
-    frames: list[Any] = found if isinstance(found, list) else []
-    _check_code(frames)
-    with old_lines(frames):
-        return from_payload(payload)
-
-
-def _check_code(frames: list[Any]) -> None:
-    """Name every function of the saved chain whose code changed (and has no migration)."""
-    changed: list[tuple[Any, str]] = []
-    for frame in frames:
-        if not isinstance(frame, dict):
-            continue
-        module, qualname = frame.get("module"), frame.get("qualname")
-        fingerprint = frame.get("fingerprint")
-        if not (isinstance(module, str) and isinstance(qualname, str)):
-            continue
-        if not isinstance(fingerprint, str):
-            continue
-        live = live_info(module, qualname)
-        if live is None or live.fingerprint == fingerprint:
-            continue
-        unseen = all(live is not seen for seen, _ in changed)
-        if unseen and find_migration(module, qualname, fingerprint) is None:
-            changed.append((live, fingerprint))
-    if changed:
-        raise code_changed(changed)
+    decoded = _codec.decode(data, kinds=("snapshot",), key=key, allow_unsigned=allow_unsigned)
+    if truncate_outputs:
+        truncate(decoded.outputs)
+    return decoded.obj
 
 
 def describe(data: bytes) -> dict[str, Any]:
@@ -114,7 +91,7 @@ def detach(gen: Any) -> None:
     """End ``gen`` without running its ``finally`` blocks: its continuation lives elsewhere.
 
     ``gen`` is a checkpointable generator, coroutine or async generator, or an
-    asyncio task parked by :func:`contsnap.pause`.
+    asyncio task parked by [`contsnap.pause`][contsnap.pause].
     """
     if isinstance(gen, asyncio.Task):
         detach_task(gen)

@@ -2,11 +2,11 @@
 
 A cache file holds what is expensive to rebuild for one source file: the
 module's code (with the hook's marks compiled in) and, per transformed
-function, the fields of its :class:`~contsnap._info.FunctionInfo` or the reason
+function, the fields of its `contsnap._info.FunctionInfo` or the reason
 the transform refused it. It has three sections, each plain data for
-:mod:`marshal` behind its own CRC-32 checksum, so a damaged file is noticed
+`marshal` behind its own CRC-32 checksum, so a damaged file is noticed
 before any code object in it is built (a file still bearing the mtime it was
-written with has not been written to since: see :func:`_replace`, the first
+written with has not been written to since: see `_replace`, the first
 section's checksum is then skipped). An import reads the first: the key, the
 module's code (which makes most marked functions with their fresh code
 already) and the list of functions it makes so. The second (each function's
@@ -25,13 +25,13 @@ the interpreter's bytecode magic and optimisation level, the hook mode and the
 hash of the module's source. Anything else (missing, stale, truncated,
 corrupt, written by another version) reads as "no cache": it is rebuilt and
 overwritten, never an error. Files are written to a temporary name and
-renamed with :func:`os.replace`, so concurrent writers and readers only ever
+renamed with `os.replace`, so concurrent writers and readers only ever
 see whole files; the last writer wins.
 
 The source's hash is what a file is keyed by, but a warm import need not read
 the source to know it: the file also records the source's size, mtime and
 ctime when the hashed bytes were read, and when that was. If the source had
-then not changed for :data:`TRUST_MARGIN_NS` and all three are the same now,
+then not changed for `TRUST_MARGIN_NS` and all three are the same now,
 its bytes are those hashed (any write or ``os.utime`` since would have given
 it a newer ctime), and the import reads nothing but the cache file.
 Otherwise the source is read and hashed as before; a match with a stamp too
@@ -142,15 +142,18 @@ def contsnap_stamp() -> str:
         root = os.path.dirname(os.path.abspath(__file__))
         parts = []
         if os.path.basename(os.path.dirname(root)) not in ("site-packages", "dist-packages"):
-            for folder in (root, os.path.join(root, "_transform")):
-                try:
-                    with os.scandir(folder) as entries:
-                        for entry in entries:
-                            if entry.name.endswith(".py"):
-                                st = entry.stat()
-                                parts.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
-                except OSError:
-                    parts.append(f"{folder}:-")
+            # every module of the package, whatever folder it moves to
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                for name in files:
+                    if name.endswith(".py"):
+                        path = os.path.join(folder, name)
+                        try:
+                            st = os.stat(path)
+                        except OSError:
+                            parts.append(f"{path}:-")
+                            continue
+                        parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
         parts.sort()
         _stamp = hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
     return _stamp
@@ -331,38 +334,39 @@ def read(
     try:
         # no buffered file object; a FIFO in its place must not block the import
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
+    except OSError as exc:
+        return _miss(path, f"no cache file ({exc.strerror})")
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return None
+            return _miss(path, "not a regular file")
         start = os.read(fd, _HEAD)
         head = _parse_head(start)
         if head is None:
-            return None
+            return _miss(path, "not a cache file of this format")
         digest, size, pinned, stamp = head
         if key[-1] is None and (source is None or not stamp.vouches_for(source)):
+            _trace(f"{path}: the source is too young for its stamp to vouch for it: hashing it")
             return None
         if size > st.st_size - _HEAD:  # a damaged size: never allocate what is not there
-            return None
+            return _miss(path, "damaged (its size field is past the end)")
         # untouched since written (see _replace): the checksum can only agree
         untouched = st.st_mtime_ns == pinned
         body = _read_exactly(fd, size)
-    except OSError:
-        return None
+    except OSError as exc:
+        return _miss(path, f"unreadable ({exc.strerror})")
     finally:
         os.close(fd)
     if len(body) != size or (not untouched and _checksum(body, start[-_META.size :]) != digest):
-        return None
+        return _miss(path, "damaged (checksum)")
     try:
         stored_key, module_code, notes, prebuilt, (functions_size, functions_digest), later = (
             marshal.loads(body)
         )
     except Exception:  # a file from another format that happens to digest right
-        return None
+        return _miss(path, "not a cache file of this format")
     if stored_key != key and (key[-1] is not None or stored_key[:-1] != key[:-1]):
-        return None
+        return _miss(path, _key_difference(stored_key, key))
     if not (
         (module_code is None or isinstance(module_code, types.CodeType))
         and isinstance(notes, tuple)
@@ -371,7 +375,7 @@ def read(
         and isinstance(functions_digest, bytes)
         and isinstance(later, bytes)
     ):
-        return None
+        return _miss(path, "malformed contents")
     offset = _HEAD + size
     return Entry(
         module_code,
@@ -385,6 +389,39 @@ def read(
             (path, offset + functions_size, -1, later),
         ),
     )
+
+
+#: the parts of a cache key, as a miss is explained
+_KEY_PARTS = (
+    "cache format",
+    "contsnap version",
+    "contsnap's own code (the transform changed)",
+    "function record fields",
+    "label record fields",
+    "Python bytecode magic number",
+    "optimisation level (-O)",
+    "mode (mark_all or not)",
+    "source (the file changed)",
+)
+
+
+def _key_difference(stored: Any, wanted: tuple[Any, ...]) -> str:
+    if not isinstance(stored, tuple) or len(stored) != len(wanted):
+        return "written for another key layout"
+    changed = [part for part, a, b in zip(_KEY_PARTS, stored, wanted) if a != b]
+    return "stale: " + (", ".join(changed) or "key") + " differs"
+
+
+def _miss(path: str, reason: str) -> Entry | None:
+    """No entry: a cache miss, said on stderr when ``CONTSNAP_TRACE`` is set."""
+    _trace(f"miss {path}: {reason}")
+    return None
+
+
+def _trace(what: str) -> None:
+    """What the cache did, on stderr when ``CONTSNAP_TRACE`` is set (as PYTEST_DEBUG does)."""
+    if os.environ.get("CONTSNAP_TRACE"):
+        sys.stderr.write(f"contsnap: cache {what}\n")
 
 
 def _read_exactly(fd: int, size: int) -> bytes:

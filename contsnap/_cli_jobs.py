@@ -6,16 +6,20 @@ import ast
 import contextlib
 import datetime
 import json
+import math
 import os
 import runpy
+import stat
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from . import _durable, _envelope
+from . import _durable, _envelope, _signals
 from ._errors import CheckpointError
+from ._files import CheckpointFallbackWarning, CheckpointFiles
 from ._hook import _first_line
 
 
@@ -49,10 +53,11 @@ def run_script(
     every: float | None = None,
     keep: int | None = None,
     entry: str | None = None,
+    allow_unsigned: bool = False,
 ) -> int:
     """Run a script as ``__main__``; make it durable when a checkpoint option is given.
 
-    The script is durable when it calls :func:`contsnap.run` (the options given
+    The script is durable when it calls [`contsnap.run`][contsnap.run] (the options given
     here win over that call's arguments) or, if it does not, when it defines a
     checkpointable generator function ``main`` (or ``entry``), which is then run.
     """
@@ -71,6 +76,7 @@ def run_script(
             hooks=names or None,
             mark_all=mark_all or None,
             entry=entry,
+            allow_unsigned=allow_unsigned or None,
             script=None if as_module else os.path.abspath(target),
             module=target if as_module else None,
             argv=list(args),
@@ -82,10 +88,13 @@ def run_script(
             namespace = runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
             namespace = runpy.run_path(target, run_name="__main__")
-        if not durable or _durable.RUN_CALLS[0] != calls_before:
+        if _durable.RUN_CALLS[0] != calls_before:
             return 0
         function = namespace.get(entry or "main")
         if function is None or function_info(function) is None:
+            if not durable:
+                _signals.deliver_unhandled()  # a plain script: a signal acts as usual
+                return 0
             print(
                 f"contsnap run: {target} did not call contsnap.run() and defines no "
                 f"@checkpointable generator function {entry or 'main'}()",
@@ -98,60 +107,170 @@ def run_script(
     return 0
 
 
-def _read_meta(path: str) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        return _envelope.read_meta(f.read())
+#: describe/inspect/ls read no file larger than this (a hostile path must not exhaust memory)
+MAX_DESCRIBED_FILE = _envelope.MAX_INFLATED_BODY + (1 << 20)
+#: inspect reads a source file named in (unverified) metadata only up to this size
+MAX_SOURCE_FILE = 16 << 20
 
 
-def resume(path: str, *, every: float | None = None) -> int:
-    """Continue the job saved in ``path``: through its script when it had one."""
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    Opened without blocking (a FIFO), checked after opening (no race with a swap), and
+    read only up to the limit (a file that grows, or /dev/zero, cannot exhaust memory).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        meta = _read_meta(path)
-    except (OSError, CheckpointError) as exc:
-        print(f"contsnap resume: {path}: {exc}", file=sys.stderr)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise OSError(f"{path} is {info.st_size} bytes, more than the {limit} read here")
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise OSError(f"{path} grew past {limit} bytes while it was read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_meta(path: str) -> dict[str, Any]:
+    """Unverified metadata, to describe a file: never to act on."""
+    return _envelope.read_meta(read_regular(path, MAX_DESCRIBED_FILE))
+
+
+def _one_line(error: BaseException) -> str:
+    return printable(str(error))
+
+
+def resume(path: str, *, every: float | None = None, allow_unsigned: bool = False) -> int:
+    """Continue the job saved in ``path``: through its script when it had one.
+
+    The checkpoint's signature and kind are verified before anything it names is acted
+    on: the directory, the script, the module and the arguments come from its signed part.
+    """
+    files = CheckpointFiles(path)
+    try:
+        with warnings.catch_warnings(record=True) as fallbacks:
+            warnings.simplefilter("always", CheckpointFallbackWarning)
+            found = files.verified(kinds=("job",), allow_unsigned=allow_unsigned)
+    except CheckpointError as exc:
+        print(f"contsnap resume: {_one_line(exc)}", file=sys.stderr)
         return 1
-    job = meta.get("job")
-    if not isinstance(job, dict):
+    finally:
+        for warning in fallbacks:  # one line each, as every message of the CLI
+            print(f"contsnap resume: warning: {printable(str(warning.message))}", file=sys.stderr)
+    if found is None:
+        print(f"contsnap resume: no checkpoint at {files.path}", file=sys.stderr)
+        return 1
+    job = found.meta.get("job")
+    try:
+        plan = _Plan.of(job)
+    except ValueError as exc:
         print(
-            f"contsnap resume: {path} is a snapshot, not a job checkpoint (made by "
-            "contsnap.run or contsnap run); load it with contsnap.loads()",
+            f"contsnap resume: {found.path} is a job checkpoint with a malformed job record "
+            f"({exc}); it was signed by a key in effect, so it comes from a bug or was made "
+            "by hand",
             file=sys.stderr,
         )
         return 1
-    checkpoint = os.path.abspath(path)
-    cwd = job.get("cwd")
-    if isinstance(cwd, str) and os.path.isdir(cwd):
-        os.chdir(cwd)  # the script's relative paths mean what they meant
-    script = job.get("script")
-    hooks = job.get("hooks") or []
-    mark_all = bool(job.get("mark_all"))
-    module = job.get("module")
-    if isinstance(module, str) or (isinstance(script, str) and os.path.isfile(script)):
+    checkpoint = files.path
+    if plan.cwd is not None and os.path.isdir(plan.cwd):
+        os.chdir(plan.cwd)  # the script's relative paths mean what they meant
+    if plan.module is not None or (plan.script is not None and os.path.isfile(plan.script)):
         return run_script(
-            module if isinstance(module, str) else str(script),
-            [str(a) for a in job.get("argv", [])],
-            hooks=list(hooks),
-            mark_all=mark_all,
-            as_module=isinstance(module, str),
+            plan.module if plan.module is not None else str(plan.script),
+            plan.argv,
+            hooks=plan.hooks,
+            mark_all=plan.mark_all,
+            as_module=plan.module is not None,
             checkpoint=checkpoint,
             every=every,
-            entry=job.get("entry"),
+            entry=plan.entry,
+            allow_unsigned=allow_unsigned,
         )
     from ._hook import install_import_hook
 
-    hook = install_import_hook(hooks, mark_all=mark_all) if hooks else contextlib.nullcontext()
+    hooks = plan.hooks
+    hook = install_import_hook(hooks, mark_all=plan.mark_all) if hooks else contextlib.nullcontext()
+    # a job started from library code: find its module where the first process found it
+    for entry in (plan.path, plan.cwd):
+        if entry is not None and os.path.isdir(entry) and entry not in sys.path:
+            sys.path.insert(0, entry)
     with hook, _durable.overrides(every=every):
-        result = _durable.resume_file(checkpoint)
+        result = _durable.resume_file(checkpoint, allow_unsigned=allow_unsigned)
     if result is not None:
         print(repr(result))
     return 0
 
 
+class _Plan:
+    """How to run a job again, as its verified checkpoint records it (types checked)."""
+
+    def __init__(self) -> None:
+        self.cwd: str | None = None
+        self.script: str | None = None
+        self.module: str | None = None
+        self.entry: str | None = None
+        self.path: str | None = None
+        self.argv: list[str] = []
+        self.hooks: list[str] = []
+        self.mark_all = False
+
+    @classmethod
+    def of(cls, job: Any) -> _Plan:
+        if not isinstance(job, dict):
+            raise ValueError("no job record")
+        plan = cls()
+        for name in ("cwd", "script", "module", "entry", "path"):
+            value = job.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"its {name} is a {type(value).__name__}, not text")
+            setattr(plan, name, value)
+        for name in ("argv", "hooks"):
+            value = job.get(name) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"its {name} is not a list of strings")
+            setattr(plan, name, value)
+        plan.mark_all = job.get("mark_all") is True
+        return plan
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped: names from a file never drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _show(value: Any) -> str:
+    """A metadata value for a human: text escaped, anything else by its (escaped) repr."""
+    return printable(value if isinstance(value, str) else repr(value))
+
+
+def _field(mapping: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    """``mapping[name]`` when it has the expected type, else None (shown as invalid)."""
+    value = mapping.get(name) if isinstance(mapping, dict) else None
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        return None
+    return value if isinstance(value, kind) else None
+
+
 def _age(created: Any) -> str:
-    if not isinstance(created, (int, float)):
-        return "unknown"
+    if (
+        not isinstance(created, (int, float))
+        or isinstance(created, bool)
+        or not math.isfinite(created)
+    ):
+        return "invalid"
     seconds = max(0.0, time.time() - created)
-    when = datetime.datetime.fromtimestamp(created).isoformat(sep=" ", timespec="seconds")
+    try:
+        when = datetime.datetime.fromtimestamp(created).isoformat(sep=" ", timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return "invalid"
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{when} ({seconds / size:.1f} {unit} ago)"
@@ -183,17 +302,19 @@ def _find_def(tree: ast.Module, qualname: str) -> ast.FunctionDef | ast.AsyncFun
 
 
 def code_status(frame: dict[str, Any]) -> str:
-    """Does the function on disk still match the frame's fingerprint? (Nothing is imported.)"""
+    """Does the function on disk still match the frame's fingerprint? (Nothing is imported.)
+
+    The path comes from unverified metadata: only a regular file of bounded size is read.
+    """
     from ._transform._fingerprint import fingerprint
 
-    path, qualname = frame.get("file"), frame.get("qualname")
-    if not isinstance(path, str) or not isinstance(qualname, str):
+    path, qualname = _field(frame, "file", str), _field(frame, "qualname", str)
+    if path is None or qualname is None:
         return "unknown (no source location recorded)"
     try:
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
+        source = read_regular(path, MAX_SOURCE_FILE).decode("utf-8")
         node = _find_def(ast.parse(source), qualname)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return f"unknown ({type(exc).__name__}: {exc})"
     if node is None:
         return f"changed ({qualname} is no longer in {path})"
@@ -209,92 +330,116 @@ def inspect_file(path: str, *, as_json: bool = False) -> int:
     try:
         meta = _read_meta(path)
     except (OSError, CheckpointError) as exc:
-        print(f"contsnap inspect: {path}: {exc}", file=sys.stderr)
+        print(f"contsnap inspect: {printable(path)}: {_one_line(exc)}", file=sys.stderr)
         return 1
-    frames = meta.get("frames") or []
+    frames = [f for f in meta.get("frames") or [] if isinstance(f, dict)][:64]
     for frame in frames:
         frame["code"] = code_status(frame)
     if as_json:
+        meta["frames"] = frames
         print(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return 0
     job = meta.get("job") if isinstance(meta.get("job"), dict) else None
-    print(f"{path}")
+    print(printable(path))
+    print(f"  kind      {_show(meta.get('kind'))} ({_show(meta.get('identity'))})")
     print(f"  created   {_age(meta.get('created_at'))}")
-    print(
-        f"  size      {meta.get('total_bytes')} bytes "
-        f"({meta.get('payload_bytes')} of state{', compressed' if meta.get('compressed') else ''})"
+    compressed = ", compressed" if meta.get("compressed") else ""
+    size, state_bytes = meta.get("total_bytes"), meta.get("payload_bytes")
+    print(f"  size      {size} bytes ({state_bytes} of state{compressed})")
+    signed = (
+        f"yes (HMAC-SHA256, key id {_show(meta.get('key_id'))}; not verified here: "
+        "verified when loaded)"
+        if meta.get("signed")
+        else "no (loads only with allow_unsigned)"
     )
+    print(f"  signed    {signed}")
     print(
-        "  signed    "
-        + ("yes (HMAC-SHA256; verified when loaded with the key)" if meta.get("signed") else "no")
+        f"  format    {meta.get('format_version')} (contsnap "
+        f"{_show(meta.get('contsnap_version'))}, Python {_show(meta.get('python'))})"
     )
-    print(f"  format    {meta.get('format_version')} (contsnap {meta.get('contsnap_version')})")
     if job is not None:
-        state = f", finished (result: {job.get('result_type')})" if job.get("finished") else ""
-        print(f"  job       {job.get('name')}: {job.get('steps', 0):,} steps{state}")
-        if job.get("script"):
-            argv = " ".join(str(a) for a in job.get("argv", []))
-            print(f"  script    {job['script']} {argv}".rstrip())
+        steps = _field(job, "steps", int)
+        state = ""
+        if job.get("finished") is True:
+            state = f", finished (result: {_show(job.get('result_type'))})"
+        shown_steps = "invalid" if steps is None else f"{steps:,}"
+        print(f"  job       {_show(job.get('name'))}: {shown_steps} steps{state}")
+        if job.get("generation") is not None:
+            print(f"  generation {_show(job.get('generation'))}")
+        script = _field(job, "script", str)
+        if script:
+            argv = job.get("argv") if isinstance(job.get("argv"), list) else []
+            print(f"  script    {printable(script)} {' '.join(map(_show, argv))}".rstrip())
     system = meta.get("actors")
     if isinstance(system, dict):
         print(
-            f"  actors    system {system.get('system')!r}: {system.get('count')} actors, "
-            f"checkpoint {system.get('sequence')}"
+            f"  actors    system {_show(system.get('system'))}: {_show(system.get('count'))} "
+            f"actors, checkpoint {_show(system.get('sequence'))}"
         )
     for depth, frame in enumerate(frames):
-        print(f"  frame {depth}   {frame.get('qualname')}  {frame.get('file')}:{frame.get('line')}")
-        print(f"            fingerprint {frame.get('fingerprint')}: code {frame['code']}")
-        local = frame.get("locals") or {}
-        if local:
-            shown = ", ".join(f"{name}: {kind}" for name, kind in sorted(local.items()))
+        print(
+            f"  frame {depth}   {_show(frame.get('qualname'))}  "
+            f"{_show(frame.get('file'))}:{_show(frame.get('line'))}"
+        )
+        print(
+            f"            fingerprint {_show(frame.get('fingerprint'))}: "
+            f"code {printable(frame['code'])}"
+        )
+        local = frame.get("locals")
+        if isinstance(local, dict) and local:
+            shown = ", ".join(f"{_show(n)}: {_show(k)}" for n, k in sorted(local.items()))
             print(f"            locals {shown}")
-    changed = [f.get("qualname") for f in frames if str(f.get("code")).startswith("changed")]
+    changed = [_show(f.get("qualname")) for f in frames if str(f.get("code")).startswith("changed")]
     if changed:
         print(
-            f"  note      the code of {', '.join(map(str, changed))} changed since: loading "
+            f"  note      the code of {', '.join(changed)} changed since: loading "
             "raises CodeChangedError unless a migration is registered"
         )
     return 0
 
 
+def _row(directory: str, name: str) -> tuple[str, ...] | None:
+    path = os.path.join(directory, name)
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        with open(path, "rb", buffering=0) as f:
+            if f.read(4) != _envelope.MAGIC:
+                return None
+        meta = _read_meta(path)
+    except (OSError, CheckpointError) as exc:
+        return (printable(name), "-", "-", "-", f"INVALID: {_one_line(exc)}", "-")
+    job = meta.get("job") if isinstance(meta.get("job"), dict) else {}
+    frames = meta.get("frames") if isinstance(meta.get("frames"), list) else []
+    first = frames[0] if frames and isinstance(frames[0], dict) else {}
+    where = f"{_show(first.get('qualname'))} line {_show(first.get('line'))}"
+    if job and job.get("finished") is True:
+        where = "finished"
+    steps = _field(job, "steps", int)
+    return (
+        printable(name),
+        _age(meta.get("created_at")).split("(")[-1].rstrip(")"),
+        str(meta.get("total_bytes")),
+        ("invalid" if steps is None else f"{steps:,}") if job else "-",
+        where,
+        f"signed {_show(meta.get('key_id'))}" if meta.get("signed") else "unsigned",
+    )
+
+
 def list_directory(directory: str) -> int:
-    """One line per snapshot file in ``directory``: age, size, steps, where, signed."""
+    """One line per snapshot file in ``directory``: age, size, steps, where, signed.
+
+    A file that cannot be read or described gets its own INVALID line; the others are
+    listed all the same.
+    """
     try:
         names = sorted(os.listdir(directory))
     except OSError as exc:
-        print(f"contsnap ls: {exc}", file=sys.stderr)
+        print(f"contsnap ls: {_one_line(exc)}", file=sys.stderr)
         return 1
-    rows = []
-    for name in names:
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            continue
-        try:
-            with open(path, "rb") as f:
-                if f.read(4) != _envelope.MAGIC:
-                    continue
-                f.seek(0)
-                meta = _envelope.read_meta(f.read())
-        except (OSError, CheckpointError) as exc:
-            rows.append((name, "-", "-", "-", f"DAMAGED: {exc}", "-"))
-            continue
-        job = meta.get("job") if isinstance(meta.get("job"), dict) else {}
-        frames = meta.get("frames") or [{}]
-        where = f"{frames[0].get('qualname')} line {frames[0].get('line')}"
-        if job and job.get("finished"):
-            where = "finished"
-        rows.append(
-            (
-                name,
-                _age(meta.get("created_at")).split("(")[-1].rstrip(")"),
-                str(meta.get("total_bytes")),
-                f"{job.get('steps', 0):,}" if job else "-",
-                where,
-                "signed" if meta.get("signed") else "unsigned",
-            )
-        )
+    rows = [row for name in names if (row := _row(directory, name)) is not None]
     if not rows:
-        print(f"no contsnap snapshots in {directory}")
+        print(f"no contsnap snapshots in {printable(directory)}")
         return 0
     header = ("FILE", "AGE", "BYTES", "STEPS", "PAUSED IN", "SIGNED")
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]

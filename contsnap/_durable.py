@@ -1,10 +1,10 @@
 """Durable scripts: drive a checkpointable generator to its end across kills and restarts.
 
-:func:`run` starts the job, or resumes it from its checkpoint file when there
+[`run`][contsnap.run] starts the job, or resumes it from its checkpoint file when there
 is one. Every ``yield`` of the job is a safe point: there it autosaves every
 ``every`` seconds and, after SIGTERM or SIGINT, saves, detaches the job (its
 ``finally`` blocks run once, in the process that finishes it) and exits with
-status :data:`ROLLED_OUT` (75). A second signal aborts at once; the files on
+status `ROLLED_OUT` (75). A second signal aborts at once; the files on
 disk are then still the last good checkpoints. When the job ends, its result
 is its last checkpoint: a run of a finished job returns it without redoing
 the work.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -23,10 +24,16 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _api, _envelope
-from ._errors import CheckpointError
-from ._files import CheckpointFiles, Loaded
+from . import _api, _codec, _signals
+from ._errors import CheckpointError, SnapshotCorruptError
+from ._files import CheckpointFiles, Loaded, check_writable
+from ._resources import truncate
 from ._snapshot import capture, info_of, to_payload
+from ._store_checkpoints import StoreCheckpoints, TakenOverError
+from .stores import Store
+
+#: where a job's checkpoints live: files next to each other, or a key in a store
+Checkpoints = CheckpointFiles | StoreCheckpoints
 
 #: exit status of a job that rolled out (EX_TEMPFAIL: "try again later")
 ROLLED_OUT = 75
@@ -44,7 +51,7 @@ RUN_CALLS = [0]
 class RolledOut(SystemExit):
     """The job was saved and stopped on a signal; run it again to continue.
 
-    A ``SystemExit`` with status :data:`ROLLED_OUT`, so an uncaught one ends
+    A ``SystemExit`` with status `ROLLED_OUT`, so an uncaught one ends
     the process quietly with that status.
     """
 
@@ -74,6 +81,9 @@ class _Signals:
             number = getattr(signal, name, None)
             if number is not None:
                 self.previous[number] = signal.signal(number, self._handle)
+        early = _signals.take()  # sent while contsnap run was still starting the script
+        if early is not None:
+            self._handle(early, None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -92,7 +102,11 @@ class _Signals:
 
 
 class _Progress:
-    """A status line on a terminal (rich); nothing when stderr is not a TTY."""
+    """A status line on a terminal; nothing when stderr is not a TTY.
+
+    Drawn with rich when it is installed (``contsnap[progress]``), else as a plain
+    line rewritten in place.
+    """
 
     INTERVAL = 0.2
 
@@ -100,12 +114,16 @@ class _Progress:
         if enabled is None:
             enabled = sys.stderr.isatty() and not os.environ.get("CONTSNAP_QUIET")
         self.name = name
+        self.enabled = enabled
         self.live: Any = None
+        self.shown = 0  # width of the plain status line on screen
         self.next_update = 0.0
         if enabled:
-            from rich.console import Console
-            from rich.live import Live
-
+            try:
+                from rich.console import Console
+                from rich.live import Live
+            except ImportError:
+                return
             self.live = Live("", console=Console(stderr=True), refresh_per_second=5, transient=True)
 
     def __enter__(self) -> _Progress:
@@ -116,21 +134,34 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
             self.live.__exit__(None, None, None)
+        self._clear()
 
     def update(self, steps: int, last_save: float | None, value: Any, now: float) -> None:
-        if self.live is None or now < self.next_update:
+        if not self.enabled or now < self.next_update:
             return
         self.next_update = now + self.INTERVAL
         saved = "not saved yet" if last_save is None else f"saved {now - last_save:.0f} s ago"
         shown = repr(value)
         if len(shown) > 40:
             shown = shown[:37] + "..."
-        self.live.update(f"[bold]{self.name}[/bold]  {steps:,} steps  ·  {saved}  ·  {shown}")
+        if self.live is not None:
+            self.live.update(f"[bold]{self.name}[/bold]  {steps:,} steps  ·  {saved}  ·  {shown}")
+            return
+        line = f"{self.name}  {steps:,} steps  ·  {saved}  ·  {shown}"
+        sys.stderr.write("\r" + line.ljust(self.shown))
+        sys.stderr.flush()
+        self.shown = len(line)
+
+    def _clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * self.shown + "\r")
+            self.shown = 0
 
     def say(self, message: str) -> None:
         if self.live is not None:
             self.live.console.print(message)
         else:
+            self._clear()
             print(message, file=sys.stderr, flush=True)
 
 
@@ -146,40 +177,82 @@ def _where(gen: Any) -> str:
     return f"{info.qualname} at {info.filename}:{line}"
 
 
-def _script_meta() -> dict[str, Any]:
+#: the fields of a job's record that say how to run it again (``contsnap resume``)
+PLAN_FIELDS = ("script", "module", "argv", "cwd", "hooks", "mark_all", "entry", "path")
+
+
+def _script_meta(genfunc: Callable[..., Any] | None) -> dict[str, Any]:
+    """How to run this job again: its script (or ``-m`` module), arguments and directory.
+
+    A job started from library code (``python -c``, an application calling run()) has
+    no script of its own: ``path`` records the ``sys.path`` entry its module was
+    imported from, so that ``contsnap resume`` finds it the way this process did.
+    """
+    plan = _OVERRIDES.get("plan")  # contsnap resume of a job with no script: keep its plan
+    if plan is not None:
+        return dict(plan)
     script = _OVERRIDES.get("script")  # set by ``contsnap run``
-    if script is None:
-        script = getattr(sys.modules.get("__main__"), "__file__", None)
+    module = _OVERRIDES.get("module")
+    main = sys.modules.get("__main__")
+    if script is None and module is None:
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and getattr(spec, "name", None) not in (None, "__main__"):
+            module = spec.name  # python -m pkg.app: run it again as a module
+        else:
+            script = getattr(main, "__file__", None)
     return {
         "script": os.path.abspath(script) if isinstance(script, str) else None,
-        "module": _OVERRIDES.get("module"),
+        "module": module,
         "argv": list(_OVERRIDES.get("argv", sys.argv[1:])),
         "cwd": os.getcwd(),
         "hooks": list(_OVERRIDES.get("hooks") or ()),
         "mark_all": bool(_OVERRIDES.get("mark_all")),
         "entry": _OVERRIDES.get("entry"),
+        "path": _import_root(genfunc),
     }
 
 
+def _import_root(genfunc: Callable[..., Any] | None) -> str | None:
+    """The ``sys.path`` entry that the module of ``genfunc`` was imported from."""
+    name = getattr(genfunc, "__module__", None)
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    origin = getattr(module, "__file__", None)
+    if not isinstance(origin, str) or name == "__main__":
+        return None
+    directory = os.path.dirname(os.path.abspath(origin))
+    for _ in range(str(name).count(".")):  # pkg.sub.mod lives under the root's pkg/sub/
+        directory = os.path.dirname(directory)
+    return directory
+
+
 class _Job:
-    """One run of :func:`run`: the generator, its step count and its files."""
+    """One run of [`run`][contsnap.run]: the generator, its step count and its files."""
 
     def __init__(
-        self, files: CheckpointFiles, key: bytes | str | None, every: float, name: str
+        self,
+        files: Checkpoints,
+        key: bytes | str | None,
+        every: float,
+        name: str,
+        genfunc: Callable[..., Any] | None = None,
     ) -> None:
         self.files = files
         self.key = key
         self.every = every
         self.name = name
         self.steps = 0
+        #: how many checkpoints of this job were written; signed, so a rollback shows
+        self.generation = 0
         self.gen: Any = None
         self.last_save: float | None = None
+        #: the generation file it resumed from (an older one when the newest did not verify)
+        self.resumed_from = files.path
         self.started = time.monotonic()
-        self.script = _script_meta()
+        self.script = _script_meta(genfunc)
 
     def save(self) -> None:
         payload, captured, _refs = to_payload(self.gen)
-        self._write(payload, _api._frames(self.gen, captured), {})
+        self._write(payload, _codec.frames_of(self.gen, captured), {})
 
     def save_result(self, result: Any) -> bool:
         """Record that the job finished with ``result`` (False if it cannot be saved)."""
@@ -196,19 +269,19 @@ class _Job:
         return True
 
     def _write(self, payload: bytes, frames: list[Any], extra: dict[str, Any]) -> None:
-        meta = {
-            "created_at": round(time.time(), 3),
-            "frames": frames,
-            "job": {
-                "name": self.name,
-                "steps": self.steps,
-                "every": self.every,
-                "pid": os.getpid(),
-                **self.script,
-                **extra,
-            },
+        self.generation += 1
+        job = {
+            "name": self.name,
+            "steps": self.steps,
+            "generation": self.generation,
+            "every": self.every,
+            "pid": os.getpid(),
+            **self.script,
+            **extra,
         }
-        data = _envelope.seal(payload, meta, key=_envelope.effective_key(self.key))
+        data = _codec.encode_payload(
+            payload, frames, kind="job", identity=self.name, meta={"job": job}, key=self.key
+        )
         self.files.save(data)
         self.last_save = time.monotonic()
 
@@ -226,19 +299,26 @@ def run(
     every: float = _UNSET,
     keep: int = _UNSET,
     key: bytes | str | None = None,
+    allow_unsigned: bool | None = None,
+    store: Store | None = None,
+    lease: float = 30.0,
+    wait: float = 0.0,
     progress: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run the checkpointable generator function ``genfunc(*args, **kwargs)`` to its end.
 
     If ``checkpoint`` (default ``"job.ckpt"``) holds a checkpoint of the same
-    function, the job resumes from it instead of starting over; the newest
-    intact generation is used, falling back to an older one (with a warning)
-    when the newest is damaged. Every ``yield`` is a safe point: the job is
-    saved there once ``every`` seconds (default 15) have passed since the last
-    save, keeping ``keep`` generations (default 3). On SIGTERM, SIGINT or
-    SIGHUP it saves at the next safe point, detaches the generator and raises
-    :class:`RolledOut` (exit status 75); a second signal aborts at once.
+    job, the job resumes from it instead of starting over: the newest
+    generation whose signature verifies is used, falling back to an older one
+    (with a warning naming the rollback) when the newest is damaged. A
+    checkpoint of another job, one signed with a key not in effect, or a file
+    someone else could have written is refused with a [`CheckpointError`][contsnap.CheckpointError].
+    Every ``yield`` is a safe point: the job is saved there once ``every``
+    seconds (default 15) have passed since the last save, keeping ``keep``
+    generations (default 3). On SIGTERM, SIGINT or SIGHUP it saves at the next
+    safe point, detaches the generator and raises [`RolledOut`][contsnap.RolledOut] (exit
+    status 75); a second signal aborts at once.
 
     Returns what the generator returns. That result is saved as the job's last
     checkpoint, so running the job again returns it at once instead of
@@ -246,38 +326,68 @@ def run(
     ended); remove the checkpoint file to start the job afresh. A result that
     cannot be serialised is not kept (the files are removed, with a warning).
     If the generator raises, the files stay, so the last good state can be
-    inspected or resumed. ``key`` signs the checkpoints (default: :func:`contsnap.configure`
-    or ``CONTSNAP_KEY``); ``progress`` shows a status line (default: when
-    stderr is a terminal).
+    inspected or resumed. ``key`` signs and verifies the checkpoints (default: the
+    key in effect, see [`contsnap.configure`][contsnap.configure]); ``allow_unsigned`` accepts an
+    unsigned checkpoint (from an older contsnap); ``progress`` shows a status line
+    (default: when stderr is a terminal).
+
+    With ``store`` (any `contsnap.stores.Store`) the checkpoints are kept
+    there instead, under the key ``checkpoint`` (default ``job:MODULE:QUALNAME``),
+    so that another process or machine can resume the job. Only one process runs
+    a job at a time: a second one raises `contsnap.stores.LeaseHeldError`
+    naming the holder's pid and host, or waits up to ``wait`` seconds for it. With
+    a store that is a lease of ``lease`` seconds, renewed at the job's safe
+    points; a runner that loses it (a step longer than the lease, a frozen
+    process) stops with [`TakenOverError`][contsnap.TakenOverError] and writes nothing more.
     """
     RUN_CALLS[0] += 1
     checkpoint = _OVERRIDES.get("checkpoint", checkpoint)
     every = _OVERRIDES.get("every", every)
     keep = _OVERRIDES.get("keep", keep)
-    checkpoint = "job.ckpt" if checkpoint is _UNSET else checkpoint
+    allow_unsigned = _OVERRIDES.get("allow_unsigned", allow_unsigned)
     every = 15.0 if every is _UNSET else float(every)
     keep = 3 if keep is _UNSET else int(keep)
     if not every > 0:
         raise ValueError(f"every must be a positive number of seconds, not {every!r}")
-    files = CheckpointFiles(checkpoint, keep)
-    job = _Job(files, key, every, _job_name(genfunc))
-    loaded = files.load(key=key)
-    if loaded is not None and _finished(loaded):
-        _check_resumable(loaded, genfunc, job.name)
-        _say_finished(loaded, progress)
-        return loaded.obj
-    if loaded is not None:
-        job.gen = _check_resumable(loaded, genfunc, job.name)
-        job.steps = int(loaded.meta.get("job", {}).get("steps", 0))
-        job.last_save = time.monotonic()
+    if not callable(genfunc) or isinstance(genfunc, types.GeneratorType):
+        raise TypeError(
+            "contsnap.run() takes the @checkpointable generator *function* and its "
+            f"arguments, run(main, ...), not {type(genfunc).__name__} (a generator object "
+            "cannot be started again after a restart)"
+        )
+    name = _job_name(genfunc)
+    files: Checkpoints
+    if store is not None:
+        store_key = _store_key(name) if checkpoint is _UNSET else os.fspath(checkpoint)
+        files = StoreCheckpoints(store, store_key, keep, lease)
     else:
-        job.gen = genfunc(*args, **kwargs)
-        if info_of(job.gen) is None or not isinstance(job.gen, types.GeneratorType):
-            raise TypeError(
-                f"contsnap.run() needs a @checkpointable generator function; "
-                f"{job.name} returned {type(job.gen).__name__}"
-            )
-    return _drive(job, resumed=loaded is not None, progress=progress)
+        files = CheckpointFiles("job.ckpt" if checkpoint is _UNSET else checkpoint, keep)
+        check_writable(files.path)
+    job = _Job(files, key, every, name, genfunc)
+    with files.hold(wait=wait):
+        loaded = files.load(
+            kinds=("job",), identity=job.name, key=key, allow_unsigned=allow_unsigned
+        )
+        if loaded is not None and _finished(loaded):
+            _check_resumable(loaded, genfunc, job.name)
+            _say_finished(loaded, progress)
+            return loaded.obj
+        if loaded is not None:
+            job.gen = _check_resumable(loaded, genfunc, job.name)
+            _resume_from(job, loaded)
+        else:
+            job.gen = genfunc(*args, **kwargs)
+            if info_of(job.gen) is None or not isinstance(job.gen, types.GeneratorType):
+                raise TypeError(
+                    f"contsnap.run() needs a @checkpointable generator function; "
+                    f"{job.name} returned {type(job.gen).__name__}"
+                )
+        return _drive(job, resumed=loaded is not None, progress=progress)
+
+
+def _store_key(name: str) -> str:
+    """A store key for the job ``module:qualname`` (``<locals>`` and the like spelled out)."""
+    return "job:" + re.sub(r"[^A-Za-z0-9_.:@=+\-]", "_", name)[:190]
 
 
 def _finished(loaded: Loaded) -> bool:
@@ -320,23 +430,49 @@ def resume_file(
     checkpoint: str | os.PathLike[str],
     *,
     key: bytes | str | None = None,
+    allow_unsigned: bool | None = None,
     progress: bool | None = None,
 ) -> Any:
     """Continue the job saved in ``checkpoint`` without its script (``contsnap resume``)."""
     files = CheckpointFiles(checkpoint, int(_OVERRIDES.get("keep", 3)))
-    loaded = files.load(key=key)
+    with files.hold():
+        return _resume_loaded(files, key, allow_unsigned, progress)
+
+
+def _resume_loaded(
+    files: CheckpointFiles, key: bytes | str | None, allow_unsigned: bool | None, progress: Any
+) -> Any:
+    loaded = files.load(kinds=("job",), key=key, allow_unsigned=allow_unsigned)
     if loaded is None:
         raise FileNotFoundError(f"no checkpoint at {files.path}")
     if _finished(loaded):
         _say_finished(loaded, progress)
         return loaded.obj
-    job_meta = loaded.meta.get("job", {})
+    job_meta = loaded.meta["job"]
     job = _Job(files, key, float(_OVERRIDES.get("every", job_meta.get("every", 15.0))), "")
-    job.name = str(job_meta.get("name") or getattr(info_of(loaded.obj), "qualname", "job"))
+    job.name = str(loaded.meta.get("identity") or job_meta.get("name"))
+    # the next checkpoints say how to run the job as the first one did, not as
+    # ``contsnap resume`` (which would then resume itself)
+    job.script = {field: job_meta.get(field) for field in PLAN_FIELDS}
     job.gen = loaded.obj
-    job.steps = int(job_meta.get("steps", 0))
-    job.last_save = time.monotonic()
+    _resume_from(job, loaded)
     return _drive(job, resumed=True, progress=progress)
+
+
+def _resume_from(job: _Job, loaded: Loaded) -> None:
+    """Take up the job where ``loaded`` left it: counters, and its output files cut back."""
+    job_meta = loaded.meta.get("job")
+    if not isinstance(job_meta, dict):
+        raise SnapshotCorruptError(f"{loaded.path}: a job checkpoint without its job record")
+    job.steps = _count(job_meta.get("steps"))
+    job.generation = _count(job_meta.get("generation"))
+    job.last_save = time.monotonic()
+    job.resumed_from = loaded.path
+    truncate(loaded.outputs)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
@@ -344,7 +480,7 @@ def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
     with _Progress(job.name, progress) as shown, _Signals(shown.say) as signals:
         if resumed:
             shown.say(
-                f"contsnap: resuming {job.name} from {job.files.path} "
+                f"contsnap: resuming {job.name} from {job.resumed_from} "
                 f"after {job.steps:,} steps ({_where(gen)})"
             )
         while True:
@@ -353,12 +489,16 @@ def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
             except StopIteration as done:
                 # the result is the job's last checkpoint: a run killed after this
                 # point, before its caller used the result, gets it back unchanged
-                job.save_result(done.value)
+                try:
+                    job.save_result(done.value)
+                except OSError as exc:
+                    raise _save_failed(job, exc, "the job finished, but its result") from exc
                 return done.value
             job.steps += 1
             now = time.monotonic()
+            _heartbeat(job)
             if signals.requested is not None:
-                job.save()
+                _save(job)
                 where = _where(gen)
                 _api.detach(gen)
                 shown.say(
@@ -367,9 +507,47 @@ def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
                     "Run it again (or `contsnap resume FILE`) to continue."
                 )
                 raise RolledOut(job.files.path, job.steps, where)
-            if now - (job.last_save or job.started) >= job.every:
-                job.save()
+            # the first safe point of a fresh job saves at once: a kill before the first
+            # autosave would otherwise start over and repeat all its output so far
+            if job.last_save is None or now - job.last_save >= job.every:
+                _save(job)
             shown.update(job.steps, job.last_save, value, now)
+
+
+def _save(job: _Job) -> None:
+    """Save at a safe point; a failed write stops the job here, detached, with advice.
+
+    The generator is detached, not closed: its ``finally`` blocks run once, in the
+    process that resumes it from the last good checkpoint, never here as well.
+    """
+    try:
+        job.save()
+    except TakenOverError:
+        _api.detach(job.gen)  # the job goes on where its lease is now
+        raise
+    except OSError as exc:
+        where = _where(job.gen)
+        _api.detach(job.gen)
+        raise _save_failed(job, exc, f"the job stopped in {where}; its state") from exc
+
+
+def _heartbeat(job: _Job) -> None:
+    """Keep the job's lease (store-backed checkpoints); lost, the job stops detached."""
+    try:
+        job.files.heartbeat()
+    except TakenOverError:
+        _api.detach(job.gen)
+        raise
+
+
+def _save_failed(job: _Job, exc: OSError, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"cannot save a checkpoint of {job.name} to {job.files.path}: "
+        f"{exc.strerror or exc} ({type(exc).__name__}); {what} after step {job.steps:,} "
+        "is not saved, the last good checkpoint is kept. Free some space or make the "
+        "directory writable (or pass another checkpoint=), then run the job again: it "
+        "resumes from that checkpoint"
+    )
 
 
 @contextlib.contextmanager

@@ -1,10 +1,12 @@
 """The envelope: frames opaque snapshot bytes with metadata, compression and a signature.
 
 This stage knows nothing about frames or pickle. It turns ``(payload, meta)`` into one
-versioned, self-checking blob and back. A blob that is damaged, of an unknown format or,
-with a key in effect, not signed with that key is refused before any of it is inflated or
-parsed. The byte layout and the security model are in ``docs/format.md``; keep the two in
-step (the tests build blobs from that description).
+versioned, self-checking blob and back. Every blob says, in its signed part, what it is
+(its *kind*: a generator snapshot, a job's checkpoint...) and, for jobs and systems, whose
+it is (its *identity*). A blob that is damaged, of an unknown format, not signed by a key
+in effect, or of another kind or identity than the caller asked for is refused before any
+of it is inflated or parsed beyond the header. The byte layout and the security model are
+in ``docs/format.md``; keep the two in step (the tests build blobs from that description).
 """
 
 from __future__ import annotations
@@ -12,35 +14,48 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import struct
+import sys
 import zlib
+from collections.abc import Collection
 from typing import Any
 
-from contsnap._errors import SnapshotCorruptError, SnapshotSignatureError
-from contsnap._version import __version__
+from ._errors import SnapshotCorruptError, SnapshotKindError, SnapshotSignatureError
+from ._keys import KEY_ENV_VAR, KEY_ID_SIZE, KeyRing, key_id
+from ._version import __version__
 
-__all__ = ["configure_key", "effective_key", "read_meta", "seal", "unseal"]
+__all__ = ["KINDS", "read_meta", "seal", "unseal"]
 
 MAGIC = b"CSNP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FLAG_SIGNED = 0x01
 FLAG_COMPRESSED = 0x02
 _KNOWN_FLAGS = FLAG_SIGNED | FLAG_COMPRESSED
 
-KEY_ENV_VAR = "CONTSNAP_KEY"
+#: What a blob can be, as its signed ``kind`` says, and how messages name each.
+KINDS = {
+    "snapshot": "a generator snapshot (contsnap.dumps)",
+    "job": "a durable job's checkpoint (contsnap.run)",
+    "actor-system": "an actor system's checkpoint (actors.System.checkpoint)",
+    "notebook": "a notebook session (%contsnap save)",
+    "web-page": "a web conversation's page (contsnap.web)",
+    "task": "a distributed job's checkpoint (contsnap.integrations)",
+}
 
 # magic, format version, flags, length of the contsnap version string that follows.
 _PREAMBLE = struct.Struct("<4sBBB")
 # Metadata JSON length (u32) and payload length (u64), both before compression.
 _SIZES = struct.Struct("<IQ")
-_DIGEST_SIZE = 16  # blake2b-128: detects accidental damage, no secret involved
-_MAC_SIZE = 32  # HMAC-SHA256, present only in signed blobs
+_DIGEST_SIZE = 16  # blake2b-128 of an unsigned blob: detects accidental damage only
+_MAC_SIZE = 32  # HMAC-SHA256 of a signed blob: replaces the digest (format 2)
 _SMALLEST_META = b"{}"
 
 # A compressed body may not inflate past this, whatever its header declares: a small
 # blob must not be able to make the reader allocate gigabytes (a "zip bomb").
 MAX_INFLATED_BODY = 1 << 30
+#: read_meta (no key, nothing verified) parses at most this much metadata JSON: enough
+#: for any snapshot contsnap writes, and a bound on what a hostile file costs to describe.
+MAX_UNVERIFIED_META = 1 << 20
 # Deflate turns one input byte into at most 1032 output bytes (a 258-byte match costs at
 # least 2 bits), so a header declaring more than this ratio is lying.
 _MAX_DEFLATE_RATIO = 1032
@@ -48,11 +63,23 @@ _MAX_DEFLATE_RATIO = 1032
 _MIN_COMPRESSIBLE_BODY = 64
 _COMPRESS_LEVEL = 6
 
+#: the signed facts seal() adds to the metadata
+_BOUND_KEYS = ("kind", "identity", "python")
 _RESERVED_META_KEYS = frozenset(
-    {"signed", "format_version", "contsnap_version", "compressed", "payload_bytes", "total_bytes"}
+    {
+        *_BOUND_KEYS,
+        "signed",
+        "key_id",
+        "format_version",
+        "contsnap_version",
+        "compressed",
+        "payload_bytes",
+        "total_bytes",
+    }
 )
 
 _VERSION_BYTES = __version__.encode("ascii")
+PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 # The fixed start of every blob this contsnap writes, one per combination of flags.
 _HEADERS = {
     flags: _PREAMBLE.pack(MAGIC, FORMAT_VERSION, flags, len(_VERSION_BYTES)) + _VERSION_BYTES
@@ -60,72 +87,50 @@ _HEADERS = {
 }
 
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-_JSON_DECODER = json.JSONDecoder()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_JSON_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 _JSON_KINDS[type(None)] = "null"
 
-_configured_key: bytes | None = None
-
 _RESTORE_INTACT = "restore from an intact copy of the snapshot"
 
 
-def configure_key(key: bytes | str | None) -> None:
-    """Set (or clear, with ``None``) the process-wide key used to sign and verify snapshots.
-
-    A ``str`` key is UTF-8 encoded. The key takes precedence over ``$CONTSNAP_KEY``.
-    """
-    global _configured_key
-    _configured_key = None if key is None else _key_bytes(key)
-
-
-def effective_key(key: bytes | str | None) -> bytes | None:
-    """The key in effect: ``key`` if given, else the configured key, else ``$CONTSNAP_KEY``.
-
-    The environment variable is read on every call, so changing it takes effect at once;
-    an empty ``CONTSNAP_KEY`` counts as unset.
-    """
-    if key is not None:
-        return _key_bytes(key)
-    if _configured_key is not None:
-        return _configured_key
-    from_env = os.environ.get(KEY_ENV_VAR)
-    if not from_env:
-        return None
-    # surrogateescape gives back the raw bytes of a variable that is not valid UTF-8.
-    return from_env.encode("utf-8", "surrogateescape")
-
-
-def _key_bytes(key: bytes | str) -> bytes:
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    elif isinstance(key, (bytearray, memoryview)):
-        key = bytes(key)
-    elif not isinstance(key, bytes):
-        raise TypeError(f"the signing key must be bytes or str (or None), not {type(key).__name__}")
-    if not key:
-        raise ValueError(
-            "the signing key is empty, which would make signatures worthless; "
-            "use a secret of at least 32 random bytes, or None for no key"
-        )
-    return key
-
-
-def seal(payload: bytes, meta: dict[str, Any], *, key: bytes | None) -> bytes:
+def seal(
+    payload: bytes,
+    meta: dict[str, Any],
+    *,
+    key: bytes | None,
+    kind: str,
+    identity: str | None = None,
+) -> bytes:
     """Wrap ``payload`` and the JSON-able ``meta`` in a checked blob, signed when ``key`` is set.
 
-    The body is deflated only when that makes the blob smaller. ``meta`` may not use the
-    names :func:`read_meta` adds (``signed``, ``payload_bytes``, ...).
+    ``kind`` (one of `KINDS`) and ``identity`` are written into the metadata, with
+    the Python version, so that the signature covers what the bytes are for. The body is
+    deflated only when that makes the blob smaller. ``meta`` may not use the names
+    `read_meta` adds (``signed``, ``payload_bytes``, ...).
     """
     if not _RESERVED_META_KEYS.isdisjoint(meta):
         clash = sorted(_RESERVED_META_KEYS.intersection(meta))
         raise ValueError(
-            f"snapshot metadata may not use the key(s) {clash}: read_meta() reports the "
-            "envelope's own facts under those names; rename them"
+            f"snapshot metadata may not use the key(s) {clash}: the envelope reports its own "
+            "facts under those names; rename them"
         )
+    if kind not in KINDS:
+        raise ValueError(f"unknown snapshot kind {kind!r}; one of {sorted(KINDS)}")
     if key is not None and not key:
         raise ValueError("seal() got an empty signing key; pass key=None for no signature")
-    meta_json = _JSON_ENCODER.encode(meta).encode("utf-8")
+    bound: dict[str, Any] = {"kind": kind, "python": PYTHON}
+    if identity is not None:
+        bound["identity"] = identity
+    bound.update(meta)
+    meta_json = _JSON_ENCODER.encode(bound).encode("utf-8")
     meta_len = len(meta_json)
     payload_len = len(payload)
     body_len = meta_len + payload_len
@@ -141,19 +146,18 @@ def seal(payload: bytes, meta: dict[str, Any], *, key: bytes | None) -> bytes:
             flags |= FLAG_COMPRESSED
             body = (deflated,)
 
-    header = _HEADERS[flags] + _SIZES.pack(meta_len, payload_len)
+    header = _HEADERS[flags] + (b"" if key is None else key_id(key))
+    header += _SIZES.pack(meta_len, payload_len)
     # Hash the pieces in place rather than joining them first: one copy of a large
-    # payload (the final join) instead of two.
-    digest = hashlib.blake2b(header, digest_size=_DIGEST_SIZE)
+    # payload (the final join) instead of two. One pass: the MAC replaces the digest.
+    check: Any = (
+        hashlib.blake2b(header, digest_size=_DIGEST_SIZE)
+        if key is None
+        else hmac.new(key, header, "sha256")
+    )
     for piece in body:
-        digest.update(piece)
-    parts = [header, *body, digest.digest()]
-    if key is not None:
-        mac = hmac.new(key, digestmod="sha256")
-        for piece in parts:
-            mac.update(piece)
-        parts.append(mac.digest())
-    return b"".join(parts)
+        check.update(piece)
+    return b"".join((header, *body, check.digest()))
 
 
 def _deflater(body_len: int) -> zlib._Compress:
@@ -172,44 +176,44 @@ def _deflater(body_len: int) -> zlib._Compress:
     return zlib.compressobj(1, zlib.DEFLATED, -15, 8)
 
 
-def unseal(blob: bytes, *, key: bytes | None) -> tuple[dict[str, Any], bytes]:
-    """Check ``blob`` and return its ``(meta, payload)``.
+def kind_name(kind: str) -> str:
+    return KINDS.get(kind, f"of unknown kind {kind!r}")
 
-    With a key the blob must carry a matching signature; without one it must be unsigned.
-    Raises :class:`SnapshotCorruptError` or :class:`SnapshotSignatureError`, nothing else.
+
+def unseal(
+    blob: bytes,
+    *,
+    ring: KeyRing,
+    kinds: Collection[str],
+    identity: str | None = None,
+    allow_unsigned: bool = False,
+) -> tuple[dict[str, Any], bytes]:
+    """Check ``blob`` and return its ``(meta, payload)``; ``meta`` includes ``kind`` etc.
+
+    A signed blob must verify with a key of ``ring`` (found by the key id in its header); an
+    unsigned one is refused unless ``allow_unsigned``. Its signed kind must be one of ``kinds`` and,
+    when ``identity`` is given, its identity that one. Raises
+    [`SnapshotCorruptError`][contsnap.SnapshotCorruptError],
+    [`SnapshotSignatureError`][contsnap.SnapshotSignatureError] or
+    [`SnapshotKindError`][contsnap.SnapshotKindError], nothing else.
     """
-    if key is not None and not key:
-        raise ValueError("unseal() got an empty signing key; pass key=None for no key")
     data = _as_bytes(blob, "unseal()")
-    flags, end = _check_integrity(data)
-    signed = bool(flags & FLAG_SIGNED)
-    if key is None:
-        if signed:
-            raise SnapshotSignatureError(
-                "snapshot is signed but no key is available to verify it: pass key=, call "
-                f"contsnap.configure(key=...), or set {KEY_ENV_VAR} to the key it was signed with"
-            )
-    elif not signed:
+    head = _check_head(data)
+    if head.signed:
+        _verify_signature(data, head, ring)
+    elif not allow_unsigned:
         raise SnapshotSignatureError(
-            "unsigned snapshot refused: a key is configured (key=, contsnap.configure() or "
-            f"{KEY_ENV_VAR}), so only snapshots signed with it are accepted; take the "
-            "snapshot with the same key in effect, or restore it with no key in effect "
-            "if you trust where it came from"
+            "unsigned snapshot refused: contsnap only restores bytes signed by a key in effect "
+            f"(here: {ring.source}, key id {ring.ids()}), because unpickling bytes from "
+            "anywhere else can run any code. If you wrote this snapshot yourself with "
+            "signing turned off and trust where it has been, pass allow_unsigned=True (or "
+            "call contsnap.configure(allow_unsigned=True))"
         )
-    else:
-        mac_start = end + _DIGEST_SIZE
-        expected = hmac.digest(key, memoryview(data)[:mac_start], "sha256")
-        if not hmac.compare_digest(expected, data[mac_start:]):
-            raise SnapshotSignatureError(
-                "snapshot signature does not match the key: it was signed with a different "
-                "key or altered after signing; use the key it was signed with, and do not "
-                "restore it if you do not trust where it came from"
-            )
-    meta_len, payload_len, body_start = _read_sizes(data, flags, end)
-    if flags & FLAG_COMPRESSED:
+    meta_len, payload_len, body_start = _read_sizes(data, head)
+    if head.compressed:
         inflater = zlib.decompressobj(-15)
         try:
-            meta_json = inflater.decompress(memoryview(data)[body_start:end], meta_len)
+            meta_json = inflater.decompress(memoryview(data)[body_start : head.end], meta_len)
             payload = b""
             if not inflater.eof:
                 payload = inflater.decompress(inflater.unconsumed_tail, payload_len + 1)
@@ -226,24 +230,97 @@ def unseal(blob: bytes, *, key: bytes | None) -> tuple[dict[str, Any], bytes]:
     else:
         payload_start = body_start + meta_len
         meta_json = data[body_start:payload_start]
-        payload = data[payload_start:end]
-    return _decode_meta(meta_json), payload
+        payload = data[payload_start : head.end]
+    meta = _decode_meta(meta_json)
+    if head.version == 1:
+        _infer_legacy_binding(meta)
+    meta.setdefault("identity", None)
+    _check_binding(meta, kinds, identity)
+    return meta, payload
+
+
+def _verify_signature(data: bytes, head: _Head, ring: KeyRing) -> None:
+    if head.version == 1:
+        # format 1: no key id, HMAC over everything before it (its digest included)
+        for key in ring.keys:
+            expected = hmac.digest(key, memoryview(data)[: head.end + _DIGEST_SIZE], "sha256")
+            if hmac.compare_digest(expected, data[head.end + _DIGEST_SIZE :]):
+                return
+        raise SnapshotSignatureError(
+            "the signature of this format-1 snapshot matches none of the keys in effect "
+            f"({ring.source}, key id {ring.ids()}): it was signed with another key or altered "
+            "after signing; load it with the key it was signed with"
+        )
+    wanted = data[head.ids_at : head.ids_at + KEY_ID_SIZE]
+    found = ring.find(wanted)
+    if found is None:
+        raise SnapshotSignatureError(
+            f"snapshot signed with key id {wanted.hex()}, which is not among the keys in "
+            f"effect ({ring.source}: key id {ring.ids()}). If it was made on another "
+            f"machine or by another user, set the same key here ({KEY_ENV_VAR}, or copy the "
+            "key file); if you rotated keys, list the old one (contsnap.configure(old_keys="
+            "...) or CONTSNAP_OLD_KEYS). Do not restore it if you do not trust where it came "
+            "from"
+        )
+    expected = hmac.digest(found, memoryview(data)[: head.end], "sha256")
+    if not hmac.compare_digest(expected, data[head.end :]):
+        raise SnapshotSignatureError(
+            f"snapshot signature (key id {wanted.hex()}) does not match its contents: it was "
+            f"{_how_damaged(data, head)} after it was signed; {_RESTORE_INTACT}"
+        )
+
+
+def _infer_legacy_binding(meta: dict[str, Any]) -> None:
+    """Format 1 did not sign a kind: infer it from what its (verified) metadata holds."""
+    job, system = meta.get("job"), meta.get("actors")
+    if isinstance(job, dict):
+        meta.update(kind="job", identity=job.get("name"))
+    elif isinstance(system, dict):
+        meta.update(kind="actor-system", identity=system.get("system"))
+    else:
+        meta.update(kind="snapshot", identity=None)
+    meta.setdefault("python", None)
+
+
+def _check_binding(meta: dict[str, Any], kinds: Collection[str], identity: str | None) -> None:
+    kind = meta.get("kind")
+    if kind not in kinds:
+        wanted = " or ".join(kind_name(k) for k in kinds)
+        raise SnapshotKindError(
+            f"these bytes are {kind_name(str(kind))}, not {wanted}; nothing was unpickled. "
+            "Load each kind with its own function"
+        )
+    if identity is not None and meta.get("identity") != identity:
+        raise SnapshotKindError(
+            f"these bytes are {kind_name(str(kind))} of {meta.get('identity')!r}, not of "
+            f"{identity!r}; nothing was unpickled. Use that one's own checkpoint (or remove "
+            "this one to start afresh)"
+        )
 
 
 def read_meta(blob: bytes) -> dict[str, Any]:
     """The metadata of ``blob`` plus the envelope's facts; needs no key and checks no signature.
 
-    Added keys: ``signed``, ``format_version``, ``contsnap_version``, ``compressed``,
-    ``payload_bytes`` (before compression) and ``total_bytes``. Since the signature is not
-    checked, nothing here is authenticated: use it to describe a snapshot, not to trust it.
+    Added keys: ``signed``, ``key_id`` (hex, or None), ``format_version``,
+    ``contsnap_version``, ``compressed``, ``payload_bytes`` (before compression) and
+    ``total_bytes``. Since the signature is not checked, nothing here is authenticated:
+    use it to describe a snapshot, never to trust it or act on it. At most
+    `MAX_UNVERIFIED_META` bytes of metadata are parsed.
     """
     data = _as_bytes(blob, "read_meta()")
-    flags, end = _check_integrity(data)
-    meta_len, payload_len, body_start = _read_sizes(data, flags, end)
-    if flags & FLAG_COMPRESSED:
+    head = _check_head(data)
+    if not head.signed:
+        _check_digest(data, head)
+    meta_len, payload_len, body_start = _read_sizes(data, head)
+    if meta_len > MAX_UNVERIFIED_META:
+        raise SnapshotCorruptError(
+            f"snapshot metadata is {meta_len} bytes, more than the {MAX_UNVERIFIED_META} "
+            "contsnap parses without verifying a signature; not described"
+        )
+    if head.compressed:
         inflater = zlib.decompressobj(-15)
         try:
-            meta_json = inflater.decompress(memoryview(data)[body_start:end], meta_len)
+            meta_json = inflater.decompress(memoryview(data)[body_start : head.end], meta_len)
         except zlib.error as exc:
             raise _inflate_error(exc) from None
         if len(meta_json) != meta_len:
@@ -251,11 +328,17 @@ def read_meta(blob: bytes) -> dict[str, Any]:
     else:
         meta_json = data[body_start : body_start + meta_len]
     meta = _decode_meta(meta_json)
+    if head.version == 1:
+        _infer_legacy_binding(meta)
+    meta.setdefault("identity", None)
     meta.update(
-        signed=bool(flags & FLAG_SIGNED),
-        format_version=data[4],
-        contsnap_version=data[7 : 7 + data[6]].decode("ascii"),
-        compressed=bool(flags & FLAG_COMPRESSED),
+        signed=head.signed,
+        key_id=data[head.ids_at : head.ids_at + KEY_ID_SIZE].hex()
+        if head.signed and head.version > 1
+        else None,
+        format_version=head.version,
+        contsnap_version=data[7 : 7 + data[6]].decode("ascii", "replace"),
+        compressed=head.compressed,
         payload_bytes=payload_len,
         total_bytes=len(data),
     )
@@ -276,8 +359,39 @@ def _as_bytes(blob: object, where: str) -> bytes:
     return view.tobytes()
 
 
-def _check_integrity(data: bytes) -> tuple[int, int]:
-    """Check magic, format version, flags and digest; return ``(flags, digest_offset)``."""
+class _Head:
+    """What the fixed fields of a blob say, and where its parts are."""
+
+    __slots__ = (
+        "compressed",
+        "end",
+        "flags",
+        "ids_at",
+        "signed",
+        "sizes_at",
+        "smallest",
+        "version",
+    )
+
+    def __init__(self, version: int, flags: int, version_len: int, size: int) -> None:
+        self.version = version
+        self.flags = flags
+        self.signed = bool(flags & FLAG_SIGNED)
+        self.compressed = bool(flags & FLAG_COMPRESSED)
+        self.ids_at = _PREAMBLE.size + version_len
+        keyed = self.signed and version > 1
+        self.sizes_at = self.ids_at + (KEY_ID_SIZE if keyed else 0)
+        if version == 1:
+            trailer = _DIGEST_SIZE + (_MAC_SIZE if self.signed else 0)
+        else:
+            trailer = _MAC_SIZE if self.signed else _DIGEST_SIZE
+        #: offset of the trailer (format 1: of the digest, the HMAC following it)
+        self.end = size - trailer
+        self.smallest = self.sizes_at + _SIZES.size + len(_SMALLEST_META) + trailer
+
+
+def _check_head(data: bytes) -> _Head:
+    """Check magic, format version, flags and length; nothing past them is interpreted."""
     size = len(data)
     if data[:4] != MAGIC[:size]:  # a blob shorter than the magic must still be a prefix of it
         raise SnapshotCorruptError(
@@ -287,7 +401,7 @@ def _check_integrity(data: bytes) -> tuple[int, int]:
     if size < _PREAMBLE.size:
         raise _truncated(size)
     _, version, flags, version_len = _PREAMBLE.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         advice = (
             "it was written by a newer contsnap; upgrade contsnap to restore it"
             if version > FORMAT_VERSION
@@ -295,7 +409,7 @@ def _check_integrity(data: bytes) -> tuple[int, int]:
         )
         raise SnapshotCorruptError(
             f"snapshot format version {version} is not supported: contsnap {__version__} "
-            f"reads format version {FORMAT_VERSION}; {advice}"
+            f"reads format versions 1 and {FORMAT_VERSION}; {advice}"
         )
     if flags & ~_KNOWN_FLAGS:
         raise SnapshotCorruptError(
@@ -303,27 +417,29 @@ def _check_integrity(data: bytes) -> tuple[int, int]:
             f"0x{flags:02x}): it was written by a newer contsnap or is damaged; upgrade "
             f"contsnap, or {_RESTORE_INTACT}"
         )
-    trailer = _DIGEST_SIZE + (_MAC_SIZE if flags & FLAG_SIGNED else 0)
-    smallest = _PREAMBLE.size + version_len + _SIZES.size + len(_SMALLEST_META) + trailer
-    if size < smallest:
-        raise _truncated(size, smallest)
-    end = size - trailer
-    actual = hashlib.blake2b(memoryview(data)[:end], digest_size=_DIGEST_SIZE).digest()
-    if not hmac.compare_digest(actual, data[end : end + _DIGEST_SIZE]):
+    head = _Head(version, flags, version_len, size)
+    if size < head.smallest:
+        raise _truncated(size, head.smallest)
+    if head.version == 1 or not head.signed:
+        _check_digest(data, head)
+    return head
+
+
+def _check_digest(data: bytes, head: _Head) -> None:
+    actual = hashlib.blake2b(memoryview(data)[: head.end], digest_size=_DIGEST_SIZE).digest()
+    if not hmac.compare_digest(actual, data[head.end : head.end + _DIGEST_SIZE]):
         raise SnapshotCorruptError(
             "snapshot integrity check failed: its blake2b digest does not match its contents, "
-            f"so it was {_how_damaged(data, flags, end)} after it was sealed; " + _RESTORE_INTACT
+            f"so it was {_how_damaged(data, head)} after it was sealed; " + _RESTORE_INTACT
         )
-    return flags, end
 
 
-def _how_damaged(data: bytes, flags: int, end: int) -> str:
+def _how_damaged(data: bytes, head: _Head) -> str:
     """Guess, for the error message only, whether damaged bytes were cut, extended or altered."""
-    if flags & FLAG_COMPRESSED:
+    if head.compressed:
         return "truncated, extended or altered"
-    sizes_at = _PREAMBLE.size + data[6]  # _check_integrity made sure the sizes are there
-    meta_len, payload_len = _SIZES.unpack_from(data, sizes_at)
-    declared = sizes_at + _SIZES.size + meta_len + payload_len + (len(data) - end)
+    meta_len, payload_len = _SIZES.unpack_from(data, head.sizes_at)
+    declared = head.sizes_at + _SIZES.size + meta_len + payload_len + (len(data) - head.end)
     if declared > len(data):
         return f"truncated ({len(data)} of the {declared} bytes its header declares are present)"
     if declared < len(data):
@@ -331,25 +447,26 @@ def _how_damaged(data: bytes, flags: int, end: int) -> str:
     return "altered"
 
 
-def _read_sizes(data: bytes, flags: int, end: int) -> tuple[int, int, int]:
+def _read_sizes(data: bytes, head: _Head) -> tuple[int, int, int]:
     """Check the version string and length fields; return ``(meta_len, payload_len, body_start)``.
 
-    The digest has already matched, so a failure here means bytes crafted to look valid.
+    The digest or signature has already matched, so a failure here means bytes crafted
+    to look valid (read_meta of a signed blob: bytes nobody vouched for).
     """
-    sizes_at = _PREAMBLE.size + data[6]
     try:
-        data[_PREAMBLE.size : sizes_at].decode("ascii")
+        data[_PREAMBLE.size : head.ids_at].decode("ascii")
     except UnicodeDecodeError:
         raise SnapshotCorruptError(
             "snapshot header is malformed: the contsnap version it records is not ASCII; "
             + _RESTORE_INTACT
         ) from None
-    body_start = sizes_at + _SIZES.size  # _check_integrity made sure it is before ``end``
-    meta_len, payload_len = _SIZES.unpack_from(data, sizes_at)
+    body_start = head.sizes_at + _SIZES.size  # _check_head made sure it is before ``end``
+    meta_len, payload_len = _SIZES.unpack_from(data, head.sizes_at)
+    end = head.end
     if meta_len < len(_SMALLEST_META):
         raise _malformed(f"it declares {meta_len} bytes of metadata, too few for a JSON object")
     declared = meta_len + payload_len
-    if flags & FLAG_COMPRESSED:
+    if head.compressed:
         if declared > min(MAX_INFLATED_BODY, (end - body_start) * _MAX_DEFLATE_RATIO):
             raise _malformed(
                 f"its {end - body_start}-byte compressed body declares {declared} bytes, more "

@@ -1,4 +1,5 @@
-"""The exceptions contsnap raises; every one subclasses :class:`CheckpointError`."""
+"""The exceptions contsnap raises; every one subclasses
+[`CheckpointError`][contsnap.CheckpointError]."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ __all__ = [
     "CodeChangedError",
     "NotCheckpointableError",
     "ResourceChangedError",
+    "SigningKeyError",
     "SnapshotCorruptError",
+    "SnapshotKindError",
     "SnapshotSignatureError",
 ]
 
@@ -52,5 +55,19 @@ class SnapshotCorruptError(CheckpointError):
 
 class SnapshotSignatureError(CheckpointError):
     """The snapshot's HMAC signature is missing, wrong, or cannot be checked."""
+
+    __module__ = "contsnap"
+
+
+class SnapshotKindError(CheckpointError):
+    """Genuine bytes used for another purpose: a job's checkpoint loaded as another job's,
+    an actor system's as a generator snapshot, and so on. Nothing was unpickled."""
+
+    __module__ = "contsnap"
+
+
+class SigningKeyError(CheckpointError):
+    """No usable signing key: an empty ``CONTSNAP_KEY``, or a key file that is unsafe or
+    cannot be created."""
 
     __module__ = "contsnap"

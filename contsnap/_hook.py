@@ -1,15 +1,15 @@
 """The import hook: transform the generator functions of named modules as they are imported.
 
-:func:`install_import_hook` puts a finder first in ``sys.meta_path``. It
+[`install_import_hook`][contsnap.install_import_hook] puts a finder first in ``sys.meta_path``. It
 claims only the modules it was given (a name also claims its submodules) that
-are plain ``.py`` sources, and loads them with :class:`HookLoader`, a
+are plain ``.py`` sources, and loads them with `HookLoader`, a
 ``SourceFileLoader`` whose ``get_code`` returns the module's code with, under
-``mark_all``, every generator function decorated by :func:`mark`. The extra
+``mark_all``, every generator function decorated by `mark`. The extra
 decorator is added to the syntax tree at the ``def``'s own line, so no line
-number moves. Each hooked file gets a :class:`HookedModule` record that
+number moves. Each hooked file gets a `HookedModule` record that
 ``@checkpointable`` asks for the function's source (the text that was really
 compiled, not whatever the file says now) and that caches every transformed
-function on disk (:mod:`contsnap._cache`): a warm import runs no libcst at all.
+function on disk (`contsnap._cache`): a warm import runs no libcst at all.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from . import _cache, _decorator, _info, _lambdas, _runtime
+from . import _cache, _info, _lambdas, _marking, _runtime
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
 from ._labels import HELPERS, RT, helper
@@ -65,7 +65,7 @@ def _yields(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 
 #: The kinds of ``def`` that mark_all marks: generator functions, coroutine functions
-#: and async generator functions (generator lambdas: see :mod:`contsnap._lambdas`).
+#: and async generator functions (generator lambdas: see `contsnap._lambdas`).
 MARKED_KINDS: tuple[type[ast.AST], ...] = (ast.FunctionDef, ast.AsyncFunctionDef)
 _FUNCTION_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
@@ -315,13 +315,13 @@ class HookedModule:
         stamp: _cache.Stamp | None = None,
     ) -> None:
         """``data`` is the source as compiled, with ``stamp`` saying how the file looked
-        when it was read. None: not read yet (see :meth:`load_warm`)."""
+        when it was read. None: not read yet (see `load_warm`)."""
         self.filename = filename
         self._data = data
         self.stamp = stamp or _cache.Stamp()
         self.mark_all = mark_all
         #: round-trip mode wraps every marked function: its module code keeps every mark
-        self.mode = ("all-rt" if _decorator.roundtrip_mode() else "all") if mark_all else ""
+        self.mode = ("all-rt" if _marking.roundtrip_mode() else "all") if mark_all else ""
         #: the module's name and globals, when the import system runs it
         self.module = module
         self.namespace = namespace
@@ -444,7 +444,7 @@ class HookedModule:
                 fn = types.FunctionType(code, namespace, code.co_name, None, cells or None)
                 fn.__qualname__ = qualname
         try:
-            _decorator.make_checkpointable(fn)
+            _marking.make_checkpointable(fn)
         except NotCheckpointableError:
             return None
         return cast("FunctionInfo | None", fn.__dict__.get("__contsnap__"))
@@ -475,7 +475,7 @@ class HookedModule:
         return "\n".join(text) + "\n", start
 
     def _located(self, fn: types.FunctionType, lambda_number: int | None) -> tuple[str, int] | None:
-        """:meth:`function_source`, refusing when the source the module was compiled from
+        """`function_source`, refusing when the source the module was compiled from
         is gone: the file as it is now may define something else under that name."""
         if self.data is None:
             raise NotCheckpointableError(
@@ -495,7 +495,7 @@ class HookedModule:
         """``fn``'s FunctionInfo: from the cache, or transformed from the hooked source.
 
         ``lambda_number`` tells a generator lambda marked by mark_all (see
-        :mod:`contsnap._lambdas`): several can share a line and a qualname.
+        `contsnap._lambdas`): several can share a line and a qualname.
         """
         code = fn.__code__
         name = code.co_name if lambda_number is None else f"{code.co_name}{lambda_number}"
@@ -580,7 +580,7 @@ class HookedModule:
 
     def _prebuild(self) -> None:
         """The module code to cache: each def whose fresh code can stand in for its plain
-        code (see :func:`prebuilt`) compiled with that code and without its mark call."""
+        code (see `prebuilt`) compiled with that code and without its mark call."""
         assert self._marked_code is not None
         ready = prebuilt(self._marked_code, self.entry.functions, self.plan.marked_lines)
         if [key for key, _ in ready] == [key for key, _ in self.entry.prebuilt]:
@@ -649,7 +649,7 @@ def prebuilt(
 
     Only functions that module and class bodies define (once per import, not per
     call of an enclosing function) and whose fresh code passes
-    :func:`_interchangeable`: MAKE_FUNCTION then builds the transformed function
+    `_interchangeable`: MAKE_FUNCTION then builds the transformed function
     directly, with no mark call, and its info is built on first use (marshal
     stores the shared code object once).
     """
@@ -761,7 +761,7 @@ def mark(fn: Any, lambda_number: int | None = None) -> Any:
     """``@checkpointable`` as mark_all applies it: a refusal warns and keeps the function.
 
     A generator lambda is marked by ``mark(lambda ..., number)``, its number in the
-    module (see :mod:`contsnap._lambdas`).
+    module (see `contsnap._lambdas`).
     """
     if not isinstance(fn, types.FunctionType):
         return fn
@@ -769,7 +769,7 @@ def mark(fn: Any, lambda_number: int | None = None) -> Any:
     if not code.co_flags & _FUNCTION_FLAGS or _REFUSED.get(id(code)) is code:
         return fn
     try:
-        return _decorator.make_checkpointable(fn, lambda_number)
+        return _marking.make_checkpointable(fn, lambda_number)
     except Exception as exc:
         _REFUSED[id(code)] = code
         if isinstance(exc, NotCheckpointableError):
@@ -958,7 +958,30 @@ def install_import_hook(modules: str | Iterable[str], *, mark_all: bool = False)
         if not isinstance(name, str) or not name.strip(". "):
             raise ValueError(f"install_import_hook: not a module name: {name!r}")
         cleaned.append(name.strip(". "))
-    return ImportHook(tuple(cleaned), mark_all).install()
+    hook = ImportHook(tuple(cleaned), mark_all)
+    _warn_if_late(hook)
+    return hook.install()
+
+
+def _warn_if_late(hook: ImportHook) -> None:
+    """Modules the hook covers that were imported before it: they stay as they are."""
+    late = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if hook.matches(name)
+        and getattr(module, "__file__", None)
+        and not isinstance(getattr(module, "__loader__", None), HookLoader)
+    )
+    if late:
+        shown = ", ".join(late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        warnings.warn(
+            f"install_import_hook: {shown} {'was' if len(late) == 1 else 'were'} imported "
+            "before the hook was installed and will not be transformed; install the hook "
+            "before the first import of those modules (at the top of the program, or in "
+            "conftest.py)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 # --- for ``contsnap show`` ----------------------------------------------------------------
@@ -1002,7 +1025,7 @@ def transformed_functions(
             fn.__qualname__ = qualname
             line = code.co_firstlineno
             try:
-                info = record.build(fn, _decorator._transform, _decorator._source_of)
+                info = record.build(fn, _marking._transform, _marking._source_of)
             except NotCheckpointableError as exc:
                 yield qualname, line, str(exc)
             else:
@@ -1013,7 +1036,7 @@ def transformed_functions(
             fn.__qualname__ = qualname
             line = record.plan.lambda_defs[number][1]
             try:
-                info = record.build(fn, _decorator._transform, _decorator._source_of, number)
+                info = record.build(fn, _marking._transform, _marking._source_of, number)
             except NotCheckpointableError as exc:
                 yield qualname, line, str(exc)
             else:
@@ -1064,3 +1087,8 @@ def _find_lambdas(
                 found.append((rest[0].argval, qualname, made))
         inner = ".<locals>." if made.co_flags & inspect.CO_NEWLOCALS else "."
         _find_lambdas(made, qualname + inner, found)
+
+
+# the functions of the modules this hook loaded are built from the source it compiled
+_marking.source_providers.append(hooked_module)
+_marking.forgetters.append(forget_module)

@@ -1,6 +1,6 @@
 """What contsnap knows about each checkpointable function, and how a snapshot names it.
 
-A snapshot refers to its function's :class:`FunctionInfo`. Functions a fresh
+A snapshot refers to its function's `FunctionInfo`. Functions a fresh
 process can import (module level, methods) are named by import path and
 fingerprint; others (nested functions, ``__main__``, notebook cells) travel by
 value through cloudpickle, and on load the live function of the same name and
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from ._errors import CodeChangedError, SnapshotCorruptError
+from ._errors import CheckpointError, CodeChangedError, SnapshotCorruptError
 from ._labels import LabelInfo
 
 # Keyed by id(): code objects compare by value, so two modules holding the same
@@ -481,6 +481,16 @@ def _info_by_name(module: str, qualname: str, fingerprint: str) -> FunctionInfo:
         return known
     try:
         importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name):  # not found, not broken
+            raise CheckpointError(
+                f"cannot import module {module!r} to resume {qualname}: no module named "
+                f"{exc.name!r} on sys.path. Is it on sys.path? Run from the directory the "
+                "snapshot was taken in, or add that directory to sys.path (PYTHONPATH)"
+            ) from exc
+        raise CodeChangedError(
+            f"cannot import module {module!r} to resume {qualname}: {type(exc).__name__}: {exc}"
+        ) from exc
     except Exception as exc:  # the module itself failed: a changed or missing program
         raise CodeChangedError(
             f"cannot import module {module!r} to resume {qualname}: {type(exc).__name__}: {exc}"
@@ -512,14 +522,28 @@ def live_info(module: str, qualname: str) -> FunctionInfo | None:
     return _registered(module, qualname)
 
 
+#: ``finder(info, old_fingerprint)``: how to resume a frame of that older code, or None
+#: (``_migrate`` registers the migrations' finder when it is imported)
+migration_finders: list[Callable[[FunctionInfo, str], Any]] = []
+
+
 def _changed(info: FunctionInfo, old_fingerprint: str) -> Any:
     """A migration for the old version of ``info``'s function, or CodeChangedError."""
-    from ._migrate import Migrating, find
-
-    migrate = find(info.module, info.qualname, old_fingerprint)
-    if migrate is not None:
-        return Migrating(info, migrate, old_fingerprint)
+    for finder in migration_finders:
+        migrating = finder(info, old_fingerprint)
+        if migrating is not None:
+            return migrating
     raise code_changed([(info, old_fingerprint)])
+
+
+def function_info(fn: Any) -> FunctionInfo | None:
+    """The info of a function returned by @checkpointable (None for anything else)."""
+    info = getattr(fn, "__contsnap__", None)
+    while info is None and isinstance(fn, types.FunctionType):
+        # made by the import hook from its cached code (maybe behind functools.wraps)
+        info = pending_info(fn)
+        fn = getattr(fn, "__wrapped__", None)
+    return info if isinstance(info, FunctionInfo) else None
 
 
 def code_changed(changed: list[tuple[FunctionInfo, str]]) -> CodeChangedError:

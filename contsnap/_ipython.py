@@ -5,11 +5,12 @@ be serialised (paused checkpointable generators included) into one snapshot,
 so objects shared between them stay shared; ``%contsnap load FILE`` brings
 them back, in this kernel or a fresh one. IPython is imported only when a
 magic runs; this module talks to the shell through the object IPython hands
-to :func:`load_ipython_extension`.
+to `load_ipython_extension`.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import re
@@ -19,19 +20,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _api, _envelope
+from . import _codec
 from ._errors import CheckpointError
 from ._files import write_atomic
 from ._info import session_namespace
+from ._resources import Unrestored, salvaging, type_name
 from ._snapshot import SUSPENDABLE, to_payload
 
 USAGE = """\
 usage: %contsnap save FILE    save the paused generators and variables of this session
-       %contsnap load FILE    load them back (in this kernel or a fresh one)
+       %contsnap load FILE    load them back (in this kernel or a fresh one); a variable
+                              holding what cannot be rebuilt (a file that changed) is
+                              listed, the others are loaded
        %contsnap help         show this message
 
-A snapshot is signed when a key is configured (contsnap.configure(key=...) or
-CONTSNAP_KEY); loading then refuses snapshots signed with another key or unsigned."""
+A session is signed with the key in effect (contsnap.configure(key=...), CONTSNAP_KEY,
+else the per-user key file); loading refuses one signed with another key, or unsigned."""
 
 #: marks the payload of a session snapshot, so another snapshot is not mistaken for one
 SESSION_MARK = "contsnap-session/1"
@@ -91,7 +95,7 @@ def save_session(
     report = SaveReport(modules=modules)
     with session_namespace(namespace):
         try:
-            data = _api.dumps({SESSION_MARK: chosen}, key=key)
+            data = _codec.encode({SESSION_MARK: chosen}, kind="notebook", key=key)
         except CheckpointError:
             # find the culprits one by one, then save the others together
             for name in sorted(chosen):
@@ -101,23 +105,40 @@ def save_session(
                     report.refused.append((name, _type_name(chosen[name]), _reason(exc)))
             for name, _type, _why in report.refused:
                 del chosen[name]
-            data = _api.dumps({SESSION_MARK: chosen}, key=key)
+            data = _codec.encode({SESSION_MARK: chosen}, kind="notebook", key=key)
     write_atomic(path, data)
     report.saved = sorted(chosen)
     report.size = len(data)
     return report
 
 
+@dataclass
+class LoadReport:
+    """What ``%contsnap load`` restored, and what it could not and why."""
+
+    restored: dict[str, Any] = field(default_factory=dict)
+    #: (name, what it holds, why) of every variable that could not be restored
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+
 def load_session(
     namespace: dict[str, Any], path: str, *, key: bytes | str | None = None
-) -> dict[str, Any]:
-    """Read a session snapshot; its functions run in ``namespace`` (the caller binds the names)."""
+) -> LoadReport:
+    """Read a session snapshot; its functions run in ``namespace`` (the caller binds the names).
+
+    A variable that holds a resource which cannot be rebuilt here (a file that
+    changed, a handler that is not registered) is skipped and reported; the
+    others are restored. Everything else that fails the load fails all of it.
+    """
     with open(path, "rb") as file:
         data = file.read()
     before = dict(namespace)
     try:
-        with session_namespace(namespace):
-            loaded = _api.loads(data, key=key)
+        with session_namespace(namespace), salvaging() as lost:
+            # format 1 had no kinds: a session was written as a plain snapshot
+            legacy = data[4:5] == b"\x01"
+            kinds = ("snapshot",) if legacy else ("notebook",)
+            loaded = _codec.decode(data, kinds=kinds, key=key).obj
         if not isinstance(loaded, dict) or not isinstance(loaded.get(SESSION_MARK), dict):
             raise SessionError(
                 f"it holds a contsnap snapshot of {_type_name(loaded)}, not a session saved "
@@ -128,8 +149,44 @@ def load_session(
         namespace.clear()
         namespace.update(before)
         raise
-    restored: dict[str, Any] = loaded[SESSION_MARK]
-    return restored
+    report = LoadReport()
+    variables: dict[str, Any] = loaded[SESSION_MARK]
+    for name, value in variables.items():
+        found = _unrestored_in(value, namespace, {id(p) for p in lost}) if lost else None
+        if found is None:
+            report.restored[name] = value
+        else:
+            kind = found.kind if value is found else type(value)
+            what = type_name(kind) if isinstance(kind, type) else str(kind)
+            report.skipped.append((name, what, str(found.error)))
+    report.skipped.sort()
+    return report
+
+
+def _unrestored_in(value: Any, namespace: dict[str, Any], lost: set[int]) -> Unrestored | None:
+    """The first placeholder of a resource that was not rebuilt which ``value`` reaches."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if id(obj) in lost:
+            found: Unrestored = obj
+            return found
+        if obj is namespace or isinstance(obj, (type, types.ModuleType, str, bytes, int, float)):
+            continue
+        if isinstance(obj, types.FunctionType):
+            # not its globals: the session's namespace and whatever modules hold
+            stack.extend((obj.__closure__ or ()) + (obj.__defaults__ or ()))
+            stack.extend((obj.__kwdefaults__ or {}).values())
+            continue
+        if isinstance(obj, types.FrameType):
+            stack.extend(dict(obj.f_locals).values())
+            continue
+        stack.extend(gc.get_referents(obj))
+    return None
 
 
 def _type_name(value: Any) -> str:
@@ -197,8 +254,7 @@ def _save(shell: Any, path: str) -> None:
         raise SessionError(f"cannot save to {path}: {exc}") from None
     except OSError as exc:
         raise SessionError(f"cannot write {path}: {exc}") from None
-    signed = "signed" if _envelope.effective_key(None) is not None else "unsigned"
-    print(f"contsnap: saved {_count(report.saved)} to {path} ({report.size} bytes, {signed})")
+    print(f"contsnap: saved {_count(report.saved)} to {path} ({report.size} bytes, signed)")
     if report.saved:
         _print_table([(name, _describe_value(shell.user_ns[name])) for name in report.saved])
     if report.refused:
@@ -212,15 +268,19 @@ def _save(shell: Any, path: str) -> None:
 
 def _load(shell: Any, path: str) -> None:
     try:
-        restored = load_session(shell.user_ns, path)
+        report = load_session(shell.user_ns, path)
     except CheckpointError as exc:
         raise SessionError(f"cannot load {path}: {exc}") from None
     except OSError as exc:
         raise SessionError(f"cannot read {path}: {exc}") from None
+    restored = report.restored
     shell.push(restored)
     print(f"contsnap: loaded {_count(restored)} from {path}")
     if restored:
         _print_table([(name, _describe_value(value)) for name, value in sorted(restored.items())])
+    if report.skipped:
+        print(f"not loaded ({len(report.skipped)}):")
+        _print_table(report.skipped)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -106,7 +106,7 @@ def wrap_lines(lines: list[str], found: list[ast.Lambda]) -> dict[int, str]:
 
 
 def marked_lambdas(tree: ast.AST) -> dict[int, ast.Lambda]:
-    """The lambdas that :func:`wrap_lines` marked, by number, in a tree of the wrapped text."""
+    """The lambdas that `wrap_lines` marked, by number, in a tree of the wrapped text."""
     found: dict[int, ast.Lambda] = {}
     for node in ast.walk(tree):
         if (

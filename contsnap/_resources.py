@@ -1,31 +1,44 @@
 """Resources: live objects a snapshot cannot copy, saved and rebuilt by handlers.
 
-A handler registered for a type (:func:`register_resource`) turns an instance
-into picklable state when a snapshot is taken and builds a live object from
-that state when it is loaded: an open file becomes path + mode + offset and
-is reopened there. The snapshot pickler asks :func:`handler_for` about every
-object it meets (the most specific class in the MRO wins). Types no snapshot
-can carry (sockets, locks, child processes, database connections) are
-refused with a message that names them and says how to register a handler.
+A handler registered for a type ([`register_resource`][contsnap.register_resource]) turns an
+instance into picklable state when a snapshot is taken and builds a live object from that state when
+it is loaded: an open file becomes path + mode + offset and is reopened there. The snapshot pickler
+asks `handler_for` about every object it meets (the most specific class in the MRO wins). Types no
+snapshot can carry (sockets, locks, child processes, database connections) are refused with a
+message that names them and says how to register a handler.
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
+import contextvars
 import gc
 import io
 import os
 import random
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ._errors import CheckpointError, NotCheckpointableError, ResourceChangedError
 
-__all__ = ["ResourceHandler", "handler_for", "register_resource", "restore_resource"]
+__all__ = [
+    "Output",
+    "ResourceHandler",
+    "collect_outputs",
+    "handler_for",
+    "register_resource",
+    "restore_resource",
+    "truncate",
+]
 
 
 class ResourceHandler:
-    """One registration of :func:`register_resource`; :meth:`unregister` takes it back."""
+    """One registration of [`register_resource`][contsnap.register_resource]; `unregister` takes it
+    back."""
 
     __slots__ = ("kind", "restore", "save")
 
@@ -124,11 +137,24 @@ def type_name(kind: type) -> str:
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
+def importable_name(kind: type) -> str:
+    """How a user's code can name ``kind`` after an ``import`` (for the advice we print).
+
+    ``_thread.lock`` is the type's name, but no module spells it so on
+    3.10-3.12 (``threading.Lock`` is a factory there): ``type(threading.Lock())``
+    works on every version.
+    """
+    factories = {_thread.LockType: "threading.Lock", _thread.RLock: "threading.RLock"}
+    if kind in factories:
+        return f"type({factories[kind]}())"
+    return type_name(kind)
+
+
 def reduce_resource(obj: Any, entry: ResourceHandler | _Refusal) -> tuple[Any, ...]:
-    """How a resource pickles: its handler's state, rebuilt by :func:`restore_resource`."""
+    """How a resource pickles: its handler's state, rebuilt by `restore_resource`."""
     name = type_name(type(obj))
     if isinstance(entry, _Refusal):
-        registration = f"contsnap.register_resource({type_name(entry.kind)}, save, restore)"
+        registration = f"contsnap.register_resource({importable_name(entry.kind)}, save, restore)"
         if entry.reopened:
             advice = (
                 "close it before the yield and open it again after, or register a resource "
@@ -157,7 +183,21 @@ def reduce_resource(obj: Any, entry: ResourceHandler | _Refusal) -> tuple[Any, .
 
 
 def restore_resource(kind: Any, state: Any) -> Any:
-    """Rebuild a resource at load time with the handler this process has for ``kind``."""
+    """Rebuild a resource at load time with the handler this process has for ``kind``.
+
+    Inside `salvaging`, a resource that cannot be rebuilt becomes an
+    `Unrestored` placeholder instead of failing the whole load.
+    """
+    try:
+        return _restore_resource(kind, state)
+    except CheckpointError as exc:
+        lost = _SALVAGE.get()
+        if lost is None:
+            raise
+        return Unrestored(kind, exc, lost)
+
+
+def _restore_resource(kind: Any, state: Any) -> Any:
     handler = handler_for(kind) if isinstance(kind, type) else None
     if not isinstance(handler, ResourceHandler):
         raise CheckpointError(
@@ -174,6 +214,51 @@ def restore_resource(kind: Any, state: Any) -> Any:
             f"cannot restore the {type_name(kind)} saved in the snapshot: its resource "
             f"handler's restore raised {type(exc).__name__}: {exc}"
         ) from exc
+
+
+class Unrestored:
+    """Stands, in a partial load, for a resource that could not be rebuilt, and says why.
+
+    The rest of the snapshot may name its attributes (``iter(f.readline, "")``
+    is how a ``for`` loop over a file is saved): those stand in too, so the
+    load completes and the caller can leave out what reaches one of them.
+    Using one raises the error.
+    """
+
+    __slots__ = ("error", "kind", "lost")
+
+    def __init__(self, kind: Any, error: CheckpointError, lost: list[Unrestored]) -> None:
+        self.kind = kind
+        self.error = error
+        self.lost = lost
+        lost.append(self)
+
+    def __getattr__(self, name: str) -> Unrestored:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Unrestored(self.kind, self.error, self.lost)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+    def __repr__(self) -> str:
+        return f"<unrestored {type_name(self.kind) if isinstance(self.kind, type) else self.kind}>"
+
+
+_SALVAGE: contextvars.ContextVar[list[Unrestored] | None] = contextvars.ContextVar(
+    "contsnap_salvage", default=None
+)
+
+
+@contextlib.contextmanager
+def salvaging() -> Iterator[list[Unrestored]]:
+    """Loads inside keep going past resources that cannot be rebuilt; lists them."""
+    lost: list[Unrestored] = []
+    token = _SALVAGE.set(lost)
+    try:
+        yield lost
+    finally:
+        _SALVAGE.reset(token)
 
 
 # ---------------------------------------------------------------- refusals
@@ -403,25 +488,70 @@ def _restore_file(saved: Any) -> Any:
         if current.st_size < state["size"]:
             raise ResourceChangedError(
                 f"{path!r} is shorter ({current.st_size} bytes) than when the snapshot was "
-                f"taken ({state['size']} bytes): it was changed by someone else, so the "
-                "generator writing it cannot go on"
+                f"taken ({state['size']} bytes): it was changed by someone else, so writing "
+                "cannot go on where it was"
             )
     elif (current.st_size, current.st_mtime_ns) != (state["size"], state["mtime_ns"]):
         raise ResourceChangedError(
             f"{path!r} has changed since the snapshot was taken (size {state['size']} -> "
             f"{current.st_size} bytes, modified {state['mtime_ns']} -> {current.st_mtime_ns} ns); "
-            "the generator reading it cannot go on where it was"
+            "reading cannot go on where it was"
         )
     stream = _open_again(path, state)
     try:
-        if writing:
-            # what was written after the checkpoint will be written again
-            os.truncate(_raw_of(stream).fileno(), state["size"])
         stream.seek(state["position"])
     except BaseException:
         stream.close()
         raise
+    if writing and current.st_size > state["size"]:
+        # What was written after the checkpoint will be written again, so the file is cut
+        # back, but not here: loading has no effect outside the process. The caller that
+        # resumes the computation does it (truncate(), e.g. through loads(truncate_outputs=)).
+        outputs = getattr(_collecting, "outputs", None)
+        if outputs is not None:
+            outputs.append(Output(stream, path, state["size"]))
     return stream
+
+
+class Output:
+    """A file a restored computation writes, and the size it had at the checkpoint."""
+
+    __slots__ = ("path", "size", "stream")
+
+    def __init__(self, stream: Any, path: str, size: int) -> None:
+        self.stream = stream
+        self.path = path
+        self.size = size
+
+
+_collecting = threading.local()
+
+
+@contextmanager
+def collect_outputs() -> Iterator[list[Output]]:
+    """Gather the written-to files that the restores inside the block reopen."""
+    outer = getattr(_collecting, "outputs", None)
+    found: list[Output] = []
+    _collecting.outputs = found
+    try:
+        yield found
+    finally:
+        _collecting.outputs = outer
+        if outer is not None:
+            outer.extend(found)
+
+
+def truncate(outputs: list[Output]) -> list[str]:
+    """Cut each file back to its checkpoint size (for a computation about to resume)."""
+    cut = []
+    for output in outputs:
+        raw = _raw_of(output.stream)
+        if raw.closed:
+            continue
+        if os.fstat(raw.fileno()).st_size > output.size:
+            os.truncate(raw.fileno(), output.size)
+            cut.append(output.path)
+    return cut
 
 
 # ---------------------------------------------------------------- random

@@ -16,8 +16,8 @@ The old copy is detached, so no ``finally`` block runs twice. With
 A decorated function called from plain code then returns a driver: a
 checkpointable generator, coroutine or async generator that forwards the
 protocol (``send``/``throw``/``close``, ``asend``/``athrow``/``aclose``) and
-moves the real object at its suspensions (see :func:`drive_generator` and
-:func:`drive_async_generator`). Objects created by transformed code are
+moves the real object at its suspensions (see `drive_generator` and
+`drive_async_generator`). Objects created by transformed code are
 driven by the frame that holds them, so a ``yield from`` or ``await`` chain
 is moved as a whole. A coroutine waiting on something that is not a safe
 point (an asyncio future, an unmarked awaitable) cannot be moved there; such
@@ -36,6 +36,7 @@ import sys
 import types
 from typing import Any
 
+from . import _marking
 from ._decorator import checkpointable
 from ._errors import CheckpointError
 from ._runtime import ANext
@@ -211,7 +212,7 @@ def drive_generator(gen: Any) -> Any:
 
 
 class _Driven:
-    """Awaiting it runs :func:`drive_generator` over a coroutine (step by step)."""
+    """Awaiting it runs `drive_generator` over a coroutine (step by step)."""
 
     __slots__ = ("driver",)
 
@@ -381,3 +382,7 @@ def _write_report() -> None:
 
 if MODE:
     atexit.register(_write_report)
+
+
+# round-trip mode wraps every function marked from now on (``_marking`` calls this)
+_marking.roundtrip_wrappers.append(wrap)

@@ -1,5 +1,5 @@
 """Helpers that transformed code calls at run time, bound as ``__contsnap_rt__`` (and
-the hottest also one by one: see :func:`bind`).
+the hottest also one by one: see `bind`).
 
 The transform (``contsnap._transform``) emits references to the names defined
 here and nowhere else, so this module is the whole contract between generated
@@ -148,7 +148,7 @@ def resume_delegate(delegate: Any) -> Any:
 
     A delegate restored in the same load is still unprimed: delegating to it
     primes it, and its ``PRIME`` travels up the chain (no extra frame per
-    level). A delegate that is already paused is wrapped in :class:`Reattach`.
+    level). A delegate that is already paused is wrapped in `Reattach`.
     """
     if delegate in UNPRIMED:
         UNPRIMED.discard(delegate)
@@ -159,7 +159,7 @@ def resume_delegate(delegate: Any) -> Any:
 class Reattach:
     """Lets a restored ``yield from`` re-enter a delegate that is already paused.
 
-    Its first ``__next__`` returns :data:`PRIME` without touching the delegate
+    Its first ``__next__`` returns `PRIME` without touching the delegate
     (that is the priming step of restore); afterwards it forwards ``send``,
     ``throw`` and ``close`` exactly as ``yield from`` would to the delegate.
     """

@@ -313,7 +313,7 @@ def _new_migrating(
 
 
 def set_generator_state(gen: Any, values: Any) -> None:
-    """Give a generator from :func:`new_generator` its locals and prime it."""
+    """Give a generator from `new_generator` its locals and prime it."""
     box = _PENDING.pop(gen, None)
     info = info_of(gen)
     if box is None or info is None:
@@ -337,6 +337,8 @@ def set_generator_state(gen: Any, values: Any) -> None:
             f"snapshot of {info.qualname} has locals the function does not have: "
             f"{', '.join(sorted(unknown))}"
         )
+    if box.label:
+        _check_helpers(info, box.label, values)
     box.values = values
     if not box.label:
         # not started when saved: its frame holds only the box until the first step,
@@ -349,6 +351,9 @@ def set_generator_state(gen: Any, values: Any) -> None:
         if type(gen) is types.CoroutineType:
             _runtime.add_unstarted(gen)
             _UNSTARTED_BOX[gen] = box  # a snapshot before its first step saves this
+            delegate = box.values.get(info.labels[box.label].delegate or "")
+            if type(delegate) is types.CoroutineType:
+                weakref.finalize(gen, _close_if_unstarted, delegate).atexit = False
         return
     if type(gen) is types.AsyncGeneratorType:
         _prime(gen)
@@ -362,6 +367,57 @@ def set_generator_state(gen: Any, values: Any) -> None:
         _runtime.UNPRIMED.add(gen)
         _DEFERRED[gen] = box
         loading.append(gen)
+
+
+def _close_if_unstarted(delegate: types.CoroutineType[Any, Any, Any]) -> None:
+    """The restored coroutine that awaited ``delegate`` is gone without a first step
+    (closed, thrown into, or dropped), so nothing will start ``delegate`` either.
+
+    The original closed its awaited coroutine when it was closed; close this one too
+    (no code of it runs: it never started) instead of leaving Python to warn that a
+    coroutine awaited before the snapshot "was never awaited".
+    """
+    if inspect.getcoroutinestate(delegate) == inspect.CORO_CREATED:
+        delegate.close()
+
+
+#: what each kind of transform helper local must hold (by the type's special methods)
+_HELPER_SHAPES = (
+    ("_cs_iter_", "__next__", "an iterator"),
+    ("_cs_aiter_", "__anext__", "an async iterator"),
+    ("_cs_mgr_", "__exit__", "a context manager"),
+    ("_cs_amgr_", "__aexit__", "an async context manager"),
+)
+
+
+#: helpers bound before any yield of their statement (a loop's iterator, a with's manager)
+_ALWAYS_BOUND = ("_cs_iter_", "_cs_aiter_", "_cs_mgr_", "_cs_amgr_")
+
+
+def _check_helpers(info: FunctionInfo, label: int, values: dict[str, Any]) -> None:
+    """A verified snapshot whose helper locals are missing or of the wrong type comes from a
+    bug or was made by hand: name it here, not later inside contsnap's runtime."""
+    where = f"{info.qualname} ({info.filename}:{info.line_of(label)})"
+    for name in info.labels[label].helpers:
+        if name not in values and name.startswith(_ALWAYS_BOUND):
+            raise SnapshotCorruptError(
+                f"snapshot of {where} lacks the local {name!r} the transform keeps at that "
+                "point; restore from an intact snapshot"
+            )
+        value = values.get(name)
+        if name not in values:
+            continue
+        if name.startswith("_cs_wx_") and type(value) is not bool:
+            raise SnapshotCorruptError(
+                f"snapshot of {where}: its local {name!r} is a {type(value).__name__}, not "
+                "a bool; restore from an intact snapshot"
+            )
+        for prefix, method, what in _HELPER_SHAPES:
+            if name.startswith(prefix) and value is not None and not hasattr(type(value), method):
+                raise SnapshotCorruptError(
+                    f"snapshot of {where}: its local {name!r} is a {type(value).__name__}, "
+                    f"not {what}; restore from an intact snapshot"
+                )
 
 
 def _prime(gen: Any) -> None:
@@ -686,7 +742,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
     are pickled (memoised, so sharing survives). Exceptions keep their cause
     and context. With ``local=True`` (a copy within this process: fork,
     deepcopy) function infos, classes, module globals and tracebacks are
-    passed by reference through :attr:`refs`, so a copy still sees live module
+    passed by reference through `refs`, so a copy still sees live module
     state and exceptions keep their tracebacks.
     """
 
@@ -1200,7 +1256,7 @@ def _has_own_throw(obj: Any) -> bool:
 
 
 def detach_obstacle(gen: Any) -> str | None:
-    """Why :func:`detach` would refuse ``gen`` (None when it would not)."""
+    """Why [`detach`][contsnap.detach] would refuse ``gen`` (None when it would not)."""
     try:
         for member in delegation_chain(gen):
             if type(member) in _PREFIX and info_of(member) is None:

@@ -38,12 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _envelope
+from . import _codec
 from ._aio import Queue, QueueGet, detach_task, park, unpause
-from ._api import loads
-from ._errors import CheckpointError, NotCheckpointableError
+from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._files import CheckpointFiles, write_atomic
 from ._migrate import old_lines
+from ._resources import truncate
 from ._runtime import is_detach
 from ._snapshot import from_payload, to_payload
 
@@ -65,6 +65,52 @@ _SYSTEMS: dict[str, System] = {}
 _CURRENT: contextvars.ContextVar[_Actor | None] = contextvars.ContextVar(
     "contsnap_actor", default=None
 )
+
+
+def _check_whole(whole: Any) -> None:
+    """A verified actor-system checkpoint that is malformed (a bug, or hand-made) is named
+    as such here, rather than failing later with a KeyError from inside contsnap."""
+
+    def bad(what: str) -> SnapshotCorruptError:
+        return SnapshotCorruptError(
+            f"this actor-system checkpoint is malformed: {what}; it was signed by a key in "
+            "effect, so it comes from a bug or was made by hand. Restore an older one"
+        )
+
+    if not isinstance(whole, dict) or whole.get("format") != _FORMAT:
+        raise bad(f"it holds {type(whole).__name__}, not a system of format {_FORMAT}")
+    expected = {
+        "name": str,
+        "sequence": int,
+        "actors": dict,
+        "results": dict,
+        "supervisors": list,
+        "poisoned": dict,
+    }
+    for field_name, kind in expected.items():
+        if not isinstance(whole.get(field_name), kind):
+            raise bad(f"its {field_name!r} is missing or not a {kind.__name__}")
+    for policy in whole["supervisors"]:
+        if not isinstance(policy, dict) or not isinstance(policy.get("name"), str):
+            raise bad("a supervisor's policy is not a mapping with a name")
+    parts: dict[str, type | tuple[type, ...]] = {
+        "state": (bytes, type(None)),
+        "frames": list,
+        "spec": bytes,
+        "supervisor": (str, type(None)),
+        "mailbox": list,
+    }
+    names = {policy["name"] for policy in whole["supervisors"]}
+    for name, saved in whole["actors"].items():
+        if not isinstance(saved, dict):
+            raise bad(f"actor {name!r} is not a mapping")
+        for part, kinds in parts.items():
+            if part not in saved:
+                raise bad(f"actor {name!r} has no {part!r}")
+            if not isinstance(saved[part], kinds):
+                raise bad(f"actor {name!r}'s {part!r} is a {type(saved[part]).__name__}")
+        if saved["supervisor"] is not None and saved["supervisor"] not in names:
+            raise bad(f"actor {name!r} names the unknown supervisor {saved['supervisor']!r}")
 
 
 class ActorNotFoundError(LookupError):
@@ -201,11 +247,15 @@ class _Actor:
         self.task: asyncio.Task[Any] | None = None
         #: set while the system ends the task on purpose (stop, one_for_all, detach)
         self.ending = False
+        #: set once the system has recorded how the task ended (its done callback ran):
+        #: a task can be done() a loop turn before that, with its result not yet recorded
+        self.recorded = False
 
 
 @dataclass
 class Supervisor:
-    """Restart policy for a group of actors (see :meth:`System.supervisor`)."""
+    """Restart policy for a group of actors (see
+    [`System.supervisor`][contsnap.actors.System.supervisor])."""
 
     name: str
     strategy: str = "one_for_one"
@@ -256,6 +306,8 @@ class System:
         self.results: dict[str, Any] = {}
         self.errors: dict[str, BaseException] = {}
         self.crashes: list[Crash] = []
+        #: every autosave that failed, oldest first (see `autosave`)
+        self.save_errors: list[CheckpointError] = []
         #: the last checkpoints taken or restored here: (number, {actor: state bytes})
         self.history: collections.deque[tuple[int, dict[str, bytes]]] = collections.deque(maxlen=3)
         self.sequence = 0
@@ -274,17 +326,16 @@ class System:
     def supervisor(self, name: str, **policy: Any) -> Supervisor:
         """A supervisor for the actors spawned with ``supervisor=name``.
 
-        ``strategy``: ``"one_for_one"`` restarts the crashed actor,
-        ``"one_for_all"`` all its siblings too. ``restart``: ``"restore"`` from
-        the last good checkpoint (falling back to older ones, then to a fresh
-        start, when a state keeps crashing) or ``"fresh"``. More than
-        ``max_restarts`` restarts ``within`` seconds make it give up: its
-        children stop and it escalates to its ``parent`` supervisor, or the
-        system fails (:meth:`join` raises :class:`SupervisorGaveUpError`).
-        Restarts wait ``backoff`` seconds, doubling up to ``max_backoff``. A
-        restored state that crashes ``poison_after`` times within
-        ``poison_within`` seconds is poisoned: it is written to ``poison_dir``
-        (if set) and not used again.
+        ``strategy``: ``"one_for_one"`` restarts the crashed actor, ``"one_for_all"`` all its
+        siblings too. ``restart``: ``"restore"`` from the last good checkpoint (falling back to
+        older ones, then to a fresh start, when a state keeps crashing) or ``"fresh"``. More than
+        ``max_restarts`` restarts ``within`` seconds make it give up: its children stop and it
+        escalates to its ``parent`` supervisor, or the system fails
+        ([`join`][contsnap.actors.System.join] raises
+        [`SupervisorGaveUpError`][contsnap.actors.SupervisorGaveUpError]). Restarts wait ``backoff``
+        seconds, doubling up to ``max_backoff``. A restored state that crashes ``poison_after``
+        times within ``poison_within`` seconds is poisoned: it is written to ``poison_dir`` (if set)
+        and not used again.
         """
         if name in self.supervisors:
             raise ValueError(f"supervisor {name!r} exists already")
@@ -340,6 +391,7 @@ class System:
         context.run(_CURRENT.set, actor)
         loop = asyncio.get_running_loop()
         actor.ending = False
+        actor.recorded = False
         task = context.run(loop.create_task, coro)
         task.set_name(f"{self.name}:{actor.name}")
         actor.task = task
@@ -350,6 +402,7 @@ class System:
     def _ended(self, actor: _Actor, task: asyncio.Task[Any]) -> None:
         if actor.task is not task:
             return
+        actor.recorded = True
         if task.cancelled() or actor.ending:
             if not task.cancelled():
                 task.exception()  # a detach or a cancel on purpose: retrieved
@@ -366,7 +419,7 @@ class System:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        busy = any(a.task is not None and not a.task.done() for a in self.actors.values())
+        busy = any(a.task is not None and not a.recorded for a in self.actors.values())
         if not busy and not self._restarting and self._idle is not None:
             self._idle.set()
 
@@ -459,7 +512,7 @@ class System:
                 "poisoned": {"system": self.name, "actor": actor.name, "checkpoint": number},
             }
             # a snapshot of the actor's coroutine: contsnap inspect / contsnap.loads read it
-            write_atomic(path, _envelope.seal(state, meta, key=_envelope.effective_key(None)))
+            write_atomic(path, _codec.encode_payload(state, [], kind="snapshot", meta=meta))
             kept = f"; kept in {path}"
         warnings.warn(
             f"actor {actor.name!r}: the state of checkpoint {number} crashed {crashes} times "
@@ -512,9 +565,9 @@ class System:
     async def quiesce(self, actors: list[str] | None = None, *, timeout: float = 10.0) -> None:
         """Stop the actors (all, or those named) at their next safe point.
 
-        Messages sent meanwhile wait in the mailboxes. :meth:`resume` lets
-        them go on. On timeout, ``NotCheckpointableError`` names the actors that
-        did not arrive and where each waits; none stays stopped.
+        Messages sent meanwhile wait in the mailboxes. [`resume`][contsnap.actors.System.resume]
+        lets them go on. On timeout, ``NotCheckpointableError`` names the actors that did not arrive
+        and where each waits; none stays stopped.
         """
         names = list(self.actors) if actors is None else list(actors)
         unknown = [n for n in names if n not in self.actors]
@@ -593,6 +646,7 @@ class System:
                             "module": f.info.module,
                             "qualname": f.info.qualname,
                             "fingerprint": f.info.fingerprint,
+                            "file": f.info.filename,
                             "line": f.info.line_of(f.label),
                         }
                         for f in captured.values()
@@ -625,18 +679,24 @@ class System:
         except NotCheckpointableError as exc:
             raise NotCheckpointableError(f"system {self.name!r}: {exc}") from exc
         self.history.append((self.sequence, states))
-        # every function saved, once: loads() names each one whose code changed
-        functions = {
-            (f["module"], f["qualname"], f["fingerprint"]): f
+        # every place an actor is paused at, once: loads() names each function whose
+        # code changed, contsnap inspect / ls show where (file:line) and check the code
+        places = {
+            (f["module"], f["qualname"], f["fingerprint"], f["file"], f["line"]): f
             for found in frames.values()
             for f in found
         }
         meta = {
-            "created_at": round(time.time(), 3),
-            "frames": [{**f, "line": None} for f in functions.values()],
             "actors": {"system": self.name, "sequence": self.sequence, "count": len(actors)},
         }
-        return _envelope.seal(payload, meta, key=_envelope.effective_key(key))
+        return _codec.encode_payload(
+            payload,
+            list(places.values()),
+            kind="actor-system",
+            identity=self.name,
+            meta=meta,
+            key=key,
+        )
 
     @classmethod
     async def restore(
@@ -644,23 +704,36 @@ class System:
         source: str | os.PathLike[str] | bytes,
         *,
         key: bytes | str | None = None,
+        name: str | None = None,
+        allow_unsigned: bool | None = None,
     ) -> System:
-        """Bring a checkpointed system back in the running event loop, and let it go on."""
-        if isinstance(source, bytes):
-            whole = loads(source, key=key)
+        """Bring a checkpointed system back in the running event loop, and let it go on.
+
+        The checkpoint's signature is verified and it must be an actor system's
+        checkpoint (of the system ``name``, when given) before anything is unpickled;
+        ``allow_unsigned`` accepts an unsigned one (from an older contsnap).
+        """
+        kinds = ("actor-system",)
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            decoded = _codec.decode(
+                source, kinds=kinds, identity=name, key=key, allow_unsigned=allow_unsigned
+            )
+            whole, outputs = decoded.obj, decoded.outputs
         else:
-            loaded = CheckpointFiles(source).load(key=key)
+            loaded = CheckpointFiles(source).load(
+                kinds=kinds, identity=name, key=key, allow_unsigned=allow_unsigned
+            )
             if loaded is None:
                 raise FileNotFoundError(f"no checkpoint at {os.fspath(source)}")
-            whole = loaded.obj
-        if not isinstance(whole, dict) or whole.get("format") != _FORMAT:
-            raise CheckpointError("this snapshot is not an actor system's checkpoint")
+            whole, outputs = loaded.obj, loaded.outputs
+        _check_whole(whole)
         system = cls(str(whole["name"]))
         try:
             system._load(whole)
         except BaseException:
             system._forget()
             raise
+        truncate(outputs)  # the restored actors go on writing where they were saved
         return system
 
     def _load(self, whole: dict[str, Any]) -> None:
@@ -675,6 +748,11 @@ class System:
         states = {}
         for name, saved in whole["actors"].items():
             spec = from_payload(saved["spec"])
+            if not isinstance(spec, _Spec):
+                raise SnapshotCorruptError(
+                    f"this actor-system checkpoint is malformed: actor {name!r}'s start "
+                    f"specification is a {type(spec).__name__}; restore an older one"
+                )
             actor = _Actor(self, name, spec, saved["supervisor"], f"checkpoint {self.sequence}")
             self._specs[name] = saved["spec"]
             if saved["state"] is None:  # crashed before any checkpoint: starts afresh
@@ -700,22 +778,61 @@ class System:
     # ------------------------------------------------------------- ending
 
     def autosave(
-        self, path: str | os.PathLike[str], *, every: float = 15.0, keep: int = 3
+        self,
+        path: str | os.PathLike[str],
+        *,
+        every: float = 15.0,
+        keep: int = 3,
+        on_error: str = "warn",
     ) -> asyncio.Task[None]:
-        """Checkpoint the system to ``path`` every ``every`` seconds (the last ``keep`` kept)."""
+        """Checkpoint the system to ``path`` every ``every`` seconds (the last ``keep`` kept).
+
+        A save that fails (a full or read-only disk, state that cannot be
+        saved) is recorded in ``system.save_errors`` and warned about. With
+        ``on_error="warn"`` the system goes on and the next save tries again;
+        with ``on_error="fail"`` the system fails: its actors are cancelled
+        and ``join()`` raises the error.
+        """
+        if on_error not in ("warn", "fail"):
+            raise ValueError(f"on_error is 'warn' or 'fail', not {on_error!r}")
         if self._autosave is not None:
             self._autosave.cancel()
+        target = os.fspath(path)
 
         async def save_now_and_then() -> None:
             while not self._stopped:
                 await asyncio.sleep(every)
                 try:
-                    await self.checkpoint(path, keep=keep)
-                except CheckpointError as exc:
-                    warnings.warn(f"autosave of system {self.name!r} failed: {exc}", stacklevel=1)
+                    await self.checkpoint(target, keep=keep)
+                except (CheckpointError, OSError) as exc:
+                    self._save_failed(target, exc, on_error)
+                    if on_error == "fail":
+                        return
 
         self._autosave = asyncio.ensure_future(save_now_and_then())
         return self._autosave
+
+    def _save_failed(self, path: str, exc: CheckpointError | OSError, on_error: str) -> None:
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            error = CheckpointError(
+                f"autosave of actor system {self.name!r} could not write {path}: {reason} "
+                f"(errno {exc.errno}); free space on that disk, make its directory writable, "
+                "or autosave to another path"
+            )
+            error.__cause__ = exc
+        else:
+            error = CheckpointError(f"autosave of actor system {self.name!r} to {path}: {exc}")
+            error.__cause__ = exc
+        self.save_errors.append(error)
+        then = (
+            "the system fails (on_error='fail')"
+            if on_error == "fail"
+            else "the system goes on; the next autosave tries again"
+        )
+        warnings.warn(f"{error}; {then}", RuntimeWarning, stacklevel=1)
+        if on_error == "fail":
+            self._fail(error)
 
     async def stop(self, *, rollout: str | os.PathLike[str] | None = None, keep: int = 3) -> None:
         """Stop every actor. With ``rollout``, checkpoint there first and detach them.
@@ -754,8 +871,8 @@ class System:
     async def join(self) -> dict[str, Any]:
         """Wait until every actor has ended; return their results by name.
 
-        Raises :class:`SupervisorGaveUpError` when a root supervisor gave up,
-        and the first error of an unsupervised actor that crashed.
+        Raises [`SupervisorGaveUpError`][contsnap.actors.SupervisorGaveUpError] when a root
+        supervisor gave up, and the first error of an unsupervised actor that crashed.
         """
         if self._idle is None:
             self._idle = asyncio.Event()

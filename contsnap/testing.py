@@ -7,24 +7,26 @@ and forked half-way, and compares everything a user can observe: yielded
 values, return value, exceptions and side effects. This module provides the
 pieces:
 
-* :func:`generator_programs` writes random generator-function modules that use
-  most of the statement and expression forms of Python 3.10, and always
-  terminate within a bounded number of steps;
-* :func:`sent_values` and :func:`driver_actions` draw what the driver does to a
-  paused generator (send, throw, close), as plain data so that every mode
-  replays the same actions;
-* :func:`run_trace` drives a generator and records a transcript;
-  :func:`assert_equivalent` and :func:`check_generator_equivalence` compare the
+* [`generator_programs`][contsnap.testing.generator_programs] writes random generator-function
+  modules that use most of the statement and expression forms of Python 3.10, and always terminate
+  within a bounded number of steps;
+* [`sent_values`][contsnap.testing.sent_values] and
+  [`driver_actions`][contsnap.testing.driver_actions] draw what the driver does to a paused
+  generator (send, throw, close), as plain data so that every mode replays the same actions;
+* [`run_trace`][contsnap.testing.run_trace] drives a generator and records a transcript;
+  [`assert_equivalent`][contsnap.testing.assert_equivalent] and
+  [`check_generator_equivalence`][contsnap.testing.check_generator_equivalence] compare the
   transcripts of every mode and fail with a readable diff.
 
-The same for ``async def``: :func:`coroutine_programs` and
-:func:`async_generator_programs` write programs that await checkpoints, chains
-of coroutines, ``async for`` and ``async with``; :func:`coroutine_actions` draws
-what is done to a coroutine at its checkpoints; :func:`run_async_trace` drives a
-coroutine or an async generator by hand (no event loop: only
-``contsnap.checkpoint()`` suspends) and :func:`run_asyncio_trace` runs one under
-``asyncio.run``, paused there by ``contsnap.pause()``;
-:func:`assert_async_equivalent` and :func:`check_coroutine_equivalence` compare.
+The same for ``async def``: [`coroutine_programs`][contsnap.testing.coroutine_programs] and
+[`async_generator_programs`][contsnap.testing.async_generator_programs] write programs that await
+checkpoints, chains of coroutines, ``async for`` and ``async with``;
+[`coroutine_actions`][contsnap.testing.coroutine_actions] draws what is done to a coroutine at its
+checkpoints; [`run_async_trace`][contsnap.testing.run_async_trace] drives a coroutine or an async
+generator by hand (no event loop: only ``contsnap.checkpoint()`` suspends) and
+[`run_asyncio_trace`][contsnap.testing.run_asyncio_trace] runs one under ``asyncio.run``, paused
+there by ``contsnap.pause()``; [`assert_async_equivalent`][contsnap.testing.assert_async_equivalent]
+and [`check_coroutine_equivalence`][contsnap.testing.check_coroutine_equivalence] compare.
 
 It imports ``hypothesis`` at the top, so import it only from tests; contsnap
 itself is imported lazily, when a mode needs it.
@@ -96,12 +98,60 @@ class Send:
     value: object = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Throw:
-    """Resume the generator by raising ``exc_type(*args)`` at the paused ``yield``."""
+    """Resume the generator by raising ``exc_type(*args)`` at the paused ``yield``.
 
-    exc_type: type[BaseException] = ValueError
-    args: tuple[object, ...] = ("thrown",)
+    ``Throw(KeyError("k"))`` is ``Throw(KeyError, ("k",))``: every mode throws an
+    exception of its own, rebuilt from the type and the arguments, so the
+    instance given must be one that its type and ``args`` rebuild.
+    """
+
+    exc_type: type[BaseException]
+    args: tuple[object, ...]
+
+    def __init__(
+        self,
+        exc_type: type[BaseException] | BaseException = ValueError,
+        args: tuple[object, ...] = ("thrown",),
+    ) -> None:
+        if isinstance(exc_type, BaseException):
+            instance = exc_type
+            exc_type, args = type(instance), tuple(instance.args)
+            _check_rebuilds(instance)
+        elif not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise TypeError(
+                f"Throw takes an exception class and its arguments, e.g. "
+                f"Throw(KeyError, ('k',)), or an exception, e.g. Throw(KeyError('k')); "
+                f"got {exc_type!r}"
+            )
+        if not isinstance(args, tuple):
+            raise TypeError(
+                f"Throw's args is a tuple of the exception's arguments, e.g. "
+                f"Throw({exc_type.__name__}, ('k',)); got {args!r}"
+            )
+        object.__setattr__(self, "exc_type", exc_type)
+        object.__setattr__(self, "args", args)
+
+
+def _check_rebuilds(instance: BaseException) -> None:
+    """``type(instance)(*instance.args)`` must be an equal exception: every mode throws one."""
+    kind = type(instance)
+    try:
+        rebuilt = kind(*instance.args)
+    except Exception as exc:
+        problem = f"{kind.__name__}(*{instance.args!r}) raises {type(exc).__name__}: {exc}"
+    else:
+        if rebuilt.args == instance.args and vars(rebuilt) == vars(instance):
+            return
+        problem = (
+            f"{kind.__name__}(*{instance.args!r}) has the attributes {vars(rebuilt)!r}, "
+            f"not {vars(instance)!r}"
+        )
+    raise TypeError(
+        f"Throw({instance!r}): each mode throws a new exception built from the type and its "
+        f"args, but {problem}; pass Throw(SomeError, args) with args that build it"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,8 +259,9 @@ class _LogPlaceholder:
 
 
 LOG: Final = _LogPlaceholder()
-"""Put ``LOG`` among the arguments given to :func:`check_generator_equivalence`
-where the generator takes the :class:`TraceLog` of the run."""
+"""Put ``LOG`` among the arguments given to
+[`check_generator_equivalence`][contsnap.testing.check_generator_equivalence] where the
+generator takes the [`TraceLog`][contsnap.testing.TraceLog] of the run."""
 
 
 def _frozen(value: object) -> object:
@@ -308,7 +359,7 @@ def _apply(gen: Any, action: Action, trace: Trace, event: str = "yield") -> bool
 
 @dataclasses.dataclass
 class _Run:
-    """The fixed parameters of one :func:`run_trace` call."""
+    """The fixed parameters of one [`run_trace`][contsnap.testing.run_trace] call."""
 
     actions: list[Action]
     fill: Action | None
@@ -401,11 +452,11 @@ def run_trace(
 ) -> dict[str, Trace]:
     """Drive the generator ``make_gen(log)`` with ``sends`` and return its transcripts.
 
-    ``sends`` lists driver actions (:class:`Send`, :class:`Throw`, :class:`Close`;
-    a bare value means ``Send(value)``). The generator is primed with ``next()``
-    first; when the actions run out, ``fill`` is applied until the generator
-    ends (``None``: close it), and ``max_steps`` actions in total stop a
-    generator that does not end.
+    ``sends`` lists driver actions ([`Send`][contsnap.testing.Send],
+    [`Throw`][contsnap.testing.Throw], [`Close`][contsnap.testing.Close]; a bare value means
+    ``Send(value)``). The generator is primed with ``next()`` first; when the actions run out,
+    ``fill`` is applied until the generator ends (``None``: close it), and ``max_steps`` actions in
+    total stop a generator that does not end.
 
     A transcript lists, in order, each driver action and what came of it:
     ``("yield", v)``, ``("return", v)``, ``("raise", type_name, args)``,
@@ -536,12 +587,11 @@ def check_generator_equivalence(
     """Assert that a generator function behaves the same natively, transformed,
     round-tripped through bytes at every suspension, and forked.
 
-    ``genfunc_native`` is the plain function, ``genfunc_marked`` the same one
-    under ``@contsnap.checkpointable``. Each run calls it with a deep copy of
-    ``args``, where :data:`LOG` is replaced by the run's :class:`TraceLog`.
-    ``actions`` and the keywords are as for :func:`run_trace`. Returns the
-    transcripts; raises ``AssertionError`` with a diff otherwise. Use it in a
-    plain pytest test.
+    ``genfunc_native`` is the plain function, ``genfunc_marked`` the same one under
+    ``@contsnap.checkpointable``. Each run calls it with a deep copy of ``args``, where
+    [`LOG`][contsnap.testing.LOG] is replaced by the run's [`TraceLog`][contsnap.testing.TraceLog].
+    ``actions`` and the keywords are as for [`run_trace`][contsnap.testing.run_trace]. Returns the
+    transcripts; raises ``AssertionError`` with a diff otherwise. Use it in a plain pytest test.
     """
     try:
         subject = inspect.getsource(genfunc_native)
@@ -618,10 +668,10 @@ _nonces = itertools.count(1)
 def load_program(source: str, *, marked: bool = False) -> Iterator[ModuleType]:
     """Import ``source`` from a real file in a temporary directory, for the ``with`` block.
 
-    A real file lets ``inspect.getsource`` (and so ``@checkpointable``) read the
-    functions; the module is in ``sys.modules`` while the block runs, so that
-    pickle can refer to its functions and classes by name. With ``marked``,
-    the generator functions are decorated first (:func:`mark_generators`).
+    A real file lets ``inspect.getsource`` (and so ``@checkpointable``) read the functions; the
+    module is in ``sys.modules`` while the block runs, so that pickle can refer to its functions and
+    classes by name. With ``marked``, the generator functions are decorated first
+    ([`mark_generators`][contsnap.testing.mark_generators]).
     """
     text = mark_generators(source) if marked else source
     name = f"_contsnap_program_{next(_module_serial)}"
@@ -679,11 +729,12 @@ def assert_equivalent(
     """Assert that ``entry(arg, log)`` of a program module gives the same transcript
     natively, transformed, round-tripped at every suspension, and forked.
 
-    ``source_or_module`` is module source text (as :func:`generator_programs`
-    draws) or an imported module, whose source is re-imported twice: as is, and
-    with its generator functions marked ``@contsnap.checkpointable``. ``sends``
-    are the driver actions, as for :func:`run_trace`. On a difference, the
-    ``AssertionError`` shows the numbered program, the actions and a diff.
+    ``source_or_module`` is module source text (as
+    [`generator_programs`][contsnap.testing.generator_programs] draws) or an imported module, whose
+    source is re-imported twice: as is, and with its generator functions marked
+    ``@contsnap.checkpointable``. ``sends`` are the driver actions, as for
+    [`run_trace`][contsnap.testing.run_trace]. On a difference, the ``AssertionError`` shows the
+    numbered program, the actions and a diff.
 
     A global ``NONCE`` in the module is set to a fresh number in both copies,
     so that a generator restored into the globals of another module (say, an
@@ -755,7 +806,7 @@ _Progress = Literal["awaiting", "yielded", "ended"]
 
 @dataclasses.dataclass
 class _AsyncGenRun(_Run):
-    """:class:`_Run` for an async generator: each action is a step awaitable, sent ``None``
+    """`_Run` for an async generator: each action is a step awaitable, sent ``None``
     until it is done; every await it passes on the way is a suspension too."""
 
     inside_steps: bool = True  # round-trip at the awaits inside a step, not only at yields
@@ -924,9 +975,10 @@ def run_async_trace(
     No event loop is needed when only ``contsnap.checkpoint()`` suspends: each
     ``send(None)`` that comes back with ``None`` is one checkpoint passed.
 
-    A **coroutine** is driven like a generator by :func:`run_trace`: its first
-    ``send(None)`` primes it, then ``actions`` apply one per suspension (see
-    :func:`coroutine_actions`); a suspension is recorded as ``("await", value)``.
+    A **coroutine** is driven like a generator by [`run_trace`][contsnap.testing.run_trace]: its
+    first ``send(None)`` primes it, then ``actions`` apply one per suspension (see
+    [`coroutine_actions`][contsnap.testing.coroutine_actions]); a suspension is recorded as
+    ``("await", value)``.
 
     An **async generator** is stepped as ``async for`` would, but by hand: it is
     primed with ``asend(None)``, then each action becomes a step awaitable
@@ -937,10 +989,10 @@ def run_async_trace(
     type_name, args)``. Both kinds of suspension count for ``fork_at`` and
     ``max_steps``.
 
-    Modes are those of :func:`run_trace`. In ``"roundtrip"``, an async generator
-    is moved through bytes at every yield and, with ``inside_steps``, at every
-    await inside a step too; the restored copy then goes on with ``asend(None)``
-    (and a step that was an ``aclose()`` is judged as ``aclose()`` would judge it).
+    Modes are those of [`run_trace`][contsnap.testing.run_trace]. In ``"roundtrip"``, an async
+    generator is moved through bytes at every yield and, with ``inside_steps``, at every await
+    inside a step too; the restored copy then goes on with ``asend(None)`` (and a step that was an
+    ``aclose()`` is judged as ``aclose()`` would judge it).
 
     What has ``asend``/``athrow``/``aclose`` is driven as an async generator, what
     has ``send``/``throw``/``close`` as a coroutine, so a test double will do.
@@ -1135,14 +1187,15 @@ def check_coroutine_equivalence(
     and paused in a real event loop.
 
     ``native_fn`` is the plain function, ``marked_fn`` the same one under
-    ``@contsnap.checkpointable``; both may only await marked coroutines and
-    contsnap's safe points. Arguments are as for :func:`check_generator_equivalence`
-    (:data:`LOG` stands for the run's :class:`TraceLog`); ``actions`` and the
-    keywords up to ``inside_steps`` are as for :func:`run_async_trace`. Mode
-    ``"asyncio"`` compares ``native_fn`` under ``asyncio.run`` with ``marked_fn``
-    under ``asyncio.run``, paused after ``pause_at`` turns of the loop (see
-    :func:`run_asyncio_trace`). Returns the transcripts; raises ``AssertionError``
-    with a diff otherwise.
+    ``@contsnap.checkpointable``; both may only await marked coroutines and contsnap's safe points.
+    Arguments are as for
+    [`check_generator_equivalence`][contsnap.testing.check_generator_equivalence]
+    ([`LOG`][contsnap.testing.LOG] stands for the run's [`TraceLog`][contsnap.testing.TraceLog]);
+    ``actions`` and the keywords up to ``inside_steps`` are as for
+    [`run_async_trace`][contsnap.testing.run_async_trace]. Mode ``"asyncio"`` compares ``native_fn``
+    under ``asyncio.run`` with ``marked_fn`` under ``asyncio.run``, paused after ``pause_at`` turns
+    of the loop (see [`run_asyncio_trace`][contsnap.testing.run_asyncio_trace]). Returns the
+    transcripts; raises ``AssertionError`` with a diff otherwise.
     """
     try:
         subject = inspect.getsource(native_fn)
@@ -1179,11 +1232,12 @@ def assert_async_equivalent(
     pause_at: int = 1,
     move: bool = False,
 ) -> dict[str, Trace]:
-    """:func:`assert_equivalent` for programs whose ``entry(arg, log)`` is a coroutine
-    or an async generator (as :func:`coroutine_programs` and
-    :func:`async_generator_programs` draw): the marked copy of the module has every
-    ``async def`` marked, methods included. Keywords as for
-    :func:`check_coroutine_equivalence`."""
+    """[`assert_equivalent`][contsnap.testing.assert_equivalent] for programs whose ``entry(arg,
+    log)`` is a coroutine or an async generator (as
+    [`coroutine_programs`][contsnap.testing.coroutine_programs] and
+    [`async_generator_programs`][contsnap.testing.async_generator_programs] draw): the marked copy
+    of the module has every ``async def`` marked, methods included. Keywords as for
+    [`check_coroutine_equivalence`][contsnap.testing.check_coroutine_equivalence]."""
     source = (
         source_or_module
         if isinstance(source_or_module, str)
@@ -1453,7 +1507,7 @@ def _simple(draw: st.DrawFn, scope: _Scope) -> _Lines:
 
 
 def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: str) -> _Lines:
-    """The statement of one ``kind`` of :func:`_simple`: ``target`` is an int local that
+    """The statement of one ``kind`` of `_simple`: ``target`` is an int local that
     the statement may assign, ``value`` an int expression it may use."""
     if kind == "log":
         return [f"log.append(({_tag(scope)}, {value}))"]
@@ -2127,35 +2181,34 @@ def _async_program(
 def coroutine_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     """Source text of a module defining ``async def gen(arg, log):``, a random coroutine.
 
-    ``gen`` is built from the statements of :func:`generator_programs` (loops,
-    try/except/else/finally, ``with``, match, closures, comprehensions, early
-    ``return``, raised exceptions...) with ``await`` where those have ``yield``:
-    ``await contsnap.checkpoint()`` as a statement and inside call arguments,
-    operators, subscripts, f-strings, %-formats, conditional expressions, walrus,
-    starred and augmented assignments (to names, attributes, items), ``while`` tests,
-    ``match`` guards and ``with`` headers. It also awaits ``inner(n, log)``, a
-    smaller random coroutine that may await ``leaf(n, log)`` (so await chains are
-    three deep: ``x += await inner(...)``), sometimes held unstarted across a
-    checkpoint first; iterates ``async for v in agen(n, log)``,
-    an async generator, with break/continue/else; and enters ``async with ACtx(...)``,
-    an async context manager that logs its enter and exit, may swallow the
-    exception and may await a checkpoint in ``__aenter__``/``__aexit__``. Helpers
-    appear only when used; every function appends its side effects to ``log``.
+    ``gen`` is built from the statements of
+    [`generator_programs`][contsnap.testing.generator_programs] (loops, try/except/else/finally,
+    ``with``, match, closures, comprehensions, early ``return``, raised exceptions...) with
+    ``await`` where those have ``yield``: ``await contsnap.checkpoint()`` as a statement and inside
+    call arguments, operators, subscripts, f-strings, %-formats, conditional expressions, walrus,
+    starred and augmented assignments (to names, attributes, items), ``while`` tests, ``match``
+    guards and ``with`` headers. It also awaits ``inner(n, log)``, a smaller random coroutine that
+    may await ``leaf(n, log)`` (so await chains are three deep: ``x += await inner(...)``),
+    sometimes held unstarted across a checkpoint first; iterates ``async for v in agen(n, log)``,
+    an async generator, with break/continue/else; and enters ``async with ACtx(...)``, an async
+    context manager that logs its enter and exit, may swallow the exception and may await a
+    checkpoint in ``__aenter__``/``__aexit__``. Helpers appear only when used; every function
+    appends its side effects to ``log``.
 
     The program imports ``contsnap`` for the checkpoints but marks nothing
-    (:func:`assert_async_equivalent` imports a marked copy too). Only
-    ``contsnap.checkpoint()`` suspends, so a run needs no event loop: a driver
-    calling ``send(None)`` steps it. A run takes at most about ``max_steps``
-    statements; the module is valid Python 3.10.
+    ([`assert_async_equivalent`][contsnap.testing.assert_async_equivalent] imports a marked copy
+    too). Only ``contsnap.checkpoint()`` suspends, so a run needs no event loop: a driver calling
+    ``send(None)`` steps it. A run takes at most about ``max_steps`` statements; the module is valid
+    Python 3.10.
     """
     return _async_program(draw, "coroutine", max_steps)
 
 
 @st.composite
 def async_generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
-    """Like :func:`coroutine_programs`, but ``gen`` is an async generator: it also
-    yields (statements, received values in expressions, in ``with`` headers, in
-    exception handlers), and returns nothing. It never yields inside a ``finally``
-    (closed by ``aclose()`` there, CPython marks an async generator closed for good);
-    it awaits there instead."""
+    """Like [`coroutine_programs`][contsnap.testing.coroutine_programs], but ``gen`` is an async
+    generator: it also yields (statements, received values in expressions, in ``with`` headers, in
+    exception handlers), and returns nothing. It never yields inside a ``finally`` (closed by
+    ``aclose()`` there, CPython marks an async generator closed for good); it awaits there instead.
+    """
     return _async_program(draw, "asyncgen", max_steps)

@@ -473,3 +473,176 @@ def test_a_checkpoint_lets_go_only_the_actors_it_stopped() -> None:
         return (*waiting, await system.join())
 
     assert run(main()) == (1, 0, {"held": 1, "free": 1})
+
+
+# --- join() right after an actor's task ended ----------------------------------------------
+
+
+@pytest.mark.parametrize("sleeps", [0, 1, 2, 3])
+def test_join_records_an_actor_that_ended_one_loop_turn_ago(sleeps: int) -> None:
+    # after one sleep(0) the actor's task is done() but its result is not recorded
+    # yet (the done callback runs on the next turn): join() must wait for it
+    async def main(message: str) -> dict[str, Any]:
+        system = actors.System(f"turns-{message}-{sleeps}")
+        ref = system.spawn(programs.counter, 7, name="c")
+        ref.send(message)
+        for _ in range(sleeps):
+            await asyncio.sleep(0)
+        return await system.join()
+
+    assert run(main("stop")) == {"c": 7}
+    with pytest.raises(ValueError, match="boom"):  # a crash is not lost either
+        run(main("boom"))
+
+
+# --- autosave on a disk that refuses the write ------------------------------------------------
+
+
+def _refuse_writes_under(
+    monkeypatch: pytest.MonkeyPatch, directory: Path, err: int, times: int
+) -> list[str]:
+    """os.open of a new file under ``directory`` fails with ``err``, the first ``times`` times."""
+    refused: list[str] = []
+    real_open = os.open
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if (
+            flags & os.O_CREAT
+            and os.fspath(path).startswith(str(directory))
+            and len(refused) < times
+        ):
+            refused.append(os.fspath(path))
+            raise OSError(err, os.strerror(err), os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    return refused
+
+
+def _autosaved_counter(path: Path, on_error: str) -> Any:
+    async def main() -> dict[str, Any]:
+        system = actors.System(f"disk-{on_error}")
+        ref = system.spawn(programs.counter, 0, name="c")
+        system.autosave(path, every=0.01, on_error=on_error)
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            if on_error == "fail" and system.save_errors:
+                break
+            ref.send(1)
+        await asyncio.sleep(0.05)
+        ref.send("stop")
+        try:
+            return await system.join()
+        finally:
+            main.save_errors = system.save_errors  # type: ignore[attr-defined]
+
+    return main
+
+
+def test_autosave_on_a_full_disk_warns_records_and_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    path = tmp_path / "full.ckpt"
+    refused = _refuse_writes_under(monkeypatch, tmp_path, errno.ENOSPC, times=2)
+    main = _autosaved_counter(path, "warn")
+    with pytest.warns(RuntimeWarning, match="No space left on device") as caught:
+        assert run(main()) == {"c": 20}
+    assert len(refused) == 2
+    assert len(main.save_errors) == 2
+    message = str(main.save_errors[0])
+    assert "'disk-warn'" in message and str(path) in message and "free space" in message
+    assert isinstance(main.save_errors[0], contsnap.CheckpointError)
+    assert "next autosave tries again" in str(caught[0].message)
+    # the disk had room again: a later save went through
+    assert contsnap.describe(path.read_bytes())["actors"]["system"] == "disk-warn"
+
+
+def test_autosave_on_a_full_disk_can_fail_the_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    _refuse_writes_under(monkeypatch, tmp_path, errno.ENOSPC, times=1000)
+    main = _autosaved_counter(tmp_path / "full.ckpt", "fail")
+    with (
+        pytest.warns(RuntimeWarning, match="the system fails"),
+        pytest.raises(contsnap.CheckpointError, match="No space left on device"),
+    ):
+        run(main())
+    assert len(main.save_errors) == 1
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to a read-only directory"
+)
+def test_autosave_into_a_read_only_directory_is_reported(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        main = _autosaved_counter(locked / "ro.ckpt", "warn")
+        with pytest.warns(RuntimeWarning, match="Permission denied"):
+            assert run(main()) == {"c": 20}
+        assert main.save_errors and "make its directory writable" in str(main.save_errors[0])
+    finally:
+        locked.chmod(0o700)
+
+
+def test_autosave_on_a_read_only_file_system_keeps_trying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # root ignores a directory's mode (the test above is skipped as root); a read-only
+    # mount stops it, with EROFS
+    import errno
+
+    _refuse_writes_under(monkeypatch, tmp_path, errno.EROFS, times=1000)
+    main = _autosaved_counter(tmp_path / "ro.ckpt", "warn")
+    with pytest.warns(RuntimeWarning, match="Read-only file system"):
+        assert run(main()) == {"c": 20}
+    assert len(main.save_errors) >= 2  # it kept trying
+    assert not any(tmp_path.iterdir())
+
+
+def test_autosave_refuses_an_unknown_policy() -> None:
+    async def main() -> None:
+        system = actors.System("policy")
+        try:
+            with pytest.raises(ValueError, match="'warn' or 'fail'"):
+                system.autosave("x.ckpt", on_error="ignore")
+        finally:
+            await system.stop()
+
+    run(main())
+
+
+def test_inspect_and_ls_show_where_each_actor_is_paused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from contsnap.__main__ import main as cli
+
+    async def main() -> None:
+        system = actors.System("where")
+        system.spawn(programs.counter, 0, name="c")
+        system.spawn(programs.counter, 5, name="d")  # paused at the same place: listed once
+        await asyncio.sleep(0)
+        await system.checkpoint(tmp_path / "where.ckpt")
+        await system.stop()
+
+    run(main())
+    source = Path(programs.__file__).read_text().splitlines()
+    line = next(
+        n
+        for n, text in enumerate(source, 1)
+        if "message = await actors.receive()" in text
+        and n > source.index("async def counter(start):")
+    )
+    assert cli(["inspect", str(tmp_path / "where.ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert f"frame 0   counter  {programs.__file__}:{line}\n" in out
+    assert "frame 1" not in out
+    assert "code matches" in out and "None" not in out
+    assert cli(["ls", str(tmp_path)]) == 0
+    assert f"counter line {line}" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import copy
 import inspect
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -94,7 +95,10 @@ def test_describe_reports_frames_without_unpickling() -> None:
     assert frame["locals"] == {"limit": "int", "total": "int", "i": "int"}
     assert len(frame["fingerprint"]) == 16
     assert meta["contsnap_version"] == contsnap.__version__
-    assert meta["signed"] is False
+    assert meta["signed"] is True  # signed by default, with the per-user key
+    assert re.fullmatch(r"[0-9a-f]{16}", meta["key_id"])
+    assert meta["kind"] == "snapshot"
+    assert meta["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
     assert meta["created_at"] > 1_600_000_000
 
 
@@ -106,10 +110,13 @@ def test_signing_with_explicit_key() -> None:
     assert contsnap.loads(signed, key=b"secret").send(1) == 1
     with pytest.raises(contsnap.SnapshotSignatureError):
         contsnap.loads(signed, key=b"other")
-    with pytest.raises(contsnap.SnapshotSignatureError, match="signed"):
-        contsnap.loads(signed)
+    with pytest.raises(contsnap.SnapshotSignatureError, match="not among the keys in effect"):
+        contsnap.loads(signed)  # the per-user key is another key
     with pytest.raises(contsnap.SnapshotSignatureError, match="unsigned snapshot refused"):
-        contsnap.loads(contsnap.dumps(g), key=b"secret")
+        contsnap.loads(contsnap.dumps(g, sign=False), key=b"secret")
+    unsigned = contsnap.dumps(g, sign=False)
+    assert contsnap.describe(unsigned)["signed"] is False
+    assert contsnap.loads(unsigned, allow_unsigned=True).send(1) == 1
 
 
 def test_configured_key_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -291,6 +291,22 @@ def test_pause_times_out_on_a_foreign_await_and_names_it() -> None:
     asyncio.run(scenario())
 
 
+def test_pause_of_a_coroutine_says_to_pass_its_task() -> None:
+    @contsnap.checkpointable
+    async def work():
+        await contsnap.checkpoint()
+
+    async def scenario() -> None:
+        coro = work()
+        try:
+            with pytest.raises(TypeError, match=r"not a coroutine .*asyncio.create_task\(coro\)"):
+                await contsnap.pause(coro)  # type: ignore[arg-type]
+        finally:
+            coro.close()
+
+    asyncio.run(scenario())
+
+
 def test_checkpoint_suspends_exactly_once() -> None:
     @contsnap.checkpointable
     async def twice():
@@ -386,6 +402,7 @@ def test_a_restored_coroutine_saved_again_before_its_first_step_stays_where_it_w
     restored = contsnap.loads(contsnap.dumps(coro))
     contsnap.detach(coro)
     again = contsnap.loads(contsnap.dumps(restored))  # not stepped in between
+    restored.close()  # it goes on as `again`; never started, it runs no code here
     first_checkpoint = two_checkpoints.__code__.co_firstlineno + 3
     assert contsnap.describe(contsnap.dumps(again))["frames"][0]["line"] == first_checkpoint
     copied = contsnap.fork(again)
@@ -594,3 +611,38 @@ async def sums_a_class_iterator(limit):
 def test_an_async_for_step_in_a_coroutine_anext_resumes_that_step() -> None:
     # re-asking the iterator would run __anext__ again and skip a value
     assert drive(sums_a_class_iterator(10), roundtrip=True) == list(range(1, 11))
+
+
+@contsnap.checkpointable
+async def awaited_inside() -> str:
+    await contsnap.checkpoint()
+    return "inner done"
+
+
+@contsnap.checkpointable
+async def awaits_inside() -> str:
+    return await awaited_inside()
+
+
+@pytest.mark.parametrize("end", ["close", "run"])
+def test_a_restored_coroutine_ended_before_its_first_step_leaves_no_warning(end: str) -> None:
+    # the restored awaited coroutine was awaited before the snapshot: when the restored
+    # outer one never takes a step, Python must not report it as "never awaited"
+    import gc
+    import warnings
+
+    coro = awaits_inside()
+    coro.send(None)  # paused at the checkpoint, inside awaited_inside()
+    data = contsnap.dumps(coro)
+    coro.close()
+    gc.collect()  # earlier tests' garbage is not this test's business
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored = contsnap.loads(data)
+        if end == "close":
+            restored.close()
+        else:
+            assert asyncio.run(restored) == "inner done"
+        del restored
+        gc.collect()
+    assert [str(w.message) for w in caught] == []

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,6 +163,123 @@ def test_run_a_module(pkg: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--hook", pkg, "--mark-all", "-m", f"{pkg}.main", "a"]) == 0
     out = capsys.readouterr().out
     assert "args ['a']" in out and "marked True" in out and "name __main__" in out
+
+
+def test_show_keeps_the_signature_as_written(pkg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(f"{pkg}/sig.py")
+    path.write_text(
+        "import contsnap\n"
+        "@contsnap.checkpointable\n"
+        "def count(limit=3, *, step: int = 1, label='x'):\n"
+        "    yield limit\n"
+        "class Box:\n"
+        "    async def items(self, n: int = 2, /, *rest: str, **kw) -> None:\n"
+        "        yield n\n"
+    )
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "def count(limit=3, *, step: int=1, label='x'):\n    yield limit\n" in out
+    assert "async def items(self, n: int=2, /, *rest: str, **kw) -> None:\n    yield n\n" in out
+    # the resume variant's signature is its own: what a restore calls
+    assert "def count(limit, _cs_box):" in out and "async def items(self, _cs_box):" in out
+    assert "__contsnap_fn__" not in out and "__contsnap_fresh__" not in out
+
+
+def _contsnap(
+    *args: str, cwd: Path, stdout: Any = subprocess.PIPE
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "contsnap", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_show_into_a_closed_pipe_stops_quietly(pkg: str, tmp_path: Path) -> None:
+    # `contsnap show ... | head`: the reader is gone before contsnap writes
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = _contsnap("show", f"{pkg}/mod.py", cwd=tmp_path, stdout=writer)
+    finally:
+        os.close(writer)
+    assert done.stderr == ""
+    assert done.returncode == 141
+
+
+def test_a_user_error_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    done = _contsnap("run", "no_such_script.py", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "contsnap run: no_such_script.py: no such file (give the path of a Python script, "
+        "or -m MODULE to run a module)"
+    ]
+    done = _contsnap("run", "-m", "no_such_module_here", cwd=tmp_path)
+    assert done.stderr.splitlines() == [
+        "contsnap run: no module named 'no_such_module_here' (run from the directory that "
+        "holds it, or put it on PYTHONPATH)"
+    ]
+    # a contsnap error raised deep inside: one line, or its traceback with --debug
+    (tmp_path / "bad.ckpt").write_bytes(b"CSNP" + b"\0" * 40)
+    done = _contsnap("inspect", "bad.ckpt", cwd=tmp_path)
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("contsnap inspect: bad.ckpt: ")
+
+
+CHANGING_JOB = """\
+import os, signal
+import contsnap
+
+@contsnap.checkpointable
+def work():
+    total = 0
+    for i in range(5):
+        total += i
+        if i == 2 and not os.path.exists("stopped-once"):
+            open("stopped-once", "w").close()
+            os.kill(os.getpid(), signal.SIGTERM)
+        yield i
+    return total
+
+if __name__ == "__main__":
+    print(contsnap.run(work, checkpoint="job.ckpt"))
+"""
+
+
+def test_resume_into_changed_code_is_one_line_with_the_fix(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(CHANGING_JOB)
+    assert _contsnap("run", "job.py", cwd=tmp_path).returncode == 75
+    script.write_text(CHANGING_JOB.replace("total += i\n", "total += 2 * i\n"))
+    done = _contsnap("resume", "job.ckpt", cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("contsnap resume: __main__.work (")
+    assert "changed since the snapshot was taken" in lines[0]
+    assert "register a migration (@contsnap.migration)" in lines[0]
+    debug = _contsnap("--debug", "resume", "job.ckpt", cwd=tmp_path)
+    assert debug.returncode == 1
+    assert debug.stderr.startswith("Traceback (most recent call last):")
+    assert debug.stderr.splitlines()[-1].startswith("contsnap.CodeChangedError: __main__.work")
+    # after the command name too
+    assert _contsnap("resume", "--debug", "job.ckpt", cwd=tmp_path).stderr.startswith("Traceback")
+
+
+def test_resume_with_the_wrong_key_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "job.py").write_text(CHANGING_JOB)
+    monkeypatch.setenv("CONTSNAP_KEY", "the key it was saved with")
+    assert _contsnap("run", "job.py", cwd=tmp_path).returncode == 75
+    monkeypatch.setenv("CONTSNAP_KEY", "another key")
+    done = _contsnap("resume", "job.ckpt", cwd=tmp_path)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("contsnap resume: ") and "Traceback" not in done.stderr
 
 
 def test_help_texts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,3 +200,32 @@ def test_checked_in_show_output_is_current(source: str, expected: str) -> None:
         f"`python -m contsnap show {source}` changed; regenerate {expected} with\n"
         f"    python -m contsnap show {source} > {expected}"
     )
+
+
+def _public_docstrings() -> Iterator[tuple[str, str]]:
+    """(qualified name, docstring) of what the API reference page renders."""
+    import inspect
+
+    import contsnap
+    import contsnap.actors
+    import contsnap.stores
+    import contsnap.testing
+
+    for module in (contsnap, contsnap.actors, contsnap.stores, contsnap.testing):
+        yield module.__name__, module.__doc__ or ""
+        for name in module.__all__:
+            obj = getattr(module, name)
+            yield f"{module.__name__}.{name}", inspect.getdoc(obj) or ""
+            if inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    doc = getattr(member, "__doc__", None)
+                    if not attr.startswith("_") and isinstance(doc, str):
+                        yield f"{module.__name__}.{name}.{attr}", doc
+
+
+def test_the_api_reference_shows_no_raw_sphinx_roles() -> None:
+    # the site renders Markdown: `name` and [`name`][contsnap.name] cross-references;
+    # a Sphinx role such as :func:`name` would be shown as it is written
+    role = re.compile(r":(?:py:)?(?:func|class|meth|attr|mod|data|exc|obj|const):`")
+    raw = sorted(name for name, doc in _public_docstrings() if role.search(doc))
+    assert raw == []

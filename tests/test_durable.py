@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import contsnap
+from contsnap import _codec
+from contsnap._durable import _job_name
 from contsnap._files import CheckpointFiles, write_atomic
 
 JOB = """
@@ -189,8 +191,8 @@ def test_generations_rotate_and_a_damaged_newest_falls_back(tmp_path: Path) -> N
     damaged = bytearray(Path(files.path).read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     Path(files.path).write_bytes(bytes(damaged))
-    with pytest.warns(contsnap.CheckpointFallbackWarning, match="damaged|older"):
-        loaded = files.load()
+    with pytest.warns(contsnap.CheckpointFallbackWarning, match="does not verify|older"):
+        loaded = files.load(kinds=("snapshot",))
     assert loaded is not None and loaded.path.endswith("c.ckpt.1")
     assert next(loaded.obj) == 3  # saved after 3 steps
 
@@ -201,7 +203,7 @@ def test_a_crash_between_rotation_and_rename_leaves_the_previous_generation(
     files = CheckpointFiles(tmp_path / "c.ckpt", keep=2)
     files.save(_snapshot_at(5))
     os.replace(files.path, files.generation(1))  # as if killed right after the rotation
-    loaded = files.load()
+    loaded = files.load(kinds=("snapshot",))
     assert loaded is not None and next(loaded.obj) == 5
 
 
@@ -211,7 +213,7 @@ def test_every_generation_damaged_raises_the_newest_error(tmp_path: Path) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(contsnap.SnapshotCorruptError, match=r"c\.ckpt"):
-            CheckpointFiles(path).load()
+            CheckpointFiles(path).load(kinds=("snapshot",))
 
 
 def test_write_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -224,7 +226,12 @@ def test_write_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
 
 def test_run_in_process_resumes_and_checks_what_it_resumes(tmp_path: Path) -> None:
     path = tmp_path / "c.ckpt"
-    CheckpointFiles(path).save(_snapshot_at(90))
+    gen = counting(100)
+    for _ in range(90):
+        next(gen)
+    CheckpointFiles(path).save(
+        _codec.encode(gen, kind="job", identity=_job_name(counting), meta={"job": {"steps": 90}})
+    )
     assert contsnap.run(counting, 100, checkpoint=path, progress=False) == 100
     assert contsnap.describe(path.read_bytes())["job"]["finished"]
     assert contsnap.run(counting, 100, checkpoint=path, progress=False) == 100
@@ -234,9 +241,18 @@ def test_run_in_process_resumes_and_checks_what_it_resumes(tmp_path: Path) -> No
     def other():
         yield 1
 
+    # a generator snapshot is not a job's checkpoint; a job's is not another job's
     CheckpointFiles(path).save(_snapshot_at(10))
-    with pytest.raises(contsnap.CheckpointError, match="holds a run of"):
+    with pytest.raises(contsnap.SnapshotKindError, match="generator snapshot"):
+        contsnap.run(counting, 100, checkpoint=path, progress=False)
+    gen = counting(100)
+    next(gen)
+    CheckpointFiles(path).save(
+        _codec.encode(gen, kind="job", identity=_job_name(counting), meta={"job": {}})
+    )
+    with pytest.raises(contsnap.SnapshotKindError, match="of .*counting.*, not of .*other"):
         contsnap.run(other, checkpoint=path, progress=False)
+    assert path.exists()
     with pytest.raises(TypeError, match="checkpointable generator function"):
         contsnap.run(lambda: iter([1]), checkpoint=tmp_path / "n.ckpt")
     with pytest.raises(ValueError, match="every"):
@@ -247,10 +263,16 @@ def test_signed_checkpoints_refuse_unsigned_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "c.ckpt"
-    CheckpointFiles(path).save(_snapshot_at(3))  # unsigned
+    gen = counting(100)
+    next(gen)
+    unsigned = _codec.encode(
+        gen, kind="job", identity=_job_name(counting), meta={"job": {"steps": 1}}, sign=False
+    )
+    CheckpointFiles(path).save(unsigned)
     with pytest.raises(contsnap.SnapshotSignatureError, match="unsigned"):
-        contsnap.run(counting, 100, checkpoint=path, key=b"k" * 32, progress=False)
+        contsnap.run(counting, 100, checkpoint=path, progress=False)
     assert path.exists()  # a refused checkpoint is not removed
+    assert contsnap.run(counting, 100, checkpoint=path, allow_unsigned=True, progress=False) == 100
 
 
 # --- the command line --------------------------------------------------------------------
@@ -312,7 +334,8 @@ def test_cli_run_inspect_ls_and_resume(tmp_path: Path) -> None:
     shown = _cli("inspect", "s.ckpt", cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr
     assert "code matches" in shown.stdout and "script.py:" in shown.stdout
-    assert "signed    no" in shown.stdout and "locals " in shown.stdout
+    assert "signed    yes" in shown.stdout and "locals " in shown.stdout
+    assert "kind      job (__main__:main)" in shown.stdout
     listed = _cli("ls", ".", cwd=tmp_path, env=env)
     assert "s.ckpt" in listed.stdout and "main line" in listed.stdout
     script.write_text(SCRIPT.replace("total += i", "total += 2 * i"))

@@ -57,6 +57,12 @@ def test_unserialisable_local_names_variable_type_function_and_line() -> None:
     assert "local variable 'guard'" in message
     assert "_thread.lock" in message
     assert "resource handler" in message
+    # the advice names the type in a way that imports on every version (no _thread.lock
+    # attribute exists on 3.10-3.12)
+    call = "contsnap.register_resource(type(threading.Lock()), save, restore)"
+    assert call in message
+    spelled = call.removeprefix("contsnap.register_resource(").split(",")[0]
+    assert eval(spelled, {"threading": threading}) is type(g.gi_frame.f_locals["guard"])
 
 
 def test_unmarked_delegate_is_named() -> None:

@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import contsnap
-from contsnap import _cache, _decorator, _hook, _info
+from contsnap import _cache, _decorator, _hook, _info, _marking
 from contsnap._info import FunctionInfo
 from contsnap.testing import LOG, check_generator_equivalence, driver_actions
 
@@ -143,13 +143,13 @@ def pkgs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Packages]:
 def transforms(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Qualnames of the functions the libcst transform actually ran for."""
     seen: list[str] = []
-    real = _decorator._transform
+    real = _marking._transform
 
     def counting(fn: types.FunctionType, source: str, first: int) -> Any:
         seen.append(fn.__qualname__)
         return real(fn, source, first)
 
-    monkeypatch.setattr(_decorator, "_transform", counting)
+    monkeypatch.setattr(_marking, "_transform", counting)
     return seen
 
 
@@ -209,7 +209,9 @@ def test_uninstall_and_context_manager_restore_the_import_system(pkgs: Packages)
     # a module transformed while the hook was in place stays transformed
     assert _is_checkpointable(sys.modules[f"{name}.one"].counter)
 
-    with contsnap.install_import_hook(name, mark_all=True) as again:
+    with pytest.warns(RuntimeWarning, match=rf"{name}\.two was imported before the hook"):
+        again = contsnap.install_import_hook(name, mark_all=True)
+    with again:
         assert again.installed and "installed" in repr(again)
         assert _is_checkpointable(_import(f"{name}.three").counter)
     assert sys.meta_path == before
@@ -254,14 +256,14 @@ def test_an_import_while_contsnap_transforms_is_not_hooked(
 ) -> None:
     name = pkgs.make({"mod.py": GENERATORS, "helper.py": GENERATORS})
     seen: list[types.ModuleType] = []
-    real = _decorator._transform
+    real = _marking._transform
 
     def importing(fn: types.FunctionType, source: str, first: int) -> Any:
         if not seen:  # what contsnap would do if its transform imported a matching module
             seen.append(importlib.import_module(f"{name}.helper"))
         return real(fn, source, first)
 
-    monkeypatch.setattr(_decorator, "_transform", importing)
+    monkeypatch.setattr(_marking, "_transform", importing)
     with contsnap.install_import_hook(name, mark_all=True):
         mod = _import(f"{name}.mod")
     assert _is_checkpointable(mod.counter)
@@ -417,7 +419,10 @@ def test_generator_lambdas_behave_as_natively_at_every_suspension(
         plain = importlib.import_module(f"{name}.mod")
         for warm in (False, True):
             del sys.modules[f"{name}.mod"]
-            with contsnap.install_import_hook(name, mark_all=True):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # the package's __init__
+                hook = contsnap.install_import_hook(name, mark_all=True)
+            with hook:
                 hooked = _import(f"{name}.mod")
             # from the cache: made with its transformed code, its info not built yet
             assert _info.is_pending(hooked.counter.__code__) == warm
@@ -903,7 +908,9 @@ def test_round_trip_mode_wraps_functions_built_from_cached_code(
 ) -> None:
     name = pkgs.make({"mod.py": GENERATORS})
     _fresh_import(pkgs, name)
-    monkeypatch.setattr(_decorator, "_ROUNDTRIP", True)
+    monkeypatch.setattr(_marking, "_ROUNDTRIP", True)
+    import contsnap._roundtrip  # noqa: F401 - round-trip mode registers its wrapper
+
     mod = _fresh_import(pkgs, name)
     assert type(mod.counter).__module__ == "contsnap._roundtrip"
     assert _round_trip_counter(mod) == [1, 2]
@@ -1378,7 +1385,7 @@ def test_a_contsnap_failure_under_mark_all_warns_instead_of_breaking_the_import(
     def broken(fn: types.FunctionType, source: str, first: int) -> Any:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(_decorator, "_transform", broken)
+    monkeypatch.setattr(_marking, "_transform", broken)
     name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
     with contsnap.install_import_hook(name, mark_all=True), pytest.warns(RuntimeWarning) as rec:
         mod = importlib.import_module(f"{name}.mod")
@@ -1471,3 +1478,47 @@ def test_merging_constants_keeps_apart_what_python_tells_apart() -> None:
     assert made["a"]()[5] is made["b"]()[5]  # shared
     assert made["a"]()[0] is not made["b"]()[0]  # (1,) == (True,), yet apart
     assert len(marshal.dumps(out)) < len(marshal.dumps(stitched))
+
+
+def test_a_hook_installed_after_its_module_was_imported_warns(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    importlib.import_module(f"{name}.mod")  # imported plainly, before any hook
+    with pytest.warns(RuntimeWarning, match=rf"{name}\.mod were imported before the hook"):
+        hook = contsnap.install_import_hook(name, mark_all=True)
+    hook.uninstall()
+
+
+def test_contsnap_trace_says_why_the_cache_missed(pkgs: Packages) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    child = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(pkgs.root)!r})
+        import contsnap
+        contsnap.install_import_hook({name!r}, mark_all=True)
+        from {name} import mod
+        """
+    )
+    env = dict(
+        os.environ,
+        CONTSNAP_TRACE="1",
+        PYTHONPATH=os.path.dirname(os.path.dirname(contsnap.__file__)),
+    )
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    first = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    assert "contsnap: cache miss" in first.stderr and "no cache file" in first.stderr
+    warm = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120
+    )
+    misses = [line for line in warm.stderr.splitlines() if "cache miss" in line]
+    assert not [line for line in misses if "mod.cpython" in line], warm.stderr  # a hit
+    source = pkgs.root / name / "mod.py"
+    source.write_text(source.read_text() + "\n# edited\n")
+    second = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert second.returncode == 0, second.stderr
+    assert "source (the file changed) differs" in second.stderr, second.stderr

@@ -404,3 +404,38 @@ def test_generated_programs_behave_the_same_in_every_mode(
 def test_check_generator_equivalence_on_a_decorated_function() -> None:
     marked = contsnap.checkpointable(running_total)
     check_generator_equivalence(running_total, marked, (LOG,), [1, Throw(), 2], fill=Send(3))
+
+
+def catches_key_errors(log: TraceLog) -> Generator[object, object, None]:
+    while True:
+        try:
+            yield "waiting"
+        except KeyError as exc:
+            log.append(("caught", exc.args))
+
+
+@needs_core
+def test_throw_takes_an_exception_instance_like_its_type_and_args() -> None:
+    assert Throw(KeyError("k")) == Throw(KeyError, ("k",))
+    marked = contsnap.checkpointable(catches_key_errors)
+    traces = check_generator_equivalence(
+        catches_key_errors, marked, (LOG,), [None, Throw(KeyError("k")), Throw(KeyError("j"))]
+    )
+    assert ("log", ("caught", ("k",))) in traces["roundtrip"]
+    assert ("log", ("caught", ("j",))) in traces["roundtrip"]
+
+
+class NeedsKeyword(Exception):
+    def __init__(self, code: int, *, detail: str = "") -> None:
+        super().__init__(code)
+        self.detail = detail
+
+
+def test_throw_refuses_what_it_cannot_throw_in_every_mode_alike() -> None:
+    with pytest.raises(TypeError, match=r"Throw\(KeyError, \('k',\)\).*got 'KeyError'"):
+        Throw("KeyError")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"args is a tuple.*got 'k'"):
+        Throw(KeyError, "k")  # type: ignore[arg-type]
+    # rebuilt from its type and args it would lose detail: each mode would throw another error
+    with pytest.raises(TypeError, match=r"\{'detail': ''\}, not \{'detail': 'x'\}"):
+        Throw(NeedsKeyword(1, detail="x"))

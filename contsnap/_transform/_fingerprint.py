@@ -20,7 +20,7 @@ def fingerprint(function_source: str) -> str:
 
 
 def fingerprint_of(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
-    """:func:`fingerprint` of the source of ``func``, from a tree already parsed."""
+    """`fingerprint` of the source of ``func``, from a tree already parsed."""
     bare = copy.copy(func)
     bare.decorator_list = []
     return _digest(ast.Module(body=[bare], type_ignores=[]))

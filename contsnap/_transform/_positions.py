@@ -4,12 +4,12 @@ libcst's ``PositionProvider`` computes a range for every node by generating the
 whole module's code once more; on a generator-heavy module it was 40% of the
 transform. The transform asks for statements, except handlers, match cases and
 decorators, and CPython's own parser gives those in a fraction of the time. So
-the statements are read from :mod:`ast` by walking both trees side by side; any
+the statements are read from `ast` by walking both trees side by side; any
 other node, or a tree the walk does not understand, falls back to libcst's
 provider, computed once and only when needed.
 
 The same walk gives where each statement ends, so a statement copied as it is
-can be taken from the source text (:meth:`Positions.statement_text`) instead
+can be taken from the source text (`Positions.statement_text`) instead
 of being generated again by libcst.
 """
 

@@ -1,6 +1,6 @@
 """Rewrite a generator body into its fresh and resume variants in one pass.
 
-For every statement the processor returns an :class:`Out`: the *fresh* code
+For every statement the processor returns an `Out`: the *fresh* code
 (what runs when the generator is called normally), the *resume* code (the same
 statement, able to jump back to a saved yield) and the set of yield labels it
 contains. The rules, in the order a reader meets them:
@@ -550,7 +550,7 @@ class BodyProcessor:
     def inline_statement(
         self, expr: cst.BaseExpression, point: cst.Yield | cst.Await, render: Callable[[str], str]
     ) -> list[Out]:
-        """A statement whose leading suspension stays inside it (see :meth:`leading`)."""
+        """A statement whose leading suspension stays inside it (see `leading`)."""
         pre: list[Out] = []
         fresh_point: cst.CSTNode
         resume_point: cst.CSTNode

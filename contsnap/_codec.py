@@ -1,0 +1,172 @@
+"""The one object <-> bytes path every entry point uses.
+
+``encode``: capture the frames, pickle, describe them in the metadata, seal (sign)
+under a kind and identity. ``decode``: unseal (verify signature, kind and identity
+before anything else), check that the saved code is unchanged, unpickle. Nothing
+here unpickles bytes whose signature did not verify, unless the caller opted in to
+unsigned bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from . import _envelope, _keys
+from ._errors import SnapshotCorruptError
+from ._info import code_changed, live_info
+from ._migrate import find as find_migration
+from ._migrate import old_lines
+from ._resources import Output, collect_outputs
+from ._snapshot import FrameState, from_payload, to_payload
+
+__all__ = ["Decoded", "decode", "encode", "encode_payload", "frames_of", "verify"]
+
+
+@dataclass
+class _Policy:
+    allow_unsigned: bool = False
+
+
+policy = _Policy()
+
+
+def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]:
+    """The delegation chain from ``obj`` down, as the metadata describes it."""
+    frames: list[dict[str, Any]] = []
+    current = obj
+    while id(current) in captured and len(frames) < 64:
+        state = captured[id(current)]
+        info = state.info
+        frames.append(
+            {
+                "qualname": info.qualname,
+                "module": info.module,
+                "file": info.filename,
+                "line": info.line_of(state.label),
+                "state": state.status,
+                "fingerprint": info.fingerprint,
+                "locals": {
+                    name: type(value).__qualname__
+                    for name, value in state.values.items()
+                    if not name.startswith("_cs_")
+                },
+            }
+        )
+        current = state.delegate
+    return frames
+
+
+def encode(
+    obj: Any,
+    *,
+    kind: str,
+    identity: str | None = None,
+    meta: dict[str, Any] | None = None,
+    key: _keys.KeyLike | None = None,
+    sign: bool = True,
+) -> bytes:
+    """Snapshot ``obj`` (and every generator it holds) to signed bytes of ``kind``."""
+    payload, captured, _refs = to_payload(obj)
+    return encode_payload(
+        payload,
+        frames_of(obj, captured),
+        kind=kind,
+        identity=identity,
+        meta=meta,
+        key=key,
+        sign=sign,
+    )
+
+
+def encode_payload(
+    payload: bytes,
+    frames: list[dict[str, Any]],
+    *,
+    kind: str,
+    identity: str | None = None,
+    meta: dict[str, Any] | None = None,
+    key: _keys.KeyLike | None = None,
+    sign: bool = True,
+) -> bytes:
+    """Seal an already pickled payload with its frames' description."""
+    ring = _keys.resolve(key, sign=sign)
+    full = {"created_at": round(time.time(), 3), "frames": frames, **(meta or {})}
+    return _envelope.seal(payload, full, key=ring.signing_key, kind=kind, identity=identity)
+
+
+def verify(
+    data: bytes,
+    *,
+    kinds: Collection[str],
+    identity: str | None = None,
+    key: _keys.KeyLike | None = None,
+    allow_unsigned: bool | None = None,
+) -> tuple[dict[str, Any], bytes]:
+    """Check signature, kind and identity of ``data``: its ``(meta, payload)``; no unpickling."""
+    ring = _keys.resolve(key)
+    if allow_unsigned is None:
+        allow_unsigned = policy.allow_unsigned
+    meta, payload = _envelope.unseal(
+        data, ring=ring, kinds=kinds, identity=identity, allow_unsigned=allow_unsigned
+    )
+    found = meta.get("frames", [])
+    if not isinstance(found, list) or not all(isinstance(f, dict) for f in found):
+        raise SnapshotCorruptError(
+            "snapshot metadata is malformed: 'frames' is not a list of objects; "
+            "restore from an intact copy of the snapshot"
+        )
+    return meta, payload
+
+
+@dataclass
+class Decoded:
+    """What `decode` gives back: the restored object and its (verified) metadata."""
+
+    obj: Any
+    meta: dict[str, Any]
+    #: files the restored state writes to, with their checkpoint sizes (see truncate())
+    outputs: list[Output]
+
+
+def decode(
+    data: bytes,
+    *,
+    kinds: Collection[str],
+    identity: str | None = None,
+    key: _keys.KeyLike | None = None,
+    allow_unsigned: bool | None = None,
+) -> Decoded:
+    """Verify ``data``, check that its code did not change, and rebuild what it holds."""
+    meta, payload = verify(
+        data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+    )
+    frames = meta["frames"]
+    check_code(frames)
+    with old_lines(frames), collect_outputs() as outputs:
+        obj = from_payload(payload)
+    return Decoded(obj, meta, outputs)
+
+
+def check_code(frames: list[Any]) -> None:
+    """Name every function of the saved chain whose code changed (and has no migration)."""
+    changed: list[tuple[Any, str]] = []
+    for frame in frames:
+        if not isinstance(frame, dict):
+            continue
+        module, qualname = frame.get("module"), frame.get("qualname")
+        fingerprint = frame.get("fingerprint")
+        if not (isinstance(module, str) and isinstance(qualname, str)):
+            continue
+        if not isinstance(fingerprint, str):
+            continue
+        live = live_info(module, qualname)
+        if live is None or live.fingerprint == fingerprint:
+            continue
+        unseen = all(live is not seen for seen, _ in changed)
+        if unseen and find_migration(module, qualname, fingerprint) is None:
+            changed.append((live, fingerprint))
+    if changed:
+        raise code_changed(changed)

@@ -1,0 +1,130 @@
+"""PostgresStore: a store in PostgreSQL tables (psycopg 3), every write one transaction.
+
+Writers of one key are serialised by a transaction-scoped advisory lock on the
+key's name; a write under a lease re-reads the lease row inside that
+transaction and goes ahead only ``WHERE token = <its token>`` and the lease is
+live, so a holder that lost its lease cannot commit. Times are the server's
+(``clock_timestamp()``), so the clocks of the clients do not matter.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from contsnap.stores._base import StoreError
+from contsnap.stores._sql import SQLStore
+
+__all__ = ["PostgresStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {p}keys (
+    key TEXT PRIMARY KEY, grp TEXT, version BIGINT NOT NULL, size BIGINT NOT NULL,
+    accessed DOUBLE PRECISION NOT NULL, deadline DOUBLE PRECISION, idle DOUBLE PRECISION,
+    expires DOUBLE PRECISION);
+CREATE INDEX IF NOT EXISTS {p}keys_grp ON {p}keys (grp, accessed);
+CREATE INDEX IF NOT EXISTS {p}keys_accessed ON {p}keys (accessed);
+CREATE INDEX IF NOT EXISTS {p}keys_expires ON {p}keys (expires);
+CREATE TABLE IF NOT EXISTS {p}gens (
+    key TEXT NOT NULL, version BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (key, version));
+CREATE TABLE IF NOT EXISTS {p}totals (shard INTEGER PRIMARY KEY, bytes BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS {p}leases (
+    key TEXT PRIMARY KEY, token BIGINT NOT NULL, owner TEXT NOT NULL, pid BIGINT NOT NULL,
+    host TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)
+"""
+
+_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+
+
+def _now(cur: Any) -> float:
+    """The server's clock, read after any locks were granted."""
+    cur.execute(_NOW)
+    row = cur.fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+class PostgresStore(SQLStore):
+    """A store in a PostgreSQL database, shared by every process that connects to it.
+
+    ``max_bytes`` bounds the bytes of all keys (least recently used keys are
+    evicted), ``max_per_group`` the keys of one ``group=``.
+    ``synchronous_commit=False`` trades the last few commits on a server crash
+    for speed (fine for web pages, not for durable jobs).
+    """
+
+    __module__ = "contsnap.stores"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_bytes: int | None = None,
+        max_per_group: int | None = None,
+        synchronous_commit: bool = True,
+        prefix: str = "contsnap_",
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._setup_bounds(max_bytes, max_per_group)
+        if not prefix.replace("_", "").isalnum():
+            raise StoreError(f"store {url}: prefix={prefix!r} must be letters, digits and _")
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise StoreError(
+                f"store {url}: PostgresStore needs psycopg 3; install it with "
+                "pip install 'contsnap[postgres]'"
+            ) from exc
+        self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        self._lock = threading.RLock()
+        try:
+            self._db = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"store {url}: cannot connect to PostgreSQL ({exc}); check the URL, the "
+                "credentials and that the server is running"
+            ) from exc
+        if not synchronous_commit:
+            self._db.execute("SET synchronous_commit = off")
+        with self._write(["#schema"]) as (cur, _):
+            for statement in _SCHEMA.format(p=prefix).split(";"):
+                cur.execute(statement)
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("{p}", self.prefix).replace("?", "%s")
+
+    @contextmanager
+    def _write(self, locks: Sequence[str]) -> Iterator[tuple[Any, float]]:
+        with self._lock, self._failures(), self._db.transaction(), self._db.cursor() as cur:
+            for name in locks:  # sorted by the caller: no two writers wait on each other
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (self.prefix + name,),
+                )
+            yield cur, _now(cur)
+
+    @contextmanager
+    def _read(self) -> Iterator[tuple[Any, float]]:
+        with self._lock, self._failures(), self._db.cursor() as cur:
+            yield cur, _now(cur)
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise StoreError(
+                f"store {self.url}: PostgreSQL failed ({exc}); check that the server is "
+                "running and reachable"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"

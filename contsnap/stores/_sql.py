@@ -1,0 +1,370 @@
+"""The store logic SQLite and PostgreSQL share: three tables, every write in one transaction.
+
+``<prefix>keys`` holds one row per key (version, group, size, last access,
+expiry), ``<prefix>gens`` the last ``keep`` generations of its bytes,
+``<prefix>leases`` one row per leased key whose ``token`` only ever grows (the
+row outlives a release, so the next acquire gets a bigger token), and
+``<prefix>totals`` the bytes of all keys, spread over a few rows so that
+concurrent writers rarely wait on the same row (the ``max_bytes`` check sums
+those rows instead of scanning every key). A backend
+supplies the connection, the transaction boundaries and the clock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from contsnap.stores._base import (
+    Entry,
+    Lease,
+    StoreBase,
+    StoreError,
+    check_generation,
+    check_key,
+    check_positive,
+    conflict_error,
+    default_owner,
+    fenced_error,
+    held_error,
+)
+
+_LEASE_LOCK = "#lease/"  # a prefix no valid key has: lease locks never collide with data keys
+_TOTAL_SHARDS = 16
+
+
+class SQLStore(StoreBase):
+    """Shared implementation; subclasses define ``_write``, ``_read`` and ``_q`` (placeholders)."""
+
+    prefix: str
+    max_bytes: int | None
+    max_per_group: int | None
+
+    def _setup_bounds(self, max_bytes: int | None, max_per_group: int | None) -> None:
+        check_positive(self.url, "max_bytes", max_bytes, integer=True)
+        check_positive(self.url, "max_per_group", max_per_group, integer=True)
+        self.max_bytes, self.max_per_group = max_bytes, max_per_group
+
+    # --- backend hooks ---------------------------------------------------------------------
+
+    def _write(self, locks: Sequence[str]) -> Any:  # context manager yielding (cursor, now)
+        raise NotImplementedError
+
+    def _read(self) -> Any:
+        raise NotImplementedError
+
+    def _q(self, sql: str) -> str:
+        """The statement with the table prefix filled in and the backend's placeholders."""
+        raise NotImplementedError
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def entry(self, key: str, *, generation: int = 0) -> Entry | None:
+        """The ``generation`` of ``key`` with its version, or ``None`` if missing or expired."""
+        check_key(self.url, key)
+        generation = check_generation(self.url, generation)
+        with self._read() as (cur, now):
+            cur.execute(
+                self._q(
+                    "SELECT g.data, g.version, k.expires FROM {p}keys k JOIN {p}gens g "
+                    "ON g.key = k.key WHERE k.key = ? ORDER BY g.version DESC LIMIT 1 OFFSET ?"
+                ),
+                (key, generation),
+            )
+            row = cur.fetchone()
+        if row is None or _expired(row[2], now):
+            return None
+        return Entry(bytes(row[0]), int(row[1]), generation)
+
+    def version(self, key: str) -> int | None:
+        """The newest version of ``key`` (1 after its first put), or ``None`` if absent."""
+        check_key(self.url, key)
+        with self._read() as (cur, now):
+            cur.execute(self._q("SELECT version, expires FROM {p}keys WHERE key = ?"), (key,))
+            row = cur.fetchone()
+        return None if row is None or _expired(row[1], now) else int(row[0])
+
+    def generations(self, key: str) -> list[int]:
+        """The versions kept for ``key``, newest first (index = generation)."""
+        check_key(self.url, key)
+        with self._read() as (cur, now):
+            cur.execute(
+                self._q(
+                    "SELECT g.version, k.expires FROM {p}keys k JOIN {p}gens g ON g.key = k.key "
+                    "WHERE k.key = ? ORDER BY g.version DESC"
+                ),
+                (key,),
+            )
+            rows = cur.fetchall()
+        return [int(r[0]) for r in rows if not _expired(r[1], now)]
+
+    def keys(self, *, group: str | None = None) -> list[str]:
+        """The live keys, sorted; only those written with ``group=`` if given."""
+        if group is not None:
+            check_key(self.url, group, "group")
+        sql = "SELECT key, expires FROM {p}keys" + ("" if group is None else " WHERE grp = ?")
+        with self._read() as (cur, now):
+            cur.execute(self._q(sql), () if group is None else (group,))
+            rows = cur.fetchall()
+        return sorted(str(r[0]) for r in rows if not _expired(r[1], now))
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        keep: int = 1,
+        expect: int | None = None,
+        lease: Lease | None = None,
+        ttl: float | None = None,
+        idle: float | None = None,
+        group: str | None = None,
+    ) -> int:
+        """Store ``data`` as the newest generation of ``key``; return its new version."""
+        items = self._check_put({key: data}, keep, expect, ttl, idle, group)
+        return self._put_items(items, keep, expect, lease, ttl, idle, group)[key]
+
+    def put_many(
+        self,
+        items: Mapping[str, bytes],
+        *,
+        keep: int = 1,
+        lease: Lease | None = None,
+        ttl: float | None = None,
+        idle: float | None = None,
+        group: str | None = None,
+    ) -> dict[str, int]:
+        """Store several keys in one transaction: all are written, or none."""
+        checked = self._check_put(items, keep, None, ttl, idle, group)
+        return self._put_items(checked, keep, None, lease, ttl, idle, group)
+
+    def _put_items(
+        self,
+        items: dict[str, bytes],
+        keep: int,
+        expect: int | None,
+        lease: Lease | None,
+        ttl: float | None,
+        idle: float | None,
+        group: str | None,
+    ) -> dict[str, int]:
+        versions: dict[str, int] = {}
+        with self._write(self._locks(items, lease)) as (cur, now):
+            if lease is not None:
+                self._check_lease(cur, now, lease)
+            for key, data in items.items():
+                row = self._live_row(cur, now, key)
+                current, old_size = (None, 0) if row is None else row
+                if expect is not None and (current or 0) != expect:
+                    raise conflict_error(self.url, key, expect, current)
+                new = (current or 0) + 1
+                cur.execute(
+                    self._q("INSERT INTO {p}gens (key, version, data) VALUES (?, ?, ?)"),
+                    (key, new, data),
+                )
+                cur.execute(
+                    self._q("DELETE FROM {p}gens WHERE key = ? AND version <= ?"),
+                    (key, new - keep),
+                )
+                cur.execute(
+                    self._q("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM {p}gens WHERE key = ?"),
+                    (key,),
+                )
+                size = int(cur.fetchone()[0])
+                self._add_bytes(cur, size - old_size)
+                deadline = None if ttl is None else now + ttl
+                cur.execute(
+                    self._q(
+                        "INSERT INTO {p}keys (key, grp, version, size, accessed, deadline, idle, "
+                        "expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                        "grp = excluded.grp, version = excluded.version, size = excluded.size, "
+                        "accessed = excluded.accessed, deadline = excluded.deadline, "
+                        "idle = excluded.idle, expires = excluded.expires"
+                    ),
+                    (key, group, new, size, now, deadline, idle, _expiry(now, deadline, idle)),
+                )
+                versions[key] = new
+            self._enforce_bounds(cur, group, set(items))
+        return versions
+
+    def _locks(self, keys: Mapping[str, object] | Sequence[str], lease: Lease | None) -> list[str]:
+        names = list(keys)
+        if lease is not None:
+            names.append(_LEASE_LOCK + lease.key)
+        return sorted(set(names))
+
+    def _live_row(self, cur: Any, now: float, key: str) -> tuple[int, int] | None:
+        """The key's (version, size), dropping it first if it has expired (a put starts afresh)."""
+        cur.execute(self._q("SELECT version, size, expires FROM {p}keys WHERE key = ?"), (key,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        if _expired(row[2], now):
+            self._drop(cur, key)
+            return None
+        return int(row[0]), int(row[1])
+
+    def _drop(self, cur: Any, key: str) -> None:
+        cur.execute(self._q("SELECT size FROM {p}keys WHERE key = ?"), (key,))
+        row = cur.fetchone()  # (no DELETE ... RETURNING: SQLite has it only since 3.35)
+        cur.execute(self._q("DELETE FROM {p}keys WHERE key = ?"), (key,))
+        cur.execute(self._q("DELETE FROM {p}gens WHERE key = ?"), (key,))
+        if row is not None:
+            self._add_bytes(cur, -int(row[0]))
+
+    def _add_bytes(self, cur: Any, delta: int) -> None:
+        if delta:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {p}totals (shard, bytes) VALUES (?, ?) ON CONFLICT (shard) "
+                    "DO UPDATE SET bytes = {p}totals.bytes + excluded.bytes"
+                ),
+                (os.getpid() % _TOTAL_SHARDS, delta),
+            )
+
+    def _enforce_bounds(self, cur: Any, group: str | None, written: set[str]) -> None:
+        """Evict least-recently-used keys (never the ones just written) to honour the bounds."""
+        if self.max_per_group is not None and group is not None:
+            cur.execute(
+                self._q("SELECT key FROM {p}keys WHERE grp = ? ORDER BY accessed DESC, key"),
+                (group,),
+            )
+            in_group = [r[0] for r in cur.fetchall()]
+            keep = [k for k in in_group if k in written]
+            keep += [k for k in in_group if k not in written]
+            for key in keep[self.max_per_group :]:
+                self._drop(cur, key)
+        if self.max_bytes is None:
+            return
+        cur.execute(self._q("SELECT COALESCE(SUM(bytes), 0) FROM {p}totals"))
+        total = int(cur.fetchone()[0])
+        while total > self.max_bytes:
+            # a batch of the least recently used keys; it holds some not written now, if any exist
+            cur.execute(
+                self._q("SELECT key, size FROM {p}keys ORDER BY accessed, key LIMIT ?"),
+                (len(written) + 32,),
+            )
+            victims = [(k, int(size)) for k, size in cur.fetchall() if k not in written]
+            if not victims:
+                raise StoreError(
+                    f"store {self.url}: writing {sorted(written)} needs {total} bytes, more "
+                    f"than max_bytes={self.max_bytes} even after evicting every other key; "
+                    "raise max_bytes or keep fewer generations"
+                )
+            for key, size in victims:
+                if total <= self.max_bytes:
+                    break
+                self._drop(cur, key)
+                total -= size
+
+    def delete(self, key: str, *, lease: Lease | None = None) -> bool:
+        """Remove ``key`` and all its generations; return whether it existed."""
+        check_key(self.url, key)
+        with self._write(self._locks([key], lease)) as (cur, now):
+            if lease is not None:
+                self._check_lease(cur, now, lease)
+            existed = self._live_row(cur, now, key) is not None
+            self._drop(cur, key)
+        return existed
+
+    def touch(self, key: str) -> bool:
+        """Mark ``key`` used now: last in the LRU order, its idle timer restarted."""
+        check_key(self.url, key)
+        with self._write([key]) as (cur, now):
+            cur.execute(
+                self._q("SELECT deadline, idle, expires FROM {p}keys WHERE key = ?"), (key,)
+            )
+            row = cur.fetchone()
+            if row is None or _expired(row[2], now):
+                return False
+            cur.execute(
+                self._q("UPDATE {p}keys SET accessed = ?, expires = ? WHERE key = ?"),
+                (now, _expiry(now, row[0], row[1]), key),
+            )
+        return True
+
+    def sweep(self) -> int:
+        """Remove every expired key; return how many."""
+        with self._write([]) as (cur, now):
+            cur.execute(
+                self._q("SELECT key FROM {p}keys WHERE expires IS NOT NULL AND expires <= ?"),
+                (now,),
+            )
+            expired = [r[0] for r in cur.fetchall()]
+            for key in expired:
+                self._drop(cur, key)
+        return len(expired)
+
+    # --- leases ----------------------------------------------------------------------------
+
+    def _acquire(self, key: str, ttl: float, owner: str | None) -> Lease:
+        """One try at the lease (see `StoreBase.acquire`)."""
+        check_key(self.url, key)
+        check_positive(self.url, "ttl", ttl)
+        name, pid, host = default_owner()
+        owner = name if owner is None else owner
+        with self._write([_LEASE_LOCK + key]) as (cur, now):
+            cur.execute(
+                self._q("SELECT token, owner, pid, host, expires FROM {p}leases WHERE key = ?"),
+                (key,),
+            )
+            row = cur.fetchone()
+            if row is not None and row[4] > now:
+                raise held_error(self.url, key, row[1], row[2], row[3], row[4] - now)
+            token = (0 if row is None else int(row[0])) + 1
+            cur.execute(
+                self._q(
+                    "INSERT INTO {p}leases (key, token, owner, pid, host, expires) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                    "token = excluded.token, owner = excluded.owner, pid = excluded.pid, "
+                    "host = excluded.host, expires = excluded.expires"
+                ),
+                (key, token, owner, pid, host, now + ttl),
+            )
+        return Lease(key, token, owner, pid, host, now + ttl, ttl)
+
+    def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
+        """Extend a live lease by ``ttl`` (default: its own); `FencedError` if lost."""
+        ttl = lease.ttl if ttl is None else ttl
+        check_positive(self.url, "ttl", ttl)
+        with self._write([_LEASE_LOCK + lease.key]) as (cur, now):
+            self._check_lease(cur, now, lease)
+            cur.execute(
+                self._q("UPDATE {p}leases SET expires = ? WHERE key = ?"), (now + ttl, lease.key)
+            )
+        return Lease(lease.key, lease.token, lease.owner, lease.pid, lease.host, now + ttl, ttl)
+
+    def release(self, lease: Lease) -> bool:
+        """Give the lease up; ``False`` if it was no longer live (released, expired or taken)."""
+        with self._write([_LEASE_LOCK + lease.key]) as (cur, now):
+            cur.execute(
+                self._q(
+                    "UPDATE {p}leases SET expires = 0 WHERE key = ? AND token = ? AND expires > ?"
+                ),
+                (lease.key, lease.token, now),
+            )
+            return bool(cur.rowcount)
+
+    def _check_lease(self, cur: Any, now: float, lease: Lease) -> None:
+        cur.execute(self._q("SELECT token, expires FROM {p}leases WHERE key = ?"), (lease.key,))
+        row = cur.fetchone()
+        if row is None or int(row[0]) != lease.token or row[1] <= now:
+            raise fenced_error(
+                self.url,
+                lease,
+                None if row is None else int(row[0]),
+                row is not None and row[1] > now,
+            )
+
+
+def _expired(expires: float | None, now: float) -> bool:
+    return expires is not None and expires <= now
+
+
+def _expiry(now: float, deadline: float | None, idle: float | None) -> float | None:
+    """When a key expires: its absolute deadline or ``idle`` after its last use, whichever first."""
+    candidates = [t for t in (deadline, None if idle is None else now + idle) if t is not None]
+    return min(candidates) if candidates else None
