@@ -274,6 +274,12 @@ class ANext:
         return (ANext, (self.iterator, self.in_flight()))
 
     def __contsnap_resume__(self) -> Any:
+        # calls no Python code for an async generator's step: resuming the innermost
+        # level of a chain as deep as the recursion limit allows takes no extra frame
+        if self.pending is None or type(self.iterator) is types.AsyncGeneratorType:
+            again = object.__new__(ANext)
+            again.iterator, again.pending = self.iterator, None
+            return again
         pending = self.in_flight()
         return ANext(self.iterator) if pending is None else pending
 
@@ -333,8 +339,21 @@ def aexit(manager: Any, exc: BaseException | None) -> Any:
     return _awaitable(_exit(manager, "__aexit__", exc), "__aexit__")
 
 
-#: Restored coroutines not yet started: a resumed ``await`` starts them itself.
-UNSTARTED: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Restored coroutines not yet started, by id (held weakly): a resumed ``await`` starts
+#: them itself. A plain dict, which :func:`resume_awaitable` reads without running any
+#: Python code: the innermost level of a resumed chain is then no deeper than a native
+#: one, so a chain as deep as the recursion limit allows resumes too.
+UNSTARTED: dict[int, weakref.ref[Any]] = {}
+
+
+def add_unstarted(coroutine: Any) -> None:
+    key = id(coroutine)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        if UNSTARTED.get(key) is ref:
+            del UNSTARTED[key]
+
+    UNSTARTED[key] = weakref.ref(coroutine, forget)
 
 
 def resume_awaitable(awaitable: Any) -> Any:
@@ -347,8 +366,9 @@ def resume_awaitable(awaitable: Any) -> Any:
     ``checkpoint()``, the rest of the time for ``sleep()``, a new ``get()``
     for a queue.
     """
-    if awaitable in UNSTARTED:
-        UNSTARTED.discard(awaitable)
+    entry = UNSTARTED.get(id(awaitable))
+    if entry is not None and entry() is awaitable:
+        del UNSTARTED[id(awaitable)]
         return awaitable
     if type(awaitable) is types.GeneratorType and awaitable.gi_code.co_flags & ITERABLE_COROUTINE:
         # a restored ``@types.coroutine`` generator, primed at its yield: awaiting

@@ -1088,12 +1088,12 @@ def test_cached_infos_decode_alike_by_position_and_by_name(
     _fresh_import(pkgs, name)
     mod = _fresh_import(pkgs, name)
     record = _hook.hooked_module(mod.__file__)
-    assert record is not None and _cache._POSITIONAL
+    assert record is not None and _info._POSITIONAL
     fn = mod.counter
     stored = record.entry.functions[(fn.__qualname__, fn.__code__.co_firstlineno, "counter")]
     details = record.entry.details_of  # any callable: it is stored, not called
     fast = _cache.decode_info(stored, fn, details)  # type: ignore[arg-type]
-    monkeypatch.setattr(_cache, "_POSITIONAL", False)
+    monkeypatch.setattr(_info, "_POSITIONAL", False)
     named = _cache.decode_info(stored, fn, details)  # type: ignore[arg-type]
     assert isinstance(fast, FunctionInfo) and isinstance(named, FunctionInfo)
     assert vars(fast) == vars(named)
