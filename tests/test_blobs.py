@@ -79,6 +79,8 @@ EXTENSION_CODES = {
     246: ("contsnap._info", "_info_by_value"),
     247: ("contsnap._snapshot", "rebuild_exception"),
     248: ("contsnap._snapshot", "set_exception_state"),
+    249: ("contsnap._snapshot", "_chain_parts"),
+    250: ("contsnap._snapshot", "set_chain_state"),
 }
 
 
