@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import html
 import inspect
+import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from ._forms import CSRF_FIELD, RESUMED, Answer, Ask
 __all__ = ["App", "Request", "Response", "current_app"]
 
 _MODULE = "contsnap.web"
+_log = logging.getLogger("contsnap.web")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{32}\.[A-Za-z0-9_\-=]{16}")
 _MAX_BODY = 1 << 20
 
@@ -295,7 +297,8 @@ class App:
                 409,
                 set_cookie,
             )
-        except (SnapshotKindError, CheckpointError):
+        except (SnapshotKindError, CheckpointError) as exc:
+            _log.warning("refused the stored page of %s: %s", conv.identity, exc)
             return Response(
                 _page(
                     "Bad page", "This page's saved state is damaged or not ours.", root, conv.path

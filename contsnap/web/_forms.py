@@ -87,15 +87,11 @@ class Ask:
 class _AwaitAnswer:
     """What a restored ``await ask(...)`` waits on: the answer the driver sends next."""
 
-    __module__ = _MODULE
-
     def __await__(self) -> Any:
         return (yield RESUMED)
 
 
 class _Resumed:
-    __module__ = _MODULE
-
     def __repr__(self) -> str:
         return "<restored web.ask>"
 
@@ -247,8 +243,6 @@ def choose(prompt: str, *options: str) -> Form:
 
 @dataclass(eq=False)
 class _Choice(Form):
-    __module__ = _MODULE
-
     def answer(self, submitted: Answer) -> tuple[Any, dict[str, str]]:
         values, errors = super().answer(submitted)
         return (values["button"] if values else None), errors

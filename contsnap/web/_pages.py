@@ -53,7 +53,6 @@ class Page:
     handler: Any
     ask: Any
     final: str | None = None
-    __module__ = "contsnap.web"
 
 
 class PageStore:
