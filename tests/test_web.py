@@ -315,6 +315,32 @@ def test_code_changed_between_two_pages_says_the_application_was_updated(
         assert "The application was updated" in submit(browser, page2, {"n": "2"}).text
 
 
+MIGRATION = """
+
+import contsnap
+
+
+@contsnap.migration("changing_app:changing")
+def same_places(old):
+    # the new code pauses on the same lines with the same variables
+    return contsnap.Resume(line=old.line, locals=old.locals)
+"""
+
+
+def test_code_changed_with_a_migration_registered_continues(
+    server: WebServer, tmp_path: Path
+) -> None:
+    module = tmp_path / "mods" / "changing_app.py"
+    module.parent.mkdir()
+    module.write_text(CHANGING.replace("{SIGN}", "old "))
+    server.restart(WEB_TEST_MODULE="changing_app", WEB_TEST_PYTHONPATH=str(module.parent))
+    with client(server) as browser:
+        page2 = submit(browser, browser.get("/changing"), {"n": "1"})
+        module.write_text(CHANGING.replace("{SIGN}", "migrated ") + MIGRATION)
+        server.restart()
+        assert submit(browser, browser.get(page2.url), {"n": "2"}).text == "<p>migrated 1 2</p>"
+
+
 def test_key_rotation_keeps_open_conversations(sqlite_url: str) -> None:
     server = WebServer(sqlite_url)
     try:

@@ -286,7 +286,8 @@ class App:
             )
         try:
             page = self.pages.decode(conv.identity, data)
-        except CodeChangedError:
+        except CodeChangedError as exc:
+            _log.warning("the stored page of %s is from older code: %s", conv.identity, exc)
             return Response(
                 _page(
                     "Application updated",
