@@ -27,7 +27,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +44,10 @@ def counter(request: web.Request):  # type: ignore[no-untyped-def]
     seen: list[int] = []
     for step in range(PAGES):
         answer = yield web.ask(
-            lambda k: f'<form method="post" action="{k}"><p>step {step}: {seen}</p>'  # noqa: B023
-            '<input name="n"><button>Next</button></form>'
+            lambda k: (
+                f'<form method="post" action="{k}"><p>step {step}: {seen}</p>'  # noqa: B023
+                '<input name="n"><button>Next</button></form>'
+            )
         )
         seen.append(int(answer["n"]))
     return f"<p>total {sum(seen)}</p>"
@@ -76,7 +77,7 @@ def _csrf(body: str) -> str:
 
 def overhead(steps: int) -> None:
     directory = tempfile.mkdtemp()
-    app = web.App("bench", store=f"sqlite:///{directory}/pages.db", per_session=10_000)
+    app = web.App("bench", store=f"sqlite:///{directory}/pages.db")  # 50 pages per session
     app.conversation("/count")(counter)
     cookie = ""
     post_times: list[float] = []
@@ -117,7 +118,7 @@ def overhead(steps: int) -> None:
     print(f"per request, {steps} steps, SQLite, HTTP excluded (median):")
     print(f"  without continuations (state in hidden fields): {ms(plain_times)}")
     print(f"  POST (restore, send, snapshot, sign, store):    {ms(post_times)}")
-    print(f"  GET  (load, verify, restore, render):           {ms(get_times)}")
+    print(f"  GET  (load, verify, show the saved HTML):       {ms(get_times)}")
     over_post = (statistics.median(post_times) - floor) * 1e3
     over_get = (statistics.median(get_times) - floor) * 1e3
     print(f"  continuation overhead: POST +{over_post:.3f} ms, GET +{over_get:.3f} ms")
@@ -163,8 +164,9 @@ def load(conversations: int, pages: int, workers: int) -> None:
             list(pool.map(one, range(conversations)))
         elapsed = time.perf_counter() - started
         store = open_store(redis.url)
-        keys = len(store.keys())
-        size = sum(len(store.get(key) or b"") for key in store.keys())
+        names = store.keys()
+        keys = len(names)
+        size = sum(len(store.get(name) or b"") for name in names)
         store.close()
     finally:
         first.stop()

@@ -284,7 +284,12 @@ class App:
                 410,
                 set_cookie,
             )
+        k = f"{root}{conv.path.rstrip('/')}/-/{token}"
         try:
+            if request.method in ("GET", "HEAD"):
+                shown = self.pages.html(conv.identity, data, root)
+                if shown is not None:
+                    return Response(shown, 200, set_cookie)
             page = self.pages.decode(conv.identity, data)
         except CodeChangedError as exc:
             _log.warning("the stored page of %s is from older code: %s", conv.identity, exc)
@@ -307,9 +312,8 @@ class App:
                 400,
                 set_cookie,
             )
-        k = f"{root}{conv.path.rstrip('/')}/-/{token}"
         csrf = self.pages.csrf(session, token)
-        if request.method in ("GET", "HEAD"):
+        if request.method in ("GET", "HEAD"):  # saved for another mount path: render it here
             _detach(page.handler)
             if page.final is not None:
                 return Response(page.final, 200, set_cookie)
@@ -352,17 +356,24 @@ class App:
         value: Any,
         steps: list[Any] | None,
     ) -> Response:
+        base = f"{request.root}{conv.path.rstrip('/')}/-/"
+
         def resume(asked: Any, returned: Any) -> Response:
             if asked is None:
                 page = _pages.Page(None, None, _final(returned, conv))
             else:
                 page = _pages.Page(handler, asked)
+
+            def render(token: str) -> str:
+                if page.final is not None:
+                    return page.final
+                return str(asked.render(base + token, self.pages.csrf(session, token)))
+
             try:
-                token = self.pages.save(conv.identity, session, page)
+                token = self.pages.save(conv.identity, session, page, render, request.root)
             finally:
                 _detach(handler)
-            location = f"{request.root}{conv.path.rstrip('/')}/-/{token}"
-            return Response("", 303, [("location", location), *set_cookie])
+            return Response("", 303, [("location", base + token), *set_cookie])
 
         if steps is not None:  # an async handler: handle_async drives it on the loop
             steps.append((handler, value, resume, started))

@@ -18,6 +18,7 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +32,7 @@ _ID_BYTES = 24
 _ID_CHARS = 32  # len(token_urlsafe(24))
 _TAG_CHARS = 16
 KIND = "web-page"
+HTML_META = "web_html"
 
 
 def new_session() -> str:
@@ -143,10 +145,18 @@ class PageStore:
 
     # --- pages -----------------------------------------------------------------------------
 
-    def save(self, identity: str, session: str, page: Page) -> str:
-        """Snapshot ``page`` (signed, bound to ``identity``) under a fresh id; the id."""
+    def save(
+        self, identity: str, session: str, page: Page, render: Callable[[str], str], root: str
+    ) -> str:
+        """Snapshot ``page`` (signed, bound to ``identity``) under a fresh id; the id.
+
+        ``render(id)`` is the page's HTML (for the app mounted at ``root``), saved in
+        the signed metadata too, so that showing the page again (a GET, a reload)
+        verifies it but unpickles nothing.
+        """
         token = self.new_id(identity, session)
-        data = _codec.encode(page, kind=KIND, identity=identity, key=self.key)
+        meta = {HTML_META: [root, render(token)]}
+        data = _codec.encode(page, kind=KIND, identity=identity, key=self.key, meta=meta)
         self.store.put(
             token.partition(".")[0],
             data,
@@ -155,6 +165,18 @@ class PageStore:
             group=_group(session),
         )
         return token
+
+    def html(self, identity: str, data: bytes, root: str) -> str | None:
+        """The saved HTML of a page, if saved for mount ``root``: verified, nothing unpickled.
+
+        Signature, kind, identity and the saved code are checked as a restore would.
+        """
+        meta, _payload = _codec.verify(data, kinds=(KIND,), identity=identity, key=self.key)
+        _codec.check_code(meta["frames"])
+        saved = meta.get(HTML_META)
+        if isinstance(saved, list) and len(saved) == 2 and saved[0] == root:
+            return saved[1] if isinstance(saved[1], str) else None
+        return None
 
     def load_bytes(self, page_id: str) -> bytes | None:
         """The stored bytes of a page (None: expired or evicted); restarts its idle timer."""
