@@ -356,6 +356,58 @@ def test_key_rotation_keeps_open_conversations(sqlite_url: str) -> None:
         server.stop()
 
 
+# --- in-process (WSGI): the sweeper and the global bound ----------------------------------
+
+
+def _wsgi_client(app: Any) -> Any:
+    transport = httpx.WSGITransport(app=app.wsgi)
+    return httpx.Client(transport=transport, base_url="http://t", follow_redirects=True)
+
+
+def test_sweeper_deletes_expired_pages_and_the_store_stays_within_max_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web_sum
+
+    from contsnap import web
+
+    monkeypatch.setenv("CONTSNAP_KEY", KEY)
+    app = web.App("swept", store=f"sqlite:///{tmp_path}/p.db", idle=0.3, sweep_every=0.0)
+    app.conversation("/sum")(web_sum.add_three)
+    with _wsgi_client(app) as browser:
+        submit(browser, browser.get("/sum"), {"n": "1"})
+    assert len(app.store.keys()) == 2
+    time.sleep(0.5)
+    assert app.sweep() == 2 and app.store.keys() == []
+
+    small = web.App("small", store=f"sqlite:///{tmp_path}/s.db", max_bytes=20_000)
+    small.conversation("/sum")(web_sum.add_three)
+    browsers = [_wsgi_client(small) for _ in range(20)]  # 20 sessions, 2 pages each
+    pages = [submit(b, b.get("/sum"), {"n": "1"}) for b in browsers]
+    names = small.store.keys()
+    sizes = [len(small.store.get(name) or b"") for name in names]
+    assert sum(sizes) <= 20_000 and len(sizes) < 40
+    assert browsers[0].get(pages[0].url).status_code == 410  # the oldest went first
+    assert "so far 1" in browsers[-1].get(pages[-1].url).text
+    for b in browsers:
+        b.close()
+
+
+# --- the public surface ------------------------------------------------------------------
+
+
+def test_public_names_report_contsnap_web_and_errors_are_checkpoint_errors() -> None:
+    from contsnap import web
+
+    for name in web.__all__:
+        assert getattr(web, name).__module__ == "contsnap.web", name
+    assert issubclass(web.WebError, contsnap.CheckpointError)
+    with pytest.raises(web.WebError, match="neither a generator function"):
+        web.App("x").conversation("/plain")(lambda request: "<p>no pages</p>")
+    with pytest.raises(web.WebError, match="a path starts with '/'"):
+        web.App("x").conversation("no-slash")
+
+
 # --- WSGI, and the mounts in Flask and Starlette --------------------------------------------
 
 

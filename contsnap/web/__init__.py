@@ -29,3 +29,7 @@ __all__ = [
     "form",
     "once",
 ]
+
+for _function in (ask, choose, field, form, once):
+    _function.__module__ = __name__
+del _function
