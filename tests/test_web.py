@@ -393,6 +393,30 @@ def test_sweeper_deletes_expired_pages_and_the_store_stays_within_max_bytes(
         b.close()
 
 
+def test_pages_never_store_the_browsers_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web_sum
+
+    from contsnap import web
+
+    monkeypatch.setenv("CONTSNAP_KEY", KEY)
+    app = web.App("creds", store=f"sqlite:///{tmp_path}/p.db")
+    app.conversation("/sum")(web_sum.add_three)
+    with _wsgi_client(app) as browser:
+        page = browser.get("/sum", headers={"Authorization": "Bearer s3cret-token"})
+        submit(browser, page, {"n": "1"})
+        session = browser.cookies["contsnap_session"]
+    stored = b""
+    for name in app.store.keys():  # noqa: SIM118 - a store, not a dict
+        meta, payload = _codec.verify(
+            app.store.get(name) or b"", kinds=("web-page",), identity="creds:/sum", key=KEY
+        )
+        stored += payload + repr(meta).encode()
+    assert b"s3cret-token" not in stored and session.encode() not in stored
+    assert b"/sum" in stored  # the pages are read in the clear: the check above means something
+
+
 # --- the public surface ------------------------------------------------------------------
 
 

@@ -35,14 +35,15 @@ __all__ = ["App", "Request", "Response", "current_app"]
 _MODULE = "contsnap.web"
 _log = logging.getLogger("contsnap.web")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{32}\.[A-Za-z0-9_\-=]{16}")
-_MAX_BODY = 1 << 20
+# saved with every page, so never the browser's credentials
+_SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
 
 
 @dataclass
 class Request:
     """What a handler is called with: the request that started the conversation.
 
-    It is saved with every page, so it carries no cookies and no session id.
+    It is saved with every page, so it carries no cookies, credentials or session id.
     ``conversation`` is a random id of this conversation (shared by its forks).
     """
 
@@ -246,7 +247,7 @@ class App:
                 request.method,
                 request.path,
                 dict(parse_qsl(request.query)),
-                {k: v for k, v in request.headers.items() if k != "cookie"},
+                {k: v for k, v in request.headers.items() if k not in _SECRET_HEADERS},
                 secrets.token_urlsafe(12),
             )
             handler = conv.func(started)
