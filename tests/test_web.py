@@ -283,6 +283,44 @@ def test_two_processes_share_a_redis_store_with_requests_alternating(
         second.stop()
 
 
+def test_load_two_processes_many_conversations_none_lost_or_mixed(redis_server: Any) -> None:
+    """Bounded: 60 conversations x 10 pages, 6 at a time, alternating between processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    servers_ = [WebServer(redis_server.url, WEB_TEST_PER_SESSION="5") for _ in range(2)]
+    prefix = "/many/-/"
+
+    def conversation(number: int) -> list[str]:
+        hosts = [s.url for s in servers_]
+        with httpx.Client(timeout=30) as browser:
+            page = browser.get(hosts[number % 2] + "/many", follow_redirects=True)
+            seen: list[list[str]] = []
+            pages = [str(page.url).split(prefix)[1].split(".")[0]]
+            for step in range(10):
+                csrf = re.search(r'name="_csrf" value="([^"]+)"', page.text)
+                assert csrf, page.text
+                data = {"v": f"c{number}s{step}", "_csrf": csrf.group(1)}
+                path = prefix + str(page.url).split(prefix)[1]
+                answered = browser.post(hosts[(number + step + 1) % 2] + path, data=data)
+                page = browser.get(hosts[(number + step) % 2] + answered.headers["location"])
+                seen.append([f"c{number}s{step}"])
+                assert f"step {step + 1} seen {seen}" in page.text, (number, step, page.text)
+                pages.append(str(page.url).split(prefix)[1].split(".")[0])
+            return pages
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            made = list(pool.map(conversation, range(60)))
+        store = open_store(redis_server.url)
+        live = set(store.keys())
+        store.close()
+        for pages in made:  # each session keeps its 5 most recent pages, no more
+            assert set(pages[-5:]) <= live and not set(pages[:-5]) & live
+    finally:
+        for server in servers_:
+            server.stop()
+
+
 CHANGING = """
 from contsnap import web
 
