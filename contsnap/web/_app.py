@@ -88,6 +88,16 @@ class _Conversation:
     is_async: bool
 
 
+@dataclass
+class _Pending:
+    """An async handler to drive to its next ask, and what saves the page it reaches."""
+
+    handler: Any
+    value: Any
+    started: Request | None
+    resume: Callable[[Any, Any], Response]
+
+
 _current: contextvars.ContextVar[tuple[App, Request] | None] = contextvars.ContextVar(
     "contsnap_web_current", default=None
 )
@@ -198,41 +208,34 @@ class App:
         return conv, (token if sep else None)
 
     def handle(self, request: Incoming) -> Response:
-        """Answer one request to a conversation whose handler is a generator function."""
+        """Answer one request (an async handler is driven on a loop of its own)."""
         conv, token = self._route(request.path)
         if conv is not None and conv.is_async:
             return asyncio.run(self.handle_async(request))
-        return self._respond(request, conv, token, None)
+        outcome = self._respond(request, conv, token)
+        assert isinstance(outcome, Response)
+        return outcome
 
     async def handle_async(self, request: Incoming) -> Response:
-        """Answer one request; an async handler is driven on the running loop."""
+        """Answer one request; store work runs in a thread, an async handler on this loop."""
         conv, token = self._route(request.path)
-        if conv is None or not conv.is_async:
-            loop = asyncio.get_running_loop()
-            answered: Response = await loop.run_in_executor(
-                None, self._respond, request, conv, token, None
-            )
-            return answered
-        steps: list[Any] = []
-        response = self._respond(request, conv, token, steps)
-        if not steps:
-            return response
-        handler, value, started = steps[0][:1] + steps[0][1:2] + steps[0][3:]
-        resume: Callable[[Any, Any], Response] = steps[0][2]
-        reset = _current.set((self, started) if started is not None else None)
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(None, self._respond, request, conv, token)
+        if isinstance(outcome, Response):
+            return outcome
+        reset = _current.set((self, outcome.started) if outcome.started is not None else None)
         try:
-            asked, returned = await _drive(handler, value)
+            asked, returned = await _drive(outcome.handler, outcome.value)
         finally:
             _current.reset(reset)
-        return resume(asked, returned)
+        return await loop.run_in_executor(None, outcome.resume, asked, returned)
 
     def _respond(
         self,
         request: Incoming,
         conv: _Conversation | None,
         token: str | None,
-        steps: list[Any] | None,
-    ) -> Response:
+    ) -> Response | _Pending:
         root = request.root
         if conv is None:
             return Response(_page("Not found", "There is no page here.", root, None), 404)
@@ -251,8 +254,8 @@ class App:
                 secrets.token_urlsafe(12),
             )
             handler = conv.func(started)
-            return self._step(request, conv, session, set_cookie, started, handler, None, steps)
-        return self._continue(request, conv, session, set_cookie, token, steps)
+            return self._step(request, conv, session, set_cookie, started, handler, None)
+        return self._continue(request, conv, session, set_cookie, token)
 
     def _continue(
         self,
@@ -261,8 +264,7 @@ class App:
         session: str,
         set_cookie: list[tuple[str, str]],
         token: str,
-        steps: list[Any] | None,
-    ) -> Response:
+    ) -> Response | _Pending:
         root = request.root
         page_id = (
             self.pages.check_id(conv.identity, session, token) if _TOKEN.fullmatch(token) else None
@@ -344,7 +346,7 @@ class App:
         if conv.is_async and page.handler.send(None) is not RESUMED:
             _detach(page.handler)
             raise WebError(f"the restored page of {conv.identity} did not stop at its web.ask")
-        return self._step(request, conv, session, set_cookie, started, page.handler, value, steps)
+        return self._step(request, conv, session, set_cookie, started, page.handler, value)
 
     def _step(
         self,
@@ -355,8 +357,7 @@ class App:
         started: Request | None,
         handler: Any,
         value: Any,
-        steps: list[Any] | None,
-    ) -> Response:
+    ) -> Response | _Pending:
         base = f"{request.root}{conv.path.rstrip('/')}/-/"
 
         def resume(asked: Any, returned: Any) -> Response:
@@ -376,9 +377,8 @@ class App:
                 _detach(handler)
             return Response("", 303, [("location", base + token), *set_cookie])
 
-        if steps is not None:  # an async handler: handle_async drives it on the loop
-            steps.append((handler, value, resume, started))
-            return Response("", 500)
+        if conv.is_async:  # handle_async drives it on its loop, then calls resume
+            return _Pending(handler, value, started, resume)
         reset = _current.set((self, started) if started is not None else None)
         try:
             asked = handler.send(value)
