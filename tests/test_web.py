@@ -431,6 +431,25 @@ def test_sweeper_deletes_expired_pages_and_the_store_stays_within_max_bytes(
         b.close()
 
 
+def test_absolute_ttl_expires_a_page_however_often_it_is_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web_sum
+
+    from contsnap import web
+
+    monkeypatch.setenv("CONTSNAP_KEY", KEY)
+    app = web.App("ttl", store=f"sqlite:///{tmp_path}/p.db", idle=60, ttl=0.8)
+    app.conversation("/sum")(web_sum.add_three)
+    with _wsgi_client(app) as browser:
+        page = browser.get("/sum")
+        for _ in range(3):
+            time.sleep(0.2)
+            assert browser.get(page.url).status_code == 200  # in use: the idle timer restarts
+        time.sleep(0.4)
+        assert browser.get(page.url).status_code == 410  # 8 h (here 0.8 s) after it was made
+
+
 def test_pages_never_store_the_browsers_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
