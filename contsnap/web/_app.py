@@ -57,7 +57,7 @@ class Request:
 
 @dataclass
 class Response:
-    """An HTTP response; a handler may ``return`` one instead of final HTML."""
+    """An HTTP response; a handler may ``return`` one (its body becomes the final page)."""
 
     body: str | bytes = ""
     status: int = 200
