@@ -43,7 +43,8 @@ class WebServer:
             )
         servers._wait_for_port(self.port, self.process, self.log, "uvicorn")
 
-    def stop(self) -> None:
+    def stop(self, *, keep_log: bool = False) -> None:
+        """Stop the server; its log file goes too unless ``keep_log`` (a restart)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -52,9 +53,11 @@ class WebServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if not keep_log:
+            self.log.unlink(missing_ok=True)
 
     def restart(self, **env: str) -> None:
-        self.stop()
+        self.stop(keep_log=True)
         self.env.update(env)
         time.sleep(0.05)
         self.start()
