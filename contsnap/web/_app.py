@@ -23,7 +23,8 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
-import contsnap
+from contsnap._api import detach
+from contsnap._decorator import checkpointable
 from contsnap._errors import CheckpointError, CodeChangedError, SnapshotKindError
 
 from . import _pages
@@ -189,7 +190,7 @@ class App:
                     "generator function (with 'yield web.ask(...)') nor an async function (with "
                     "'await web.ask(...)'); make it one"
                 )
-            marked = func if hasattr(func, "__contsnap_info__") else contsnap.checkpointable(func)
+            marked = func if hasattr(func, "__contsnap_info__") else checkpointable(func)
             key = path.rstrip("/") or "/"
             self.conversations[key] = _Conversation(key, marked, f"{self.name}:{key}", is_async)
             return marked
@@ -449,7 +450,7 @@ def _detach(handler: Any) -> None:
     if handler is None:
         return
     try:
-        contsnap.detach(handler)
+        detach(handler)
     except CheckpointError:
         pass
 
