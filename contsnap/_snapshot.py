@@ -158,6 +158,24 @@ def _unmarked(gen: Any) -> NotCheckpointableError:
     )
 
 
+def read_locals(frame: types.FrameType) -> dict[str, Any]:
+    """The frame's locals, leaving no trace on the frame.
+
+    Before 3.13, ``frame.f_locals`` fills a dict cached on the frame, which
+    then keeps every local of that moment alive: a local the generator drops
+    after the snapshot would be finalised late (``__del__``, weakref callbacks
+    and ``finally`` of held generators in another order than in a run never
+    snapshotted). The cache is emptied again; CPython refills it from the
+    frame before anything reads it (``frame.f_locals``, ``locals()``, a trace
+    function), so nothing is written back.
+    """
+    cached = frame.f_locals
+    local = dict(cached)
+    if sys.version_info < (3, 13):
+        cached.clear()
+    return local
+
+
 def capture(gen: Any) -> FrameState:
     """Read the state of a checkpointable generator without changing it."""
     info = info_of(gen)
@@ -178,7 +196,7 @@ def capture(gen: Any) -> FrameState:
             renamed = names if names != (info.name, info.qualname) else None
             return FrameState(info, SUSPENDED, box.label, dict(box.values), box.cells, renamed)
         return _capture_created(gen, info, frame)
-    local = dict(frame.f_locals)
+    local = read_locals(frame)
     line = frame.f_lineno
     label = info.label_of_line.get(line) or local.get("_cs_label", 0)
     if label not in info.labels or info.labels[label].line != line:
@@ -226,7 +244,7 @@ def capture(gen: Any) -> FrameState:
 
 
 def _capture_created(gen: Any, info: FunctionInfo, frame: types.FrameType) -> FrameState:
-    local = dict(frame.f_locals)
+    local = read_locals(frame)
     free = [n for n in info.cell_names if n not in info.cellvars]
     closure_cells: dict[str, types.CellType] = {}
     if free:
