@@ -359,6 +359,16 @@ def resume_awaitable(awaitable: Any) -> Any:
     raise RuntimeError(f"cannot resume an await of {type(awaitable).__name__}")
 
 
+def own_names(listing: Any) -> Any:
+    """What ``locals()``/``vars()``/``dir()`` show natively: the frame's names without
+    the transform's ``_cs_*`` helpers (a fresh dict, as ``locals()`` is on 3.13)."""
+    if type(listing) is dict:
+        return {k: v for k, v in listing.items() if not (type(k) is str and k.startswith("_cs_"))}
+    if type(listing) is list:
+        return [k for k in listing if not (type(k) is str and k.startswith("_cs_"))]
+    return listing
+
+
 def bind(namespace: dict[str, Any]) -> None:
     """Give a namespace that transformed functions run in the names they read: this
     module as ``__contsnap_rt__`` and each of ``_labels.HELPERS`` under its own name.
