@@ -169,9 +169,7 @@ def _transform(source: str, first_line: int) -> TransformResult:
     assert found is not None
     def_line = found[0] + offset  # the ``def`` line (not the first decorator's)
     used, unstable = survey(func)
-    reserved = sorted(
-        n for n in used - added_names if n.startswith("_cs_") or n in GLOBAL_NAMES
-    )
+    reserved = sorted(n for n in used - added_names if n.startswith("_cs_") or n in GLOBAL_NAMES)
     if reserved:
         raise UnsupportedSyntax(
             f"the name {reserved[0]!r} is reserved for contsnap's generated code; rename it",
