@@ -336,6 +336,22 @@ def aexit(manager: Any, exc: BaseException | None) -> Any:
 UNSTARTED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+#: Restored coroutines of a paused task, with what their first await resumes and the
+#: task's context variables, which are set again when it does (in the new task).
+PENDING_CONTEXT: weakref.WeakKeyDictionary[Any, tuple[Any, list[tuple[Any, Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _enter_saved_context(awaitable: Any) -> None:
+    for coro, (awaited, items) in list(PENDING_CONTEXT.items()):
+        if awaited is awaitable:
+            del PENDING_CONTEXT[coro]
+            for var, value in items:
+                var.set(value)
+            return
+
+
 def resume_awaitable(awaitable: Any) -> Any:
     """What a resumed ``await`` re-enters.
 
@@ -346,6 +362,8 @@ def resume_awaitable(awaitable: Any) -> Any:
     ``checkpoint()``, the rest of the time for ``sleep()``, a new ``get()``
     for a queue.
     """
+    if PENDING_CONTEXT:
+        _enter_saved_context(awaitable)
     if awaitable in UNSTARTED:
         UNSTARTED.discard(awaitable)
         return awaitable

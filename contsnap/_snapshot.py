@@ -327,11 +327,23 @@ def _new_migrating(
 
 
 def set_generator_state(gen: Any, values: Any) -> None:
-    """Give a generator from :func:`new_generator` its locals and prime it."""
+    """Give a generator from :func:`new_generator` its locals and prime it.
+
+    The state of the coroutine of a paused task is ``(locals, context)``: the
+    context variables the task had set, set again when it resumes.
+    """
     box = _PENDING.pop(gen, None)
     info = info_of(gen)
     if box is None or info is None:
         raise SnapshotCorruptError("generator state arrived for an unknown generator")
+    context: list[tuple[Any, Any]] | None = None
+    if isinstance(values, tuple) and len(values) == 2:
+        values, context = values
+        if not isinstance(context, list) or not all(
+            isinstance(item, tuple) and len(item) == 2 and type(item[0]) is contextvars.ContextVar
+            for item in context
+        ):
+            raise SnapshotCorruptError(f"snapshot of {info.qualname} has a malformed context")
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
         raise SnapshotCorruptError(f"snapshot of {info.qualname} has malformed locals")
     migrating = _MIGRATING.pop(gen, None)
@@ -352,6 +364,9 @@ def set_generator_state(gen: Any, values: Any) -> None:
             f"{', '.join(sorted(unknown))}"
         )
     box.values = values
+    if context and box.label and info.labels[box.label].kind == "await":
+        # set in the task that runs it, when its dispatch resumes the await
+        _runtime.PENDING_CONTEXT[gen] = (values.get(info.labels[box.label].delegate or ""), context)
     if not box.label:
         return
     if info.labels[box.label].kind == "await":
@@ -605,9 +620,15 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         if kind in _PREFIX:
             state = capture(obj)
             self.captured[id(obj)] = state
-            return _reduce_state(state)
+            reduced = _reduce_state(state)
+            task = TASK_CONTEXT.get()
+            if task is not None and task[0] is obj and len(reduced) == 6:
+                reduced = (*reduced[:2], (reduced[2], task[1]), *reduced[3:])
+            return reduced
         if kind is types.CellType:
             return _reduce_cell(obj)
+        if kind is contextvars.ContextVar:
+            return self.by_reference(obj) if self.local else _reduce_context_var(obj)
         if kind is types.FunctionType and obj.__module__ in _OWN_MODULES:
             return NotImplemented
         if kind is _LiveGlobals:
@@ -653,6 +674,66 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
 _OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime", "contsnap._resources"})
+
+#: while ``pause()`` saves a task: its coroutine and the context variables the task set
+TASK_CONTEXT: contextvars.ContextVar[tuple[Any, list[tuple[Any, Any]]] | None] = (
+    contextvars.ContextVar("contsnap_task_context", default=None)
+)
+
+
+def context_var_address(var: contextvars.ContextVar[Any]) -> tuple[str, str] | None:
+    """``(module, name)`` of the module-level variable that is ``var``, if there is one."""
+    modules = list(sys.modules.items())
+    for module_name, module in modules:  # first where its own name says
+        if getattr(module, "__dict__", {}).get(var.name) is var:
+            return module_name, var.name
+    for module_name, module in modules:
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for name, value in list(namespace.items()):
+            if value is var and isinstance(name, str):
+                return module_name, name
+    if var is _decimal_context_var():
+        return "decimal", "getcontext"
+    return None
+
+
+def _decimal_context_var() -> Any:
+    """The variable behind ``decimal.getcontext()`` (no module names it)."""
+    decimal = sys.modules.get("decimal")
+    if decimal is None:
+        return None
+    probe = contextvars.Context()
+    probe.run(decimal.getcontext)
+    return next(iter(probe), None)
+
+
+def context_var(module_name: str, name: str) -> contextvars.ContextVar[Any]:
+    """The module-level context variable a snapshot names (imports its module)."""
+    if (module_name, name) == ("decimal", "getcontext"):
+        importlib.import_module("decimal")
+        var = _decimal_context_var()
+    else:
+        var = getattr(importlib.import_module(module_name), name, None)
+    if type(var) is not contextvars.ContextVar:
+        raise CheckpointError(
+            f"the snapshot holds the context variable {module_name}.{name}, which this "
+            "process's module does not define"
+        )
+    return var
+
+
+def _reduce_context_var(var: contextvars.ContextVar[Any]) -> tuple[Any, ...]:
+    address = context_var_address(var)
+    if address is None:
+        raise NotCheckpointableError(
+            f"the context variable {var.name!r} ({var!r}) cannot be saved: it is not a global "
+            "of an imported module, so no other process could find it; define it at module "
+            "level (name = contextvars.ContextVar(...)), or reset it before the snapshot"
+        )
+    return (context_var, address)
+
 
 #: the by-reference table of the in-process copy being loaded
 _REFS: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(

@@ -7,9 +7,17 @@ function run natively.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import copy
+import decimal
 import pickle
+import subprocess
+import sys
+import textwrap
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +116,96 @@ def test_a_locals_dict_held_across_a_snapshot_keeps_its_contents() -> None:
         copied = way(gen)
         assert next(copied) == {"a": 1}
         assert next(gen) == {"a": 1}
+
+
+# ---------------------------------------------------------------- context variables of a task
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("REQUEST_ID", default="none")
+DEPTH: contextvars.ContextVar[list[int]] = contextvars.ContextVar("depth_of_calls")
+
+
+@contsnap.checkpointable
+async def handles_a_request(name):
+    REQUEST_ID.set(name)
+    trail = [1]
+    DEPTH.set(trail)
+    decimal.setcontext(decimal.Context(prec=5))
+    await contsnap.checkpoint()
+    trail.append(2)
+    await contsnap.checkpoint()
+    await contsnap.checkpoint()
+    return REQUEST_ID.get(), DEPTH.get() is trail, DEPTH.get(), str(decimal.Decimal(1) / 7)
+
+
+async def _pause_after(steps: int, coro: Any) -> tuple[bytes, Any]:
+    task = asyncio.ensure_future(coro)
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    blob = await contsnap.pause(task)
+    contsnap.unpause(task)
+    return blob, await task
+
+
+@pytest.mark.parametrize("steps", [0, 1])
+def test_a_paused_task_keeps_the_context_variables_it_set(steps: int, tmp_path: Path) -> None:
+    blob, native = asyncio.run(_pause_after(steps, handles_a_request("r1")))
+    assert native == ("r1", True, [1, 2], "0.14286")
+    assert asyncio.run(contsnap.loads(blob)) == native  # in this process
+    assert REQUEST_ID.get() == "none"  # the caller's context is not touched
+    path = tmp_path / "task.ckpt"
+    path.write_bytes(blob)
+    program = textwrap.dedent(
+        f"""
+        import asyncio, sys, contsnap
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        print(asyncio.run(contsnap.loads(open({str(path)!r}, "rb").read())))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(native)  # in a new process
+
+
+def test_pausing_a_task_that_set_an_unnamed_context_variable_is_refused() -> None:
+    hidden = contextvars.ContextVar("hidden")
+
+    @contsnap.checkpointable
+    async def sets_hidden():
+        hidden.set(1)
+        await contsnap.checkpoint()
+        await contsnap.checkpoint()
+        return hidden.get()
+
+    async def scenario() -> Any:
+        task = asyncio.ensure_future(sets_hidden())
+        await asyncio.sleep(0)
+        try:
+            await contsnap.pause(task)
+        except contsnap.NotCheckpointableError as refused:
+            message = str(refused)
+        else:
+            message = "not refused"
+            contsnap.unpause(task)
+        return message, await task  # a refused pause is withdrawn: the task goes on
+
+    message, result = asyncio.run(scenario())
+    assert result == 1
+    assert "'hidden'" in message and "sets_hidden" in message and "module level" in message
+
+
+def test_a_pause_whose_snapshot_is_refused_lets_the_task_go_on() -> None:
+    @contsnap.checkpointable
+    async def holds_a_lock():
+        lock = threading.Lock()
+        await contsnap.checkpoint()
+        await contsnap.checkpoint()
+        return lock.locked()
+
+    async def scenario() -> Any:
+        task = asyncio.ensure_future(holds_a_lock())
+        await asyncio.sleep(0)
+        with pytest.raises(contsnap.NotCheckpointableError, match="'lock'"):
+            await contsnap.pause(task)
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()) is False
