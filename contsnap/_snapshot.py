@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _resources, _runtime
+from . import _resources, _runtime, _views
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import (
     FunctionInfo,
@@ -627,6 +627,10 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return reduced
         if kind is types.CellType:
             return _reduce_cell(obj)
+        if kind is memoryview:
+            return _views.reduce_memoryview(obj)
+        if _views.is_ndarray_view(obj):
+            return _views.reduce_ndarray(obj)
         if kind is contextvars.ContextVar:
             return self.by_reference(obj) if self.local else _reduce_context_var(obj)
         if kind is types.FunctionType and obj.__module__ in _OWN_MODULES:

@@ -7,6 +7,7 @@ function run natively.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextvars
 import copy
@@ -209,3 +210,67 @@ def test_a_pause_whose_snapshot_is_refused_lets_the_task_go_on() -> None:
         return await asyncio.wait_for(task, 5)
 
     assert asyncio.run(scenario()) is False
+
+
+# ---------------------------------------------------------------- memoryviews
+
+
+def writes_through_views(log):
+    buffer = bytearray(b"abcdefghijkl")
+    middle = memoryview(buffer)[2:10]
+    odd = memoryview(buffer)[1::2]
+    backwards = memoryview(buffer)[::-3]
+    words = memoryview(buffer).cast("H")
+    grid = memoryview(buffer).cast("B", (3, 4))
+    frozen = memoryview(buffer)[4:].toreadonly()
+    numbers = array.array("i", [1, 2, 3, 4])
+    tail = memoryview(numbers)[1:]
+    for round_ in range(3):
+        got = yield bytes(buffer), bytes(odd), bytes(backwards), list(tail)
+        middle[round_] = ord("A") + (got or 0) % 26
+        odd[round_ + 2] = ord("0") + round_
+        backwards[1] = ord("z") - round_
+        words[5] = 0x4241 + round_
+        grid[2, round_] = ord("x")
+        tail[round_] = (got or 0) * 10
+        log.append((bytes(frozen), frozen.readonly, grid.tolist()[2], words[0], numbers.tolist()))
+    try:
+        frozen[0] = 1
+    except TypeError as exc:
+        log.append(str(exc))
+    yield bytes(buffer)
+
+
+@pytest.mark.parametrize("actions", [[1, 2, 3, 4], [None, 7, None, 25]])
+def test_memoryviews_write_through_to_their_exporter_after_a_restore(actions: list[object]) -> None:
+    from contsnap.testing import LOG as RUN_LOG
+    from contsnap.testing import check_generator_equivalence
+
+    marked = contsnap.checkpointable(writes_through_views)
+    check_generator_equivalence(writes_through_views, marked, (RUN_LOG,), actions, fork_at=2)
+
+
+@contsnap.checkpointable
+def view_and_buffer():
+    buffer = bytearray(b"abcdef")
+    view = memoryview(buffer)[1:4]
+    yield 1
+    view[0] = ord("X")
+    yield bytes(buffer), view.readonly
+
+
+@pytest.mark.parametrize("way", ["dumps", "pickle", "deepcopy", "fork"])
+def test_a_memoryview_and_its_bytearray_stay_one_after_every_way_of_copying(way: str) -> None:
+    gen = view_and_buffer()
+    next(gen)
+    copied = WAYS[way](gen)
+    assert next(copied) == (b"aXcdef", False)
+    assert next(gen) == (b"aXcdef", False)  # the original has its own buffer
+
+
+def test_a_released_memoryview_comes_back_released() -> None:
+    view = memoryview(b"abc")
+    view.release()
+    again = contsnap.loads(contsnap.dumps(view))
+    with pytest.raises(ValueError, match="released"):
+        bytes(again)
