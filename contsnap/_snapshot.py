@@ -627,8 +627,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return reduced
         if kind is types.CellType:
             return _reduce_cell(obj)
-        if kind is memoryview:
-            return _views.reduce_memoryview(obj)
+        view = _views.REDUCERS.get(kind)
+        if view is not None:
+            return view(obj)
         if _views.is_ndarray_view(obj):
             return _views.reduce_ndarray(obj)
         if kind is contextvars.ContextVar:

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import copy
 import decimal
+import itertools
 import pickle
 import subprocess
 import sys
@@ -274,3 +275,101 @@ def test_a_released_memoryview_comes_back_released() -> None:
     again = contsnap.loads(contsnap.dumps(view))
     with pytest.raises(ValueError, match="released"):
         bytes(again)
+
+
+# ---------------------------------------------------------------- dict and set iteration
+
+
+def iterates_and_mutates(log, grow_at):
+    table = {"a": 1, "b": 2, "c": 3, "d": 4}
+    keys, values, items = table.keys(), table.values(), table.items()
+    try:
+        for n, key in enumerate(table):
+            got = yield key, table[key], list(values)
+            table["b"] = (got or 0) + 100
+            if n == grow_at:
+                table[f"new{n}"] = n
+                yield "grown", len(keys)
+    except RuntimeError as exc:
+        log.append(str(exc))
+    pairs = iter(items)
+    backwards = reversed(table)
+    yield next(pairs), next(backwards)
+    table["a"] = -1
+    yield next(pairs), list(keys)[-1], next(backwards), sorted(values)
+    del table["c"]
+    try:
+        yield next(pairs)
+    except RuntimeError as exc:
+        log.append(str(exc))
+    seen = {10, 20, 30}
+    try:
+        for member in seen:
+            yield member
+            if member == 20:
+                seen.add(40)
+    except RuntimeError as exc:
+        log.append(str(exc))
+    yield sorted(seen)
+
+
+@pytest.mark.parametrize("grow_at", [-1, 0, 2])
+@pytest.mark.parametrize("actions", [[1, 2, 3, 4, 5, 6, 7, 8, 9], [None] * 12])
+def test_dict_and_set_iteration_sees_changes_and_the_size_check_after_a_restore(
+    grow_at: int, actions: list[object]
+) -> None:
+    from contsnap.testing import LOG as RUN_LOG
+    from contsnap.testing import check_generator_equivalence
+
+    marked = contsnap.checkpointable(iterates_and_mutates)
+    traces = check_generator_equivalence(
+        iterates_and_mutates, marked, (RUN_LOG, grow_at), actions, fork_at=1
+    )
+    if grow_at >= 0:
+        assert ("log", "dictionary changed size during iteration") in traces["roundtrip"]
+
+
+def groups_lazily(log, data):
+    for key, group in itertools.groupby(data, key=lambda x: x // 10):
+        first = next(group)
+        got = yield key, first
+        if got:
+            yield list(group)  # noqa: B031 - one use per round
+    log.append("done")
+
+
+@pytest.mark.parametrize("actions", [[None] * 6, [1] * 10, [None, 1, None, 1, None, 1]])
+def test_a_live_groupby_group_keeps_its_contents_after_a_restore(actions: list[object]) -> None:
+    from contsnap.testing import LOG as RUN_LOG
+    from contsnap.testing import check_generator_equivalence
+
+    marked = contsnap.checkpointable(groups_lazily)
+    data = [1, 2, 3, 11, 12, 25, 31, 32]
+    check_generator_equivalence(groups_lazily, marked, (RUN_LOG, data), actions, fork_at=2)
+
+
+@contsnap.checkpointable
+def loops_over_a_dict(table):
+    for key in table:
+        yield key
+
+
+@pytest.mark.parametrize("way", ["dumps", "pickle", "deepcopy", "fork"])
+def test_a_restored_dict_loop_raises_when_its_dict_grows(way: str) -> None:
+    gen = loops_over_a_dict({"a": 1, "b": 2})
+    next(gen)
+    copied = WAYS[way](gen)
+    table = copied.gi_frame.f_locals["table"]
+    table["c"] = 3
+    with pytest.raises(RuntimeError, match="changed size"):
+        next(copied)
+
+
+def test_a_dict_loop_whose_keys_were_swapped_is_refused_by_name() -> None:
+    gen = loops_over_a_dict({"a": 1, "b": 2, "c": 3})
+    next(gen)
+    table = gen.gi_frame.f_locals["table"]
+    del table["a"]
+    table["z"] = 0  # same size: CPython notices only when the loop runs out
+    with pytest.raises(contsnap.NotCheckpointableError, match="loops_over_a_dict.*keys"):
+        contsnap.dumps(gen)
