@@ -936,6 +936,7 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
         memo[id(gen)] = result
         return result
     cells = tuple(_deepcopy_cell(cell, memo) for cell in state.cells)
+    _views.copy_numpy_views()
     with _load_context():
         result = new_generator(state.info, state.label, cells, state.names)
         memo[id(gen)] = result
@@ -998,6 +999,9 @@ for _kind in SUSPENDABLE:
     copy._deepcopy_dispatch[_kind] = _deepcopy_generator  # type: ignore[attr-defined]
 copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
 copy._deepcopy_dispatch[types.FunctionType] = _deepcopy_function  # type: ignore[attr-defined]
+# a module held in a local (``import json`` inside the function) is shared, as a snapshot
+# names it by import path
+copy._deepcopy_dispatch[types.ModuleType] = copy._deepcopy_atomic  # type: ignore[attr-defined]
 for _kind in SUSPENDABLE:
     copy._copy_dispatch[_kind] = _copy_generator_shallow  # type: ignore[attr-defined]
 

@@ -19,6 +19,7 @@ import ctypes
 import gc
 import importlib
 import itertools
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -218,6 +219,21 @@ def _ndarray_args(array: Any) -> tuple[Any, ...]:
 def reduce_ndarray(array: Any) -> tuple[Any, ...]:
     """Pickle a numpy view as its base (pickled with the snapshot) + where it looks."""
     return (rebuild_ndarray, _ndarray_args(array))
+
+
+def _deepcopy_ndarray(array: Any, memo: dict[int, Any]) -> Any:
+    if not is_ndarray_view(array):
+        return array.__deepcopy__(memo)
+    base, *where = _ndarray_args(array)
+    return rebuild_ndarray(copy.deepcopy(base, memo), *where)
+
+
+def copy_numpy_views() -> None:
+    """Once numpy is imported: ``deepcopy`` keeps a numpy view a view of its copied base."""
+    numpy = sys.modules.get("numpy")
+    ndarray = getattr(numpy, "ndarray", None)
+    if isinstance(ndarray, type):
+        copy._deepcopy_dispatch.setdefault(ndarray, _deepcopy_ndarray)  # type: ignore[attr-defined]
 
 
 copy._deepcopy_dispatch[memoryview] = _deepcopy_memoryview  # type: ignore[attr-defined]

@@ -373,3 +373,29 @@ def test_a_dict_loop_whose_keys_were_swapped_is_refused_by_name() -> None:
     table["z"] = 0  # same size: CPython notices only when the loop runs out
     with pytest.raises(contsnap.NotCheckpointableError, match="loops_over_a_dict.*keys"):
         contsnap.dumps(gen)
+
+
+@contsnap.checkpointable
+def numpy_views():
+    import numpy
+
+    whole = numpy.arange(12, dtype=numpy.int32)
+    middle = whole[2:8]
+    column = whole.reshape(3, 4)[:, 1]
+    backwards = whole[::-3]
+    yield 1
+    middle[0] = 100
+    column[2] = 77
+    backwards[0] = -5
+    yield whole.tolist(), numpy.shares_memory(middle, whole)
+
+
+@pytest.mark.parametrize("way", ["dumps", "deepcopy", "fork"])
+def test_numpy_views_stay_views_of_their_base(way: str) -> None:
+    pytest.importorskip("numpy")
+    gen = numpy_views()
+    next(gen)
+    copied = WAYS[way](gen)
+    expected = ([0, 1, 100, 3, 4, 5, 6, 7, 8, 77, 10, -5], True)
+    assert next(copied) == expected
+    assert next(gen) == expected
