@@ -640,10 +640,14 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return self.by_reference(obj.namespace)
         if kind is _SessionGlobals:
             return (_session_globals, ())
+        if _is_local_class(obj):
+            return self._fresh_class_reduce(obj)
         if self.local and (
             kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
         ):
             return self.by_reference(obj)
+        if kind is weakref.ReferenceType:
+            return _reduce_weak_reference(obj)
         resource = _resources.handler_for(kind)
         if resource is not None:
             return _resources.reduce_resource(obj, resource)
@@ -652,6 +656,17 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         if kind is types.TracebackType:
             return (_no_traceback, ())  # as pickle drops an exception's traceback
         return super().reducer_override(obj)
+
+    def _fresh_class_reduce(self, cls: type) -> Any:
+        """A class defined in a function, by value and untracked: each load makes its own
+        (cloudpickle would hand an in-process load the original, sharing its state)."""
+        make, args, state, *rest = _cp._dynamic_class_reduce(cls)
+        if make is _cp._make_skeleton_class:
+            args = (*args[:4], None, *args[5:])  # no class tracker id
+            if isinstance(state, tuple) and isinstance(state[0], dict):
+                # cloudpickle drops it; a restored frame's class keeps its own
+                state = ({**state[0], "__qualname__": cls.__qualname__}, *state[1:])
+        return (make, args, state, *rest)
 
     def _reduce_exception(self, exc: BaseException) -> Any:
         reduced = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
@@ -935,24 +950,101 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
         result = closed_generator(state.info)
         memo[id(gen)] = result
         return result
+    memo[id(_GENERATOR_COPY)] = _GENERATOR_COPY
     cells = tuple(_deepcopy_cell(cell, memo) for cell in state.cells)
     _views.copy_numpy_views()
     with _load_context():
         result = new_generator(state.info, state.label, cells, state.names)
         memo[id(gen)] = result
-        for value in state.values.values():
-            _rebind_builtin_method(value, memo)
         values = copy.deepcopy(state.values, memo)
         set_generator_state(result, values)
     return result
 
 
-def _rebind_builtin_method(value: Any, memo: dict[int, Any]) -> None:
-    """deepcopy treats ``obj.append`` as atomic; a hoisted one must follow the copied obj."""
-    if isinstance(value, (types.BuiltinMethodType, types.MethodWrapperType)):
-        owner = getattr(value, "__self__", None)
-        if owner is not None and not isinstance(owner, types.ModuleType):
-            memo[id(value)] = getattr(copy.deepcopy(owner, memo), value.__name__)
+#: in a deepcopy's memo while it copies a generator: what the frame holds is copied the way
+#: a snapshot copies it (local functions and classes, bound builtin methods, weak references)
+_GENERATOR_COPY = object()
+
+
+def _copying_a_generator(memo: dict[int, Any]) -> bool:
+    return id(_GENERATOR_COPY) in memo
+
+
+_deepcopy_atomic: Any = copy._deepcopy_atomic  # type: ignore[attr-defined]
+
+
+def _deepcopy_builtin_method(method: Any, memo: dict[int, Any]) -> Any:
+    """deepcopy treats ``seen.__contains__`` as atomic; in a copied frame it follows ``seen``."""
+    owner = getattr(method, "__self__", None)
+    if (
+        not _copying_a_generator(memo)
+        or owner is None
+        or isinstance(owner, (types.ModuleType, type))
+    ):
+        return method
+    return getattr(copy.deepcopy(owner, memo), method.__name__)
+
+
+def _dead_reference() -> weakref.ReferenceType[Any]:
+    """A weak reference whose object is gone."""
+    gone = _Referent()
+    reference = weakref.ref(gone)
+    del gone
+    return reference
+
+
+class _Referent:
+    __slots__ = ("__weakref__",)
+
+
+def _weak_reference(referent: Any, callback: Any = None) -> weakref.ReferenceType[Any]:
+    """A weak reference to the restored object (dead when nothing else restored holds it)."""
+    return weakref.ref(referent, callback)
+
+
+def _reduce_weak_reference(reference: weakref.ReferenceType[Any]) -> tuple[Any, ...]:
+    referent = reference()
+    if referent is None:
+        return (_dead_reference, ())
+    callback = reference.__callback__
+    return (_weak_reference, (referent,) if callback is None else (referent, callback))
+
+
+def _deepcopy_weak_reference(reference: Any, memo: dict[int, Any]) -> Any:
+    if not _copying_a_generator(memo) or type(reference) is not weakref.ReferenceType:
+        return reference
+    make, args = _reduce_weak_reference(reference)
+    return make(*copy.deepcopy(args, memo))
+
+
+def _is_local_class(cls: Any) -> bool:
+    """A class a function defines (each call makes a new one): a copy gets its own."""
+    return (
+        isinstance(cls, type)
+        and type(cls) is type
+        and "<locals>" in getattr(cls, "__qualname__", "")
+        and not _cp._should_pickle_by_reference(cls)
+    )
+
+
+def _deepcopy_class(cls: Any, memo: dict[int, Any]) -> Any:
+    """A class defined inside the copied function is copied, as a snapshot copies it."""
+    if not (_copying_a_generator(memo) and _is_local_class(cls)):
+        return cls
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    slots = namespace.get("__slots__", ())
+    for name in [slots] if isinstance(slots, str) else slots:
+        namespace.pop(name, None)  # member descriptors: made again from __slots__
+    bases = copy.deepcopy(cls.__bases__, memo)
+    new = types.new_class(
+        cls.__name__, bases, {}, lambda ns: ns.update(__slots__=slots) if slots else None
+    )
+    memo[id(cls)] = new
+    for name, value in namespace.items():
+        if name != "__slots__":
+            setattr(new, name, copy.deepcopy(value, memo))
+    new.__qualname__ = cls.__qualname__
+    return new
 
 
 def _deepcopy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType:
@@ -970,20 +1062,26 @@ def _deepcopy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType
 
 
 def _deepcopy_function(func: types.FunctionType, memo: dict[int, Any]) -> types.FunctionType:
-    """Functions copy as themselves, except closures over cells this deepcopy copied."""
+    """Functions copy as themselves, except closures over cells this deepcopy copied and,
+    in a copied frame, every function a snapshot saves by value (local functions, lambdas):
+    their cells, defaults and attributes are copied, as ``dumps`` + ``loads`` would."""
     closure = func.__closure__
-    if not closure or not any(id(cell) in memo for cell in closure):
+    by_value = _copying_a_generator(memo) and not _cp._should_pickle_by_reference(func)
+    if not by_value and (not closure or not any(id(cell) in memo for cell in closure)):
         return func
     new = types.FunctionType(
         func.__code__,
         func.__globals__,
         func.__name__,
-        func.__defaults__,
-        tuple(_deepcopy_cell(cell, memo) for cell in closure),
+        None,
+        tuple(_deepcopy_cell(cell, memo) for cell in closure) if closure else None,
     )
     memo[id(func)] = new
-    new.__kwdefaults__ = func.__kwdefaults__
+    new.__defaults__ = copy.deepcopy(func.__defaults__, memo) if by_value else func.__defaults__
+    kwdefaults = func.__kwdefaults__
+    new.__kwdefaults__ = copy.deepcopy(kwdefaults, memo) if by_value else kwdefaults
     new.__qualname__ = func.__qualname__
+    new.__module__ = func.__module__
     new.__dict__.update(copy.deepcopy(func.__dict__, memo))
     return new
 
@@ -1001,7 +1099,12 @@ copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-de
 copy._deepcopy_dispatch[types.FunctionType] = _deepcopy_function  # type: ignore[attr-defined]
 # a module held in a local (``import json`` inside the function) is shared, as a snapshot
 # names it by import path
-copy._deepcopy_dispatch[types.ModuleType] = copy._deepcopy_atomic  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[types.ModuleType] = _deepcopy_atomic  # type: ignore[attr-defined]
+for _method in (types.BuiltinMethodType, types.MethodWrapperType):
+    copy._deepcopy_dispatch[_method] = _deepcopy_builtin_method  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[weakref.ReferenceType] = _deepcopy_weak_reference  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[type] = _deepcopy_class  # type: ignore[attr-defined]
+copyreg.pickle(weakref.ReferenceType, _reduce_weak_reference)
 for _kind in SUSPENDABLE:
     copy._copy_dispatch[_kind] = _copy_generator_shallow  # type: ignore[attr-defined]
 

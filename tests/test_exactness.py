@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -399,3 +400,94 @@ def test_numpy_views_stay_views_of_their_base(way: str) -> None:
     expected = ([0, 1, 100, 3, 4, 5, 6, 7, 8, 77, 10, -5], True)
     assert next(copied) == expected
     assert next(gen) == expected
+
+
+# ---------------------------------------------------------------- a copy is independent
+
+
+@contsnap.checkpointable
+def unique_everseen(iterable):
+    seen = set()
+    for element in itertools.filterfalse(seen.__contains__, iterable):
+        seen.add(element)
+        yield element
+
+
+class Target:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+@contsnap.checkpointable
+def refers_weakly():
+    target = Target(1)
+    weak = weakref.ref(target)
+    orphan = weakref.ref(Target(0))  # dead already
+    yield
+    target.value += 1
+    yield weak() is target, weak().value, orphan()
+
+
+def counter_factory():
+    count = [0]
+
+    def bump():
+        count[0] += 1
+        return count[0]
+
+    return bump
+
+
+@contsnap.checkpointable
+def holds_closures():
+    bump = counter_factory()
+    scaled = lambda factor=[10]: bump() * factor[0]  # noqa: E731
+    yield bump()
+    yield bump(), scaled()
+
+
+@contsnap.checkpointable
+def defines_a_class():
+    class Counter:
+        count = 0
+
+        def bump(self):
+            type(self).count += 1
+            return super().__repr__().startswith("<")
+
+    counter = Counter()
+    yield
+    yield counter.bump(), Counter.count, type(counter) is Counter
+
+
+COPIED_FRAMES = {
+    unique_everseen: (([1, 2, 1, 3, 2, 4],), [2, 3, 4]),
+    refers_weakly: ((), [(True, 2, None)]),
+    holds_closures: ((), [(2, 30)]),
+    defines_a_class: ((), [(True, 1, True)]),
+}
+
+
+@pytest.mark.parametrize("way", ["dumps", "pickle", "deepcopy", "fork"])
+@pytest.mark.parametrize("function", list(COPIED_FRAMES), ids=lambda f: f.__name__)
+def test_a_copy_shares_nothing_with_the_original(way: str, function: Any) -> None:
+    args, rest = COPIED_FRAMES[function]
+    if way == "pickle" and function in (holds_closures, defines_a_class):
+        pytest.skip("plain pickle saves no local function or class")
+    gen = function(*args)
+    next(gen)
+    copied = WAYS[way](gen)
+    assert list(gen) == rest  # the original runs first...
+    assert list(copied) == rest  # ...and the copy still sees its own state
+
+
+def test_deepcopy_outside_a_frame_keeps_functions_and_classes_as_python_does() -> None:
+    bump = counter_factory()
+
+    class Local:
+        pass
+
+    items = [1]
+    copied = copy.deepcopy([bump, Local, items.append, weakref.ref(Local)])
+    assert copied[0] is bump and copied[1] is Local and copied[3] is not None
+    assert copied[2].__self__ is items
