@@ -35,6 +35,18 @@ def _clean_log() -> None:
     LOG.clear()
 
 
+class PickleAndDeepcopy:
+    """The harness's snapshot backend through plain pickle (round trips) and deepcopy (fork)."""
+
+    dumps = staticmethod(pickle.dumps)
+    loads = staticmethod(pickle.loads)
+    detach = staticmethod(contsnap.detach)
+    fork = staticmethod(copy.deepcopy)
+
+
+#: backends of the differential tests: contsnap's own, and plain pickle + deepcopy
+BACKENDS = {"contsnap": None, "pickle+deepcopy": PickleAndDeepcopy()}
+
 WAYS: dict[str, Callable[[Any], Any]] = {
     "dumps": lambda gen: contsnap.loads(contsnap.dumps(gen)),
     "pickle": lambda gen: pickle.loads(pickle.dumps(gen)),
@@ -243,13 +255,18 @@ def writes_through_views(log):
     yield bytes(buffer)
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("actions", [[1, 2, 3, 4], [None, 7, None, 25]])
-def test_memoryviews_write_through_to_their_exporter_after_a_restore(actions: list[object]) -> None:
+def test_memoryviews_write_through_to_their_exporter_after_a_restore(
+    actions: list[object], backend: str
+) -> None:
     from contsnap.testing import LOG as RUN_LOG
     from contsnap.testing import check_generator_equivalence
 
     marked = contsnap.checkpointable(writes_through_views)
-    check_generator_equivalence(writes_through_views, marked, (RUN_LOG,), actions, fork_at=2)
+    check_generator_equivalence(
+        writes_through_views, marked, (RUN_LOG,), actions, fork_at=2, backend=BACKENDS[backend]
+    )
 
 
 @contsnap.checkpointable
@@ -314,17 +331,23 @@ def iterates_and_mutates(log, grow_at):
     yield sorted(seen)
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("grow_at", [-1, 0, 2])
 @pytest.mark.parametrize("actions", [[1, 2, 3, 4, 5, 6, 7, 8, 9], [None] * 12])
 def test_dict_and_set_iteration_sees_changes_and_the_size_check_after_a_restore(
-    grow_at: int, actions: list[object]
+    grow_at: int, actions: list[object], backend: str
 ) -> None:
     from contsnap.testing import LOG as RUN_LOG
     from contsnap.testing import check_generator_equivalence
 
     marked = contsnap.checkpointable(iterates_and_mutates)
     traces = check_generator_equivalence(
-        iterates_and_mutates, marked, (RUN_LOG, grow_at), actions, fork_at=1
+        iterates_and_mutates,
+        marked,
+        (RUN_LOG, grow_at),
+        actions,
+        fork_at=1,
+        backend=BACKENDS[backend],
     )
     if grow_at >= 0:
         assert ("log", "dictionary changed size during iteration") in traces["roundtrip"]
@@ -491,3 +514,29 @@ def test_deepcopy_outside_a_frame_keeps_functions_and_classes_as_python_does() -
     copied = copy.deepcopy([bump, Local, items.append, weakref.ref(Local)])
     assert copied[0] is bump and copied[1] is Local and copied[3] is not None
     assert copied[2].__self__ is items
+
+
+def test_views_copies_and_weak_references_resume_in_a_fresh_process(tmp_path: Path) -> None:
+    paused = []
+    for function, args in [
+        (view_and_buffer, ()),
+        (unique_everseen, ([1, 2, 1, 3, 2, 4],)),
+        (refers_weakly, ()),
+        (loops_over_a_dict, ({"a": 1, "b": 2, "c": 3},)),
+    ]:
+        gen = function(*args)
+        next(gen)
+        paused.append(gen)
+    path = tmp_path / "views.ckpt"
+    path.write_bytes(contsnap.dumps(paused))
+    expected = [list(gen) for gen in paused]
+    program = textwrap.dedent(
+        f"""
+        import sys, contsnap
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        print([list(gen) for gen in contsnap.loads(open({str(path)!r}, "rb").read())])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(expected)
