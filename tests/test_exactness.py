@@ -540,3 +540,29 @@ def test_views_copies_and_weak_references_resume_in_a_fresh_process(tmp_path: Pa
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(expected)
+
+
+@contsnap.checkpointable
+def loops_over_a_reshuffled_set():
+    members = set(range(20))
+    for gone in range(1, 19):
+        members.discard(gone)
+    members.add(40)  # a rebuilt set of these iterates in another order
+    for member in members:
+        yield member
+    try:
+        for member in members:
+            yield member
+            members.add(member + 100)
+    except RuntimeError as exc:
+        yield str(exc)
+
+
+@pytest.mark.parametrize("way", ["dumps", "pickle", "deepcopy", "fork"])
+def test_a_restored_set_loop_yields_what_the_original_would(way: str) -> None:
+    native = list(loops_over_a_reshuffled_set.__wrapped__())
+    assert native[-1] == "Set changed size during iteration"
+    for stop in range(1, 5):
+        gen = loops_over_a_reshuffled_set()
+        head = [next(gen) for _ in range(stop)]
+        assert head + list(WAYS[way](gen)) == native
