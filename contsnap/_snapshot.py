@@ -498,7 +498,22 @@ def rebuild(state: FrameState) -> Any:
 
 
 def _reduce_generator(gen: Any) -> tuple[Any, ...]:
-    return _reduce_state(capture(gen))
+    return _with_context(gen, _reduce_state(capture(gen)))
+
+
+def _with_context(gen: Any, reduced: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The state of a paused task's coroutine carries the context variables it set: while
+    ``pause()`` saves it, and while a restored one has not run yet (saved again as it is)."""
+    task = TASK_CONTEXT.get()
+    context: list[tuple[Any, Any]] | None
+    if task is not None and task[0] is gen:
+        context = task[1]
+    else:
+        pending = _runtime.PENDING_CONTEXT.get(gen)
+        context = pending[1] if pending is not None else None
+    if not context or len(reduced) != 6:
+        return reduced
+    return (*reduced[:2], (reduced[2], context), *reduced[3:])
 
 
 def _reduce_state(state: FrameState) -> tuple[Any, ...]:
@@ -620,11 +635,7 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         if kind in _PREFIX:
             state = capture(obj)
             self.captured[id(obj)] = state
-            reduced = _reduce_state(state)
-            task = TASK_CONTEXT.get()
-            if task is not None and task[0] is obj and len(reduced) == 6:
-                reduced = (*reduced[:2], (reduced[2], task[1]), *reduced[3:])
-            return reduced
+            return _with_context(obj, _reduce_state(state))
         if kind is types.CellType:
             return _reduce_cell(obj)
         view = _views.REDUCERS.get(kind)
@@ -956,7 +967,10 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
     with _load_context():
         result = new_generator(state.info, state.label, cells, state.names)
         memo[id(gen)] = result
-        values = copy.deepcopy(state.values, memo)
+        values: Any = copy.deepcopy(state.values, memo)
+        pending = _runtime.PENDING_CONTEXT.get(gen)
+        if pending is not None:  # restored from a paused task, not run yet
+            values = (values, copy.deepcopy(pending[1], memo))
         set_generator_state(result, values)
     return result
 
@@ -1100,11 +1114,13 @@ copy._deepcopy_dispatch[types.FunctionType] = _deepcopy_function  # type: ignore
 # a module held in a local (``import json`` inside the function) is shared, as a snapshot
 # names it by import path
 copy._deepcopy_dispatch[types.ModuleType] = _deepcopy_atomic  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[contextvars.ContextVar] = _deepcopy_atomic  # type: ignore[attr-defined]
 for _method in (types.BuiltinMethodType, types.MethodWrapperType):
     copy._deepcopy_dispatch[_method] = _deepcopy_builtin_method  # type: ignore[attr-defined]
 copy._deepcopy_dispatch[weakref.ReferenceType] = _deepcopy_weak_reference  # type: ignore[attr-defined]
 copy._deepcopy_dispatch[type] = _deepcopy_class  # type: ignore[attr-defined]
 copyreg.pickle(weakref.ReferenceType, _reduce_weak_reference)
+copyreg.pickle(contextvars.ContextVar, _reduce_context_var)
 for _kind in SUSPENDABLE:
     copy._copy_dispatch[_kind] = _copy_generator_shallow  # type: ignore[attr-defined]
 

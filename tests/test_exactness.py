@@ -566,3 +566,12 @@ def test_a_restored_set_loop_yields_what_the_original_would(way: str) -> None:
         gen = loops_over_a_reshuffled_set()
         head = [next(gen) for _ in range(stop)]
         assert head + list(WAYS[way](gen)) == native
+
+
+@pytest.mark.parametrize("way", ["dumps", "pickle", "deepcopy", "fork"])
+def test_a_restored_task_not_run_yet_keeps_its_context_when_copied_again(way: str) -> None:
+    blob, native = asyncio.run(_pause_after(1, handles_a_request("r2")))
+    restored = contsnap.loads(blob)
+    again = WAYS[way](restored)
+    assert asyncio.run(again) == native
+    assert asyncio.run(restored) == native
