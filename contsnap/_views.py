@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import copyreg
-import ctypes
+import functools
 import gc
 import importlib
 import itertools
@@ -30,42 +30,49 @@ from ._resources import ResourceRefused
 __all__ = ["rebuild_memoryview", "rebuild_ndarray", "reduce_memoryview", "reduce_ndarray"]
 
 
-class _PyBuffer(ctypes.Structure):
-    """``Py_buffer`` (stable ABI): read for the address a buffer starts at."""
+@functools.cache
+def _buffer_api() -> tuple[Any, Any, Any, Any]:
+    """``Py_buffer`` (stable ABI) and the calls that fill and release one; ctypes is
+    imported on the first memoryview saved, not with contsnap."""
+    import ctypes
 
-    _fields_ = (
-        ("buf", ctypes.c_void_p),
-        ("obj", ctypes.py_object),
-        ("len", ctypes.c_ssize_t),
-        ("itemsize", ctypes.c_ssize_t),
-        ("readonly", ctypes.c_int),
-        ("ndim", ctypes.c_int),
-        ("format", ctypes.c_char_p),
-        ("shape", ctypes.c_void_p),
-        ("strides", ctypes.c_void_p),
-        ("suboffsets", ctypes.c_void_p),
-        ("internal", ctypes.c_void_p),
-    )
+    class PyBuffer(ctypes.Structure):
+        _fields_ = (
+            ("buf", ctypes.c_void_p),
+            ("obj", ctypes.py_object),
+            ("len", ctypes.c_ssize_t),
+            ("itemsize", ctypes.c_ssize_t),
+            ("readonly", ctypes.c_int),
+            ("ndim", ctypes.c_int),
+            ("format", ctypes.c_char_p),
+            ("shape", ctypes.c_void_p),
+            ("strides", ctypes.c_void_p),
+            ("suboffsets", ctypes.c_void_p),
+            ("internal", ctypes.c_void_p),
+        )
+
+    get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+    get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(PyBuffer), ctypes.c_int)
+    get_buffer.restype = ctypes.c_int
+    release_buffer = ctypes.pythonapi.PyBuffer_Release
+    release_buffer.argtypes = (ctypes.POINTER(PyBuffer),)
+    release_buffer.restype = None
+    return PyBuffer, get_buffer, release_buffer, ctypes.byref
 
 
 _PyBUF_FULL_RO = 0x100 | 0x10 | 0x08 | 0x04  # INDIRECT | STRIDES | ND | FORMAT
-_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
-_get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int)
-_get_buffer.restype = ctypes.c_int
-_release_buffer = ctypes.pythonapi.PyBuffer_Release
-_release_buffer.argtypes = (ctypes.POINTER(_PyBuffer),)
-_release_buffer.restype = None
 
 
 def _address(exporter: Any) -> int:
     """Where the first item of ``exporter``'s buffer is in memory (read only)."""
-    view = _PyBuffer()
-    if _get_buffer(exporter, ctypes.byref(view), _PyBUF_FULL_RO) != 0:
+    buffer_type, get_buffer, release_buffer, byref = _buffer_api()
+    view = buffer_type()
+    if get_buffer(exporter, byref(view), _PyBUF_FULL_RO) != 0:
         raise TypeError(f"a {type(exporter).__name__} object exports no buffer")
     try:
         return int(view.buf or 0)
     finally:
-        _release_buffer(ctypes.byref(view))
+        release_buffer(byref(view))
 
 
 def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
