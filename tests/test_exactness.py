@@ -491,12 +491,25 @@ COPIED_FRAMES = {
 }
 
 
+_PICKLE_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="parity gap (issue 18): plain pickle does not carry local functions and classes "
+    "by value as contsnap.dumps does",
+)
+
+
 @pytest.mark.parametrize("way", ["dumps", "pickle", "deepcopy", "fork"])
-@pytest.mark.parametrize("function", list(COPIED_FRAMES), ids=lambda f: f.__name__)
-def test_a_copy_shares_nothing_with_the_original(way: str, function: Any) -> None:
+@pytest.mark.parametrize(
+    "function",
+    list(COPIED_FRAMES),
+    ids=lambda f: f.__name__,
+)
+def test_a_copy_shares_nothing_with_the_original(
+    way: str, function: Any, request: pytest.FixtureRequest
+) -> None:
     args, rest = COPIED_FRAMES[function]
     if way == "pickle" and function in (holds_closures, defines_a_class):
-        pytest.skip("plain pickle saves no local function or class")
+        request.applymarker(_PICKLE_GAP)
     gen = function(*args)
     next(gen)
     copied = WAYS[way](gen)
