@@ -17,6 +17,7 @@ import cloudpickle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sampling import forms_seen
 
 import contsnap
 from contsnap.testing import (
@@ -99,15 +100,7 @@ def test_programs_use_the_advertised_forms() -> None:
         "+= yield", "box.attr +=", "] += yield", "f'{", "if (yield", "bump(",
         "window[", "known(", 'table["grown"]', "bytes(buf)",
     ]  # fmt: skip
-    seen: set[str] = set()
-
-    @settings(max_examples=150, database=None, derandomize=True)
-    @given(generator_programs())
-    def collect(source: str) -> None:
-        body = source.split("class Box:")[1]
-        seen.update(form for form in wanted if form in body)
-
-    collect()
+    seen = forms_seen(generator_programs(), wanted, lambda source: source.split("class Box:")[1])
     assert set(wanted) - seen == set()
 
 
