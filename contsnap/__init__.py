@@ -24,6 +24,7 @@ from ._errors import (
     SnapshotCorruptError,
     SnapshotKindError,
     SnapshotSignatureError,
+    SnapshotVersionError,
 )
 from ._files import CheckpointFallbackWarning
 from ._hook import install_import_hook
@@ -65,6 +66,7 @@ __all__ = [
     "SnapshotCorruptError",
     "SnapshotKindError",
     "SnapshotSignatureError",
+    "SnapshotVersionError",
     "TakenOverError",
     "__version__",
     "checkpoint",

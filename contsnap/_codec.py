@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _envelope, _keys
-from ._errors import SnapshotCorruptError
+from ._errors import SnapshotCorruptError, SnapshotVersionError
 from ._info import code_changed, live_info
 from ._migrate import find as find_migration
 from ._migrate import old_lines
@@ -98,10 +98,25 @@ def encode_payload(
     key: _keys.KeyLike | None = None,
     sign: bool = True,
 ) -> bytes:
-    """Seal an already pickled payload with its frames' description."""
+    """Seal an already pickled payload with its frames' description.
+
+    ``portable`` records whether the payload carries code by value (functions and
+    classes defined in a script, a notebook or a function): bytecode is specific to
+    one Python version, so only a portable snapshot loads on another one.
+    """
     ring = _keys.resolve(key, sign=sign)
-    full = {"created_at": round(time.time(), 3), "frames": frames, **(meta or {})}
+    full = {
+        "created_at": round(time.time(), 3),
+        "frames": frames,
+        # cloudpickle rebuilds a code object through _builtin_type("CodeType"): a payload
+        # without that name carries no bytecode (a stray user string only makes it stricter)
+        "portable": _CODE_MARK not in payload,
+        **(meta or {}),
+    }
     return _envelope.seal(payload, full, key=ring.signing_key, kind=kind, identity=identity)
+
+
+_CODE_MARK = b"CodeType"
 
 
 def verify(
@@ -119,6 +134,7 @@ def verify(
     meta, payload = _envelope.unseal(
         data, ring=ring, kinds=kinds, identity=identity, allow_unsigned=allow_unsigned
     )
+    _check_python(meta)
     found = meta.get("frames", [])
     if not isinstance(found, list) or not all(isinstance(f, dict) for f in found):
         raise SnapshotCorruptError(
@@ -126,6 +142,19 @@ def verify(
             "restore from an intact copy of the snapshot"
         )
     return meta, payload
+
+
+def _check_python(meta: dict[str, Any]) -> None:
+    """Bytecode carried by value only runs on the Python version that made it."""
+    saved = meta.get("python")
+    if saved is None or saved == _envelope.PYTHON or meta.get("portable") is True:
+        return
+    raise SnapshotVersionError(
+        f"this snapshot was taken on Python {saved} and carries code by value (functions "
+        "or classes defined in a script, a notebook cell or another function), whose "
+        f"bytecode Python {_envelope.PYTHON} cannot run: load it with Python {saved}, or "
+        "define those functions in an importable module so that snapshots name them"
+    )
 
 
 @dataclass

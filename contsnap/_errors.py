@@ -12,6 +12,7 @@ __all__ = [
     "SnapshotCorruptError",
     "SnapshotKindError",
     "SnapshotSignatureError",
+    "SnapshotVersionError",
 ]
 
 
@@ -69,5 +70,11 @@ class SnapshotKindError(CheckpointError):
 class SigningKeyError(CheckpointError):
     """No usable signing key: an empty ``CONTSNAP_KEY``, or a key file that is unsafe or
     cannot be created."""
+
+    __module__ = "contsnap"
+
+
+class SnapshotVersionError(CheckpointError):
+    """The snapshot was taken on another Python version and carries bytecode by value."""
 
     __module__ = "contsnap"

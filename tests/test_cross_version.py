@@ -1,0 +1,63 @@
+"""A snapshot from another Python version: it loads when it names its functions by import
+path (no bytecode inside), and is refused, naming both versions, when it carries code by
+value. The version is in the signed metadata, so it cannot be edited without the key.
+
+The other version is simulated by sealing with another ``python`` stamp: the suite runs
+one interpreter at a time.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import blob_programs as bp
+import pytest
+
+import contsnap
+from contsnap import _envelope
+
+HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"
+OTHERS = [v for v in ("3.10", "3.11", "3.12", "3.13") if v != HERE]
+
+
+@contsnap.checkpointable
+def holds_a_lambda():
+    step = lambda x: x + 1  # noqa: E731 - a local function travels by value
+    yield step(1)
+    yield step(2)
+
+
+def _sealed_on(version: str, gen: Any, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    with monkeypatch.context() as patch:
+        patch.setattr(_envelope, "PYTHON", version)
+        return contsnap.dumps(gen)
+
+
+@pytest.mark.parametrize("other", OTHERS)
+def test_a_snapshot_naming_its_functions_loads_on_another_version(
+    other: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = bp.running_total(5)
+    next(gen)
+    data = _sealed_on(other, gen, monkeypatch)
+    meta = contsnap.describe(data)
+    assert meta["python"] == other and meta["portable"] is True
+    assert contsnap.loads(data).send(4) == 4
+
+
+@pytest.mark.parametrize("other", OTHERS)
+def test_a_snapshot_with_code_by_value_is_refused_on_another_version(
+    other: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = holds_a_lambda()
+    next(gen)
+    data = _sealed_on(other, gen, monkeypatch)
+    assert contsnap.describe(data)["portable"] is False
+    with pytest.raises(contsnap.SnapshotVersionError) as caught:
+        contsnap.loads(data)
+    assert f"taken on Python {other}" in str(caught.value)
+    assert f"Python {HERE} cannot run" in str(caught.value)
+    # the same snapshot on the version that made it
+    here = contsnap.dumps(gen)
+    assert contsnap.loads(here).send(None) == 3
