@@ -701,11 +701,31 @@ def _args(state: FrameState) -> tuple[Any, ...]:
 
 
 def _reduce_generator(gen: Any) -> tuple[Any, ...]:
+    """How plain ``pickle`` (and any other pickler) saves a generator; contsnap's own
+    pickler has its reducer_override."""
     shallow = _shallow_state(gen)
     if shallow is not None:
         return (new_generator, _args(shallow))
     state = capture(gen)
-    return _with_context(gen, _reduce_state(state, _chain_below(state, lambda member: False)))
+    reduced = _with_context(gen, _reduce_state(state, _chain_below(state, lambda member: False)))
+    # Named in full, not by an extension code: unpickling it first imports contsnap,
+    # which registers the codes the rest of the stream uses ("unregistered extension
+    # code 240" for a process that had not imported contsnap)
+    if reduced[0] is new_generator:
+        return (generator_by_name, *reduced[1:])
+    if reduced[0] is closed_generator:
+        return (closed_generator_by_name, *reduced[1:])
+    return reduced
+
+
+def generator_by_name(*args: Any) -> Any:
+    """`new_generator`, referenced by name in a plain pickle (see _reduce_generator)."""
+    return new_generator(*args)
+
+
+def closed_generator_by_name(info: FunctionInfo) -> Any:
+    """`closed_generator`, referenced by name in a plain pickle."""
+    return closed_generator(info)
 
 
 def _reduce_state(

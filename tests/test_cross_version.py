@@ -61,3 +61,29 @@ def test_a_snapshot_with_code_by_value_is_refused_on_another_version(
     # the same snapshot on the version that made it
     here = contsnap.dumps(gen)
     assert contsnap.loads(here).send(None) == 3
+
+
+@pytest.mark.parametrize("library", ["pickle", "cloudpickle"])
+def test_a_process_that_never_imported_contsnap_unpickles_a_generator(library: str) -> None:
+    """The stream names contsnap's reconstructor in full before any extension code, so
+    unpickling imports contsnap (which registers the codes) instead of failing with
+    "unregistered extension code 240"."""
+    import subprocess
+    from pathlib import Path
+
+    pickler = __import__(library)
+    gen = bp.running_total(5)
+    next(gen)
+    gen.send(2)
+    data = pickler.dumps(gen)
+    tests = str(Path(__file__).parent)
+    code = (
+        "import pickle, sys; sys.path.insert(0, sys.argv[1]); "
+        "assert 'contsnap' not in sys.modules; "
+        "g = pickle.loads(sys.stdin.buffer.read()); print(g.send(3))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, tests], input=data, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() == "5"
