@@ -126,6 +126,13 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
         ) from None
     if code.co_name == _lambdas.LAMBDA_NAME and result.name == _lambdas.DEF_NAME:
         result = dataclasses.replace(result, name=code.co_name)
+    if result.name != code.co_name and getattr(fn, "__wrapped__", None) is not None:
+        raise NotCheckpointableError(
+            f"@checkpointable got {fn.__qualname__}, a wrapper made by functools.wraps "
+            f"(its code is {code.co_name}() at {code.co_filename}:{code.co_firstlineno}), "
+            f"not the generator function {result.name}() itself: put @checkpointable "
+            "below that decorator, on the function it wraps (or mark the wrapper's own def)"
+        )
     if result.name != code.co_name:
         raise NotCheckpointableError(
             f"@checkpointable: the source found for {fn.__qualname__} defines "

@@ -298,3 +298,60 @@ def test_resumed_handler_keeps_exc_info_and_traceback() -> None:
     with pytest.raises(KeyError) as info:
         g.send("n")
     assert [f.lineno for f in traceback.extract_tb(info.value.__traceback__)][1:] == native
+
+
+def test_checkpointable_above_a_functools_wraps_wrapper_says_where_to_put_it(
+    tmp_path: Path,
+) -> None:
+    module = tmp_path / "wrapped_mod.py"
+    module.write_text(
+        "import functools\n\n"
+        "def deco(f):\n"
+        "    @functools.wraps(f)\n"
+        "    def wrapper(*args):\n"
+        "        yield from f(*args)\n"
+        "    return wrapper\n\n"
+        "@deco\n"
+        "def steps():\n"
+        "    yield 1\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import wrapped_mod
+
+        with pytest.raises(contsnap.NotCheckpointableError) as caught:
+            contsnap.checkpointable(wrapped_mod.steps)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("wrapped_mod", None)
+    message = str(caught.value)
+    assert "a wrapper made by functools.wraps" in message
+    assert "put @checkpointable below that decorator" in message
+    assert "was the file edited" not in message
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
+def test_pausing_inside_asyncio_timeout_names_the_async_with_not_a_helper() -> None:
+    import asyncio
+
+    @contsnap.checkpointable
+    async def worker():
+        async with asyncio.timeout(10):  # type: ignore[attr-defined]
+            for _ in range(100):
+                await contsnap.checkpoint()
+                await asyncio.sleep(0.01)
+
+    async def main() -> str:
+        task = asyncio.create_task(worker())
+        await asyncio.sleep(0.005)
+        try:
+            await contsnap.pause(task, timeout=5)
+        except contsnap.NotCheckpointableError as exc:
+            return str(exc)
+        finally:
+            task.cancel()
+        return "paused"
+
+    message = asyncio.run(main())
+    assert "the async context manager of an async with statement" in message
+    assert "_cs_amgr" not in message
