@@ -153,7 +153,38 @@ def read_trusted(path: str) -> bytes:
         os.close(fd)
 
 
-class CheckpointFiles:
+class Generations:
+    """What the places a job's checkpoints live in share: find the newest generation that
+    verifies (``verified``, their own), and restore it."""
+
+    def verified(
+        self,
+        *,
+        kinds: Collection[str],
+        identity: str | None = None,
+        key: Any = None,
+        allow_unsigned: bool | None = None,
+    ) -> Verified | None:
+        raise NotImplementedError
+
+    def load(
+        self,
+        *,
+        kinds: Collection[str],
+        identity: str | None = None,
+        key: Any = None,
+        allow_unsigned: bool | None = None,
+    ) -> Loaded | None:
+        """The newest generation that verifies, restored (see `verified`)."""
+        found = self.verified(
+            kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+        )
+        return load_verified(
+            found, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+        )
+
+
+class CheckpointFiles(Generations):
     """The generations of one checkpoint path: ``path`` (newest), ``path.1``, ``path.2``..."""
 
     def __init__(self, path: str | os.PathLike[str], keep: int = 3) -> None:
@@ -199,22 +230,6 @@ class CheckpointFiles:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         _fsync_directory(os.path.dirname(self.path))
-
-    def load(
-        self,
-        *,
-        kinds: Collection[str],
-        identity: str | None = None,
-        key: Any = None,
-        allow_unsigned: bool | None = None,
-    ) -> Loaded | None:
-        """The newest generation that verifies, restored (see `verified`)."""
-        found = self.verified(
-            kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-        )
-        return load_verified(
-            found, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-        )
 
     def verified(
         self,

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 from ._errors import CheckpointError
-from ._files import Loaded, Verified, load_verified, newest_verified
+from ._files import Generations, Verified, newest_verified
 from .stores import FencedError, Lease, LeaseHeldError, Store, StoreError
 
 
@@ -26,7 +26,7 @@ class TakenOverError(CheckpointError):
     __module__ = "contsnap"
 
 
-class StoreCheckpoints:
+class StoreCheckpoints(Generations):
     """The generations of one job's checkpoint under ``key`` in ``store``."""
 
     def __init__(self, store: Store, key: str, keep: int = 3, lease: float = 30.0) -> None:
@@ -59,21 +59,6 @@ class StoreCheckpoints:
         )
         return newest_verified(
             candidates, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-        )
-
-    def load(
-        self,
-        *,
-        kinds: Collection[str],
-        identity: str | None = None,
-        key: Any = None,
-        allow_unsigned: bool | None = None,
-    ) -> Loaded | None:
-        found = self.verified(
-            kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-        )
-        return load_verified(
-            found, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
         )
 
     @contextlib.contextmanager

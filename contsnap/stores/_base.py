@@ -248,7 +248,7 @@ class StoreBase:
     def cas(self, key: str, data: bytes, expect: int, *, keep: int = 1) -> bool:
         """Write ``data`` if ``key`` is at version ``expect`` (0: absent); return whether it won."""
         try:
-            self.put(key, data, keep=keep, expect=expect)  # type: ignore[attr-defined]
+            self.put(key, data, keep=keep, expect=expect)
         except VersionConflictError:
             return False
         return True
@@ -275,6 +275,49 @@ class StoreBase:
                 if left <= 0:
                     raise
                 time.sleep(min(left, 0.1, max(held.expires_in or 0.0, 0.005)))
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        keep: int = 1,
+        expect: int | None = None,
+        lease: Lease | None = None,
+        ttl: float | None = None,
+        idle: float | None = None,
+        group: str | None = None,
+    ) -> int:
+        """Store ``data`` as the newest generation of ``key``; return its new version."""
+        items = self._check_put({key: data}, keep, expect, ttl, idle, group)
+        return self._put_items(items, keep, expect, lease, ttl, idle, group)[key]
+
+    def put_many(
+        self,
+        items: Mapping[str, bytes],
+        *,
+        keep: int = 1,
+        lease: Lease | None = None,
+        ttl: float | None = None,
+        idle: float | None = None,
+        group: str | None = None,
+    ) -> dict[str, int]:
+        """Store several keys at once (one transaction or script): all are written, or none."""
+        checked = self._check_put(items, keep, None, ttl, idle, group)
+        return self._put_items(checked, keep, None, lease, ttl, idle, group)
+
+    def _put_items(
+        self,
+        items: dict[str, bytes],
+        keep: int,
+        expect: int | None,
+        lease: Lease | None,
+        ttl: float | None,
+        idle: float | None,
+        group: str | None,
+    ) -> dict[str, int]:
+        """Write the checked ``items``; each backend's own, atomic."""
+        raise NotImplementedError
 
     def get(self, key: str, *, generation: int = 0) -> bytes | None:
         """The bytes of ``key``'s ``generation`` (0 newest), or ``None`` if missing or expired."""

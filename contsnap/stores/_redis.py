@@ -12,7 +12,6 @@ themselves, so use one Redis server, not a cluster. Times are the server's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from contsnap.stores._base import (
@@ -336,36 +335,6 @@ class RedisStore(StoreBase):
         return sorted(k.decode() for k in self._run(self._keys_script, group or ""))
 
     # --- writes ------------------------------------------------------------------------------
-
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        keep: int = 1,
-        expect: int | None = None,
-        lease: Lease | None = None,
-        ttl: float | None = None,
-        idle: float | None = None,
-        group: str | None = None,
-    ) -> int:
-        """Store ``data`` as the newest generation of ``key``; return its new version."""
-        items = self._check_put({key: data}, keep, expect, ttl, idle, group)
-        return self._put_items(items, keep, expect, lease, ttl, idle, group)[key]
-
-    def put_many(
-        self,
-        items: Mapping[str, bytes],
-        *,
-        keep: int = 1,
-        lease: Lease | None = None,
-        ttl: float | None = None,
-        idle: float | None = None,
-        group: str | None = None,
-    ) -> dict[str, int]:
-        """Store several keys in one script: all are written, or none."""
-        checked = self._check_put(items, keep, None, ttl, idle, group)
-        return self._put_items(checked, keep, None, lease, ttl, idle, group)
 
     def _put_items(
         self,

@@ -111,36 +111,6 @@ class SQLStore(StoreBase):
 
     # --- writes ----------------------------------------------------------------------------
 
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        keep: int = 1,
-        expect: int | None = None,
-        lease: Lease | None = None,
-        ttl: float | None = None,
-        idle: float | None = None,
-        group: str | None = None,
-    ) -> int:
-        """Store ``data`` as the newest generation of ``key``; return its new version."""
-        items = self._check_put({key: data}, keep, expect, ttl, idle, group)
-        return self._put_items(items, keep, expect, lease, ttl, idle, group)[key]
-
-    def put_many(
-        self,
-        items: Mapping[str, bytes],
-        *,
-        keep: int = 1,
-        lease: Lease | None = None,
-        ttl: float | None = None,
-        idle: float | None = None,
-        group: str | None = None,
-    ) -> dict[str, int]:
-        """Store several keys in one transaction: all are written, or none."""
-        checked = self._check_put(items, keep, None, ttl, idle, group)
-        return self._put_items(checked, keep, None, lease, ttl, idle, group)
-
     def _put_items(
         self,
         items: dict[str, bytes],
