@@ -103,6 +103,9 @@ def test_async_generator_programs_never_yield_in_finally(source: str) -> None:
             assert node.value is None  # an async generator returns nothing
 
 
+# a program may hold an inner coroutine unstarted and end (or be closed at its step bound)
+# before awaiting it: Python then warns, natively too; that is the program's doing
+@pytest.mark.filterwarnings("ignore:coroutine '.*' was never awaited:RuntimeWarning")
 @settings(deadline=None)
 @given(st.sampled_from(sorted(PROGRAMS)), st.integers(20, 200), st.data(), st.integers(-3, 9))
 def test_programs_end_within_their_step_bound_and_repeat_exactly(
