@@ -1,0 +1,332 @@
+"""Durable Celery tasks with real workers: a killed, frozen or drained worker's job resumes.
+
+Each scenario runs `celery_tasks.squares` (a job of N steps, one effect per step)
+on real ``celery worker`` processes against a throwaway redis-server, interferes
+with the owner (SIGKILL of the pool child or of the whole worker, SIGSTOP past
+its lease, SIGTERM, a duplicate start, a step that kills its worker, a deploy of
+changed code) and checks what a user sees: the same result as an uninterrupted
+run, every effect recorded exactly once, at most one checkpoint interval of
+steps run again, and no worker process left behind. The core scenarios run
+again with the checkpoints in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("celery")
+redis = pytest.importorskip("redis")
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+N, DELAY, EVERY, LEASE, VISIBILITY = 30, 0.1, 0.5, 1.5, 3.0
+EXPECTED = sum(i * i for i in range(N))
+#: the steps one checkpoint interval holds: at most these run again after a kill
+INTERVAL_STEPS = round(EVERY / DELAY)
+
+
+def _processes_in_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group ``pgid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
+
+class Worker:
+    """One ``celery worker -c 1 -P prefork`` in its own process group."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        command = [
+            sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "-c", "1",
+            "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-n", f"{name}@%h", "--loglevel", "INFO",
+        ]  # fmt: skip
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                command, cwd=TESTS, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self.pgid = self.process.pid
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"worker {self.name} did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        with_group = _processes_in_group(self.pgid)
+        for pid in with_group:
+            try:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process.poll() is None:
+            self.process.wait(10)
+
+
+class Cluster:
+    """The workers of one scenario, the test app, and the test's bookkeeping in Redis."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, tasks: Any) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.tasks = tasks
+        self.notes = redis.Redis.from_url(env["CONTSNAP_CELERY_NOTES"])
+        self.workers: list[Worker] = []
+
+    def start_workers(self, count: int, **extra: str) -> list[Worker]:
+        started = [
+            Worker(f"w{len(self.workers) + i}", {**self.env, **extra}, self.log_dir)
+            for i in range(count)
+        ]
+        self.workers.extend(started)
+        for worker in started:
+            worker.wait_ready()
+        return started
+
+    def steps(self, tag: str) -> list[tuple[int, int, float]]:
+        rows = [row.decode().split(":") for row in self.notes.lrange(f"steps:{tag}", 0, -1)]
+        return [(int(i), int(pid), float(at)) for i, pid, at in rows]
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = check()
+            if found:
+                return found
+            time.sleep(0.02)
+        logs = "\n".join(f"--- {w.name}\n{w.output()}" for w in self.workers)
+        raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+    def wait_steps(self, tag: str, count: int) -> None:
+        self.wait_for(f"{count} steps of {tag}", lambda: len(self.steps(tag)) >= count)
+
+    def owner(self, tag: str) -> tuple[int, Worker]:
+        """The pool child running ``tag`` now, and its worker."""
+        child = int(self.notes.get(f"pid:{tag}") or 0)
+        main = int(self.notes.get(f"ppid:{tag}") or 0)
+        for worker in self.workers:
+            if worker.process.pid == main:
+                return child, worker
+        raise AssertionError(f"no worker of ours runs {tag} (parent pid {main})")
+
+    def check_outcome(self, tag: str, result: Any, *, reruns: int, steps: int = N) -> None:
+        """The uninterrupted result, each effect once, and at most ``reruns`` steps run twice."""
+        expected = sum(i * i for i in range(steps))
+        assert result.get(timeout=60) == expected
+        assert self.tasks.squares.stored_result(tag) == expected
+        effects = self.notes.hgetall(f"effects:{tag}")
+        assert sorted(effects) == sorted(f"{tag}/{i}".encode() for i in range(steps))
+        assert [json.loads(effects[f"{tag}/{i}".encode()])["square"] for i in range(steps)] == [
+            i * i for i in range(steps)
+        ]
+        assert int(self.notes.get(f"deliveries:{tag}") or 0) >= steps
+        runs = int(self.notes.get(f"runs:{tag}") or 0)
+        assert steps <= runs <= steps + reruns, (runs, self.steps(tag))
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        deadline = time.monotonic() + 10
+        for worker in self.workers:
+            while _processes_in_group(worker.pgid) and time.monotonic() < deadline:
+                time.sleep(0.02)  # SIGKILLed processes take a moment to go
+            assert _processes_in_group(worker.pgid) == [], f"{worker.name} left processes"
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def cluster(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -> Iterator[Cluster]:
+    base = redis_server.url.rsplit("/", 1)[0]
+    if request.param == "postgres":
+        store_url = request.getfixturevalue("postgres_server").url
+    else:
+        store_url = base + "/1"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+        "CONTSNAP_CELERY_BROKER": base + "/0",
+        "CONTSNAP_CELERY_STORE": store_url,
+        "CONTSNAP_CELERY_NOTES": base + "/2",
+        "CONTSNAP_CELERY_LEASE": str(LEASE),
+        "CONTSNAP_CELERY_VISIBILITY": str(VISIBILITY),
+        "CONTSNAP_CELERY_EVERY": str(EVERY),
+    }
+    # every scenario starts from empty databases: no message, checkpoint or note of another
+    for db in (0, 1, 2, 3):
+        redis.Redis.from_url(f"{base}/{db}").flushdb()
+    if request.param == "postgres":
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as db:
+            for table in db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall():
+                db.execute(f'TRUNCATE "{table[0]}"')
+    os.environ.update({k: v for k, v in env.items() if k.startswith("CONTSNAP_CELERY_")})
+    sys.modules.pop("celery_tasks", None)
+    tasks = importlib.import_module("celery_tasks")
+    running = Cluster(env, tmp_path, tasks)
+    try:
+        yield running
+    finally:
+        running.stop()
+        tasks.app.close()
+
+
+def test_uninterrupted_run_and_result_after_finish(cluster: Cluster) -> None:
+    cluster.start_workers(1)
+    result = cluster.tasks.squares.start("plain", N, DELAY, job_id="plain")
+    cluster.check_outcome("plain", result, reruns=0)
+    # asked again after the end: the stored result, no step runs again
+    again = cluster.tasks.squares.start("plain", N, DELAY, job_id="plain")
+    assert again.get(timeout=30) == EXPECTED
+    assert int(cluster.notes.get("runs:plain") or 0) == N
+
+
+def _resume_after(cluster: Cluster, tag: str, kill: Callable[[int, Worker], None]) -> float:
+    """Start the job on two workers, ``kill`` its owner after a checkpoint; seconds to resume."""
+    cluster.start_workers(2)
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 12)
+    child, worker = cluster.owner(tag)
+    killed_at = time.time()
+    kill(child, worker)
+    cluster.check_outcome(tag, result, reruns=INTERVAL_STEPS + 1)
+    later = [at for _i, pid, at in cluster.steps(tag) if at > killed_at and pid != child]
+    assert later, "the job never ran again after the kill"
+    resumed = min(later) - killed_at
+    first_after = min(i for i, pid, at in cluster.steps(tag) if at > killed_at and pid != child)
+    assert first_after > 0, "the job started over instead of resuming"
+    print(f"\n{tag}: resumed {resumed:.2f} s after the kill, from step {first_after}")
+    return resumed
+
+
+def test_pool_child_killed_resumes(cluster: Cluster) -> None:
+    resumed = _resume_after(cluster, "child", lambda child, worker: os.kill(child, signal.SIGKILL))
+    assert resumed < LEASE + 5
+
+
+def test_whole_worker_killed_resumes_elsewhere(cluster: Cluster) -> None:
+    def kill(child: int, worker: Worker) -> None:
+        os.killpg(worker.pgid, signal.SIGKILL)
+
+    resumed = _resume_after(cluster, "worker", kill)
+    assert resumed < VISIBILITY + LEASE + 5
+
+
+def test_frozen_owner_is_fenced_off(cluster: Cluster) -> None:
+    cluster.start_workers(2)
+    tag = "frozen"
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 8)
+    child, _worker = cluster.owner(tag)
+    os.kill(child, signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        cluster.wait_for(
+            "another worker to take the job over",
+            lambda: any(pid != child and at > stopped_at for _i, pid, at in cluster.steps(tag)),
+        )
+    finally:
+        os.kill(child, signal.SIGCONT)
+    cluster.check_outcome(tag, result, reruns=INTERVAL_STEPS + 1)
+    time.sleep(LEASE)
+    resumed_at = min(at for _i, pid, at in cluster.steps(tag) if pid != child and at > stopped_at)
+    late = [i for i, pid, at in cluster.steps(tag) if pid == child and at > resumed_at]
+    assert len(late) <= 1, f"the frozen owner ran on after it lost its lease: steps {late}"
+
+
+def test_duplicate_delivery_never_runs_the_job_twice(cluster: Cluster) -> None:
+    cluster.start_workers(2)
+    tag = "twice"
+    first = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 3)
+    second = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.check_outcome(tag, first, reruns=0)
+    assert second.get(timeout=30) == EXPECTED
+    assert {pid for _i, pid, _at in cluster.steps(tag)} == {cluster.owner(tag)[0]}
+
+
+def test_warm_shutdown_hands_the_job_over(cluster: Cluster) -> None:
+    cluster.start_workers(2)
+    tag, steps = "drain", 100  # 10 s of work; the drained worker leaves after 1 s of it
+    result = cluster.tasks.squares.start(tag, steps, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 8)
+    child, worker = cluster.owner(tag)
+    sent = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    worker.process.wait(timeout=15)
+    took = time.monotonic() - sent
+    assert took < 5, f"the drained worker took {took:.1f} s to exit"
+    handed_over = time.monotonic()
+    # rolled out at its next safe point: no step runs twice
+    cluster.check_outcome(tag, result, reruns=0, steps=steps)
+    owners = [pid for _i, pid, _at in cluster.steps(tag)]
+    assert owners.count(child) < 20 and owners[-1] != child
+    print(
+        f"\ndrain: the old worker exited {took:.2f} s after SIGTERM; the job ended "
+        f"{time.monotonic() - handed_over:.1f} s later on the other worker"
+    )
+
+
+def test_poison_job_falls_back_then_stops(cluster: Cluster) -> None:
+    cluster.start_workers(2)
+    tag = "poison"
+    cluster.notes.set(f"poison:{tag}", 12)
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    with pytest.raises(Exception, match="is poisoned") as raised:
+        result.get(timeout=90)
+    assert "PoisonedJobError" in type(raised.value).__name__
+    crashes = [i for i, _pid, _at in cluster.steps(tag) if i == 12]
+    assert 2 <= len(crashes) <= 5, crashes
+    # its checkpoints are kept, and nothing runs it again
+    runs = int(cluster.notes.get(f"runs:{tag}") or 0)
+    store = cluster.tasks.squares.contsnap_spec.store
+    assert any(key.startswith("task:") for key in store.keys(group=None))
+    time.sleep(LEASE + 1)
+    assert int(cluster.notes.get(f"runs:{tag}") or 0) == runs
+
+
+def test_changed_code_is_refused_by_name(cluster: Cluster) -> None:
+    (old,) = cluster.start_workers(1)
+    tag = "deploy"
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 8)
+    old.process.send_signal(signal.SIGTERM)  # drained: requeued with its checkpoint
+    old.process.wait(timeout=15)
+    cluster.start_workers(1, CONTSNAP_CELERY_CODE="changed")
+    with pytest.raises(Exception, match="squares") as raised:
+        result.get(timeout=30)
+    assert "CodeChangedError" in type(raised.value).__name__
+    assert len(cluster.steps(tag)) < N
