@@ -28,7 +28,7 @@ VISIBILITY = float(os.environ.get("CONTSNAP_CELERY_VISIBILITY", "3"))
 EVERY = float(os.environ.get("CONTSNAP_CELERY_EVERY", "0.5"))
 
 app = Celery("celery_tasks", broker=BROKER, backend=BROKER.rsplit("/", 1)[0] + "/3")
-configure(app, visibility_timeout=VISIBILITY, restore_interval=0.5, drain_timeout=10)
+configure(app, visibility_timeout=VISIBILITY, restore_interval=0.5, drain_timeout=2)
 app.conf.broker_connection_retry_on_startup = True
 
 

@@ -126,8 +126,10 @@ class Cluster:
             if found:
                 return found
             time.sleep(0.02)
-        logs = "\n".join(f"--- {w.name}\n{w.output()}" for w in self.workers)
-        raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name}\n{w.output()}" for w in self.workers)
 
     def wait_steps(self, tag: str, count: int) -> None:
         self.wait_for(f"{count} steps of {tag}", lambda: len(self.steps(tag)) >= count)
@@ -278,24 +280,25 @@ def test_duplicate_delivery_never_runs_the_job_twice(cluster: Cluster) -> None:
     assert {pid for _i, pid, _at in cluster.steps(tag)} == {cluster.owner(tag)[0]}
 
 
-def test_warm_shutdown_hands_the_job_over(cluster: Cluster) -> None:
+@pytest.mark.parametrize("shutdown", ["SIGTERM", "SIGQUIT"], ids=["warm", "cold"])
+def test_shutdown_hands_the_job_over(cluster: Cluster, shutdown: str) -> None:
     cluster.start_workers(2)
     tag, steps = "drain", 100  # 10 s of work; the drained worker leaves after 1 s of it
     result = cluster.tasks.squares.start(tag, steps, DELAY, job_id=tag)
     cluster.wait_steps(tag, 8)
     child, worker = cluster.owner(tag)
     sent = time.monotonic()
-    worker.process.send_signal(signal.SIGTERM)
+    worker.process.send_signal(getattr(signal, shutdown))
     worker.process.wait(timeout=15)
     took = time.monotonic() - sent
-    assert took < 5, f"the drained worker took {took:.1f} s to exit"
+    assert took < 5, f"the drained worker took {took:.1f} s to exit\n{cluster.logs()}"
     handed_over = time.monotonic()
     # rolled out at its next safe point: no step runs twice
     cluster.check_outcome(tag, result, reruns=0, steps=steps)
     owners = [pid for _i, pid, _at in cluster.steps(tag)]
     assert owners.count(child) < 20 and owners[-1] != child
     print(
-        f"\ndrain: the old worker exited {took:.2f} s after SIGTERM; the job ended "
+        f"\n{shutdown}: the old worker exited {took:.2f} s after {shutdown}; the job ended "
         f"{time.monotonic() - handed_over:.1f} s later on the other worker"
     )
 

@@ -114,7 +114,7 @@ def configure(
     *,
     visibility_timeout: float = 60.0,
     restore_interval: float = 1.0,
-    drain_timeout: float = 30.0,
+    drain_timeout: float = 5.0,
 ) -> Celery:
     """Set ``app`` up for durable tasks; returns it.
 
@@ -123,9 +123,11 @@ def configure(
     a Redis broker ``visibility_timeout`` of ``visibility_timeout`` seconds swept
     every ``restore_interval`` seconds (a whole worker's death is noticed that
     fast; keep it longer than the tasks' lease), and a drain hook: on a warm
-    shutdown (SIGTERM) or a cold one (SIGQUIT, given ``drain_timeout`` seconds of
-    soft shutdown) each running job is rolled out at its next safe point and
-    requeued, so another worker resumes it at once.
+    shutdown (SIGTERM) or a cold one (SIGQUIT) each running job is rolled out at its
+    next safe point and requeued, so another worker resumes it at once. A cold
+    shutdown gives the jobs ``drain_timeout`` seconds (Celery's soft shutdown) to
+    get there, and then stops the worker; a job still in a step is redelivered
+    and resumes from its last checkpoint.
     """
     conf = app.conf
     conf.task_acks_late = True
@@ -143,12 +145,36 @@ def configure(
     signals.worker_shutting_down.connect(
         _drain_children, weak=False, dispatch_uid="contsnap-drain-main"
     )
+    signals.worker_ready.connect(
+        _drain_before_cold_shutdown, weak=False, dispatch_uid="contsnap-drain-cold"
+    )
     return app
 
 
 def _install_drain_handler(**_: Any) -> None:
     """In each pool child: the drain signal asks the running job to roll out."""
     signal.signal(DRAIN_SIGNAL, _Drain.handle)
+
+
+def _drain_before_cold_shutdown(**_: Any) -> None:
+    """In the worker's main process: SIGQUIT and SIGINT drain the children first.
+
+    Celery's cold shutdown handler waits out the soft shutdown before it sends
+    ``worker_shutting_down``; the jobs must hear of it at once to roll out in time.
+    """
+    for name in ("SIGQUIT", "SIGINT"):
+        number = getattr(signal, name)
+        previous = signal.getsignal(number)
+        if not callable(previous) or getattr(previous, "contsnap_drain", False):
+            continue
+
+        def chained(signum: int, frame: Any, previous: Callable[..., Any] = previous) -> Any:
+            _drain_children()
+            return previous(signum, frame)
+
+        chained.contsnap_drain = True  # type: ignore[attr-defined]
+        with contextlib.suppress(ValueError):  # not the main thread: Celery's own handlers stay
+            signal.signal(number, chained)
 
 
 def _drain_children(**_: Any) -> None:
@@ -207,6 +233,8 @@ def durable_task(
             return _execute(spec, self, args, kwargs)
 
         run.__doc__ = genfunc.__doc__
+        # bounces off a live lease and requeues after a drain are retries: never run out
+        options.setdefault("max_retries", None)
         task: DurableTask = app.task(
             bind=True,
             base=DurableTask,
@@ -445,7 +473,7 @@ def _execute(spec: _Spec, task: DurableTask, args: tuple[Any, ...], kwargs: dict
             # a duplicate delivery, or a redelivery before the dead owner's lease ran out:
             # come back when the lease would have expired
             delay = max(0.2, (held.expires_in or 0.0) + 0.2)
-            raise task.retry(countdown=delay, max_retries=None) from None
+            raise task.retry(countdown=delay) from None
         book = _AttemptBook(files, job)
         attempts = book.read()
         if attempts.poisoned:
@@ -472,7 +500,7 @@ def _execute(spec: _Spec, task: DurableTask, args: tuple[Any, ...], kwargs: dict
                 files.delete_fenced(book.store_key)
             return result
     if requeue:  # after the lease is released, so the next worker takes the job at once
-        raise task.retry(countdown=0, max_retries=None)
+        raise task.retry(countdown=0)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
