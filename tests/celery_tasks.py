@@ -17,7 +17,7 @@ import redis
 from celery import Celery
 
 import contsnap
-from contsnap.integrations.celery import configure, durable_task
+from contsnap.integrations.celery import configure, durable_task, step_key
 from contsnap.stores import open_store
 
 BROKER = os.environ.get("CONTSNAP_CELERY_BROKER", "redis://127.0.0.1:6379/0")
@@ -43,6 +43,7 @@ notes = redis.Redis.from_url(NOTES)
 def note_step(tag: str, i: int) -> None:
     """What the test watches: one more step run, by this process; a poisoned step dies."""
     notes.incr(f"runs:{tag}")
+    notes.hsetnx(f"calls:{tag}", step_key("call"), i)  # a direct call, idempotent on its key
     notes.rpush(f"steps:{tag}", f"{i}:{os.getpid()}:{time.time():.3f}")
     notes.set(f"pid:{tag}", os.getpid())
     notes.set(f"ppid:{tag}", os.getppid())

@@ -156,6 +156,9 @@ class Cluster:
         assert int(self.notes.get(f"deliveries:{tag}") or 0) >= steps
         runs = int(self.notes.get(f"runs:{tag}") or 0)
         assert steps <= runs <= steps + reruns, (runs, self.steps(tag))
+        # a step run again made its direct call under the same step_key()
+        calls = self.notes.hgetall(f"calls:{tag}")
+        assert calls == {f"{tag}/step/{i}/call".encode(): str(i).encode() for i in range(steps)}
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -25,6 +25,7 @@ task, nor one job's checkpoint to another job.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import os
 import re
@@ -57,7 +58,7 @@ from contsnap._snapshot import info_of
 from contsnap._store_checkpoints import StoreCheckpoints, TakenOverError
 from contsnap.stores import FencedError, LeaseHeldError, Store, StoreError
 
-__all__ = ["DurableTask", "PoisonedJobError", "configure", "durable_task"]
+__all__ = ["DurableTask", "PoisonedJobError", "configure", "durable_task", "step_key"]
 
 #: the signed kind of a task's checkpoints, effects and attempt counter
 KIND = "task"
@@ -590,7 +591,36 @@ def _start_or_resume(
     return _drive(job)
 
 
+#: the job this thread is driving (for step_key)
+_CURRENT: contextvars.ContextVar[_TaskJob | None] = contextvars.ContextVar(
+    "contsnap_celery_job", default=None
+)
+
+
+def step_key(*parts: object) -> str:
+    """An idempotency key for a direct call the running step makes: ``JOB_ID/step/N[/parts]``.
+
+    A step that runs again after a crash (the steps since the last checkpoint do)
+    gets the same key, so a service that deduplicates on it does the call once.
+    """
+    job = _CURRENT.get()
+    if job is None:
+        raise CheckpointError(
+            "step_key() is called outside a durable task's step; call it from the "
+            "generator of a @durable_task while a worker runs it"
+        )
+    return "/".join([job.job_id, "step", str(job.steps), *map(str, parts)])
+
+
 def _drive(job: _TaskJob) -> Any:
+    token = _CURRENT.set(job)
+    try:
+        return _drive_steps(job)
+    finally:
+        _CURRENT.reset(token)
+
+
+def _drive_steps(job: _TaskJob) -> Any:
     gen = job.gen
     while True:
         try:
