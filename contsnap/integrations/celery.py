@@ -53,7 +53,7 @@ from contsnap._durable import (
 )
 from contsnap._effects import Effect
 from contsnap._errors import CheckpointError
-from contsnap._files import Loaded, Verified
+from contsnap._files import CheckpointFallbackWarning, Loaded, Verified
 from contsnap._snapshot import info_of
 from contsnap._store_checkpoints import StoreCheckpoints, TakenOverError
 from contsnap.stores import FencedError, LeaseHeldError, Store, StoreError
@@ -532,6 +532,7 @@ def _count_attempt(
             f"job {job_id!r} of {spec.name} crashed {attempts.crashes} times after checkpoint "
             f"generation {generation}; resuming from the one before (generation "
             f"{_generation(older)})",
+            CheckpointFallbackWarning,
             stacklevel=2,
         )
         attempts.fell_back = True
