@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+import contsnap
+
 pytest.importorskip("celery")
 redis = pytest.importorskip("redis")
 
@@ -336,3 +338,89 @@ def test_changed_code_is_refused_by_name(cluster: Cluster) -> None:
         result.get(timeout=30)
     assert "CodeChangedError" in type(raised.value).__name__
     assert len(cluster.steps(tag)) < N
+
+
+# --- in-process (eager) runs: no broker, the checkpoints in SQLite ----------------------
+
+_FAIL_AT: set[int] = set()
+
+
+@contsnap.checkpointable
+def _eager_job(n: int):  # type: ignore[no-untyped-def]
+    total = 0
+    for i in range(n):
+        _STEP_RUNS.append(i)
+        if i in _FAIL_AT:
+            _FAIL_AT.discard(i)
+            raise RuntimeError(f"step {i} failed")
+        total += i * 3
+        yield contsnap.effect("record", {"i": i, "total": total})
+        yield i  # a plain safe point between effects
+    return total
+
+
+_STEP_RUNS: list[int] = []
+
+
+def _eager_task(tmp_path: Path, effects: dict[str, Any]) -> Any:
+    from celery import Celery
+
+    from contsnap.integrations.celery import configure, durable_task
+    from contsnap.stores import SQLiteStore
+
+    app = configure(Celery("eager", broker="memory://", backend="cache+memory://"))
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    store = SQLiteStore(str(tmp_path / "jobs.db"))
+    return durable_task(app, store=store, every=1e-9, effects=effects)(_eager_job)
+
+
+def test_resumed_at_every_step_matches_the_native_run(tmp_path: Path) -> None:
+    """Differential: the job failed once at step k, then started again, for every k."""
+    steps = 6
+    gen = _eager_job(steps)
+    yielded = []
+    try:
+        while True:
+            yielded.append(next(gen))
+    except StopIteration as done:
+        expected = done.value
+    native_effects = [(v.name, v.payload) for v in yielded if isinstance(v, contsnap.Effect)]
+    for fail_at in range(steps):
+        delivered: dict[str, Any] = {}
+        attempts: list[str] = []
+
+        def record(
+            payload: Any, key: str, delivered: Any = delivered, attempts: Any = attempts
+        ) -> None:
+            attempts.append(key)
+            delivered.setdefault(key, payload)
+
+        (tmp_path / str(fail_at)).mkdir()
+        task = _eager_task(tmp_path / str(fail_at), {"record": record})
+        _STEP_RUNS.clear()
+        _FAIL_AT.clear()
+        _FAIL_AT.add(fail_at)
+        with pytest.raises(RuntimeError, match=f"step {fail_at} failed"):
+            task.start(steps, job_id="job").get()
+        assert task.status("job")["running"] is False
+        assert task.start(steps, job_id="job").get() == expected
+        assert [("record", delivered[f"job/{i}"]) for i in range(steps)] == native_effects
+        assert sorted(delivered) == sorted(set(attempts))  # no key but the job's own
+        assert len(_STEP_RUNS) <= steps + 1  # checkpointed at every yield: one step again
+        status = task.status("job")
+        assert status["finished"] and status["effects"] == steps
+        assert task.stored_result("job") == expected
+
+
+def test_unknown_effect_names_the_handlers(tmp_path: Path) -> None:
+    task = _eager_task(tmp_path, {"other": lambda payload, key: None})
+    with pytest.raises(contsnap.CheckpointError, match="no handler for 'record'.*handlers: other"):
+        task.start(2, job_id="unknown").get()
+
+
+def test_step_key_outside_a_task_says_where_it_works() -> None:
+    from contsnap.integrations.celery import step_key
+
+    with pytest.raises(contsnap.CheckpointError, match="outside a durable task"):
+        step_key("x")

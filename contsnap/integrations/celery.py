@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import inspect
 import os
 import re
 import signal
@@ -278,6 +279,43 @@ class DurableTask(Task):  # type: ignore[misc]
             raise LookupError(f"job {job_id!r} of {spec.name} has {state} in {spec.store.url}")
         return loaded.obj
 
+    def status(self, job_id: str) -> dict[str, Any]:
+        """Where the job ``job_id`` is, from the store: progress, last owner, attempts.
+
+        Reads the checkpoint's signed metadata only (nothing is unpickled) and the
+        job's attempt record; an empty dict when the job has no checkpoint.
+        """
+        spec = self.contsnap_spec
+        files = _TaskCheckpoints(spec.store, _task_key(spec.name, job_id), spec.keep, spec.lease)
+        identity = _identity(spec, job_id)
+        found = files.verified(kinds=(KIND,), identity=identity, key=spec.key)
+        book = _AttemptBook(files, identity, spec.key)
+        attempts = book.read()
+        if found is None and attempts.started_at is None:
+            return {}
+        record = {} if found is None else found.meta.get("job", {})
+        frames = [] if found is None else found.meta.get("frames", [])
+        return {
+            "job_id": job_id,
+            "task": spec.name,
+            "store": spec.store.url,
+            "key": files.key,
+            "finished": bool(record.get("finished")),
+            "steps": record.get("steps"),
+            "generation": record.get("generation"),
+            "saved_at": None if found is None else found.meta.get("created_at"),
+            "saved_by_pid": record.get("pid"),
+            "where": [f"{f.get('qualname')} at {f.get('file')}:{f.get('line')}" for f in frames],
+            "effects": record.get("next_effect"),
+            "owner": attempts.owner,
+            "attempt_started_at": attempts.started_at,
+            "running": attempts.running,
+            "crashes": attempts.crashes,
+            "fell_back": attempts.fell_back,
+            "poisoned": attempts.poisoned,
+            "history": list(attempts.history),
+        }
+
 
 def _identity(spec: _Spec, job_id: str) -> str:
     return f"{spec.name}/{job_id}"
@@ -423,28 +461,32 @@ class _Attempts:
     fell_back: bool = False
     poisoned: bool = False
     history: list[str] = field(default_factory=list)
+    #: who ran the last attempt (the lease's owner: pid and host) and when it began
+    owner: str | None = None
+    started_at: float | None = None
 
 
 class _AttemptBook:
     """Reads and writes a job's `_Attempts` record (``<key>.attempts``)."""
 
-    def __init__(self, files: _TaskCheckpoints, job: _TaskJob) -> None:
+    def __init__(self, files: _TaskCheckpoints, identity: str, key: bytes | str | None) -> None:
         self.files = files
-        self.job = job
+        self.job_identity = identity
+        self.key = key
         self.store_key = f"{files.key}.attempts"
-        self.identity = f"{job.identity}/attempts"
+        self.identity = f"{identity}/attempts"
         self.state = _Attempts()
 
     def read(self) -> _Attempts:
         data = self.files.store.get(self.store_key)
         if data is not None:
-            found = _codec.decode(data, kinds=(KIND,), identity=self.identity, key=self.job.key).obj
+            found = _codec.decode(data, kinds=(KIND,), identity=self.identity, key=self.key).obj
             if isinstance(found, _Attempts):
                 self.state = found
         return self.state
 
     def write(self) -> None:
-        data = _codec.encode(self.state, kind=KIND, identity=self.identity, key=self.job.key)
+        data = _codec.encode(self.state, kind=KIND, identity=self.identity, key=self.key)
         try:
             self.files.store.put(self.store_key, data, lease=self.files.lease)
         except FencedError as exc:
@@ -475,7 +517,7 @@ def _execute(spec: _Spec, task: DurableTask, args: tuple[Any, ...], kwargs: dict
             # come back when the lease would have expired
             delay = max(0.2, (held.expires_in or 0.0) + 0.2)
             raise task.retry(countdown=delay) from None
-        book = _AttemptBook(files, job)
+        book = _AttemptBook(files, job.identity, spec.key)
         attempts = book.read()
         if attempts.poisoned:
             raise _poisoned(spec, job_id, files, attempts)
@@ -521,7 +563,7 @@ def _count_attempt(
         older = None
         if not attempts.fell_back and spec.keep > 1:
             files.skip = 1
-            older = files.load(kinds=(KIND,), identity=book.job.identity, key=spec.key)
+            older = files.load(kinds=(KIND,), identity=book.job_identity, key=spec.key)
             files.skip = 0
         if older is None or _finished(older):
             attempts.poisoned = True
@@ -541,6 +583,8 @@ def _count_attempt(
         loaded, generation = older, _generation(older)
     attempts.running = True
     attempts.generation = generation
+    attempts.owner = None if files.lease is None else files.lease.owner
+    attempts.started_at = time.time()
     book.write()
     return loaded
 
@@ -617,6 +661,12 @@ def _drive(job: _TaskJob) -> Any:
     token = _CURRENT.set(job)
     try:
         return _drive_steps(job)
+    except BaseException:
+        # stopped by an error (a handler that raised, a failed write): detached, so
+        # its finally blocks run once, where the job resumes, not here as well
+        if inspect.getgeneratorstate(job.gen) == inspect.GEN_SUSPENDED:
+            _api.detach(job.gen)
+        raise
     finally:
         _CURRENT.reset(token)
 
@@ -636,11 +686,7 @@ def _drive_steps(job: _TaskJob) -> Any:
             return done.value
         job.steps += 1
         if isinstance(value, Effect):
-            try:
-                job.add(value)
-            except CheckpointError:
-                _api.detach(gen)
-                raise
+            job.add(value)
         _heartbeat(job)
         if _Drain.requested is not None:
             _save(job)
