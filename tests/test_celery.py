@@ -318,6 +318,9 @@ def test_poison_job_falls_back_then_stops(cluster: Cluster) -> None:
     assert "PoisonedJobError" in type(raised.value).__name__
     crashes = [i for i, _pid, _at in cluster.steps(tag) if i == 12]
     assert 2 <= len(crashes) <= 5, crashes
+    status = cluster.tasks.squares.status(tag)
+    assert status["poisoned"] and status["fell_back"] and not status["finished"]
+    assert any("fell back to generation" in line for line in status["history"])
     # its checkpoints are kept, and nothing runs it again
     runs = int(cluster.notes.get(f"runs:{tag}") or 0)
     store = cluster.tasks.squares.contsnap_spec.store
