@@ -105,6 +105,8 @@ class _Drain:
     """Set by the drain signal (or SIGTERM during a job): roll out at the next safe point."""
 
     requested: int | None = None
+    #: this process is a prefork pool child (its SIGTERM is ours while a job runs)
+    in_pool_child = False
 
     @classmethod
     def handle(cls, number: int, frame: types.FrameType | None) -> None:
@@ -155,6 +157,7 @@ def configure(
 
 def _install_drain_handler(**_: Any) -> None:
     """In each pool child: the drain signal asks the running job to roll out."""
+    _Drain.in_pool_child = True
     signal.signal(DRAIN_SIGNAL, _Drain.handle)
 
 
@@ -183,6 +186,7 @@ def _drain_children(**_: Any) -> None:
     """In the worker's main process, at shutdown: tell every pool child to roll its job out."""
     from billiard.process import active_children  # type: ignore[import-untyped]
 
+    _Drain.requested = DRAIN_SIGNAL  # jobs run by this process (solo and thread pools)
     for child in active_children():
         with contextlib.suppress(OSError):
             os.kill(child.pid, DRAIN_SIGNAL)
@@ -607,8 +611,12 @@ class _RolledOut(Exception):
 
 @contextlib.contextmanager
 def _drain_on_sigterm() -> Iterator[None]:
-    """SIGTERM sent to the pool child itself (a whole process group) drains too."""
-    if threading.current_thread() is not threading.main_thread():
+    """SIGTERM sent to the pool child itself (a whole process group) drains too.
+
+    Only in a prefork child: in a solo pool the job runs in the worker's main
+    process, whose SIGTERM is Celery's warm shutdown (which drains through the hook).
+    """
+    if not _Drain.in_pool_child or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, _Drain.handle)
