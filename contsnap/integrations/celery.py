@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import inspect
 import os
@@ -35,7 +36,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,7 @@ from contsnap._durable import (
 )
 from contsnap._effects import Effect
 from contsnap._errors import CheckpointError
-from contsnap._files import CheckpointFallbackWarning, Loaded, Verified
+from contsnap._files import CheckpointFallbackWarning, Loaded, Verified, newest_verified
 from contsnap._snapshot import info_of
 from contsnap._store_checkpoints import StoreCheckpoints, TakenOverError
 from contsnap.stores import FencedError, LeaseHeldError, Store, StoreError
@@ -71,8 +72,8 @@ DRAIN_SIGNAL = signal.SIGUSR2
 class PoisonedJobError(CheckpointError):
     """A job crashed its worker too often, even from an older checkpoint; it is not run again.
 
-    Its checkpoints stay in the store for ``contsnap inspect``; delete them (or start
-    the job under another ``job_id``) to run it afresh.
+    Its checkpoints stay in the store (``task.status(job_id)`` shows where it is);
+    delete them, or start the job under another ``job_id``, to run it afresh.
     """
 
 
@@ -352,25 +353,19 @@ class _TaskCheckpoints(StoreCheckpoints):
     def verified(
         self,
         *,
-        kinds: Any,
+        kinds: Collection[str],
         identity: str | None = None,
         key: Any = None,
         allow_unsigned: bool | None = None,
     ) -> Verified | None:
-        if not self.skip:
-            return super().verified(
-                kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-            )
-        keep, self.keep = self.keep, self.keep - self.skip
-        read = self._read
-        self._read = lambda generation: read(generation + self.skip)  # type: ignore[method-assign]
-        try:
-            return super().verified(
-                kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-            )
-        finally:
-            self.keep = keep
-            del self._read
+        """The newest generation that verifies, passing over the ``skip`` newest ones."""
+        candidates = (
+            (f"{self.path} generation {index}", functools.partial(self._read, index))
+            for index in range(self.skip, self.keep)
+        )
+        return newest_verified(
+            candidates, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
+        )
 
     def save(self, data: bytes) -> None:
         items = {self.key: data}
@@ -596,12 +591,18 @@ def _count_attempt(
 def _poisoned(
     spec: _Spec, job_id: str, files: _TaskCheckpoints, attempts: _Attempts
 ) -> PoisonedJobError:
+    fallback = (
+        "also after falling back to an older one"
+        if attempts.fell_back
+        else "and there is no older one to fall back to"
+    )
     return PoisonedJobError(
         f"job {job_id!r} of {spec.name} is poisoned: its worker died {spec.max_crashes} times "
-        f"from the same checkpoint, also after falling back to an older one "
+        f"in a row from the same checkpoint, {fallback} "
         f"({'; '.join(attempts.history[-6:])}). It is not run again; its checkpoints stay "
-        f"under {files.key!r} in {spec.store.url} (see contsnap inspect). Fix the step that "
-        "kills the worker, then delete those keys or start it under a new job_id"
+        f"under {files.key!r} in {spec.store.url} (task.status(job_id) says where it is). "
+        "Fix the step that kills the worker, then delete those keys or start it under a "
+        "new job_id"
     )
 
 
