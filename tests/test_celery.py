@@ -221,11 +221,13 @@ def test_uninterrupted_run_and_result_after_finish(cluster: Cluster) -> None:
     assert int(cluster.notes.get("runs:plain") or 0) == N
 
 
-def _resume_after(cluster: Cluster, tag: str, kill: Callable[[int, Worker], None]) -> float:
-    """Start the job on two workers, ``kill`` its owner after a checkpoint; seconds to resume."""
+def _resume_after(
+    cluster: Cluster, tag: str, kill: Callable[[int, Worker], None], at_step: int
+) -> float:
+    """Start the job on two workers, ``kill`` its owner at a step; seconds to resume."""
     cluster.start_workers(2)
     result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
-    cluster.wait_steps(tag, 12)
+    cluster.wait_steps(tag, at_step)
     child, worker = cluster.owner(tag)
     killed_at = time.time()
     kill(child, worker)
@@ -235,12 +237,17 @@ def _resume_after(cluster: Cluster, tag: str, kill: Callable[[int, Worker], None
     resumed = min(later) - killed_at
     first_after = min(i for i, pid, at in cluster.steps(tag) if at > killed_at and pid != child)
     assert first_after > 0, "the job started over instead of resuming"
-    print(f"\n{tag}: resumed {resumed:.2f} s after the kill, from step {first_after}")
+    reruns = int(cluster.notes.get(f"runs:{tag}") or 0) - N
+    print(
+        f"\n{tag}: resumed {resumed:.2f} s after the kill, from step {first_after}; {reruns} re-run"
+    )
     return resumed
 
 
 def test_pool_child_killed_resumes(cluster: Cluster) -> None:
-    resumed = _resume_after(cluster, "child", lambda child, worker: os.kill(child, signal.SIGKILL))
+    resumed = _resume_after(
+        cluster, "child", lambda child, worker: os.kill(child, signal.SIGKILL), 12
+    )
     assert resumed < LEASE + 5
 
 
@@ -248,7 +255,7 @@ def test_whole_worker_killed_resumes_elsewhere(cluster: Cluster) -> None:
     def kill(child: int, worker: Worker) -> None:
         os.killpg(worker.pgid, signal.SIGKILL)
 
-    resumed = _resume_after(cluster, "worker", kill)
+    resumed = _resume_after(cluster, "worker", kill, 15)
     assert resumed < VISIBILITY + LEASE + 5
 
 
