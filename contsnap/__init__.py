@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _marking
 from ._aio import Queue, checkpoint, pause, sleep, unpause
 from ._api import configure, describe, detach, dumps, fork, loads
 from ._decorator import checkpointable
@@ -31,6 +32,9 @@ from ._migrate import OldFrame, Resume, migration
 from ._resources import register_resource
 from ._store_checkpoints import TakenOverError
 from ._version import __version__
+
+if _marking.roundtrip_mode():  # CONTSNAP_ROUNDTRIP=1: round-trip mode registers its wrapper
+    from . import _roundtrip  # noqa: F401
 
 
 def load_ipython_extension(ipython: Any) -> None:

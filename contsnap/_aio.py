@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
+from . import _codec
 from ._errors import CheckpointError, NotCheckpointableError
 
 
@@ -295,8 +296,6 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
     socket, a foreign future...), the request is withdrawn and
     ``NotCheckpointableError`` names what it awaits and where.
     """
-    from ._api import dumps
-
     if not isinstance(task, asyncio.Task):
         what = "a coroutine" if asyncio.iscoroutine(task) else f"{type(task).__qualname__}"
         raise TypeError(
@@ -305,7 +304,7 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
             "await contsnap.pause(task)"
         )
     await park({task.get_name(): task}, timeout=timeout)
-    return dumps(task.get_coro())
+    return _codec.encode(task.get_coro(), kind="snapshot")
 
 
 async def park(

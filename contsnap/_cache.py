@@ -41,7 +41,6 @@ import takes the short way.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import marshal
@@ -56,8 +55,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from . import _info
 from ._info import Details, FunctionInfo
-from ._labels import LabelInfo
 from ._version import __version__
 
 FORMAT = 5
@@ -71,8 +70,6 @@ _HEAD = len(_MAGIC) + _DIGEST_SIZE + _META.size
 #: stamp to vouch for its bytes. Any later change then gives it a newer ctime, even on
 #: file systems with coarse clocks or 2-second timestamps (the "racy git" rule).
 TRUST_MARGIN_NS = 3_000_000_000
-#: FunctionInfo fields taken from the live function or loaded later, not from the first section.
-_LIVE_FIELDS = frozenset({"module", "qualname", "name", "filename", "globals", "details"})
 
 #: A function's key inside its module's file: qualname, first line, code name.
 FunctionKey = tuple[str, int, str]
@@ -145,15 +142,18 @@ def contsnap_stamp() -> str:
         root = os.path.dirname(os.path.abspath(__file__))
         parts = []
         if os.path.basename(os.path.dirname(root)) not in ("site-packages", "dist-packages"):
-            for folder in (root, os.path.join(root, "_transform")):
-                try:
-                    with os.scandir(folder) as entries:
-                        for entry in entries:
-                            if entry.name.endswith(".py"):
-                                st = entry.stat()
-                                parts.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
-                except OSError:
-                    parts.append(f"{folder}:-")
+            # every module of the package, whatever folder it moves to
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                for name in files:
+                    if name.endswith(".py"):
+                        path = os.path.join(folder, name)
+                        try:
+                            st = os.stat(path)
+                        except OSError:
+                            parts.append(f"{path}:-")
+                            continue
+                        parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
         parts.sort()
         _stamp = hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
     return _stamp
@@ -551,15 +551,9 @@ def _replace(path: str, blob: bytes, mode_of: str, pinned: int) -> bool:
     return True
 
 
-def _field_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The FunctionInfo fields a cache entry stores, and LabelInfo's (both part of the key)."""
-    info = tuple(
-        f.name for f in dataclasses.fields(FunctionInfo) if f.init and f.name not in _LIVE_FIELDS
-    )
-    return info, tuple(f.name for f in dataclasses.fields(LabelInfo))
-
-
-INFO_FIELDS, LABEL_FIELDS = _field_names()
+#: The FunctionInfo fields a cache entry stores, and LabelInfo's (both part of the key):
+#: the record of :mod:`contsnap._info`, which a by-value snapshot stores too.
+INFO_FIELDS, LABEL_FIELDS = _info.RECORD_FIELDS, _info.LABEL_FIELDS
 
 
 def encode_info(info: FunctionInfo) -> tuple[tuple[str, Any], Any]:
@@ -567,9 +561,8 @@ def encode_info(info: FunctionInfo) -> tuple[tuple[str, Any], Any]:
 
     Raises Uncacheable for values marshal cannot hold.
     """
-    encoded = tuple(getattr(info, name) for name in INFO_FIELDS)
-    labels = {k: tuple(getattr(v, f) for f in LABEL_FIELDS) for k, v in info.labels.items()}
-    details = (labels, info.resume_code, info.source)
+    encoded = _info.encode_record(info)
+    details = (_info.encode_labels(info.labels), info.resume_code, info.source)
     try:
         marshal.dumps((encoded, details))
     except ValueError as exc:
@@ -587,7 +580,7 @@ def decode_details(stored: Any) -> Details | None:
         labels, resume_code, source = stored
         if not (isinstance(resume_code, types.CodeType) and isinstance(source, str)):
             return None
-        return Details({k: LabelInfo(*v) for k, v in labels.items()}, resume_code, source)
+        return Details(_info.decode_labels(labels), resume_code, source)
     except Exception:  # damaged in a way the checksum missed: rebuild instead
         return None
 
@@ -604,19 +597,6 @@ def stored_fresh_code(stored: tuple[str, Any] | None) -> types.CodeType | None:
     return code if isinstance(code, types.CodeType) else None
 
 
-def _positional_order() -> bool:
-    """Do FunctionInfo's parameters run: live fields, INFO_FIELDS up to fresh_code,
-    globals and details, the rest of INFO_FIELDS? Then decode_info passes them by position."""
-    names = [f.name for f in dataclasses.fields(FunctionInfo) if f.init]
-    cut = INFO_FIELDS.index("fresh_code") + 1 if "fresh_code" in INFO_FIELDS else 0
-    expected = ["module", "qualname", "name", "filename", *INFO_FIELDS[:cut], "globals"]
-    return cut > 0 and names == [*expected, "details", *INFO_FIELDS[cut:]]
-
-
-_POSITIONAL = _positional_order()
-_CUT = INFO_FIELDS.index("fresh_code") + 1 if _POSITIONAL else 0
-
-
 def decode_info(
     stored: tuple[str, Any], fn: types.FunctionType, details: Callable[[], Details]
 ) -> FunctionInfo | str | None:
@@ -628,27 +608,16 @@ def decode_info(
         kind, data = stored
         if kind == "refused" and isinstance(data, str):
             return data
-        if kind != "ok" or len(data) != len(INFO_FIELDS):
+        if kind != "ok":
             return None
-        if _POSITIONAL:  # one call per marked function at every import: keep it cheap
-            return FunctionInfo(  # type: ignore[call-arg]  # checked by _positional_order
-                fn.__module__ or "",
-                fn.__qualname__,
-                fn.__name__,
-                fn.__code__.co_filename,
-                *data[:_CUT],
-                fn.__globals__,
-                details,
-                *data[_CUT:],
-            )
-        return FunctionInfo(
-            module=fn.__module__ or "",
-            qualname=fn.__qualname__,
-            name=fn.__name__,
-            filename=fn.__code__.co_filename,
-            globals=fn.__globals__,
-            details=details,
-            **dict(zip(INFO_FIELDS, data)),
+        return _info.decode_record(
+            data,
+            fn.__module__ or "",
+            fn.__qualname__,
+            fn.__name__,
+            fn.__code__.co_filename,
+            fn.__globals__,
+            details,
         )
     except Exception:  # damaged in a way the checksum missed: rebuild instead
         return None

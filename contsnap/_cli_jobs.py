@@ -306,7 +306,7 @@ def code_status(frame: dict[str, Any]) -> str:
 
     The path comes from unverified metadata: only a regular file of bounded size is read.
     """
-    from ._transform._fingerprint import fingerprint
+    from ._fingerprint import fingerprint
 
     path, qualname = _field(frame, "file", str), _field(frame, "qualname", str)
     if path is None or qualname is None:

@@ -34,11 +34,18 @@ policy = _Policy()
 
 
 def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]:
-    """The delegation chain from ``obj`` down, as the metadata describes it."""
+    """The delegation chain from ``obj`` down, as the metadata describes it.
+
+    When ``obj`` only holds generators (a list, a web page), the chain starts at the
+    first one captured that no other captured generator delegates to.
+    """
     frames: list[dict[str, Any]] = []
-    current = obj
-    while id(current) in captured and len(frames) < 64:
-        state = captured[id(current)]
+    current_id = id(obj)
+    if current_id not in captured:
+        delegated = {id(state.delegate) for state in captured.values()}
+        current_id = next((key for key in captured if key not in delegated), current_id)
+    while current_id in captured and len(frames) < 64:
+        state = captured[current_id]
         info = state.info
         frames.append(
             {
@@ -55,7 +62,7 @@ def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]
                 },
             }
         )
-        current = state.delegate
+        current_id = id(state.delegate)
     return frames
 
 

@@ -106,6 +106,49 @@ def _is_docstring(line: Line) -> bool:
     )
 
 
+def _unannotate_cells(rendered: Rendered, cellvars: tuple[str, ...]) -> Rendered:
+    """Drop the annotations of closure cells the resume variant declares ``nonlocal``.
+
+    ``x: T = v`` with ``x`` nonlocal is a SyntaxError; a local's annotation is never
+    evaluated (PEP 526), so ``x = v`` (``...`` for a bare ``x: T``) is the same code.
+    The text keeps its length on each line, so positions do not move.
+    """
+    if not cellvars or ":" not in rendered.text:
+        return rendered
+    found: list[ast.AnnAssign] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            target = child.target if isinstance(child, ast.AnnAssign) else None
+            if isinstance(target, ast.Name) and target.id in cellvars:
+                found.append(child)  # type: ignore[arg-type]
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child)
+
+    tree = ast.parse(rendered.text)
+    for factory in tree.body:
+        for inner in getattr(factory, "body", []):
+            if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(inner)
+    if not found:
+        return rendered
+    lines = rendered.text.split("\n")
+    for node in found:
+        row = node.lineno - 1
+        end = node.end_col_offset or 0
+        if node.end_lineno != node.lineno:
+            continue  # an annotation over several lines: left as it is (rare)
+        text = lines[row]
+        if node.value is None:
+            span = end - node.col_offset
+            lines[row] = text[: node.col_offset] + "...".ljust(span) + text[end:]
+        else:
+            start = node.target.end_col_offset or 0
+            equals = text.index("=", node.annotation.end_col_offset or 0)
+            lines[row] = text[:start] + " " * (equals - start) + text[equals:]
+    return Rendered("\n".join(lines), rendered.line_map)
+
+
 def _compile(rendered: Rendered, filename: str) -> types.CodeType:
     """Compile generated source; the code's positions are the user's lines and columns."""
     if sys.version_info >= (3, 11):
@@ -373,7 +416,7 @@ def compile_function(
         resume_body,
         first_line,
     )
-    resume_rendered = render([resume_factory])
+    resume_rendered = _unannotate_cells(render([resume_factory]), cellvars)
     resume_compiled = _find(_compile(resume_rendered, filename), RESUME_FACTORY)
     inner = f"{class_name}.{DEF_NAME}" if class_name else DEF_NAME
     prefixes = tuple(f"{factory}.<locals>.{inner}" for factory in (FRESH_FACTORY, RESUME_FACTORY))

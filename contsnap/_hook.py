@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from . import _cache, _decorator, _info, _lambdas, _runtime
+from . import _cache, _info, _lambdas, _marking, _runtime
 from ._errors import NotCheckpointableError
 from ._info import Details, FunctionInfo
 from ._labels import HELPERS, RT, helper
@@ -321,7 +321,7 @@ class HookedModule:
         self.stamp = stamp or _cache.Stamp()
         self.mark_all = mark_all
         #: round-trip mode wraps every marked function: its module code keeps every mark
-        self.mode = ("all-rt" if _decorator.roundtrip_mode() else "all") if mark_all else ""
+        self.mode = ("all-rt" if _marking.roundtrip_mode() else "all") if mark_all else ""
         #: the module's name and globals, when the import system runs it
         self.module = module
         self.namespace = namespace
@@ -444,7 +444,7 @@ class HookedModule:
                 fn = types.FunctionType(code, namespace, code.co_name, None, cells or None)
                 fn.__qualname__ = qualname
         try:
-            _decorator.make_checkpointable(fn)
+            _marking.make_checkpointable(fn)
         except NotCheckpointableError:
             return None
         return cast("FunctionInfo | None", fn.__dict__.get("__contsnap__"))
@@ -769,7 +769,7 @@ def mark(fn: Any, lambda_number: int | None = None) -> Any:
     if not code.co_flags & _FUNCTION_FLAGS or _REFUSED.get(id(code)) is code:
         return fn
     try:
-        return _decorator.make_checkpointable(fn, lambda_number)
+        return _marking.make_checkpointable(fn, lambda_number)
     except Exception as exc:
         _REFUSED[id(code)] = code
         if isinstance(exc, NotCheckpointableError):
@@ -1025,7 +1025,7 @@ def transformed_functions(
             fn.__qualname__ = qualname
             line = code.co_firstlineno
             try:
-                info = record.build(fn, _decorator._transform, _decorator._source_of)
+                info = record.build(fn, _marking._transform, _marking._source_of)
             except NotCheckpointableError as exc:
                 yield qualname, line, str(exc)
             else:
@@ -1036,7 +1036,7 @@ def transformed_functions(
             fn.__qualname__ = qualname
             line = record.plan.lambda_defs[number][1]
             try:
-                info = record.build(fn, _decorator._transform, _decorator._source_of, number)
+                info = record.build(fn, _marking._transform, _marking._source_of, number)
             except NotCheckpointableError as exc:
                 yield qualname, line, str(exc)
             else:
@@ -1087,3 +1087,8 @@ def _find_lambdas(
                 found.append((rest[0].argval, qualname, made))
         inner = ".<locals>." if made.co_flags & inspect.CO_NEWLOCALS else "."
         _find_lambdas(made, qualname + inner, found)
+
+
+# the functions of the modules this hook loaded are built from the source it compiled
+_marking.source_providers.append(hooked_module)
+_marking.forgetters.append(forget_module)

@@ -12,11 +12,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import inspect
+import io
+import pickle
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -131,7 +135,7 @@ _SESSION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 _MAX_ALIASES = 32
 
 #: the flag ``types.coroutine`` sets on a generator function's code
-CO_ITERABLE_COROUTINE = 0x100
+CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 _LOADING = threading.RLock()
 
 
@@ -168,11 +172,16 @@ class FunctionInfo:
     details: Details | Callable[[], Details]
     _registered: bool = field(default=False, init=False, repr=False)
     _label_of_line: dict[int, int] | None = field(default=None, init=False, repr=False)
+    # The rest is state of this process, never part of a record of the function:
     #: the latest function made from ``fresh_code`` (a decorator may change its code)
-    live_function: Any = field(default=None, repr=False, compare=False)
+    live_function: Any = field(default=None, init=False, repr=False, compare=False)
     #: code objects equal to ours but for flags, known to be ours
-    aliases: list[types.CodeType] = field(default_factory=list, repr=False, compare=False)
-    flagged_resume_code: types.CodeType | None = field(default=None, repr=False, compare=False)
+    aliases: list[types.CodeType] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    flagged_resume_code: types.CodeType | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def _details(self) -> Details:
         details = self.details
@@ -287,6 +296,93 @@ def _by_name(qualname: str) -> bool:
     """Does a qualname name one function of its module? Not a nested function's (one per
     call of the enclosing function), nor a lambda's (several can share one)."""
     return "<locals>" not in qualname and "<lambda>" not in qualname
+
+
+# ---------------------------------------------------------------- the record of a function
+#
+# One encoding of a FunctionInfo, made of tuples, dicts, strings, ints and code objects
+# (marshal and pickle hold it alike): the import hook's cache stores it, and a snapshot
+# that carries its function by value stores it too. Every field is written from the
+# dataclasses' own field lists, so a field added to FunctionInfo or LabelInfo travels
+# both ways without being named here.
+
+#: FunctionInfo fields a record leaves out: the function in hand gives its module, names,
+#: file and globals; the details (labels, resume code, source) are encoded apart.
+LIVE_FIELDS = frozenset({"module", "qualname", "name", "filename", "globals", "details"})
+RECORD_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(FunctionInfo) if f.init and f.name not in LIVE_FIELDS
+)
+LABEL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LabelInfo))
+FRESH_CODE_AT = RECORD_FIELDS.index("fresh_code")
+
+
+def encode_record(info: FunctionInfo) -> tuple[Any, ...]:
+    """The fields of ``info`` that a record stores, in :data:`RECORD_FIELDS` order."""
+    return tuple(getattr(info, name) for name in RECORD_FIELDS)
+
+
+def encode_labels(labels: dict[int, LabelInfo]) -> dict[int, tuple[Any, ...]]:
+    """Each label as the tuple of its :data:`LABEL_FIELDS`."""
+    return {k: tuple(getattr(v, f) for f in LABEL_FIELDS) for k, v in labels.items()}
+
+
+def decode_labels(stored: dict[int, tuple[Any, ...]]) -> dict[int, LabelInfo]:
+    """The labels :func:`encode_labels` encoded (raises on a malformed record)."""
+    labels = {}
+    for k, v in stored.items():
+        if len(v) != len(LABEL_FIELDS):
+            raise ValueError(f"label {k} has {len(v)} fields, not {len(LABEL_FIELDS)}")
+        labels[int(k)] = LabelInfo(*v)
+    return labels
+
+
+def _positional_order() -> bool:
+    """Do FunctionInfo's parameters run: module, qualname, name, filename, the record
+    fields up to fresh_code, globals, details, the rest of the record? Then
+    :func:`decode_record` passes them by position."""
+    names = [f.name for f in fields(FunctionInfo) if f.init]
+    cut = FRESH_CODE_AT + 1
+    expected = ["module", "qualname", "name", "filename", *RECORD_FIELDS[:cut], "globals"]
+    return names == [*expected, "details", *RECORD_FIELDS[cut:]]
+
+
+_POSITIONAL = _positional_order()
+_CUT = FRESH_CODE_AT + 1
+
+
+def decode_record(
+    record: tuple[Any, ...],
+    module: str,
+    qualname: str,
+    name: str,
+    filename: str,
+    namespace: dict[str, Any],
+    details: Details | Callable[[], Details],
+) -> FunctionInfo:
+    """The FunctionInfo of ``record`` (as :func:`encode_record` made it), for the function
+    of that module, names, file and globals. Raises on a malformed record."""
+    if len(record) != len(RECORD_FIELDS):
+        raise ValueError(f"the record has {len(record)} fields, not {len(RECORD_FIELDS)}")
+    if _POSITIONAL:  # once per marked function at every warm import: keep it cheap
+        return FunctionInfo(  # type: ignore[call-arg]  # checked by _positional_order
+            module,
+            qualname,
+            name,
+            filename,
+            *record[:_CUT],
+            namespace,
+            details,
+            *record[_CUT:],
+        )
+    return FunctionInfo(
+        module=module,
+        qualname=qualname,
+        name=name,
+        filename=filename,
+        globals=namespace,
+        details=details,
+        **dict(zip(RECORD_FIELDS, record)),
+    )
 
 
 def forget_module(module: str) -> None:
@@ -427,14 +523,28 @@ def live_info(module: str, qualname: str) -> FunctionInfo | None:
     return _registered(module, qualname)
 
 
+#: ``finder(info, old_fingerprint)``: how to resume a frame of that older code, or None
+#: (``_migrate`` registers the migrations' finder when it is imported)
+migration_finders: list[Callable[[FunctionInfo, str], Any]] = []
+
+
 def _changed(info: FunctionInfo, old_fingerprint: str) -> Any:
     """A migration for the old version of ``info``'s function, or CodeChangedError."""
-    from ._migrate import Migrating, find
-
-    migrate = find(info.module, info.qualname, old_fingerprint)
-    if migrate is not None:
-        return Migrating(info, migrate, old_fingerprint)
+    for finder in migration_finders:
+        migrating = finder(info, old_fingerprint)
+        if migrating is not None:
+            return migrating
     raise code_changed([(info, old_fingerprint)])
+
+
+def function_info(fn: Any) -> FunctionInfo | None:
+    """The info of a function returned by @checkpointable (None for anything else)."""
+    info = getattr(fn, "__contsnap__", None)
+    while info is None and isinstance(fn, types.FunctionType):
+        # made by the import hook from its cached code (maybe behind functools.wraps)
+        info = pending_info(fn)
+        fn = getattr(fn, "__wrapped__", None)
+    return info if isinstance(info, FunctionInfo) else None
 
 
 def code_changed(changed: list[tuple[FunctionInfo, str]]) -> CodeChangedError:
@@ -452,49 +562,155 @@ def code_changed(changed: list[tuple[FunctionInfo, str]]) -> CodeChangedError:
     )
 
 
+# A by-value record carries the globals its resume code uses; for a function that calls
+# itself (or a partner that calls it back) they hold the function, whose ``__contsnap__``
+# is the record being written. That reference is saved as an _InfoRef to the record's
+# key, and set to the info once the load has built it.
+
+#: infos being pickled by value, innermost last
+_SAVING_BY_VALUE: contextvars.ContextVar[tuple[FunctionInfo, ...]] = contextvars.ContextVar(
+    "contsnap_saving_by_value", default=()
+)
+#: functions rebuilt by the by-value loads in progress whose info is still being built
+_WAITING_FOR_INFO: contextvars.ContextVar[list[tuple[_InfoRef, types.FunctionType]] | None] = (
+    contextvars.ContextVar("contsnap_waiting_for_info", default=None)
+)
+
+
+_cp: Any = importlib.import_module("cloudpickle.cloudpickle")
+
+
+#: classes a load found alive in this process (cloudpickle tracks a class saved by value
+#: and hands back the one it knows): their state is not set again
+_LIVE_CLASSES: weakref.WeakSet[type] = weakref.WeakSet()
+#: classes a load made: not the program's own (a snapshot loaded in another process
+#: carries a class in each pickle that needs it, the by-value records included; each
+#: one sets its state, as cloudpickle does, the last one winning)
+_MADE_BY_LOAD: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def by_value_class(reduced: tuple[Any, ...]) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a class saved by value (a class of a script, or one
+    defined in a function), made to leave a class the loading process has alone."""
+    return (_make_class, (reduced[0], reduced[1]), *reduced[2:-1], _set_class_state)
+
+
+def _make_class(make: Callable[..., type], args: tuple[Any, ...]) -> type:
+    """cloudpickle's class skeleton, noting a class the program itself made (not a load)
+    that this process already has (both of cloudpickle's skeleton makers take the
+    class's tracker id second to last)."""
+    tracker = args[-2] if len(args) >= 2 else None
+    known = _cp._DYNAMIC_CLASS_TRACKER_BY_ID.get(tracker) if isinstance(tracker, str) else None
+    cls = make(*args)
+    if known is None:
+        _MADE_BY_LOAD.add(cls)
+    elif cls is known and cls not in _MADE_BY_LOAD:
+        _LIVE_CLASSES.add(cls)
+    return cls
+
+
+def _set_class_state(cls: type, state: Any) -> None:
+    """cloudpickle's class state, except for a class that lives here already: resetting it
+    would put the snapshot's copies of its methods and attributes in place of the live
+    ones (a class of a script, restored in the process that saved it)."""
+    if cls in _LIVE_CLASSES:
+        _LIVE_CLASSES.discard(cls)
+        return
+    _cp._class_setstate(cls, state)
+
+
+class _InfoRef:
+    """Stands for a by-value info inside its own record (a recursive function)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: tuple[str, str, str]) -> None:
+        self.key = key
+
+
+def _key(info: FunctionInfo) -> tuple[str, str, str]:
+    return (info.module, info.qualname, info.fingerprint)
+
+
+class _CarrierPickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
+    """cloudpickle for a by-value record: a reference back to a record being written is
+    an _InfoRef, and a rebuilt function that holds one waits for its info."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is FunctionInfo and any(obj is saving for saving in _SAVING_BY_VALUE.get()):
+            return (_InfoRef, (_key(obj),))
+        reduced = super().reducer_override(obj)
+        if isinstance(reduced, tuple) and reduced[-1] is _cp._class_setstate:
+            return by_value_class(reduced)
+        return reduced
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
+        reduced = super()._dynamic_function_reduce(func)
+        if "__contsnap__" in func.__dict__:
+            return (*reduced[:5], _set_carried_function_state)
+        return reduced
+
+
+def _set_carried_function_state(fn: types.FunctionType, state: Any) -> None:
+    _cp._function_setstate(fn, state)
+    ref = fn.__dict__.get("__contsnap__")
+    waiting = _WAITING_FOR_INFO.get()
+    if isinstance(ref, _InfoRef) and waiting is not None:
+        waiting.append((ref, fn))
+
+
 def _pickle_by_value(info: FunctionInfo) -> bytes:
+    """The record of ``info`` with its resume code in a carrier function, which cloudpickle
+    saves with the globals it uses. The fresh code is left out: the function that carries
+    the info by value brings it (see :func:`adopt_function`)."""
     closure = tuple(types.CellType() for _ in info.resume_code.co_freevars)
     carrier = types.FunctionType(info.resume_code, info.globals, info.name, None, closure)
     carrier.__module__ = info.module
     carrier.__qualname__ = info.qualname
-    fields = (
-        info.module,
-        info.qualname,
-        info.name,
-        info.filename,
-        info.def_line,
-        info.fingerprint,
-        {
-            k: (v.line, tuple(sorted(v.helpers)), v.delegate, v.refuse)
-            for k, v in info.labels.items()
-        },
-        info.user_names,
-        info.cell_names,
-        info.cellvars,
-        info.first_param,
-    )
-    data: bytes = cloudpickle.dumps((fields, carrier))
-    return data
+    record = list(encode_record(info))
+    record[FRESH_CODE_AT] = None
+    names = (info.module, info.qualname, info.name, info.filename)
+    buffer = io.BytesIO()
+    token = _SAVING_BY_VALUE.set((*_SAVING_BY_VALUE.get(), info))
+    try:
+        pickler = _CarrierPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dump((names, tuple(record), encode_labels(info.labels), carrier))
+    finally:
+        _SAVING_BY_VALUE.reset(token)
+    return buffer.getvalue()
 
 
 def _info_by_value(data: bytes) -> FunctionInfo:
-    import pickle
-
+    waiting = _WAITING_FOR_INFO.get()
+    if waiting is not None:
+        return _info_by_value_in(data, waiting)
+    waiting = []
+    token = _WAITING_FOR_INFO.set(waiting)
     try:
-        fields, carrier = pickle.loads(data)
-        (
-            module,
-            qualname,
-            name,
-            filename,
-            def_line,
-            fingerprint,
-            labels,
-            user_names,
-            cell_names,
-            cellvars,
-            first_param,
-        ) = fields
+        return _info_by_value_in(data, waiting)
+    finally:
+        _WAITING_FOR_INFO.reset(token)
+
+
+def _resolve_waiting(
+    info: FunctionInfo, waiting: list[tuple[_InfoRef, types.FunctionType]]
+) -> None:
+    """Give the functions rebuilt with an _InfoRef to ``info`` the info itself."""
+    key = _key(info)
+    for ref, fn in [pair for pair in waiting if pair[0].key == key]:
+        waiting.remove((ref, fn))
+        fn.__dict__["__contsnap__"] = info
+        adopt_function(fn)
+
+
+def _info_by_value_in(
+    data: bytes, waiting: list[tuple[_InfoRef, types.FunctionType]]
+) -> FunctionInfo:
+    try:
+        names, record, labels, carrier = pickle.loads(data)
+        module, qualname, name, filename = names
+        fingerprint = record[RECORD_FIELDS.index("fingerprint")]
+        details = Details(labels=decode_labels(labels), resume_code=carrier.__code__)
     except CodeChangedError:
         raise
     except Exception as exc:
@@ -503,6 +719,7 @@ def _info_by_value(data: bytes) -> FunctionInfo:
         ) from exc
     live = _BY_NAME.get((module, qualname))
     if live is not None and live.fingerprint == fingerprint:
+        _resolve_waiting(live, waiting)
         return live
     if live is not None and _by_name(qualname) and _SESSION.get() is None:
         # the script (``__main__``) defines it again, differently: its code changed
@@ -512,29 +729,16 @@ def _info_by_value(data: bytes) -> FunctionInfo:
     if namespace is not None and module == namespace.get("__name__"):
         # defined in the session being restored: run in its namespace, where the
         # restored variables go (the carrier's copies only fill names it lacks)
-        for name, value in code_globals.items():
-            namespace.setdefault(name, value)
+        for key, value in code_globals.items():
+            namespace.setdefault(key, value)
         code_globals = namespace
-    info = FunctionInfo(
-        module=module,
-        qualname=qualname,
-        name=name,
-        filename=filename,
-        def_line=def_line,
-        fingerprint=fingerprint,
-        user_names=tuple(user_names),
-        cell_names=tuple(cell_names),
-        cellvars=tuple(cellvars),
-        first_param=first_param,
-        fresh_code=None,
-        globals=code_globals,
-        details=Details(
-            labels={
-                int(k): LabelInfo(line, frozenset(helpers), delegate, refuse)
-                for k, (line, helpers, delegate, refuse) in labels.items()
-            },
-            resume_code=carrier.__code__,
-        ),
-    )
+    try:
+        info = decode_record(record, module, qualname, name, filename, code_globals, details)
+    except Exception as exc:
+        raise SnapshotCorruptError(
+            f"the by-value record of {qualname} in the snapshot cannot be read: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     _BY_CODE[id(info.resume_code)] = info
+    _resolve_waiting(info, waiting)
     return info

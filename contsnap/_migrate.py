@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _info
 from ._errors import CheckpointError, CodeChangedError
+from ._info import function_info
 
 __all__ = ["OldFrame", "Resume", "migration"]
 
@@ -69,8 +71,6 @@ def _target_name(target: Any) -> tuple[str, str]:
         if not sep or not module or not qualname:
             raise ValueError(f"a migration target is 'module:qualname', not {target!r}")
         return module, qualname
-    from ._decorator import function_info
-
     info = function_info(target)
     if info is None:
         info = function_info(getattr(target, "__func__", None))  # staticmethod / classmethod
@@ -219,3 +219,12 @@ def _cell_value(cell: Any) -> tuple[bool, Any]:
         return True, cell.cell_contents
     except ValueError:
         return False, None
+
+
+def _migrating(info: Any, old_fingerprint: str) -> Migrating | None:
+    """How a frame of ``info``'s older code resumes, if a migration is registered for it."""
+    migrate = find(info.module, info.qualname, old_fingerprint)
+    return None if migrate is None else Migrating(info, migrate, old_fingerprint)
+
+
+_info.migration_finders.append(_migrating)

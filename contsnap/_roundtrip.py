@@ -36,6 +36,7 @@ import sys
 import types
 from typing import Any
 
+from . import _marking
 from ._decorator import checkpointable
 from ._errors import CheckpointError
 from ._runtime import ANext
@@ -381,3 +382,7 @@ def _write_report() -> None:
 
 if MODE:
     atexit.register(_write_report)
+
+
+# round-trip mode wraps every function marked from now on (``_marking`` calls this)
+_marking.roundtrip_wrappers.append(wrap)

@@ -9,6 +9,7 @@ snapshot machinery.
 
 from __future__ import annotations
 
+import inspect
 import io
 import sys
 import types
@@ -90,7 +91,7 @@ def live() -> bool:
 
 
 #: ``types.coroutine`` sets it on a generator function's code: its generators can be awaited
-ITERABLE_COROUTINE = 0x100
+ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 
 
 def _iterable_coroutine(obj: Any) -> bool:
@@ -106,7 +107,7 @@ def yield_from_iter(obj: Any) -> Any:
     if isinstance(obj, types.GeneratorType):
         return obj
     if isinstance(obj, types.CoroutineType):
-        if sys._getframe(1).f_code.co_flags & (ITERABLE_COROUTINE | 0x80):
+        if sys._getframe(1).f_code.co_flags & (ITERABLE_COROUTINE | inspect.CO_COROUTINE):
             return obj
         raise TypeError("cannot 'yield from' a coroutine object in a non-coroutine generator")
     return iter(obj)
@@ -273,6 +274,12 @@ class ANext:
         return (ANext, (self.iterator, self.in_flight()))
 
     def __contsnap_resume__(self) -> Any:
+        # calls no Python code for an async generator's step: resuming the innermost
+        # level of a chain as deep as the recursion limit allows takes no extra frame
+        if self.pending is None or type(self.iterator) is types.AsyncGeneratorType:
+            again = object.__new__(ANext)
+            again.iterator, again.pending = self.iterator, None
+            return again
         pending = self.in_flight()
         return ANext(self.iterator) if pending is None else pending
 
@@ -332,8 +339,21 @@ def aexit(manager: Any, exc: BaseException | None) -> Any:
     return _awaitable(_exit(manager, "__aexit__", exc), "__aexit__")
 
 
-#: Restored coroutines not yet started: a resumed ``await`` starts them itself.
-UNSTARTED: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Restored coroutines not yet started, by id (held weakly): a resumed ``await`` starts
+#: them itself. A plain dict, which :func:`resume_awaitable` reads without running any
+#: Python code: the innermost level of a resumed chain is then no deeper than a native
+#: one, so a chain as deep as the recursion limit allows resumes too.
+UNSTARTED: dict[int, weakref.ref[Any]] = {}
+
+
+def add_unstarted(coroutine: Any) -> None:
+    key = id(coroutine)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        if UNSTARTED.get(key) is ref:
+            del UNSTARTED[key]
+
+    UNSTARTED[key] = weakref.ref(coroutine, forget)
 
 
 def resume_awaitable(awaitable: Any) -> Any:
@@ -346,10 +366,11 @@ def resume_awaitable(awaitable: Any) -> Any:
     ``checkpoint()``, the rest of the time for ``sleep()``, a new ``get()``
     for a queue.
     """
-    if awaitable in UNSTARTED:
-        UNSTARTED.discard(awaitable)
+    entry = UNSTARTED.get(id(awaitable))
+    if entry is not None and entry() is awaitable:
+        del UNSTARTED[id(awaitable)]
         return awaitable
-    if type(awaitable) is types.GeneratorType and awaitable.gi_code.co_flags & 0x100:
+    if type(awaitable) is types.GeneratorType and awaitable.gi_code.co_flags & ITERABLE_COROUTINE:
         # a restored ``@types.coroutine`` generator, primed at its yield: awaiting
         # it sends the event loop's None in, as the original await would have
         return awaitable

@@ -24,6 +24,7 @@ import io
 import pickle
 import sys
 import types
+import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptErr
 from ._info import (
     FunctionInfo,
     adopt_function,
+    by_value_class,
     current_session,
     info_for_code,
     pending_info,
@@ -84,7 +86,8 @@ _CLOSED: weakref.WeakKeyDictionary[Any, FunctionInfo] = weakref.WeakKeyDictionar
 _PENDING: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 # Generators of changed code whose old state goes through a migration when it arrives.
 _MIGRATING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-# Restored coroutines not started yet: their saved point, for a snapshot taken before.
+# Restored generators and coroutines not started yet: their saved point (label 0: not
+# started when saved either) and locals, for a snapshot taken before their first step.
 _UNSTARTED_BOX: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 # Generators with their state, waiting for the end of the load to be primed.
 _DEFERRED: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
@@ -176,7 +179,8 @@ def capture(gen: Any) -> FrameState:
         if box is not None:  # restored, not stepped yet: still where it was saved
             names = (gen.__name__, gen.__qualname__)
             renamed = names if names != (info.name, info.qualname) else None
-            return FrameState(info, SUSPENDED, box.label, dict(box.values), box.cells, renamed)
+            status = SUSPENDED if box.label else CREATED
+            return FrameState(info, status, box.label, dict(box.values), box.cells, renamed)
         return _capture_created(gen, info, frame)
     local = dict(frame.f_locals)
     line = frame.f_lineno
@@ -337,12 +341,15 @@ def set_generator_state(gen: Any, values: Any) -> None:
         _check_helpers(info, box.label, values)
     box.values = values
     if not box.label:
+        # not started when saved: its frame holds only the box until the first step,
+        # so a snapshot taken before then reads the arguments from the box
+        _UNSTARTED_BOX[gen] = box
         return
     if info.labels[box.label].kind == "await":
         # a coroutine is not primed: the event loop's first send runs its
         # dispatch, and a resumed await starts a restored coroutine it awaits
         if type(gen) is types.CoroutineType:
-            _runtime.UNSTARTED.add(gen)
+            _runtime.add_unstarted(gen)
             _UNSTARTED_BOX[gen] = box  # a snapshot before its first step saves this
             delegate = box.values.get(info.labels[box.label].delegate or "")
             if type(delegate) is types.CoroutineType:
@@ -464,9 +471,34 @@ def _prime_chain_of(gen: Any, restored: list[Any]) -> None:
     top = gen
     while id(top) in outer and outer[id(top)] in _runtime.UNPRIMED:
         top = outer[id(top)]
-    _prime(top)
+    _prime_deep(top)
     if gen in _runtime.UNPRIMED:  # not reached through the chain: prime it alone
         _prime(gen)
+
+
+def _prime_deep(top: Any) -> None:
+    """Prime ``top`` and the chain below it, which may be as deep as native Python allows:
+    the frames of the load above it must not be what exceeds the recursion limit."""
+    length = 0
+    below = _delegate_of_unprimed(top)
+    while type(below) in _PREFIX and length < 100_000:
+        length += 1
+        below = _delegate_of_unprimed(below)
+    depth = 0
+    frame: types.FrameType | None = sys._getframe()
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    limit = sys.getrecursionlimit()
+    needed = depth + length + 50
+    if needed <= limit:
+        _prime(top)
+        return
+    sys.setrecursionlimit(needed)
+    try:
+        _prime(top)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _delegate_of_unprimed(gen: Any) -> Any:
@@ -520,24 +552,118 @@ def rebuild(state: FrameState) -> Any:
 # ---------------------------------------------------------------- pickling
 
 
-def _reduce_generator(gen: Any) -> tuple[Any, ...]:
-    return _reduce_state(capture(gen))
+# A chain of delegation (``yield from`` / ``await``, ~900 deep natively) is saved flat:
+# nested, each level would cost pickle several C frames (its recursion limit is hit
+# from ~200 levels). The outermost generator's state is a _Chain: first every
+# generator it delegates to, made without its state (memoised, so a later reference is
+# a memo lookup), then the locals of each level, in order.
 
 
-def _reduce_state(state: FrameState) -> tuple[Any, ...]:
-    if state.status == CLOSED:
-        return (closed_generator, (state.info,))
+def _next_in_chain(state: FrameState) -> Any:
+    """The checkpointable generator (coroutine...) ``state``'s frame is delegating to."""
+    delegate = state.delegate
+    if isinstance(delegate, _runtime.ANext):  # an async for step: into its generator
+        try:
+            delegate = delegate.in_flight() or delegate.iterator
+        except TypeError:  # capture refused it already, naming it
+            return None
+    if type(delegate) in _PREFIX and info_of(delegate) is not None:
+        return delegate
+    return None
+
+
+def _chain_below(state: FrameState, done: Callable[[Any], bool]) -> list[tuple[Any, FrameState]]:
+    """The generators ``state`` delegates to, outermost first, with their frames; it stops
+    at one ``done`` says is saved already, and at a finished one."""
+    chain: list[tuple[Any, FrameState]] = []
+    seen: set[int] = set()
+    current = state
+    while True:
+        member = _next_in_chain(current)
+        if member is None or id(member) in seen or done(member):
+            return chain
+        current = capture(member)
+        if current.status == CLOSED:
+            return chain
+        seen.add(id(member))
+        chain.append((member, current))
+
+
+class _Chain:
+    """The state of a generator that delegates: the generators below it and every level's
+    locals. While it is being pickled, those generators pickle without their state."""
+
+    __slots__ = ("__weakref__", "members", "values")
+
+    def __init__(self, top: FrameState, chain: list[tuple[Any, FrameState]]) -> None:
+        self.members = [member for member, _state in chain]
+        self.values = [top.values, *(state.values for _member, state in chain)]
+        alive = weakref.ref(self)
+        for member, state in chain:
+            _SHALLOW[member] = (alive, state)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_chain_parts, (self.members, self.values))
+
+
+#: generators to pickle without their state: a _Chain being pickled carries it (an
+#: entry whose _Chain is gone, after a pickle that failed, is stale)
+_SHALLOW: weakref.WeakKeyDictionary[Any, tuple[weakref.ref[_Chain], FrameState]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shallow_state(gen: Any) -> FrameState | None:
+    entry = _SHALLOW.pop(gen, None)
+    if entry is None or entry[0]() is None:
+        return None
+    return entry[1]
+
+
+def _chain_parts(members: Any, values: Any) -> tuple[Any, Any]:
+    return (members, values)
+
+
+def set_chain_state(gen: Any, parts: Any) -> None:
+    """Give a generator and the generators it delegates to their locals; primed together
+    (from the outermost, through native ``yield from``) once all have them."""
+    try:
+        members, values = parts
+        members, values = list(members), list(values)
+    except (TypeError, ValueError):
+        raise SnapshotCorruptError("the delegation chain in the snapshot is malformed") from None
+    if len(values) != len(members) + 1 or not all(type(m) in _PREFIX for m in members):
+        raise SnapshotCorruptError("the delegation chain in the snapshot is malformed")
+    with _load_context():
+        set_generator_state(gen, values[0])
+        for member, member_values in zip(members, values[1:]):
+            if member in _PENDING:  # else it was saved on its own too, with this state
+                set_generator_state(member, member_values)
+
+
+def _args(state: FrameState) -> tuple[Any, ...]:
     args: tuple[Any, ...] = (state.info, state.label, state.cells)
     if state.names is not None:
         args += (state.names,)
-    return (
-        new_generator,
-        args,
-        state.values,
-        None,
-        None,
-        set_generator_state,
-    )
+    return args
+
+
+def _reduce_generator(gen: Any) -> tuple[Any, ...]:
+    shallow = _shallow_state(gen)
+    if shallow is not None:
+        return (new_generator, _args(shallow))
+    state = capture(gen)
+    return _reduce_state(state, _chain_below(state, lambda member: False))
+
+
+def _reduce_state(
+    state: FrameState, chain: list[tuple[Any, FrameState]] | None = None
+) -> tuple[Any, ...]:
+    if state.status == CLOSED:
+        return (closed_generator, (state.info,))
+    if chain:
+        return (new_generator, _args(state), _Chain(state, chain), None, None, set_chain_state)
+    return (new_generator, _args(state), state.values, None, None, set_generator_state)
 
 
 def _make_cell() -> types.CellType:
@@ -604,6 +730,8 @@ copyreg.add_extension("contsnap._info", "_info_by_name", 245)
 copyreg.add_extension("contsnap._info", "_info_by_value", 246)
 copyreg.add_extension(__name__, "rebuild_exception", 247)
 copyreg.add_extension(__name__, "set_exception_state", 248)
+copyreg.add_extension(__name__, "_chain_parts", 249)
+copyreg.add_extension(__name__, "set_chain_state", 250)
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
@@ -630,6 +758,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         self.refs: list[Any] = []
         #: the interactive namespace being saved as a whole, if any
         self.session = current_session()
+        #: stands for the globals of ``__main__`` (a script's functions saved by value)
+        self.main_globals: _MainGlobals | None = None
         _resources.resolve_refusals()
 
     def by_reference(self, obj: Any) -> tuple[Any, ...]:
@@ -641,9 +771,13 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         if self.keep is not None and self.keep(obj):
             return self.by_reference(obj)
         if kind in _PREFIX:
+            shallow = _shallow_state(obj)
+            if shallow is not None:  # a _Chain being pickled carries its state
+                self.captured[id(obj)] = shallow
+                return (new_generator, _args(shallow))
             state = capture(obj)
             self.captured[id(obj)] = state
-            return _reduce_state(state)
+            return _reduce_state(state, _chain_below(state, self._saved))
         if kind is types.CellType:
             return _reduce_cell(obj)
         if kind is types.FunctionType and obj.__module__ in _OWN_MODULES:
@@ -652,6 +786,14 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return self.by_reference(obj.namespace)
         if kind is _SessionGlobals:
             return (_session_globals, ())
+        if kind is _MainGlobals:
+            return (_main_globals, (_PROCESS, obj.fallback))
+        if isinstance(obj, type) and not self.local:
+            reduced = super().reducer_override(obj)
+            if isinstance(reduced, tuple) and reduced[-1] is _cp._class_setstate:
+                # a class saved by value: loaded where it already lives, it stays as is
+                return by_value_class(reduced)
+            return reduced
         if self.local and (
             kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
         ):
@@ -664,6 +806,10 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
         if kind is types.TracebackType:
             return (_no_traceback, ())  # as pickle drops an exception's traceback
         return super().reducer_override(obj)
+
+    def _saved(self, gen: Any) -> bool:
+        """Is ``gen`` pickled already (or passed by reference)? A chain stops there."""
+        return id(gen) in self.captured or (self.keep is not None and self.keep(gen))
 
     def _reduce_exception(self, exc: BaseException) -> Any:
         reduced = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
@@ -684,8 +830,14 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             slotstate["__globals__"] = {}
         elif self.session is not None and func.__globals__ is self.session:
             base_globals = _SESSION_GLOBALS
+        elif func.__globals__ is _main_namespace():
+            if self.main_globals is None:  # one per pickle: its functions share globals
+                self.main_globals = _MainGlobals(base_globals)
+            base_globals = self.main_globals
         newargs = (code, base_globals, name, defaults, func.__closure__)
         setter = set_function_state if "__contsnap__" in state else _cp._function_setstate
+        if base_globals is self.main_globals:
+            setter = set_main_function_state
         return (_cp._make_function, newargs, (state, slotstate), None, None, setter)
 
 
@@ -733,6 +885,49 @@ def _session_globals() -> dict[str, Any]:
     """The namespace a session snapshot is restored into (a fresh one outside a session)."""
     namespace = current_session()
     return namespace if namespace is not None else {}
+
+
+#: this process, as a snapshot names it: a load in the process that saved binds the
+#: functions of its script to the live ``__main__`` globals, not to a copy
+_PROCESS = uuid.uuid4().hex
+
+
+def _main_namespace() -> dict[str, Any] | None:
+    main = sys.modules.get("__main__")
+    return getattr(main, "__dict__", None)
+
+
+class _MainGlobals:
+    """Stands for the globals of ``__main__``: the live ones when loaded in the process that
+    saved them, else ``fallback`` (the module attributes cloudpickle keeps) and a copy of
+    the globals each function uses, as cloudpickle does."""
+
+    __slots__ = ("fallback",)
+
+    def __init__(self, fallback: dict[str, Any]) -> None:
+        self.fallback = fallback
+
+
+def _main_globals(process: str, fallback: dict[str, Any]) -> dict[str, Any]:
+    namespace = _main_namespace()
+    return namespace if process == _PROCESS and namespace is not None else fallback
+
+
+def set_main_function_state(fn: types.FunctionType, state: Any) -> None:
+    """The state of a function of ``__main__``: loaded in the process that saved it, its
+    globals are the live ones, which the snapshot's copies never overwrite (they only fill
+    names the script has deleted since)."""
+    namespace = fn.__globals__
+    if namespace is not _main_namespace():
+        set_function_state(fn, state)
+        return
+    attributes, slots = state
+    slots = dict(slots)
+    for name, value in slots.pop("__globals__").items():
+        namespace.setdefault(name, value)
+    builtins = namespace.get("__builtins__")
+    set_function_state(fn, (attributes, {**slots, "__globals__": {}}))
+    namespace["__builtins__"] = builtins  # cloudpickle sets its own: keep the script's
 
 
 def set_function_state(fn: types.FunctionType, state: Any) -> None:
@@ -786,21 +981,42 @@ def from_payload(data: bytes, refs: list[Any] | None = None) -> Any:
         _REFS.reset(token)
 
 
-def _diagnose(gen: Any, exc: BaseException, depth: int = 0) -> NotCheckpointableError | None:
-    """Find the local variable whose value made pickling fail."""
-    if depth > 50 or info_of(gen) is None:
+def _locals_to_diagnose(gen: Any) -> tuple[FrameState, Iterator[tuple[str, Any]]] | None:
+    """The frame of ``gen`` and its locals, the user's own variables first: a file is
+    better named as ``f`` than as the iterator of the for loop reading it."""
+    if info_of(gen) is None:
         return None
     try:
         state = capture(gen)
     except CheckpointError:
         return None
-    # the user's own variables first: a file is better named as ``f`` than as
-    # the iterator of the for loop reading it
-    for name, value in sorted(state.values.items(), key=lambda item: _local_order(item[0])):
+    return state, iter(sorted(state.values.items(), key=lambda item: _local_order(item[0])))
+
+
+def _diagnose(gen: Any, exc: BaseException) -> NotCheckpointableError | None:
+    """Find the local variable whose value made pickling fail.
+
+    Depth first through the generators the frames hold (a delegation chain may be as
+    deep as native Python allows: a stack, not recursion).
+    """
+    first = _locals_to_diagnose(gen)
+    if first is None:
+        return None
+    stack = [first]
+    visited = {id(gen)}
+    while stack:
+        state, items = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        name, value = item
         if info_of(value) is not None:
-            inner = _diagnose(value, exc, depth + 1)
-            if inner is not None:
-                return inner
+            if id(value) not in visited and len(visited) < 100_000:
+                visited.add(id(value))
+                inner = _locals_to_diagnose(value)
+                if inner is not None:
+                    stack.append(inner)
             continue
         try:
             to_payload(value, local=True)
@@ -881,21 +1097,34 @@ def copy_generator(gen: Any) -> Any:
 
 
 def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
-    """``copy.deepcopy`` of a generator: honours the memo, so shared objects stay shared."""
+    """``copy.deepcopy`` of a generator: honours the memo, so shared objects stay shared.
+
+    The generators it delegates to are made first (into the memo), then every level's
+    locals are copied: no recursion per level of a long ``yield from`` chain.
+    """
     state = capture(gen)
     if state.status == CLOSED:
         result = closed_generator(state.info)
         memo[id(gen)] = result
         return result
-    cells = tuple(_deepcopy_cell(cell, memo) for cell in state.cells)
+    levels = [(gen, state), *_chain_below(state, lambda member: id(member) in memo)]
     with _load_context():
-        result = new_generator(state.info, state.label, cells, state.names)
-        memo[id(gen)] = result
-        for value in state.values.values():
-            _rebind_builtin_method(value, memo)
-        values = copy.deepcopy(state.values, memo)
-        set_generator_state(result, values)
-    return result
+        made: list[Any] = []
+        for original, level in levels:
+            cells = tuple(_deepcopy_cell(cell, memo) for cell in level.cells)
+            if id(original) in memo:  # copied whole already, through a cell that holds it
+                made.append(None)
+                continue
+            copied = new_generator(level.info, level.label, cells, level.names)
+            memo[id(original)] = copied
+            made.append(copied)
+        for copied, (_original, level) in zip(made, levels):
+            if copied is None:
+                continue
+            for value in level.values.values():
+                _rebind_builtin_method(value, memo)
+            set_generator_state(copied, copy.deepcopy(level.values, memo))
+    return memo[id(gen)]
 
 
 def _rebind_builtin_method(value: Any, memo: dict[int, Any]) -> None:

@@ -1292,6 +1292,22 @@ class Ctx:
 class Box:
     def __init__(self, attr):
         self.attr = attr
+
+
+class Shown:
+    """Logs its conversions to text: a %-format shows when it converts each item."""
+
+    def __init__(self, log, value):
+        self.log = log
+        self.value = value
+
+    def __str__(self):
+        self.log.append(("str", self.value))
+        return str(self.value)
+
+    def __repr__(self):
+        self.log.append(("repr", self.value))
+        return repr(self.value)
 '''
 
 # Locals every generated function starts with: three ints, a list that never
@@ -1530,6 +1546,8 @@ def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: 
                         f"{target} = {other} + (yield {value})",
                         f"{target} = items[(yield {value}) % 3]",
                         f"log.append(f'{{{other}}}:{{(yield {value})}}')",
+                        f"log.append('%s|%4r' % (Shown(log, {other}), (yield {value})))",
+                        f"{target} = len('<%r%%>' % ((yield {value}), Shown(log, {other})))",
                         f"{target} = (yield {value}) if {test} else (yield {other})",
                         f"log.append(({target} := (yield {value})))",
                         f"{target} = bump(1) + (yield {value})" if scope.closures else "yield",
@@ -1576,13 +1594,13 @@ def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: 
     if kind == "handled":
         error = draw(st.sampled_from(scope.errors))
         return [f'yield ("handling", {error}.args)']
-    return [
-        draw(
-            st.sampled_from(
-                [f"{target} = yield from inner({value}, log)", f"yield from inner({value}, log)"]
-            )
-        )
-    ]
+    form = draw(st.integers(0, 2))
+    if form == 2:  # held unstarted across a suspension: saved before its first step
+        held = scope.fresh("held")
+        return [f"{held} = inner({value}, log)", "yield", f"{target} = yield from {held}"]
+    if form == 1:
+        return [f"yield from inner({value}, log)"]
+    return [f"{target} = yield from inner({value}, log)"]
 
 
 def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
@@ -1634,6 +1652,7 @@ def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
             f"{target} = max({other}, {awaited})",
             f"{target} = items[{awaited} % 3]",
             f"log.append(f'{{{other}}}:{{{awaited}}}')",
+            f"log.append('%s|%4r' % (Shown(log, {other}), {awaited}))",
             f"{target} = {awaited} if {test} else {other}",
             f"{target} = {other} if {test} else {awaited}",
             f"log.append(({target} := {awaited}))",
@@ -1662,17 +1681,24 @@ def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
         if scope.can_yield:
             forms.append(f'yield ("handling", {error}.args)')
         return [draw(st.sampled_from(forms))]
-    return [
-        draw(
-            st.sampled_from(
-                [
-                    f"{target} = await {callee}({value}, log)",
-                    f"await {callee}({value}, log)",
-                    f'log.append(("result", await {callee}({value}, log)))',
-                ]
-            )
+    form = draw(
+        st.sampled_from(
+            [
+                f"{target} = await {callee}({value}, log)",
+                f"await {callee}({value}, log)",
+                f'log.append(("result", await {callee}({value}, log)))',
+                "held",
+            ]
         )
-    ]
+    )
+    if form == "held":  # held unstarted across a checkpoint: saved before its first step
+        held = scope.fresh("held")
+        return [
+            f"{held} = {callee}({value}, log)",
+            "await contsnap.checkpoint()",
+            f"{target} = await {held}",
+        ]
+    return [form]
 
 
 def _block(
@@ -1991,13 +2017,14 @@ def generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     clause, deliberate ``ValueError``/``KeyError`` and bare re-raise; ``with``
     over a logging context manager that sometimes swallows the exception;
     match/case with guards; ``yield`` inside call arguments, operators,
-    subscripts, f-strings, conditional expressions, walrus and augmented
-    assignments (to names, attributes, items); starred assignment; a closure
-    writing a ``nonlocal`` and lambdas reading locals (cell variables); list
-    comprehensions; early ``return``; and ``yield from inner(...)``, where
+    subscripts, f-strings, %-formats (beside an item that logs when it is
+    converted), conditional expressions, walrus and augmented assignments (to
+    names, attributes, items); starred assignment; a closure writing a
+    ``nonlocal`` and lambdas reading locals (cell variables); list
+    comprehensions; early ``return``; ``yield from inner(...)``, where
     ``inner(n, log)`` is a second, smaller random generator function at module
-    level (defined when ``gen`` calls it). Every function appends its side
-    effects to ``log``.
+    level (defined when ``gen`` calls it), also held unstarted across a yield
+    first. Every function appends its side effects to ``log``.
 
     Loops are bounded, so a run takes at most about ``max_steps`` statements
     whatever is sent in; division is never by zero. The module is valid
@@ -2158,14 +2185,15 @@ def coroutine_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     [`generator_programs`][contsnap.testing.generator_programs] (loops, try/except/else/finally,
     ``with``, match, closures, comprehensions, early ``return``, raised exceptions...) with
     ``await`` where those have ``yield``: ``await contsnap.checkpoint()`` as a statement and inside
-    call arguments, operators, subscripts, f-strings, conditional expressions, walrus, starred and
-    augmented assignments (to names, attributes, items), ``while`` tests, ``match`` guards and
-    ``with`` headers. It also awaits ``inner(n, log)``, a smaller random coroutine that may await
-    ``leaf(n, log)`` (so await chains are three deep: ``x += await inner(...)``); iterates ``async
-    for v in agen(n, log)``, an async generator, with break/continue/else; and enters ``async with
-    ACtx(...)``, an async context manager that logs its enter and exit, may swallow the exception
-    and may await a checkpoint in ``__aenter__``/``__aexit__``. Helpers appear only when used; every
-    function appends its side effects to ``log``.
+    call arguments, operators, subscripts, f-strings, %-formats, conditional expressions, walrus,
+    starred and augmented assignments (to names, attributes, items), ``while`` tests, ``match``
+    guards and ``with`` headers. It also awaits ``inner(n, log)``, a smaller random coroutine that
+    may await ``leaf(n, log)`` (so await chains are three deep: ``x += await inner(...)``),
+    sometimes held unstarted across a checkpoint first; iterates ``async for v in agen(n, log)``,
+    an async generator, with break/continue/else; and enters ``async with ACtx(...)``, an async
+    context manager that logs its enter and exit, may swallow the exception and may await a
+    checkpoint in ``__aenter__``/``__aexit__``. Helpers appear only when used; every function
+    appends its side effects to ``log``.
 
     The program imports ``contsnap`` for the checkpoints but marks nothing
     ([`assert_async_equivalent`][contsnap.testing.assert_async_equivalent] imports a marked copy

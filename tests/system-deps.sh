@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The Debian packages the test suite needs (tox runs this before the tests, so the README's
 # test command installs everything on a fresh machine): Redis and PostgreSQL for the store
-# tests. Idempotent: nothing is done when the programs are there. Without root or sudo it
+# tests, Chromium for the web layer's browser tests (Playwright drives Debian's package:
+# it cannot download its own browsers here). Idempotent: nothing is done when the programs are there. Without root or sudo it
 # says what is missing, and those tests skip, naming the package.
 set -uo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -319,3 +319,17 @@ def test_decorator_needs_source() -> None:
 
 def test_decorating_twice_is_harmless() -> None:
     assert contsnap.checkpointable(running_total) is running_total
+
+
+@contsnap.checkpointable
+def _counting_to(limit):
+    for i in range(limit):
+        yield i
+
+
+def test_a_snapshot_of_an_object_holding_a_generator_describes_its_frames() -> None:
+    # (what migrations read their old line from; a web page holds its handler this way)
+    gen = _counting_to(5)
+    next(gen)
+    frames = contsnap.describe(contsnap.dumps({"held": [gen]}))["frames"]
+    assert [(f["qualname"], f["line"]) for f in frames] == [("_counting_to", gen.gi_frame.f_lineno)]

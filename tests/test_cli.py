@@ -306,3 +306,23 @@ def test_run_from_the_command_line(pkg: str, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "args ['z']" in out.stdout and "marked True" in out.stdout
+
+
+def test_inspect_reads_code_without_importing_libcst(tmp_path: Path) -> None:
+    import blob_programs
+
+    import contsnap
+
+    gen = blob_programs.running_total(3)
+    next(gen)
+    (tmp_path / "g.snap").write_bytes(contsnap.dumps(gen))
+    code = (
+        "import sys; from contsnap import _cli_jobs; "
+        f"_cli_jobs.inspect_file({str(tmp_path / 'g.snap')!r}); "
+        "print('libcst imported' if 'libcst' in sys.modules else 'no libcst')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "code matches" in out.stdout
+    assert out.stdout.strip().endswith("no libcst")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
 def _run(name: str) -> str:
@@ -54,3 +55,30 @@ def test_supervisor_poison_demo() -> None:
     output = _run("supervisor_poison.py")
     assert "poisoned, not used again" in output
     assert "final balance: 160" in output
+
+
+def _readme_commands() -> list[str]:
+    """The ```bash blocks of README.md's quick start, in order."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Quick start")
+    blocks = text[start:].split("```bash\n")[1:]
+    return [block.split("\n```", 1)[0].strip() for block in blocks]
+
+
+def test_the_readme_example_command_runs_verbatim_in_a_fresh_clone(tmp_path: Path) -> None:
+    """A new user's first command: a clean clone, a new venv, the package installed, the
+    example run - exactly as README.md writes it (CI runs the second, the test command)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: nothing to clone")
+    example, test_command = _readme_commands()[:2]
+    assert "examples/" in example and "tox run" in test_command
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci  # .ci/run runs the README's test command, verbatim
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "VIRTUAL_ENV"))}
+    done = subprocess.run(
+        ["bash", "-c", example], cwd=clone, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "finished" in done.stdout

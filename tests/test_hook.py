@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import contsnap
-from contsnap import _cache, _decorator, _hook, _info
+from contsnap import _cache, _decorator, _hook, _info, _marking
 from contsnap._info import FunctionInfo
 from contsnap.testing import LOG, check_generator_equivalence, driver_actions
 
@@ -143,13 +143,13 @@ def pkgs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Packages]:
 def transforms(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Qualnames of the functions the libcst transform actually ran for."""
     seen: list[str] = []
-    real = _decorator._transform
+    real = _marking._transform
 
     def counting(fn: types.FunctionType, source: str, first: int) -> Any:
         seen.append(fn.__qualname__)
         return real(fn, source, first)
 
-    monkeypatch.setattr(_decorator, "_transform", counting)
+    monkeypatch.setattr(_marking, "_transform", counting)
     return seen
 
 
@@ -256,14 +256,14 @@ def test_an_import_while_contsnap_transforms_is_not_hooked(
 ) -> None:
     name = pkgs.make({"mod.py": GENERATORS, "helper.py": GENERATORS})
     seen: list[types.ModuleType] = []
-    real = _decorator._transform
+    real = _marking._transform
 
     def importing(fn: types.FunctionType, source: str, first: int) -> Any:
         if not seen:  # what contsnap would do if its transform imported a matching module
             seen.append(importlib.import_module(f"{name}.helper"))
         return real(fn, source, first)
 
-    monkeypatch.setattr(_decorator, "_transform", importing)
+    monkeypatch.setattr(_marking, "_transform", importing)
     with contsnap.install_import_hook(name, mark_all=True):
         mod = _import(f"{name}.mod")
     assert _is_checkpointable(mod.counter)
@@ -908,7 +908,9 @@ def test_round_trip_mode_wraps_functions_built_from_cached_code(
 ) -> None:
     name = pkgs.make({"mod.py": GENERATORS})
     _fresh_import(pkgs, name)
-    monkeypatch.setattr(_decorator, "_ROUNDTRIP", True)
+    monkeypatch.setattr(_marking, "_ROUNDTRIP", True)
+    import contsnap._roundtrip  # noqa: F401 - round-trip mode registers its wrapper
+
     mod = _fresh_import(pkgs, name)
     assert type(mod.counter).__module__ == "contsnap._roundtrip"
     assert _round_trip_counter(mod) == [1, 2]
@@ -1086,12 +1088,12 @@ def test_cached_infos_decode_alike_by_position_and_by_name(
     _fresh_import(pkgs, name)
     mod = _fresh_import(pkgs, name)
     record = _hook.hooked_module(mod.__file__)
-    assert record is not None and _cache._POSITIONAL
+    assert record is not None and _info._POSITIONAL
     fn = mod.counter
     stored = record.entry.functions[(fn.__qualname__, fn.__code__.co_firstlineno, "counter")]
     details = record.entry.details_of  # any callable: it is stored, not called
     fast = _cache.decode_info(stored, fn, details)  # type: ignore[arg-type]
-    monkeypatch.setattr(_cache, "_POSITIONAL", False)
+    monkeypatch.setattr(_info, "_POSITIONAL", False)
     named = _cache.decode_info(stored, fn, details)  # type: ignore[arg-type]
     assert isinstance(fast, FunctionInfo) and isinstance(named, FunctionInfo)
     assert vars(fast) == vars(named)
@@ -1383,7 +1385,7 @@ def test_a_contsnap_failure_under_mark_all_warns_instead_of_breaking_the_import(
     def broken(fn: types.FunctionType, source: str, first: int) -> Any:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(_decorator, "_transform", broken)
+    monkeypatch.setattr(_marking, "_transform", broken)
     name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
     with contsnap.install_import_hook(name, mark_all=True), pytest.warns(RuntimeWarning) as rec:
         mod = importlib.import_module(f"{name}.mod")

@@ -404,6 +404,23 @@ def test_call_arguments_keep_positional_before_keyword_order() -> None:
     check_generator_equivalence(keyword_before_star, marked, (RUN_LOG,), [10, 20, 30, 40])
 
 
+def annotated_cell(log):
+    # an annotated local that a closure reads: the resume variant declares it nonlocal
+    seen: list[object] = []
+    page = lambda: f"seen {seen}"  # noqa: E731
+    for _ in range(3):
+        seen.append((yield page()))
+    log.append(page())
+
+
+def test_annotated_local_captured_by_a_closure_compiles_and_resumes() -> None:
+    from contsnap.testing import LOG as RUN_LOG
+    from contsnap.testing import check_generator_equivalence
+
+    marked = contsnap.checkpointable(annotated_cell)
+    check_generator_equivalence(annotated_cell, marked, (RUN_LOG,), [1, 2, 3])
+
+
 def _original(value: object) -> tuple[str, object]:
     return "original", value
 

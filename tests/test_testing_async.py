@@ -129,6 +129,7 @@ def test_programs_use_the_advertised_forms() -> None:
             "f'{", "else (await", ":= (await", "*mid, ", "async for ", "async with ACtx(",
             "with Ctx(", "break", "continue", "else:", "try:", "except ", "finally:",
             "match ", "while ", "return (", "raise ", "nonlocal c", "lambda", "True)",
+            "% (Shown(", "= await held",
         ],
         "async generator": [
             "yield\n", "= yield", "(yield", "yield (\"handling\"", "async for ", "async with ACtx(",
@@ -142,7 +143,7 @@ def test_programs_use_the_advertised_forms() -> None:
 def forms_seen(programs: st.SearchStrategy[str], forms: list[str]) -> set[str]:
     seen: set[str] = set()
 
-    @settings(max_examples=150, database=None, derandomize=True)
+    @settings(max_examples=250, database=None, derandomize=True)
     @given(programs)
     def collect(source: str) -> None:
         body = source.split("class ACtx:")[1].split("return self.suppress and")[-1]

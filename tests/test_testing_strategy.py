@@ -95,7 +95,7 @@ def test_programs_use_the_advertised_forms() -> None:
         "while ", "for ", "break", "continue", "elif ", "else:", "try:", "except ",
         "except (ValueError, KeyError)", "finally:", "with Ctx(", "match ", "case int(",
         " if ", "yield from inner(", "in inner(", "enumerate(", "zip(", ".items()",
-        " := ", "*mid", "nonlocal c", "lambda", "[q for q in", "return", "raise",
+        " := ", "*mid", "yield from held", "% (Shown(", "nonlocal c", "lambda", "[q for q in", "return", "raise",
         "+= yield", "box.attr +=", "] += yield", "f'{", "if (yield", "bump(",
     ]  # fmt: skip
     seen: set[str] = set()

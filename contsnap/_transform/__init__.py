@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from .._fingerprint import TRANSFORM_VERSION, fingerprint, fingerprint_of
 from .._labels import GLOBAL_NAMES, RT, LabelInfo
-from ._fingerprint import TRANSFORM_VERSION, fingerprint, fingerprint_of
 from ._lines import Line, Rendered, block, render
 from ._positions import Positions
 from ._scope import contains, forget, survey, suspends

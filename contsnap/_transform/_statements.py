@@ -28,6 +28,7 @@ contains. The rules, in the order a reader meets them:
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ import libcst as cst
 
 from .._labels import RT, LabelInfo, helper
 from ._lines import Line, block, verbatim
+from ._percent import Unit, UnknownFolding, native_pieces
 from ._positions import Positions
 from ._scope import (
     SUSPENSIONS,
@@ -1304,6 +1306,14 @@ class BodyProcessor:
             return pre, cst.Name(hold)
         if isinstance(expr, cst.FormattedString):
             return self.anf_fstring(expr)
+        if (
+            isinstance(expr, cst.BinaryOperation)
+            and isinstance(expr.operator, cst.Modulo)
+            and isinstance(expr.right, cst.Tuple)
+        ):
+            folded = self.anf_percent(expr, expr.right)
+            if folded is not None:
+                return folded
         if awaiting_comprehension(expr):
             assert isinstance(expr, (cst.ListComp, cst.SetComp, cst.DictComp))
             return self.anf_comprehension(expr)
@@ -1419,6 +1429,62 @@ class BodyProcessor:
         statements = cst.parse_module("\n".join(lines) + "\n").body
         outs = [self.assign(result, empty), *self._process(statements)]
         return outs, cst.Name(result)
+
+    def anf_percent(
+        self, expr: cst.BinaryOperation, items: cst.Tuple
+    ) -> tuple[list[Out], cst.BaseExpression] | None:
+        """``"%s-%r" % (a, (yield))`` where CPython runs it as ``f"{a!s}-{(yield)!r}"``
+        (3.11+): each item is converted right after it is evaluated, so ``str(a)`` runs
+        before the yield. None where CPython runs the ``%`` operator itself."""
+        try:
+            fmt = ast.literal_eval(self.code(expr.left))
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+        if not isinstance(fmt, str):
+            return None
+        elements = list(items.elements)
+        starred = any(isinstance(e, cst.StarredElement) for e in elements)
+        try:
+            pieces = native_pieces(fmt, len(elements), starred)
+        except UnknownFolding:
+            raise self.unsupported(
+                "a yield or await inside this %-format is not supported on this Python, "
+                "which runs it as an f-string of a form contsnap does not know; write it as "
+                "an f-string",
+                expr,
+            ) from None
+        if pieces is None:
+            return None
+        units = [piece for piece in pieces if isinstance(piece, Unit)]
+        last = max(i for i, element in enumerate(elements) if suspends(element.value))
+        pre: list[Out] = []
+        held: dict[int, str] = {}
+        for i, element in enumerate(elements[: last + 1]):
+            epre, value = self.anf(element.value)
+            pre.extend(epre)
+            if isinstance(value, cst.Name) and not value.lpar:
+                value_text = value.value
+            else:
+                value_text = self.temp()
+                pre.append(self.assign(value_text, self.code(value)))
+            spec = f":{units[i].spec}" if units[i].spec else ""
+            held[i] = self.temp()
+            conversion = f"{{{value_text}!{units[i].conversion}{spec}}}"
+            pre.append(self.assign(held[i], f'f"{conversion}"'))
+        # the rest as a %-format again, the converted items as %s: CPython folds it too
+        fmt_out = []
+        unit_index = 0
+        for piece in pieces:
+            if isinstance(piece, str):
+                fmt_out.append(piece.replace("%", "%%"))
+                continue
+            fmt_out.append("%s" if unit_index in held else piece.text)
+            unit_index += 1
+        values = [
+            held[i] if i in held else self.code(element.value) for i, element in enumerate(elements)
+        ]
+        rest = f"({''.join(fmt_out)!r} % ({''.join(f'{v}, ' for v in values)}))"
+        return pre, cst.parse_expression(rest)
 
     def anf_fstring(self, expr: cst.FormattedString) -> tuple[list[Out], cst.BaseExpression]:
         parts = list(expr.parts)

@@ -1,0 +1,201 @@
+"""contsnap.web: per-request continuation overhead, bytes per page, a load test (not timed tests).
+
+1. **Overhead** (HTTP excluded: the app's request handler called in-process, SQLite
+   store): one step of a conversation is a POST (load the page, verify, restore,
+   send the answer, snapshot, sign, store) and the GET of the next page (load,
+   verify, restore, render). The same pages served *without* continuations (a
+   stateless handler that keeps its state in hidden fields) give the floor; the
+   difference is the continuation's cost per request.
+2. **Bytes per page** as a conversation grows to 20 pages (each page keeps all
+   answers so far).
+3. **Load** (``--load``): N conversations x P pages against two uvicorn processes
+   sharing a Redis store, requests alternating between them; p50/p99 latency, every
+   conversation's result checked, the store's size against its bound::
+
+    python benchmarks/bench_web.py [--steps 300] [--load --conversations 1000 --pages 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "examples")]
+os.environ.setdefault("CONTSNAP_KEY", "bench-web-key-" + "0" * 40)
+
+from contsnap import web  # noqa: E402
+from contsnap.web._app import Incoming  # noqa: E402
+
+PAGES = 20
+
+
+def counter(request: web.Request):  # type: ignore[no-untyped-def]
+    """The conversation: PAGES numbers, each page showing every answer so far."""
+    seen: list[int] = []
+    for step in range(PAGES):
+        answer = yield web.ask(
+            lambda k: (
+                f'<form method="post" action="{k}"><p>step {step}: {seen}</p>'  # noqa: B023
+                '<input name="n"><button>Next</button></form>'
+            )
+        )
+        seen.append(int(answer["n"]))
+    return f"<p>total {sum(seen)}</p>"
+
+
+def stateless(request: Incoming) -> str:
+    """The same pages without continuations: the state travels in hidden fields."""
+    form = dict(parse_qsl(request.body.decode()))
+    seen = [int(v) for v in form.get("seen", "").split(",") if v] + (
+        [int(form["n"])] if "n" in form else []
+    )
+    if len(seen) == PAGES:
+        return f"<p>total {sum(seen)}</p>"
+    state = html.escape(",".join(map(str, seen)))
+    return (
+        f'<form method="post" action="/plain"><p>step {len(seen)}: {seen}</p>'
+        f'<input type="hidden" name="seen" value="{state}">'
+        '<input name="n"><button>Next</button></form>'
+    )
+
+
+def _csrf(body: str) -> str:
+    found = re.search(r'name="_csrf" value="([^"]+)"', body)
+    assert found, body
+    return found.group(1)
+
+
+def overhead(steps: int) -> None:
+    directory = tempfile.mkdtemp()
+    app = web.App("bench", store=f"sqlite:///{directory}/pages.db")  # 50 pages per session
+    app.conversation("/count")(counter)
+    cookie = ""
+    post_times: list[float] = []
+    get_times: list[float] = []
+    sizes: list[int] = []
+    done = 0
+    while done < steps:
+        start = app.handle(Incoming("GET", "/count", "", {"cookie": cookie}, b""))
+        cookie = cookie or start.headers[-1][1].split(";")[0]
+        location = dict(start.headers)["location"]
+        for n in range(PAGES):
+            t0 = time.perf_counter()
+            page = app.handle(Incoming("GET", location, "", {"cookie": cookie}, b""))
+            t1 = time.perf_counter()
+            body = f"n={n}&_csrf={_csrf(page.encoded().decode())}".encode()
+            answered = app.handle(Incoming("POST", location, "", {"cookie": cookie}, body))
+            t2 = time.perf_counter()
+            get_times.append(t1 - t0)
+            post_times.append(t2 - t1)
+            if len(sizes) < PAGES:
+                token = location.rsplit("/-/", 1)[1].split(".")[0]
+                sizes.append(len(app.store.get(token) or b""))
+            location = dict(answered.headers)["location"]
+            done += 1
+    plain_times: list[float] = []
+    body = b""
+    for i in range(steps):
+        t0 = time.perf_counter()
+        text = stateless(Incoming("POST", "/plain", "", {}, body))
+        plain_times.append(time.perf_counter() - t0)
+        seen = re.search(r'name="seen" value="([^"]*)"', text)
+        body = f"seen={seen.group(1) if seen else ''}&n={i}".encode() if seen else b""
+
+    def ms(values: list[float]) -> str:
+        return f"{statistics.median(values) * 1e3:.3f} ms"
+
+    floor = statistics.median(plain_times)
+    print(f"per request, {steps} steps, SQLite, HTTP excluded (median):")
+    print(f"  without continuations (state in hidden fields): {ms(plain_times)}")
+    print(f"  POST (restore, send, snapshot, sign, store):    {ms(post_times)}")
+    print(f"  GET  (load, verify, show the saved HTML):       {ms(get_times)}")
+    over_post = (statistics.median(post_times) - floor) * 1e3
+    over_get = (statistics.median(get_times) - floor) * 1e3
+    print(f"  continuation overhead: POST +{over_post:.3f} ms, GET +{over_get:.3f} ms")
+    print("bytes stored per page (page n keeps n answers):")
+    print("  " + " ".join(f"{n + 1}:{size}" for n, size in enumerate(sizes)))
+
+
+def load(conversations: int, pages: int, workers: int) -> None:
+    import httpx
+    import servers
+    from web_server import WebServer
+
+    from contsnap.stores import open_store
+
+    redis = servers.RedisServer(servers.find_binary("redis-server") or "redis-server")
+    bound = {"WEB_TEST_PER_SESSION": "50"}
+    first = WebServer(redis.url, **bound)
+    second = WebServer(redis.url, **bound)
+    latencies: list[float] = []
+    wrong: list[int] = []
+
+    def one(number: int) -> None:
+        """One conversation of ``pages`` pages of /many, each request to the other process."""
+        hosts = [first.url, second.url]
+        with httpx.Client(timeout=30) as client:
+            page = client.get(hosts[number % 2] + "/many", follow_redirects=True)
+            seen: list[list[str]] = []
+            for step in range(pages):
+                path = "/" + str(page.url).split("/", 3)[3]
+                data = {"v": f"c{number}s{step}", "_csrf": _csrf(page.text)}
+                t0 = time.perf_counter()
+                answered = client.post(hosts[(number + step + 1) % 2] + path, data=data)
+                page = client.get(hosts[(number + step) % 2] + answered.headers["location"])
+                latencies.append(time.perf_counter() - t0)
+                seen.append([f"c{number}s{step}"])
+                if f"step {step + 1} seen {seen}" not in page.text:
+                    wrong.append(number)  # lost, or mixed up with another conversation
+                    return
+
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(conversations)))
+        elapsed = time.perf_counter() - started
+        store = open_store(redis.url)
+        names = store.keys()
+        keys = len(names)
+        size = sum(len(store.get(name) or b"") for name in names)
+        store.close()
+    finally:
+        first.stop()
+        second.stop()
+        redis.stop()
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1e3
+    p99 = latencies[int(len(latencies) * 0.99)] * 1e3
+    print(
+        f"load: {conversations} conversations x {pages} pages, 2 uvicorn processes + Redis, "
+        f"{workers} clients: {len(latencies)} steps in {elapsed:.1f} s, "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms per page (POST + GET), "
+        f"{len(wrong)} lost or mixed-up conversations, {keys} pages in the store "
+        f"({size / 1e6:.1f} MB; bound: 50 pages per session, 256 MB)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--load", action="store_true")
+    parser.add_argument("--conversations", type=int, default=1000)
+    parser.add_argument("--pages", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=8)
+    args = parser.parse_args()
+    overhead(args.steps)
+    if args.load:
+        load(args.conversations, args.pages, args.workers)
+
+
+if __name__ == "__main__":
+    main()

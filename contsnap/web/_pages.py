@@ -1,0 +1,207 @@
+"""Continuation storage: ids, browser sessions, signed page snapshots in a bounded store.
+
+A page is stored under a random id (``secrets.token_urlsafe(24)``, 192 bits) as a
+signed snapshot of kind ``web-page`` bound to the app and the conversation. The id
+travels with a short *tag*: an HMAC, under the app's keys, of the conversation, the
+browser session and the id. A URL whose tag does not verify (made up, edited, or
+leaked from another session) is answered 404 without touching the store; a URL with a
+good tag whose page is gone was ours and has expired (410). Pages are grouped by
+session, so the store's ``max_per_group`` bounds each session (least recently used
+first) and ``idle=``/``ttl=`` expire them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from contsnap import _codec, _keys
+from contsnap.stores import SQLiteStore, Store, open_store
+
+__all__ = ["PageStore", "default_data_dir", "new_session"]
+
+_TAG_BYTES = 12
+_ID_BYTES = 24
+_ID_CHARS = 32  # len(token_urlsafe(24))
+_TAG_CHARS = 16
+KIND = "web-page"
+HTML_META = "web_html"
+
+
+def new_session() -> str:
+    """A fresh browser-session id (192 random bits)."""
+    return secrets.token_urlsafe(_ID_BYTES)
+
+
+def default_data_dir() -> str:
+    """Where an App keeps its SQLite store by default: ``$XDG_DATA_HOME/contsnap/web``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "contsnap", "web")
+
+
+@dataclass
+class Page:
+    """What one stored page holds: the paused handler and what it asked, or a final page."""
+
+    handler: Any
+    ask: Any
+    final: str | None = None
+
+
+class PageStore:
+    """Pages of one App in a store, keyed by continuation id, grouped by browser session."""
+
+    def __init__(
+        self,
+        store: Store | str | None,
+        *,
+        name: str,
+        key: _keys.KeyLike | None,
+        data_dir: str | None,
+        per_session: int,
+        max_bytes: int | None,
+        idle: float,
+        ttl: float,
+        bind_session: bool,
+    ) -> None:
+        self._bounds: dict[str, Any] = {"max_per_group": per_session, "max_bytes": max_bytes}
+        self._given = store
+        self._opened: Store | None = None
+        self._name = name
+        self._data_dir = data_dir
+        self.key = key
+        self.idle = idle
+        self.ttl = ttl
+        self.bind_session = bind_session
+        self._last_sweep = time.monotonic()
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use (an app module can be imported without side effects)."""
+        if self._opened is None:
+            given = self._given
+            opened: Store
+            if given is None:
+                directory = self._data_dir or default_data_dir()
+                os.makedirs(directory, exist_ok=True)
+                path = os.path.join(directory, f"{self._name}.sqlite")
+                opened = SQLiteStore(path, **self._bounds)
+            elif isinstance(given, str):
+                opened = cast(Store, open_store(given, **self._bounds))
+            else:
+                opened = given
+            self._opened = opened
+            return opened
+        return self._opened
+
+    # --- ids -------------------------------------------------------------------------------
+
+    def _tag(self, secret: bytes, identity: str, session: str, page_id: str) -> str:
+        bound = session if self.bind_session else ""
+        message = f"contsnap web page\0{identity}\0{bound}\0{page_id}".encode()
+        digest = hmac.digest(secret, message, hashlib.sha256)[:_TAG_BYTES]
+        return base64.urlsafe_b64encode(digest).decode()
+
+    def new_id(self, identity: str, session: str) -> str:
+        """A fresh continuation id with its tag: ``<random>.<tag>``."""
+        page_id = secrets.token_urlsafe(_ID_BYTES)
+        ring = _keys.resolve(self.key)
+        assert ring.signing_key is not None
+        return f"{page_id}.{self._tag(ring.signing_key, identity, session, page_id)}"
+
+    def check_id(self, identity: str, session: str, token: str) -> str | None:
+        """The store key of ``token`` if its tag verifies under any key of the ring, else None."""
+        page_id, dot, tag = token.partition(".")
+        if not dot or len(page_id) != _ID_CHARS or len(tag) != _TAG_CHARS:
+            return None
+        found = False
+        for secret in _keys.resolve(self.key).keys:
+            found |= hmac.compare_digest(self._tag(secret, identity, session, page_id), tag)
+        return page_id if found else None
+
+    def csrf(self, session: str, token: str) -> str:
+        """The CSRF token the forms of page ``token`` carry in this session."""
+        ring = _keys.resolve(self.key)
+        assert ring.signing_key is not None
+        message = f"contsnap web csrf\0{session}\0{token}".encode()
+        return hmac.new(ring.signing_key, message, hashlib.sha256).hexdigest()[:32]
+
+    def check_csrf(self, session: str, token: str, given: str) -> bool:
+        ok = False
+        for secret in _keys.resolve(self.key).keys:
+            message = f"contsnap web csrf\0{session}\0{token}".encode()
+            expected = hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+            ok |= hmac.compare_digest(expected, given)
+        return ok
+
+    # --- pages -----------------------------------------------------------------------------
+
+    def save(
+        self, identity: str, session: str, page: Page, render: Callable[[str], str], root: str
+    ) -> str:
+        """Snapshot ``page`` (signed, bound to ``identity``) under a fresh id; the id.
+
+        ``render(id)`` is the page's HTML (for the app mounted at ``root``), saved in
+        the signed metadata too, so that showing the page again (a GET, a reload)
+        verifies it but unpickles nothing.
+        """
+        token = self.new_id(identity, session)
+        meta = {HTML_META: [root, render(token)]}
+        data = _codec.encode(page, kind=KIND, identity=identity, key=self.key, meta=meta)
+        self.store.put(
+            token.partition(".")[0],
+            data,
+            idle=self.idle,
+            ttl=self.ttl,
+            group=_group(session),
+        )
+        return token
+
+    def html(self, identity: str, data: bytes, root: str) -> str | None:
+        """The saved HTML of a page, if saved for mount ``root``: verified, nothing unpickled.
+
+        Signature, kind, identity and the saved code are checked as a restore would.
+        """
+        meta, _payload = _codec.verify(data, kinds=(KIND,), identity=identity, key=self.key)
+        _codec.check_code(meta["frames"])
+        saved = meta.get(HTML_META)
+        if isinstance(saved, list) and len(saved) == 2 and saved[0] == root:
+            return saved[1] if isinstance(saved[1], str) else None
+        return None
+
+    def load_bytes(self, page_id: str) -> bytes | None:
+        """The stored bytes of a page (None: expired or evicted); restarts its idle timer."""
+        data = self.store.get(page_id)
+        if data is not None:
+            self.store.touch(page_id)
+        return data
+
+    def decode(self, identity: str, data: bytes) -> Page:
+        """Verify and rebuild a page (signature, kind and identity first; code unchanged)."""
+        page = _codec.decode(data, kinds=(KIND,), identity=identity, key=self.key).obj
+        if not isinstance(page, Page):
+            from ._errors import WebError
+
+            raise WebError(f"the stored page of {identity} is not a page; start again")
+        return page
+
+    def maybe_sweep(self, every: float) -> None:
+        """Delete expired pages if ``every`` seconds passed since the last sweep."""
+        now = time.monotonic()
+        if now - self._last_sweep >= every:
+            self._last_sweep = now
+            self.store.sweep()
+
+
+def _group(session: str) -> str:
+    # the store's group name: the session id itself is a bearer secret, so not stored raw
+    return "s-" + hashlib.sha256(session.encode()).hexdigest()[:32]

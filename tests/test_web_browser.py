@@ -1,0 +1,162 @@
+"""contsnap.web in a real browser: Playwright driving Debian's Chromium against uvicorn.
+
+What the HTTP tests check, as a user does it: the back button then another answer,
+a second tab from page 1, reload, an expired page, a tampered id, a server restart
+between two pages, and two server processes sharing Redis with the pages alternating.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("uvicorn")
+
+from web_server import WebServer  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"{CHROMIUM} not found: apt-get install chromium (tests/system-deps.sh does)",
+)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tab(chromium: Any) -> Iterator[Any]:
+    context = chromium.new_context()
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[WebServer]:
+    running = WebServer(f"sqlite:///{tmp_path}/pages.db")
+    yield running
+    running.stop()
+
+
+def answer(page: Any, n: int) -> None:
+    page.fill('input[name="n"]', str(n))
+    with page.expect_navigation():
+        page.click("button")
+
+
+def text(page: Any) -> str:
+    return str(page.inner_text("body"))
+
+
+def test_back_button_then_another_answer(tab: Any, server: WebServer) -> None:
+    tab.goto(server.url + "/sum")
+    answer(tab, 1)
+    assert "Number 2? (so far 1)" in text(tab)
+    page2 = tab.url
+    tab.go_back()
+    assert "Number 1? (so far 0)" in text(tab)
+    answer(tab, 10)  # another answer to page 1: a branch of its own
+    assert "Number 2? (so far 10)" in text(tab)
+    answer(tab, 20)
+    answer(tab, 30)
+    assert "The sum is 60" in text(tab)
+    tab.goto(page2)  # the first branch is still there
+    answer(tab, 2)
+    answer(tab, 3)
+    assert "The sum is 6" in text(tab)
+
+
+def test_second_tab_from_page_one_finishes_independently(tab: Any, server: WebServer) -> None:
+    tab.goto(server.url + "/sum")
+    page1 = tab.url
+    answer(tab, 1)
+    other = tab.context.new_page()  # same browser session, its own tab
+    other.goto(page1)
+    answer(other, 100)
+    answer(tab, 2)
+    answer(other, 200)
+    answer(tab, 3)
+    answer(other, 300)
+    assert "The sum is 6" in text(tab)
+    assert "The sum is 600" in text(other)
+
+
+def test_reload_shows_the_same_page_without_resubmitting(tab: Any, server: WebServer) -> None:
+    tab.goto(server.url + "/sum")
+    answer(tab, 5)
+    url = tab.url
+    tab.reload()
+    assert tab.url == url and "Number 2? (so far 5)" in text(tab)
+    answer(tab, 1)
+    answer(tab, 1)
+    tab.reload()
+    assert "The sum is 7" in text(tab)
+
+
+def test_expired_page(tab: Any, tmp_path: Path) -> None:
+    server = WebServer(f"sqlite:///{tmp_path}/pages.db", WEB_TEST_IDLE="0.5")
+    try:
+        tab.goto(server.url + "/sum")
+        time.sleep(0.8)
+        response = tab.reload()
+        assert response.status == 410
+        assert "This page has expired \u2014 start again." in text(tab)
+        with tab.expect_navigation():
+            tab.click('a:has-text("Start again")')
+        assert "Number 1? (so far 0)" in text(tab)
+    finally:
+        server.stop()
+
+
+def test_tampered_id(tab: Any, server: WebServer) -> None:
+    tab.goto(server.url + "/sum")
+    url = tab.url
+    tampered = url[:-1] + ("A" if url[-1] != "A" else "B")
+    response = tab.goto(tampered)
+    assert response.status == 404 and "does not exist" in text(tab)
+    tab.goto(url)
+    answer(tab, 4)
+    assert "so far 4" in text(tab)
+
+
+def test_server_restart_between_two_pages(tab: Any, server: WebServer) -> None:
+    tab.goto(server.url + "/sum")
+    answer(tab, 7)
+    server.restart()
+    answer(tab, 8)  # the form of the page shown before the restart
+    assert "Number 3? (so far 15)" in text(tab)
+
+
+def test_two_servers_sharing_redis_alternately(tab: Any, redis_server: Any) -> None:
+    first, second = WebServer(redis_server.url), WebServer(redis_server.url)
+    try:
+        tab.goto(first.url + "/sum")
+        for n, (here, there) in enumerate([(first, second), (second, first), (first, second)]):
+            tab.goto(tab.url.replace(here.url, there.url))  # the next request: other process
+            answer(tab, n + 1)
+        assert "The sum is 6" in text(tab)
+    finally:
+        first.stop()
+        second.stop()
