@@ -434,3 +434,50 @@ def test_step_key_outside_a_task_says_where_it_works() -> None:
 
     with pytest.raises(contsnap.CheckpointError, match="outside a durable task"):
         step_key("x")
+
+
+def test_a_failed_delivery_is_retried_at_the_next_start(tmp_path: Path) -> None:
+    """An effect whose handler raised stays in the outbox and is delivered when the job resumes."""
+    delivered: dict[str, Any] = {}
+    failures = {"job/2"}
+
+    def record(payload: Any, key: str) -> None:
+        if key in failures:
+            failures.discard(key)
+            raise ConnectionError("the service is down")
+        delivered.setdefault(key, payload)
+
+    task = _eager_task(tmp_path, {"record": record})
+    _STEP_RUNS.clear()
+    _FAIL_AT.clear()
+    with pytest.raises(ConnectionError):
+        task.start(5, job_id="job").get()
+    assert "job/2" not in delivered
+    assert task.start(5, job_id="job").get() == sum(i * 3 for i in range(5))
+    assert sorted(delivered) == [f"job/{i}" for i in range(5)]
+    assert delivered["job/2"] == {"i": 2, "total": 9}
+    assert len(_STEP_RUNS) <= 5 + 1
+
+
+def test_a_checkpoint_of_another_kind_or_job_is_refused(tmp_path: Path) -> None:
+    """A contsnap.run checkpoint, or another job's, put under a task's key is not resumed."""
+    from contsnap.integrations.celery import _task_key
+
+    task = _eager_task(tmp_path, {"record": lambda payload, key: None})
+    store = task.contsnap_spec.store
+    name = task.contsnap_spec.name
+    _FAIL_AT.clear()
+    _FAIL_AT.add(3)
+    with pytest.raises(RuntimeError):
+        task.start(5, job_id="other").get()
+    # the other job's checkpoint, copied under this job's key: bound to its job id
+    store.put(_task_key(name, "mine"), store.get(_task_key(name, "other")))
+    with pytest.raises(contsnap.SnapshotKindError, match="_eager_job/other', not of .*/mine'"):
+        task.start(5, job_id="mine").get()
+    # a local durable script's checkpoint (kind "job") under a task's key
+    with pytest.raises(RuntimeError):
+        _FAIL_AT.add(2)
+        contsnap.run(_eager_job, 5, store=store, checkpoint="local")
+    store.put(_task_key(name, "local"), store.get("local"))
+    with pytest.raises(contsnap.SnapshotKindError, match="not a distributed job's checkpoint"):
+        task.start(5, job_id="local").get()
