@@ -481,3 +481,23 @@ def test_a_checkpoint_of_another_kind_or_job_is_refused(tmp_path: Path) -> None:
     store.put(_task_key(name, "local"), store.get("local"))
     with pytest.raises(contsnap.SnapshotKindError, match="not a distributed job's checkpoint"):
         task.start(5, job_id="local").get()
+
+
+def test_contsnap_inspect_reads_a_task_from_its_store(tmp_path: Path) -> None:
+    """``contsnap inspect URL KEY``: progress, paused position and attempts, without a key."""
+    from contsnap.integrations.celery import _task_key
+
+    task = _eager_task(tmp_path, {"record": lambda payload, key: None})
+    _FAIL_AT.clear()
+    _FAIL_AT.add(3)
+    with pytest.raises(RuntimeError):
+        task.start(5, job_id="seen").get()
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    shown = subprocess.run(
+        [sys.executable, "-m", "contsnap", "inspect", url, _task_key(task.name, "seen")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+    ).stdout  # fmt: skip
+    assert "kind      task (test_celery._eager_job/seen)" in shown
+    assert "6 steps" in shown  # three loop turns of two yields each; the fourth raised
+    assert "attempts  not running; last owner pid " in shown and "0 crashes" in shown
+    assert "_eager_job" in shown and "test_celery.py:" in shown

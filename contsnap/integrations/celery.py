@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -485,7 +486,11 @@ class _AttemptBook:
         return self.state
 
     def write(self) -> None:
-        data = _codec.encode(self.state, kind=KIND, identity=self.identity, key=self.key)
+        # the counters in the metadata too, so that contsnap inspect shows them without a key
+        summary = {"attempts": dataclasses.asdict(self.state)}
+        data = _codec.encode(
+            self.state, kind=KIND, identity=self.identity, meta=summary, key=self.key
+        )
         try:
             self.files.store.put(self.store_key, data, lease=self.files.lease)
         except FencedError as exc:
