@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import time
 import weakref
 from collections.abc import Generator, Iterable, Iterator
@@ -35,6 +36,9 @@ class _Pause:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.parked: asyncio.Future[None] = loop.create_future()
         self.release: asyncio.Future[None] = loop.create_future()
+        #: the task's context variables where it parked (read inside the task: a task's
+        #: context is not reachable from outside before 3.12)
+        self.context: contextvars.Context | None = None
 
 
 _PAUSES: weakref.WeakKeyDictionary[asyncio.Task[Any], _Pause] = weakref.WeakKeyDictionary()
@@ -55,6 +59,7 @@ def _park(request: _Pause) -> Generator[Any, Any, None]:
     task = _current_task()
     while True:
         if not request.parked.done():
+            request.context = contextvars.copy_context()
             request.parked.set_result(None)
         yield from request.release.__await__()
         # released, but paused again before this task ran on: stay parked here
@@ -294,7 +299,12 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
     [`contsnap.detach`][contsnap.detach] it when its continuation moves elsewhere. If the
     task does not reach a safe point within ``timeout`` seconds (it awaits a
     socket, a foreign future...), the request is withdrawn and
-    ``NotCheckpointableError`` names what it awaits and where.
+    ``NotCheckpointableError`` names what it awaits and where. A snapshot that
+    is refused withdraws the request too: the task goes on.
+
+    The context variables the task has set (``var.set()`` inside it) are saved
+    with it, and set again in the task that runs the restored coroutine; each
+    must be a global of an importable module (saved by module and name).
     """
     if not isinstance(task, asyncio.Task):
         what = "a coroutine" if asyncio.iscoroutine(task) else f"{type(task).__qualname__}"
@@ -303,8 +313,41 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
             f"not {what} ({task!r}): start it with task = asyncio.create_task(coro), then "
             "await contsnap.pause(task)"
         )
+    from ._snapshot import TASK_CONTEXT, context_var_address, waiting_point
+
     await park({task.get_name(): task}, timeout=timeout)
-    return _codec.encode(task.get_coro(), kind="snapshot")
+    request = _PAUSES.get(task)
+    parked = request.context if request is not None else None
+    coro = task.get_coro()
+    context = _set_in_task(parked) if parked is not None else []
+    for var, _value in context:
+        if context_var_address(var) is None:
+            unpause(task)
+            raise NotCheckpointableError(
+                f"cannot pause {task.get_name()} ({waiting_point(coro)}): it has set the "
+                f"context variable {var.name!r} ({var!r}), which is not a global of an "
+                "imported module, so a restore could not find it; define it at module level "
+                "(name = contextvars.ContextVar(...)), or reset it before the pause"
+            )
+    token = TASK_CONTEXT.set((coro, context))
+    try:
+        return _codec.encode(coro, kind="snapshot")
+    except BaseException:
+        unpause(task)  # a refused snapshot withdraws the request, as a late task's does
+        raise
+    finally:
+        TASK_CONTEXT.reset(token)
+
+
+def _set_in_task(parked: contextvars.Context) -> list[tuple[contextvars.ContextVar[Any], Any]]:
+    """The context variables the task set itself: those it does not share with the caller."""
+    here = contextvars.copy_context()
+    return [
+        (var, value)
+        for var, value in parked.items()
+        if not (var in here and here[var] is value)
+        and not getattr(var, "name", "").startswith("contsnap_")
+    ]
 
 
 async def park(

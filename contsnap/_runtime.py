@@ -356,6 +356,22 @@ def add_unstarted(coroutine: Any) -> None:
     UNSTARTED[key] = weakref.ref(coroutine, forget)
 
 
+#: Restored coroutines of a paused task, with what their first await resumes and the
+#: task's context variables, which are set again when it does (in the new task).
+PENDING_CONTEXT: weakref.WeakKeyDictionary[Any, tuple[Any, list[tuple[Any, Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _enter_saved_context(awaitable: Any) -> None:
+    for coro, (awaited, items) in list(PENDING_CONTEXT.items()):
+        if awaited is awaitable:
+            del PENDING_CONTEXT[coro]
+            for var, value in items:
+                var.set(value)
+            return
+
+
 def resume_awaitable(awaitable: Any) -> Any:
     """What a resumed ``await`` re-enters.
 
@@ -366,6 +382,8 @@ def resume_awaitable(awaitable: Any) -> Any:
     ``checkpoint()``, the rest of the time for ``sleep()``, a new ``get()``
     for a queue.
     """
+    if PENDING_CONTEXT:
+        _enter_saved_context(awaitable)
     entry = UNSTARTED.get(id(awaitable))
     if entry is not None and entry() is awaitable:
         del UNSTARTED[id(awaitable)]
@@ -378,6 +396,16 @@ def resume_awaitable(awaitable: Any) -> Any:
     if resume is not None:
         return resume(awaitable)
     raise RuntimeError(f"cannot resume an await of {type(awaitable).__name__}")
+
+
+def own_names(listing: Any) -> Any:
+    """What ``locals()``/``vars()``/``dir()`` show natively: the frame's names without
+    the transform's ``_cs_*`` helpers (a fresh dict, as ``locals()`` is on 3.13)."""
+    if type(listing) is dict:
+        return {k: v for k, v in listing.items() if not (type(k) is str and k.startswith("_cs_"))}
+    if type(listing) is list:
+        return [k for k in listing if not (type(k) is str and k.startswith("_cs_"))]
+    return listing
 
 
 def bind(namespace: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _resources, _runtime
+from . import _resources, _runtime, _views
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import (
     FunctionInfo,
@@ -161,6 +161,24 @@ def _unmarked(gen: Any) -> NotCheckpointableError:
     )
 
 
+def read_locals(frame: types.FrameType) -> dict[str, Any]:
+    """The frame's locals, leaving no trace on the frame.
+
+    Before 3.13, ``frame.f_locals`` fills a dict cached on the frame, which
+    then keeps every local of that moment alive: a local the generator drops
+    after the snapshot would be finalised late (``__del__``, weakref callbacks
+    and ``finally`` of held generators in another order than in a run never
+    snapshotted). The cache is emptied again; CPython refills it from the
+    frame before anything reads it (``frame.f_locals``, ``locals()``, a trace
+    function), so nothing is written back.
+    """
+    cached = frame.f_locals
+    local = dict(cached)
+    if sys.version_info < (3, 13):
+        cached.clear()
+    return local
+
+
 def capture(gen: Any) -> FrameState:
     """Read the state of a checkpointable generator without changing it."""
     info = info_of(gen)
@@ -182,7 +200,7 @@ def capture(gen: Any) -> FrameState:
             status = SUSPENDED if box.label else CREATED
             return FrameState(info, status, box.label, dict(box.values), box.cells, renamed)
         return _capture_created(gen, info, frame)
-    local = dict(frame.f_locals)
+    local = read_locals(frame)
     line = frame.f_lineno
     label = info.label_of_line.get(line) or local.get("_cs_label", 0)
     if label not in info.labels or info.labels[label].line != line:
@@ -230,7 +248,7 @@ def capture(gen: Any) -> FrameState:
 
 
 def _capture_created(gen: Any, info: FunctionInfo, frame: types.FrameType) -> FrameState:
-    local = dict(frame.f_locals)
+    local = read_locals(frame)
     free = [n for n in info.cell_names if n not in info.cellvars]
     closure_cells: dict[str, types.CellType] = {}
     if free:
@@ -313,11 +331,23 @@ def _new_migrating(
 
 
 def set_generator_state(gen: Any, values: Any) -> None:
-    """Give a generator from `new_generator` its locals and prime it."""
+    """Give a generator from `new_generator` its locals and prime it.
+
+    The state of the coroutine of a paused task is ``(locals, context)``: the
+    context variables the task had set, set again when it resumes.
+    """
     box = _PENDING.pop(gen, None)
     info = info_of(gen)
     if box is None or info is None:
         raise SnapshotCorruptError("generator state arrived for an unknown generator")
+    context: list[tuple[Any, Any]] | None = None
+    if isinstance(values, tuple) and len(values) == 2:
+        values, context = values
+        if not isinstance(context, list) or not all(
+            isinstance(item, tuple) and len(item) == 2 and type(item[0]) is contextvars.ContextVar
+            for item in context
+        ):
+            raise SnapshotCorruptError(f"snapshot of {info.qualname} has a malformed context")
     if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
         raise SnapshotCorruptError(f"snapshot of {info.qualname} has malformed locals")
     migrating = _MIGRATING.pop(gen, None)
@@ -340,6 +370,9 @@ def set_generator_state(gen: Any, values: Any) -> None:
     if box.label:
         _check_helpers(info, box.label, values)
     box.values = values
+    if context and box.label and info.labels[box.label].kind == "await":
+        # set in the task that runs it, when its dispatch resumes the await
+        _runtime.PENDING_CONTEXT[gen] = (values.get(info.labels[box.label].delegate or ""), context)
     if not box.label:
         # not started when saved: its frame holds only the box until the first step,
         # so a snapshot taken before then reads the arguments from the box
@@ -559,6 +592,25 @@ def rebuild(state: FrameState) -> Any:
 # a memo lookup), then the locals of each level, in order.
 
 
+def _with_context(gen: Any, reduced: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The state of a paused task's coroutine carries the context variables it set: while
+    ``pause()`` saves it, and while a restored one has not run yet (saved again as it is)."""
+    task = TASK_CONTEXT.get()
+    context: list[tuple[Any, Any]] | None
+    if task is not None and task[0] is gen:
+        context = task[1]
+    else:
+        pending = _runtime.PENDING_CONTEXT.get(gen)
+        context = pending[1] if pending is not None else None
+    if not context or len(reduced) != 6:
+        return reduced
+    if isinstance(reduced[2], _Chain):  # the outermost level's locals carry it
+        values: list[Any] = reduced[2].values
+        values[0] = (values[0], context)
+        return reduced
+    return (*reduced[:2], (reduced[2], context), *reduced[3:])
+
+
 def _next_in_chain(state: FrameState) -> Any:
     """The checkpointable generator (coroutine...) ``state``'s frame is delegating to."""
     delegate = state.delegate
@@ -653,7 +705,7 @@ def _reduce_generator(gen: Any) -> tuple[Any, ...]:
     if shallow is not None:
         return (new_generator, _args(shallow))
     state = capture(gen)
-    return _reduce_state(state, _chain_below(state, lambda member: False))
+    return _with_context(gen, _reduce_state(state, _chain_below(state, lambda member: False)))
 
 
 def _reduce_state(
@@ -777,9 +829,16 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
                 return (new_generator, _args(shallow))
             state = capture(obj)
             self.captured[id(obj)] = state
-            return _reduce_state(state, _chain_below(state, self._saved))
+            return _with_context(obj, _reduce_state(state, _chain_below(state, self._saved)))
         if kind is types.CellType:
             return _reduce_cell(obj)
+        view = _views.REDUCERS.get(kind)
+        if view is not None:
+            return view(obj)
+        if _views.is_ndarray_view(obj):
+            return _views.reduce_ndarray(obj)
+        if kind is contextvars.ContextVar:
+            return self.by_reference(obj) if self.local else _reduce_context_var(obj)
         if kind is types.FunctionType and obj.__module__ in _OWN_MODULES:
             return NotImplemented
         if kind is _LiveGlobals:
@@ -788,6 +847,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return (_session_globals, ())
         if kind is _MainGlobals:
             return (_main_globals, (_PROCESS, obj.fallback))
+        if _is_local_class(obj):
+            return self._fresh_class_reduce(obj)
         if isinstance(obj, type) and not self.local:
             reduced = super().reducer_override(obj)
             if isinstance(reduced, tuple) and reduced[-1] is _cp._class_setstate:
@@ -798,6 +859,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             kind is FunctionInfo or kind is types.TracebackType or isinstance(obj, type)
         ):
             return self.by_reference(obj)
+        if kind is weakref.ReferenceType:
+            return _reduce_weak_reference(obj)
         resource = _resources.handler_for(kind)
         if resource is not None:
             return _resources.reduce_resource(obj, resource)
@@ -810,6 +873,17 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
     def _saved(self, gen: Any) -> bool:
         """Is ``gen`` pickled already (or passed by reference)? A chain stops there."""
         return id(gen) in self.captured or (self.keep is not None and self.keep(gen))
+
+    def _fresh_class_reduce(self, cls: type) -> Any:
+        """A class defined in a function, by value and untracked: each load makes its own
+        (cloudpickle would hand an in-process load the original, sharing its state)."""
+        make, args, state, *rest = _cp._dynamic_class_reduce(cls)
+        if make is _cp._make_skeleton_class:
+            args = (*args[:4], None, *args[5:])  # no class tracker id
+            if isinstance(state, tuple) and isinstance(state[0], dict):
+                # cloudpickle drops it; a restored frame's class keeps its own
+                state = ({**state[0], "__qualname__": cls.__qualname__}, *state[1:])
+        return (make, args, state, *rest)
 
     def _reduce_exception(self, exc: BaseException) -> Any:
         reduced = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
@@ -843,6 +917,66 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
 _OWN_MODULES = frozenset({__name__, "contsnap._info", "contsnap._runtime", "contsnap._resources"})
+
+#: while ``pause()`` saves a task: its coroutine and the context variables the task set
+TASK_CONTEXT: contextvars.ContextVar[tuple[Any, list[tuple[Any, Any]]] | None] = (
+    contextvars.ContextVar("contsnap_task_context", default=None)
+)
+
+
+def context_var_address(var: contextvars.ContextVar[Any]) -> tuple[str, str] | None:
+    """``(module, name)`` of the module-level variable that is ``var``, if there is one."""
+    modules = list(sys.modules.items())
+    for module_name, module in modules:  # first where its own name says
+        if getattr(module, "__dict__", {}).get(var.name) is var:
+            return module_name, var.name
+    for module_name, module in modules:
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for name, value in list(namespace.items()):
+            if value is var and isinstance(name, str):
+                return module_name, name
+    if var is _decimal_context_var():
+        return "decimal", "getcontext"
+    return None
+
+
+def _decimal_context_var() -> Any:
+    """The variable behind ``decimal.getcontext()`` (no module names it)."""
+    decimal = sys.modules.get("decimal")
+    if decimal is None:
+        return None
+    probe = contextvars.Context()
+    probe.run(decimal.getcontext)
+    return next(iter(probe), None)
+
+
+def context_var(module_name: str, name: str) -> contextvars.ContextVar[Any]:
+    """The module-level context variable a snapshot names (imports its module)."""
+    if (module_name, name) == ("decimal", "getcontext"):
+        importlib.import_module("decimal")
+        var = _decimal_context_var()
+    else:
+        var = getattr(importlib.import_module(module_name), name, None)
+    if type(var) is not contextvars.ContextVar:
+        raise CheckpointError(
+            f"the snapshot holds the context variable {module_name}.{name}, which this "
+            "process's module does not define"
+        )
+    return var
+
+
+def _reduce_context_var(var: contextvars.ContextVar[Any]) -> tuple[Any, ...]:
+    address = context_var_address(var)
+    if address is None:
+        raise NotCheckpointableError(
+            f"the context variable {var.name!r} ({var!r}) cannot be saved: it is not a global "
+            "of an imported module, so no other process could find it; define it at module "
+            "level (name = contextvars.ContextVar(...)), or reset it before the snapshot"
+        )
+    return (context_var, address)
+
 
 #: the by-reference table of the in-process copy being loaded
 _REFS: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
@@ -1107,6 +1241,8 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
         result = closed_generator(state.info)
         memo[id(gen)] = result
         return result
+    memo[id(_GENERATOR_COPY)] = _GENERATOR_COPY
+    _views.copy_numpy_views()
     levels = [(gen, state), *_chain_below(state, lambda member: id(member) in memo)]
     with _load_context():
         made: list[Any] = []
@@ -1118,21 +1254,101 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
             copied = new_generator(level.info, level.label, cells, level.names)
             memo[id(original)] = copied
             made.append(copied)
-        for copied, (_original, level) in zip(made, levels):
+        for copied, (original, level) in zip(made, levels):
             if copied is None:
                 continue
-            for value in level.values.values():
-                _rebind_builtin_method(value, memo)
-            set_generator_state(copied, copy.deepcopy(level.values, memo))
+            values: Any = copy.deepcopy(level.values, memo)
+            pending = _runtime.PENDING_CONTEXT.get(original)
+            if pending is not None:  # restored from a paused task, not run yet
+                values = (values, copy.deepcopy(pending[1], memo))
+            set_generator_state(copied, values)
     return memo[id(gen)]
 
 
-def _rebind_builtin_method(value: Any, memo: dict[int, Any]) -> None:
-    """deepcopy treats ``obj.append`` as atomic; a hoisted one must follow the copied obj."""
-    if isinstance(value, (types.BuiltinMethodType, types.MethodWrapperType)):
-        owner = getattr(value, "__self__", None)
-        if owner is not None and not isinstance(owner, types.ModuleType):
-            memo[id(value)] = getattr(copy.deepcopy(owner, memo), value.__name__)
+#: in a deepcopy's memo while it copies a generator: what the frame holds is copied the way
+#: a snapshot copies it (local functions and classes, bound builtin methods, weak references)
+_GENERATOR_COPY = object()
+
+
+def _copying_a_generator(memo: dict[int, Any]) -> bool:
+    return id(_GENERATOR_COPY) in memo
+
+
+_deepcopy_atomic: Any = copy._deepcopy_atomic  # type: ignore[attr-defined]
+
+
+def _deepcopy_builtin_method(method: Any, memo: dict[int, Any]) -> Any:
+    """deepcopy treats ``seen.__contains__`` as atomic; in a copied frame it follows ``seen``."""
+    owner = getattr(method, "__self__", None)
+    if (
+        not _copying_a_generator(memo)
+        or owner is None
+        or isinstance(owner, (types.ModuleType, type))
+    ):
+        return method
+    return getattr(copy.deepcopy(owner, memo), method.__name__)
+
+
+def _dead_reference() -> weakref.ReferenceType[Any]:
+    """A weak reference whose object is gone."""
+    gone = _Referent()
+    reference = weakref.ref(gone)
+    del gone
+    return reference
+
+
+class _Referent:
+    __slots__ = ("__weakref__",)
+
+
+def _weak_reference(referent: Any, callback: Any = None) -> weakref.ReferenceType[Any]:
+    """A weak reference to the restored object (dead when nothing else restored holds it)."""
+    return weakref.ref(referent, callback)
+
+
+def _reduce_weak_reference(reference: weakref.ReferenceType[Any]) -> tuple[Any, ...]:
+    referent = reference()
+    if referent is None:
+        return (_dead_reference, ())
+    callback = reference.__callback__
+    return (_weak_reference, (referent,) if callback is None else (referent, callback))
+
+
+def _deepcopy_weak_reference(reference: Any, memo: dict[int, Any]) -> Any:
+    if not _copying_a_generator(memo) or type(reference) is not weakref.ReferenceType:
+        return reference
+    make, args = _reduce_weak_reference(reference)
+    return make(*copy.deepcopy(args, memo))
+
+
+def _is_local_class(cls: Any) -> bool:
+    """A class a function defines (each call makes a new one): a copy gets its own."""
+    return (
+        isinstance(cls, type)
+        and type(cls) is type
+        and "<locals>" in getattr(cls, "__qualname__", "")
+        and not _cp._should_pickle_by_reference(cls)
+    )
+
+
+def _deepcopy_class(cls: Any, memo: dict[int, Any]) -> Any:
+    """A class defined inside the copied function is copied, as a snapshot copies it."""
+    if not (_copying_a_generator(memo) and _is_local_class(cls)):
+        return cls
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    slots = namespace.get("__slots__", ())
+    for name in [slots] if isinstance(slots, str) else slots:
+        namespace.pop(name, None)  # member descriptors: made again from __slots__
+    bases = copy.deepcopy(cls.__bases__, memo)
+    new = types.new_class(
+        cls.__name__, bases, {}, lambda ns: ns.update(__slots__=slots) if slots else None
+    )
+    memo[id(cls)] = new
+    for name, value in namespace.items():
+        if name != "__slots__":
+            setattr(new, name, copy.deepcopy(value, memo))
+    new.__qualname__ = cls.__qualname__
+    return new
 
 
 def _deepcopy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType:
@@ -1150,20 +1366,26 @@ def _deepcopy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType
 
 
 def _deepcopy_function(func: types.FunctionType, memo: dict[int, Any]) -> types.FunctionType:
-    """Functions copy as themselves, except closures over cells this deepcopy copied."""
+    """Functions copy as themselves, except closures over cells this deepcopy copied and,
+    in a copied frame, every function a snapshot saves by value (local functions, lambdas):
+    their cells, defaults and attributes are copied, as ``dumps`` + ``loads`` would."""
     closure = func.__closure__
-    if not closure or not any(id(cell) in memo for cell in closure):
+    by_value = _copying_a_generator(memo) and not _cp._should_pickle_by_reference(func)
+    if not by_value and (not closure or not any(id(cell) in memo for cell in closure)):
         return func
     new = types.FunctionType(
         func.__code__,
         func.__globals__,
         func.__name__,
-        func.__defaults__,
-        tuple(_deepcopy_cell(cell, memo) for cell in closure),
+        None,
+        tuple(_deepcopy_cell(cell, memo) for cell in closure) if closure else None,
     )
     memo[id(func)] = new
-    new.__kwdefaults__ = func.__kwdefaults__
+    new.__defaults__ = copy.deepcopy(func.__defaults__, memo) if by_value else func.__defaults__
+    kwdefaults = func.__kwdefaults__
+    new.__kwdefaults__ = copy.deepcopy(kwdefaults, memo) if by_value else kwdefaults
     new.__qualname__ = func.__qualname__
+    new.__module__ = func.__module__
     new.__dict__.update(copy.deepcopy(func.__dict__, memo))
     return new
 
@@ -1179,6 +1401,16 @@ for _kind in SUSPENDABLE:
     copy._deepcopy_dispatch[_kind] = _deepcopy_generator  # type: ignore[attr-defined]
 copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
 copy._deepcopy_dispatch[types.FunctionType] = _deepcopy_function  # type: ignore[attr-defined]
+# a module held in a local (``import json`` inside the function) is shared, as a snapshot
+# names it by import path
+copy._deepcopy_dispatch[types.ModuleType] = _deepcopy_atomic  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[contextvars.ContextVar] = _deepcopy_atomic  # type: ignore[attr-defined]
+for _method in (types.BuiltinMethodType, types.MethodWrapperType):
+    copy._deepcopy_dispatch[_method] = _deepcopy_builtin_method  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[weakref.ReferenceType] = _deepcopy_weak_reference  # type: ignore[attr-defined]
+copy._deepcopy_dispatch[type] = _deepcopy_class  # type: ignore[attr-defined]
+copyreg.pickle(weakref.ReferenceType, _reduce_weak_reference)
+copyreg.pickle(contextvars.ContextVar, _reduce_context_var)
 for _kind in SUSPENDABLE:
     copy._copy_dispatch[_kind] = _copy_generator_shallow  # type: ignore[attr-defined]
 

@@ -1267,9 +1267,14 @@ def assert_async_equivalent(
 _PRELUDE: Final = '''\
 """A program drawn by contsnap.testing.generator_programs()."""
 
+import contextvars
+
 # assert_equivalent() sets this per call: a generator restored into the globals
 # of another module (an earlier copy of the same program) logs the wrong one.
 NONCE = None
+
+# set and read by the programs: a paused task keeps what it set
+CV = contextvars.ContextVar("CV", default=0)
 
 
 class Ctx:
@@ -1311,8 +1316,10 @@ class Shown:
 '''
 
 # Locals every generated function starts with: three ints, a list that never
-# gets shorter than 3, a dict whose keys never change (so loops over it are
-# safe), an object with an attribute, and a list for starred targets.
+# gets shorter than 3, a dict whose keys change at most once (one "grown" key:
+# a loop over it then raises, as Python does), an object with an attribute, a
+# list for starred targets, and objects that look into others: a live view of
+# the dict's keys, a writable memoryview of a bytearray, a bound method of a set.
 _LOCALS: Final = (
     "b = 1",
     "c = 2",
@@ -1320,6 +1327,8 @@ _LOCALS: Final = (
     'table = {"k0": 0, "k1": 1, "k2": 2}',
     "box = Box(5)",
     "mid = []",
+    "keys, buf = table.keys(), bytearray(b'abcdefgh')",
+    "window, known = memoryview(buf)[2:6], set(items).__contains__",
 )
 _INTS: Final = ("a", "b", "c")
 _KEYS: Final = ('"k0"', '"k1"', '"k2"')
@@ -1499,6 +1508,7 @@ def _simple(draw: st.DrawFn, scope: _Scope) -> _Lines:
     kinds += ["raise", "raise"] * (scope.in_try or scope.in_except)
     kinds += ["closure"] * scope.closures + ["handled"] * bool(scope.errors)
     kinds += ["delegate"] * bool(scope.inner_cost)
+    kinds += ["live"]
     if scope.can_await:
         return _simple_async(draw, scope)
     kind = draw(st.sampled_from(kinds))
@@ -1594,6 +1604,19 @@ def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: 
     if kind == "handled":
         error = draw(st.sampled_from(scope.errors))
         return [f'yield ("handling", {error}.args)']
+    if kind == "live":  # views must see writes made before and after a restore
+        forms = [
+            f"window[{value} % 4] = {value} % 256",
+            f'log.append(("live", bytes(buf), list(keys), known({value})))',
+            'log.append(("window", window.tolist(), len(keys)))',
+            "grow",
+        ]
+        if scope.can_await:  # a task's context variables: pause() keeps what it set
+            forms += [f"CV.set({value})", 'log.append(("cv", CV.get()))']
+        live = draw(st.sampled_from(forms))
+        if live == "grow":  # inside a loop over the dict, its next step raises RuntimeError
+            return [f"if {_condition(draw, scope)}:", f'    table["grown"] = {value}']
+        return [live]
     form = draw(st.integers(0, 2))
     if form == 2:  # held unstarted across a suspension: saved before its first step
         held = scope.fresh("held")
@@ -1611,6 +1634,7 @@ def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
     kinds += ["raise", "raise"] * (scope.in_try or scope.in_except)
     kinds += ["closure"] * scope.closures + ["handled"] * bool(scope.errors)
     kinds += ["delegate"] * bool(scope.inner_cost)
+    kinds += ["live"]
     if scope.can_yield:
         kinds += ["yield", "yield", "receive-yield", "yield-in-expression"]
     kind = draw(st.sampled_from(kinds))
@@ -1618,7 +1642,8 @@ def _simple_async(draw: st.DrawFn, scope: _Scope) -> _Lines:
     value = _int_expr(draw, scope)
     callee = scope.callee
     calls = bool(scope.inner_cost)
-    if kind in ("log", "assign", "augment", "raise", "closure", "yield", "yield-in-expression"):
+    simple = ("log", "assign", "augment", "raise", "closure", "yield", "yield-in-expression")
+    if kind in (*simple, "live"):
         return _simple_form(draw, scope, kind, target, value)
     if kind == "receive-yield":
         return _simple_form(draw, scope, "receive", target, value)
@@ -1986,6 +2011,8 @@ def _function(
     (``async def`` in the async dialects)."""
     preamble = [f"a = {parameter}", *_LOCALS]
     preamble.append(f'log.append(("start", "{name}", a))')
+    if scope.can_await:
+        preamble.append("CV.set(0)")  # every run starts from the same context value
     if scope.closures:
         preamble += _CLOSURES
     if scope.returns == "none":
@@ -2024,18 +2051,23 @@ def generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     comprehensions; early ``return``; ``yield from inner(...)``, where
     ``inner(n, log)`` is a second, smaller random generator function at module
     level (defined when ``gen`` calls it), also held unstarted across a yield
-    first. Every function appends its side effects to ``log``.
+    first. Every function appends its side effects to ``log``. Each function also
+    holds objects that look into others across its yields: a live
+    ``table.keys()`` view, a writable ``memoryview`` of a ``bytearray`` written
+    through, a set's bound ``__contains__``; and its ``table`` may grow by one key,
+    so that a loop over it raises "dictionary changed size during iteration".
 
     Loops are bounded, so a run takes at most about ``max_steps`` statements
     whatever is sent in; division is never by zero. The module is valid
-    Python 3.10 and uses no sets or hashes, so native runs are deterministic.
+    Python 3.10 and iterates no set or hash order, so native runs are
+    deterministic.
     """
     counter = itertools.count()
 
     def fresh(prefix: str) -> str:
         return f"{prefix}{next(counter)}"
 
-    inner_budget = max_steps // 10 + 12  # about a dozen of its steps are its preamble
+    inner_budget = max_steps // 10 + 14  # about a dozen of its steps are its preamble
     inner_lines, inner_cost = _function(draw, "inner", "n", _Scope(fresh=fresh), inner_budget)
     gen_scope = _Scope(fresh=fresh, inner_cost=inner_cost, closures=draw(st.booleans()))
     gen_lines, _ = _function(draw, "gen", "arg", gen_scope, max_steps - inner_cost)
@@ -2149,7 +2181,7 @@ def _async_program(
     inner_scope = _Scope(
         fresh=fresh, dialect="coroutine", callee="leaf", inner_cost=leaf_cost, returns="int"
     )
-    inner_budget = max_steps // 10 + 12  # about a dozen of its steps are its preamble
+    inner_budget = max_steps // 10 + 14  # about a dozen of its steps are its preamble
     inner_lines, inner_cost = _function(draw, "inner", "n", inner_scope, inner_budget)
     agen_lines, agen_rounds, agen_cost = _agen(draw, leaf_cost)
     gen_scope = _Scope(
@@ -2194,6 +2226,8 @@ def coroutine_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     context manager that logs its enter and exit, may swallow the exception and may await a
     checkpoint in ``__aenter__``/``__aexit__``. Helpers appear only when used; every function
     appends its side effects to ``log``.
+    It sets and reads ``CV``, a module-level ``ContextVar`` (a task paused by
+    [`contsnap.pause`][contsnap.pause] keeps what it set).
 
     The program imports ``contsnap`` for the checkpoints but marks nothing
     ([`assert_async_equivalent`][contsnap.testing.assert_async_equivalent] imports a marked copy

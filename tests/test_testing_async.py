@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from typing import Any
 
 import pytest
+import sampling
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -130,6 +131,7 @@ def test_programs_use_the_advertised_forms() -> None:
             "with Ctx(", "break", "continue", "else:", "try:", "except ", "finally:",
             "match ", "while ", "return (", "raise ", "nonlocal c", "lambda", "True)",
             "% (Shown(", "= await held",
+            "window[", "known(", 'table["grown"]', "CV.set(", "CV.get()",
         ],
         "async generator": [
             "yield\n", "= yield", "(yield", "yield (\"handling\"", "async for ", "async with ACtx(",
@@ -141,16 +143,11 @@ def test_programs_use_the_advertised_forms() -> None:
 
 
 def forms_seen(programs: st.SearchStrategy[str], forms: list[str]) -> set[str]:
-    seen: set[str] = set()
-
-    @settings(max_examples=250, database=None, derandomize=True)
-    @given(programs)
-    def collect(source: str) -> None:
-        body = source.split("class ACtx:")[1].split("return self.suppress and")[-1]
-        seen.update(form for form in forms if form in body)
-
-    collect()
-    return seen
+    return sampling.forms_seen(
+        programs,
+        forms,
+        lambda source: source.split("class ACtx:")[1].split("return self.suppress and")[-1],
+    )
 
 
 def test_mark_generators_marks_every_async_def_and_async_method() -> None:

@@ -17,6 +17,7 @@ import cloudpickle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sampling import forms_seen
 
 import contsnap
 from contsnap.testing import (
@@ -97,16 +98,9 @@ def test_programs_use_the_advertised_forms() -> None:
         " if ", "yield from inner(", "in inner(", "enumerate(", "zip(", ".items()",
         " := ", "*mid", "yield from held", "% (Shown(", "nonlocal c", "lambda", "[q for q in", "return", "raise",
         "+= yield", "box.attr +=", "] += yield", "f'{", "if (yield", "bump(",
+        "window[", "known(", 'table["grown"]', "bytes(buf)",
     ]  # fmt: skip
-    seen: set[str] = set()
-
-    @settings(max_examples=150, database=None, derandomize=True)
-    @given(generator_programs())
-    def collect(source: str) -> None:
-        body = source.split("class Box:")[1]
-        seen.update(form for form in wanted if form in body)
-
-    collect()
+    seen = forms_seen(generator_programs(), wanted, lambda source: source.split("class Box:")[1])
     assert set(wanted) - seen == set()
 
 

@@ -10,6 +10,8 @@ fingerprint of the normalised source.
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from dataclasses import dataclass
 
 import libcst as cst
@@ -107,23 +109,67 @@ def transform_function(source: str, *, first_line: int) -> TransformResult:
         forget()  # the scope answers remembered for this function's nodes
 
 
+#: the calls that list the local scope by name; a transformed frame has helper locals too
+_SCOPE_LISTINGS = ("locals", "vars", "dir")
+
+
+def _hide_helper_locals(source: str) -> str:
+    """``locals()``, ``vars()`` and ``dir()`` wrapped so that they list the user's names only.
+
+    The transform's ``_cs_*`` helpers are locals of the frame (the snapshot
+    reads them there), so the bare calls would show them. Rewritten on the
+    tokens, so every copy of a statement (fresh and resume variants, copied
+    text or regenerated) gets it; the wrapper leaves a value that is not a
+    dict or list (a shadowing ``locals``) alone.
+    """
+    if not any(f"{name}(" in source for name in _SCOPE_LISTINGS):
+        return source
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return source
+    lines = source.splitlines(keepends=True)
+    for i in range(len(tokens) - 3, 0, -1):  # from the end: earlier columns stay valid
+        name, opening, closing = tokens[i : i + 3]
+        if (
+            name.type == tokenize.NAME
+            and name.string in _SCOPE_LISTINGS
+            and (opening.string, closing.string) == ("(", ")")
+            and tokens[i - 1].string not in (".", "def", "class")
+        ):
+            (row, col), (end_row, end_col) = name.start, closing.end
+            call = f"{RT}.own_names({name.string}())"
+            if row == end_row:
+                text = lines[row - 1]
+                lines[row - 1] = text[:col] + call + text[end_col:]
+    return "".join(lines)
+
+
 def _transform(source: str, first_line: int) -> TransformResult:
     offset = first_line - 1
     if source[:1].isspace():
         source = "if 1:\n" + source
         offset -= 1
-    module = cst.parse_module(source)
     try:
         tree: ast.Module | None = ast.parse(source)
     except (SyntaxError, ValueError):
         tree = None
+    original_tree = tree
+    rewritten = _hide_helper_locals(source)
+    added_names: frozenset[str] = frozenset()
+    if rewritten is not source:
+        if RT not in source:
+            added_names = frozenset({RT})
+        source = rewritten
+        tree = ast.parse(source) if tree is not None else None
+    module = cst.parse_module(source)
     positions = Positions(module, source, tree)
     func = _find_function(module)
     found = positions.get(func)
     assert found is not None
     def_line = found[0] + offset  # the ``def`` line (not the first decorator's)
     used, unstable = survey(func)
-    reserved = sorted(n for n in used if n.startswith("_cs_") or n in GLOBAL_NAMES)
+    reserved = sorted(n for n in used - added_names if n.startswith("_cs_") or n in GLOBAL_NAMES)
     if reserved:
         raise UnsupportedSyntax(
             f"the name {reserved[0]!r} is reserved for contsnap's generated code; rename it",
@@ -147,7 +193,7 @@ def _transform(source: str, first_line: int) -> TransformResult:
         fresh=out.fresh,
         resume=out.resume,
         labels=processor.labels,
-        fingerprint=_function_fingerprint(module, func, tree),
+        fingerprint=_function_fingerprint(module, func, original_tree),
         indent=module.default_indent,
         is_async=is_async,
     )
