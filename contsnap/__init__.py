@@ -15,6 +15,7 @@ from ._aio import Queue, checkpoint, pause, sleep, unpause
 from ._api import configure, describe, detach, dumps, fork, loads
 from ._decorator import checkpointable
 from ._durable import ROLLED_OUT, RolledOut, run
+from ._effects import Effect, effect
 from ._errors import (
     CheckpointError,
     CodeChangedError,
@@ -56,6 +57,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointFallbackWarning",
     "CodeChangedError",
+    "Effect",
     "NotCheckpointableError",
     "OldFrame",
     "Queue",
@@ -75,6 +77,7 @@ __all__ = [
     "describe",
     "detach",
     "dumps",
+    "effect",
     "fork",
     "install_import_hook",
     "loads",

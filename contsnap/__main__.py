@@ -318,7 +318,10 @@ def _parser() -> argparse.ArgumentParser:
             "signed, and whether each function's code on disk still matches its fingerprint."
         ),
     )
-    inspect_cmd.add_argument("file")
+    inspect_cmd.add_argument("file", help="a checkpoint file, or a store URL followed by a key")
+    inspect_cmd.add_argument(
+        "key", nargs="?", help="with a store URL: the key of the checkpoint (e.g. a task's job)"
+    )
     inspect_cmd.add_argument("--json", action="store_true", help="print JSON")
     ls = commands.add_parser("ls", parents=[debug], help="list the snapshots in a directory")
     ls.add_argument("directory", nargs="?", default=".")
@@ -340,7 +343,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "resume":
             return _cli_jobs.resume(args.file, every=args.every, allow_unsigned=args.allow_unsigned)
         if args.command == "inspect":
-            return _cli_jobs.inspect_file(args.file, as_json=args.json)
+            return _cli_jobs.inspect_file(args.file, key=args.key, as_json=args.json)
         if args.command == "ls":
             return _cli_jobs.list_directory(args.directory)
         if not args.hook and args.mark_all:

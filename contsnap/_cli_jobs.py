@@ -142,6 +142,19 @@ def _read_meta(path: str) -> dict[str, Any]:
     return _envelope.read_meta(read_regular(path, MAX_DESCRIBED_FILE))
 
 
+def _read_store_meta(url: str, key: str) -> tuple[dict[str, Any], Any]:
+    """Unverified metadata of ``key`` in the store ``url``, and of its attempts record."""
+    from .stores import open_store
+
+    with open_store(url) as store:
+        data = store.get(key)
+        if data is None:
+            raise CheckpointError(f"no key {key!r} in {url} (or it expired)")
+        record = store.get(f"{key}.attempts")
+        attempts = None if record is None else _envelope.read_meta(record).get("attempts")
+        return _envelope.read_meta(data), attempts
+
+
 def _one_line(error: BaseException) -> str:
     return printable(str(error))
 
@@ -325,10 +338,20 @@ def code_status(frame: dict[str, Any]) -> str:
     return "changed"
 
 
-def inspect_file(path: str, *, as_json: bool = False) -> int:
-    """Describe a checkpoint without a key and without unpickling anything."""
+def inspect_file(path: str, *, key: str | None = None, as_json: bool = False) -> int:
+    """Describe a checkpoint without a key and without unpickling anything.
+
+    With ``key``, ``path`` is a store URL and the checkpoint is that key's newest
+    generation; a record kept next to it (``KEY.attempts``: a durable task's
+    attempts, owner and crashes) is shown as well.
+    """
+    attempts: Any = None
     try:
-        meta = _read_meta(path)
+        if key is None:
+            meta = _read_meta(path)
+        else:
+            meta, attempts = _read_store_meta(path, key)
+            path = f"{path} key {key}"
     except (OSError, CheckpointError) as exc:
         print(f"contsnap inspect: {printable(path)}: {_one_line(exc)}", file=sys.stderr)
         return 1
@@ -337,6 +360,8 @@ def inspect_file(path: str, *, as_json: bool = False) -> int:
         frame["code"] = code_status(frame)
     if as_json:
         meta["frames"] = frames
+        if attempts is not None:
+            meta["attempts"] = attempts
         print(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return 0
     job = meta.get("job") if isinstance(meta.get("job"), dict) else None
@@ -375,6 +400,15 @@ def inspect_file(path: str, *, as_json: bool = False) -> int:
         print(
             f"  actors    system {_show(system.get('system'))}: {_show(system.get('count'))} "
             f"actors, checkpoint {_show(system.get('sequence'))}"
+        )
+    if isinstance(attempts, dict):
+        state = "running" if attempts.get("running") else "not running"
+        if attempts.get("poisoned"):
+            state = "poisoned"
+        print(
+            f"  attempts  {state}; last owner {_show(attempts.get('owner'))}, began "
+            f"{_age(attempts.get('started_at'))}; {_show(attempts.get('crashes'))} crashes "
+            f"from this checkpoint{', fell back once' if attempts.get('fell_back') else ''}"
         )
     for depth, frame in enumerate(frames):
         print(

@@ -268,6 +268,17 @@ class _Job:
         self._write(payload, [], {"finished": True, "result_type": type(result).__qualname__})
         return True
 
+    #: the signed kind of the checkpoints, and the identity they are bound to
+    kind = "job"
+
+    @property
+    def identity(self) -> str:
+        return self.name
+
+    def record(self) -> dict[str, Any]:
+        """More fields for the job record of each checkpoint (a subclass's own state)."""
+        return {}
+
     def _write(self, payload: bytes, frames: list[Any], extra: dict[str, Any]) -> None:
         self.generation += 1
         job = {
@@ -277,10 +288,11 @@ class _Job:
             "every": self.every,
             "pid": os.getpid(),
             **self.script,
+            **self.record(),
             **extra,
         }
         data = _codec.encode_payload(
-            payload, frames, kind="job", identity=self.name, meta={"job": job}, key=self.key
+            payload, frames, kind=self.kind, identity=self.identity, meta={"job": job}, key=self.key
         )
         self.files.save(data)
         self.last_save = time.monotonic()

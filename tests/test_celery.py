@@ -1,0 +1,503 @@
+"""Durable Celery tasks with real workers: a killed, frozen or drained worker's job resumes.
+
+Each scenario runs `celery_tasks.squares` (a job of N steps, one effect per step)
+on real ``celery worker`` processes against a throwaway redis-server, interferes
+with the owner (SIGKILL of the pool child or of the whole worker, SIGSTOP past
+its lease, SIGTERM, a duplicate start, a step that kills its worker, a deploy of
+changed code) and checks what a user sees: the same result as an uninterrupted
+run, every effect recorded exactly once, at most one checkpoint interval of
+steps run again, and no worker process left behind. The core scenarios run
+again with the checkpoints in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import contsnap
+
+pytest.importorskip("celery")
+redis = pytest.importorskip("redis")
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+N, DELAY, EVERY, LEASE, VISIBILITY = 30, 0.1, 0.5, 1.5, 3.0
+EXPECTED = sum(i * i for i in range(N))
+#: the steps one checkpoint interval holds: at most these run again after a kill
+INTERVAL_STEPS = round(EVERY / DELAY)
+
+
+def _processes_in_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group ``pgid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
+
+class Worker:
+    """One ``celery worker -c 1 -P prefork`` in its own process group."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        command = [
+            sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "-c", "1",
+            "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-n", f"{name}@%h", "--loglevel", "INFO",
+        ]  # fmt: skip
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                command, cwd=TESTS, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self.pgid = self.process.pid
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"worker {self.name} did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        with_group = _processes_in_group(self.pgid)
+        for pid in with_group:
+            try:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process.poll() is None:
+            self.process.wait(10)
+
+
+class Cluster:
+    """The workers of one scenario, the test app, and the test's bookkeeping in Redis."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, tasks: Any) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.tasks = tasks
+        self.notes = redis.Redis.from_url(env["CONTSNAP_CELERY_NOTES"])
+        self.workers: list[Worker] = []
+
+    def start_workers(self, count: int, **extra: str) -> list[Worker]:
+        started = [
+            Worker(f"w{len(self.workers) + i}", {**self.env, **extra}, self.log_dir)
+            for i in range(count)
+        ]
+        self.workers.extend(started)
+        for worker in started:
+            worker.wait_ready()
+        return started
+
+    def steps(self, tag: str) -> list[tuple[int, int, float]]:
+        rows = [row.decode().split(":") for row in self.notes.lrange(f"steps:{tag}", 0, -1)]
+        return [(int(i), int(pid), float(at)) for i, pid, at in rows]
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = check()
+            if found:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name}\n{w.output()}" for w in self.workers)
+
+    def wait_steps(self, tag: str, count: int) -> None:
+        self.wait_for(f"{count} steps of {tag}", lambda: len(self.steps(tag)) >= count)
+
+    def owner(self, tag: str) -> tuple[int, Worker]:
+        """The pool child running ``tag`` now, and its worker."""
+        child = int(self.notes.get(f"pid:{tag}") or 0)
+        main = int(self.notes.get(f"ppid:{tag}") or 0)
+        for worker in self.workers:
+            if worker.process.pid == main:
+                return child, worker
+        raise AssertionError(f"no worker of ours runs {tag} (parent pid {main})")
+
+    def check_outcome(self, tag: str, result: Any, *, reruns: int, steps: int = N) -> None:
+        """The uninterrupted result, each effect once, and at most ``reruns`` steps run twice."""
+        expected = sum(i * i for i in range(steps))
+        assert result.get(timeout=60) == expected
+        assert self.tasks.squares.stored_result(tag) == expected
+        effects = self.notes.hgetall(f"effects:{tag}")
+        assert sorted(effects) == sorted(f"{tag}/{i}".encode() for i in range(steps))
+        assert [json.loads(effects[f"{tag}/{i}".encode()])["square"] for i in range(steps)] == [
+            i * i for i in range(steps)
+        ]
+        assert int(self.notes.get(f"deliveries:{tag}") or 0) >= steps
+        runs = int(self.notes.get(f"runs:{tag}") or 0)
+        assert steps <= runs <= steps + reruns, (runs, self.steps(tag))
+        # a step run again made its direct call under the same step_key()
+        calls = self.notes.hgetall(f"calls:{tag}")
+        assert calls == {f"{tag}/step/{i}/call".encode(): str(i).encode() for i in range(steps)}
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        deadline = time.monotonic() + 10
+        for worker in self.workers:
+            while _processes_in_group(worker.pgid) and time.monotonic() < deadline:
+                time.sleep(0.02)  # SIGKILLed processes take a moment to go
+            assert _processes_in_group(worker.pgid) == [], f"{worker.name} left processes"
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def cluster(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -> Iterator[Cluster]:
+    base = redis_server.url.rsplit("/", 1)[0]
+    if request.param == "postgres":
+        store_url = request.getfixturevalue("postgres_server").url
+    else:
+        store_url = base + "/1"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+        "CONTSNAP_CELERY_BROKER": base + "/0",
+        "CONTSNAP_CELERY_STORE": store_url,
+        "CONTSNAP_CELERY_NOTES": base + "/2",
+        "CONTSNAP_CELERY_LEASE": str(LEASE),
+        "CONTSNAP_CELERY_VISIBILITY": str(VISIBILITY),
+        "CONTSNAP_CELERY_EVERY": str(EVERY),
+    }
+    # every scenario starts from empty databases: no message, checkpoint or note of another
+    for db in (0, 1, 2, 3):
+        redis.Redis.from_url(f"{base}/{db}").flushdb()
+    if request.param == "postgres":
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as db:
+            for table in db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall():
+                db.execute(f'TRUNCATE "{table[0]}"')
+    os.environ.update({k: v for k, v in env.items() if k.startswith("CONTSNAP_CELERY_")})
+    sys.modules.pop("celery_tasks", None)
+    tasks = importlib.import_module("celery_tasks")
+    running = Cluster(env, tmp_path, tasks)
+    try:
+        yield running
+    finally:
+        running.stop()
+        tasks.app.close()
+
+
+def test_uninterrupted_run_and_result_after_finish(cluster: Cluster) -> None:
+    cluster.start_workers(1)
+    result = cluster.tasks.squares.start("plain", N, DELAY, job_id="plain")
+    cluster.check_outcome("plain", result, reruns=0)
+    # asked again after the end: the stored result, no step runs again
+    again = cluster.tasks.squares.start("plain", N, DELAY, job_id="plain")
+    assert again.get(timeout=30) == EXPECTED
+    assert int(cluster.notes.get("runs:plain") or 0) == N
+
+
+def _resume_after(
+    cluster: Cluster, tag: str, kill: Callable[[int, Worker], None], at_step: int
+) -> float:
+    """Start the job on two workers, ``kill`` its owner at a step; seconds to resume."""
+    cluster.start_workers(2)
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, at_step)
+    child, worker = cluster.owner(tag)
+    killed_at = time.time()
+    kill(child, worker)
+    cluster.check_outcome(tag, result, reruns=INTERVAL_STEPS + 1)
+    later = [at for _i, pid, at in cluster.steps(tag) if at > killed_at and pid != child]
+    assert later, "the job never ran again after the kill"
+    resumed = min(later) - killed_at
+    first_after = min(i for i, pid, at in cluster.steps(tag) if at > killed_at and pid != child)
+    assert first_after > 0, "the job started over instead of resuming"
+    reruns = int(cluster.notes.get(f"runs:{tag}") or 0) - N
+    print(
+        f"\n{tag}: resumed {resumed:.2f} s after the kill, from step {first_after}; {reruns} re-run"
+    )
+    return resumed
+
+
+def test_pool_child_killed_resumes(cluster: Cluster) -> None:
+    resumed = _resume_after(
+        cluster, "child", lambda child, worker: os.kill(child, signal.SIGKILL), 12
+    )
+    assert resumed < LEASE + 5
+
+
+def test_whole_worker_killed_resumes_elsewhere(cluster: Cluster) -> None:
+    def kill(child: int, worker: Worker) -> None:
+        os.killpg(worker.pgid, signal.SIGKILL)
+
+    resumed = _resume_after(cluster, "worker", kill, 15)
+    assert resumed < VISIBILITY + LEASE + 5
+
+
+def test_frozen_owner_is_fenced_off(cluster: Cluster) -> None:
+    cluster.start_workers(2)
+    tag = "frozen"
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 8)
+    child, _worker = cluster.owner(tag)
+    os.kill(child, signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        cluster.wait_for(
+            "another worker to take the job over",
+            lambda: any(pid != child and at > stopped_at for _i, pid, at in cluster.steps(tag)),
+        )
+    finally:
+        os.kill(child, signal.SIGCONT)
+    cluster.check_outcome(tag, result, reruns=INTERVAL_STEPS + 1)
+    time.sleep(LEASE)
+    resumed_at = min(at for _i, pid, at in cluster.steps(tag) if pid != child and at > stopped_at)
+    late = [i for i, pid, at in cluster.steps(tag) if pid == child and at > resumed_at]
+    assert len(late) <= 1, f"the frozen owner ran on after it lost its lease: steps {late}"
+
+
+def test_duplicate_delivery_never_runs_the_job_twice(cluster: Cluster) -> None:
+    cluster.start_workers(2)
+    tag = "twice"
+    first = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 3)
+    second = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.check_outcome(tag, first, reruns=0)
+    assert second.get(timeout=30) == EXPECTED
+    assert {pid for _i, pid, _at in cluster.steps(tag)} == {cluster.owner(tag)[0]}
+
+
+@pytest.mark.parametrize("shutdown", ["SIGTERM", "SIGQUIT"], ids=["warm", "cold"])
+def test_shutdown_hands_the_job_over(cluster: Cluster, shutdown: str) -> None:
+    cluster.start_workers(2)
+    tag, steps = "drain", 100  # 10 s of work; the drained worker leaves after 1 s of it
+    result = cluster.tasks.squares.start(tag, steps, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 8)
+    child, worker = cluster.owner(tag)
+    sent = time.monotonic()
+    worker.process.send_signal(getattr(signal, shutdown))
+    worker.process.wait(timeout=15)
+    took = time.monotonic() - sent
+    assert took < 5, f"the drained worker took {took:.1f} s to exit\n{cluster.logs()}"
+    handed_over = time.monotonic()
+    # rolled out at its next safe point: no step runs twice
+    cluster.check_outcome(tag, result, reruns=0, steps=steps)
+    owners = [pid for _i, pid, _at in cluster.steps(tag)]
+    assert owners.count(child) < 20 and owners[-1] != child
+    print(
+        f"\n{shutdown}: the old worker exited {took:.2f} s after {shutdown}; the job ended "
+        f"{time.monotonic() - handed_over:.1f} s later on the other worker"
+    )
+
+
+def test_poison_job_falls_back_then_stops(cluster: Cluster) -> None:
+    cluster.start_workers(2)
+    tag = "poison"
+    cluster.notes.set(f"poison:{tag}", 12)
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    with pytest.raises(Exception, match="is poisoned") as raised:
+        result.get(timeout=90)
+    assert "PoisonedJobError" in type(raised.value).__name__
+    crashes = [i for i, _pid, _at in cluster.steps(tag) if i == 12]
+    assert 2 <= len(crashes) <= 5, crashes
+    status = cluster.tasks.squares.status(tag)
+    assert status["poisoned"] and status["fell_back"] and not status["finished"]
+    assert any("fell back to generation" in line for line in status["history"])
+    # its checkpoints are kept, and nothing runs it again
+    runs = int(cluster.notes.get(f"runs:{tag}") or 0)
+    store = cluster.tasks.squares.contsnap_spec.store
+    assert any(key.startswith("task:") for key in store.keys(group=None))
+    time.sleep(LEASE + 1)
+    assert int(cluster.notes.get(f"runs:{tag}") or 0) == runs
+
+
+def test_changed_code_is_refused_by_name(cluster: Cluster) -> None:
+    (old,) = cluster.start_workers(1)
+    tag = "deploy"
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 8)
+    old.process.send_signal(signal.SIGTERM)  # drained: requeued with its checkpoint
+    old.process.wait(timeout=15)
+    cluster.start_workers(1, CONTSNAP_CELERY_CODE="changed")
+    with pytest.raises(Exception, match="squares") as raised:
+        result.get(timeout=30)
+    assert "CodeChangedError" in type(raised.value).__name__
+    assert len(cluster.steps(tag)) < N
+
+
+# --- in-process (eager) runs: no broker, the checkpoints in SQLite ----------------------
+
+_FAIL_AT: set[int] = set()
+
+
+@contsnap.checkpointable
+def _eager_job(n: int):  # type: ignore[no-untyped-def]
+    total = 0
+    for i in range(n):
+        _STEP_RUNS.append(i)
+        if i in _FAIL_AT:
+            _FAIL_AT.discard(i)
+            raise RuntimeError(f"step {i} failed")
+        total += i * 3
+        yield contsnap.effect("record", {"i": i, "total": total})
+        yield i  # a plain safe point between effects
+    return total
+
+
+_STEP_RUNS: list[int] = []
+
+
+def _eager_task(tmp_path: Path, effects: dict[str, Any]) -> Any:
+    from celery import Celery
+
+    from contsnap.integrations.celery import configure, durable_task
+    from contsnap.stores import SQLiteStore
+
+    app = configure(Celery("eager", broker="memory://", backend="cache+memory://"))
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    store = SQLiteStore(str(tmp_path / "jobs.db"))
+    return durable_task(app, store=store, every=1e-9, effects=effects)(_eager_job)
+
+
+def test_resumed_at_every_step_matches_the_native_run(tmp_path: Path) -> None:
+    """Differential: the job failed once at step k, then started again, for every k."""
+    steps = 6
+    gen = _eager_job(steps)
+    yielded = []
+    try:
+        while True:
+            yielded.append(next(gen))
+    except StopIteration as done:
+        expected = done.value
+    native_effects = [(v.name, v.payload) for v in yielded if isinstance(v, contsnap.Effect)]
+    for fail_at in range(steps):
+        delivered: dict[str, Any] = {}
+        attempts: list[str] = []
+
+        def record(
+            payload: Any, key: str, delivered: Any = delivered, attempts: Any = attempts
+        ) -> None:
+            attempts.append(key)
+            delivered.setdefault(key, payload)
+
+        (tmp_path / str(fail_at)).mkdir()
+        task = _eager_task(tmp_path / str(fail_at), {"record": record})
+        _STEP_RUNS.clear()
+        _FAIL_AT.clear()
+        _FAIL_AT.add(fail_at)
+        with pytest.raises(RuntimeError, match=f"step {fail_at} failed"):
+            task.start(steps, job_id="job").get()
+        assert task.status("job")["running"] is False
+        assert task.start(steps, job_id="job").get() == expected
+        assert [("record", delivered[f"job/{i}"]) for i in range(steps)] == native_effects
+        assert sorted(delivered) == sorted(set(attempts))  # no key but the job's own
+        assert len(_STEP_RUNS) <= steps + 1  # checkpointed at every yield: one step again
+        status = task.status("job")
+        assert status["finished"] and status["effects"] == steps
+        assert task.stored_result("job") == expected
+
+
+def test_unknown_effect_names_the_handlers(tmp_path: Path) -> None:
+    task = _eager_task(tmp_path, {"other": lambda payload, key: None})
+    with pytest.raises(contsnap.CheckpointError, match="no handler for 'record'.*handlers: other"):
+        task.start(2, job_id="unknown").get()
+
+
+def test_step_key_outside_a_task_says_where_it_works() -> None:
+    from contsnap.integrations.celery import step_key
+
+    with pytest.raises(contsnap.CheckpointError, match="outside a durable task"):
+        step_key("x")
+
+
+def test_a_failed_delivery_is_retried_at_the_next_start(tmp_path: Path) -> None:
+    """An effect whose handler raised stays in the outbox and is delivered when the job resumes."""
+    delivered: dict[str, Any] = {}
+    failures = {"job/2"}
+
+    def record(payload: Any, key: str) -> None:
+        if key in failures:
+            failures.discard(key)
+            raise ConnectionError("the service is down")
+        delivered.setdefault(key, payload)
+
+    task = _eager_task(tmp_path, {"record": record})
+    _STEP_RUNS.clear()
+    _FAIL_AT.clear()
+    with pytest.raises(ConnectionError):
+        task.start(5, job_id="job").get()
+    assert "job/2" not in delivered
+    assert task.start(5, job_id="job").get() == sum(i * 3 for i in range(5))
+    assert sorted(delivered) == [f"job/{i}" for i in range(5)]
+    assert delivered["job/2"] == {"i": 2, "total": 9}
+    assert len(_STEP_RUNS) <= 5 + 1
+
+
+def test_a_checkpoint_of_another_kind_or_job_is_refused(tmp_path: Path) -> None:
+    """A contsnap.run checkpoint, or another job's, put under a task's key is not resumed."""
+    from contsnap.integrations.celery import _task_key
+
+    task = _eager_task(tmp_path, {"record": lambda payload, key: None})
+    store = task.contsnap_spec.store
+    name = task.contsnap_spec.name
+    _FAIL_AT.clear()
+    _FAIL_AT.add(3)
+    with pytest.raises(RuntimeError):
+        task.start(5, job_id="other").get()
+    # the other job's checkpoint, copied under this job's key: bound to its job id
+    store.put(_task_key(name, "mine"), store.get(_task_key(name, "other")))
+    with pytest.raises(contsnap.SnapshotKindError, match="_eager_job/other', not of .*/mine'"):
+        task.start(5, job_id="mine").get()
+    # a local durable script's checkpoint (kind "job") under a task's key
+    with pytest.raises(RuntimeError):
+        _FAIL_AT.add(2)
+        contsnap.run(_eager_job, 5, store=store, checkpoint="local")
+    store.put(_task_key(name, "local"), store.get("local"))
+    with pytest.raises(contsnap.SnapshotKindError, match="not a distributed job's checkpoint"):
+        task.start(5, job_id="local").get()
+
+
+def test_contsnap_inspect_reads_a_task_from_its_store(tmp_path: Path) -> None:
+    """``contsnap inspect URL KEY``: progress, paused position and attempts, without a key."""
+    from contsnap.integrations.celery import _task_key
+
+    task = _eager_task(tmp_path, {"record": lambda payload, key: None})
+    _FAIL_AT.clear()
+    _FAIL_AT.add(3)
+    with pytest.raises(RuntimeError):
+        task.start(5, job_id="seen").get()
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    shown = subprocess.run(
+        [sys.executable, "-m", "contsnap", "inspect", url, _task_key(task.name, "seen")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+    ).stdout  # fmt: skip
+    assert "kind      task (test_celery._eager_job/seen)" in shown
+    assert "6 steps" in shown  # three loop turns of two yields each; the fourth raised
+    assert "attempts  not running; last owner pid " in shown and "0 crashes" in shown
+    assert "_eager_job" in shown and "test_celery.py:" in shown
