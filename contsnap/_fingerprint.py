@@ -27,6 +27,40 @@ def fingerprint_of(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
 
 
 def _digest(tree: ast.Module) -> str:
-    dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    dumped = _dump(tree)
     digest = hashlib.sha256(f"{TRANSFORM_VERSION}\0{dumped}".encode()).hexdigest()
     return digest[:16]
+
+
+#: fields Python added to nodes after 3.11, left out while empty (as on 3.10 and 3.11)
+_NEWER_FIELDS = frozenset({"type_params"})
+
+
+def _dump(node: object) -> str:
+    """``ast.dump(node, annotate_fields=False, include_attributes=False)`` as Python 3.11
+    writes it, on every version: the same source gets the same fingerprint on 3.10-3.13.
+
+    (3.12 adds ``type_params=[]`` to every def and class; 3.13's ``ast.dump`` leaves out
+    empty lists. Either would make a snapshot look like changed code on another Python.)
+    """
+    if isinstance(node, ast.AST):
+        kind = type(node)
+        parts = []
+        keywords = False
+        for name in node._fields:
+            try:
+                value = getattr(node, name)
+            except AttributeError:
+                keywords = True
+                continue
+            if name in _NEWER_FIELDS and not value:
+                continue
+            if value is None and getattr(kind, name, ...) is None:
+                keywords = True  # an optional field left out: name the ones after it
+                continue
+            text = _dump(value)
+            parts.append(f"{name}={text}" if keywords else text)
+        return f"{kind.__name__}({', '.join(parts)})"
+    if isinstance(node, list):
+        return "[" + ", ".join(_dump(item) for item in node) + "]"
+    return repr(node)

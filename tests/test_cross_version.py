@@ -87,3 +87,61 @@ def test_a_process_that_never_imported_contsnap_unpickles_a_generator(library: s
     )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().strip() == "5"
+
+
+FINGERPRINTS = """
+import ast, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("fp", sys.argv[1])
+fp = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fp)
+tree = ast.parse(open(sys.argv[2]).read())
+print(json.dumps({
+    node.name: fp.fingerprint_of(node)
+    for node in ast.walk(tree)
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+}))
+"""
+
+
+def _other_interpreters() -> list[str]:
+    import glob
+    import os
+
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    found = []
+    for minor in ("10", "11", "12", "13"):
+        if f"3.{minor}" == HERE:
+            continue
+        matches = sorted(glob.glob(f"{root}/versions/3.{minor}.*/bin/python3.{minor}"))
+        if matches:
+            found.append(matches[-1])
+    return found
+
+
+def test_the_same_source_has_the_same_fingerprint_on_every_python() -> None:
+    """A snapshot names its functions by fingerprint: 3.12's ``type_params`` and 3.13's
+    shorter ``ast.dump`` must not make the same code look changed on another version."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    others = _other_interpreters()
+    if not others:
+        pytest.skip("no other CPython 3.10-3.13 found under pyenv")
+    fingerprint_module = str(Path(contsnap.__file__).parent / "_fingerprint.py")
+    programs = str(Path(__file__).parent / "test_exactness.py")
+
+    def fingerprints(python: str) -> dict[str, str]:
+        out = subprocess.run(
+            [python, "-c", FINGERPRINTS, fingerprint_module, programs],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return dict(json.loads(out.stdout))
+
+    here = fingerprints(sys.executable)
+    assert len(here) > 20
+    for python in others:
+        assert fingerprints(python) == here, python
