@@ -179,6 +179,11 @@ def decode(
     meta, payload = verify(
         data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
     )
+    return restore(meta, payload)
+
+
+def restore(meta: dict[str, Any], payload: bytes) -> Decoded:
+    """Rebuild what a payload holds, once `verify` has vouched for it and its ``meta``."""
     frames = meta["frames"]
     check_code(frames)
     with old_lines(frames), collect_outputs() as outputs:

@@ -94,6 +94,7 @@ class Verified:
     path: str
     data: bytes
     meta: dict[str, Any]
+    payload: bytes
 
 
 #: a checkpoint file larger than this is not read (a hostile file must not exhaust memory)
@@ -179,9 +180,7 @@ class Generations:
         found = self.verified(
             kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
         )
-        return load_verified(
-            found, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-        )
+        return load_verified(found)
 
 
 class CheckpointFiles(Generations):
@@ -192,6 +191,7 @@ class CheckpointFiles(Generations):
             raise ValueError(f"keep must be at least 1, not {keep}")
         self.path = os.path.abspath(os.fspath(path))
         self.keep = keep
+        self._stale_removed = False
 
     def generation(self, index: int) -> str:
         return self.path if index == 0 else f"{self.path}.{index}"
@@ -210,9 +210,11 @@ class CheckpointFiles(Generations):
             if os.path.exists(older):
                 os.replace(older, self.generation(index))
         write_atomic(self.path, data)
-        for index in range(self.keep, self.keep + 8):  # left by a run that kept more
-            with contextlib.suppress(OSError):
-                os.unlink(self.generation(index))
+        if not self._stale_removed:  # left by a run that kept more: once is enough
+            self._stale_removed = True
+            for index in range(self.keep, self.keep + 8):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.generation(index))
 
     def _remove_leftovers(self) -> None:
         directory, base = os.path.split(self.path)
@@ -335,7 +337,7 @@ def newest_verified(
         if data is None:
             continue
         try:
-            meta, _payload = _codec.verify(
+            meta, payload = _codec.verify(
                 data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
             )
         except (SnapshotCorruptError, SnapshotSignatureError) as exc:
@@ -355,27 +357,17 @@ def newest_verified(
                 CheckpointFallbackWarning,
                 stacklevel=4,
             )
-        return Verified(path, data, meta)
+        return Verified(path, data, meta, payload)
     if failed:
         raise failed[0]
     return None
 
 
-def load_verified(
-    found: Verified | None,
-    *,
-    kinds: Collection[str],
-    identity: str | None = None,
-    key: Any = None,
-    allow_unsigned: bool | None = None,
-) -> Loaded | None:
-    """Restore what `newest_verified` found (None stays None)."""
+def load_verified(found: Verified | None) -> Loaded | None:
+    """Restore what `newest_verified` found (None stays None); it is not verified again."""
     if found is None:
         return None
-    # verified twice (cheap, one HMAC): decode is the one path from bytes to objects
-    decoded = _codec.decode(
-        found.data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-    )
+    decoded = _codec.restore(found.meta, found.payload)
     return Loaded(decoded.obj, decoded.meta, found.path, decoded.outputs)
 
 
