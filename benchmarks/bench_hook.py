@@ -13,7 +13,7 @@ match) and for copies of stdlib modules (difflib, tokenize) under ``mark_all=Tru
   both alike; the figure is the best of many runs. The files are written, then
   left alone for 3 s, as a module not being edited is: the hook's cache then
   vouches for the source without reading it (a source changed less than 3 s
-  before an import is read and hashed; see contsnap._cache).
+  before an import is read and hashed; see contsnap._marking._cache).
 * cold transform: a hooked import with no cache file (nothing read, nothing
   written), in ms per 1000 source lines of the module (target <= 150 ms).
 * the first hooked import in a fresh interpreter, where contsnap's own import and
@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import contsnap
-from contsnap import _cache, _decorator
+from contsnap._marking import _cache_key, _decorator
 
 _BLOCK = '''
 def pipeline_{i}(items, limit={i}):
@@ -209,7 +209,7 @@ class Case:
 
 def settle() -> None:
     """Wait until the files just written no longer count as being edited (see Case)."""
-    time.sleep(_cache.TRUST_MARGIN_NS / 1e9 + 0.1)
+    time.sleep(_cache_key.TRUST_MARGIN_NS / 1e9 + 0.1)
 
 
 def _functions(module: Any) -> list[Any]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _marking
 from ._aio import Queue, checkpoint, pause, sleep, unpause
 from ._api import configure, describe, detach, dumps, fork, loads
-from ._decorator import checkpointable
 from ._durable import ROLLED_OUT, RolledOut, run
 from ._effects import Effect, effect
 from ._errors import (
@@ -28,7 +26,9 @@ from ._errors import (
     SnapshotVersionError,
 )
 from ._files import CheckpointFallbackWarning
-from ._hook import install_import_hook
+from ._marking import _marking
+from ._marking._decorator import checkpointable
+from ._marking._hook import install_import_hook
 from ._migrate import OldFrame, Resume, migration
 from ._resources import register_resource
 from ._store_checkpoints import TakenOverError

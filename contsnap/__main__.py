@@ -104,11 +104,11 @@ def _with_signature(text: str, signature: str | None) -> str:
 
 
 def _show(target: str, variant: str) -> int:
-    from . import _hook
+    from ._marking import _show
 
     try:
         path, module, wanted = _locate(target)
-        functions = list(_hook.transformed_functions(path, module))
+        functions = list(_show.transformed_functions(path, module))
     except (LookupError, OSError, SyntaxError) as exc:
         print(f"contsnap show: {exc}", file=sys.stderr)
         return 1

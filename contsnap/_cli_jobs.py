@@ -20,7 +20,7 @@ from typing import Any
 from . import _durable, _envelope, _signals
 from ._errors import CheckpointError
 from ._files import CheckpointFallbackWarning, CheckpointFiles
-from ._hook import _first_line
+from ._marking._plan import _first_line
 
 
 def _hook_names(hooks: list[str] | None) -> list[str]:
@@ -61,8 +61,8 @@ def run_script(
     here win over that call's arguments) or, if it does not, when it defines a
     checkpointable generator function ``main`` (or ``entry``), which is then run.
     """
-    from ._decorator import function_info
-    from ._hook import install_import_hook
+    from ._marking._decorator import function_info
+    from ._marking._hook import install_import_hook
 
     names = _hook_names(hooks)
     durable = checkpoint is not None or every is not None or keep is not None or entry
@@ -205,7 +205,7 @@ def resume(path: str, *, every: float | None = None, allow_unsigned: bool = Fals
             entry=plan.entry,
             allow_unsigned=allow_unsigned,
         )
-    from ._hook import install_import_hook
+    from ._marking._hook import install_import_hook
 
     hooks = plan.hooks
     hook = install_import_hook(hooks, mark_all=plan.mark_all) if hooks else contextlib.nullcontext()

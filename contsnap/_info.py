@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
+from . import _moved
 from ._errors import CheckpointError, CodeChangedError, SnapshotCorruptError
 from ._labels import LabelInfo
 
@@ -707,7 +708,7 @@ def _info_by_value_in(
     data: bytes, waiting: list[tuple[_InfoRef, types.FunctionType]]
 ) -> FunctionInfo:
     try:
-        names, record, labels, carrier = pickle.loads(data)
+        names, record, labels, carrier = _moved.loads(data)
         module, qualname, name, filename = names
         fingerprint = record[RECORD_FIELDS.index("fingerprint")]
         details = Details(labels=decode_labels(labels), resume_code=carrier.__code__)

@@ -36,9 +36,9 @@ import sys
 import types
 from typing import Any
 
-from . import _marking
-from ._decorator import checkpointable
 from ._errors import CheckpointError
+from ._marking import _marking
+from ._marking._decorator import checkpointable
 from ._runtime import ANext
 from ._snapshot import (
     SUSPENDABLE,

@@ -32,7 +32,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _resources, _runtime, _views
+from . import _moved, _resources, _runtime, _views
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import (
     FunctionInfo,
@@ -1123,7 +1123,7 @@ def from_payload(data: bytes, refs: list[Any] | None = None) -> Any:
     token = _REFS.set(refs)
     try:
         with _load_context():
-            return pickle.loads(data)
+            return _moved.loads(data)  # old module paths mapped (contsnap._moved)
     except CheckpointError:
         raise
     except Exception as exc:

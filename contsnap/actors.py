@@ -359,7 +359,7 @@ class System:
         **kwargs: Any,
     ) -> ActorRef:
         """Start ``function(*args, **kwargs)`` (a checkpointable coroutine) as an actor."""
-        from ._decorator import function_info
+        from ._marking._decorator import function_info
 
         if function_info(function) is None:
             raise TypeError(f"an actor is a @checkpointable coroutine function, not {function!r}")

@@ -47,7 +47,7 @@ def pytest_configure(config: Any) -> None:
     if mode:
         os.environ["CONTSNAP_ROUNDTRIP"] = mode  # for subprocesses, and for contsnap:
         from contsnap import _roundtrip  # noqa: F401 - registers its wrapper
-        from contsnap._decorator import refresh_roundtrip_mode
+        from contsnap._marking._decorator import refresh_roundtrip_mode
 
         refresh_roundtrip_mode()
     modules = config.getoption("--contsnap-hook")

@@ -687,7 +687,7 @@ def load_program(source: str, *, marked: bool = False) -> Iterator[ModuleType]:
             yield module
         finally:
             sys.modules.pop(name, None)
-            from contsnap._decorator import forget_module
+            from contsnap._marking._decorator import forget_module
 
             forget_module(name)  # thousands of programs must not pile up in memory
 

@@ -366,7 +366,7 @@ def test_live_upgrade_is_refused_clearly_or_goes_through_a_migration(
     import importlib
     import uuid
 
-    from contsnap import _decorator
+    from contsnap._marking import _decorator
 
     name = f"actmod_{uuid.uuid4().hex[:8]}"
     source = tmp_path / f"{name}.py"

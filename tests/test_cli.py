@@ -133,7 +133,7 @@ SCRIPT = """\
     import sys
     from {pkg} import mod
     print("args", sys.argv[1:])
-    from contsnap._decorator import function_info
+    from contsnap._marking._decorator import function_info
     print("marked", function_info(mod.counter) is not None)
     print("name", __name__)
     """

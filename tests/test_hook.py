@@ -29,8 +29,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import contsnap
-from contsnap import _cache, _decorator, _hook, _info, _marking
+from contsnap import _info
 from contsnap._info import FunctionInfo
+from contsnap._marking import (
+    _cache,
+    _cache_key,
+    _decorator,
+    _hook,
+    _hooked,
+    _marking,
+    _plan,
+    _prebuilt,
+)
 from contsnap.testing import LOG, check_generator_equivalence, driver_actions
 
 _names = itertools.count()
@@ -164,7 +174,7 @@ def _is_checkpointable(fn: Any) -> bool:
 
 
 def _cache_file(pkgs: Packages, name: str, rel: str, mode: str = "all") -> Path:
-    found = _cache.cache_path(str(pkgs.path(name, rel)), mode)
+    found = _cache_key.cache_path(str(pkgs.path(name, rel)), mode)
     assert found is not None
     return Path(found)
 
@@ -224,7 +234,7 @@ def test_install_rejects_empty_names() -> None:
 
 def test_contsnap_itself_is_never_claimed() -> None:
     hook = _hook.ImportHook(("contsnap",), mark_all=True)
-    assert not hook.matches("contsnap") and not hook.matches("contsnap._hook")
+    assert not hook.matches("contsnap") and not hook.matches("contsnap._marking._hook")
 
 
 def test_builtin_modules_are_left_alone_and_frozen_ones_use_their_source() -> None:
@@ -246,7 +256,7 @@ def test_a_module_with_nothing_to_transform_is_loaded_as_usual(pkgs: Packages) -
     with contsnap.install_import_hook(name, mark_all=True):
         flat = _import(f"{name}.flat")
     assert flat.f(1) == 2
-    assert _hook.hooked_module(flat.__file__) is None
+    assert _hooked.hooked_module(flat.__file__) is None
     assert not _cache_file(pkgs, name, "flat.py").exists()
     assert "__contsnap_mark__" not in vars(flat)
 
@@ -411,9 +421,9 @@ def test_generator_lambdas_behave_as_natively_at_every_suspension(
     (root / name / "__init__.py").write_text("")
     (root / name / "mod.py").write_text(textwrap.dedent(DIFFERENTIAL_LAMBDAS))
     sys.path.insert(0, str(root))
-    writing, margin = sys.dont_write_bytecode, _cache.TRUST_MARGIN_NS
+    writing, margin = sys.dont_write_bytecode, _cache_key.TRUST_MARGIN_NS
     sys.dont_write_bytecode = False
-    _cache.TRUST_MARGIN_NS = 50_000_000
+    _cache_key.TRUST_MARGIN_NS = 50_000_000
     time.sleep(0.06)
     try:
         plain = importlib.import_module(f"{name}.mod")
@@ -436,10 +446,10 @@ def test_generator_lambdas_behave_as_natively_at_every_suspension(
             for native, marked in pairs:
                 check_generator_equivalence(native, marked, (limit, LOG), actions, fork_at=1)
                 assert _is_checkpointable(marked) and not _is_checkpointable(native)
-            record = _hook.hooked_module(hooked.__file__)
+            record = _hooked.hooked_module(hooked.__file__)
             assert record is not None and (record._data is None) == warm
     finally:
-        sys.dont_write_bytecode, _cache.TRUST_MARGIN_NS = writing, margin
+        sys.dont_write_bytecode, _cache_key.TRUST_MARGIN_NS = writing, margin
         sys.path.remove(str(root))
         for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
             del sys.modules[module]
@@ -494,7 +504,7 @@ def test_without_mark_all_only_decorated_functions_change(pkgs: Packages) -> Non
         mod = _import(f"{name}.mod")
     assert _is_checkpointable(mod.explicit)
     assert not _is_checkpointable(mod.counter)
-    assert _hook.hooked_module(mod.__file__) is not None
+    assert _hooked.hooked_module(mod.__file__) is not None
 
 
 def test_the_transform_reads_the_source_that_was_imported(pkgs: Packages) -> None:
@@ -676,7 +686,7 @@ def test_runpy_runs_the_transformed_module(pkgs: Packages) -> None:
             yield 1
             yield 2
 
-        from contsnap._decorator import function_info
+        from contsnap._marking._decorator import function_info
 
         MARKED = function_info(ticks) is not None
         """
@@ -761,7 +771,7 @@ PREBUILT = '''\
     import functools
     import inspect
 
-    from contsnap._decorator import function_info
+    from contsnap._marking._decorator import function_info
 
     seen = []
 
@@ -891,11 +901,11 @@ def test_a_cached_module_code_without_its_infos_is_transformed_again(
     name = pkgs.make({"mod.py": PREBUILT})
     expected = _observed(_fresh_import(pkgs, name))
     path = _cache_file(pkgs, name, "mod.py")
-    record = _cache.read(str(path), _hook.hooked_module(str(pkgs.path(name, "mod.py"))).key)  # type: ignore[union-attr]
+    record = _cache.read(str(path), _hooked.hooked_module(str(pkgs.path(name, "mod.py"))).key)  # type: ignore[union-attr]
     assert record is not None
     record.functions.clear()  # the module code keeps its compiled-in fresh codes
     _cache.write(
-        str(path), _hook.hooked_module(str(pkgs.path(name, "mod.py"))).key, record, str(path)
+        str(path), _hooked.hooked_module(str(pkgs.path(name, "mod.py"))).key, record, str(path)
     )  # type: ignore[union-attr]
     transforms.clear()
     warm = _fresh_import(pkgs, name)
@@ -994,7 +1004,7 @@ def test_refusals_are_cached_too(
 ) -> None:
     name = pkgs.make({"mod.py": "def r():\n    _cs_no = 1\n    yield _cs_no\n"})
     for _ in range(2):
-        monkeypatch.setattr(_hook, "_REFUSED", {})  # as in a new process
+        monkeypatch.setattr(_plan, "_REFUSED", {})  # as in a new process
         with pytest.warns(RuntimeWarning, match="reserved"):
             mod = _fresh_import(pkgs, name, quiet=False)
         assert not _is_checkpointable(mod.r)
@@ -1067,7 +1077,7 @@ def test_a_cache_file_replaced_before_the_first_snapshot_is_not_mixed_in(
     _fresh_import(pkgs, name)
     transforms.clear()
     mod = _fresh_import(pkgs, name)
-    record = _hook.hooked_module(mod.__file__)
+    record = _hooked.hooked_module(mod.__file__)
     assert record is not None
     # another process replaces the file: here, the same key with counter's resume
     # variant swapped for another function's (decodable, and wrong)
@@ -1087,7 +1097,7 @@ def test_cached_infos_decode_alike_by_position_and_by_name(
     name = pkgs.make({"mod.py": GENERATORS})
     _fresh_import(pkgs, name)
     mod = _fresh_import(pkgs, name)
-    record = _hook.hooked_module(mod.__file__)
+    record = _hooked.hooked_module(mod.__file__)
     assert record is not None and _info._POSITIONAL
     fn = mod.counter
     stored = record.entry.functions[(fn.__qualname__, fn.__code__.co_firstlineno, "counter")]
@@ -1125,7 +1135,7 @@ def test_a_stale_cache_file_is_rebuilt_after_an_edit(pkgs: Packages, transforms:
 @pytest.fixture
 def settle(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """A source unchanged for 50 ms counts as old (3 s by default): ``settle()`` waits so."""
-    monkeypatch.setattr(_cache, "TRUST_MARGIN_NS", 50_000_000)
+    monkeypatch.setattr(_cache_key, "TRUST_MARGIN_NS", 50_000_000)
     return lambda: time.sleep(0.06)
 
 
@@ -1133,7 +1143,7 @@ def settle(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
 def source_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each time the hook read a ``mod.py`` (for a warm import: never, when the cache vouches)."""
     seen: list[str] = []
-    real = _hook._read_file
+    real = _hooked._read_file
     real_loader = _hook.HookLoader.get_data
 
     def counting(path: str) -> bytes:
@@ -1146,7 +1156,7 @@ def source_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             seen.append(os.path.basename(path))
         return real_loader(self, path)
 
-    monkeypatch.setattr(_hook, "_read_file", counting)
+    monkeypatch.setattr(_hooked, "_read_file", counting)
     monkeypatch.setattr(_hook.HookLoader, "get_data", counting_loader)
     return seen
 
@@ -1183,7 +1193,7 @@ def test_a_young_source_is_hashed_until_old_enough_then_stamped_anew(
     _fresh_import(pkgs, name)
     assert source_reads == ["mod.py"] and transforms == []
     assert cache.read_bytes() == written  # nothing to stamp yet
-    monkeypatch.setattr(_cache, "TRUST_MARGIN_NS", 50_000_000)
+    monkeypatch.setattr(_cache_key, "TRUST_MARGIN_NS", 50_000_000)
     time.sleep(0.06)
     source_reads.clear()
     _fresh_import(pkgs, name)  # hashed, found alike, stamped: the file is otherwise the same
@@ -1202,7 +1212,7 @@ def test_a_loader_asked_for_code_outside_an_import_stamps_anew_too(
     # runpy, doctest and pytest call get_code themselves, with no exec_module around it
     name = pkgs.make({"mod.py": GENERATORS})
     _fresh_import(pkgs, name)  # cached with a stamp too young to vouch for the source
-    monkeypatch.setattr(_cache, "TRUST_MARGIN_NS", 50_000_000)
+    monkeypatch.setattr(_cache_key, "TRUST_MARGIN_NS", 50_000_000)
     time.sleep(0.06)
     path = str(pkgs.path(name, "mod.py"))
     with warnings.catch_warnings():
@@ -1262,7 +1272,7 @@ def test_a_cache_from_another_contsnap_is_not_used(
 ) -> None:
     name = pkgs.make({"mod.py": "def g():\n    yield 1\n"})
     _fresh_import(pkgs, name)
-    monkeypatch.setattr(_cache, "_stamp", "another-build")
+    monkeypatch.setattr(_cache_key, "_stamp", "another-build")
     transforms.clear()
     _fresh_import(pkgs, name)
     assert transforms == ["g"]
@@ -1313,7 +1323,7 @@ def test_a_new_function_is_merged_into_another_processs_file(
 ) -> None:
     name = pkgs.make({"mod.py": GENERATORS})
     first = _fresh_import(pkgs, name)
-    record = _hook.hooked_module(first.__file__)
+    record = _hooked.hooked_module(first.__file__)
     assert record is not None
     # another process wrote its own entry meanwhile
     other = _cache.read(record.cache_path, record.key)
@@ -1401,7 +1411,7 @@ def test_doctest_finds_the_docstrings_of_transformed_functions(pkgs: Packages) -
             """
             >>> list(gen(2))
             [0, 1]
-            >>> from contsnap._decorator import function_info
+            >>> from contsnap._marking._decorator import function_info
             >>> function_info(gen) is not None
             True
             """
@@ -1425,7 +1435,7 @@ def test_tokenize_itself_can_be_hooked() -> None:
         del sys.modules["tokenize"]
         import tokenize
         assert type(tokenize.__loader__).__name__ == "HookLoader"
-        from contsnap._decorator import function_info
+        from contsnap._marking._decorator import function_info
         assert any(function_info(f) is not None for f in vars(tokenize).values())
         tokens = tokenize.tokenize(io.BytesIO(b"x = 1\\n").readline)
         print(" ".join(t.string for t in tokens if t.string.strip()))
@@ -1459,7 +1469,7 @@ def test_merging_constants_keeps_apart_what_python_tells_apart() -> None:
     consts.append(twice)  # a code object met twice stays one
     stitched = module.replace(co_consts=tuple(consts))
     merged: dict[int, types.CodeType] = {}
-    out = _hook._merge_constants(stitched, {}, merged)
+    out = _prebuilt._merge_constants(stitched, {}, merged)
     assert (
         out.co_consts[-1] is merged[id(twice)]
         and sum(c is out.co_consts[-1] for c in out.co_consts) == 2

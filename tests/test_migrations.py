@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 
 import contsnap
-from contsnap import _decorator
+from contsnap._marking import _decorator
 
 V1 = """
 import contsnap

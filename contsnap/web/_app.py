@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from contsnap._api import detach
-from contsnap._decorator import checkpointable
 from contsnap._errors import CheckpointError, CodeChangedError, SnapshotKindError
+from contsnap._marking._decorator import checkpointable
 
 from . import _pages
 from ._errors import WebError

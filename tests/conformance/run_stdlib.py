@@ -82,9 +82,9 @@ def _mark_doctests() -> None:
     import builtins
     import doctest
 
-    from contsnap import _hook
+    from contsnap._marking import _plan
 
-    builtins.__contsnap_mark__ = _hook.mark  # type: ignore[attr-defined]
+    builtins.__contsnap_mark__ = _plan.mark  # type: ignore[attr-defined]
     real_compile = compile
 
     def marked_compile(source: Any, filename: str, mode: str, flags: int = 0, *rest: Any) -> Any:
@@ -92,8 +92,8 @@ def _mark_doctests() -> None:
         for node in ast.walk(tree):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            if _hook._marks(node) and not _hook._explicit(node):
-                mark = ast.Name(_hook.MARK_NAME, ast.Load())
+            if _plan._marks(node) and not _plan._explicit(node):
+                mark = ast.Name(_plan.MARK_NAME, ast.Load())
                 ast.copy_location(mark, node)
                 mark.end_lineno, mark.end_col_offset = node.lineno, node.col_offset
                 node.decorator_list.append(mark)
@@ -106,12 +106,12 @@ def _mark_generators_only() -> None:
     """Let mark_all leave coroutine and async generator functions plain, cached apart."""
     import ast
 
-    from contsnap import _cache, _hook
+    from contsnap._marking import _cache_key, _plan
 
-    _hook.MARKED_KINDS = (ast.FunctionDef,)
-    real_key, real_path = _cache.cache_key, _cache.cache_path
-    _cache.cache_key = lambda data, mode: real_key(data, mode and f"{mode}-gen")  # type: ignore[assignment]
-    _cache.cache_path = lambda path, mode: real_path(path, mode and f"{mode}-gen")  # type: ignore[assignment]
+    _plan.MARKED_KINDS = (ast.FunctionDef,)
+    real_key, real_path = _cache_key.cache_key, _cache_key.cache_path
+    _cache_key.cache_key = lambda data, mode: real_key(data, mode and f"{mode}-gen")  # type: ignore[assignment]
+    _cache_key.cache_path = lambda path, mode: real_path(path, mode and f"{mode}-gen")  # type: ignore[assignment]
 
 
 def _transformed(module: Any) -> list[str]:
@@ -160,19 +160,19 @@ def child(
     counts: dict[str, Any] = {"marked": 0, "refused": 0}
     if hooked:
         import contsnap
-        from contsnap import _hook
+        from contsnap._marking import _plan
 
-        real_mark = _hook.mark
+        real_mark = _plan.mark
 
         def counting_mark(fn: Any, *args: Any) -> Any:
             result = real_mark(fn, *args)
             if getattr(result, "__contsnap__", None) is not None:
                 counts["marked"] += 1
-            elif fn is result and getattr(fn, "__code__", None) in _hook._REFUSED:
+            elif fn is result and getattr(fn, "__code__", None) in _plan._REFUSED:
                 counts["refused"] += 1
             return result
 
-        _hook.mark = counting_mark
+        _plan.mark = counting_mark
         if not mark_async:
             _mark_generators_only()
         contsnap.install_import_hook(hooked_names, mark_all=True)

@@ -17,10 +17,10 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _lambdas, _runtime
-from ._errors import NotCheckpointableError
-from ._info import Details, FunctionInfo
-from ._info import forget_module as forget_registered
+from .. import _lambdas, _runtime
+from .._errors import NotCheckpointableError
+from .._info import Details, FunctionInfo
+from .._info import forget_module as forget_registered
 
 F = TypeVar("F")
 
@@ -113,8 +113,8 @@ def _build(fn: types.FunctionType, lambda_number: int | None = None) -> Function
 
 def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
     # imported here: libcst takes ~100 ms to import, and a warm start never transforms
-    from ._compile import compile_function
-    from ._transform import UnsupportedSyntax, transform_function
+    from .._compile import compile_function
+    from .._transform import UnsupportedSyntax, transform_function
 
     code = fn.__code__
     try:

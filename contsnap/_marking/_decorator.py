@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from ._info import function_info
+from .._info import function_info
 from ._marking import forget_module, make_checkpointable, refresh_roundtrip_mode, roundtrip_mode
 
 __all__ = [
