@@ -12,7 +12,9 @@ from typing import Any
 
 from ._aio import Queue, checkpoint, pause, sleep, unpause
 from ._api import configure, describe, detach, dumps, fork, loads
-from ._durable import ROLLED_OUT, RolledOut, run
+from ._checkpoints._files import CheckpointFallbackWarning
+from ._checkpoints._stores import TakenOverError
+from ._durable._run import ROLLED_OUT, RolledOut, run
 from ._effects import Effect, effect
 from ._errors import (
     CheckpointError,
@@ -25,13 +27,11 @@ from ._errors import (
     SnapshotSignatureError,
     SnapshotVersionError,
 )
-from ._files import CheckpointFallbackWarning
 from ._marking import _marking
 from ._marking._decorator import checkpointable
 from ._marking._hook import install_import_hook
 from ._migrate import OldFrame, Resume, migration
 from ._resources import register_resource
-from ._store_checkpoints import TakenOverError
 from ._version import __version__
 
 if _marking.roundtrip_mode():  # CONTSNAP_ROUNDTRIP=1: round-trip mode registers its wrapper

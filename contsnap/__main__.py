@@ -14,7 +14,7 @@ from ._version import __version__
 
 
 def _describe(path: str) -> int:
-    from ._cli_jobs import _read_meta, printable
+    from ._durable._cli import _read_meta, printable
     from ._errors import CheckpointError
 
     try:
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except expected as exc:
         if args.debug:
             raise
-        from ._cli_jobs import printable
+        from ._durable._cli import printable
 
         command = f"contsnap {args.command}" if args.command else "contsnap"
         print(f"{command}: {printable(str(exc))}", file=sys.stderr)
@@ -330,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command in ("run", "resume"):
-        from . import _signals
+        from ._durable import _signals
 
         _signals.install_early()  # before the script's imports: no SIGTERM is lost
     if args.command == "describe":
@@ -338,21 +338,21 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "show":
         return _show(args.target, args.variant)
     if args.command in ("run", "resume", "inspect", "ls"):
-        from . import _cli_jobs
+        from ._durable import _cli
 
         if args.command == "resume":
-            return _cli_jobs.resume(args.file, every=args.every, allow_unsigned=args.allow_unsigned)
+            return _cli.resume(args.file, every=args.every, allow_unsigned=args.allow_unsigned)
         if args.command == "inspect":
-            return _cli_jobs.inspect_file(args.file, key=args.key, as_json=args.json)
+            return _cli.inspect_file(args.file, key=args.key, as_json=args.json)
         if args.command == "ls":
-            return _cli_jobs.list_directory(args.directory)
+            return _cli.list_directory(args.directory)
         if not args.hook and args.mark_all:
             parser.error("--mark-all needs --hook PKG")
         missing = _missing_target(args.target, args.as_module)
         if missing is not None:
-            print(f"contsnap run: {_cli_jobs.printable(missing)}", file=sys.stderr)
+            print(f"contsnap run: {_cli.printable(missing)}", file=sys.stderr)
             return 1
-        return _cli_jobs.run_script(
+        return _cli.run_script(
             args.target,
             args.args,
             hooks=args.hook,

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _codec
+from ._checkpoints._files import write_atomic
 from ._errors import CheckpointError
-from ._files import write_atomic
 from ._info import session_namespace
 from ._resources import Unrestored, salvaging, type_name
 from ._snapshot import SUSPENDABLE, to_payload

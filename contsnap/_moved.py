@@ -36,6 +36,17 @@ MOVED: dict[str, tuple[str, ...]] = {
         "contsnap._marking._prebuilt",
         "contsnap._marking._show",
     ),
+    # issue 17: durable jobs became contsnap._durable, where their checkpoints live
+    # contsnap._checkpoints (shared with the actors)
+    "contsnap._durable": (
+        "contsnap._durable._run",
+        "contsnap._durable._plan",
+        "contsnap._durable._progress",
+    ),
+    "contsnap._signals": ("contsnap._durable._signals",),
+    "contsnap._cli_jobs": ("contsnap._durable._cli",),
+    "contsnap._files": ("contsnap._checkpoints._files",),
+    "contsnap._store_checkpoints": ("contsnap._checkpoints._stores",),
 }
 
 

@@ -40,8 +40,8 @@ from typing import Any
 
 from . import _codec
 from ._aio import Queue, QueueGet, detach_task, park, unpause
+from ._checkpoints._files import CheckpointFiles, write_atomic
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
-from ._files import CheckpointFiles, write_atomic
 from ._migrate import old_lines
 from ._resources import truncate
 from ._runtime import is_detach

@@ -317,8 +317,8 @@ def test_inspect_reads_code_without_importing_libcst(tmp_path: Path) -> None:
     next(gen)
     (tmp_path / "g.snap").write_bytes(contsnap.dumps(gen))
     code = (
-        "import sys; from contsnap import _cli_jobs; "
-        f"_cli_jobs.inspect_file({str(tmp_path / 'g.snap')!r}); "
+        "import sys; from contsnap._durable import _cli; "
+        f"_cli.inspect_file({str(tmp_path / 'g.snap')!r}); "
         "print('libcst imported' if 'libcst' in sys.modules else 'no libcst')"
     )
     out = subprocess.run(

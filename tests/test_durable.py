@@ -15,8 +15,8 @@ import pytest
 
 import contsnap
 from contsnap import _codec
-from contsnap._durable import _job_name
-from contsnap._files import CheckpointFiles, write_atomic
+from contsnap._checkpoints._files import CheckpointFiles, write_atomic
+from contsnap._durable._run import _job_name
 
 JOB = """
 import json, os, sys, time

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import contsnap
-from contsnap import _files
+from contsnap._checkpoints import _files
 
 LIBRARY = """
 import os, time

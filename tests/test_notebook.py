@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from contsnap._files import write_atomic
+from contsnap._checkpoints._files import write_atomic
 
 pytest.importorskip("IPython")
 

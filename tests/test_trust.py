@@ -26,8 +26,8 @@ from test_notebook import kernel
 
 import contsnap
 from contsnap import _codec, _envelope, _keys, _snapshot
-from contsnap._durable import _job_name
-from contsnap._files import CheckpointFiles
+from contsnap._checkpoints._files import CheckpointFiles
+from contsnap._durable._run import _job_name
 from contsnap._version import __version__
 
 FOREIGN_KEY = b"someone else's key, 32 bytes...."

@@ -45,7 +45,14 @@ from celery import Celery, Task, signals  # type: ignore[import-untyped]
 from celery.exceptions import Ignore  # type: ignore[import-untyped]
 
 from contsnap import _api, _codec
-from contsnap._durable import (
+from contsnap._checkpoints._files import (
+    CheckpointFallbackWarning,
+    Loaded,
+    Verified,
+    newest_verified,
+)
+from contsnap._checkpoints._stores import StoreCheckpoints, TakenOverError
+from contsnap._durable._run import (
     _check_resumable,
     _count,
     _finished,
@@ -56,9 +63,7 @@ from contsnap._durable import (
 )
 from contsnap._effects import Effect
 from contsnap._errors import CheckpointError
-from contsnap._files import CheckpointFallbackWarning, Loaded, Verified, newest_verified
 from contsnap._snapshot import info_of
-from contsnap._store_checkpoints import StoreCheckpoints, TakenOverError
 from contsnap.stores import FencedError, LeaseHeldError, Store, StoreError
 
 __all__ = ["DurableTask", "PoisonedJobError", "configure", "durable_task", "step_key"]

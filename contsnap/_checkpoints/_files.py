@@ -24,10 +24,10 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _codec
-from ._errors import CheckpointError, SnapshotCorruptError, SnapshotSignatureError
-from ._resources import Output
-from .stores import LeaseHeldError
+from .. import _codec
+from .._errors import CheckpointError, SnapshotCorruptError, SnapshotSignatureError
+from .._resources import Output
+from ..stores import LeaseHeldError
 
 #: what an interrupted write leaves behind: removed by the next save
 TEMP_MARK = ".contsnap-tmp-"

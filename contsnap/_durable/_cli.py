@@ -17,10 +17,11 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from . import _durable, _envelope, _signals
-from ._errors import CheckpointError
-from ._files import CheckpointFallbackWarning, CheckpointFiles
-from ._marking._plan import _first_line
+from .. import _envelope
+from .._checkpoints._files import CheckpointFallbackWarning, CheckpointFiles
+from .._errors import CheckpointError
+from .._marking._plan import _first_line
+from . import _plan, _run, _signals
 
 
 def _hook_names(hooks: list[str] | None) -> list[str]:
@@ -61,15 +62,15 @@ def run_script(
     here win over that call's arguments) or, if it does not, when it defines a
     checkpointable generator function ``main`` (or ``entry``), which is then run.
     """
-    from ._marking._decorator import function_info
-    from ._marking._hook import install_import_hook
+    from .._marking._decorator import function_info
+    from .._marking._hook import install_import_hook
 
     names = _hook_names(hooks)
     durable = checkpoint is not None or every is not None or keep is not None or entry
-    calls_before = _durable.RUN_CALLS[0]
+    calls_before = _run.RUN_CALLS[0]
     hook = install_import_hook(names, mark_all=mark_all) if names else contextlib.nullcontext()
     with (
-        _durable.overrides(
+        _plan.overrides(
             checkpoint=checkpoint,
             every=every,
             keep=keep,
@@ -88,7 +89,7 @@ def run_script(
             namespace = runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
             namespace = runpy.run_path(target, run_name="__main__")
-        if _durable.RUN_CALLS[0] != calls_before:
+        if _run.RUN_CALLS[0] != calls_before:
             return 0
         function = namespace.get(entry or "main")
         if function is None or function_info(function) is None:
@@ -101,7 +102,7 @@ def run_script(
                 file=sys.stderr,
             )
             return 2
-        result = _durable.run(function)
+        result = _run.run(function)
         if result is not None:
             print(repr(result))
     return 0
@@ -144,7 +145,7 @@ def _read_meta(path: str) -> dict[str, Any]:
 
 def _read_store_meta(url: str, key: str) -> tuple[dict[str, Any], Any]:
     """Unverified metadata of ``key`` in the store ``url``, and of its attempts record."""
-    from .stores import open_store
+    from ..stores import open_store
 
     with open_store(url) as store:
         data = store.get(key)
@@ -205,7 +206,7 @@ def resume(path: str, *, every: float | None = None, allow_unsigned: bool = Fals
             entry=plan.entry,
             allow_unsigned=allow_unsigned,
         )
-    from ._marking._hook import install_import_hook
+    from .._marking._hook import install_import_hook
 
     hooks = plan.hooks
     hook = install_import_hook(hooks, mark_all=plan.mark_all) if hooks else contextlib.nullcontext()
@@ -213,8 +214,8 @@ def resume(path: str, *, every: float | None = None, allow_unsigned: bool = Fals
     for entry in (plan.path, plan.cwd):
         if entry is not None and os.path.isdir(entry) and entry not in sys.path:
             sys.path.insert(0, entry)
-    with hook, _durable.overrides(every=every):
-        result = _durable.resume_file(checkpoint, allow_unsigned=allow_unsigned)
+    with hook, _plan.overrides(every=every):
+        result = _run.resume_file(checkpoint, allow_unsigned=allow_unsigned)
     if result is not None:
         print(repr(result))
     return 0
@@ -319,7 +320,7 @@ def code_status(frame: dict[str, Any]) -> str:
 
     The path comes from unverified metadata: only a regular file of bounded size is read.
     """
-    from ._fingerprint import fingerprint
+    from .._fingerprint import fingerprint
 
     path, qualname = _field(frame, "file", str), _field(frame, "qualname", str)
     if path is None or qualname is None:

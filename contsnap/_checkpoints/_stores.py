@@ -1,6 +1,6 @@
 """A durable job's checkpoints in a store (``contsnap.run(..., store=...)``).
 
-The same duties as `contsnap._files.CheckpointFiles` — the last ``keep``
+The same duties as `contsnap._checkpoints._files.CheckpointFiles` — the last ``keep``
 generations, the newest one that verifies, a single runner per job — on any
 `contsnap.stores.Store`, so that the job can be resumed from another
 process or machine. The single runner is a lease with a fencing token: every
@@ -15,9 +15,9 @@ import time
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from ._errors import CheckpointError
+from .._errors import CheckpointError
+from ..stores import FencedError, Lease, LeaseHeldError, Store, StoreError
 from ._files import Generations, Verified, newest_verified
-from .stores import FencedError, Lease, LeaseHeldError, Store, StoreError
 
 
 class TakenOverError(CheckpointError):

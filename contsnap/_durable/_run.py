@@ -12,7 +12,6 @@ the work.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -21,26 +20,25 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from . import _api, _codec, _signals
-from ._errors import CheckpointError, SnapshotCorruptError
-from ._files import CheckpointFiles, Loaded, check_writable
-from ._resources import truncate
-from ._snapshot import capture, info_of, to_payload
-from ._store_checkpoints import StoreCheckpoints, TakenOverError
-from .stores import Store
+from .. import _api, _codec
+from .._checkpoints._files import CheckpointFiles, Loaded, check_writable
+from .._checkpoints._stores import StoreCheckpoints, TakenOverError
+from .._errors import CheckpointError, SnapshotCorruptError
+from .._resources import truncate
+from .._snapshot import info_of, to_payload
+from ..stores import Store
+from . import _signals
+from ._plan import _OVERRIDES, PLAN_FIELDS, _script_meta
+from ._progress import _Progress, _where
 
 #: where a job's checkpoints live: files next to each other, or a key in a store
 Checkpoints = CheckpointFiles | StoreCheckpoints
 
 #: exit status of a job that rolled out (EX_TEMPFAIL: "try again later")
 ROLLED_OUT = 75
-
-#: What ``contsnap run`` / ``contsnap resume`` put in force for run() calls
-#: in the script: the command line's options win over the call's arguments.
-_OVERRIDES: dict[str, Any] = {}
 
 _UNSET: Any = object()
 
@@ -99,130 +97,6 @@ class _Signals:
             os._exit(128 + number)
         self.requested = number
         self.say(f"contsnap: {name}: saving at the next safe point (send it again to abort)")
-
-
-class _Progress:
-    """A status line on a terminal; nothing when stderr is not a TTY.
-
-    Drawn with rich when it is installed (``contsnap[progress]``), else as a plain
-    line rewritten in place.
-    """
-
-    INTERVAL = 0.2
-
-    def __init__(self, name: str, enabled: bool | None) -> None:
-        if enabled is None:
-            enabled = sys.stderr.isatty() and not os.environ.get("CONTSNAP_QUIET")
-        self.name = name
-        self.enabled = enabled
-        self.live: Any = None
-        self.shown = 0  # width of the plain status line on screen
-        self.next_update = 0.0
-        if enabled:
-            try:
-                from rich.console import Console
-                from rich.live import Live
-            except ImportError:
-                return
-            self.live = Live("", console=Console(stderr=True), refresh_per_second=5, transient=True)
-
-    def __enter__(self) -> _Progress:
-        if self.live is not None:
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-        self._clear()
-
-    def update(self, steps: int, last_save: float | None, value: Any, now: float) -> None:
-        if not self.enabled or now < self.next_update:
-            return
-        self.next_update = now + self.INTERVAL
-        saved = "not saved yet" if last_save is None else f"saved {now - last_save:.0f} s ago"
-        shown = repr(value)
-        if len(shown) > 40:
-            shown = shown[:37] + "..."
-        if self.live is not None:
-            self.live.update(f"[bold]{self.name}[/bold]  {steps:,} steps  ·  {saved}  ·  {shown}")
-            return
-        line = f"{self.name}  {steps:,} steps  ·  {saved}  ·  {shown}"
-        sys.stderr.write("\r" + line.ljust(self.shown))
-        sys.stderr.flush()
-        self.shown = len(line)
-
-    def _clear(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r" + " " * self.shown + "\r")
-            self.shown = 0
-
-    def say(self, message: str) -> None:
-        if self.live is not None:
-            self.live.console.print(message)
-        else:
-            self._clear()
-            print(message, file=sys.stderr, flush=True)
-
-
-def _where(gen: Any) -> str:
-    info = info_of(gen)
-    if info is None:
-        return "?"
-    try:
-        state = capture(gen)
-    except CheckpointError:
-        return info.qualname
-    line = info.line_of(state.label)
-    return f"{info.qualname} at {info.filename}:{line}"
-
-
-#: the fields of a job's record that say how to run it again (``contsnap resume``)
-PLAN_FIELDS = ("script", "module", "argv", "cwd", "hooks", "mark_all", "entry", "path")
-
-
-def _script_meta(genfunc: Callable[..., Any] | None) -> dict[str, Any]:
-    """How to run this job again: its script (or ``-m`` module), arguments and directory.
-
-    A job started from library code (``python -c``, an application calling run()) has
-    no script of its own: ``path`` records the ``sys.path`` entry its module was
-    imported from, so that ``contsnap resume`` finds it the way this process did.
-    """
-    plan = _OVERRIDES.get("plan")  # contsnap resume of a job with no script: keep its plan
-    if plan is not None:
-        return dict(plan)
-    script = _OVERRIDES.get("script")  # set by ``contsnap run``
-    module = _OVERRIDES.get("module")
-    main = sys.modules.get("__main__")
-    if script is None and module is None:
-        spec = getattr(main, "__spec__", None)
-        if spec is not None and getattr(spec, "name", None) not in (None, "__main__"):
-            module = spec.name  # python -m pkg.app: run it again as a module
-        else:
-            script = getattr(main, "__file__", None)
-    return {
-        "script": os.path.abspath(script) if isinstance(script, str) else None,
-        "module": module,
-        "argv": list(_OVERRIDES.get("argv", sys.argv[1:])),
-        "cwd": os.getcwd(),
-        "hooks": list(_OVERRIDES.get("hooks") or ()),
-        "mark_all": bool(_OVERRIDES.get("mark_all")),
-        "entry": _OVERRIDES.get("entry"),
-        "path": _import_root(genfunc),
-    }
-
-
-def _import_root(genfunc: Callable[..., Any] | None) -> str | None:
-    """The ``sys.path`` entry that the module of ``genfunc`` was imported from."""
-    name = getattr(genfunc, "__module__", None)
-    module = sys.modules.get(name) if isinstance(name, str) else None
-    origin = getattr(module, "__file__", None)
-    if not isinstance(origin, str) or name == "__main__":
-        return None
-    directory = os.path.dirname(os.path.abspath(origin))
-    for _ in range(str(name).count(".")):  # pkg.sub.mod lives under the root's pkg/sub/
-        directory = os.path.dirname(directory)
-    return directory
 
 
 class _Job:
@@ -560,16 +434,3 @@ def _save_failed(job: _Job, exc: OSError, what: str) -> CheckpointError:
         "directory writable (or pass another checkpoint=), then run the job again: it "
         "resumes from that checkpoint"
     )
-
-
-@contextlib.contextmanager
-def overrides(**values: Any) -> Iterator[None]:
-    """Command-line options for the run() calls made inside the block."""
-    given = {k: v for k, v in values.items() if v is not None}
-    saved = dict(_OVERRIDES)
-    _OVERRIDES.update(given)
-    try:
-        yield
-    finally:
-        _OVERRIDES.clear()
-        _OVERRIDES.update(saved)
