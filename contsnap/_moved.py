@@ -47,6 +47,14 @@ MOVED: dict[str, tuple[str, ...]] = {
     "contsnap._cli_jobs": ("contsnap._durable._cli",),
     "contsnap._files": ("contsnap._checkpoints._files",),
     "contsnap._store_checkpoints": ("contsnap._checkpoints._stores",),
+    # issue 17: contsnap.testing became a package split by concern; its public names stay
+    "contsnap.testing": (
+        "contsnap.testing",
+        "contsnap.testing._log",
+        "contsnap.testing._actions",
+        "contsnap.testing._driver",
+        "contsnap.testing._async_driver",
+    ),
 }
 
 
