@@ -28,6 +28,7 @@ from typing import Any
 
 from . import _codec
 from ._errors import CheckpointError, NotCheckpointableError
+from ._registry import STATE
 
 
 class _Pause:
@@ -42,10 +43,12 @@ class _Pause:
 
 
 _PAUSES: weakref.WeakKeyDictionary[asyncio.Task[Any], _Pause] = weakref.WeakKeyDictionary()
+STATE.add(__name__, "_PAUSES", None, "the pauses of live tasks")
 # The future a task is waiting on inside a safe point: pause() wakes it.
 _WAITING: weakref.WeakKeyDictionary[asyncio.Task[Any], asyncio.Future[Any]] = (
     weakref.WeakKeyDictionary()
 )
+STATE.add(__name__, "_WAITING", None, "what live tasks wait on at a safe point")
 
 
 def _current_task() -> asyncio.Task[Any] | None:

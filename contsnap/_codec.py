@@ -19,6 +19,7 @@ from ._errors import SnapshotCorruptError, SnapshotVersionError
 from ._info import code_changed, live_info
 from ._migrate import find as find_migration
 from ._migrate import old_lines
+from ._registry import STATE
 from ._resources import Output, collect_outputs
 from ._snapshot import FrameState, from_payload, to_payload
 
@@ -31,6 +32,7 @@ class _Policy:
 
 
 policy = _Policy()
+STATE.add(__name__, "policy", "attributes")
 
 
 def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
+from ._registry import STATE
 from ._transform import LabelInfo, Line, Rendered, TransformResult, block, render
 
 FRESH_FACTORY = "__contsnap_fresh__"
@@ -285,6 +286,7 @@ class _LocationTable:
 
 #: per node class: does it have a position, and its fields
 _NODE_KINDS: dict[type[ast.AST], tuple[bool, tuple[str, ...]]] = {}
+STATE.add(__name__, "_NODE_KINDS")
 
 
 def _relocate_tree(tree: ast.Module, line_map: LineMap) -> None:

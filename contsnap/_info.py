@@ -28,20 +28,26 @@ import cloudpickle
 from . import _moved
 from ._errors import CheckpointError, CodeChangedError, SnapshotCorruptError
 from ._labels import LabelInfo
+from ._registry import STATE
 
 # Keyed by id(): code objects compare by value, so two modules holding the same
 # function would otherwise share one entry (and one module's globals).
 _BY_CODE: dict[int, FunctionInfo] = {}
+STATE.add(__name__, "_BY_CODE", None, "the records of marked functions: their code needs them")
 _BY_NAME: dict[tuple[str, str], FunctionInfo] = {}
+STATE.add(__name__, "_BY_NAME", None, "the records of marked functions, by name")
 # By where the fresh code starts: finds the info of a code object that a decorator
 # such as ``types.coroutine`` replaced by a copy with other flags.
 _BY_PLACE: dict[tuple[str, int], list[FunctionInfo]] = {}
+STATE.add(__name__, "_BY_PLACE", None, "the records of marked functions, by place")
 
 # Functions the import hook made from its cached module code whose FunctionInfo is
 # built on first need (a warm import does no work per function): by id() of their
 # fresh code, and by (module, qualname). See _hook.HookedModule.pending.
 _PENDING: dict[int, Pending] = {}
+STATE.add(__name__, "_PENDING", None, "hooked functions whose records are built on first need")
 _PENDING_BY_NAME: dict[tuple[str, str], Pending] = {}
+STATE.add(__name__, "_PENDING_BY_NAME", None, "functions the hook made, by name")
 
 
 class Pending(NamedTuple):
@@ -56,10 +62,12 @@ class Pending(NamedTuple):
 
 
 _PENDING_OF_MODULE: dict[str, list[Pending]] = {}
+STATE.add(__name__, "_PENDING_OF_MODULE", None, "functions the hook made, by module")
 #: (module, entries, build) of imports whose pending functions are not in the tables
 #: yet: indexed on the first lookup that misses, so that an import costs no work per
 #: function
 _UNINDEXED: list[tuple[str, tuple[tuple[Any, types.CodeType], ...], Callable[..., Any]]] = []
+STATE.add(__name__, "_UNINDEXED", None, "imports whose functions are indexed on the first miss")
 
 
 def add_pending(
@@ -527,6 +535,7 @@ def live_info(module: str, qualname: str) -> FunctionInfo | None:
 #: ``finder(info, old_fingerprint)``: how to resume a frame of that older code, or None
 #: (``_migrate`` registers the migrations' finder when it is imported)
 migration_finders: list[Callable[[FunctionInfo, str], Any]] = []
+STATE.add(__name__, "migration_finders", None, "registered by _migrate when it is imported")
 
 
 def _changed(info: FunctionInfo, old_fingerprint: str) -> Any:
@@ -584,10 +593,12 @@ _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
 #: classes a load found alive in this process (cloudpickle tracks a class saved by value
 #: and hands back the one it knows): their state is not set again
 _LIVE_CLASSES: weakref.WeakSet[type] = weakref.WeakSet()
+STATE.add(__name__, "_LIVE_CLASSES", None, "classes of this process that a load found alive")
 #: classes a load made: not the program's own (a snapshot loaded in another process
 #: carries a class in each pickle that needs it, the by-value records included; each
 #: one sets its state, as cloudpickle does, the last one winning)
 _MADE_BY_LOAD: weakref.WeakSet[type] = weakref.WeakSet()
+STATE.add(__name__, "_MADE_BY_LOAD", None, "classes a load made: their state is set by each load")
 
 
 def by_value_class(reduced: tuple[Any, ...]) -> tuple[Any, ...]:

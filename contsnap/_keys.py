@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._errors import SigningKeyError
+from ._registry import STATE
 
 __all__ = ["KEY_ID_SIZE", "KeyRing", "configure_keys", "key_id", "resolve"]
 
@@ -73,7 +74,9 @@ class _Configured:
 
 
 _configured = _Configured()
+STATE.add(__name__, "_configured", "attributes")
 _file_keys: dict[str, bytes] = {}
+STATE.add(__name__, "_file_keys")
 
 
 def configure_keys(key: KeyLike | None, old_keys: Sequence[bytes | str] = ()) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from . import _info
 from ._errors import CheckpointError, CodeChangedError
 from ._info import function_info
+from ._registry import STATE
 
 __all__ = ["OldFrame", "Resume", "migration"]
 
@@ -58,6 +59,12 @@ class Resume:
 Migration = Callable[[OldFrame], Resume]
 
 _REGISTRY: dict[tuple[str, str], list[tuple[str | None, Migration]]] = {}
+STATE.add(
+    __name__,
+    "_REGISTRY",
+    None,
+    "registered by @migration, mostly at import",
+)
 
 # (module, qualname, fingerprint) -> the old line of each frame in the envelope's metadata
 _OLD_LINES: contextvars.ContextVar[dict[tuple[str, str, str], int | None] | None] = (

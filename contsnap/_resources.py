@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._errors import CheckpointError, NotCheckpointableError, ResourceChangedError
+from ._registry import STATE
 
 __all__ = [
     "Output",
@@ -89,10 +90,18 @@ class ResourceRefused(NotCheckpointableError):
 
 #: registered handlers per type, the last registration on top
 _REGISTERED: dict[type, list[ResourceHandler]] = {}
+STATE.add(__name__, "_REGISTERED", None, "contsnap's handlers and register_resource's")
 #: types known to be unsaveable, resolved once their module has been imported
 _REFUSED: dict[type, _Refusal] = {}
+STATE.add(
+    __name__,
+    "_REFUSED",
+    None,
+    "types no snapshot can carry, found as imported",
+)
 #: what the pickler consults: the top handler per type, over the refusals
 _ACTIVE: dict[type, ResourceHandler | _Refusal] = {}
+STATE.add(__name__, "_ACTIVE", None, "what the pickler consults: kept with those two")
 
 
 def _refresh() -> None:
@@ -286,6 +295,7 @@ _KNOWN_UNSAVEABLE = (
     ("mmap", "mmap", "a memory map of a file", True),
 )
 _UNRESOLVED = {entry[0] for entry in _KNOWN_UNSAVEABLE}
+STATE.add(__name__, "_UNRESOLVED", None, "modules of refused types not imported yet")
 
 
 def resolve_refusals() -> None:
@@ -525,6 +535,7 @@ class Output:
 
 
 _collecting = threading.local()
+STATE.add(__name__, "_collecting", "attributes")
 
 
 @contextmanager

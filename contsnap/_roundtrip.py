@@ -39,6 +39,7 @@ from typing import Any
 from ._errors import CheckpointError
 from ._marking import _marking
 from ._marking._decorator import checkpointable
+from ._registry import STATE
 from ._runtime import ANext
 from ._snapshot import (
     SUSPENDABLE,
@@ -64,9 +65,12 @@ if MODE not in (None, "1", "ref", "pickle"):
     )
 
 STATS: collections.Counter[str] = collections.Counter()
+STATE.add(__name__, "STATS")
 FAILURES: collections.Counter[str] = collections.Counter()
+STATE.add(__name__, "FAILURES")
 #: suspensions where no snapshot can be taken (a foreign await...): not moved
 SKIPPED: collections.Counter[str] = collections.Counter()
+STATE.add(__name__, "SKIPPED")
 
 
 def _move(obj: Any) -> Any:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import _labels
+from ._registry import STATE
 
 iter = iter
 next = next
@@ -142,6 +143,7 @@ def with_exit(manager: Any, exc: BaseException | None) -> Any:
 
 #: Restored generators not yet primed: a resumed ``yield from`` primes them itself.
 UNPRIMED: weakref.WeakSet[Any] = weakref.WeakSet()
+STATE.add(__name__, "UNPRIMED", None, "restored generators not primed yet")
 
 
 def resume_delegate(delegate: Any) -> Any:
@@ -344,6 +346,7 @@ def aexit(manager: Any, exc: BaseException | None) -> Any:
 #: Python code: the innermost level of a resumed chain is then no deeper than a native
 #: one, so a chain as deep as the recursion limit allows resumes too.
 UNSTARTED: dict[int, weakref.ref[Any]] = {}
+STATE.add(__name__, "UNSTARTED", None, "restored coroutines not started yet")
 
 
 def add_unstarted(coroutine: Any) -> None:
@@ -361,6 +364,7 @@ def add_unstarted(coroutine: Any) -> None:
 PENDING_CONTEXT: weakref.WeakKeyDictionary[Any, tuple[Any, list[tuple[Any, Any]]]] = (
     weakref.WeakKeyDictionary()
 )
+STATE.add(__name__, "PENDING_CONTEXT", None, "restored coroutines of a paused task, with context")
 
 
 def _enter_saved_context(awaitable: Any) -> None:

@@ -43,6 +43,7 @@ from ._info import (
     pending_info,
 )
 from ._migrate import Migrating
+from ._registry import STATE
 
 CREATED, SUSPENDED, CLOSED = "created", "suspended", "closed"
 
@@ -82,15 +83,20 @@ class FrameState:
 
 # Restored generators that have finished: their code is not the info's own.
 _CLOSED: weakref.WeakKeyDictionary[Any, FunctionInfo] = weakref.WeakKeyDictionary()
+STATE.add(__name__, "_CLOSED", None, "restored generators that have finished")
 # Generators made by a pickle load whose state has not arrived yet.
 _PENDING: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
+STATE.add(__name__, "_PENDING", None, "generators made by a load whose state has not arrived yet")
 # Generators of changed code whose old state goes through a migration when it arrives.
 _MIGRATING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+STATE.add(__name__, "_MIGRATING", None, "generators whose old state goes through a migration")
 # Restored generators and coroutines not started yet: their saved point (label 0: not
 # started when saved either) and locals, for a snapshot taken before their first step.
 _UNSTARTED_BOX: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
+STATE.add(__name__, "_UNSTARTED_BOX", None, "restored generators not started yet, and their state")
 # Generators with their state, waiting for the end of the load to be primed.
 _DEFERRED: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
+STATE.add(__name__, "_DEFERRED", None, "generators waiting for the end of a load to be primed")
 
 
 #: the native objects a checkpointable function returns
@@ -663,6 +669,7 @@ class _Chain:
 _SHALLOW: weakref.WeakKeyDictionary[Any, tuple[weakref.ref[_Chain], FrameState]] = (
     weakref.WeakKeyDictionary()
 )
+STATE.add(__name__, "_SHALLOW", None, "generators a _Chain being pickled carries")
 
 
 def _shallow_state(gen: Any) -> FrameState | None:

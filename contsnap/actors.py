@@ -43,6 +43,7 @@ from ._aio import Queue, QueueGet, detach_task, park, unpause
 from ._checkpoints._files import CheckpointFiles, write_atomic
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._migrate import old_lines
+from ._registry import STATE
 from ._resources import truncate
 from ._runtime import is_detach
 from ._snapshot import from_payload, to_payload
@@ -62,6 +63,7 @@ _FORMAT = "contsnap-actor-system/1"
 
 #: the systems of this process, by name: what an ActorRef resolves through
 _SYSTEMS: dict[str, System] = {}
+STATE.add(__name__, "_SYSTEMS", None, "the live actor systems, by name")
 _CURRENT: contextvars.ContextVar[_Actor | None] = contextvars.ContextVar(
     "contsnap_actor", default=None
 )

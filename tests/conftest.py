@@ -26,6 +26,26 @@ os.environ.pop("CONTSNAP_OLD_KEYS", None)
 sys.path.insert(0, str(Path(__file__).parent))
 import servers  # noqa: E402
 
+from contsnap._registry import STATE  # noqa: E402
+
+#: contsnap's process-wide state that a test may change and the next one must not see
+#: (see contsnap._registry: the configured keys and cached key files, the unsigned-bytes
+#: policy, contsnap run's overrides and early signals, the codes mark_all gave up on)
+PER_TEST_STATE = (
+    "contsnap._keys",
+    "contsnap._codec",
+    "contsnap._durable",
+    "contsnap._marking._plan",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_process_state() -> Iterator[None]:
+    """Each test starts from the process-wide state a fresh process has (PER_TEST_STATE)."""
+    STATE.reset(*PER_TEST_STATE)
+    yield
+
+
 _INSTALL = "install the Debian package {} (.ci/run does: apt-get install redis-server postgresql)"
 
 

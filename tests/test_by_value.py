@@ -14,6 +14,7 @@ import pytest
 
 import contsnap
 from contsnap import _info
+from contsnap._registry import STATE
 
 SCRIPT = """
 import asyncio, sys, contsnap
@@ -106,8 +107,8 @@ def _nested_functions() -> list[Any]:
 @pytest.mark.parametrize("fn", _nested_functions(), ids=lambda fn: fn.__name__)
 def test_by_value_record_keeps_every_field(fn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     info = fn.__contsnap__
-    monkeypatch.setattr(_info, "_BY_NAME", {})  # as in a process that lacks the function
-    copy = _info._info_by_value(_info._pickle_by_value(info))
+    with STATE.fresh("contsnap._info._BY_NAME"):  # as in a process that lacks the function
+        copy = _info._info_by_value(_info._pickle_by_value(info))
     assert copy is not info
     fresh = _info.FRESH_CODE_AT
     assert _info.encode_record(copy)[:fresh] == _info.encode_record(info)[:fresh]

@@ -31,6 +31,7 @@ from contsnap._errors import (
     SnapshotSignatureError,
 )
 from contsnap._keys import KeyRing
+from contsnap._registry import STATE
 from contsnap._version import __version__
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -144,9 +145,9 @@ def _own_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
     monkeypatch.delenv("CONTSNAP_KEY", raising=False)
     monkeypatch.delenv("CONTSNAP_OLD_KEYS", raising=False)
     monkeypatch.setenv("CONTSNAP_KEY_FILE", str(tmp_path / "keys" / "key"))
-    _keys.reset()
+    STATE.reset("contsnap._keys")
     yield
-    _keys.reset()
+    STATE.reset("contsnap._keys")
 
 
 # --- round trips -------------------------------------------------------------------
@@ -307,7 +308,7 @@ def test_the_key_file_is_made_on_first_use_private_and_kept(tmp_path: Any) -> No
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
     assert path.read_bytes() == ring.keys[0] and len(ring.keys[0]) == 32
-    _keys.reset()  # another process: reads the same file
+    STATE.reset("contsnap._keys")  # another process: reads the same file
     assert _keys.resolve().keys == ring.keys
 
 
@@ -316,7 +317,7 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Any, mode: int) -> None
     path = tmp_path / "keys" / "key"
     _keys.resolve()
     path.chmod(mode)
-    _keys.reset()
+    STATE.reset("contsnap._keys")
     with pytest.raises(_keys.SigningKeyError, match=r"can be read or written by others"):
         _keys.resolve()
 

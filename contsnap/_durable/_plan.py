@@ -11,9 +11,12 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._registry import STATE
+
 #: What ``contsnap run`` / ``contsnap resume`` put in force for run() calls
 #: in the script: the command line's options win over the call's arguments.
 _OVERRIDES: dict[str, Any] = {}
+STATE.add(__name__, "_OVERRIDES")
 
 
 @contextlib.contextmanager

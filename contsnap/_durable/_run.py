@@ -27,6 +27,7 @@ from .. import _api, _codec
 from .._checkpoints._files import CheckpointFiles, Loaded, check_writable
 from .._checkpoints._stores import StoreCheckpoints, TakenOverError
 from .._errors import CheckpointError, SnapshotCorruptError
+from .._registry import STATE
 from .._resources import truncate
 from .._snapshot import info_of, to_payload
 from ..stores import Store
@@ -44,6 +45,7 @@ _UNSET: Any = object()
 
 #: how many times run() was called (the CLI runs ``main`` itself when a script did not)
 RUN_CALLS = [0]
+STATE.add(__name__, "RUN_CALLS", lambda: RUN_CALLS.__setitem__(0, 0))
 
 
 class RolledOut(SystemExit):

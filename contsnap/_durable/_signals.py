@@ -3,7 +3,8 @@
 ``contsnap run`` and ``contsnap resume`` install these handlers first thing, before
 any import of the user's code, so that a SIGTERM sent while the script is still
 starting is not lost: the job rolls out at its first safe point instead. This
-module imports nothing of contsnap, so installing it costs next to nothing.
+module imports nothing of contsnap but its registry of process-wide state (which imports
+nothing), so installing it costs next to nothing.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import os
 import signal
 import types
 
+from .._registry import STATE
+
 NAMES = ("SIGTERM", "SIGINT", "SIGHUP")
 
 #: the first signal received before a job took over the handlers (None: none yet)
 received: list[int] = []
+STATE.add(__name__, "received")
 
 
 def _record(number: int, frame: types.FrameType | None) -> None:

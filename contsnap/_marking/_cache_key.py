@@ -16,6 +16,7 @@ import sys
 from typing import Any, NamedTuple
 
 from .. import _info
+from .._registry import STATE
 from .._version import __version__
 
 FORMAT = 5
@@ -68,6 +69,7 @@ def source_hash(data: bytes) -> str:
 
 
 _stamp: str | None = None
+STATE.add(__name__, "_stamp", "initial")
 
 
 def contsnap_stamp() -> str:

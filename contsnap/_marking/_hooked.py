@@ -20,11 +20,13 @@ from typing import Any, cast
 from .. import _info, _lambdas
 from .._errors import NotCheckpointableError
 from .._info import Details, FunctionInfo
+from .._registry import STATE
 from . import _cache, _cache_key, _marking
 from ._plan import Plan, _decode, _first_line
 from ._prebuilt import _function_named, _merge_constants, _replace_codes, prebuilt
 
 _local = threading.local()
+STATE.add(__name__, "_local", "attributes")
 
 
 @contextmanager
@@ -42,6 +44,12 @@ def _busy() -> bool:
 
 
 _MODULES: dict[str, HookedModule] = {}
+STATE.add(
+    __name__,
+    "_MODULES",
+    None,
+    "the records of hooked modules: function records come from them",
+)
 
 
 def forget_module(module: str) -> None:

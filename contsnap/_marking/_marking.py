@@ -21,6 +21,7 @@ from .. import _lambdas, _runtime
 from .._errors import NotCheckpointableError
 from .._info import Details, FunctionInfo
 from .._info import forget_module as forget_registered
+from .._registry import STATE
 
 F = TypeVar("F")
 
@@ -28,15 +29,19 @@ F = TypeVar("F")
 # (code objects compare by value, so the namespace keeps equal functions of two
 # modules apart).
 _CACHE: dict[tuple[int, types.CodeType], FunctionInfo] = {}
+STATE.add(__name__, "_CACHE", None, "the records of marked functions, one per definition")
 
 
 #: ``provider(filename)``: an object whose ``build(fn, transform, source_of, number)``
 #: makes the info of a function of that file, or None (the import hook registers one)
 source_providers: list[Callable[[str], Any]] = []
+STATE.add(__name__, "source_providers", None, "registered by the import hook when it is imported")
 #: called with a module name by forget_module (the import hook drops its records)
 forgetters: list[Callable[[str], None]] = []
+STATE.add(__name__, "forgetters", None, "registered by the import hook when it is imported")
 #: round-trip test mode's wrapper of every marked function (registered by _roundtrip)
 roundtrip_wrappers: list[Callable[[Any], Any]] = []
+STATE.add(__name__, "roundtrip_wrappers", None, "registered by round-trip mode when it is imported")
 
 
 def make_checkpointable(fn: F, lambda_number: int | None = None) -> F:
@@ -235,6 +240,9 @@ def refresh_roundtrip_mode() -> None:
     """Read ``CONTSNAP_ROUNDTRIP`` again (the pytest plugin sets it after contsnap is imported)."""
     global _ROUNDTRIP
     _ROUNDTRIP = _roundtrip_mode()
+
+
+STATE.add(__name__, "_ROUNDTRIP", refresh_roundtrip_mode)  # reset: read again
 
 
 def forget_module(module: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from .. import _lambdas, _runtime
 from .._errors import NotCheckpointableError
 from .._labels import HELPERS, RT, helper
+from .._registry import STATE
 from . import _marking
 
 #: The name mark_all's decorator has in a hooked module (never mangled: it ends in ``__``).
@@ -235,6 +236,7 @@ class _LambdaMarker(ast.NodeTransformer):
 #: Codes mark_all gave up on, by identity: equal code objects of other files (code
 #: equality ignores the file) or of a later import are tried on their own.
 _REFUSED: dict[int, types.CodeType] = {}
+STATE.add(__name__, "_REFUSED")
 
 
 def mark(fn: Any, lambda_number: int | None = None) -> Any:

@@ -17,6 +17,8 @@ import dataclasses
 
 import libcst as cst
 
+from .._registry import STATE
+
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 #: the classes that open a scope of their own
 _SCOPES = frozenset({cst.FunctionDef, cst.Lambda, cst.ClassDef, *_COMPREHENSIONS})
@@ -46,8 +48,10 @@ _SKIPPED_FIELDS = frozenset(
     {"leading_lines", "lines_after_decorators", "header", "footer", "lpar", "rpar", "semicolon"}
 )
 _CHILD_FIELDS: dict[type[cst.CSTNode], tuple[str, ...]] = {}
+STATE.add(__name__, "_CHILD_FIELDS", None, "a memo of node classes, never stale")
 #: what a field's value is, by its class: 1 a node, 2 a sequence, 0 anything else
 _VALUE_KINDS: dict[type, int] = {tuple: 2, list: 2, str: 0, type(None): 0}
+STATE.add(__name__, "_VALUE_KINDS", None, "a memo of value classes, seeded: never stale")
 
 
 def _value_kind(kind: type) -> int:
@@ -92,6 +96,7 @@ def children(node: cst.CSTNode) -> list[cst.CSTNode]:
 #: statement and again about its parts, so a fresh walk each time made it quadratic
 #: in the nesting depth. Keys hold their nodes alive, so an identity is never reused.
 _MEMO: dict[object, dict[cst.CSTNode, bool]] = {}
+STATE.add(__name__, "_MEMO")
 
 
 def forget() -> None:

@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 from hypothesis import strategies as st
 
+from .._registry import STATE
 from ._actions import MODES, Action, Close, Mode, Send, Throw, Trace, _as_action
 from ._driver import (
     SnapshotBackend,
@@ -298,6 +299,7 @@ async def _iterate(agen: Any, log: TraceLog) -> None:
 
 
 _marked_iterate: list[Callable[..., Any]] = []
+STATE.add(__name__, "_marked_iterate")
 
 
 def _iterator_coroutine(agen: Any, log: TraceLog, *, marked: bool) -> Any:

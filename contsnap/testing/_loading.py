@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import cast
 
 from .._lambdas import own_scope_yields
+from .._registry import STATE
 from ._actions import MODES, Action, Mode, Send, Trace
 from ._compare import _check, _context
 from ._log import LOG
@@ -66,7 +67,9 @@ def mark_generators(source: str) -> str:
 
 
 _module_serial = itertools.count()
+STATE.add(__name__, "_module_serial", None, "a counter: module names stay unique")
 _nonces = itertools.count(1)
+STATE.add(__name__, "_nonces", None, "a counter: nonces stay unique")
 
 
 @contextlib.contextmanager

@@ -9,10 +9,13 @@ import weakref
 from collections.abc import Callable
 from typing import Final
 
+from .._registry import STATE
 from ._actions import Trace
 
 _live_logs: weakref.WeakValueDictionary[int, TraceLog] = weakref.WeakValueDictionary()
+STATE.add(__name__, "_live_logs", None, "the live logs, by token")
 _log_tokens = itertools.count()
+STATE.add(__name__, "_log_tokens", None, "a counter: tokens stay unique")
 
 
 def _find_log(token: int) -> TraceLog:
