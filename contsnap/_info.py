@@ -43,11 +43,11 @@ STATE.add(__name__, "_BY_PLACE", None, "the records of marked functions, by plac
 
 # Functions the import hook made from its cached module code whose FunctionInfo is
 # built on first need (a warm import does no work per function): by id() of their
-# fresh code, and by (module, qualname). See _hook.HookedModule.pending.
-_PENDING: dict[int, Pending] = {}
-STATE.add(__name__, "_PENDING", None, "hooked functions whose records are built on first need")
-_PENDING_BY_NAME: dict[tuple[str, str], Pending] = {}
-STATE.add(__name__, "_PENDING_BY_NAME", None, "functions the hook made, by name")
+# fresh code, and by (module, qualname). See contsnap._marking._hooked.HookedModule.
+_UNBUILT: dict[int, Pending] = {}
+STATE.add(__name__, "_UNBUILT", None, "hooked functions whose records are built on first need")
+_UNBUILT_BY_NAME: dict[tuple[str, str], Pending] = {}
+STATE.add(__name__, "_UNBUILT_BY_NAME", None, "functions the hook made, by name")
 
 
 class Pending(NamedTuple):
@@ -61,8 +61,8 @@ class Pending(NamedTuple):
     build: Callable[[types.CodeType, str, Any, dict[str, Any] | None], FunctionInfo | None]
 
 
-_PENDING_OF_MODULE: dict[str, list[Pending]] = {}
-STATE.add(__name__, "_PENDING_OF_MODULE", None, "functions the hook made, by module")
+_UNBUILT_OF_MODULE: dict[str, list[Pending]] = {}
+STATE.add(__name__, "_UNBUILT_OF_MODULE", None, "functions the hook made, by module")
 #: (module, entries, build) of imports whose pending functions are not in the tables
 #: yet: indexed on the first lookup that misses, so that an import costs no work per
 #: function
@@ -85,21 +85,21 @@ def _index_pending() -> bool:
     """Move the imports added since the last lookup into the tables (False: none)."""
     if not _UNINDEXED:
         return False
-    with _LOADING:
+    with _BUILD_LOCK:
         while _UNINDEXED:
             module, entries, build = _UNINDEXED.pop(0)
             made = [Pending(code, module, key[0], build) for key, code in entries]
-            _PENDING_OF_MODULE.setdefault(module, []).extend(made)
-            _PENDING.update({id(p.code): p for p in made})
-            _PENDING_BY_NAME.update({(module, p.qualname): p for p in made})
+            _UNBUILT_OF_MODULE.setdefault(module, []).extend(made)
+            _UNBUILT.update({id(p.code): p for p in made})
+            _UNBUILT_BY_NAME.update({(module, p.qualname): p for p in made})
     return True
 
 
 def _drop_pending(pending: Pending) -> None:
-    if _PENDING.get(id(pending.code)) is pending:
-        del _PENDING[id(pending.code)]
-    if _PENDING_BY_NAME.get((pending.module, pending.qualname)) is pending:
-        del _PENDING_BY_NAME[(pending.module, pending.qualname)]
+    if _UNBUILT.get(id(pending.code)) is pending:
+        del _UNBUILT[id(pending.code)]
+    if _UNBUILT_BY_NAME.get((pending.module, pending.qualname)) is pending:
+        del _UNBUILT_BY_NAME[(pending.module, pending.qualname)]
 
 
 def _resolve(
@@ -107,7 +107,7 @@ def _resolve(
 ) -> FunctionInfo | None:
     if pending is None:
         return None
-    with _LOADING:
+    with _BUILD_LOCK:
         info = pending.build(pending.code, pending.qualname, fn, namespace)
         _drop_pending(pending)  # built (and registered), or refused: asked once
     return info
@@ -119,7 +119,7 @@ def _pending_for(code: types.CodeType, index: bool = True) -> Pending | None:
     looked at)."""
     if index:
         _index_pending()
-    pending = _PENDING.get(id(code))
+    pending = _UNBUILT.get(id(code))
     return pending if pending is not None and pending.code is code else None
 
 
@@ -145,7 +145,7 @@ _MAX_ALIASES = 32
 
 #: the flag ``types.coroutine`` sets on a generator function's code
 CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
-_LOADING = threading.RLock()
+_BUILD_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ class FunctionInfo:
     def _details(self) -> Details:
         details = self.details
         if not isinstance(details, Details):
-            with _LOADING:
+            with _BUILD_LOCK:
                 details = self.details
                 if not isinstance(details, Details):
                     details = self.details = details()
@@ -242,7 +242,7 @@ class FunctionInfo:
     def register(self) -> None:
         if self.fresh_code is not None:
             _BY_CODE[id(self.fresh_code)] = self
-            if _PENDING:
+            if _UNBUILT:
                 pending = _pending_for(self.fresh_code, index=False)
                 if pending is not None:
                     _drop_pending(pending)
@@ -410,7 +410,7 @@ def forget_module(module: str) -> None:
         if not infos:
             del _BY_PLACE[place]
     _UNINDEXED[:] = [waiting for waiting in _UNINDEXED if waiting[0] != module]
-    for pending in _PENDING_OF_MODULE.pop(module, ()):
+    for pending in _UNBUILT_OF_MODULE.pop(module, ()):
         _drop_pending(pending)
 
 
@@ -467,7 +467,7 @@ def info_for_code(
         return _resolve(pending, namespace=namespace)
     if code.co_flags & CO_ITERABLE_COROUTINE:
         plain = code.replace(co_flags=code.co_flags & ~CO_ITERABLE_COROUTINE)
-        for waiting in [p for p in _PENDING.values() if p.code == plain]:
+        for waiting in [p for p in _UNBUILT.values() if p.code == plain]:
             _resolve(waiting, namespace=namespace)
         for candidate in _BY_PLACE.get((code.co_filename, code.co_firstlineno), ()):
             if plain == candidate.fresh_code:
@@ -481,7 +481,7 @@ def _registered(module: str, qualname: str) -> FunctionInfo | None:
     known = _BY_NAME.get((module, qualname))
     if known is None:
         _index_pending()
-        known = _resolve(_PENDING_BY_NAME.get((module, qualname)))
+        known = _resolve(_UNBUILT_BY_NAME.get((module, qualname)))
     return known
 
 

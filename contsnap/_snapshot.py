@@ -85,8 +85,8 @@ class FrameState:
 _CLOSED: weakref.WeakKeyDictionary[Any, FunctionInfo] = weakref.WeakKeyDictionary()
 STATE.add(__name__, "_CLOSED", None, "restored generators that have finished")
 # Generators made by a pickle load whose state has not arrived yet.
-_PENDING: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
-STATE.add(__name__, "_PENDING", None, "generators made by a load whose state has not arrived yet")
+_AWAITING_STATE: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
+STATE.add(__name__, "_AWAITING_STATE", None, "generators a load made, their state still to come")
 # Generators of changed code whose old state goes through a migration when it arrives.
 _MIGRATING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 STATE.add(__name__, "_MIGRATING", None, "generators whose old state goes through a migration")
@@ -319,7 +319,7 @@ def new_generator(
     gen = fn(_runtime.UNBOUND, box) if info.first_param is not None else fn(box)
     if names is not None:
         gen.__name__, gen.__qualname__ = (str(n) for n in names)
-    _PENDING[gen] = box
+    _AWAITING_STATE[gen] = box
     return gen
 
 
@@ -342,7 +342,7 @@ def set_generator_state(gen: Any, values: Any) -> None:
     The state of the coroutine of a paused task is ``(locals, context)``: the
     context variables the task had set, set again when it resumes.
     """
-    box = _PENDING.pop(gen, None)
+    box = _AWAITING_STATE.pop(gen, None)
     info = info_of(gen)
     if box is None or info is None:
         raise SnapshotCorruptError("generator state arrived for an unknown generator")
@@ -397,7 +397,7 @@ def set_generator_state(gen: Any, values: Any) -> None:
     if type(gen) is types.AsyncGeneratorType:
         _prime(gen)
         return
-    loading = _LOADING.get()
+    loading = _RESTORED_IN_LOAD.get()
     if loading is None:
         _prime(gen)
     else:
@@ -481,7 +481,7 @@ def _prime(gen: Any) -> None:
 
 
 #: generators restored by the load in progress, in the order they were made
-_LOADING: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+_RESTORED_IN_LOAD: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "contsnap_loading", default=None
 )
 
@@ -489,15 +489,15 @@ _LOADING: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
 @contextlib.contextmanager
 def _load_context() -> Iterator[None]:
     """Prime the generators a load restores once it is complete, outermost first."""
-    if _LOADING.get() is not None:
+    if _RESTORED_IN_LOAD.get() is not None:
         yield
         return
     restored: list[Any] = []
-    token = _LOADING.set(restored)
+    token = _RESTORED_IN_LOAD.set(restored)
     try:
         yield
     finally:
-        _LOADING.reset(token)
+        _RESTORED_IN_LOAD.reset(token)
     for gen in restored:
         if gen in _runtime.UNPRIMED:
             _prime_chain_of(gen, restored)
@@ -696,7 +696,7 @@ def set_chain_state(gen: Any, parts: Any) -> None:
     with _load_context():
         set_generator_state(gen, values[0])
         for member, member_values in zip(members, values[1:]):
-            if member in _PENDING:  # else it was saved on its own too, with this state
+            if member in _AWAITING_STATE:  # else it was saved on its own too, with this state
                 set_generator_state(member, member_values)
 
 

@@ -995,7 +995,7 @@ def test_a_warm_import_builds_infos_on_first_use(pkgs: Packages, transforms: lis
     assert list(_roundtrip(g)) == [6]
     # and forgetting the module lets go of all that waits
     _decorator.forget_module(mod.__name__)
-    assert not any(p.module == mod.__name__ for p in _info._PENDING.values())
+    assert not any(p.module == mod.__name__ for p in _info._UNBUILT.values())
     assert not any(w[0] == mod.__name__ for w in _info._UNINDEXED)
 
 

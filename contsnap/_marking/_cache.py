@@ -89,7 +89,7 @@ class Entry:
 
     ``functions`` and ``details`` are the file's second and third sections: they
     are read when first needed. An import that makes every function with its
-    fresh code (see ``_hook.prebuilt``) reads neither.
+    fresh code (see ``_prebuilt.prebuilt``) reads neither.
     """
 
     def __init__(

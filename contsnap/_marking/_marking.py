@@ -182,7 +182,7 @@ def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionTy
         info.fresh_code = fn.__code__
     if fn.__code__ is info.fresh_code:
         # the import hook's cached module code made it with the fresh code already
-        # (see _hook.prebuilt): no second function, and no plain one for __wrapped__
+        # (see _prebuilt.prebuilt): no second function, and no plain one for __wrapped__
         return _adopt(fn, info, fn.__module__)
     closure = None
     if info.fresh_code.co_freevars:
