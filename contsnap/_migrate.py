@@ -59,12 +59,7 @@ class Resume:
 Migration = Callable[[OldFrame], Resume]
 
 _REGISTRY: dict[tuple[str, str], list[tuple[str | None, Migration]]] = {}
-STATE.add(
-    __name__,
-    "_REGISTRY",
-    None,
-    "registered by @migration, mostly at import",
-)
+STATE.add(__name__, "_REGISTRY", None, "registered by @migration, mostly at import")
 
 # (module, qualname, fingerprint) -> the old line of each frame in the envelope's metadata
 _OLD_LINES: contextvars.ContextVar[dict[tuple[str, str, str], int | None] | None] = (

@@ -93,12 +93,7 @@ _REGISTERED: dict[type, list[ResourceHandler]] = {}
 STATE.add(__name__, "_REGISTERED", None, "contsnap's handlers and register_resource's")
 #: types known to be unsaveable, resolved once their module has been imported
 _REFUSED: dict[type, _Refusal] = {}
-STATE.add(
-    __name__,
-    "_REFUSED",
-    None,
-    "types no snapshot can carry, found as imported",
-)
+STATE.add(__name__, "_REFUSED", None, "types no snapshot can carry, found as imported")
 #: what the pickler consults: the top handler per type, over the refusals
 _ACTIVE: dict[type, ResourceHandler | _Refusal] = {}
 STATE.add(__name__, "_ACTIVE", None, "what the pickler consults: kept with those two")

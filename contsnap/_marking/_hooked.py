@@ -44,12 +44,7 @@ def _busy() -> bool:
 
 
 _MODULES: dict[str, HookedModule] = {}
-STATE.add(
-    __name__,
-    "_MODULES",
-    None,
-    "the records of hooked modules: function records come from them",
-)
+STATE.add(__name__, "_MODULES", None, "hooked modules' records: function records come from them")
 
 
 def forget_module(module: str) -> None:
