@@ -99,7 +99,17 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:+.1f}%"
     if unit == "us":
         return f"{value:.2f} us"
+    if value >= 1000:
+        return f"{value:,.0f} {unit}"
     return f"{value:.3g} {unit}"
+
+
+def format_spread(spread: tuple[float, float] | None) -> str:
+    """The 25-75% spread of a row: two decimals, or none for figures of 100 and more."""
+    if not spread:
+        return ""
+    digits = 0 if max(spread) >= 100 else 2
+    return f"{spread[0]:.{digits}f}-{spread[1]:.{digits}f}"
 
 
 def format_target(row: Row) -> str:
@@ -118,7 +128,7 @@ def format_table(rows: Iterable[Row]) -> str:
         if row.section != section:
             section = row.section
             lines.append((f"[{section}]", "", "", "", "", ""))
-        spread = f"{row.spread[0]:.2f}-{row.spread[1]:.2f}" if row.spread else ""
+        spread = format_spread(row.spread)
         lines.append(
             (
                 "  " + row.name,
@@ -151,7 +161,7 @@ def markdown_table(rows: Iterable[Row]) -> str:
         if row.section != section:
             section = row.section
             out.append(f"| **{section}** | | | | | |")
-        spread = f"{row.spread[0]:.2f}-{row.spread[1]:.2f}" if row.spread else ""
+        spread = format_spread(row.spread)
         target = format_target(row).replace("<=", "≤")
         verdict = row.verdict().replace("MISSED", "missed")
         out.append(

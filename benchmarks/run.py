@@ -56,7 +56,7 @@ section then writes docs/performance.md's generated tables (``report.py``) and t
 plots in docs/img/ (``plots.py``, with matplotlib from the driver's interpreter or
 from the ``plots`` virtual environment). ``--quick`` takes about a minute and
 writes quick-*.json (git-ignored) and plots in benchmarks/results/img-quick/; it
-leaves the docs alone. A full run takes about fifteen minutes on two shared cores.
+leaves the docs alone. A full run takes about ten minutes on two shared cores.
 """
 
 from __future__ import annotations

@@ -52,6 +52,10 @@ def test_values_are_formatted_by_unit() -> None:
     assert report.format_value(283.4, "ms/1000 lines") == "283 ms/1000 lines"
     assert report.format_value(0.3214, "us") == "0.32 us"
     assert report.format_value(math.nan, "x") == "n/a"
+    assert report.format_value(2391.4, "ms") == "2,391 ms"
+    assert report.format_spread((2365.7, 3180.8)) == "2366-3181"
+    assert report.format_spread((0.994, 1.046)) == "0.99-1.05"
+    assert report.format_spread(None) == ""
 
 
 def _rows() -> list[Row]:
