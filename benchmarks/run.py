@@ -415,7 +415,6 @@ def bench_restored(cfg: Config, series: dict[str, Any]) -> list[Row]:
         case = f"loop:{form}"
         sides: list[Side] = []
         entry: dict[str, Any] = {}
-        checks = {}
         for impl in IMPLS.sides:
             worker = IMPLS.worker(impl)
             n = states.LOOPS[form][1] // cfg.samples(5, 1)
@@ -424,15 +423,19 @@ def bench_restored(cfg: Config, series: dict[str, Any]) -> list[Row]:
             if "bytes" not in reply:
                 entry[impl] = {"skipped": _skip_reason(reply)}
                 continue
-            checks[impl] = (reply["check"], native["check"])
+            if reply["check"] != native["check"]:
+                entry[impl] = {
+                    "skipped": f"WRONG: the restored generator yielded {reply['check']}, "
+                    f"the native one {native['check']}"
+                }
+                continue
             for label, who in ((f"{impl} restored", impl), (f"{impl} native", "native")):
                 sides.append(Side(label, remote=Remote(worker, who, case, "run", target_time)))
-        wrong = {impl: c for impl, c in checks.items() if c[0] != c[1]}
-        if wrong:
-            raise RuntimeError(f"{form}: a restored generator went on wrong: {wrong}")
         values = interleave(f"{section}: {form}", sides, cfg.samples(3, 15))
         for impl in IMPLS.sides:
             if impl in entry:
+                reason = entry[impl]["skipped"]
+                rows.append(Row(section, f"{form}: {impl}", float("nan"), "", None, detail=reason))
                 continue
             target = _loop_target(form) if impl == "contsnap" else None
             row = ratio_row(
@@ -465,6 +468,15 @@ SIZE_TARGETS = {"small": 300}
 FIRST_CALL_TARGET = 2.0
 
 
+def _expected_next(case: str) -> str:
+    """What the native generator of a snapshot case yields after the item it was paused at."""
+    import worker
+
+    gen = worker.plain_generator(states, "", case, worker.CASES[case]())
+    next(gen)
+    return repr(next(gen))
+
+
 def bench_snapshot(cfg: Config, series: dict[str, Any]) -> list[Row]:
     IMPLS.start()
     rows: list[Row] = []
@@ -474,15 +486,19 @@ def bench_snapshot(cfg: Config, series: dict[str, Any]) -> list[Row]:
         section = f"snapshot: {label}"
         entry: dict[str, Any] = {}
         sides: list[Side] = []
-        checks: dict[str, str] = {}
+        expected = _expected_next(case)
         for impl in ["pickle", *IMPLS.sides]:
             reply = _prepare(impl, case)
             if "bytes" not in reply:
                 entry[impl] = {"skipped": _skip_reason(reply)}
                 continue
+            if impl != "pickle" and reply["check"] != expected:
+                entry[impl] = {
+                    "skipped": f"WRONG: the restored generator yielded {reply['check']}, "
+                    f"the native one {expected}"
+                }
+                continue
             entry[impl] = {"bytes": reply["bytes"]}
-            if impl != "pickle":
-                checks[impl] = reply["check"]
             worker = IMPLS.worker(impl)
             actions = ["dumps", "loads"]
             if case == "small" and impl != "pickle":
@@ -491,8 +507,6 @@ def bench_snapshot(cfg: Config, series: dict[str, Any]) -> list[Row]:
                 sides.append(
                     Side(f"{impl} {action}", remote=Remote(worker, impl, case, action, target_time))
                 )
-        if len(set(checks.values())) > 1:
-            raise RuntimeError(f"{label}: the restored generators disagree: {checks}")
         values = interleave(
             section, sides, cfg.samples(3, 25) if case == "small" else cfg.samples(2, 11)
         )

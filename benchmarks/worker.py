@@ -75,7 +75,7 @@ class Impl:
         raise NotImplementedError
 
 
-def _plain_generator(module: Any, prefix: str, case: str, state: Any) -> Any:
+def plain_generator(module: Any, prefix: str, case: str, state: Any) -> Any:
     if case == "small":
         return getattr(module, prefix + "ten_locals")(100)
     if case == "chain":
@@ -106,7 +106,7 @@ class Pickle(Impl):
     def generator(self, case: str, state: Any) -> Any:
         if case == "chain":
             raise Unsupported("no plain-pickle equivalent of a chain of frames")
-        gen = _plain_generator(states, "", case, state)
+        gen = plain_generator(states, "", case, state)
         next(gen)
         return dict(gen.gi_frame.f_locals)
 
@@ -131,7 +131,7 @@ class Contsnap(Impl):
         return f"{self.contsnap.__version__} ({os.path.dirname(self.contsnap.__file__)})"
 
     def generator(self, case: str, state: Any) -> Any:
-        return _plain_generator(self.w, "marked_", case, state)
+        return plain_generator(self.w, "marked_", case, state)
 
     def loop(self, name: str, n: int) -> Any:
         return self.w.MARKED_LOOPS[name](n)
@@ -157,7 +157,7 @@ class Dispatch(Impl):
         return version("dispatch-py")
 
     def generator(self, case: str, state: Any) -> Any:
-        return _plain_generator(self.w, "dispatch_", case, state)
+        return plain_generator(self.w, "dispatch_", case, state)
 
     def loop(self, name: str, n: int) -> Any:
         if name not in self.w.DURABLE_LOOPS:
@@ -188,7 +188,7 @@ class Pyteleport(Impl):
         return f"{version('pyteleport')} (dill {version('dill')})"
 
     def generator(self, case: str, state: Any) -> Any:
-        return _plain_generator(states, "", case, state)
+        return plain_generator(states, "", case, state)
 
     def loop(self, name: str, n: int) -> Any:
         if states.is_async(name):
