@@ -2,8 +2,9 @@
 
 Imported only by a worker of dispatch-py's own virtual environment (see
 ``peers.py``): dispatch-py 0.8.0, with ``http-message-signatures==0.5.0``; it has
-CPython 3.11 and 3.12 wheels only. It makes generators picklable by copying CPython
-frames at C level; a durable generator is a Python wrapper around the native one.
+CPython 3.11 and 3.12 wheels, builds from source on 3.10 and not on 3.13. It makes
+generators picklable by copying CPython frames at C level; a durable generator is a
+Python wrapper around the native one.
 dispatch-py keys its registry by qualified name, so each wrapped function keeps
 its own name.
 """

@@ -37,7 +37,8 @@ PEERS = (
     Peer(
         "dispatch-py",
         ("dispatch-py==0.8.0", "http-message-signatures==0.5.0"),
-        "C-level copy of CPython frames; wheels for CPython 3.11 and 3.12 only",
+        "C-level copy of CPython frames; wheels for CPython 3.11 and 3.12, built from source "
+        "on 3.10, does not build on 3.13",
     ),
     Peer(
         "pyteleport",
