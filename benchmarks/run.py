@@ -305,6 +305,35 @@ def bench_fresh(cfg: Config, series: dict[str, Any]) -> list[Row]:
         samples,
     )
     rows.append(ratio_row(section, name, values, "contsnap", "native", 1.05))
+    return rows + _fresh_peers(cfg, section)
+
+
+def _fresh_peers(cfg: Config, section: str) -> list[Row]:
+    """dispatch-py's fresh generators (a Python wrapper around each) against native ones.
+
+    pyteleport's fresh generators are plain ones, so it has no row here.
+    """
+    IMPLS.start()
+    if "dispatch-py" not in IMPLS.workers:
+        return []
+    worker = IMPLS.workers["dispatch-py"]
+    rows = []
+    for form in ("for, only yields", "for, compute"):
+        case = f"loop:{form}"
+        _prepare("dispatch-py", case)
+        _prepare("native", case, worker)
+        values = interleave(
+            f"{section}: dispatch-py {form}",
+            [
+                Side("dispatch-py", remote=Remote(worker, "dispatch-py", case, "fresh", 0)),
+                Side("native", remote=Remote(worker, "native", case, "fresh", 0)),
+            ],
+            cfg.samples(3, 15),
+        )
+        name = f"peer: dispatch-py @durable, {form} ({states.LOOPS[form][1]:,} items)"
+        rows.append(ratio_row(section, name, values, "dispatch-py", "native", None))
+        _forget("dispatch-py", case)
+        _forget("native", case, worker)
     return rows
 
 

@@ -19,7 +19,8 @@ Requests (``impl`` names one of the implementations this worker hosts):
     generator yields next (the driver checks that every side agrees).
 ``{"op": "sample", "impl": I, "case": C, "action": A, "loops": N, "target": S}``
     seconds per call of action ``A`` (``dumps``, ``loads``, ``first-dumps``,
-    ``first-loads``, ``run``), timed over ``N`` calls after ``gc.collect()``. With
+    ``first-loads``; for a loop ``run``, draining the restored generator, or
+    ``fresh``, draining one made anew), timed over ``N`` calls after ``gc.collect()``. With
     ``N`` = 0 the worker times one call and picks ``N`` so that a sample lasts about
     ``S`` seconds; it answers the ``loops`` it chose, which the driver sends from
     then on.
@@ -263,21 +264,24 @@ class Prepared:
             return lambda: impl.loads(blob)
         raise ValueError(action)
 
-    def setup_run(self) -> Any:
-        """A generator paused after its first item: restored from the snapshot, or native."""
+    def setup_run(self, fresh: bool = False) -> Any:
+        """A generator paused after its first item: restored from the snapshot, or native.
+
+        ``fresh``: the implementation's generator made anew, never snapshotted.
+        """
         assert self.loop_name is not None
-        if isinstance(self.impl, Native):
+        if fresh or isinstance(self.impl, Native):
             gen = self.impl.loop(self.loop_name, self.n + 1)
             _step(gen, self.is_async)
             return gen
         return self.impl.loads(self.blob)
 
     def sample(self, action: str, loops: int, target: float) -> tuple[float, int]:
-        if action == "run":
+        if action in ("run", "fresh"):
             drain = states.drain_async if self.is_async else states.drain
             if loops == 0:
                 loops = 1  # each run drains a whole loop: milliseconds already
-            prepared = [self.setup_run() for _ in range(loops)]
+            prepared = [self.setup_run(fresh=action == "fresh") for _ in range(loops)]
             gc.collect()
             start = time.perf_counter()
             for gen in prepared:
