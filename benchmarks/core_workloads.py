@@ -1,12 +1,15 @@
-"""Workloads of benchmarks/run.py, in an importable module so snapshots name them by import path.
+"""contsnap's side of the benchmarks: the workloads marked with ``contsnap.checkpointable``.
 
-Each workload is written once and marked with ``contsnap.checkpointable`` under a
-``marked_`` name, so the native and transformed sides run the same source.
+The plain sources live in ``states`` (shared with the native side and the peers);
+each is marked here under a ``marked_`` name, in an importable module, so snapshots
+name them by import path. Some older workloads of ``run.py`` are still written here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+
+from states import LOOPS, holding, ten_locals
 
 import contsnap
 
@@ -22,13 +25,6 @@ def compute_heavy(n):
         for j in range(60):
             acc = (acc * 31 + i * j) % 1_000_003
         yield acc
-
-
-def ten_locals(n):
-    a, b, c, d, e = 1, 2.5, "three", None, True
-    f, g, h = [1, 2], (3, 4), {"k": 5}
-    for i in range(n):
-        yield a + i
 
 
 class TenLocalsByHand:
@@ -111,12 +107,6 @@ def marked_top_gen(n):
     return (yield from marked_middle_gen(n))
 
 
-def holding(state, n):
-    """A generator whose live state is ``state`` (for snapshot size and time as state grows)."""
-    for i in range(n):
-        yield len(state) + i
-
-
 marked_holding = contsnap.checkpointable(holding)
 
 
@@ -132,3 +122,17 @@ def long_job(steps, work):
 
 
 marked_long_job = contsnap.checkpointable(long_job)
+
+
+@contsnap.checkpointable
+def marked_deep(depth, n):
+    """states.deep, marked: its recursive call must reach the marked function."""
+    label, scale, seen = f"frame-{depth}", depth * 0.5, [depth]
+    if depth == 0:
+        for i in range(n):
+            yield i + len(seen) + len(label) + int(scale)
+    else:
+        return (yield from marked_deep(depth - 1, n))
+
+
+MARKED_LOOPS = {name: contsnap.checkpointable(fn) for name, (fn, _) in LOOPS.items()}

@@ -1,23 +1,32 @@
-"""The 10-locals workload under dispatch-py's ``@durable`` (optional: ImportError when absent).
+"""dispatch-py's side of the benchmarks: the workloads under its ``@durable``.
 
-dispatch-py (``pip install dispatch-py http-message-signatures==0.5.0``, CPython
-3.11/3.12 wheels) makes generators picklable by copying CPython frames at C level.
+Imported only by a worker of dispatch-py's own virtual environment (see
+``peers.py``): dispatch-py 0.8.0, with ``http-message-signatures==0.5.0``; it has
+CPython 3.11 and 3.12 wheels, builds from source on 3.10 and not on 3.13. It makes
+generators picklable by copying CPython frames at C level; a durable generator is a
+Python wrapper around the native one.
+dispatch-py keys its registry by qualified name, so each wrapped function keeps
+its own name.
 """
 
 from __future__ import annotations
 
 from dispatch.experimental.durable import durable  # type: ignore[import-not-found]
+from states import LOOPS, holding, ten_locals
+
+dispatch_ten_locals = durable(ten_locals)
+dispatch_holding = durable(holding)
+DURABLE_LOOPS = {
+    name: durable(fn) for name, (fn, _) in LOOPS.items() if not name.startswith("async")
+}
 
 
 @durable
-def dispatch_ten_locals(n):
-    a, b, c, d, e = 1, 2.5, "three", None, True
-    f, g, h = [1, 2], (3, 4), {"k": 5}
-    for i in range(n):
-        yield a + i
-
-
-@durable
-def dispatch_only_yields(n):
-    for i in range(n):
-        yield i
+def dispatch_deep(depth, n):
+    """states.deep under @durable: its recursive call must reach the durable function."""
+    label, scale, seen = f"frame-{depth}", depth * 0.5, [depth]
+    if depth == 0:
+        for i in range(n):
+            yield i + len(seen) + len(label) + int(scale)
+    else:
+        return (yield from dispatch_deep(depth - 1, n))

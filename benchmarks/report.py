@@ -1,15 +1,30 @@
-"""Statistics and formatting of the benchmark results: pure functions, no timing, no plots.
+"""Statistics and formatting of the benchmark results, and docs/performance.md's generated tables.
 
-``run.py`` measures and calls these; ``tests/test_bench_report.py`` tests them.
+Pure functions of the results, no timing, no plots, the standard library only.
+``run.py`` measures and calls these; ``tests/test_bench_report.py`` tests them,
+and checks that the page's generated regions are those of the checked-in results.
+
+``python benchmarks/report.py [RESULTS.json]`` writes the page's generated regions
+from a results file (default: the full run of this Python); ``--check`` only says
+whether the page is up to date. A region of the page is the text between
+``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``; everything else is prose
+that this script never touches.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import statistics
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PAGE = HERE.parent / "docs" / "performance.md"
 
 SCHEMA = 1
 
@@ -84,7 +99,17 @@ def format_value(value: float, unit: str) -> str:
         return f"{value:+.1f}%"
     if unit == "us":
         return f"{value:.2f} us"
+    if value >= 1000:
+        return f"{value:,.0f} {unit}"
     return f"{value:.3g} {unit}"
+
+
+def format_spread(spread: tuple[float, float] | None) -> str:
+    """The 25-75% spread of a row: two decimals, or none for figures of 100 and more."""
+    if not spread:
+        return ""
+    digits = 0 if max(spread) >= 100 else 2
+    return f"{spread[0]:.{digits}f}-{spread[1]:.{digits}f}"
 
 
 def format_target(row: Row) -> str:
@@ -103,7 +128,7 @@ def format_table(rows: Iterable[Row]) -> str:
         if row.section != section:
             section = row.section
             lines.append((f"[{section}]", "", "", "", "", ""))
-        spread = f"{row.spread[0]:.2f}-{row.spread[1]:.2f}" if row.spread else ""
+        spread = format_spread(row.spread)
         lines.append(
             (
                 "  " + row.name,
@@ -136,7 +161,7 @@ def markdown_table(rows: Iterable[Row]) -> str:
         if row.section != section:
             section = row.section
             out.append(f"| **{section}** | | | | | |")
-        spread = f"{row.spread[0]:.2f}-{row.spread[1]:.2f}" if row.spread else ""
+        spread = format_spread(row.spread)
         target = format_target(row).replace("<=", "≤")
         verdict = row.verdict().replace("MISSED", "missed")
         out.append(
@@ -159,11 +184,250 @@ def results_json(meta: dict[str, Any], rows: Iterable[Row], series: dict[str, An
 
 def rows_from_json(text: str) -> list[Row]:
     """The rows of a results file (to re-print or re-plot a run without measuring again)."""
-    document = json.loads(text)
+    return rows_of(json.loads(text))
+
+
+def rows_of(document: dict[str, Any]) -> list[Row]:
     if document.get("schema") != SCHEMA:
         raise ValueError(f"unknown results schema {document.get('schema')!r}")
     rows = []
     for item in document["rows"]:
+        item = dict(item)
         spread = item.pop("spread")
         rows.append(Row(**item, spread=tuple(spread) if spread else None))
     return rows
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration, readable (ASCII, for the terminal and the rows' details)."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+# -- the generated regions of docs/performance.md ------------------------------------------------
+
+PEER_ORDER = ("contsnap", "dispatch-py", "pyteleport")
+TIMES, DASH = "\u00d7", "\u2013"  # the docs' multiplication sign and range dash
+
+
+def _time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _ratio(value: float) -> str:
+    return _number(value) + TIMES
+
+
+def _with_spread(entry: Sequence[float]) -> str:
+    """A ratio with its 25-75% spread: ``1.02x (0.99-1.04)``, with the docs' signs."""
+    if len(entry) == 3:
+        return f"{_ratio(entry[0])} ({_number(entry[1])}{DASH}{_number(entry[2])})"
+    return _ratio(entry[0])
+
+
+def _size(n: int) -> str:
+    return f"{n:,} B"
+
+
+def machine_text(document: dict[str, Any], results: str) -> str:
+    meta = document["meta"]
+    start, end = meta.get("loadavg_start"), meta.get("loadavg_end")
+    load = (
+        f"load average {start[0]:.1f} at the start, {end[0]:.1f} at the end"
+        if start and end
+        else ""
+    )
+    commit = meta.get("commit") or "unknown"
+    if meta.get("contsnap_modified"):
+        commit += " with contsnap/ modified"
+    versions = meta.get("peers", {}).get("versions", {})
+    skipped = meta.get("peers", {}).get("skipped", {})
+    peer_text = ", ".join(f"{name} {versions[name]}" for name in PEER_ORDER[1:] if name in versions)
+    sections = ", ".join(meta["sections"])
+    lines = [
+        f"Measured {meta['date']} by a {meta['mode']} run ({sections}; "
+        f"{meta['seconds']:.0f} s), contsnap {meta['contsnap']} at commit {commit}, "
+        f"{meta['implementation']} {meta['python']}, {meta['platform'].split('-')[0]}, "
+        f"{meta['cpu_count']} CPUs shared with other work; {load}. "
+        f"Peers: {peer_text or 'none'}. The results file is `{results}`.",
+    ]
+    for name, reason in skipped.items():
+        lines.append(f"{name} was skipped: {reason}")
+    return "\n\n".join(lines)
+
+
+def snapshot_table(document: dict[str, Any]) -> str:
+    """The side-by-side table of issue 19: each implementation's dumps / loads, ratios, sizes."""
+    data = document["series"]["snapshot"]
+    cases = data["cases"]
+    impls = [n for n in PEER_ORDER if any(n in c["sides"] for c in cases)]
+    head = ["case", *(f"{n} dumps / loads" for n in impls), "pickle of the same state"]
+    others = [n for n in impls if n != "contsnap"]
+    head += [f"contsnap / {n}" for n in others]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in cases:
+        sides = case["sides"]
+        cells = [case["label"].replace("->", "→")]
+        for name in impls:
+            side = sides.get(name, {})
+            if "dumps" not in side:
+                cells.append("— " + side.get("skipped", "not measured"))
+                continue
+            text = f"{_time(side['dumps'])} / {_time(side['loads'])}"
+            if "dumps_vs_pickle" in side:
+                text += (
+                    f" ({_ratio(side['dumps_vs_pickle'][0])} / "
+                    f"{_ratio(side['loads_vs_pickle'][0])} pickle)"
+                )
+            cells.append(f"{text}, {_size(side['bytes'])}")
+        plain = sides.get("pickle", {})
+        cells.append(
+            f"{_time(plain['dumps'])} / {_time(plain['loads'])}, {_size(plain['bytes'])}"
+            if "dumps" in plain
+            else "—"
+        )
+        contsnap = sides.get("contsnap", {})
+        for name in others:
+            key = f"_vs_{name}"
+            if "dumps" + key in contsnap:
+                dumps, loads = contsnap["dumps" + key], contsnap["loads" + key]
+                cells.append(f"{_with_spread(dumps)} / {_with_spread(loads)}")
+            else:
+                cells.append("—")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def first_call_table(document: dict[str, Any]) -> str:
+    """First call after ``gc.collect()`` against the warm figure, small state."""
+    cases = document["series"]["snapshot"]["cases"]
+    sides = next(c["sides"] for c in cases if c["case"] == "small")
+    out = [
+        "| implementation | dumps: first call / warm | first / warm | loads: first call / warm "
+        "| first / warm |",
+        "|---|---|---|---|---|",
+    ]
+    for name in PEER_ORDER:
+        side = sides.get(name, {})
+        if "first_dumps" not in side:
+            continue
+        out.append(
+            f"| {name} | {_time(side['first_dumps'])} / {_time(side['dumps'])} "
+            f"| {_with_spread(side['first_dumps_vs_warm'])} "
+            f"| {_time(side['first_loads'])} / {_time(side['loads'])} "
+            f"| {_with_spread(side['first_loads_vs_warm'])} |"
+        )
+    return "\n".join(out)
+
+
+def restored_table(document: dict[str, Any]) -> str:
+    """Each loop form: every implementation's restored generator over a native one."""
+    forms = document["series"]["restored"]["forms"]
+    impls = [n for n in PEER_ORDER if any(n in f["sides"] for f in forms)]
+    head = ["loop form", "target (contsnap)", *(f"{n} restored / native" for n in impls)]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for item in forms:
+        form, entry = item["form"], item["sides"]
+        target = entry.get("contsnap", {}).get("target")
+        cells = [form, f"≤ {target:.2f}{TIMES}" if target else ""]
+        for name in impls:
+            side = entry.get(name, {})
+            if "ratio" in side:
+                cells.append(_with_spread([side["ratio"], *side["spread"]]))
+            else:
+                cells.append("— " + side.get("skipped", "not measured"))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def render_regions(document: dict[str, Any], results: str) -> dict[str, str]:
+    """The text of each generated region of the page, from a results document."""
+    regions = {
+        "machine": machine_text(document, results),
+        "results": markdown_table(rows_of(document)),
+    }
+    series = document["series"]
+    if "snapshot" in series:
+        regions["snapshot"] = snapshot_table(document)
+        if any(c["case"] == "small" for c in series["snapshot"]["cases"]):
+            regions["first-call"] = first_call_table(document)
+    if "restored" in series:
+        regions["restored"] = restored_table(document)
+    return regions
+
+
+_REGION = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
+
+
+def replace_regions(page: str, regions: dict[str, str]) -> str:
+    """The page with each marked region's text replaced; every region must be marked once."""
+    found: list[str] = []
+
+    def swap(match: re.Match[str]) -> str:
+        name = match.group(2)
+        found.append(name)
+        if name not in regions:
+            raise KeyError(f"the page marks a region {name!r} the results have nothing for")
+        return f"{match.group(1)}{regions[name]}\n{match.group(4)}"
+
+    text = _REGION.sub(swap, page)
+    missing = set(regions) - set(found)
+    if missing or len(found) != len(set(found)):
+        raise KeyError(f"regions not marked exactly once in the page: {sorted(missing) or found}")
+    return text
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
+def write_docs(document: dict[str, Any], results: Path, page: Path = PAGE) -> Path:
+    text = page.read_text(encoding="utf-8")
+    page.write_text(replace_regions(text, render_regions(document, _relative(results))), "utf-8")
+    return page
+
+
+def default_results() -> Path:
+    return HERE / "results" / f"full-py{sys.version_info[0]}.{sys.version_info[1]}.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="docs/performance.md's tables from a results file")
+    parser.add_argument("results", nargs="?", type=Path, default=default_results())
+    parser.add_argument("--check", action="store_true", help="exit 1 if the page is out of date")
+    args = parser.parse_args(argv)
+    document = json.loads(args.results.read_text(encoding="utf-8"))
+    page = PAGE.read_text(encoding="utf-8")
+    wanted = replace_regions(page, render_regions(document, _relative(args.results)))
+    if args.check:
+        if wanted != page:
+            print(f"{PAGE} is out of date: python benchmarks/report.py {args.results}")
+            return 1
+        return 0
+    PAGE.write_text(wanted, encoding="utf-8")
+    print("wrote", PAGE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,37 +1,62 @@
-"""Every contsnap benchmark in one command: a table of ratios, a JSON file and plots.
+"""Every contsnap benchmark in one command: a table of ratios, a JSON file, the docs' tables, plots.
 
-Run:  python benchmarks/run.py [--quick] [--only SECTION ...] [--markdown]
+Run:  python benchmarks/run.py [--quick] [--only SECTION ...] [--setup] [--no-peers]
 
 Sections (``--only`` takes these names):
 
-fresh     fresh-run overhead, transformed / native: a loop that only yields, a
-          compute-heavy loop, a 3-deep ``yield from`` chain, a 3-deep await chain
-restored  a restored generator running on, against a native one
-snapshot  dumps/loads time and size for 10 small locals, against ``pickle`` of a dict
-          of the same locals (and against dispatch-py when it is installed)
+snapshot  dumps/loads time and size of five states against dispatch-py, pyteleport and
+          ``pickle`` of the same state: a generator paused with 10 small locals, one
+          holding a list of 100k ints, 1 MiB of random bytes, a dict of 10k str->str,
+          a 50-deep ``yield from`` chain with 5 locals a frame; and the first call
+          after ``gc.collect()`` against the warm figure
+restored  a restored generator running on against a native one, for every loop form
+          (for, while, nested, inside try, inside with, async for; a body that only
+          yields and a compute body), and the peers' restored generators
+fresh     fresh-run overhead, transformed / native
 steps     restore time as a function of the steps already taken (must be flat)
+actors    the pause of a whole-system checkpoint at 1,000 and 10,000 actors
 hook      import hook: warm import hooked / plain, cold transform ms per 1000 lines
 growth    snapshot time and size as live state grows, 1 KB ... 10 MB, against pickle
 durable   contsnap.run() autosaving every 15 s and every 1 s, against the bare loop
 
-How it measures. Each comparison runs in this one process with its sides
-interleaved: sample i of every side is taken back to back (the order alternates
-between samples), so a burst of load from other work on the machine hits the
-sides of a pair alike. A ratio is best / best: the fastest sample of one side
-over the fastest of the other, the least disturbed runs (other work on a shared
-machine only ever adds time). The 25th-75th percentile of the per-pair ratios is
-shown next to it as a measure of the noise; the best absolute times are in the
-last column and depend on the machine. pyperf's ``Runner``
-is not used because it runs each benchmark alone in worker processes, one after
-the other, which is the opposite of interleaving; the samples go into pyperf
-``Run``/``Benchmark`` objects instead, written next to the JSON as a pyperf
-suite (``python -m pyperf stats benchmarks/results/full-py3.11.pyperf.json``).
+The peers. dispatch-py and pyteleport live in virtual environments of their own
+under ``benchmarks/.venvs/`` (git-ignored), made by ``--setup`` or, the first
+time, by any run (``peers.py``: pinned releases, installed with pip from the same
+base interpreter). A peer that cannot be installed or imported for this Python is
+reported as skipped, with the reason. contsnap is measured from the work tree this
+file is in (it goes first on ``sys.path``), whatever contsnap the interpreter has
+installed.
 
-Writes benchmarks/results/<mode>-py<X.Y>.json (rows and plotted series) and the
-pyperf suite; plots go to docs/img/ for a full run, to
-benchmarks/results/img-quick/ for ``--quick`` (so a smoke run does not replace
-the figures of the docs). Quick mode takes about a minute on two
-shared cores; a full run about seven minutes.
+How it measures: lock-step rounds. A comparison is a list of sides (contsnap's
+dumps, dispatch-py's dumps, ``pickle.dumps`` of the same state, ...). Each
+implementation runs in a worker process of its own interpreter (``worker.py``:
+contsnap and ``pickle`` in the driver's interpreter, each peer in its virtual
+environment), and the sections with no peer run in this process. Round i asks
+every side, one after the other, for sample i: the driver sends the request, that
+worker alone runs (the others wait on their pipe: nothing else of the benchmark
+competes for the two cores), ``gc.collect()``, times a calibrated number of calls
+with ``time.perf_counter`` and answers seconds per call. The order of the sides
+reverses every round, so drift in the machine's speed, and load from other work,
+falls on the sides of a round alike. Round 0 is a warm-up, in which each side picks
+its number of calls (a sample of about 10 ms), kept for the rest of the run.
+
+The figures: a ratio is the median over the rounds of the per-round ratio (sample
+i of one side over sample i of the other), with the 25th-75th percentile of those
+ratios as the spread; absolute times are medians of the samples. The first-call
+figure of a side is one call timed right after ``gc.collect()``, in a round where
+the other workers have just run (the caches are cold); its ratio is to the warm
+per-call figure of the same round. pyperf's ``Runner`` is not used, because it runs
+each benchmark alone, one after the other, the opposite of interleaving; the
+samples go into pyperf ``Run`` objects when pyperf is installed.
+
+Writes benchmarks/results/<mode>-py<X.Y>.json: the rows, the series the docs'
+tables and plots are drawn from, the machine's load average at the start and the
+end, Python's version, the commit and the peers' versions. A full run of every
+section then writes docs/performance.md's generated tables (``report.py``) and the
+plots in docs/img/ (``plots.py``, with matplotlib from the driver's interpreter or
+from the ``plots`` virtual environment). ``--quick`` takes about a minute and
+writes quick-*.json (git-ignored) and plots in benchmarks/results/img-quick/; it
+leaves the docs alone. A full run takes about ten minutes on two shared cores.
 """
 
 from __future__ import annotations
@@ -45,6 +70,7 @@ import pickle
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,25 +78,38 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # the work tree under test, before any installed contsnap
+
 import core_workloads as w  # noqa: E402
+import peers  # noqa: E402
+import report  # noqa: E402
+import states  # noqa: E402
 from report import (  # noqa: E402
     Row,
     format_table,
     markdown_table,
     paired_ratio,
     results_json,
-    rows_from_json,
 )
 
 import contsnap  # noqa: E402
-from contsnap import _snapshot  # noqa: E402
 
-SECTIONS = ("fresh", "restored", "snapshot", "steps", "hook", "growth", "durable")
+SECTIONS = (
+    "snapshot",
+    "restored",
+    "fresh",
+    "steps",
+    "actors",
+    "hook",
+    "growth",
+    "durable",
+)
 
 try:
     import pyperf
@@ -78,49 +117,97 @@ except ImportError:  # pragma: no cover - the bench extra is missing
     pyperf = None
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class Config:
     quick: bool
 
-    def samples(self, quick: int, full: int) -> int:
+    def samples(self, quick: T, full: T) -> T:
         return quick if self.quick else full
 
 
 @dataclass
+class Remote:
+    """A side measured in a worker process: one ``sample`` request per round (see worker.py)."""
+
+    worker: peers.Worker
+    impl: str
+    case: str
+    action: str
+    target: float
+    loops: int = 0  # 0 until the warm-up round, in which the worker calibrates it
+
+    def take(self) -> float:
+        reply = self.worker.ask(
+            {
+                "op": "sample",
+                "impl": self.impl,
+                "case": self.case,
+                "action": self.action,
+                "loops": self.loops,
+                "target": self.target,
+            }
+        )
+        if "seconds" not in reply:
+            raise peers.WorkerError(
+                f"{self.impl} {self.action} on {self.case}: {reply.get('traceback', reply)}"
+            )
+        self.loops = reply["loops"]
+        return float(reply["seconds"])
+
+
+@dataclass
 class Side:
-    """One side of a comparison: ``run(setup())`` is timed, ``loops`` times per sample."""
+    """One side of a comparison: ``run(setup())`` is timed, ``loops`` times per sample.
+
+    A side with ``remote`` is timed by its worker instead.
+    """
 
     label: str
-    run: Callable[[Any], Any]
+    run: Callable[[Any], Any] = lambda _: None
     setup: Callable[[], Any] = lambda: None
     loops: int = 1
     self_timed: bool = False  # run() returns its own duration (e.g. an import without its cleanup)
+    remote: Remote | None = None
 
 
 PYPERF_BENCHMARKS: list[Any] = []
 
 
+def _take(side: Side) -> float:
+    """Seconds per call of one sample of a side."""
+    if side.remote is not None:
+        return side.remote.take()
+    prepared = [side.setup() for _ in range(side.loops)]
+    gc.collect()
+    if side.self_timed:
+        elapsed = sum(side.run(item) for item in prepared)
+    else:
+        start = time.perf_counter()
+        for item in prepared:
+            side.run(item)
+        elapsed = time.perf_counter() - start
+    return elapsed / side.loops
+
+
 def interleave(
     name: str, sides: list[Side], samples: int, warmups: int = 1
 ) -> dict[str, list[float]]:
-    """Seconds per call for each side, sample i of every side taken back to back."""
+    """Seconds per call for each side, in lock-step rounds: sample i of every side back to back.
+
+    The order of the sides reverses every round.
+    """
     values: dict[str, list[float]] = {side.label: [] for side in sides}
     warm: dict[str, list[tuple[int, float]]] = {side.label: [] for side in sides}
     for sample in range(warmups + samples):
         order = sides if sample % 2 == 0 else sides[::-1]
         for side in order:
-            prepared = [side.setup() for _ in range(side.loops)]
-            gc.collect()
-            if side.self_timed:
-                elapsed = sum(side.run(item) for item in prepared)
-            else:
-                start = time.perf_counter()
-                for item in prepared:
-                    side.run(item)
-                elapsed = time.perf_counter() - start
-            per_call = elapsed / side.loops
+            per_call = _take(side)
+            loops = side.remote.loops if side.remote is not None else side.loops
             if sample < warmups:
-                warm[side.label].append((side.loops, per_call))
+                warm[side.label].append((loops, per_call))
             else:
                 values[side.label].append(per_call)
     if pyperf is not None:
@@ -128,7 +215,11 @@ def interleave(
             run = pyperf.Run(
                 values[side.label],
                 warmups=warm[side.label] or None,
-                metadata={"name": f"{name} [{side.label}]", "unit": "second", "loops": side.loops},
+                metadata={
+                    "name": f"{name} [{side.label}]",
+                    "unit": "second",
+                    "loops": side.remote.loops if side.remote is not None else side.loops,
+                },
                 collect_metadata=False,
             )
             PYPERF_BENCHMARKS.append(pyperf.Benchmark([run]))
@@ -141,11 +232,7 @@ def median(values: list[float]) -> float:
 
 def _t(seconds: float) -> str:
     """A duration, readable."""
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.1f} us"
+    return report.format_seconds(seconds)
 
 
 def ratio_row(
@@ -157,10 +244,10 @@ def ratio_row(
     target: float | None,
     **extra: Any,
 ) -> Row:
-    best_num, best_den = min(values[numerator]), min(values[denominator])
-    _, spread = paired_ratio(values[numerator], values[denominator])
-    detail = f"{_t(best_num)} vs {_t(best_den)}"
-    return Row(section, name, best_num / best_den, "x", target, spread, detail, dict(extra))
+    """The median of the per-round ratios numerator / denominator, with their 25-75% spread."""
+    value, spread = paired_ratio(values[numerator], values[denominator])
+    detail = f"{_t(median(values[numerator]))} vs {_t(median(values[denominator]))}"
+    return Row(section, name, value, "x", target, spread, detail, dict(extra))
 
 
 def _drain(it: Iterator[Any]) -> None:
@@ -218,166 +305,312 @@ def bench_fresh(cfg: Config, series: dict[str, Any]) -> list[Row]:
         samples,
     )
     rows.append(ratio_row(section, name, values, "contsnap", "native", 1.05))
-    dispatch = _dispatch()
-    if dispatch is not None:
-        name = "peer: dispatch-py @durable, loop that only yields, 1e6 yields"
+    return rows + _fresh_peers(cfg, section)
+
+
+def _fresh_peers(cfg: Config, section: str) -> list[Row]:
+    """dispatch-py's fresh generators (a Python wrapper around each) against native ones.
+
+    pyteleport's fresh generators are plain ones, so it has no row here.
+    """
+    IMPLS.start()
+    if "dispatch-py" not in IMPLS.workers:
+        return []
+    worker = IMPLS.workers["dispatch-py"]
+    rows = []
+    for form in ("for, only yields", "for, compute"):
+        case = f"loop:{form}"
+        _prepare("dispatch-py", case)
+        _prepare("native", case, worker)
         values = interleave(
-            name,
+            f"{section}: dispatch-py {form}",
             [
-                Side("native", lambda _: _drain(w.only_yields(10**6))),
-                Side("dispatch", lambda _: _drain(dispatch.dispatch_only_yields(10**6))),
+                Side("dispatch-py", remote=Remote(worker, "dispatch-py", case, "fresh", 0)),
+                Side("native", remote=Remote(worker, "native", case, "fresh", 0)),
             ],
-            cfg.samples(3, 7),
+            cfg.samples(3, 15),
         )
-        rows.append(ratio_row(section, name, values, "dispatch", "native", None))
+        name = f"peer: dispatch-py @durable, {form} ({states.LOOPS[form][1]:,} items)"
+        rows.append(ratio_row(section, name, values, "dispatch-py", "native", None))
+        _forget("dispatch-py", case)
+        _forget("native", case, worker)
     return rows
+
+
+# -- the implementations' workers ----------------------------------------------------------
+
+
+class Implementations:
+    """The worker processes: contsnap (with ``pickle`` and native) and each peer that could start.
+
+    A side's ``native`` baseline runs in the same worker as the side, so that a
+    restored loop is compared with a native one of the same process.
+    """
+
+    def __init__(self, use_peers: bool) -> None:
+        self.workers: dict[str, peers.Worker] = {}
+        self.skipped: dict[str, str] = {}
+        self.versions: dict[str, str] = {}
+        self.use_peers = use_peers
+
+    def start(self) -> None:
+        if self.workers:
+            return
+        self._add("contsnap", sys.executable, ["contsnap", "pickle", "native"])
+        for peer in peers.PEERS:
+            if not self.use_peers:
+                self.skipped[peer.name] = "not measured in this run (--no-peers)"
+                continue
+            record = peers.setup(peer)
+            if not record["ok"]:
+                self.skipped[peer.name] = record["reason"]
+                continue
+            self._add(peer.name, peers.venv_python(peer), [peer.name, "native"])
+
+    def _add(self, name: str, python: str | Path, impls: list[str]) -> None:
+        try:
+            worker = peers.Worker(name, python, impls)
+        except peers.WorkerError as exc:
+            self.skipped[name] = str(exc)
+            return
+        failed = worker.hello["failed"]
+        if name in failed:
+            self.skipped[name] = f"cannot be imported: {failed[name]}"
+            worker.close()
+            return
+        self.workers[name] = worker
+        self.versions.update(worker.hello["versions"])
+
+    @property
+    def sides(self) -> list[str]:
+        """The implementations that snapshot, contsnap first."""
+        return [
+            name for name in ("contsnap", *(p.name for p in peers.PEERS)) if name in self.workers
+        ]
+
+    def worker(self, impl: str) -> peers.Worker:
+        return self.workers["contsnap" if impl == "pickle" else impl]
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+        self.workers.clear()
+
+
+IMPLS = Implementations(use_peers=True)
+
+
+def _prepare(
+    impl: str, case: str, worker: peers.Worker | None = None, n: int | None = None
+) -> dict[str, Any]:
+    """Ask a worker to build a case; an answer with ``unsupported`` or ``error`` is a skip."""
+    request = {"op": "prepare", "impl": impl, "case": case, "n": n}
+    reply = (worker or IMPLS.worker(impl)).ask(request)
+    if "error" in reply:
+        print(f"\n  {impl} failed on {case}: {reply['traceback']}", file=sys.stderr)
+    return reply
+
+
+def _forget(impl: str, case: str, worker: peers.Worker | None = None) -> None:
+    (worker or IMPLS.worker(impl)).ask({"op": "forget", "impl": impl, "case": case})
+
+
+def _skip_reason(reply: dict[str, Any]) -> str:
+    return str(reply.get("unsupported") or reply.get("error") or "skipped")
+
+
+def _skipped_peer_rows(section: str) -> list[Row]:
+    return [
+        Row(section, f"{name}: skipped", float("nan"), "", None, detail=reason)
+        for name, reason in IMPLS.skipped.items()
+    ]
 
 
 # -- restored generators running on -------------------------------------------------------
 
 
+def _loop_target(form: str) -> float:
+    return 1.05 if form.endswith("only yields") else 1.02
+
+
 def bench_restored(cfg: Config, series: dict[str, Any]) -> list[Row]:
+    """Every loop form: each implementation's restored generator against a native one."""
     section = "restored generator running on / native"
-    samples = cfg.samples(7, 25)
-    rows = []
-    cases: list[tuple[str, Callable[[int], Any], Callable[[int], Any], int]] = [
-        (
-            "loop that only yields, 1e6 yields after the restore",
-            w.only_yields,
-            w.marked_only_yields,
-            10**6,
-        ),
-        (
-            "compute-heavy loop, 5e3 yields after the restore",
-            w.compute_heavy,
-            w.marked_compute_heavy,
-            5_000,
-        ),
-    ]
-    for name, native, marked, n in cases:
-        paused = marked(n + 1)
-        next(paused)
-        blob = contsnap.dumps(paused)
-        values = interleave(
-            name,
-            [
-                Side("native", _drain, setup=_advanced(lambda f=native, n=n: f(n + 1))),
-                Side("restored", _drain, setup=lambda blob=blob: contsnap.loads(blob)),
-            ],
-            samples,
-        )
-        rows.append(ratio_row(section, name, values, "restored", "native", 1.10))
-    return rows
+    IMPLS.start()
+    rows: list[Row] = []
+    table: list[dict[str, Any]] = []
+    target_time = cfg.samples(0.004, 0.01)
+    for form in states.LOOPS:
+        case = f"loop:{form}"
+        sides: list[Side] = []
+        entry: dict[str, Any] = {}
+        for impl in IMPLS.sides:
+            worker = IMPLS.worker(impl)
+            n = states.LOOPS[form][1] // cfg.samples(5, 1)
+            reply = _prepare(impl, case, n=n)
+            native = _prepare("native", case, worker, n=n)
+            if "bytes" not in reply:
+                entry[impl] = {"skipped": _skip_reason(reply)}
+                continue
+            if reply["check"] != native["check"]:
+                entry[impl] = {
+                    "skipped": f"WRONG: the restored generator yielded {reply['check']}, "
+                    f"the native one {native['check']}"
+                }
+                continue
+            for label, who in ((f"{impl} restored", impl), (f"{impl} native", "native")):
+                sides.append(Side(label, remote=Remote(worker, who, case, "run", target_time)))
+        values = interleave(f"{section}: {form}", sides, cfg.samples(3, 15))
+        for impl in IMPLS.sides:
+            if impl in entry:
+                reason = entry[impl]["skipped"]
+                rows.append(Row(section, f"{form}: {impl}", float("nan"), "", None, detail=reason))
+                continue
+            target = _loop_target(form) if impl == "contsnap" else None
+            row = ratio_row(
+                section, f"{form}: {impl}", values, f"{impl} restored", f"{impl} native", target
+            )
+            rows.append(row)
+            entry[impl] = {"ratio": row.value, "spread": list(row.spread or ()), "target": target}
+        for impl in IMPLS.sides:
+            _forget(impl, case)
+            _forget("native", case, IMPLS.worker(impl))
+        table.append({"form": form, "sides": entry})
+    series["restored"] = {"forms": table, "skipped": dict(IMPLS.skipped)}
+    return rows + _skipped_peer_rows(section)
 
 
-# -- snapshot of 10 small locals ----------------------------------------------------------
+# -- snapshots of five states against the peers and pickle -----------------------------------
+
+SNAPSHOT_CASES = {
+    "small": "generator paused with 10 small locals",
+    "list": "list of 100k ints",
+    "bytes": "1 MiB of random bytes",
+    "dict": "dict of 10k str->str",
+    "chain": "50-deep yield from chain, 5 locals a frame",
+}
+# case -> target of contsnap / pickle (dumps and loads), from issue 19
+PICKLE_TARGETS = {"list": 1.5, "dict": 1.5, "bytes": 2.0}
+# cases in which contsnap is to be faster than dispatch-py
+PEER_TARGETS = {"small": 1.0, "chain": 1.0}
+SIZE_TARGETS = {"small": 300}
+FIRST_CALL_TARGET = 2.0
 
 
-def _dispatch() -> Any:
-    try:
-        import dispatch_workloads
-    except ImportError:
-        return None
-    return dispatch_workloads
+def _expected_next(case: str) -> str:
+    """What the native generator of a snapshot case yields after the item it was paused at."""
+    import worker
+
+    gen = worker.plain_generator(states, "", case, worker.CASES[case]())
+    next(gen)
+    return repr(next(gen))
 
 
 def bench_snapshot(cfg: Config, series: dict[str, Any]) -> list[Row]:
-    section = "snapshot of 10 small locals"
-    samples, loops = cfg.samples(7, 25), 200
-    g = w.marked_ten_locals(100)
-    next(g)
-    local_values = {k: v for k, v in dict(g.gi_frame.f_locals).items() if not k.startswith("_cs")}
-    assert len(local_values) == 10, sorted(local_values)
-    blob = contsnap.dumps(g)
-    state_bytes = len(_snapshot.to_payload(g)[0])
-    plain = pickle.dumps(local_values, protocol=pickle.HIGHEST_PROTOCOL)
-    sides = [
-        Side("contsnap.dumps", lambda _: contsnap.dumps(g), loops=loops),
-        Side("pickle.dumps", lambda _: pickle.dumps(local_values, protocol=5), loops=loops),
-        Side("contsnap.loads", lambda _: contsnap.loads(blob), loops=loops),
-        Side("pickle.loads", lambda _: pickle.loads(plain), loops=loops),
-    ]
-    dispatch = _dispatch()
-    if dispatch is not None:
-        dg = dispatch.dispatch_ten_locals(100)
-        next(dg)
-        dblob = pickle.dumps(dg, protocol=pickle.HIGHEST_PROTOCOL)
-        assert next(pickle.loads(dblob)) == next(contsnap.loads(blob))
-        sides += [
-            Side("dispatch dumps", lambda _: pickle.dumps(dg, protocol=5), loops=loops),
-            Side("dispatch loads", lambda _: pickle.loads(dblob), loops=loops),
-        ]
-    values = interleave(section, sides, samples)
-    rows = [
-        ratio_row(
-            section,
-            "contsnap.dumps / pickle.dumps(dict of the locals)",
-            values,
-            "contsnap.dumps",
-            "pickle.dumps",
-            5.0,
-        ),
-        ratio_row(
-            section, "contsnap.loads / pickle.loads", values, "contsnap.loads", "pickle.loads", 5.0
-        ),
-        Row(
-            section,
-            "size of the snapshot",
-            len(blob),
-            "B",
-            250,
-            detail=f"state pickle {state_bytes} B; pickle of the dict {len(plain)} B",
-        ),
-    ]
-    if dispatch is None:
-        rows.append(
-            Row(
-                section,
-                "peer: dispatch-py",
-                float("nan"),
-                "",
-                None,
-                detail="skipped: dispatch-py is not installed (pip install dispatch-py "
-                "http-message-signatures==0.5.0; CPython 3.11/3.12)",
-            )
+    IMPLS.start()
+    rows: list[Row] = []
+    table: list[dict[str, Any]] = []
+    target_time = cfg.samples(0.004, 0.01)
+    for case, label in SNAPSHOT_CASES.items():
+        section = f"snapshot: {label}"
+        entry: dict[str, Any] = {}
+        sides: list[Side] = []
+        expected = _expected_next(case)
+        for impl in ["pickle", *IMPLS.sides]:
+            reply = _prepare(impl, case)
+            if "bytes" not in reply:
+                entry[impl] = {"skipped": _skip_reason(reply)}
+                continue
+            if impl != "pickle" and reply["check"] != expected:
+                entry[impl] = {
+                    "skipped": f"WRONG: the restored generator yielded {reply['check']}, "
+                    f"the native one {expected}"
+                }
+                continue
+            entry[impl] = {"bytes": reply["bytes"]}
+            worker = IMPLS.worker(impl)
+            actions = ["dumps", "loads"]
+            if case == "small" and impl != "pickle":
+                actions += ["first-dumps", "first-loads"]
+            for action in actions:
+                sides.append(
+                    Side(f"{impl} {action}", remote=Remote(worker, impl, case, action, target_time))
+                )
+        values = interleave(
+            section, sides, cfg.samples(3, 25) if case == "small" else cfg.samples(2, 11)
         )
-    else:
-        rows += [
-            ratio_row(
-                section,
-                "peer: dispatch-py dumps / pickle.dumps(dict)",
-                values,
-                "dispatch dumps",
-                "pickle.dumps",
-                None,
-            ),
-            ratio_row(
-                section,
-                "peer: dispatch-py loads / pickle.loads",
-                values,
-                "dispatch loads",
-                "pickle.loads",
-                None,
-            ),
-            Row(section, "peer: dispatch-py snapshot size", len(dblob), "B", None),
-            ratio_row(
-                section,
-                "contsnap.dumps / dispatch-py dumps",
-                values,
-                "contsnap.dumps",
-                "dispatch dumps",
-                None,
-            ),
-            ratio_row(
-                section,
-                "contsnap.loads / dispatch-py loads",
-                values,
-                "contsnap.loads",
-                "dispatch loads",
-                None,
-            ),
-        ]
-    return rows
+        have_pickle = "pickle dumps" in values
+        for impl in IMPLS.sides:
+            if "bytes" not in entry.get(impl, {}):
+                continue
+            data = entry[impl]
+            for action in ("dumps", "loads"):
+                data[action] = median(values[f"{impl} {action}"])
+                if have_pickle:
+                    target = PICKLE_TARGETS.get(case) if impl == "contsnap" else None
+                    row = ratio_row(
+                        section,
+                        f"{impl} {action} / pickle {action}",
+                        values,
+                        f"{impl} {action}",
+                        f"pickle {action}",
+                        target,
+                    )
+                    rows.append(row)
+                    data[f"{action}_vs_pickle"] = [row.value, *(row.spread or ())]
+            for peer in IMPLS.sides:
+                if impl != "contsnap" or peer == "contsnap":
+                    continue
+                if "bytes" not in entry.get(peer, {}):
+                    continue
+                for action in ("dumps", "loads"):
+                    target = PEER_TARGETS.get(case) if peer == "dispatch-py" else None
+                    row = ratio_row(
+                        section,
+                        f"contsnap {action} / {peer} {action}",
+                        values,
+                        f"contsnap {action}",
+                        f"{peer} {action}",
+                        target,
+                    )
+                    rows.append(row)
+                    data[f"{action}_vs_{peer}"] = [row.value, *(row.spread or ())]
+            if case == "small":
+                for action in ("dumps", "loads"):
+                    row = ratio_row(
+                        section,
+                        f"{impl} first {action} after gc.collect() / warm",
+                        values,
+                        f"{impl} first-{action}",
+                        f"{impl} {action}",
+                        FIRST_CALL_TARGET if impl == "contsnap" else None,
+                    )
+                    rows.append(row)
+                    data[f"first_{action}"] = median(values[f"{impl} first-{action}"])
+                    data[f"first_{action}_vs_warm"] = [row.value, *(row.spread or ())]
+        if have_pickle:
+            for action in ("dumps", "loads"):
+                entry["pickle"][action] = median(values[f"pickle {action}"])
+        for impl, data in entry.items():
+            if "bytes" in data:
+                rows.append(
+                    Row(
+                        section,
+                        f"size: {impl}",
+                        data["bytes"],
+                        "B",
+                        SIZE_TARGETS.get(case) if impl == "contsnap" else None,
+                    )
+                )
+            else:
+                rows.append(
+                    Row(section, f"{impl}: skipped", float("nan"), "", None, detail=data["skipped"])
+                )
+        for impl in ["pickle", *IMPLS.sides]:
+            _forget(impl, case)
+        table.append({"case": case, "label": label, "sides": entry})
+    series["snapshot"] = {"cases": table, "skipped": dict(IMPLS.skipped)}
+    return rows + _skipped_peer_rows("snapshot: peers")
 
 
 # -- restore time against steps taken -----------------------------------------------------
@@ -405,7 +638,75 @@ def bench_steps(cfg: Config, series: dict[str, Any]) -> list[Row]:
     ]
 
 
+# -- actors ---------------------------------------------------------------------------------
+
+
+async def _actor_pauses(count: int, repeat: int) -> tuple[list[float], int]:
+    """Pauses of ``System.checkpoint()`` (quiesce, snapshot, release) with ``count`` actors."""
+    from actor_workloads import holder
+
+    from contsnap import actors
+
+    system = actors.System(f"bench-{count}")
+    refs = [system.spawn(holder, i, name=f"a{i}") for i in range(count)]
+    for ref in refs:
+        ref.send(1)
+    await asyncio.sleep(0.05)
+    pauses = []
+    size = 0
+    for _ in range(repeat):
+        gc.collect()
+        started = time.perf_counter()
+        data = await system.checkpoint()
+        pauses.append(time.perf_counter() - started)
+        size = len(data)
+        await asyncio.sleep(0.01)
+    await system.stop()
+    return pauses, size
+
+
+def bench_actors(cfg: Config, series: dict[str, Any]) -> list[Row]:
+    section = "actors: pause of a whole-system checkpoint"
+    rows = []
+    points = []
+    cases = [(1_000, 40.0, cfg.samples(3, 9)), (10_000, 500.0, 5)]
+    for count, target, repeat in cases[:1] if cfg.quick else cases:  # quick: 1,000 only
+        pauses, size = asyncio.run(_actor_pauses(count, repeat))
+        ms = [p * 1e3 for p in pauses]
+        rows.append(
+            Row(
+                section,
+                f"{count:,} actors (~1 KB of state each)",
+                median(ms),
+                "ms",
+                target,
+                (report.quantile(ms, 0.25), report.quantile(ms, 0.75)),
+                detail=f"best {min(ms):.1f} ms of {len(ms)}; {median(pauses) / count * 1e6:.0f} us "
+                f"an actor; snapshot {size / 1024:.0f} KB",
+            )
+        )
+        points.append({"actors": count, "pause_ms": ms, "bytes": size})
+    series["actors"] = points
+    return rows
+
+
 # -- import hook --------------------------------------------------------------------------
+
+
+def _cold_imports(bh: Any, case: Any, repeat: int) -> list[float]:
+    """Hooked imports with no cache file (none read, none written), each after gc.collect()."""
+    saved = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            times = []
+            for _ in range(repeat):
+                gc.collect()
+                times.append(bh._import(case.uncached))
+            return times
+    finally:
+        sys.dont_write_bytecode = saved
 
 
 def bench_hook(cfg: Config, series: dict[str, Any]) -> list[Row]:
@@ -441,17 +742,20 @@ def bench_hook(cfg: Config, series: dict[str, Any]) -> list[Row]:
                 ],
                 cfg.samples(10, 40),
             )
-            rows.append(ratio_row(section, name, values, "hooked", "plain", 1.2))
+            rows.append(ratio_row(section, name, values, "hooked", "plain", 1.1))
         for case in cases:
-            cold = case.cold_import(cfg.samples(3, 7))
+            cold = _cold_imports(bh, case, cfg.samples(3, 9))
+            per_1000 = [c * 1e3 / case.lines * 1000 for c in cold]
             rows.append(
                 Row(
                     section,
                     f"cold transform: {case.label}",
-                    cold * 1e3 / case.lines * 1000,
+                    median(per_1000),
                     "ms/1000 lines",
                     150,
-                    detail=f"{_t(cold)} for {case.lines} lines (best of {cfg.samples(3, 7)})",
+                    (report.quantile(per_1000, 0.25), report.quantile(per_1000, 0.75)),
+                    detail=f"median {_t(median(cold))} for {case.lines} lines, "
+                    f"best {_t(min(cold))} ({len(cold)} imports)",
                 )
             )
     finally:
@@ -473,7 +777,7 @@ def _records(target_bytes: int) -> list[tuple[int, str, float]]:
 
 def bench_growth(cfg: Config, series: dict[str, Any]) -> list[Row]:
     section = "snapshot as live state grows, contsnap / pickle of the same locals"
-    sizes = [10**3, 10**4, 10**5, 10**6, 10**7]
+    sizes = [10**3, 10**4, 10**5, 10**6, 10**7][: cfg.samples(4, 5)]  # quick: up to 1 MB
     labels = ["1 KB", "10 KB", "100 KB", "1 MB", "10 MB"]
     rows = []
     points = []
@@ -535,7 +839,7 @@ def _calibrate_steps(seconds: float, work: int) -> int:
 
 def bench_durable(cfg: Config, series: dict[str, Any]) -> list[Row]:
     section = "durable job: contsnap.run() / the bare loop"
-    seconds = 2.0 if cfg.quick else 16.0
+    seconds = 1.0 if cfg.quick else 16.0
     work = 200
     steps = _calibrate_steps(seconds, work)
     folder = tempfile.mkdtemp(prefix="contsnap-bench-durable-")
@@ -641,110 +945,74 @@ def bench_durable(cfg: Config, series: dict[str, Any]) -> list[Row]:
     return rows
 
 
-# -- plots --------------------------------------------------------------------------------
+# -- plots ----------------------------------------------------------------------------------
 
 
-def plot(rows: list[Row], series: dict[str, Any], folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        path = folder / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-
-    targeted = [r for r in rows if r.unit == "x" and r.target is not None]
-    if targeted:
-        fig, ax = plt.subplots(figsize=(11, 0.45 * len(targeted) + 1.2))
-        names = [r.name if len(r.name) < 72 else r.name[:69] + "..." for r in targeted][::-1]
-        vals = [r.value for r in targeted][::-1]
-        colors = ["tab:green" if r.missed_by is None else "tab:red" for r in targeted][::-1]
-        ax.barh(names, vals, color=colors, alpha=0.8)
-        for i, r in enumerate(targeted[::-1]):
-            ax.plot([r.target, r.target], [i - 0.4, i + 0.4], color="black", linewidth=2)
-            if r.spread:  # the noise: 25-75% of the paired ratios, not an error bar of the value
-                ax.plot(list(r.spread), [i, i], color="dimgrey", linewidth=1, marker="|")
-        ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
-        ax.set_xlabel(
-            "contsnap / baseline, best / best (black tick: target; grey: 25-75% of paired ratios)"
+def draw_plots(results: Path, folder: Path) -> list[Path]:
+    """plots.py on a results file: here if matplotlib imports, else in the ``plots`` venv."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        record = peers.setup(peers.PLOTS)
+        if not record["ok"]:
+            print(f"no plots: {record['reason']}", file=sys.stderr)
+            return []
+        done = subprocess.run(
+            [
+                str(peers.venv_python(peers.PLOTS)),
+                str(HERE / "plots.py"),
+                str(results),
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
         )
-        ax.set_xscale("log")
-        ax.set_title("Ratios with a target (green: met, red: missed)")
-        save(fig, "ratios.png")
-    if "restore_vs_steps" in series:
-        data = series["restore_vs_steps"]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(data["steps"], [s * 1e6 for s in data["loads_seconds"]], marker="o")
-        ax.set_xscale("log")
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("steps taken before the snapshot")
-        ax.set_ylabel("contsnap.loads (us)")
-        ax.set_title("Restore time does not depend on steps taken")
-        save(fig, "restore_vs_steps.png")
-    if "state_growth" in series:
-        data = series["state_growth"]
-        x = [p["pickle_bytes"] for p in data]
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-        for key, style in (
-            ("contsnap.dumps", "o-"),
-            ("pickle.dumps", "o--"),
-            ("contsnap.loads", "s-"),
-            ("pickle.loads", "s--"),
-        ):
-            left.plot(x, [p[f"{key}_seconds"] * 1e3 for p in data], style, label=key)
-        left.set_xscale("log")
-        left.set_yscale("log")
-        left.set_xlabel("live state (bytes of plain pickle)")
-        left.set_ylabel("time (ms)")
-        left.legend()
-        left.set_title("Time")
-        right.plot(x, [p["contsnap_bytes"] for p in data], "o-", label="contsnap.dumps")
-        right.plot(x, x, "o--", label="pickle.dumps")
-        right.set_xscale("log")
-        right.set_yscale("log")
-        right.set_xlabel("live state (bytes of plain pickle)")
-        right.set_ylabel("snapshot size (bytes)")
-        right.legend()
-        right.set_title("Size (contsnap compresses)")
-        save(fig, "state_growth.png")
-    return written
+        if done.returncode != 0:
+            print(f"no plots: {done.stderr[-2000:]}", file=sys.stderr)
+            return []
+        return [Path(line) for line in done.stdout.split()]
+    import plots
+
+    return plots.plot_file(results, folder)
 
 
 # -- main ---------------------------------------------------------------------------------
 
 BENCHES: dict[str, Callable[[Config, dict[str, Any]], list[Row]]] = {
-    "fresh": bench_fresh,
-    "restored": bench_restored,
     "snapshot": bench_snapshot,
+    "restored": bench_restored,
+    "fresh": bench_fresh,
     "steps": bench_steps,
+    "actors": bench_actors,
     "hook": bench_hook,
     "growth": bench_growth,
     "durable": bench_durable,
 }
 
 
-def machine() -> dict[str, Any]:
-    dispatch = _dispatch()
-    version = None
-    if dispatch is not None:
-        from importlib.metadata import version as dist_version
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
 
-        version = dist_version("dispatch-py")
+
+def machine() -> dict[str, Any]:
+    commit = _git("rev-parse", "--short=12", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "contsnap")
     return {
         "contsnap": contsnap.__version__,
+        "contsnap_path": str(Path(contsnap.__file__).parent),
+        "commit": commit,
+        "contsnap_modified": bool(dirty),  # contsnap/ differs from the commit
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "dispatch_py": version,
         "pyperf": getattr(pyperf, "__version__", None),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
@@ -752,46 +1020,68 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="fewer samples, shorter jobs (< 2 min)"
-    )
+    parser.add_argument("--quick", action="store_true", help="fewer samples, shorter jobs (~1 min)")
     parser.add_argument(
         "--only", nargs="+", choices=SECTIONS, metavar="SECTION", help=", ".join(SECTIONS)
     )
+    parser.add_argument(
+        "--setup", action="store_true", help="make the peers' virtual environments again, then stop"
+    )
+    parser.add_argument("--no-peers", action="store_true", help="measure contsnap and pickle only")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    parser.add_argument(
+        "--no-docs", action="store_true", help="a full run leaves docs/performance.md alone"
+    )
     parser.add_argument(
         "--results", type=Path, default=HERE / "results", help="where the JSON goes"
     )
     parser.add_argument("--plots", type=Path, help="where the PNGs go (default: see above)")
     parser.add_argument(
-        "--replot", type=Path, metavar="JSON", help="redraw the plots of a results file, no timing"
+        "--replot",
+        type=Path,
+        metavar="JSON",
+        help="the docs' tables and the plots of a results file again, no timing",
     )
     args = parser.parse_args(argv)
+    if args.setup:
+        for peer in (*peers.PEERS, peers.PLOTS):
+            record = peers.setup(peer, force=True)
+            print(f"{peer.name}: {'ready' if record['ok'] else record['reason']}")
+        return 0
     if args.replot:
-        text = args.replot.read_text(encoding="utf-8")
-        rows = rows_from_json(text)
-        print(format_table(rows))
-        folder = args.plots or HERE.parent / "docs" / "img"
-        for path in plot(rows, json.loads(text)["series"], folder):
+        document = json.loads(args.replot.read_text(encoding="utf-8"))
+        print(format_table(report.rows_of(document)))
+        if document["meta"]["mode"] == "full" and set(document["meta"]["sections"]) == set(
+            SECTIONS
+        ):
+            print("wrote", report.write_docs(document, args.replot))
+        folder = args.plots or ROOT / "docs" / "img"
+        for path in draw_plots(args.replot, folder):
             print("wrote", path)
         return 0
     cfg = Config(quick=args.quick)
+    IMPLS.use_peers = not args.no_peers
     mode = "quick" if args.quick else "full"
     meta = {"mode": mode, "sections": args.only or list(SECTIONS), **machine()}
     print(
-        f"contsnap {meta['contsnap']}, Python {meta['python']}, {meta['cpu_count']} CPUs, "
-        f"{mode} run; ratios are contsnap / baseline, measured interleaved in this process",
+        f"contsnap {meta['contsnap']} from {meta['contsnap_path']} (commit {meta['commit']}"
+        f"{', modified' if meta['contsnap_modified'] else ''}), Python {meta['python']}, "
+        f"{meta['cpu_count']} CPUs, load {meta['loadavg_start'][0]:.1f}, {mode} run",
         flush=True,
     )
     rows: list[Row] = []
     series: dict[str, Any] = {}
     started = time.perf_counter()
-    for name in args.only or SECTIONS:
-        t0 = time.perf_counter()
-        print(f"  {name} ...", end="", flush=True)
-        rows += BENCHES[name](cfg, series)
-        print(f" {time.perf_counter() - t0:.0f} s", flush=True)
+    try:
+        for name in args.only or SECTIONS:
+            t0 = time.perf_counter()
+            print(f"  {name} ...", end="", flush=True)
+            rows += BENCHES[name](cfg, series)
+            print(f" {time.perf_counter() - t0:.0f} s", flush=True)
+    finally:
+        meta["peers"] = {"versions": dict(IMPLS.versions), "skipped": dict(IMPLS.skipped)}
+        IMPLS.close()
     meta["seconds"] = round(time.perf_counter() - started, 1)
     meta["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print()
@@ -810,11 +1100,13 @@ def main(argv: list[str] | None = None) -> int:
         suite_path = args.results / f"{stem}.pyperf.json"
         pyperf.BenchmarkSuite(PYPERF_BENCHMARKS).dump(str(suite_path), replace=True)
         written.append(suite_path)
+    if mode == "full" and not args.only and not args.no_docs:
+        written.append(report.write_docs(json.loads(out.read_text(encoding="utf-8")), out))
     if not args.no_plots:
         folder = args.plots or (
-            HERE / "results" / "img-quick" if args.quick else HERE.parent / "docs" / "img"
+            HERE / "results" / "img-quick" if args.quick else ROOT / "docs" / "img"
         )
-        written += plot(rows, series, folder)
+        written += draw_plots(out, folder)
     print()
     print(
         f"{meta['seconds']:.0f} s; wrote "

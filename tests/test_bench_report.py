@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +52,10 @@ def test_values_are_formatted_by_unit() -> None:
     assert report.format_value(283.4, "ms/1000 lines") == "283 ms/1000 lines"
     assert report.format_value(0.3214, "us") == "0.32 us"
     assert report.format_value(math.nan, "x") == "n/a"
+    assert report.format_value(2391.4, "ms") == "2,391 ms"
+    assert report.format_spread((2365.7, 3180.8)) == "2366-3181"
+    assert report.format_spread((0.994, 1.046)) == "0.99-1.05"
+    assert report.format_spread(None) == ""
 
 
 def _rows() -> list[Row]:
@@ -92,3 +97,190 @@ def test_results_json_round_trips_rows_and_keeps_series() -> None:
     assert report.rows_from_json(text) == _rows()
     with pytest.raises(ValueError):
         report.rows_from_json(json.dumps({"schema": 999, "rows": []}))
+
+
+# -- docs/performance.md's generated regions ------------------------------------------------------
+
+_ROOT = Path(__file__).resolve().parent.parent
+_RESULTS = _ROOT / "benchmarks" / "results" / "full-py3.11.json"
+
+
+def test_the_page_shows_the_checked_in_results() -> None:
+    """docs/performance.md's tables are those of the checked-in full run, never typed by hand.
+
+    After a full run (``python benchmarks/run.py``, which rewrites the page) or a
+    change of the page's generator: ``python benchmarks/report.py``.
+    """
+    document = json.loads(_RESULTS.read_text(encoding="utf-8"))
+    page = report.PAGE.read_text(encoding="utf-8")
+    regions = report.render_regions(document, "benchmarks/results/full-py3.11.json")
+    assert {"machine", "results", "snapshot", "first-call", "restored"} <= set(regions)
+    assert report.replace_regions(page, regions) == page, (
+        "docs/performance.md does not show benchmarks/results/full-py3.11.json: "
+        "run python benchmarks/report.py"
+    )
+
+
+def test_regions_are_replaced_and_the_prose_is_kept() -> None:
+    page = "intro\n<!-- bench:a -->\nold\nlines\n<!-- /bench:a -->\nmiddle\n<!-- bench:b -->\n<!-- /bench:b -->\nend\n"
+    new = report.replace_regions(page, {"a": "| new |", "b": "B"})
+    assert new == (
+        "intro\n<!-- bench:a -->\n| new |\n<!-- /bench:a -->\nmiddle\n"
+        "<!-- bench:b -->\nB\n<!-- /bench:b -->\nend\n"
+    )
+    assert report.replace_regions(new, {"a": "| new |", "b": "B"}) == new
+    with pytest.raises(KeyError, match="'c'"):
+        report.replace_regions(page, {"a": "", "b": "", "c": ""})  # not marked in the page
+    with pytest.raises(KeyError, match="'b'"):
+        report.replace_regions(page, {"a": ""})  # marked, but the results have nothing for it
+
+
+def _document() -> dict[str, object]:
+    small = {
+        "contsnap": {
+            "bytes": 400,
+            "dumps": 20e-6,
+            "loads": 15e-6,
+            "dumps_vs_pickle": [20.0, 19.0, 21.5],
+            "loads_vs_pickle": [12.0, 11.0, 13.0],
+            "dumps_vs_dispatch-py": [0.8, 0.75, 0.85],
+            "loads_vs_dispatch-py": [1.25, 1.2, 1.3],
+            "first_dumps": 40e-6,
+            "first_loads": 30e-6,
+            "first_dumps_vs_warm": [2.0, 1.9, 2.1],
+            "first_loads_vs_warm": [2.0, 1.8, 2.2],
+        },
+        "dispatch-py": {"bytes": 500, "dumps": 25e-6, "loads": 12e-6},
+        "pickle": {"bytes": 100, "dumps": 1e-6, "loads": 1.25e-6},
+    }
+    chain = {
+        "contsnap": {"bytes": 1200, "dumps": 2e-3, "loads": 1.5e-3},
+        "pickle": {"skipped": "no plain-pickle equivalent of a chain of frames"},
+    }
+    return {
+        "schema": report.SCHEMA,
+        "meta": {
+            "mode": "full",
+            "sections": ["snapshot", "restored"],
+            "seconds": 60.0,
+            "date": "2026-12-06 20:00:00 +0000",
+            "contsnap": "0.1.0",
+            "commit": "abc",
+            "contsnap_modified": True,
+            "implementation": "CPython",
+            "python": "3.11.7",
+            "platform": "Linux-6-x86_64",
+            "cpu_count": 2,
+            "loadavg_start": [1.5, 1, 1],
+            "loadavg_end": [2.25, 1, 1],
+            "peers": {
+                "versions": {"dispatch-py": "0.8.0"},
+                "skipped": {"pyteleport": "pip could not install it"},
+            },
+        },
+        "rows": [],
+        "series": {
+            "snapshot": {
+                "cases": [
+                    {"case": "small", "label": "10 small locals", "sides": small},
+                    {"case": "chain", "label": "a chain", "sides": chain},
+                ]
+            },
+            "restored": {
+                "forms": [
+                    {
+                        "form": "for, only yields",
+                        "sides": {
+                            "contsnap": {"ratio": 1.03, "spread": [1.01, 1.05], "target": 1.05},
+                            "dispatch-py": {"skipped": "no async"},
+                        },
+                    }
+                ]
+            },
+        },
+    }
+
+
+def _ascii(text: str) -> str:
+    """The docs' multiplication sign and range dash as x and -, for readable expectations."""
+    return text.replace("\u00d7", "x").replace("\u2013", "-")
+
+
+def test_the_snapshot_table_puts_every_side_of_a_case_on_one_line() -> None:
+    lines = _ascii(report.snapshot_table(_document())).split("\n")
+    assert lines[0] == (
+        "| case | contsnap dumps / loads | dispatch-py dumps / loads | pickle of the same state "
+        "| contsnap / dispatch-py |"
+    )
+    assert lines[2] == (
+        "| 10 small locals | 20 µs / 15 µs (20.0x / 12.0x pickle), 400 B | 25 µs / 12 µs, 500 B "
+        "| 1 µs / 1.25 µs, 100 B | 0.80x (0.75-0.85) / 1.25x (1.20-1.30) |"
+    )
+    # the chain: no pickle, no dispatch-py figures
+    assert lines[3] == "| a chain | 2 ms / 1.5 ms, 1,200 B | — not measured | — | — |"
+
+
+def test_first_call_and_restored_tables() -> None:
+    first = _ascii(report.first_call_table(_document())).split("\n")
+    assert (
+        first[2]
+        == "| contsnap | 40 µs / 20 µs | 2.00x (1.90-2.10) | 30 µs / 15 µs | 2.00x (1.80-2.20) |"
+    )
+    assert len(first) == 3  # dispatch-py has no first-call figures here
+    restored = _ascii(report.restored_table(_document())).split("\n")
+    assert restored[0] == (
+        "| loop form | target (contsnap) | contsnap restored / native | dispatch-py restored / native |"
+    )
+    assert restored[2] == "| for, only yields | ≤ 1.05x | 1.03x (1.01-1.05) | — no async |"
+
+
+def test_the_machine_text_names_the_load_commit_and_skipped_peers() -> None:
+    text = report.machine_text(_document(), "r.json")  # type: ignore[arg-type]
+    assert "commit abc with contsnap/ modified" in text
+    assert "load average 1.5 at the start, 2.2 at the end" in text
+    assert "Peers: dispatch-py 0.8.0." in text
+    assert "pyteleport was skipped: pip could not install it" in text
+
+
+# -- the measuring worker (its protocol, not its timings) ----------------------------------------
+
+
+def _peers_module() -> object:
+    spec = importlib.util.spec_from_file_location(
+        "contsnap_bench_peers", _ROOT / "benchmarks" / "peers.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_worker_prepares_checks_and_samples_each_side() -> None:
+    peers: Any = _peers_module()
+    worker = peers.Worker("contsnap", sys.executable, ["contsnap", "pickle", "native", "nosuch"])
+    try:
+        assert worker.hello["versions"]["contsnap"].endswith(f"({_ROOT / 'contsnap'})")
+        assert "nosuch" in worker.hello["failed"]
+        small = worker.ask({"op": "prepare", "impl": "contsnap", "case": "small"})
+        assert small["check"] == "2" and small["bytes"] > 0  # the restored copy went on right
+        plain = worker.ask({"op": "prepare", "impl": "pickle", "case": "small"})
+        assert plain["bytes"] > 0
+        ask = {"op": "sample", "impl": "contsnap", "case": "small", "target": 0.001}
+        calibrated = worker.ask({**ask, "action": "dumps", "loops": 0})
+        assert calibrated["loops"] >= 1 and calibrated["seconds"] > 0
+        first = worker.ask({**ask, "action": "first-loads", "loops": 0})
+        assert first["loops"] == 1
+        form = "loop:for, only yields"
+        for impl in ("contsnap", "native"):
+            loop = worker.ask({"op": "prepare", "impl": impl, "case": form})
+            assert loop["check"] == "1"
+            run = {"op": "sample", "impl": impl, "case": form, "target": 0.001}
+            assert worker.ask({**run, "action": "run", "loops": 0})["loops"] == 1
+        chain = worker.ask({"op": "prepare", "impl": "pickle", "case": "chain"})
+        assert "unsupported" in chain
+        broken = worker.ask({"op": "sample", "impl": "contsnap", "case": "nosuch"})
+        assert "error" in broken
+    finally:
+        worker.close()
+    assert worker.process.returncode == 0
