@@ -75,10 +75,15 @@ def _csrf(body: str) -> str:
     return found.group(1)
 
 
-def overhead(steps: int) -> None:
+def overhead(steps: int, by_value: bool = False) -> None:
     directory = tempfile.mkdtemp()
     app = web.App("bench", store=f"sqlite:///{directory}/pages.db")  # 50 pages per session
-    app.conversation("/count")(counter)
+    if by_value:  # this script's own function: __main__, saved by value with its code
+        app.conversation("/count")(counter)
+    else:  # imported from a module, as a served app's handlers are: saved by reference
+        import bench_web
+
+        app.conversation("/count")(bench_web.counter)
     cookie = ""
     post_times: list[float] = []
     get_times: list[float] = []
@@ -115,7 +120,8 @@ def overhead(steps: int) -> None:
         return f"{statistics.median(values) * 1e3:.3f} ms"
 
     floor = statistics.median(plain_times)
-    print(f"per request, {steps} steps, SQLite, HTTP excluded (median):")
+    how = "by value (__main__)" if by_value else "by reference (a module)"
+    print(f"per request, {steps} steps, SQLite, handler {how}, HTTP excluded (median):")
     print(f"  without continuations (state in hidden fields): {ms(plain_times)}")
     print(f"  POST (restore, send, snapshot, sign, store):    {ms(post_times)}")
     print(f"  GET  (load, verify, show the saved HTML):       {ms(get_times)}")
@@ -188,11 +194,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--load", action="store_true")
+    parser.add_argument(
+        "--by-value", action="store_true", help="also the handler defined in __main__"
+    )
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
     overhead(args.steps)
+    if args.by_value:
+        overhead(args.steps, by_value=True)
     if args.load:
         load(args.conversations, args.pages, args.workers)
 

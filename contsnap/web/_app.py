@@ -19,7 +19,6 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,12 +28,13 @@ from contsnap._errors import CheckpointError, CodeChangedError, SnapshotKindErro
 
 from . import _pages
 from ._errors import WebError
-from ._forms import CSRF_FIELD, RESUMED, Answer, Ask
+from ._forms import CSRF_FIELD, RESUMED, Answer, Ask, Shown
 
 __all__ = ["App", "Request", "Response", "current_app"]
 
 _MODULE = "contsnap.web"
 _log = logging.getLogger("contsnap.web")
+_SESSION = re.compile(r"[A-Za-z0-9_\-]{32}")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{32}\.[A-Za-z0-9_\-=]{16}")
 # saved with every page, so never the browser's credentials
 _SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
@@ -267,8 +267,11 @@ class App:
         token: str,
     ) -> Response | _Pending:
         root = request.root
+        ring = self.pages.ring()
         page_id = (
-            self.pages.check_id(conv.identity, session, token) if _TOKEN.fullmatch(token) else None
+            self.pages.check_id(ring, conv.identity, session, token)
+            if _TOKEN.fullmatch(token)
+            else None
         )
         if page_id is None:
             return Response(
@@ -289,12 +292,16 @@ class App:
                 set_cookie,
             )
         k = f"{root}{conv.path.rstrip('/')}/-/{token}"
+        showing = request.method in ("GET", "HEAD")
         try:
-            if request.method in ("GET", "HEAD"):
-                shown = self.pages.html(conv.identity, data, root)
+            meta, payload = self.pages.verify(conv.identity, data)
+            if showing:
+                shown = self.pages.html(meta, root)
                 if shown is not None:
                     return Response(shown, 200, set_cookie)
-            page = self.pages.decode(conv.identity, data)
+            elif request.method != "POST":
+                return Response(_page("Method not allowed", "Use GET or POST.", root, None), 405)
+            page = self.pages.restore(conv.identity, meta, payload)
         except CodeChangedError as exc:
             _log.warning("the stored page of %s is from older code: %s", conv.identity, exc)
             return Response(
@@ -316,20 +323,17 @@ class App:
                 400,
                 set_cookie,
             )
-        csrf = self.pages.csrf(session, token)
-        if request.method in ("GET", "HEAD"):  # saved for another mount path: render it here
+        csrf = self.pages.csrf(ring, session, token)
+        if showing:  # saved for another mount path: render it here
             _detach(page.handler)
             if page.final is not None:
                 return Response(page.final, 200, set_cookie)
             return Response(page.ask.render(k, csrf), 200, set_cookie)
-        if request.method != "POST":
-            _detach(page.handler)
-            return Response(_page("Method not allowed", "Use GET or POST.", root, None), 405)
         submitted = Answer(
             parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
         )
         if page.final is not None or not self.pages.check_csrf(
-            session, token, submitted.get(CSRF_FIELD, "")
+            ring, session, token, submitted.get(CSRF_FIELD, "")
         ):
             _detach(page.handler)
             return Response(
@@ -367,13 +371,17 @@ class App:
             else:
                 page = _pages.Page(handler, asked)
 
+            ring = self.pages.ring()
+
             def render(token: str) -> str:
                 if page.final is not None:
                     return page.final
-                return str(asked.render(base + token, self.pages.csrf(session, token)))
+                if type(page.ask) is Ask:  # its callable is not saved, only what it showed
+                    page.ask = Shown.of(page.ask, base + token)
+                return str(page.ask.render(base + token, self.pages.csrf(ring, session, token)))
 
             try:
-                token = self.pages.save(conv.identity, session, page, render, request.root)
+                token = self.pages.save(ring, conv.identity, session, page, render, request.root)
             finally:
                 _detach(handler)
             return Response("", 303, [("location", base + token), *set_cookie])
@@ -396,14 +404,10 @@ class App:
         return resume(asked, None)
 
     def _session(self, request: Incoming) -> tuple[str, list[tuple[str, str]]]:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(request.headers.get("cookie", ""))
-        except Exception:
-            pass
-        morsel = jar.get(self.cookie)
-        if morsel is not None and re.fullmatch(r"[A-Za-z0-9_\-]{32}", morsel.value):
-            return morsel.value, []
+        for part in request.headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == self.cookie and _SESSION.fullmatch(value):
+                return value, []
         session = _pages.new_session()
         attrs = f"{self.cookie}={session}; Path={request.root or '/'}; HttpOnly; SameSite=Lax"
         if self.secure_cookie:
