@@ -128,7 +128,8 @@ class App:
     signs, all verify (default: contsnap's key in effect). Each browser session keeps
     at most ``per_session`` pages (least recently used go first) and the store at most
     ``max_bytes``; a page expires ``idle`` seconds after its last use and ``ttl``
-    seconds after it was made.
+    seconds after it was made. With ``client_side=N``, a page whose signed snapshot
+    is at most ``N`` bytes travels in its URL instead of the store (see docs/web.md).
     """
 
     __module__ = _MODULE
@@ -148,6 +149,7 @@ class App:
         cookie: str = "contsnap_session",
         secure_cookie: bool = False,
         sweep_every: float = 60.0,
+        client_side: int = 0,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
             raise WebError(f"web.App: name {name!r} must be letters, digits, '_', '.' or '-'")
@@ -162,6 +164,7 @@ class App:
             idle=idle,
             ttl=ttl,
             bind_session=bind_session,
+            client_side=client_side,
         )
         self.cookie = cookie
         self.secure_cookie = secure_cookie
@@ -268,33 +271,49 @@ class App:
     ) -> Response | _Pending:
         root = request.root
         ring = self.pages.ring()
-        page_id = (
-            self.pages.check_id(ring, conv.identity, session, token)
-            if _TOKEN.fullmatch(token)
-            else None
+        unknown = Response(
+            _page(
+                "Unknown page",
+                "This page does not exist, or belongs to another browser session.",
+                root,
+                conv.path,
+            ),
+            404,
+            set_cookie,
         )
-        if page_id is None:
-            return Response(
-                _page(
-                    "Unknown page",
-                    "This page does not exist, or belongs to another browser session.",
-                    root,
-                    conv.path,
-                ),
-                404,
-                set_cookie,
+        expired = Response(
+            _page("Page expired", "This page has expired \u2014 start again.", root, conv.path),
+            410,
+            set_cookie,
+        )
+        bad = Response(
+            _page("Bad page", "This page's saved state is damaged or not ours.", root, conv.path),
+            400,
+            set_cookie,
+        )
+        if token.startswith(_pages.CLIENT_PREFIX):  # the page travels in its URL
+            data = self.pages.client_bytes(token)
+            if data is None:
+                return bad
+        else:
+            page_id = (
+                self.pages.check_id(ring, conv.identity, session, token)
+                if _TOKEN.fullmatch(token)
+                else None
             )
-        data = self.pages.load_bytes(page_id)
-        if data is None:
-            return Response(
-                _page("Page expired", "This page has expired \u2014 start again.", root, conv.path),
-                410,
-                set_cookie,
-            )
+            if page_id is None:
+                return unknown
+            data = self.pages.load_bytes(page_id)
+            if data is None:
+                return expired
         k = f"{root}{conv.path.rstrip('/')}/-/{token}"
         showing = request.method in ("GET", "HEAD")
         try:
             meta, payload = self.pages.verify(conv.identity, data)
+            if _pages.CLIENT_META in meta or token.startswith(_pages.CLIENT_PREFIX):
+                problem = self.pages.check_client(meta, token, session)
+                if problem is not None:
+                    return {"session": unknown, "expired": expired}.get(problem, bad)
             if showing:
                 shown = self.pages.html(meta, root)
                 if shown is not None:
@@ -316,13 +335,7 @@ class App:
             )
         except (SnapshotKindError, CheckpointError) as exc:
             _log.warning("refused the stored page of %s: %s", conv.identity, exc)
-            return Response(
-                _page(
-                    "Bad page", "This page's saved state is damaged or not ours.", root, conv.path
-                ),
-                400,
-                set_cookie,
-            )
+            return bad
         csrf = self.pages.csrf(ring, session, token)
         if showing:  # saved for another mount path: render it here
             _detach(page.handler)
@@ -372,6 +385,15 @@ class App:
                 page = _pages.Page(handler, asked)
 
             ring = self.pages.ring()
+            token: str | None = None
+            if self.pages.client_side:
+                if type(page.ask) is Ask:  # shown at a marker URL, put in place when rendered
+                    page.ask = Shown.of(page.ask, base + "~" + secrets.token_urlsafe(12))
+                try:
+                    token = self.pages.save_client(conv.identity, session, page)
+                except BaseException:
+                    _detach(handler)
+                    raise
 
             def render(token: str) -> str:
                 if page.final is not None:
@@ -381,7 +403,10 @@ class App:
                 return str(page.ask.render(base + token, self.pages.csrf(ring, session, token)))
 
             try:
-                token = self.pages.save(ring, conv.identity, session, page, render, request.root)
+                if token is None:  # too big to travel in the URL (or not asked to): stored
+                    token = self.pages.save(
+                        ring, conv.identity, session, page, render, request.root
+                    )
             finally:
                 _detach(handler)
             return Response("", 303, [("location", base + token), *set_cookie])

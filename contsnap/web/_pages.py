@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -32,7 +33,10 @@ _ID_BYTES = 24
 _ID_CHARS = 32  # len(token_urlsafe(24))
 _TAG_CHARS = 16
 KIND = "web-page"
+CLIENT_META = "web_client"  # in a client-side page's signed meta: the session it belongs to
+CLIENT_PREFIX = "~"  # a continuation token that is the page itself
 _TOUCHED_MAX = 10_000
+_B64 = re.compile(r"[A-Za-z0-9_\-]*")
 HTML_META = "web_html"
 
 
@@ -73,7 +77,16 @@ class PageStore:
         idle: float,
         ttl: float,
         bind_session: bool,
+        client_side: int = 0,
     ) -> None:
+        if isinstance(client_side, bool) or not isinstance(client_side, int) or client_side < 0:
+            from ._errors import WebError
+
+            raise WebError(
+                f"web.App(client_side={client_side!r}): the largest page to keep in its URL, "
+                "in bytes (0: every page in the store)"
+            )
+        self.client_side = client_side
         self._bounds: dict[str, Any] = {"max_per_group": per_session, "max_bytes": max_bytes}
         self._given = store
         self._opened: Store | None = None
@@ -173,6 +186,51 @@ class PageStore:
         self.store.put(page_id, data, idle=self.idle, ttl=self.ttl, group=_group(session))
         self._used(page_id, time.monotonic())  # a put starts its idle timer: no touch needed
         return token
+
+    # --- client-side pages: the signed snapshot is the continuation token ------------------
+
+    def save_client(self, identity: str, session: str, page: Page) -> str | None:
+        """``page`` as a URL token (``~`` and its signed snapshot, base64) if small enough.
+
+        The snapshot is signed and bound to the app and conversation (``identity``) as a
+        stored page is, and its signed metadata names the browser session (a hash of it)
+        so that a leaked URL does not continue elsewhere; ``created_at``, signed too,
+        lets `check_client` enforce the expiry. ``None``: larger than ``client_side``.
+        """
+        meta = {CLIENT_META: self._bound(session)}
+        data = _codec.encode(page, kind=KIND, identity=identity, key=self.key, meta=meta)
+        if len(data) > self.client_side:
+            return None
+        return CLIENT_PREFIX + base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def client_bytes(self, token: str) -> bytes | None:
+        """The snapshot a client-side token carries, unverified (None: not base64 at all)."""
+        text = token[len(CLIENT_PREFIX) :]
+        if len(text) > 4 * self.client_side // 3 + 4 or not _B64.fullmatch(text):
+            return None
+        try:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except ValueError:
+            return None
+
+    def check_client(self, meta: dict[str, Any], token: str, session: str) -> str | None:
+        """After the signature verified: why a client-side page is refused, or None.
+
+        ``"bad"`` (a stored page's bytes in a URL, or the mode is off), ``"session"``
+        (another browser session's page), ``"expired"`` (``idle`` seconds after it was
+        made, since nothing records its later use; never beyond ``ttl``).
+        """
+        if not (self.client_side and token.startswith(CLIENT_PREFIX) and CLIENT_META in meta):
+            return "bad"
+        if meta.get(CLIENT_META) != self._bound(session):
+            return "session"
+        made = meta.get("created_at")
+        if not isinstance(made, (int, float)) or time.time() - made > min(self.idle, self.ttl):
+            return "expired"
+        return None
+
+    def _bound(self, session: str) -> str:
+        return _group(session) if self.bind_session else ""
 
     def load_bytes(self, page_id: str) -> bytes | None:
         """The stored bytes of a page (None: expired or evicted); restarts its idle timer.
