@@ -10,9 +10,11 @@
    answers so far).
 3. **Load** (``--load``): N conversations x P pages against two uvicorn processes
    sharing a Redis store, requests alternating between them; p50/p99 latency, every
-   conversation's result checked, the store's size against its bound::
+   conversation's pages checked, the store's size against its bound (5 pages per
+   browser session); bounded in count and in time (``--time-limit``)::
 
-    python benchmarks/bench_web.py [--steps 300] [--load --conversations 1000 --pages 10]
+    python benchmarks/bench_web.py [--steps 300] [--by-value]
+        [--load --conversations 1000 --pages 10 --workers 8 --time-limit 900]
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def overhead(steps: int, by_value: bool = False) -> None:
     print("  " + " ".join(f"{n + 1}:{size}" for n, size in enumerate(sizes)))
 
 
-def load(conversations: int, pages: int, workers: int) -> None:
+def load(conversations: int, pages: int, workers: int, time_limit: float) -> None:
     import httpx
     import servers
     from web_server import WebServer
@@ -140,14 +142,19 @@ def load(conversations: int, pages: int, workers: int) -> None:
     from contsnap.stores import open_store
 
     redis = servers.RedisServer(servers.find_binary("redis-server") or "redis-server")
-    bound = {"WEB_TEST_PER_SESSION": "50"}
+    per_session = 5  # each conversation is a browser session of its own: the bound bites
+    bound = {"WEB_TEST_PER_SESSION": str(per_session)}
     first = WebServer(redis.url, **bound)
     second = WebServer(redis.url, **bound)
     latencies: list[float] = []
     wrong: list[int] = []
+    finished: list[int] = []
+    deadline = time.monotonic() + time_limit
 
     def one(number: int) -> None:
         """One conversation of ``pages`` pages of /many, each request to the other process."""
+        if time.monotonic() > deadline:
+            return  # bounded in time: the conversations not started by then are not run
         hosts = [first.url, second.url]
         with httpx.Client(timeout=30) as client:
             page = client.get(hosts[number % 2] + "/many", follow_redirects=True)
@@ -163,6 +170,7 @@ def load(conversations: int, pages: int, workers: int) -> None:
                 if f"step {step + 1} seen {seen}" not in page.text:
                     wrong.append(number)  # lost, or mixed up with another conversation
                     return
+        finished.append(number)
 
     started = time.perf_counter()
     try:
@@ -181,12 +189,16 @@ def load(conversations: int, pages: int, workers: int) -> None:
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1e3
     p99 = latencies[int(len(latencies) * 0.99)] * 1e3
+    most = len(finished) * per_session
+    within = keys <= most and size <= 256 * 1024 * 1024
     print(
-        f"load: {conversations} conversations x {pages} pages, 2 uvicorn processes + Redis, "
-        f"{workers} clients: {len(latencies)} steps in {elapsed:.1f} s, "
+        f"load: {len(finished)} of {conversations} conversations x {pages} pages finished "
+        f"(time limit {time_limit:.0f} s), 2 uvicorn processes + Redis, {workers} clients: "
+        f"{len(latencies)} steps in {elapsed:.1f} s, "
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms per page (POST + GET), "
         f"{len(wrong)} lost or mixed-up conversations, {keys} pages in the store "
-        f"({size / 1e6:.1f} MB; bound: 50 pages per session, 256 MB)"
+        f"({size / 1e6:.1f} MB; bound: {per_session} pages per session = {most}, 256 MB: "
+        f"{'within' if within else 'EXCEEDED'})"
     )
 
 
@@ -200,12 +212,13 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, for --load")
     args = parser.parse_args()
     overhead(args.steps)
     if args.by_value:
         overhead(args.steps, by_value=True)
     if args.load:
-        load(args.conversations, args.pages, args.workers)
+        load(args.conversations, args.pages, args.workers, args.time_limit)
 
 
 if __name__ == "__main__":
