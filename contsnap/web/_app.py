@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from contsnap import _keys
 from contsnap._api import detach
 from contsnap._decorator import checkpointable
 from contsnap._errors import CheckpointError, CodeChangedError, SnapshotKindError
@@ -271,30 +272,39 @@ class App:
     ) -> Response | _Pending:
         root = request.root
         ring = self.pages.ring()
-        unknown = Response(
-            _page(
-                "Unknown page",
-                "This page does not exist, or belongs to another browser session.",
-                root,
-                conv.path,
-            ),
-            404,
-            set_cookie,
-        )
-        expired = Response(
-            _page("Page expired", "This page has expired \u2014 start again.", root, conv.path),
-            410,
-            set_cookie,
-        )
-        bad = Response(
-            _page("Bad page", "This page's saved state is damaged or not ours.", root, conv.path),
-            400,
-            set_cookie,
-        )
+
+        def unknown() -> Response:
+            return Response(
+                _page(
+                    "Unknown page",
+                    "This page does not exist, or belongs to another browser session.",
+                    root,
+                    conv.path,
+                ),
+                404,
+                set_cookie,
+            )
+
+        def expired() -> Response:
+            return Response(
+                _page("Page expired", "This page has expired \u2014 start again.", root, conv.path),
+                410,
+                set_cookie,
+            )
+
+        def bad() -> Response:
+            return Response(
+                _page(
+                    "Bad page", "This page's saved state is damaged or not ours.", root, conv.path
+                ),
+                400,
+                set_cookie,
+            )
+
         if token.startswith(_pages.CLIENT_PREFIX):  # the page travels in its URL
             data = self.pages.client_bytes(token)
             if data is None:
-                return bad
+                return bad()
         else:
             page_id = (
                 self.pages.check_id(ring, conv.identity, session, token)
@@ -302,10 +312,10 @@ class App:
                 else None
             )
             if page_id is None:
-                return unknown
+                return unknown()
             data = self.pages.load_bytes(page_id)
             if data is None:
-                return expired
+                return expired()
         k = f"{root}{conv.path.rstrip('/')}/-/{token}"
         showing = request.method in ("GET", "HEAD")
         try:
@@ -313,7 +323,7 @@ class App:
             if _pages.CLIENT_META in meta or token.startswith(_pages.CLIENT_PREFIX):
                 problem = self.pages.check_client(meta, token, session)
                 if problem is not None:
-                    return {"session": unknown, "expired": expired}.get(problem, bad)
+                    return {"session": unknown, "expired": expired}.get(problem, bad)()
             if showing:
                 shown = self.pages.html(meta, root)
                 if shown is not None:
@@ -335,7 +345,7 @@ class App:
             )
         except (SnapshotKindError, CheckpointError) as exc:
             _log.warning("refused the stored page of %s: %s", conv.identity, exc)
-            return bad
+            return bad()
         csrf = self.pages.csrf(ring, session, token)
         if showing:  # saved for another mount path: render it here
             _detach(page.handler)
@@ -360,11 +370,11 @@ class App:
             _detach(page.handler)
             again = page.ask.with_errors(clean, errors)
             return Response(again.render(k, csrf), 200, set_cookie)
-        started = _find_request(page)
+        started = page.request if page.request is not None else _find_request(page)
         if conv.is_async and page.handler.send(None) is not RESUMED:
             _detach(page.handler)
             raise WebError(f"the restored page of {conv.identity} did not stop at its web.ask")
-        return self._step(request, conv, session, set_cookie, started, page.handler, value)
+        return self._step(request, conv, session, set_cookie, started, page.handler, value, ring)
 
     def _step(
         self,
@@ -375,6 +385,7 @@ class App:
         started: Request | None,
         handler: Any,
         value: Any,
+        ring: _keys.KeyRing | None = None,
     ) -> Response | _Pending:
         base = f"{request.root}{conv.path.rstrip('/')}/-/"
 
@@ -382,9 +393,9 @@ class App:
             if asked is None:
                 page = _pages.Page(None, None, _final(returned, conv))
             else:
-                page = _pages.Page(handler, asked)
+                page = _pages.Page(handler, asked, None, started)
 
-            ring = self.pages.ring()
+            keys = ring if ring is not None else self.pages.ring()
             token: str | None = None
             if self.pages.client_side:
                 if type(page.ask) is Ask:  # shown at a marker URL, put in place when rendered
@@ -400,12 +411,12 @@ class App:
                     return page.final
                 if type(page.ask) is Ask:  # its callable is not saved, only what it showed
                     page.ask = Shown.of(page.ask, base + token)
-                return str(page.ask.render(base + token, self.pages.csrf(ring, session, token)))
+                return str(page.ask.render(base + token, self.pages.csrf(keys, session, token)))
 
             try:
                 if token is None:  # too big to travel in the URL (or not asked to): stored
                     token = self.pages.save(
-                        ring, conv.identity, session, page, render, request.root
+                        keys, conv.identity, session, page, render, request.root
                     )
             finally:
                 _detach(handler)

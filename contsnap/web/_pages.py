@@ -55,11 +55,16 @@ def default_data_dir() -> str:
 
 @dataclass
 class Page:
-    """What one stored page holds: the paused handler and what it asked, or a final page."""
+    """What one stored page holds: the paused handler and what it asked, or a final page.
+
+    ``request`` is the request that started the conversation (the handler's argument),
+    kept here so that answering the page needs no search of the handler's locals.
+    """
 
     handler: Any
     ask: Any
     final: str | None = None
+    request: Any = None
 
 
 class PageStore:
@@ -152,13 +157,13 @@ class PageStore:
         """The CSRF token the forms of page ``token`` carry in this session."""
         assert ring.signing_key is not None
         message = f"contsnap web csrf\0{session}\0{token}".encode()
-        return hmac.new(ring.signing_key, message, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(ring.signing_key, message, hashlib.sha256).hex()[:32]
 
     def check_csrf(self, ring: _keys.KeyRing, session: str, token: str, given: str) -> bool:
         ok = False
+        message = f"contsnap web csrf\0{session}\0{token}".encode()
         for secret in ring.keys:
-            message = f"contsnap web csrf\0{session}\0{token}".encode()
-            expected = hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+            expected = hmac.digest(secret, message, hashlib.sha256).hex()[:32]
             ok |= hmac.compare_digest(expected, given)
         return ok
 
