@@ -255,10 +255,10 @@ class PageStore:
 
     def _used(self, page_id: str, now: float) -> None:
         touched = self._touched
-        if len(touched) >= _TOUCHED_MAX:  # forget the stale half; the dict stays bounded
-            for name, last in list(touched.items()):
+        if len(touched) >= _TOUCHED_MAX:  # forget stale ones, then the oldest: it stays bounded
+            for name, last in list(touched.items()):  # (threads may share it: pop, not del)
                 if now - last >= self.touch_every or len(touched) >= _TOUCHED_MAX // 2:
-                    del touched[name]
+                    touched.pop(name, None)
         touched[page_id] = now
 
     def verify(self, identity: str, data: bytes) -> tuple[dict[str, Any], bytes]:
