@@ -4,7 +4,8 @@ Every behaviour a browser relies on: POST/redirect/GET, the back button and a se
 tab forking the conversation, expiry (410), unknown and tampered ids (404/400),
 session binding, CSRF, the per-session bound, a restart, two processes sharing
 Redis, a code change between two pages, key rotation; the same conversation on
-SQLite, Redis and PostgreSQL; and the WSGI app and the Flask/Starlette mounts.
+SQLite, Redis and PostgreSQL; the WSGI app and the Flask/Starlette mounts; HEAD;
+client-side pages (the signed page in its URL); handlers saved by value.
 """
 
 from __future__ import annotations
