@@ -13,7 +13,7 @@
    conversation's pages checked, the store's size against its bound (5 pages per
    browser session); bounded in count and in time (``--time-limit``)::
 
-    python benchmarks/bench_web.py [--steps 300] [--by-value]
+    python benchmarks/bench_web.py [--steps 300] [--by-value] [--breakdown]
         [--load --conversations 1000 --pages 10 --workers 8 --time-limit 900]
 """
 
@@ -134,6 +134,65 @@ def overhead(steps: int, by_value: bool = False) -> None:
     print("  " + " ".join(f"{n + 1}:{size}" for n, size in enumerate(sizes)))
 
 
+def breakdown(steps: int) -> None:
+    """Where a POST's time goes: the codec, the store, the detach, and the web layer's own rest."""
+    import functools
+
+    from contsnap import _codec
+    from contsnap.web import _app
+
+    directory = tempfile.mkdtemp()
+    app = web.App("bench", store=f"sqlite:///{directory}/pages.db")
+    import bench_web
+
+    app.conversation("/count")(bench_web.counter)
+    spent: dict[str, list[float]] = {}
+    timing = [False]
+
+    def timed(owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if timing[0]:
+                    spent.setdefault(label, []).append(time.perf_counter() - t0)
+
+        setattr(owner, name, wrapper)
+
+    for name in ("get", "touch", "put"):
+        timed(app.store, name, f"store.{name}")
+    for name in ("encode", "verify", "restore"):
+        timed(_codec, name, f"codec.{name}")
+    timed(_app, "_detach", "detach (snapshot)")
+    cookie = ""
+    posts: list[float] = []
+    while len(posts) < steps:
+        start = app.handle(Incoming("GET", "/count", "", {"cookie": cookie}, b""))
+        cookie = cookie or start.headers[-1][1].split(";")[0]
+        location = dict(start.headers)["location"]
+        for n in range(PAGES):
+            page = app.handle(Incoming("GET", location, "", {"cookie": cookie}, b""))
+            body = f"n={n}&_csrf={_csrf(page.encoded().decode())}".encode()
+            timing[0] = True
+            t0 = time.perf_counter()
+            answered = app.handle(Incoming("POST", location, "", {"cookie": cookie}, body))
+            posts.append(time.perf_counter() - t0)
+            timing[0] = False
+            location = dict(answered.headers)["location"]
+    total = statistics.median(posts)
+    print(f"a POST, {len(posts)} steps, SQLite, median {total * 1e3:.3f} ms, of which (medians):")
+    accounted = 0.0
+    for label, values in sorted(spent.items()):
+        share = statistics.median(values) * len(values) / len(posts)
+        accounted += share
+        print(f"  {label:20} {share * 1e3:.3f} ms ({len(values) / len(posts):.1f} per POST)")
+    print(f"  {'web layer (the rest)':20} {(total - accounted) * 1e3:.3f} ms")
+
+
 def load(conversations: int, pages: int, workers: int, time_limit: float) -> None:
     import httpx
     import servers
@@ -207,6 +266,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--load", action="store_true")
     parser.add_argument(
+        "--breakdown", action="store_true", help="where a POST's time goes (codec, store, web)"
+    )
+    parser.add_argument(
         "--by-value", action="store_true", help="also the handler defined in __main__"
     )
     parser.add_argument("--conversations", type=int, default=1000)
@@ -217,6 +279,8 @@ def main() -> None:
     overhead(args.steps)
     if args.by_value:
         overhead(args.steps, by_value=True)
+    if args.breakdown:
+        breakdown(args.steps)
     if args.load:
         load(args.conversations, args.pages, args.workers, args.time_limit)
 
