@@ -10,9 +10,11 @@
    answers so far).
 3. **Load** (``--load``): N conversations x P pages against two uvicorn processes
    sharing a Redis store, requests alternating between them; p50/p99 latency, every
-   conversation's result checked, the store's size against its bound::
+   conversation's pages checked, the store's size against its bound (5 pages per
+   browser session); bounded in count and in time (``--time-limit``)::
 
-    python benchmarks/bench_web.py [--steps 300] [--load --conversations 1000 --pages 10]
+    python benchmarks/bench_web.py [--steps 300] [--by-value] [--breakdown]
+        [--load --conversations 1000 --pages 10 --workers 8 --time-limit 900]
 """
 
 from __future__ import annotations
@@ -75,10 +77,15 @@ def _csrf(body: str) -> str:
     return found.group(1)
 
 
-def overhead(steps: int) -> None:
+def overhead(steps: int, by_value: bool = False) -> None:
     directory = tempfile.mkdtemp()
     app = web.App("bench", store=f"sqlite:///{directory}/pages.db")  # 50 pages per session
-    app.conversation("/count")(counter)
+    if by_value:  # this script's own function: __main__, saved by value with its code
+        app.conversation("/count")(counter)
+    else:  # imported from a module, as a served app's handlers are: saved by reference
+        import bench_web
+
+        app.conversation("/count")(bench_web.counter)
     cookie = ""
     post_times: list[float] = []
     get_times: list[float] = []
@@ -115,7 +122,8 @@ def overhead(steps: int) -> None:
         return f"{statistics.median(values) * 1e3:.3f} ms"
 
     floor = statistics.median(plain_times)
-    print(f"per request, {steps} steps, SQLite, HTTP excluded (median):")
+    how = "by value (__main__)" if by_value else "by reference (a module)"
+    print(f"per request, {steps} steps, SQLite, handler {how}, HTTP excluded (median):")
     print(f"  without continuations (state in hidden fields): {ms(plain_times)}")
     print(f"  POST (restore, send, snapshot, sign, store):    {ms(post_times)}")
     print(f"  GET  (load, verify, show the saved HTML):       {ms(get_times)}")
@@ -126,7 +134,66 @@ def overhead(steps: int) -> None:
     print("  " + " ".join(f"{n + 1}:{size}" for n, size in enumerate(sizes)))
 
 
-def load(conversations: int, pages: int, workers: int) -> None:
+def breakdown(steps: int) -> None:
+    """Where a POST's time goes: the codec, the store, the detach, and the web layer's own rest."""
+    import functools
+
+    from contsnap import _codec
+    from contsnap.web import _app
+
+    directory = tempfile.mkdtemp()
+    app = web.App("bench", store=f"sqlite:///{directory}/pages.db")
+    import bench_web
+
+    app.conversation("/count")(bench_web.counter)
+    spent: dict[str, list[float]] = {}
+    timing = [False]
+
+    def timed(owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if timing[0]:
+                    spent.setdefault(label, []).append(time.perf_counter() - t0)
+
+        setattr(owner, name, wrapper)
+
+    for name in ("get", "touch", "put"):
+        timed(app.store, name, f"store.{name}")
+    for name in ("encode", "verify", "restore"):
+        timed(_codec, name, f"codec.{name}")
+    timed(_app, "_detach", "detach (snapshot)")
+    cookie = ""
+    posts: list[float] = []
+    while len(posts) < steps:
+        start = app.handle(Incoming("GET", "/count", "", {"cookie": cookie}, b""))
+        cookie = cookie or start.headers[-1][1].split(";")[0]
+        location = dict(start.headers)["location"]
+        for n in range(PAGES):
+            page = app.handle(Incoming("GET", location, "", {"cookie": cookie}, b""))
+            body = f"n={n}&_csrf={_csrf(page.encoded().decode())}".encode()
+            timing[0] = True
+            t0 = time.perf_counter()
+            answered = app.handle(Incoming("POST", location, "", {"cookie": cookie}, body))
+            posts.append(time.perf_counter() - t0)
+            timing[0] = False
+            location = dict(answered.headers)["location"]
+    total = statistics.median(posts)
+    print(f"a POST, {len(posts)} steps, SQLite, median {total * 1e3:.3f} ms, of which (medians):")
+    accounted = 0.0
+    for label, values in sorted(spent.items()):
+        share = statistics.median(values) * len(values) / len(posts)
+        accounted += share
+        print(f"  {label:20} {share * 1e3:.3f} ms ({len(values) / len(posts):.1f} per POST)")
+    print(f"  {'web layer (the rest)':20} {(total - accounted) * 1e3:.3f} ms")
+
+
+def load(conversations: int, pages: int, workers: int, time_limit: float) -> None:
     import httpx
     import servers
     from web_server import WebServer
@@ -134,14 +201,19 @@ def load(conversations: int, pages: int, workers: int) -> None:
     from contsnap.stores import open_store
 
     redis = servers.RedisServer(servers.find_binary("redis-server") or "redis-server")
-    bound = {"WEB_TEST_PER_SESSION": "50"}
+    per_session = 5  # each conversation is a browser session of its own: the bound bites
+    bound = {"WEB_TEST_PER_SESSION": str(per_session)}
     first = WebServer(redis.url, **bound)
     second = WebServer(redis.url, **bound)
     latencies: list[float] = []
     wrong: list[int] = []
+    finished: list[int] = []
+    deadline = time.monotonic() + time_limit
 
     def one(number: int) -> None:
         """One conversation of ``pages`` pages of /many, each request to the other process."""
+        if time.monotonic() > deadline:
+            return  # bounded in time: the conversations not started by then are not run
         hosts = [first.url, second.url]
         with httpx.Client(timeout=30) as client:
             page = client.get(hosts[number % 2] + "/many", follow_redirects=True)
@@ -157,6 +229,7 @@ def load(conversations: int, pages: int, workers: int) -> None:
                 if f"step {step + 1} seen {seen}" not in page.text:
                     wrong.append(number)  # lost, or mixed up with another conversation
                     return
+        finished.append(number)
 
     started = time.perf_counter()
     try:
@@ -175,12 +248,16 @@ def load(conversations: int, pages: int, workers: int) -> None:
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1e3
     p99 = latencies[int(len(latencies) * 0.99)] * 1e3
+    most = len(finished) * per_session
+    within = keys <= most and size <= 256 * 1024 * 1024
     print(
-        f"load: {conversations} conversations x {pages} pages, 2 uvicorn processes + Redis, "
-        f"{workers} clients: {len(latencies)} steps in {elapsed:.1f} s, "
+        f"load: {len(finished)} of {conversations} conversations x {pages} pages finished "
+        f"(time limit {time_limit:.0f} s), 2 uvicorn processes + Redis, {workers} clients: "
+        f"{len(latencies)} steps in {elapsed:.1f} s, "
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms per page (POST + GET), "
         f"{len(wrong)} lost or mixed-up conversations, {keys} pages in the store "
-        f"({size / 1e6:.1f} MB; bound: 50 pages per session, 256 MB)"
+        f"({size / 1e6:.1f} MB; bound: {per_session} pages per session = {most}, 256 MB: "
+        f"{'within' if within else 'EXCEEDED'})"
     )
 
 
@@ -188,13 +265,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--load", action="store_true")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="where a POST's time goes (codec, store, web)"
+    )
+    parser.add_argument(
+        "--by-value", action="store_true", help="also the handler defined in __main__"
+    )
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, for --load")
     args = parser.parse_args()
     overhead(args.steps)
+    if args.by_value:
+        overhead(args.steps, by_value=True)
+    if args.breakdown:
+        breakdown(args.steps)
     if args.load:
-        load(args.conversations, args.pages, args.workers)
+        load(args.conversations, args.pages, args.workers, args.time_limit)
 
 
 if __name__ == "__main__":

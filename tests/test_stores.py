@@ -333,6 +333,24 @@ def test_bounds_evict_least_recently_used(backend: Backend) -> None:
     assert store.get("huge") is None and store.get("big3") == b"3" * 40
 
 
+# (Redis keeps every key of a put_many larger than the bound: its last assertion differs)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_group_bound_evicts_only_the_excess_and_never_a_key_just_written(
+    backend: Backend,
+) -> None:
+    store = backend.open(max_per_group=3)
+    for page in ("p1", "p2", "p3"):
+        store.put(page, b"x", group="g")
+        time.sleep(0.01)
+    store.touch("p1")
+    store.put("p4", b"x", group="g")  # one over: only the least recently used (p2) goes
+    assert sorted(store.keys(group="g")) == ["p1", "p3", "p4"]
+    store.put_many({"n1": b"1", "n2": b"2"}, group="g")  # two over: p3 then p1
+    assert sorted(store.keys(group="g")) == ["n1", "n2", "p4"]
+    store.put_many({"m1": b"1", "m2": b"2", "m3": b"3", "m4": b"4"}, group="g")
+    assert sorted(store.keys(group="g")) == ["m1", "m2", "m3"]  # more than the bound at once
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"], indirect=True)
 def test_byte_bound_counts_generations_deletes_and_expiry(backend: Backend) -> None:
     store = backend.open(max_bytes=100)

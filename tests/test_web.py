@@ -4,7 +4,8 @@ Every behaviour a browser relies on: POST/redirect/GET, the back button and a se
 tab forking the conversation, expiry (410), unknown and tampered ids (404/400),
 session binding, CSRF, the per-session bound, a restart, two processes sharing
 Redis, a code change between two pages, key rotation; the same conversation on
-SQLite, Redis and PostgreSQL; and the WSGI app and the Flask/Starlette mounts.
+SQLite, Redis and PostgreSQL; the WSGI app and the Flask/Starlette mounts; HEAD;
+client-side pages (the signed page in its URL); handlers saved by value.
 """
 
 from __future__ import annotations
@@ -576,3 +577,248 @@ def test_codec_is_the_only_path_page_bytes_are_signed_web_pages(sqlite_url: str)
         store.close()
     finally:
         server.stop()
+
+
+# --- HEAD ------------------------------------------------------------------------------------
+
+
+def test_head_answers_status_and_headers_without_a_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web_sum
+
+    from contsnap import web
+
+    monkeypatch.setenv("CONTSNAP_KEY", KEY)
+    app = web.App("head", store=f"sqlite:///{tmp_path}/p.db")
+    app.conversation("/sum")(web_sum.add_three)
+    with _wsgi_client(app) as browser:
+        page = browser.get("/sum")
+        expired_url = str(page.url).replace("/-/", "/-/A", 1)[:-1]
+        for url, status in ((page.url, 200), ("/nowhere", 404), (expired_url, 404)):
+            got, head = browser.get(url), browser.head(url)
+            assert (head.status_code, got.status_code) == (status, status)
+            assert head.content == b"" and got.content != b""
+            assert head.headers["content-length"] == str(len(got.content))
+        start = browser.head("/sum", follow_redirects=False)
+        assert start.status_code == 303 and "/sum/-/" in start.headers["location"]
+
+    async def over_asgi() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as b:
+            b.cookies = browser.cookies
+            got, head = await b.get(page.url), await b.head(page.url)
+            assert got.status_code == head.status_code == 200
+            assert head.content == b"" and len(got.content) > 0
+            assert head.headers["content-length"] == str(len(got.content))
+
+    asyncio.run(over_asgi())
+
+
+# --- client-side pages: the signed snapshot travels in the URL ----------------------------
+
+
+def _client_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> Any:
+    import web_checkout
+    import web_sum
+
+    from contsnap import web
+
+    monkeypatch.setenv("CONTSNAP_KEY", KEY)
+    options.setdefault("client_side", 1500)
+    app = web.App("client", store=f"sqlite:///{tmp_path}/p.db", **options)
+    app.conversation("/sum")(web_sum.add_three)
+    app.conversation("/checkout")(web_checkout.checkout)
+    return app
+
+
+def test_client_side_pages_travel_in_the_url_and_fork_like_stored_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _client_app(tmp_path, monkeypatch)
+    with _wsgi_client(app) as browser:
+        page1 = browser.get("/sum")
+        assert "/sum/-/~" in str(page1.url) and len(str(page1.url)) < 2100
+        page2 = submit(browser, page1, {"n": "4"})
+        assert "Number 2? (so far 4)" in page2.text and "/-/~" in str(page2.url)
+        assert browser.get(page2.url).text == page2.text  # reload
+        other = submit(browser, page1, {"n": "10"})  # the back button: a branch of its own
+        assert "so far 10" in other.text
+        assert "The sum is 15" in sum_of(browser, page2, 5, 6).text
+        assert "The sum is 21" in sum_of(browser, other, 5, 6).text
+        forged = browser.post(action(page2), data={"n": "1", "_csrf": "0" * 32})
+        assert forged.status_code == 403
+        # a form re-asked with its errors, then the checkout's pages
+        basket = browser.get("/checkout")
+        wrong = submit(browser, basket, {"apple": "many", "pear": "1"})
+        assert wrong.url == basket.url and "invalid literal" in wrong.text
+        address = submit(browser, wrong, {"apple": "1", "pear": "1"})
+        assert "Delivery address" in address.text and "/-/~" in str(address.url)
+    assert app.store.keys() == []  # no page was stored
+
+
+def test_client_side_page_too_big_for_the_url_falls_back_to_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _client_app(tmp_path, monkeypatch, client_side=400)
+    with _wsgi_client(app) as browser:
+        page1 = browser.get("/sum")
+        assert "/-/~" not in str(page1.url) and len(app.store.keys()) == 1
+        assert "so far 4" in submit(browser, page1, {"n": "4"}).text
+
+
+def test_client_side_pages_are_verified_before_anything_is_unpickled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from contsnap.web import _pages
+
+    app = _client_app(tmp_path, monkeypatch)
+    restored: list[str] = []
+    real_restore = _codec.restore
+
+    def spy(meta: Any, payload: bytes) -> Any:
+        restored.append(meta["identity"])
+        return real_restore(meta, payload)
+
+    monkeypatch.setattr(_pages._codec, "restore", spy)
+    with _wsgi_client(app) as browser:
+        page1 = browser.get("/sum")
+        token = str(page1.url).rsplit("/-/", 1)[1]
+        data = base64.urlsafe_b64decode(token[1:] + "=" * (-len(token[1:]) % 4))
+        flipped = bytearray(data)
+        flipped[-30] ^= 0x01
+        tampered = "~" + base64.urlsafe_b64encode(bytes(flipped)).decode().rstrip("=")
+        restored.clear()
+        for bad in (tampered, "~" + "A" * 40, "~not*base64", "~" + "A" * 3000):
+            refused = browser.get(f"/sum/-/{bad}")
+            assert refused.status_code == 400 and "damaged or not ours" in refused.text, bad
+        posted = browser.post(f"/sum/-/{tampered}", data={"n": "1"})
+        assert posted.status_code == 400
+        # a good page of another conversation of the app is not this one's
+        assert browser.get(f"/checkout/-/{token}").status_code == 400
+        assert restored == []  # nothing was unpickled
+        # a stored page's bytes carried in a URL are not a client-side page
+        stored = _client_app(tmp_path, monkeypatch, client_side=0)
+        with _wsgi_client(stored) as other:
+            url = str(other.get("/sum").url)
+            blob = stored.store.get(page_id(url)) or b""
+            carried = "~" + base64.urlsafe_b64encode(blob).decode().rstrip("=")
+            assert browser.get(f"/sum/-/{carried}").status_code == 400
+        assert restored == []
+        # another browser session's page: as for a stored page, 404
+        with _wsgi_client(app) as mallory:
+            assert mallory.get(page1.url).status_code == 404
+        assert restored == []
+        assert browser.get(page1.url).status_code == 200 and restored == ["client:/sum"]
+
+
+def test_client_side_pages_expire_by_their_signed_creation_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _client_app(tmp_path, monkeypatch, idle=0.5)
+    with _wsgi_client(app) as browser:
+        page1 = browser.get("/sum")
+        assert browser.get(page1.url).status_code == 200
+        time.sleep(0.7)
+        expired = browser.get(page1.url)
+        assert expired.status_code == 410 and "This page has expired" in expired.text
+        assert submit(browser, page1, {"n": "1"}).status_code == 410
+
+
+def test_client_side_limit_must_be_a_byte_count() -> None:
+    from contsnap import web
+
+    for wrong in (-1, 1.5, True, "1k"):
+        with pytest.raises(web.WebError, match="the largest page to keep in its URL"):
+            web.App("x", client_side=wrong)
+
+
+# --- handlers saved by value: defined in a script (__main__) or inside a function ---------
+
+BY_VALUE = """
+import json, os, re, sys
+
+import httpx
+
+from contsnap import web
+
+app = web.App("by-value", store=os.environ["STORE"])
+
+
+def build(app):
+    @app.conversation("/inner")
+    def inner(request):
+        a = yield web.ask(lambda k: f'<form method="post" action="{k}"><input name="n"></form>')
+        b = yield web.ask(lambda k: f'<form method="post" action="{k}"><input name="n"></form>')
+        return f"<p>inner SIGN {int(a['n']) + int(b['n'])}</p>"
+
+
+build(app)
+
+
+@app.conversation("/main")
+def main_handler(request):
+    a = yield web.ask(lambda k: f'<form method="post" action="{k}"><input name="n"></form>')
+    b = yield web.ask(lambda k: f'<form method="post" action="{k}"><input name="n"></form>')
+    return f"<p>main SIGN {int(a['n']) + int(b['n'])}</p>"
+
+
+def submit(client, text, **fields):
+    action = re.search(r'action="([^"]+)"', text).group(1)
+    csrf = re.search(r'name="_csrf" value="([^"]+)"', text).group(1)
+    return client.post(action, data={**fields, "_csrf": csrf})
+
+
+transport = httpx.WSGITransport(app=app.wsgi)
+with httpx.Client(transport=transport, base_url="http://t", follow_redirects=True) as c:
+    if sys.argv[1] == "start":
+        saved = {}
+        for path in ("/inner", "/main"):
+            page = submit(c, c.get(path).text, n="1")
+            saved[path] = [page.text, str(page.url)]
+        print(json.dumps([saved, dict(c.cookies)]))
+    else:
+        saved, cookies = json.loads(sys.stdin.read())
+        c.cookies.update(cookies)
+        for path, (text, url) in saved.items():
+            page = submit(c, text, n="2")
+            print(path, c.get(url).status_code, page.status_code, page.text[-22:])
+"""
+
+
+def test_handlers_saved_by_value_continue_in_a_new_process_and_refuse_changed_code(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+
+    script = tmp_path / "by_value_app.py"
+    script.write_text(BY_VALUE)
+    env = dict(os.environ, CONTSNAP_KEY=KEY, STORE=f"sqlite:///{tmp_path}/p.db")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+
+    def run(*args: str, given: str = "") -> str:
+        done = subprocess.run(
+            [sys.executable, str(script), *args],
+            input=given,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    state = run("start")
+    assert run("go", given=state).splitlines() == [
+        "/inner 200 200 <p>inner SIGN 3</p>",
+        "/main 200 200 <p>main SIGN 3</p>",
+    ]
+    script.write_text(BY_VALUE.replace("SIGN", "CHANGED"))  # another size: no stale .pyc
+    lines = run("go", given=state).splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        ["/inner", "409", "409"],
+        ["/main", "409", "409"],
+    ]

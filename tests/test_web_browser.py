@@ -2,7 +2,9 @@
 
 What the HTTP tests check, as a user does it: the back button then another answer,
 a second tab from page 1, reload, an expired page, a tampered id, a server restart
-between two pages, and two server processes sharing Redis with the pages alternating.
+between two pages, and two server processes sharing Redis with the pages alternating;
+the back button and a second tab on each store (SQLite, Redis, PostgreSQL) and with
+client-side pages (the page in its URL).
 """
 
 from __future__ import annotations
@@ -160,3 +162,56 @@ def test_two_servers_sharing_redis_alternately(tab: Any, redis_server: Any) -> N
     finally:
         first.stop()
         second.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres", "client-side"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WebServer]:
+    options: dict[str, str] = {}
+    if request.param in ("sqlite", "client-side"):
+        url = f"sqlite:///{tmp_path}/pages.db"
+        if request.param == "client-side":
+            options["WEB_TEST_CLIENT_SIDE"] = "1500"
+    else:
+        url = str(request.getfixturevalue(f"{request.param}_server").url)
+    running = WebServer(url, **options)
+    yield running
+    running.stop()
+
+
+def test_back_button_and_a_second_tab_on_every_store(tab: Any, any_store: WebServer) -> None:
+    client_side = any_store.env.get("WEB_TEST_CLIENT_SIDE")
+    tab.goto(any_store.url + "/sum")
+    page1 = tab.url
+    assert ("/sum/-/~" in page1) == bool(client_side)
+    answer(tab, 1)
+    page2 = tab.url
+    tab.go_back()
+    assert tab.url == page1 and "Number 1? (so far 0)" in text(tab)
+    answer(tab, 10)  # another answer to page 1
+    other = tab.context.new_page()  # and page 2 of the first branch in a second tab
+    other.goto(page2)
+    answer(other, 2)
+    answer(tab, 20)
+    answer(other, 3)
+    answer(tab, 30)
+    assert "The sum is 6" in text(other)
+    assert "The sum is 60" in text(tab)
+    tab.reload()
+    assert "The sum is 60" in text(tab)
+
+
+def test_client_side_page_tampered_in_the_url(tab: Any, tmp_path: Path) -> None:
+    server = WebServer(f"sqlite:///{tmp_path}/pages.db", WEB_TEST_CLIENT_SIDE="1500")
+    try:
+        tab.goto(server.url + "/sum")
+        answer(tab, 4)
+        url = tab.url
+        at = len(url) - 30
+        tampered = url[:at] + ("A" if url[at] != "A" else "B") + url[at + 1 :]
+        response = tab.goto(tampered)
+        assert response.status == 400 and "damaged or not ours" in text(tab)
+        tab.goto(url)
+        answer(tab, 5)
+        assert "Number 3? (so far 9)" in text(tab)
+    finally:
+        server.stop()

@@ -1,7 +1,7 @@
 """The app the web tests serve with uvicorn, configured by environment variables.
 
-``WEB_TEST_STORE`` (a store URL), ``WEB_TEST_IDLE`` (seconds), ``WEB_TEST_PER_SESSION``
-and ``WEB_TEST_MODULE`` (an extra module of conversations to import, for the
+``WEB_TEST_STORE`` (a store URL), ``WEB_TEST_IDLE`` (seconds), ``WEB_TEST_PER_SESSION``,
+``WEB_TEST_CLIENT_SIDE`` (the app's ``client_side=`` bytes) and ``WEB_TEST_MODULE`` (an extra module of conversations to import, for the
 code-change test). It serves the examples' handlers and a few test conversations.
 """
 
@@ -22,6 +22,7 @@ app = web.App(
     store=os.environ["WEB_TEST_STORE"],
     idle=float(os.environ.get("WEB_TEST_IDLE", "1800")),
     per_session=int(os.environ.get("WEB_TEST_PER_SESSION", "50")),
+    client_side=int(os.environ.get("WEB_TEST_CLIENT_SIDE", "0")),
 )
 app.conversation("/sum")(web_sum.add_three)
 app.conversation("/checkout")(web_checkout.checkout)

@@ -198,15 +198,21 @@ class SQLStore(StoreBase):
     def _enforce_bounds(self, cur: Any, group: str | None, written: set[str]) -> None:
         """Evict least-recently-used keys (never the ones just written) to honour the bounds."""
         if self.max_per_group is not None and group is not None:
-            cur.execute(
-                self._q("SELECT key FROM {p}keys WHERE grp = ? ORDER BY accessed DESC, key"),
-                (group,),
-            )
-            in_group = [r[0] for r in cur.fetchall()]
-            keep = [k for k in in_group if k in written]
-            keep += [k for k in in_group if k not in written]
-            for key in keep[self.max_per_group :]:
-                self._drop(cur, key)
+            cur.execute(self._q("SELECT COUNT(*) FROM {p}keys WHERE grp = ?"), (group,))
+            excess = int(cur.fetchone()[0]) - self.max_per_group
+            if excess > 0:
+                # the least recently used first (ties: the later key), never one just written
+                cur.execute(
+                    self._q(
+                        "SELECT key FROM {p}keys WHERE grp = ? ORDER BY accessed, key DESC LIMIT ?"
+                    ),
+                    (group, excess + len(written)),
+                )
+                victims = [r[0] for r in cur.fetchall() if r[0] not in written][:excess]
+                # more keys written at once than the bound: the later ones go too
+                victims += sorted(written, reverse=True)[: excess - len(victims)]
+                for key in victims:
+                    self._drop(cur, key)
         if self.max_bytes is None:
             return
         cur.execute(self._q("SELECT COALESCE(SUM(bytes), 0) FROM {p}totals"))

@@ -19,22 +19,23 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
+from contsnap import _keys
 from contsnap._api import detach
 from contsnap._errors import CheckpointError, CodeChangedError, SnapshotKindError
 from contsnap._marking._decorator import checkpointable
 
 from . import _pages
 from ._errors import WebError
-from ._forms import CSRF_FIELD, RESUMED, Answer, Ask
+from ._forms import CSRF_FIELD, RESUMED, Answer, Ask, Shown
 
 __all__ = ["App", "Request", "Response", "current_app"]
 
 _MODULE = "contsnap.web"
 _log = logging.getLogger("contsnap.web")
+_SESSION = re.compile(r"[A-Za-z0-9_\-]{32}")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{32}\.[A-Za-z0-9_\-=]{16}")
 # saved with every page, so never the browser's credentials
 _SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
@@ -128,7 +129,8 @@ class App:
     signs, all verify (default: contsnap's key in effect). Each browser session keeps
     at most ``per_session`` pages (least recently used go first) and the store at most
     ``max_bytes``; a page expires ``idle`` seconds after its last use and ``ttl``
-    seconds after it was made.
+    seconds after it was made. With ``client_side=N``, a page whose signed snapshot
+    is at most ``N`` bytes travels in its URL instead of the store (see docs/web.md).
     """
 
     __module__ = _MODULE
@@ -148,6 +150,7 @@ class App:
         cookie: str = "contsnap_session",
         secure_cookie: bool = False,
         sweep_every: float = 60.0,
+        client_side: int = 0,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
             raise WebError(f"web.App: name {name!r} must be letters, digits, '_', '.' or '-'")
@@ -162,6 +165,7 @@ class App:
             idle=idle,
             ttl=ttl,
             bind_session=bind_session,
+            client_side=client_side,
         )
         self.cookie = cookie
         self.secure_cookie = secure_cookie
@@ -267,10 +271,9 @@ class App:
         token: str,
     ) -> Response | _Pending:
         root = request.root
-        page_id = (
-            self.pages.check_id(conv.identity, session, token) if _TOKEN.fullmatch(token) else None
-        )
-        if page_id is None:
+        ring = self.pages.ring()
+
+        def unknown() -> Response:
             return Response(
                 _page(
                     "Unknown page",
@@ -281,20 +284,53 @@ class App:
                 404,
                 set_cookie,
             )
-        data = self.pages.load_bytes(page_id)
-        if data is None:
+
+        def expired() -> Response:
             return Response(
                 _page("Page expired", "This page has expired \u2014 start again.", root, conv.path),
                 410,
                 set_cookie,
             )
+
+        def bad() -> Response:
+            return Response(
+                _page(
+                    "Bad page", "This page's saved state is damaged or not ours.", root, conv.path
+                ),
+                400,
+                set_cookie,
+            )
+
+        if token.startswith(_pages.CLIENT_PREFIX):  # the page travels in its URL
+            data = self.pages.client_bytes(token)
+            if data is None:
+                return bad()
+        else:
+            page_id = (
+                self.pages.check_id(ring, conv.identity, session, token)
+                if _TOKEN.fullmatch(token)
+                else None
+            )
+            if page_id is None:
+                return unknown()
+            data = self.pages.load_bytes(page_id)
+            if data is None:
+                return expired()
         k = f"{root}{conv.path.rstrip('/')}/-/{token}"
+        showing = request.method in ("GET", "HEAD")
         try:
-            if request.method in ("GET", "HEAD"):
-                shown = self.pages.html(conv.identity, data, root)
+            meta, payload = self.pages.verify(conv.identity, data)
+            if _pages.CLIENT_META in meta or token.startswith(_pages.CLIENT_PREFIX):
+                problem = self.pages.check_client(meta, token, session)
+                if problem is not None:
+                    return {"session": unknown, "expired": expired}.get(problem, bad)()
+            if showing:
+                shown = self.pages.html(meta, root)
                 if shown is not None:
                     return Response(shown, 200, set_cookie)
-            page = self.pages.decode(conv.identity, data)
+            elif request.method != "POST":
+                return Response(_page("Method not allowed", "Use GET or POST.", root, None), 405)
+            page = self.pages.restore(conv.identity, meta, payload)
         except CodeChangedError as exc:
             _log.warning("the stored page of %s is from older code: %s", conv.identity, exc)
             return Response(
@@ -309,27 +345,18 @@ class App:
             )
         except (SnapshotKindError, CheckpointError) as exc:
             _log.warning("refused the stored page of %s: %s", conv.identity, exc)
-            return Response(
-                _page(
-                    "Bad page", "This page's saved state is damaged or not ours.", root, conv.path
-                ),
-                400,
-                set_cookie,
-            )
-        csrf = self.pages.csrf(session, token)
-        if request.method in ("GET", "HEAD"):  # saved for another mount path: render it here
+            return bad()
+        csrf = self.pages.csrf(ring, session, token)
+        if showing:  # saved for another mount path: render it here
             _detach(page.handler)
             if page.final is not None:
                 return Response(page.final, 200, set_cookie)
             return Response(page.ask.render(k, csrf), 200, set_cookie)
-        if request.method != "POST":
-            _detach(page.handler)
-            return Response(_page("Method not allowed", "Use GET or POST.", root, None), 405)
         submitted = Answer(
             parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
         )
         if page.final is not None or not self.pages.check_csrf(
-            session, token, submitted.get(CSRF_FIELD, "")
+            ring, session, token, submitted.get(CSRF_FIELD, "")
         ):
             _detach(page.handler)
             return Response(
@@ -343,11 +370,11 @@ class App:
             _detach(page.handler)
             again = page.ask.with_errors(clean, errors)
             return Response(again.render(k, csrf), 200, set_cookie)
-        started = _find_request(page)
+        started = page.request if page.request is not None else _find_request(page)
         if conv.is_async and page.handler.send(None) is not RESUMED:
             _detach(page.handler)
             raise WebError(f"the restored page of {conv.identity} did not stop at its web.ask")
-        return self._step(request, conv, session, set_cookie, started, page.handler, value)
+        return self._step(request, conv, session, set_cookie, started, page.handler, value, ring)
 
     def _step(
         self,
@@ -358,6 +385,7 @@ class App:
         started: Request | None,
         handler: Any,
         value: Any,
+        ring: _keys.KeyRing | None = None,
     ) -> Response | _Pending:
         base = f"{request.root}{conv.path.rstrip('/')}/-/"
 
@@ -365,15 +393,31 @@ class App:
             if asked is None:
                 page = _pages.Page(None, None, _final(returned, conv))
             else:
-                page = _pages.Page(handler, asked)
+                page = _pages.Page(handler, asked, None, started)
+
+            keys = ring if ring is not None else self.pages.ring()
+            token: str | None = None
+            if self.pages.client_side:
+                if type(page.ask) is Ask:  # shown at a marker URL, put in place when rendered
+                    page.ask = Shown.of(page.ask, base + "~" + secrets.token_urlsafe(12))
+                try:
+                    token = self.pages.save_client(conv.identity, session, page)
+                except BaseException:
+                    _detach(handler)
+                    raise
 
             def render(token: str) -> str:
                 if page.final is not None:
                     return page.final
-                return str(asked.render(base + token, self.pages.csrf(session, token)))
+                if type(page.ask) is Ask:  # its callable is not saved, only what it showed
+                    page.ask = Shown.of(page.ask, base + token)
+                return str(page.ask.render(base + token, self.pages.csrf(keys, session, token)))
 
             try:
-                token = self.pages.save(conv.identity, session, page, render, request.root)
+                if token is None:  # too big to travel in the URL (or not asked to): stored
+                    token = self.pages.save(
+                        keys, conv.identity, session, page, render, request.root
+                    )
             finally:
                 _detach(handler)
             return Response("", 303, [("location", base + token), *set_cookie])
@@ -396,14 +440,10 @@ class App:
         return resume(asked, None)
 
     def _session(self, request: Incoming) -> tuple[str, list[tuple[str, str]]]:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(request.headers.get("cookie", ""))
-        except Exception:
-            pass
-        morsel = jar.get(self.cookie)
-        if morsel is not None and re.fullmatch(r"[A-Za-z0-9_\-]{32}", morsel.value):
-            return morsel.value, []
+        for part in request.headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == self.cookie and _SESSION.fullmatch(value):
+                return value, []
         session = _pages.new_session()
         attrs = f"{self.cookie}={session}; Path={request.root or '/'}; HttpOnly; SameSite=Lax"
         if self.secure_cookie:

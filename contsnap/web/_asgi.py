@@ -44,12 +44,16 @@ async def serve(app: App, scope: dict[str, Any], receive: Any, send: Any) -> Non
         scope["method"], path, scope.get("query_string", b"").decode("latin-1"), headers, body, root
     )
     response = await app.handle_async(request)
-    await _send(send, response.status, response.headers, response.encoded())
+    body = response.encoded()
+    await _send(send, response.status, response.headers, body, scope["method"] == "HEAD")
 
 
-async def _send(send: Any, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+async def _send(
+    send: Any, status: int, headers: list[tuple[str, str]], body: bytes, head: bool = False
+) -> None:
+    """The response; for a HEAD request its status and headers only (the GET's length)."""
     raw = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
     raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})

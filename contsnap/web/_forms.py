@@ -84,6 +84,37 @@ class Ask:
         return _AwaitAnswer()
 
 
+class Shown(Ask):
+    """A plain `Ask` as it was rendered, kept with its page instead of the page callable.
+
+    The callable (often a lambda, which a snapshot would carry by value, code and
+    all) was called once with the continuation URL ``k``; rendering for another URL
+    (the app seen under another mount path) puts that URL in place of ``k``, which
+    is a random id nothing else in the page contains.
+    """
+
+    def __init__(self, page: str, k: str) -> None:
+        super().__init__(page)
+        self.k = k
+
+    def render(self, k: str, csrf: str) -> str:
+        assert isinstance(self.page, str)
+        return add_csrf(self.page.replace(self.k, k), k, csrf)
+
+    @classmethod
+    def of(cls, asked: Ask, k: str) -> Shown:
+        """``asked`` (a plain `Ask`) rendered for continuation URL ``k``."""
+        text = asked.page(k) if callable(asked.page) else asked.page
+        if not isinstance(text, str):
+            from ._errors import WebError
+
+            raise WebError(
+                f"web.ask: the page callable returned {type(text).__name__}, not HTML text; "
+                "return a str"
+            )
+        return cls(text, k)
+
+
 class _AwaitAnswer:
     """What a restored ``await ask(...)`` waits on: the answer the driver sends next."""
 

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -32,6 +33,10 @@ _ID_BYTES = 24
 _ID_CHARS = 32  # len(token_urlsafe(24))
 _TAG_CHARS = 16
 KIND = "web-page"
+CLIENT_META = "web_client"  # in a client-side page's signed meta: the session it belongs to
+CLIENT_PREFIX = "~"  # a continuation token that is the page itself
+_TOUCHED_MAX = 10_000
+_B64 = re.compile(r"[A-Za-z0-9_\-]*")
 HTML_META = "web_html"
 
 
@@ -50,11 +55,16 @@ def default_data_dir() -> str:
 
 @dataclass
 class Page:
-    """What one stored page holds: the paused handler and what it asked, or a final page."""
+    """What one stored page holds: the paused handler and what it asked, or a final page.
+
+    ``request`` is the request that started the conversation (the handler's argument),
+    kept here so that answering the page needs no search of the handler's locals.
+    """
 
     handler: Any
     ask: Any
     final: str | None = None
+    request: Any = None
 
 
 class PageStore:
@@ -72,7 +82,16 @@ class PageStore:
         idle: float,
         ttl: float,
         bind_session: bool,
+        client_side: int = 0,
     ) -> None:
+        if isinstance(client_side, bool) or not isinstance(client_side, int) or client_side < 0:
+            from ._errors import WebError
+
+            raise WebError(
+                f"web.App(client_side={client_side!r}): the largest page to keep in its URL, "
+                "in bytes (0: every page in the store)"
+            )
+        self.client_side = client_side
         self._bounds: dict[str, Any] = {"max_per_group": per_session, "max_bytes": max_bytes}
         self._given = store
         self._opened: Store | None = None
@@ -83,6 +102,9 @@ class PageStore:
         self.ttl = ttl
         self.bind_session = bind_session
         self._last_sweep = time.monotonic()
+        # pages this process touched (or made) lately: id -> time.monotonic()
+        self._touched: dict[str, float] = {}
+        self.touch_every = min(idle / 20, ttl / 20, 60.0)
 
     @property
     def store(self) -> Store:
@@ -105,48 +127,56 @@ class PageStore:
 
     # --- ids -------------------------------------------------------------------------------
 
+    def ring(self) -> _keys.KeyRing:
+        """The keys in effect, resolved once per request (tags and CSRF tokens use it)."""
+        return _keys.resolve(self.key)
+
     def _tag(self, secret: bytes, identity: str, session: str, page_id: str) -> str:
         bound = session if self.bind_session else ""
         message = f"contsnap web page\0{identity}\0{bound}\0{page_id}".encode()
         digest = hmac.digest(secret, message, hashlib.sha256)[:_TAG_BYTES]
         return base64.urlsafe_b64encode(digest).decode()
 
-    def new_id(self, identity: str, session: str) -> str:
+    def new_id(self, ring: _keys.KeyRing, identity: str, session: str) -> str:
         """A fresh continuation id with its tag: ``<random>.<tag>``."""
         page_id = secrets.token_urlsafe(_ID_BYTES)
-        ring = _keys.resolve(self.key)
         assert ring.signing_key is not None
         return f"{page_id}.{self._tag(ring.signing_key, identity, session, page_id)}"
 
-    def check_id(self, identity: str, session: str, token: str) -> str | None:
+    def check_id(self, ring: _keys.KeyRing, identity: str, session: str, token: str) -> str | None:
         """The store key of ``token`` if its tag verifies under any key of the ring, else None."""
         page_id, dot, tag = token.partition(".")
         if not dot or len(page_id) != _ID_CHARS or len(tag) != _TAG_CHARS:
             return None
         found = False
-        for secret in _keys.resolve(self.key).keys:
+        for secret in ring.keys:
             found |= hmac.compare_digest(self._tag(secret, identity, session, page_id), tag)
         return page_id if found else None
 
-    def csrf(self, session: str, token: str) -> str:
+    def csrf(self, ring: _keys.KeyRing, session: str, token: str) -> str:
         """The CSRF token the forms of page ``token`` carry in this session."""
-        ring = _keys.resolve(self.key)
         assert ring.signing_key is not None
         message = f"contsnap web csrf\0{session}\0{token}".encode()
-        return hmac.new(ring.signing_key, message, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(ring.signing_key, message, hashlib.sha256).hex()[:32]
 
-    def check_csrf(self, session: str, token: str, given: str) -> bool:
+    def check_csrf(self, ring: _keys.KeyRing, session: str, token: str, given: str) -> bool:
         ok = False
-        for secret in _keys.resolve(self.key).keys:
-            message = f"contsnap web csrf\0{session}\0{token}".encode()
-            expected = hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+        message = f"contsnap web csrf\0{session}\0{token}".encode()
+        for secret in ring.keys:
+            expected = hmac.digest(secret, message, hashlib.sha256).hex()[:32]
             ok |= hmac.compare_digest(expected, given)
         return ok
 
     # --- pages -----------------------------------------------------------------------------
 
     def save(
-        self, identity: str, session: str, page: Page, render: Callable[[str], str], root: str
+        self,
+        ring: _keys.KeyRing,
+        identity: str,
+        session: str,
+        page: Page,
+        render: Callable[[str], str],
+        root: str,
     ) -> str:
         """Snapshot ``page`` (signed, bound to ``identity``) under a fresh id; the id.
 
@@ -154,40 +184,104 @@ class PageStore:
         the signed metadata too, so that showing the page again (a GET, a reload)
         verifies it but unpickles nothing.
         """
-        token = self.new_id(identity, session)
+        token = self.new_id(ring, identity, session)
         meta = {HTML_META: [root, render(token)]}
         data = _codec.encode(page, kind=KIND, identity=identity, key=self.key, meta=meta)
-        self.store.put(
-            token.partition(".")[0],
-            data,
-            idle=self.idle,
-            ttl=self.ttl,
-            group=_group(session),
-        )
+        page_id = token.partition(".")[0]
+        self.store.put(page_id, data, idle=self.idle, ttl=self.ttl, group=_group(session))
+        self._used(page_id, time.monotonic())  # a put starts its idle timer: no touch needed
         return token
 
-    def html(self, identity: str, data: bytes, root: str) -> str | None:
-        """The saved HTML of a page, if saved for mount ``root``: verified, nothing unpickled.
+    # --- client-side pages: the signed snapshot is the continuation token ------------------
 
-        Signature, kind, identity and the saved code are checked as a restore would.
+    def save_client(self, identity: str, session: str, page: Page) -> str | None:
+        """``page`` as a URL token (``~`` and its signed snapshot, base64) if small enough.
+
+        The snapshot is signed and bound to the app and conversation (``identity``) as a
+        stored page is, and its signed metadata names the browser session (a hash of it)
+        so that a leaked URL does not continue elsewhere; ``created_at``, signed too,
+        lets `check_client` enforce the expiry. ``None``: larger than ``client_side``.
         """
-        meta, _payload = _codec.verify(data, kinds=(KIND,), identity=identity, key=self.key)
+        meta = {CLIENT_META: self._bound(session)}
+        data = _codec.encode(page, kind=KIND, identity=identity, key=self.key, meta=meta)
+        if len(data) > self.client_side:
+            return None
+        return CLIENT_PREFIX + base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def client_bytes(self, token: str) -> bytes | None:
+        """The snapshot a client-side token carries, unverified (None: not base64 at all)."""
+        text = token[len(CLIENT_PREFIX) :]
+        if len(text) > 4 * self.client_side // 3 + 4 or not _B64.fullmatch(text):
+            return None
+        try:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except ValueError:
+            return None
+
+    def check_client(self, meta: dict[str, Any], token: str, session: str) -> str | None:
+        """After the signature verified: why a client-side page is refused, or None.
+
+        ``"bad"`` (a stored page's bytes in a URL, or the mode is off), ``"session"``
+        (another browser session's page), ``"expired"`` (``idle`` seconds after it was
+        made, since nothing records its later use; never beyond ``ttl``).
+        """
+        if not (self.client_side and token.startswith(CLIENT_PREFIX) and CLIENT_META in meta):
+            return "bad"
+        if meta.get(CLIENT_META) != self._bound(session):
+            return "session"
+        made = meta.get("created_at")
+        if not isinstance(made, (int, float)) or time.time() - made > min(self.idle, self.ttl):
+            return "expired"
+        return None
+
+    def _bound(self, session: str) -> str:
+        return _group(session) if self.bind_session else ""
+
+    def load_bytes(self, page_id: str) -> bytes | None:
+        """The stored bytes of a page (None: expired or evicted); restarts its idle timer.
+
+        The timer is restarted (a write to the store) at most once every
+        ``touch_every`` seconds per page and process: a page shown and then answered a
+        moment later, or shown right after it was made, costs one read, not two writes.
+        """
+        data = self.store.get(page_id)
+        if data is not None:
+            now = time.monotonic()
+            last = self._touched.get(page_id)
+            if last is None or now - last >= self.touch_every:
+                self.store.touch(page_id)
+                self._used(page_id, now)
+        return data
+
+    def _used(self, page_id: str, now: float) -> None:
+        touched = self._touched
+        if len(touched) >= _TOUCHED_MAX:  # forget stale ones, then the oldest: it stays bounded
+            for name, last in list(touched.items()):  # (threads may share it: pop, not del)
+                if now - last >= self.touch_every or len(touched) >= _TOUCHED_MAX // 2:
+                    touched.pop(name, None)
+        touched[page_id] = now
+
+    def verify(self, identity: str, data: bytes) -> tuple[dict[str, Any], bytes]:
+        """Signature, kind, identity and the saved code checked: ``(meta, payload)``.
+
+        Nothing is unpickled; `html` and `restore` then use what this returned.
+        """
+        meta, payload = _codec.verify(data, kinds=(KIND,), identity=identity, key=self.key)
         _codec.check_code(meta["frames"])
+        return meta, payload
+
+    @staticmethod
+    def html(meta: dict[str, Any], root: str) -> str | None:
+        """The saved HTML of a verified page, if it was saved for mount ``root``."""
         saved = meta.get(HTML_META)
         if isinstance(saved, list) and len(saved) == 2 and saved[0] == root:
             return saved[1] if isinstance(saved[1], str) else None
         return None
 
-    def load_bytes(self, page_id: str) -> bytes | None:
-        """The stored bytes of a page (None: expired or evicted); restarts its idle timer."""
-        data = self.store.get(page_id)
-        if data is not None:
-            self.store.touch(page_id)
-        return data
-
-    def decode(self, identity: str, data: bytes) -> Page:
-        """Verify and rebuild a page (signature, kind and identity first; code unchanged)."""
-        page = _codec.decode(data, kinds=(KIND,), identity=identity, key=self.key).obj
+    @staticmethod
+    def restore(identity: str, meta: dict[str, Any], payload: bytes) -> Page:
+        """Rebuild a page that `verify` vouched for."""
+        page = _codec.restore(meta, payload).obj
         if not isinstance(page, Page):
             from ._errors import WebError
 

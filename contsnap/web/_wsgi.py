@@ -39,12 +39,18 @@ def serve(app: App, environ: dict[str, Any], start_response: Any) -> Iterable[by
         environ.get("SCRIPT_NAME", "").rstrip("/"),
     )
     response = app.handle(request)
-    return _reply(start_response, response.status, response.headers, response.encoded())
+    head = request.method == "HEAD"
+    return _reply(start_response, response.status, response.headers, response.encoded(), head)
 
 
 def _reply(
-    start_response: Any, status: int, headers: list[tuple[str, str]], body: bytes
+    start_response: Any,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    head: bool = False,
 ) -> list[bytes]:
+    """The response; for a HEAD request its status and headers only (the GET's length)."""
     line = f"{status} {HTTPStatus(status).phrase}"
     start_response(
         line,
@@ -55,4 +61,4 @@ def _reply(
             ("Content-Length", str(len(body))),
         ],
     )
-    return [body]
+    return [b"" if head else body]
