@@ -30,6 +30,7 @@ from contsnap._marking._decorator import checkpointable
 from . import _pages
 from ._errors import WebError
 from ._forms import CSRF_FIELD, RESUMED, Answer, Ask, Shown
+from ._incoming import Incoming
 
 __all__ = ["App", "Request", "Response", "current_app"]
 
@@ -68,18 +69,6 @@ class Response:
 
     def encoded(self) -> bytes:
         return self.body.encode() if isinstance(self.body, str) else self.body
-
-
-@dataclass
-class Incoming:
-    """A request as the adapters hand it over (the mount prefix already stripped)."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-    root: str = ""
 
 
 @dataclass

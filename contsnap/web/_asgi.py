@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._app import Incoming
+from ._incoming import Incoming
 
 if TYPE_CHECKING:
     from ._app import App

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from ._app import Incoming
+from ._incoming import Incoming
 
 if TYPE_CHECKING:
     from ._app import App
