@@ -359,6 +359,42 @@ def test_changed_code_is_refused_by_name(cluster: Cluster) -> None:
     assert len(cluster.steps(tag)) < N
 
 
+def test_where_the_job_is_from_the_command_line(cluster: Cluster) -> None:
+    """``contsnap inspect``/``ls`` on the store: the live owner, then the dead one's job."""
+    (worker,) = cluster.start_workers(1)
+    tag, steps, delay = "shown", 40, 0.25
+    key = f"task:celery_tasks.squares:{tag}"
+    store = cluster.env["CONTSNAP_CELERY_STORE"]
+    result = cluster.tasks.squares.start(tag, steps, delay, job_id=tag)
+    cluster.wait_steps(tag, 4)
+    child, _ = cluster.owner(tag)
+    shown = _contsnap("inspect", store, key)
+    assert "kind      task (celery_tasks.squares/shown)" in shown
+    assert "state     running" in shown, shown
+    assert f"lease     held by pid {child} on " in shown and ", fencing token 1, " in shown
+    assert f"attempts  running; last owner pid {child} on " in shown
+    assert "squares  " in shown and "celery_tasks.py:" in shown
+    assert "code matches" in shown  # the version of squares this worker runs (under an if)
+    listed = _contsnap("ls", store)
+    (row,) = [line for line in listed.splitlines() if line.startswith(key)]
+    assert " running " in row and f"pid {child} on " in row and "#1 " in row
+    os.killpg(worker.pgid, signal.SIGKILL)
+    # once the dead owner's lease has expired: free, and its attempt never ended
+    dead = cluster.wait_for("the dead owner's lease to expire", lambda: _contsnap_if(
+        "state     crashed", "inspect", store, key))  # fmt: skip
+    assert "lease     free (its last owner died: the next delivery resumes it)" in dead
+    cluster.start_workers(1)
+    cluster.check_outcome(tag, result, reruns=INTERVAL_STEPS + 1, steps=steps)
+    (row,) = [line for line in _contsnap("ls", store).splitlines() if line.startswith(key)]
+    assert " finished " in row and f"{steps:,}" in row
+    assert "(1 crashes)" not in row  # a finished job's attempt record is gone
+
+
+def _contsnap_if(wanted: str, *args: str) -> str | None:
+    shown = _contsnap(*args)
+    return shown if wanted in shown else None
+
+
 # --- in-process (eager) runs: no broker, the checkpoints in SQLite ----------------------
 
 _FAIL_AT: set[int] = set()
@@ -492,21 +528,65 @@ def test_a_checkpoint_of_another_kind_or_job_is_refused(tmp_path: Path) -> None:
         task.start(5, job_id="local").get()
 
 
-def test_contsnap_inspect_reads_a_task_from_its_store(tmp_path: Path) -> None:
-    """``contsnap inspect URL KEY``: progress, paused position and attempts, without a key."""
+def _contsnap(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "contsnap", *args], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=TESTS, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_contsnap_inspect_and_ls_read_a_task_from_its_store(tmp_path: Path) -> None:
+    """``contsnap inspect STORE KEY`` and ``ls STORE``: progress, lease, attempts, effects."""
     from contsnap.integrations.celery import _task_key
 
-    task = _eager_task(tmp_path, {"record": lambda payload, key: None})
+    down = {"seen/1"}
+
+    def record(payload: Any, key: str) -> None:
+        if key in down:
+            down.discard(key)
+            raise ConnectionError("the service is down")
+
+    task = _eager_task(tmp_path, {"record": record})
     _FAIL_AT.clear()
-    _FAIL_AT.add(3)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ConnectionError):  # effect 1 committed with its checkpoint, not delivered
         task.start(5, job_id="seen").get()
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    shown = subprocess.run(
-        [sys.executable, "-m", "contsnap", "inspect", url, _task_key(task.name, "seen")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
-    ).stdout  # fmt: skip
-    assert "kind      task (test_celery._eager_job/seen)" in shown
-    assert "6 steps" in shown  # three loop turns of two yields each; the fourth raised
-    assert "attempts  not running; last owner pid " in shown and "0 crashes" in shown
-    assert "_eager_job" in shown and "test_celery.py:" in shown
+    key = _task_key(task.name, "seen")
+    for store in (f"sqlite:///{tmp_path / 'jobs.db'}", str(tmp_path / "jobs.db")):
+        shown = _contsnap("inspect", store, key)
+        assert "kind      task (test_celery._eager_job/seen)" in shown
+        assert "3 steps" in shown  # effect 0, a plain yield, effect 1: saved at each
+        assert "state     stopped" in shown and "lease     free" in shown
+        assert "attempts  not running; last owner pid " in shown and "0 crashes" in shown
+        assert "effects   2 yielded; pending 1 committed, not yet delivered (1)" in shown
+        assert "_eager_job" in shown and "test_celery.py:" in shown
+    as_json = json.loads(_contsnap("inspect", str(tmp_path / "jobs.db"), key, "--json"))
+    assert as_json["state"] == "stopped" and as_json["effects_pending"] == [1]
+    assert as_json["lease"] is None and as_json["attempts"]["running"] is False
+    status = task.status("seen")
+    assert status["effects_pending"] == [1] and status["lease"] is None
+    # the job's sidecar keys (attempts, outbox) are folded into its line
+    (header, row) = _contsnap("ls", str(tmp_path / "jobs.db")).splitlines()
+    assert header.split() == ["KEY", "AGE", "STEPS", "STATE", "LEASE", "PAUSED", "IN"]
+    assert row.startswith(key) and " 3 " in row
+    assert "stopped, 1 effects pending" in row and "(last: pid " in row
+    assert task.start(5, job_id="seen").get() == sum(i * 3 for i in range(5))
+    (_, row) = _contsnap("ls", f"sqlite:///{tmp_path / 'jobs.db'}").splitlines()
+    assert " finished " in row and "effects pending" not in row
+    shown = _contsnap("inspect", str(tmp_path / "jobs.db"), key)
+    assert "state     finished" in shown and "pending none" in shown
+
+
+def test_contsnap_ls_and_inspect_refuse_a_missing_store(tmp_path: Path) -> None:
+    """A store path that does not exist is reported, never created."""
+    for args in (
+        ["inspect", f"sqlite:///{tmp_path / 'none.db'}", "task:x"],
+        ["ls", f"file://{tmp_path / 'nowhere'}"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "contsnap", *args], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1 and "does not exist" in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -233,6 +233,34 @@ def test_lease_renew_release_and_growing_tokens(store: Any) -> None:
     assert store.put("data", b"z", lease=other) == 2
 
 
+def test_current_lease_shows_the_holder_and_takes_nothing(store: Any) -> None:
+    """``current_lease`` reads the live lease (for ``contsnap inspect``); it never acquires."""
+    assert store.current_lease("job") is None
+    lease = store.acquire("job", 5, owner="worker-a")
+    seen = store.current_lease("job")
+    assert (seen.key, seen.token, seen.owner, seen.pid, seen.host) == (
+        "job",
+        lease.token,
+        "worker-a",
+        os.getpid(),
+        socket.gethostname(),
+    )
+    assert abs(seen.expires_at - lease.expires_at) < 1 and 0 < seen.ttl <= 5
+    with pytest.raises(LeaseHeldError):
+        store.acquire("job", 5)  # reading it took nothing over
+    assert store.current_lease("other-job") is None
+    assert store.release(lease) is True
+    assert store.current_lease("job") is None  # released: no holder, whatever the record says
+    short = store.acquire("job", 0.3)
+    assert store.current_lease("job").token == short.token > lease.token
+    deadline = time.monotonic() + 10
+    while store.current_lease("job") is not None:  # expired: no holder
+        assert time.monotonic() < deadline, "the expired lease is still shown"
+        time.sleep(0.05)
+    with pytest.raises(StoreError, match="not a valid key"):
+        store.current_lease("../x")
+
+
 def test_lease_lost_by_a_frozen_holder_is_fenced(backend: Backend) -> None:
     """A holder paused (SIGSTOP) past its ttl loses the lease; after SIGCONT its write is refused."""
     ctx, ttl = spawn(), 0.5

@@ -286,10 +286,12 @@ class DurableTask(Task):  # type: ignore[misc]
         return loaded.obj
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """Where the job ``job_id`` is, from the store: progress, last owner, attempts.
+        """Where the job ``job_id`` is, from the store: progress, lease, attempts, effects.
 
-        Reads the checkpoint's signed metadata only (nothing is unpickled) and the
-        job's attempt record; an empty dict when the job has no checkpoint.
+        Reads the checkpoint's signed metadata only (nothing is unpickled), the
+        job's attempt record, its live lease (``None`` when free; ``ttl`` is the
+        seconds left) and the effects committed but not yet delivered
+        (``effects_pending``); an empty dict when the job has no checkpoint.
         """
         spec = self.contsnap_spec
         files = _TaskCheckpoints(spec.store, _task_key(spec.name, job_id), spec.keep, spec.lease)
@@ -301,6 +303,13 @@ class DurableTask(Task):  # type: ignore[misc]
             return {}
         record = {} if found is None else found.meta.get("job", {})
         frames = [] if found is None else found.meta.get("frames", [])
+        lease = spec.store.current_lease(files.key)
+        first = _count(record.get("outbox_from"))
+        pending = [
+            n
+            for n in range(first, _count(record.get("next_effect")))
+            if spec.store.version(files.effect_key(n)) is not None
+        ]
         return {
             "job_id": job_id,
             "task": spec.name,
@@ -313,6 +322,8 @@ class DurableTask(Task):  # type: ignore[misc]
             "saved_by_pid": record.get("pid"),
             "where": [f"{f.get('qualname')} at {f.get('file')}:{f.get('line')}" for f in frames],
             "effects": record.get("next_effect"),
+            "effects_pending": pending,
+            "lease": None if lease is None else dataclasses.asdict(lease),
             "owner": attempts.owner,
             "attempt_started_at": attempts.started_at,
             "running": attempts.running,
