@@ -128,7 +128,8 @@ def configure(
     redelivered, not lost), prefetch 1 (a worker holds no job it is not running),
     a Redis broker ``visibility_timeout`` of ``visibility_timeout`` seconds swept
     every ``restore_interval`` seconds (a whole worker's death is noticed that
-    fast; keep it longer than the tasks' lease), and a drain hook: on a warm
+    fast, even if the worker that died held the sweep's lock; keep it longer than
+    the tasks' lease), and a drain hook: on a warm
     shutdown (SIGTERM) or a cold one (SIGQUIT) each running job is rolled out at its
     next safe point and requeued, so another worker resumes it at once. A cold
     shutdown gives the jobs ``drain_timeout`` seconds (Celery's soft shutdown) to
@@ -144,6 +145,11 @@ def configure(
     options["visibility_timeout"] = float(visibility_timeout)
     options["unacked_restore_interval"] = float(restore_interval)
     options["unacked_restore_throttle"] = 1
+    # kombu sweeps under a Redis lock that lives 300 s: a worker killed while it held the
+    # lock would stop every other worker's sweep, and so the redelivery of the dead
+    # worker's jobs, for five minutes. A sweep takes milliseconds, and two at once are
+    # harmless (each message is restored in a transaction that watches it): a short lock.
+    options["unacked_mutex_expire"] = max(1.0, 2 * float(restore_interval))
     conf.broker_transport_options = options
     signals.worker_process_init.connect(
         _install_drain_handler, weak=False, dispatch_uid="contsnap-drain-child"
