@@ -606,3 +606,45 @@ def test_contsnap_ls_and_inspect_refuse_a_missing_store(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 1 and "does not exist" in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+_THIEF: dict[str, Any] = {}
+
+
+@contsnap.checkpointable
+def _losing_job(n: int):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        if i == 2 and _THIEF:
+            # frozen past the lease: another worker takes the job over meanwhile, and
+            # this owner then fails in some other way than a refused write
+            store, key = _THIEF.pop("store"), _THIEF.pop("key")
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    store.acquire(key, 30, owner="the new owner")
+                    break
+                except contsnap.stores.LeaseHeldError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            raise ConnectionError("the store's connection broke while the owner was frozen")
+        yield i
+    return n
+
+
+def test_an_owner_that_lost_its_lease_reports_nothing(tmp_path: Path) -> None:
+    """The error of an attempt that lost the lease is not the job's: the task is ignored."""
+    from celery import Celery
+
+    from contsnap.integrations.celery import _task_key, configure, durable_task
+    from contsnap.stores import SQLiteStore
+
+    app = configure(Celery("eager", broker="memory://", backend="cache+memory://"))
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    store = SQLiteStore(str(tmp_path / "jobs.db"))
+    task = durable_task(app, store=store, every=1e-9, lease=0.3)(_losing_job)
+    _THIEF.update(store=store, key=_task_key(task.name, "lost"))
+    result = task.start(5, job_id="lost")
+    assert result.state == "IGNORED"
+    assert store.current_lease(_task_key(task.name, "lost")).owner == "the new owner"
+    assert task.status("lost")["running"] is True  # the attempt record is the new owner's now

@@ -516,7 +516,7 @@ class _AttemptBook:
     def ended(self) -> None:
         """The attempt ended without a crash (finished, rolled out, raised)."""
         self.state.running = False
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StoreError, TakenOverError):
             self.write()
 
 
@@ -545,7 +545,10 @@ def _execute(spec: _Spec, task: DurableTask, args: tuple[Any, ...], kwargs: dict
         loaded = files.load(kinds=(KIND,), identity=job.identity, key=spec.key)
         if loaded is not None and _finished(loaded):
             job.take_over(loaded)
-            job.deliver()  # the effects the finishing write committed, if not all delivered
+            try:
+                job.deliver()  # the effects the finishing write committed, if not all delivered
+            except TakenOverError:
+                raise Ignore() from None  # another delivery took over; it delivers them
             return loaded.obj
         loaded = _count_attempt(spec, job_id, files, book, loaded)
         stack.enter_context(_drain_on_sigterm())
@@ -557,15 +560,35 @@ def _execute(spec: _Spec, task: DurableTask, args: tuple[Any, ...], kwargs: dict
         except TakenOverError:
             raise Ignore() from None  # the job goes on under its new owner; nothing to report
         except BaseException:
+            if _lost(files):  # e.g. a store connection that broke while the owner was frozen
+                raise Ignore() from None
             book.ended()
             raise
         else:
-            with contextlib.suppress(StoreError):
+            with contextlib.suppress(StoreError, TakenOverError):
                 files.delete_fenced(book.store_key)
             return result
     if requeue:  # after the lease is released, so the next worker takes the job at once
         raise task.retry(countdown=0)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _lost(files: _TaskCheckpoints) -> bool:
+    """Did this attempt lose the job's lease (so its error is not the job's to report)?
+
+    An owner frozen past its lease can fail on waking in ways other than a refused
+    write (a store connection closed meanwhile); the job goes on under its new owner,
+    and this attempt's error must not become the job's result.
+    """
+    if files.lease is None:
+        return False
+    try:
+        files.lease = files.store.renew(files.lease)
+    except FencedError:
+        return True
+    except StoreError:
+        return False  # the store is unreachable: the error is worth reporting
+    return False
 
 
 def _count_attempt(
