@@ -176,6 +176,16 @@ class Cluster:
         calls = self.notes.hgetall(f"calls:{tag}")
         assert calls == {f"{tag}/step/{i}/call".encode(): str(i).encode() for i in range(steps)}
 
+    def check_effects_so_far(self, tag: str, below: int) -> int:
+        """A job that did not finish: its effects so far, each once, from the first on."""
+        effects = self.notes.hgetall(f"effects:{tag}")
+        count = len(effects)
+        assert count <= below
+        assert sorted(effects) == sorted(f"{tag}/{i}".encode() for i in range(count))
+        for i in range(count):
+            assert json.loads(effects[f"{tag}/{i}".encode()])["square"] == i * i
+        return count
+
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
@@ -226,13 +236,17 @@ def cluster(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -
 
 
 def test_uninterrupted_run_and_result_after_finish(cluster: Cluster) -> None:
-    cluster.start_workers(1)
-    result = cluster.tasks.squares.start("plain", N, DELAY, job_id="plain")
-    cluster.check_outcome("plain", result, reruns=0)
+    """A job twice the visibility timeout, two workers: the broker redelivers it while it
+    runs, and the copy bounces off the live lease; no step runs twice."""
+    cluster.start_workers(2)
+    steps = round(2 * VISIBILITY / DELAY)
+    result = cluster.tasks.squares.start("plain", steps, DELAY, job_id="plain")
+    cluster.check_outcome("plain", result, reruns=0, steps=steps)
+    assert len({pid for _i, pid, _at in cluster.steps("plain")}) == 1
     # asked again after the end: the stored result, no step runs again
-    again = cluster.tasks.squares.start("plain", N, DELAY, job_id="plain")
-    assert again.get(timeout=30) == EXPECTED
-    assert int(cluster.notes.get("runs:plain") or 0) == N
+    again = cluster.tasks.squares.start("plain", steps, DELAY, job_id="plain")
+    assert cluster.result(again) == sum(i * i for i in range(steps))
+    assert int(cluster.notes.get("runs:plain") or 0) == steps
 
 
 def _resume_after(
@@ -289,7 +303,7 @@ def test_frozen_owner_is_fenced_off(cluster: Cluster) -> None:
     tag = "frozen"
     result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
     cluster.wait_steps(tag, 8)
-    child, _worker = cluster.owner(tag)
+    child, worker = cluster.owner(tag)
     os.kill(child, signal.SIGSTOP)
     stopped_at = time.time()
     try:
@@ -300,10 +314,15 @@ def test_frozen_owner_is_fenced_off(cluster: Cluster) -> None:
     finally:
         os.kill(child, signal.SIGCONT)
     cluster.check_outcome(tag, result, reruns=INTERVAL_STEPS + 1)
-    time.sleep(LEASE)
+    # woken, the old owner's next renewal or save is refused: its attempt ends, ignored
+    cluster.wait_for(
+        "the frozen owner's attempt to end",
+        lambda: f"squares[{tag}] ignored" in worker.log.read_text(errors="replace"),
+    )
     resumed_at = min(at for _i, pid, at in cluster.steps(tag) if pid != child and at > stopped_at)
     late = [i for i, pid, at in cluster.steps(tag) if pid == child and at > resumed_at]
     assert len(late) <= 1, f"the frozen owner ran on after it lost its lease: steps {late}"
+    assert "Traceback" not in worker.output(), "the old owner's end is not an error"
 
 
 def test_duplicate_delivery_never_runs_the_job_twice(cluster: Cluster) -> None:
@@ -359,6 +378,11 @@ def test_poison_job_falls_back_then_stops(cluster: Cluster) -> None:
     assert any(key.startswith("task:") for key in store.keys(group=None))
     time.sleep(LEASE + 1)
     assert int(cluster.notes.get(f"runs:{tag}") or 0) == runs
+    cluster.check_effects_so_far(tag, below=12)
+    key = f"task:celery_tasks.squares:{tag}"
+    listed = _contsnap("ls", cluster.env["CONTSNAP_CELERY_STORE"])
+    (row,) = [line for line in listed.splitlines() if line.startswith(key)]
+    assert " poisoned " in row, listed
 
 
 def test_changed_code_is_refused_by_name(cluster: Cluster) -> None:
@@ -373,6 +397,9 @@ def test_changed_code_is_refused_by_name(cluster: Cluster) -> None:
         result.get(timeout=30)
     assert "CodeChangedError" in type(raised.value).__name__
     assert len(cluster.steps(tag)) < N
+    # drained at a safe point: its effects so far delivered once each, its checkpoint kept
+    saved = cluster.tasks.squares.status(tag)
+    assert not saved["finished"] and saved["effects"] == cluster.check_effects_so_far(tag, N)
 
 
 def test_where_the_job_is_from_the_command_line(cluster: Cluster) -> None:
