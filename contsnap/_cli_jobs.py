@@ -171,9 +171,13 @@ def open_cli_store(target: str) -> Any:
     if "://" not in target:
         if os.path.isdir(target):
             return FileStore(target)
-        if os.path.isfile(target):
+        if is_store(target):
             return SQLiteStore(target)
-        raise CheckpointError(f"no store at {target} (no such directory or SQLite file)")
+        what = "not an SQLite database" if os.path.exists(target) else "does not exist"
+        raise CheckpointError(
+            f"no store at {target} ({what}); give a store URL (redis://, postgresql://, "
+            "sqlite:///, file:///), a store directory or an SQLite file"
+        )
     lowered = target.lower()
     local = lowered.startswith(("file://", "sqlite:///"))
     if local:
