@@ -276,7 +276,9 @@ def test_pool_child_killed_resumes(cluster: Cluster) -> None:
     resumed = _resume_after(
         cluster, "child", lambda child, worker: os.kill(child, signal.SIGKILL), 12
     )
-    assert resumed < LEASE + 5
+    # a bound for mistakes, not a speed figure: waiting out a visibility timeout or a
+    # kombu sweep (~100 s) would break it, a loaded machine does not (figures: -s)
+    assert resumed < LEASE + 15
 
 
 def test_whole_worker_killed_resumes_elsewhere(cluster: Cluster) -> None:
@@ -295,7 +297,7 @@ def test_whole_worker_killed_resumes_elsewhere(cluster: Cluster) -> None:
         broker.set("unacked_mutex", b"held by the killed worker", px=int(expire * 1000))
 
     resumed = _resume_after(cluster, "worker", kill, 15)
-    assert resumed < VISIBILITY + expire + LEASE + 5
+    assert resumed < VISIBILITY + expire + LEASE + 15  # not 300 s: see the child's bound
 
 
 def test_frozen_owner_is_fenced_off(cluster: Cluster) -> None:
