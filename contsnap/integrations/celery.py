@@ -96,8 +96,8 @@ class _Spec:
     @property
     def store(self) -> Store:
         """The store, opened once per process when given as a factory (pool children fork)."""
-        if isinstance(self.store_or_factory, Store):
-            return self.store_or_factory
+        if isinstance(self.store_or_factory, Store) or hasattr(self.store_or_factory, "put_many"):
+            return self.store_or_factory  # type: ignore[return-value]
         if self._opened is None or self._opened[0] != os.getpid():
             self._opened = (os.getpid(), self.store_or_factory())
         return self._opened[1]
