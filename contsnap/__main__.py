@@ -318,13 +318,30 @@ def _parser() -> argparse.ArgumentParser:
             "signed, and whether each function's code on disk still matches its fingerprint."
         ),
     )
-    inspect_cmd.add_argument("file", help="a checkpoint file, or a store URL followed by a key")
     inspect_cmd.add_argument(
-        "key", nargs="?", help="with a store URL: the key of the checkpoint (e.g. a task's job)"
+        "file",
+        help="a checkpoint file, or a store (URL, store directory, SQLite file) followed by a key",
+    )
+    inspect_cmd.add_argument(
+        "key",
+        nargs="?",
+        help="with a store: the key of the checkpoint (a durable task's: task:TASK:JOB_ID); "
+        "its lease, attempts and pending effects are shown too",
     )
     inspect_cmd.add_argument("--json", action="store_true", help="print JSON")
-    ls = commands.add_parser("ls", parents=[debug], help="list the snapshots in a directory")
-    ls.add_argument("directory", nargs="?", default=".")
+    ls = commands.add_parser(
+        "ls",
+        parents=[debug],
+        help="list the snapshots in a directory, or the jobs in a store",
+        description=(
+            "List the snapshot files of a directory (age, size, steps, where paused), or the "
+            "checkpoints in a store given by URL (redis://, postgresql://, sqlite:///, "
+            "file:///), store directory or SQLite file: age, steps, state (running, crashed, "
+            "finished, poisoned), the lease holder and fencing token, where paused. Only "
+            "metadata is read; nothing is unpickled and no key is needed."
+        ),
+    )
+    ls.add_argument("directory", nargs="?", default=".", metavar="DIR_OR_STORE")
     return parser
 
 

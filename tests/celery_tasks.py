@@ -3,7 +3,8 @@
 Configured by the environment the test gives the workers: the broker (a Redis
 database), the store the jobs keep their checkpoints in, where the test's
 bookkeeping goes (step runs, effects, pids), and which version of the job's code
-this worker runs (``CONTSNAP_CELERY_CODE=changed`` for the code-change scenario).
+this worker runs (``CONTSNAP_CELERY_CODE=changed`` or ``migrated`` for the code-change
+scenarios).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -74,6 +76,30 @@ if os.environ.get("CONTSNAP_CELERY_CODE") == "changed":
             total += i * i * 2  # the deploy changed the arithmetic
             yield contsnap.effect("record", {"tag": tag, "i": i, "square": i * i})
         return total
+
+elif os.environ.get("CONTSNAP_CELERY_CODE") == "migrated":
+
+    @durable
+    @contsnap.checkpointable
+    def squares(tag: str, n: int, delay: float):  # type: ignore[no-untyped-def]
+        acc = 0  # the deploy renamed total, and registered a migration for old checkpoints
+        for i in range(n):
+            note_step(tag, i)
+            time.sleep(delay)
+            acc += i * i
+            yield contsnap.effect("record", {"tag": tag, "i": i, "square": i * i})  # resumes here
+        return acc
+
+    _RESUME_LINE = next(
+        number
+        for number, line in enumerate(Path(__file__).read_text().splitlines(), 1)
+        if line.endswith("# resumes here")
+    )
+
+    @contsnap.migration("celery_tasks:squares")
+    def _rename_total(old: contsnap.OldFrame) -> contsnap.Resume:
+        kept = {name: value for name, value in old.locals.items() if name != "total"}
+        return contsnap.Resume(line=_RESUME_LINE, locals={**kept, "acc": old.locals["total"]})
 
 else:
 

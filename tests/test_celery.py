@@ -131,7 +131,21 @@ class Cluster:
         raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
 
     def logs(self) -> str:
-        return "\n".join(f"--- {w.name}\n{w.output()}" for w in self.workers)
+        """The workers' logs and the broker's keys (with their ttl): what a failure shows."""
+        broker = redis.Redis.from_url(self.env["CONTSNAP_CELERY_BROKER"])
+        keys = sorted(broker.keys())
+        state = ", ".join(f"{k.decode()} (ttl {broker.pttl(k)} ms)" for k in keys)
+        workers = "\n".join(f"--- {w.name}\n{w.output()}" for w in self.workers)
+        return f"{workers}\n--- broker keys: {state}"
+
+    def result(self, result: Any, timeout: float = 60) -> Any:
+        """``result.get``; a timeout shows the logs."""
+        from celery.exceptions import TimeoutError as NoResult
+
+        try:
+            return result.get(timeout=timeout)
+        except NoResult:
+            raise AssertionError(f"no result in {timeout} s\n{self.logs()}") from None
 
     def wait_steps(self, tag: str, count: int) -> None:
         self.wait_for(f"{count} steps of {tag}", lambda: len(self.steps(tag)) >= count)
@@ -148,7 +162,7 @@ class Cluster:
     def check_outcome(self, tag: str, result: Any, *, reruns: int, steps: int = N) -> None:
         """The uninterrupted result, each effect once, and at most ``reruns`` steps run twice."""
         expected = sum(i * i for i in range(steps))
-        assert result.get(timeout=60) == expected
+        assert self.result(result) == expected
         assert self.tasks.squares.stored_result(tag) == expected
         effects = self.notes.hgetall(f"effects:{tag}")
         assert sorted(effects) == sorted(f"{tag}/{i}".encode() for i in range(steps))
@@ -161,6 +175,16 @@ class Cluster:
         # a step run again made its direct call under the same step_key()
         calls = self.notes.hgetall(f"calls:{tag}")
         assert calls == {f"{tag}/step/{i}/call".encode(): str(i).encode() for i in range(steps)}
+
+    def check_effects_so_far(self, tag: str, below: int) -> int:
+        """A job that did not finish: its effects so far, each once, from the first on."""
+        effects = self.notes.hgetall(f"effects:{tag}")
+        count = len(effects)
+        assert count <= below
+        assert sorted(effects) == sorted(f"{tag}/{i}".encode() for i in range(count))
+        for i in range(count):
+            assert json.loads(effects[f"{tag}/{i}".encode()])["square"] == i * i
+        return count
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -212,13 +236,17 @@ def cluster(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -
 
 
 def test_uninterrupted_run_and_result_after_finish(cluster: Cluster) -> None:
-    cluster.start_workers(1)
-    result = cluster.tasks.squares.start("plain", N, DELAY, job_id="plain")
-    cluster.check_outcome("plain", result, reruns=0)
+    """A job twice the visibility timeout, two workers: the broker redelivers it while it
+    runs, and the copy bounces off the live lease; no step runs twice."""
+    cluster.start_workers(2)
+    steps = round(2 * VISIBILITY / DELAY)
+    result = cluster.tasks.squares.start("plain", steps, DELAY, job_id="plain")
+    cluster.check_outcome("plain", result, reruns=0, steps=steps)
+    assert len({pid for _i, pid, _at in cluster.steps("plain")}) == 1
     # asked again after the end: the stored result, no step runs again
-    again = cluster.tasks.squares.start("plain", N, DELAY, job_id="plain")
-    assert again.get(timeout=30) == EXPECTED
-    assert int(cluster.notes.get("runs:plain") or 0) == N
+    again = cluster.tasks.squares.start("plain", steps, DELAY, job_id="plain")
+    assert cluster.result(again) == sum(i * i for i in range(steps))
+    assert int(cluster.notes.get("runs:plain") or 0) == steps
 
 
 def _resume_after(
@@ -248,32 +276,36 @@ def test_pool_child_killed_resumes(cluster: Cluster) -> None:
     resumed = _resume_after(
         cluster, "child", lambda child, worker: os.kill(child, signal.SIGKILL), 12
     )
-    assert resumed < LEASE + 5
+    # a bound for mistakes, not a speed figure: waiting out a visibility timeout or a
+    # kombu sweep (~100 s) would break it, a loaded machine does not (figures: -s)
+    assert resumed < LEASE + 15
 
 
-# Known flake under heavy load (seen twice in a full suite while other suites ran on the
-# same two cores): the job was not resumed within 60 s after the whole worker was killed
-# (or, once, a frozen owner's effects were missing). Not yet explained; a second run in a
-# fresh cluster is allowed, and a failure twice over still fails.
-_LOADED_MACHINE_FLAKE = pytest.mark.flaky(reruns=1)
-
-
-@_LOADED_MACHINE_FLAKE
 def test_whole_worker_killed_resumes_elsewhere(cluster: Cluster) -> None:
+    """The worst moment: the worker dies while it holds kombu's sweep lock (``unacked_mutex``).
+
+    kombu's lock lives 300 s; a worker killed during its sweep (likelier the busier the
+    machine) left every other worker unable to redeliver its job for five minutes.
+    `configure` shortens the lock, so the job resumes as fast as after any other kill.
+    """
+    broker = redis.Redis.from_url(cluster.env["CONTSNAP_CELERY_BROKER"])
+    expire = cluster.tasks.app.conf.broker_transport_options["unacked_mutex_expire"]
+
     def kill(child: int, worker: Worker) -> None:
         os.killpg(worker.pgid, signal.SIGKILL)
+        # what the killed worker leaves when it dies in its sweep: the lock, for its lifetime
+        broker.set("unacked_mutex", b"held by the killed worker", px=int(expire * 1000))
 
     resumed = _resume_after(cluster, "worker", kill, 15)
-    assert resumed < VISIBILITY + LEASE + 5
+    assert resumed < VISIBILITY + expire + LEASE + 15  # not 300 s: see the child's bound
 
 
-@_LOADED_MACHINE_FLAKE
 def test_frozen_owner_is_fenced_off(cluster: Cluster) -> None:
     cluster.start_workers(2)
     tag = "frozen"
     result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
     cluster.wait_steps(tag, 8)
-    child, _worker = cluster.owner(tag)
+    child, worker = cluster.owner(tag)
     os.kill(child, signal.SIGSTOP)
     stopped_at = time.time()
     try:
@@ -284,10 +316,15 @@ def test_frozen_owner_is_fenced_off(cluster: Cluster) -> None:
     finally:
         os.kill(child, signal.SIGCONT)
     cluster.check_outcome(tag, result, reruns=INTERVAL_STEPS + 1)
-    time.sleep(LEASE)
+    # woken, the old owner's next renewal or save is refused: its attempt ends, ignored
+    cluster.wait_for(
+        "the frozen owner's attempt to end",
+        lambda: f"squares[{tag}] ignored" in worker.log.read_text(errors="replace"),
+    )
     resumed_at = min(at for _i, pid, at in cluster.steps(tag) if pid != child and at > stopped_at)
     late = [i for i, pid, at in cluster.steps(tag) if pid == child and at > resumed_at]
     assert len(late) <= 1, f"the frozen owner ran on after it lost its lease: steps {late}"
+    assert "Traceback" not in worker.output(), "the old owner's end is not an error"
 
 
 def test_duplicate_delivery_never_runs_the_job_twice(cluster: Cluster) -> None:
@@ -304,23 +341,24 @@ def test_duplicate_delivery_never_runs_the_job_twice(cluster: Cluster) -> None:
 @pytest.mark.parametrize("shutdown", ["SIGTERM", "SIGQUIT"], ids=["warm", "cold"])
 def test_shutdown_hands_the_job_over(cluster: Cluster, shutdown: str) -> None:
     cluster.start_workers(2)
-    tag, steps = "drain", 100  # 10 s of work; the drained worker leaves after 1 s of it
+    tag, steps = "drain", 100  # 10 s of work; the drained worker leaves in a few seconds
     result = cluster.tasks.squares.start(tag, steps, DELAY, job_id=tag)
     cluster.wait_steps(tag, 8)
     child, worker = cluster.owner(tag)
     sent = time.monotonic()
     worker.process.send_signal(getattr(signal, shutdown))
-    worker.process.wait(timeout=15)
-    took = time.monotonic() - sent
-    assert took < 5, f"the drained worker took {took:.1f} s to exit\n{cluster.logs()}"
-    handed_over = time.monotonic()
+    worker.process.wait(timeout=30)
+    exited_at, took = time.time(), time.monotonic() - sent
     # rolled out at its next safe point: no step runs twice
     cluster.check_outcome(tag, result, reruns=0, steps=steps)
     owners = [pid for _i, pid, _at in cluster.steps(tag)]
     assert owners.count(child) < 20 and owners[-1] != child
+    # the old worker left while the job went on elsewhere, not at the job's end
+    after = [i for i, pid, at in cluster.steps(tag) if pid != child and at > exited_at]
+    assert len(after) >= 10, f"the drained worker exited after {took:.1f} s, near the job's end"
     print(
-        f"\n{shutdown}: the old worker exited {took:.2f} s after {shutdown}; the job ended "
-        f"{time.monotonic() - handed_over:.1f} s later on the other worker"
+        f"\n{shutdown}: the old worker exited {took:.2f} s after {shutdown}; "
+        f"{len(after)} of {steps} steps ran after that on the other worker"
     )
 
 
@@ -343,6 +381,11 @@ def test_poison_job_falls_back_then_stops(cluster: Cluster) -> None:
     assert any(key.startswith("task:") for key in store.keys(group=None))
     time.sleep(LEASE + 1)
     assert int(cluster.notes.get(f"runs:{tag}") or 0) == runs
+    cluster.check_effects_so_far(tag, below=12)
+    key = f"task:celery_tasks.squares:{tag}"
+    listed = _contsnap("ls", cluster.env["CONTSNAP_CELERY_STORE"])
+    (row,) = [line for line in listed.splitlines() if line.startswith(key)]
+    assert " poisoned " in row, listed
 
 
 def test_changed_code_is_refused_by_name(cluster: Cluster) -> None:
@@ -357,6 +400,62 @@ def test_changed_code_is_refused_by_name(cluster: Cluster) -> None:
         result.get(timeout=30)
     assert "CodeChangedError" in type(raised.value).__name__
     assert len(cluster.steps(tag)) < N
+    # drained at a safe point: its effects so far delivered once each, its checkpoint kept
+    saved = cluster.tasks.squares.status(tag)
+    assert not saved["finished"] and saved["effects"] == cluster.check_effects_so_far(tag, N)
+
+
+def test_changed_code_with_a_migration_resumes_through_it(cluster: Cluster) -> None:
+    """Drained from the old code, resumed by a worker whose code renamed a local variable
+    and registered a migration for the old checkpoints: the uninterrupted result."""
+    (old,) = cluster.start_workers(1)
+    tag = "migrate"
+    result = cluster.tasks.squares.start(tag, N, DELAY, job_id=tag)
+    cluster.wait_steps(tag, 8)
+    old.process.send_signal(signal.SIGTERM)
+    old.process.wait(timeout=15)
+    drained_at = len(cluster.steps(tag))
+    cluster.start_workers(1, CONTSNAP_CELERY_CODE="migrated")
+    cluster.check_outcome(tag, result, reruns=0)
+    assert drained_at < N and {pid for _i, pid, _at in cluster.steps(tag)[drained_at:]} == {
+        cluster.owner(tag)[0]
+    }
+
+
+def test_where_the_job_is_from_the_command_line(cluster: Cluster) -> None:
+    """``contsnap inspect``/``ls`` on the store: the live owner, then the dead one's job."""
+    (worker,) = cluster.start_workers(1)
+    tag, steps, delay = "shown", 40, 0.25
+    key = f"task:celery_tasks.squares:{tag}"
+    store = cluster.env["CONTSNAP_CELERY_STORE"]
+    result = cluster.tasks.squares.start(tag, steps, delay, job_id=tag)
+    cluster.wait_steps(tag, 4)
+    child, _ = cluster.owner(tag)
+    shown = _contsnap("inspect", store, key)
+    assert "kind      task (celery_tasks.squares/shown)" in shown
+    assert "state     running" in shown, shown
+    assert f"lease     held by pid {child} on " in shown and ", fencing token 1, " in shown
+    assert f"attempts  running; last owner pid {child} on " in shown
+    assert "squares  " in shown and "celery_tasks.py:" in shown
+    assert "code matches" in shown  # the version of squares this worker runs (under an if)
+    listed = _contsnap("ls", store)
+    (row,) = [line for line in listed.splitlines() if line.startswith(key)]
+    assert " running " in row and f"pid {child} on " in row and "#1 " in row
+    os.killpg(worker.pgid, signal.SIGKILL)
+    # once the dead owner's lease has expired: free, and its attempt never ended
+    dead = cluster.wait_for("the dead owner's lease to expire", lambda: _contsnap_if(
+        "state     crashed", "inspect", store, key))  # fmt: skip
+    assert "lease     free (its last owner died: the next delivery resumes it)" in dead
+    cluster.start_workers(1)
+    cluster.check_outcome(tag, result, reruns=INTERVAL_STEPS + 1, steps=steps)
+    (row,) = [line for line in _contsnap("ls", store).splitlines() if line.startswith(key)]
+    assert " finished " in row and f"{steps:,}" in row
+    assert "(1 crashes)" not in row  # a finished job's attempt record is gone
+
+
+def _contsnap_if(wanted: str, *args: str) -> str | None:
+    shown = _contsnap(*args)
+    return shown if wanted in shown else None
 
 
 # --- in-process (eager) runs: no broker, the checkpoints in SQLite ----------------------
@@ -492,21 +591,111 @@ def test_a_checkpoint_of_another_kind_or_job_is_refused(tmp_path: Path) -> None:
         task.start(5, job_id="local").get()
 
 
-def test_contsnap_inspect_reads_a_task_from_its_store(tmp_path: Path) -> None:
-    """``contsnap inspect URL KEY``: progress, paused position and attempts, without a key."""
+def _contsnap(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "contsnap", *args], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=TESTS, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_contsnap_inspect_and_ls_read_a_task_from_its_store(tmp_path: Path) -> None:
+    """``contsnap inspect STORE KEY`` and ``ls STORE``: progress, lease, attempts, effects."""
     from contsnap.integrations.celery import _task_key
 
-    task = _eager_task(tmp_path, {"record": lambda payload, key: None})
+    down = {"seen/1"}
+
+    def record(payload: Any, key: str) -> None:
+        if key in down:
+            down.discard(key)
+            raise ConnectionError("the service is down")
+
+    task = _eager_task(tmp_path, {"record": record})
     _FAIL_AT.clear()
-    _FAIL_AT.add(3)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ConnectionError):  # effect 1 committed with its checkpoint, not delivered
         task.start(5, job_id="seen").get()
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    shown = subprocess.run(
-        [sys.executable, "-m", "contsnap", "inspect", url, _task_key(task.name, "seen")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
-    ).stdout  # fmt: skip
-    assert "kind      task (test_celery._eager_job/seen)" in shown
-    assert "6 steps" in shown  # three loop turns of two yields each; the fourth raised
-    assert "attempts  not running; last owner pid " in shown and "0 crashes" in shown
-    assert "_eager_job" in shown and "test_celery.py:" in shown
+    key = _task_key(task.name, "seen")
+    for store in (f"sqlite:///{tmp_path / 'jobs.db'}", str(tmp_path / "jobs.db")):
+        shown = _contsnap("inspect", store, key)
+        assert "kind      task (test_celery._eager_job/seen)" in shown
+        assert "3 steps" in shown  # effect 0, a plain yield, effect 1: saved at each
+        assert "state     stopped" in shown and "lease     free" in shown
+        assert "attempts  not running; last owner pid " in shown and "0 crashes" in shown
+        assert "effects   2 yielded; pending 1 committed, not yet delivered (1)" in shown
+        assert "_eager_job" in shown and "test_celery.py:" in shown
+    as_json = json.loads(_contsnap("inspect", str(tmp_path / "jobs.db"), key, "--json"))
+    assert as_json["state"] == "stopped" and as_json["effects_pending"] == [1]
+    assert as_json["lease"] is None and as_json["attempts"]["running"] is False
+    status = task.status("seen")
+    assert status["effects_pending"] == [1] and status["lease"] is None
+    # the job's sidecar keys (attempts, outbox) are folded into its line
+    (header, row) = _contsnap("ls", str(tmp_path / "jobs.db")).splitlines()
+    assert header.split() == ["KEY", "AGE", "STEPS", "STATE", "LEASE", "PAUSED", "IN"]
+    assert row.startswith(key) and " 3 " in row
+    assert "stopped, 1 effects pending" in row and "(last: pid " in row
+    assert task.start(5, job_id="seen").get() == sum(i * 3 for i in range(5))
+    (_, row) = _contsnap("ls", f"sqlite:///{tmp_path / 'jobs.db'}").splitlines()
+    assert " finished " in row and "effects pending" not in row
+    shown = _contsnap("inspect", str(tmp_path / "jobs.db"), key)
+    assert "state     finished" in shown and "pending none" in shown
+
+
+def test_contsnap_ls_and_inspect_refuse_a_missing_store(tmp_path: Path) -> None:
+    """A store path that does not exist is reported, never created."""
+    (tmp_path / "plain.txt").write_text("not a database")
+    for args in (
+        ["inspect", f"sqlite:///{tmp_path / 'none.db'}", "task:x"],
+        ["ls", f"file://{tmp_path / 'nowhere'}"],
+        ["inspect", str(tmp_path / "nowhere"), "task:x"],
+        ["inspect", str(tmp_path / "plain.txt"), "task:x"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "contsnap", *args], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert "does not exist" in done.stderr or "not an SQLite database" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]
+
+
+_THIEF: dict[str, Any] = {}
+
+
+@contsnap.checkpointable
+def _losing_job(n: int):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        if i == 2 and _THIEF:
+            # frozen past the lease: another worker takes the job over meanwhile, and
+            # this owner then fails in some other way than a refused write
+            store, key = _THIEF.pop("store"), _THIEF.pop("key")
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    store.acquire(key, 30, owner="the new owner")
+                    break
+                except contsnap.stores.LeaseHeldError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            raise ConnectionError("the store's connection broke while the owner was frozen")
+        yield i
+    return n
+
+
+def test_an_owner_that_lost_its_lease_reports_nothing(tmp_path: Path) -> None:
+    """The error of an attempt that lost the lease is not the job's: the task is ignored."""
+    from celery import Celery
+
+    from contsnap.integrations.celery import _task_key, configure, durable_task
+    from contsnap.stores import SQLiteStore
+
+    app = configure(Celery("eager", broker="memory://", backend="cache+memory://"))
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    store = SQLiteStore(str(tmp_path / "jobs.db"))
+    task = durable_task(app, store=store, every=1e-9, lease=0.3)(_losing_job)
+    _THIEF.update(store=store, key=_task_key(task.name, "lost"))
+    result = task.start(5, job_id="lost")
+    assert result.state == "IGNORED"
+    assert store.current_lease(_task_key(task.name, "lost")).owner == "the new owner"
+    assert task.status("lost")["running"] is True  # the attempt record is the new owner's now

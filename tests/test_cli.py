@@ -326,3 +326,79 @@ def test_inspect_reads_code_without_importing_libcst(tmp_path: Path) -> None:
     )
     assert "code matches" in out.stdout
     assert out.stdout.strip().endswith("no libcst")
+
+
+CONDITIONAL = """\
+    import contsnap
+
+    FAST = {fast}
+
+    if FAST:
+
+        @contsnap.checkpointable
+        def steps(n):
+            for i in range(n):
+                yield i
+
+    else:
+
+        @contsnap.checkpointable
+        def steps(n):
+            for i in range(n):
+                yield i * 2
+    """
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_inspect_finds_a_function_defined_under_if(
+    pkg: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], fast: bool
+) -> None:
+    """Either version of a function defined under if/else is the module's own: code matches."""
+    import importlib
+
+    import contsnap
+
+    (tmp_path / pkg / "cond.py").write_text(textwrap.dedent(CONDITIONAL.format(fast=fast)))
+    gen = importlib.import_module(f"{pkg}.cond").steps(3)
+    next(gen)
+    (tmp_path / "g.snap").write_bytes(contsnap.dumps(gen))
+    assert main(["inspect", str(tmp_path / "g.snap")]) == 0
+    assert "code matches" in capsys.readouterr().out
+    (tmp_path / pkg / "cond.py").write_text(
+        textwrap.dedent(CONDITIONAL.format(fast=fast)).replace("i * 2", "i * 3")
+    )
+    assert main(["inspect", str(tmp_path / "g.snap")]) == 0
+    assert ("code matches" in capsys.readouterr().out) is fast
+
+
+def test_ls_and_inspect_of_a_store_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store given by its directory: ``ls`` lists its checkpoints, ``inspect`` shows the lease."""
+    import contsnap
+    from contsnap.stores import FileStore
+
+    @contsnap.checkpointable
+    def count(n):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield i
+
+    store = FileStore(tmp_path / "jobs")
+    gen = count(3)
+    next(gen)
+    store.put("job-a", contsnap.dumps(gen))
+    store.put("plain", b"not a snapshot")
+    lease = store.acquire("job-a", 30, owner="runner-7")
+    assert main(["ls", str(tmp_path / "jobs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("job-a ")  # "plain" is no checkpoint
+    assert " running " in lines[1] and f"runner-7 #{lease.token} " in lines[1]
+    assert main(["inspect", f"file://{tmp_path / 'jobs'}", "job-a"]) == 0
+    shown = capsys.readouterr().out
+    assert f"lease     held by runner-7 (pid {os.getpid()}, host " in shown
+    assert f"fencing token {lease.token}, " in shown and "state     running" in shown
+    store.release(lease)
+    assert main(["inspect", str(tmp_path / "jobs"), "job-a"]) == 0
+    assert "state     saved" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "jobs"), "missing"]) == 1
+    assert "no key 'missing'" in capsys.readouterr().err

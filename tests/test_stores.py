@@ -233,6 +233,34 @@ def test_lease_renew_release_and_growing_tokens(store: Any) -> None:
     assert store.put("data", b"z", lease=other) == 2
 
 
+def test_current_lease_shows_the_holder_and_takes_nothing(store: Any) -> None:
+    """``current_lease`` reads the live lease (for ``contsnap inspect``); it never acquires."""
+    assert store.current_lease("job") is None
+    lease = store.acquire("job", 5, owner="worker-a")
+    seen = store.current_lease("job")
+    assert (seen.key, seen.token, seen.owner, seen.pid, seen.host) == (
+        "job",
+        lease.token,
+        "worker-a",
+        os.getpid(),
+        socket.gethostname(),
+    )
+    assert abs(seen.expires_at - lease.expires_at) < 1 and 0 < seen.ttl <= 5
+    with pytest.raises(LeaseHeldError):
+        store.acquire("job", 5)  # reading it took nothing over
+    assert store.current_lease("other-job") is None
+    assert store.release(lease) is True
+    assert store.current_lease("job") is None  # released: no holder, whatever the record says
+    short = store.acquire("job", 0.3)
+    assert store.current_lease("job").token == short.token > lease.token
+    deadline = time.monotonic() + 10
+    while store.current_lease("job") is not None:  # expired: no holder
+        assert time.monotonic() < deadline, "the expired lease is still shown"
+        time.sleep(0.05)
+    with pytest.raises(StoreError, match="not a valid key"):
+        store.current_lease("../x")
+
+
 def test_lease_lost_by_a_frozen_holder_is_fenced(backend: Backend) -> None:
     """A holder paused (SIGSTOP) past its ttl loses the lease; after SIGCONT its write is refused."""
     ctx, ttl = spawn(), 0.5
@@ -268,6 +296,58 @@ def test_lease_lost_by_a_frozen_holder_is_fenced(backend: Backend) -> None:
         go.set()
         holder.join(30)
     assert holder.exitcode == 0
+
+
+_FROZEN_IN_A_WRITE = """
+import os, signal, sys
+from contsnap.stores import FencedError, PostgresStore, StoreError
+store = PostgresStore(sys.argv[1], prefix=sys.argv[2], idle_in_transaction=0.5)
+lease = store.acquire("job", 0.5)
+try:
+    with store._write(["#lease/job"]):  # a write under way, its locks taken
+        print("writing", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+except StoreError as exc:
+    print("rolled back:", "PostgreSQL failed" in str(exc), flush=True)
+try:
+    store.put("data", b"late", lease=lease)
+except FencedError:
+    print("fenced", flush=True)
+"""
+
+
+def test_a_postgres_writer_frozen_mid_write_does_not_hold_the_key(
+    postgres_server: Any,
+) -> None:
+    """A client frozen inside a write transaction loses its session, not the others their turn.
+
+    Its write's locks would block every other writer of the key until it woke; the
+    server ends the idle transaction, the lease is taken over, and the woken client
+    (on a new connection) is fenced off.
+    """
+    import subprocess
+    import sys
+
+    prefix = f"t{next(_namespaces)}_"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _FROZEN_IN_A_WRITE, postgres_server.url, prefix],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "writing\n"
+        other = open_store(postgres_server.url, prefix=prefix)
+        taken: list[Lease] = []
+        thread = threading.Thread(target=lambda: taken.append(other.acquire("job", 30, wait=20)))
+        thread.start()
+        thread.join(30)
+        assert taken, "the frozen writer's locks still block the key"
+        assert other.put("data", b"new", lease=taken[0]) == 1
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        out, _ = holder.communicate(timeout=30)
+    assert out.split("\n")[:2] == ["rolled back: True", "fenced"], out
+    assert other.get("data") == b"new"
+    other.close()
 
 
 def test_a_crashed_holders_file_lease_is_taken_at_once(tmp_path: Path) -> None:

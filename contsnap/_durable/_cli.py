@@ -8,6 +8,7 @@ import datetime
 import json
 import math
 import os
+import re
 import runpy
 import stat
 import sys
@@ -143,17 +144,128 @@ def _read_meta(path: str) -> dict[str, Any]:
     return _envelope.read_meta(read_regular(path, MAX_DESCRIBED_FILE))
 
 
-def _read_store_meta(url: str, key: str) -> tuple[dict[str, Any], Any]:
-    """Unverified metadata of ``key`` in the store ``url``, and of its attempts record."""
-    from ..stores import open_store
+#: inspect looks up at most this many of a job's effects in the store
+MAX_EFFECTS_LOOKED_UP = 1000
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
-    with open_store(url) as store:
-        data = store.get(key)
-        if data is None:
-            raise CheckpointError(f"no key {key!r} in {url} (or it expired)")
-        record = store.get(f"{key}.attempts")
-        attempts = None if record is None else _envelope.read_meta(record).get("attempts")
-        return _envelope.read_meta(data), attempts
+
+def is_store(target: str) -> bool:
+    """Does ``target`` name a store (a URL, a store directory, an SQLite database file)?"""
+    if "://" in target:
+        return True
+    if os.path.isdir(os.path.join(target, ".contsnap")):
+        return True
+    try:
+        with open(target, "rb") as f:
+            return f.read(16) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def open_cli_store(target: str) -> Any:
+    """The store ``target`` names, opened to read: a URL, a directory, an SQLite file.
+
+    A path that does not exist is refused rather than created as an empty store.
+    """
+    from ..stores import FileStore, SQLiteStore, open_store
+
+    if "://" not in target:
+        if os.path.isdir(target):
+            return FileStore(target)
+        if is_store(target):
+            return SQLiteStore(target)
+        what = "not an SQLite database" if os.path.exists(target) else "does not exist"
+        raise CheckpointError(
+            f"no store at {target} ({what}); give a store URL (redis://, postgresql://, "
+            "sqlite:///, file:///), a store directory or an SQLite file"
+        )
+    lowered = target.lower()
+    local = lowered.startswith(("file://", "sqlite:///"))
+    if local:
+        path = target[len("sqlite:///") :] if lowered.startswith("sqlite:") else target[7:]
+        if not os.path.exists(os.path.expanduser(path)):
+            raise CheckpointError(f"no store at {target} ({path} does not exist)")
+    return open_store(target)
+
+
+def job_record(store: Any, key: str) -> dict[str, Any]:
+    """Where the job under ``key`` is, from unverified metadata only (nothing is unpickled).
+
+    ``meta`` (the newest checkpoint's), ``attempts`` (a durable task's attempt
+    record kept at ``KEY.attempts``: owner, crashes, poisoned), ``lease`` (the live
+    lease on the key: holder, fencing token, seconds left; None when free) and
+    ``effects_pending`` (the sequence numbers of the effects committed with a
+    checkpoint and not yet delivered).
+    """
+    data = store.get(key)
+    if data is None:
+        raise CheckpointError(f"no key {key!r} in {store.url} (or it expired)")
+    meta = _envelope.read_meta(data)
+    attempts = None
+    record = store.get(f"{key}.attempts")
+    if record is not None:
+        with contextlib.suppress(CheckpointError):
+            attempts = _envelope.read_meta(record).get("attempts")
+    lease = store.current_lease(key)
+    job = meta.get("job") if isinstance(meta.get("job"), dict) else {}
+    pending = None
+    first, end = _field(job, "outbox_from", int), _field(job, "next_effect", int)
+    if first is not None and end is not None:
+        wanted = range(max(first, 0), min(end, max(first, 0) + MAX_EFFECTS_LOOKED_UP))
+        pending = [n for n in wanted if store.version(f"{key}.fx.{n}") is not None]
+    return {
+        "meta": meta,
+        "attempts": attempts if isinstance(attempts, dict) else None,
+        "lease": None
+        if lease is None
+        else {
+            "owner": lease.owner,
+            "pid": lease.pid,
+            "host": lease.host,
+            "token": lease.token,
+            "expires_at": lease.expires_at,
+            "expires_in": round(lease.ttl, 3),
+        },
+        "effects_pending": pending,
+    }
+
+
+def _read_store_job(url: str, key: str) -> dict[str, Any]:
+    store = open_cli_store(url)
+    try:
+        return job_record(store, key)
+    finally:
+        store.close()
+
+
+def job_state(found: dict[str, Any]) -> str:
+    """One word for where the job is: finished, poisoned, running, crashed, stopped, saved."""
+    job = found["meta"].get("job")
+    attempts, lease = found["attempts"], found["lease"]
+    if isinstance(job, dict) and job.get("finished") is True:
+        return "finished"
+    if isinstance(attempts, dict) and attempts.get("poisoned"):
+        return "poisoned"
+    if lease is not None:
+        return "running"
+    if isinstance(attempts, dict) and attempts.get("running"):
+        return "crashed"  # the attempt neither ended nor holds its lease: its worker died
+    return "stopped" if attempts is not None else "saved"
+
+
+def _lease_line(lease: dict[str, Any] | None, attempts: Any) -> str:
+    if lease is None:
+        after = ""
+        if isinstance(attempts, dict) and attempts.get("running"):
+            after = " (its last owner died: the next delivery resumes it)"
+        return f"free{after}"
+    owner = _show(lease["owner"])
+    if lease["owner"] != f"pid {lease['pid']} on {lease['host']}":  # named by the holder
+        owner += f" (pid {_show(lease['pid'])}, host {_show(lease['host'])})"
+    return (
+        f"held by {owner}, fencing token {_show(lease['token'])}, "
+        f"{lease['expires_in']:.1f} s left unless renewed"
+    )
 
 
 def _one_line(error: BaseException) -> str:
@@ -291,28 +403,43 @@ def _age(created: Any) -> str:
     return f"{when} ({seconds:.0f} s ago)"
 
 
-def _find_def(tree: ast.Module, qualname: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    scope: list[ast.stmt] = tree.body
-    found: Any = None
+def _defined_in(scope: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements of ``scope``, and those of its ``if``/``try``/``with`` blocks, in order.
+
+    A function defined under ``if`` (a version for each platform or setting) is still
+    the module's or class's own.
+    """
+    for node in scope:
+        yield node
+        if isinstance(node, (ast.If, ast.Try, ast.With, ast.AsyncWith)):
+            for block in ("body", "orelse", "finalbody"):
+                yield from _defined_in(getattr(node, block, []))
+            for handler in getattr(node, "handlers", []):
+                yield from _defined_in(handler.body)
+
+
+def _find_defs(tree: ast.Module, qualname: str) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Every definition of ``qualname`` in ``tree`` (more than one under if/else)."""
+    scopes: list[list[ast.stmt]] = [tree.body]
+    found: list[Any] = []
     for part in qualname.split("."):
         if part == "<locals>":
-            if not isinstance(found, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                return None
-            scope = [n for n in ast.walk(found) if isinstance(n, ast.stmt) and n is not found]
+            functions = [n for n in found if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            scopes = [
+                [n for n in ast.walk(f) if isinstance(n, ast.stmt) and n is not f]
+                for f in functions
+            ]
+            found = []
             continue
-        found = next(
-            (
-                n
-                for n in scope
-                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                and n.name == part
-            ),
-            None,
-        )
-        if found is None:
-            return None
-        scope = found.body
-    return found if isinstance(found, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+        found = [
+            n
+            for scope in scopes
+            for n in _defined_in(scope)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and n.name == part
+        ]
+        scopes = [n.body for n in found]
+    return [n for n in found if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
 
 
 def code_status(frame: dict[str, Any]) -> str:
@@ -327,15 +454,16 @@ def code_status(frame: dict[str, Any]) -> str:
         return "unknown (no source location recorded)"
     try:
         source = read_regular(path, MAX_SOURCE_FILE).decode("utf-8")
-        node = _find_def(ast.parse(source), qualname)
+        nodes = _find_defs(ast.parse(source), qualname)
     except (OSError, SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return f"unknown ({type(exc).__name__}: {exc})"
-    if node is None:
+    if not nodes:
         return f"changed ({qualname} is no longer in {path})"
-    start = _first_line(node)
-    text = textwrap.dedent("\n".join(source.splitlines()[start - 1 : node.end_lineno]))
-    if fingerprint(text) == frame.get("fingerprint"):
-        return "matches"
+    lines = source.splitlines()
+    for node in nodes:
+        text = textwrap.dedent("\n".join(lines[_first_line(node) - 1 : node.end_lineno]))
+        if fingerprint(text) == frame.get("fingerprint"):
+            return "matches"
     return "changed"
 
 
@@ -346,12 +474,13 @@ def inspect_file(path: str, *, key: str | None = None, as_json: bool = False) ->
     generation; a record kept next to it (``KEY.attempts``: a durable task's
     attempts, owner and crashes) is shown as well.
     """
-    attempts: Any = None
+    found: dict[str, Any] | None = None
     try:
         if key is None:
             meta = _read_meta(path)
         else:
-            meta, attempts = _read_store_meta(path, key)
+            found = _read_store_job(path, key)
+            meta = found["meta"]
             path = f"{path} key {key}"
     except (OSError, CheckpointError) as exc:
         print(f"contsnap inspect: {printable(path)}: {_one_line(exc)}", file=sys.stderr)
@@ -359,10 +488,12 @@ def inspect_file(path: str, *, key: str | None = None, as_json: bool = False) ->
     frames = [f for f in meta.get("frames") or [] if isinstance(f, dict)][:64]
     for frame in frames:
         frame["code"] = code_status(frame)
+    attempts = None if found is None else found["attempts"]
     if as_json:
         meta["frames"] = frames
-        if attempts is not None:
-            meta["attempts"] = attempts
+        if found is not None:
+            meta.update({k: v for k, v in found.items() if k != "meta"})
+            meta["state"] = job_state(found)
         print(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return 0
     job = meta.get("job") if isinstance(meta.get("job"), dict) else None
@@ -402,6 +533,9 @@ def inspect_file(path: str, *, key: str | None = None, as_json: bool = False) ->
             f"  actors    system {_show(system.get('system'))}: {_show(system.get('count'))} "
             f"actors, checkpoint {_show(system.get('sequence'))}"
         )
+    if found is not None:
+        print(f"  state     {job_state(found)}")
+        print(f"  lease     {_lease_line(found['lease'], attempts)}")
     if isinstance(attempts, dict):
         state = "running" if attempts.get("running") else "not running"
         if attempts.get("poisoned"):
@@ -411,6 +545,12 @@ def inspect_file(path: str, *, key: str | None = None, as_json: bool = False) ->
             f"{_age(attempts.get('started_at'))}; {_show(attempts.get('crashes'))} crashes "
             f"from this checkpoint{', fell back once' if attempts.get('fell_back') else ''}"
         )
+    pending = None if found is None else found["effects_pending"]
+    if pending is not None and job is not None:
+        yielded = _show(job.get("next_effect"))
+        shown = ", ".join(map(str, pending[:10])) + (", ..." if len(pending) > 10 else "")
+        waiting = f"{len(pending)} committed, not yet delivered ({shown})" if pending else "none"
+        print(f"  effects   {yielded} yielded; pending {waiting}")
     for depth, frame in enumerate(frames):
         print(
             f"  frame {depth}   {_show(frame.get('qualname'))}  "
@@ -465,8 +605,10 @@ def list_directory(directory: str) -> int:
     """One line per snapshot file in ``directory``: age, size, steps, where, signed.
 
     A file that cannot be read or described gets its own INVALID line; the others are
-    listed all the same.
+    listed all the same. A store (URL, store directory, SQLite file) lists its jobs.
     """
+    if is_store(directory):
+        return list_store(directory)
     try:
         names = sorted(os.listdir(directory))
     except OSError as exc:
@@ -477,6 +619,83 @@ def list_directory(directory: str) -> int:
         print(f"no contsnap snapshots in {printable(directory)}")
         return 0
     header = ("FILE", "AGE", "BYTES", "STEPS", "PAUSED IN", "SIGNED")
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+_SIDECAR = re.compile(r"(.+)\.(attempts|fx\.\d+)")
+
+
+def _store_row(store: Any, key: str, pending: int) -> tuple[str, ...] | None:
+    try:
+        data = store.get(key)
+        if data is None or data[:4] != _envelope.MAGIC:
+            return None  # expired since listed, or not a snapshot: not a job
+        found = job_record(store, key)
+    except CheckpointError as exc:
+        return (printable(key), "-", "-", "INVALID", "-", _one_line(exc))
+    meta, attempts, lease = found["meta"], found["attempts"], found["lease"]
+    job = meta.get("job") if isinstance(meta.get("job"), dict) else {}
+    frames = meta.get("frames") if isinstance(meta.get("frames"), list) else []
+    first = frames[0] if frames and isinstance(frames[0], dict) else {}
+    steps = _field(job, "steps", int)
+    state = job_state(found)
+    if isinstance(attempts, dict) and attempts.get("crashes"):
+        state += f" ({_show(attempts.get('crashes'))} crashes)"
+    if pending:
+        state += f", {pending} effects pending"
+    owner = "-"
+    if lease is not None:
+        owner = f"{_show(lease['owner'])} #{_show(lease['token'])} {lease['expires_in']:.0f}s"
+    elif isinstance(attempts, dict) and attempts.get("owner"):
+        owner = f"(last: {_show(attempts.get('owner'))})"
+    where = "-"
+    if first:
+        where = f"{_show(first.get('qualname'))} line {_show(first.get('line'))}"
+    return (
+        printable(key),
+        _age(meta.get("created_at")).split("(")[-1].rstrip(")"),
+        ("invalid" if steps is None else f"{steps:,}") if job else "-",
+        state,
+        owner,
+        where,
+    )
+
+
+def list_store(target: str) -> int:
+    """One line per checkpoint in a store: age, steps, state, lease holder, where paused.
+
+    A durable task's sidecar keys (``KEY.attempts``, ``KEY.fx.N``) are folded into
+    their job's line; only metadata is read, nothing is unpickled.
+    """
+    try:
+        store = open_cli_store(target)
+    except CheckpointError as exc:
+        print(f"contsnap ls: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    try:
+        keys = store.keys()
+        present = set(keys)
+        effects: dict[str, int] = {}
+        jobs = []
+        for key in keys:
+            side = _SIDECAR.fullmatch(key)
+            if side is None or side.group(1) not in present:
+                jobs.append(key)
+            elif side.group(2) != "attempts":
+                effects[side.group(1)] = effects.get(side.group(1), 0) + 1
+        rows = [row for k in jobs if (row := _store_row(store, k, effects.get(k, 0)))]
+    except CheckpointError as exc:
+        print(f"contsnap ls: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if not rows:
+        print(f"no contsnap checkpoints in {printable(store.url)}")
+        return 0
+    header = ("KEY", "AGE", "STEPS", "STATE", "LEASE", "PAUSED IN")
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

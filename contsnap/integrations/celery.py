@@ -101,8 +101,8 @@ class _Spec:
     @property
     def store(self) -> Store:
         """The store, opened once per process when given as a factory (pool children fork)."""
-        if isinstance(self.store_or_factory, Store):
-            return self.store_or_factory
+        if isinstance(self.store_or_factory, Store) or hasattr(self.store_or_factory, "put_many"):
+            return self.store_or_factory  # type: ignore[return-value]
         if self._opened is None or self._opened[0] != os.getpid():
             self._opened = (os.getpid(), self.store_or_factory())
         return self._opened[1]
@@ -133,7 +133,8 @@ def configure(
     redelivered, not lost), prefetch 1 (a worker holds no job it is not running),
     a Redis broker ``visibility_timeout`` of ``visibility_timeout`` seconds swept
     every ``restore_interval`` seconds (a whole worker's death is noticed that
-    fast; keep it longer than the tasks' lease), and a drain hook: on a warm
+    fast, even if the worker that died held the sweep's lock; keep it longer than
+    the tasks' lease), and a drain hook: on a warm
     shutdown (SIGTERM) or a cold one (SIGQUIT) each running job is rolled out at its
     next safe point and requeued, so another worker resumes it at once. A cold
     shutdown gives the jobs ``drain_timeout`` seconds (Celery's soft shutdown) to
@@ -149,6 +150,11 @@ def configure(
     options["visibility_timeout"] = float(visibility_timeout)
     options["unacked_restore_interval"] = float(restore_interval)
     options["unacked_restore_throttle"] = 1
+    # kombu sweeps under a Redis lock that lives 300 s: a worker killed while it held the
+    # lock would stop every other worker's sweep, and so the redelivery of the dead
+    # worker's jobs, for five minutes. A sweep takes milliseconds, and two at once are
+    # harmless (each message is restored in a transaction that watches it): a short lock.
+    options["unacked_mutex_expire"] = max(1.0, 2 * float(restore_interval))
     conf.broker_transport_options = options
     signals.worker_process_init.connect(
         _install_drain_handler, weak=False, dispatch_uid="contsnap-drain-child"
@@ -291,10 +297,12 @@ class DurableTask(Task):  # type: ignore[misc]
         return loaded.obj
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """Where the job ``job_id`` is, from the store: progress, last owner, attempts.
+        """Where the job ``job_id`` is, from the store: progress, lease, attempts, effects.
 
-        Reads the checkpoint's signed metadata only (nothing is unpickled) and the
-        job's attempt record; an empty dict when the job has no checkpoint.
+        Reads the checkpoint's signed metadata only (nothing is unpickled), the
+        job's attempt record, its live lease (``None`` when free; ``ttl`` is the
+        seconds left) and the effects committed but not yet delivered
+        (``effects_pending``); an empty dict when the job has no checkpoint.
         """
         spec = self.contsnap_spec
         files = _TaskCheckpoints(spec.store, _task_key(spec.name, job_id), spec.keep, spec.lease)
@@ -306,6 +314,13 @@ class DurableTask(Task):  # type: ignore[misc]
             return {}
         record = {} if found is None else found.meta.get("job", {})
         frames = [] if found is None else found.meta.get("frames", [])
+        lease = spec.store.current_lease(files.key)
+        first = _count(record.get("outbox_from"))
+        pending = [
+            n
+            for n in range(first, _count(record.get("next_effect")))
+            if spec.store.version(files.effect_key(n)) is not None
+        ]
         return {
             "job_id": job_id,
             "task": spec.name,
@@ -318,6 +333,8 @@ class DurableTask(Task):  # type: ignore[misc]
             "saved_by_pid": record.get("pid"),
             "where": [f"{f.get('qualname')} at {f.get('file')}:{f.get('line')}" for f in frames],
             "effects": record.get("next_effect"),
+            "effects_pending": pending,
+            "lease": None if lease is None else dataclasses.asdict(lease),
             "owner": attempts.owner,
             "attempt_started_at": attempts.started_at,
             "running": attempts.running,
@@ -504,7 +521,7 @@ class _AttemptBook:
     def ended(self) -> None:
         """The attempt ended without a crash (finished, rolled out, raised)."""
         self.state.running = False
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StoreError, TakenOverError):
             self.write()
 
 
@@ -533,7 +550,10 @@ def _execute(spec: _Spec, task: DurableTask, args: tuple[Any, ...], kwargs: dict
         loaded = files.load(kinds=(KIND,), identity=job.identity, key=spec.key)
         if loaded is not None and _finished(loaded):
             job.take_over(loaded)
-            job.deliver()  # the effects the finishing write committed, if not all delivered
+            try:
+                job.deliver()  # the effects the finishing write committed, if not all delivered
+            except TakenOverError:
+                raise Ignore() from None  # another delivery took over; it delivers them
             return loaded.obj
         loaded = _count_attempt(spec, job_id, files, book, loaded)
         stack.enter_context(_drain_on_sigterm())
@@ -545,15 +565,35 @@ def _execute(spec: _Spec, task: DurableTask, args: tuple[Any, ...], kwargs: dict
         except TakenOverError:
             raise Ignore() from None  # the job goes on under its new owner; nothing to report
         except BaseException:
+            if _lost(files):  # e.g. a store connection that broke while the owner was frozen
+                raise Ignore() from None
             book.ended()
             raise
         else:
-            with contextlib.suppress(StoreError):
+            with contextlib.suppress(StoreError, TakenOverError):
                 files.delete_fenced(book.store_key)
             return result
     if requeue:  # after the lease is released, so the next worker takes the job at once
         raise task.retry(countdown=0)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _lost(files: _TaskCheckpoints) -> bool:
+    """Did this attempt lose the job's lease (so its error is not the job's to report)?
+
+    An owner frozen past its lease can fail on waking in ways other than a refused
+    write (a store connection closed meanwhile); the job goes on under its new owner,
+    and this attempt's error must not become the job's result.
+    """
+    if files.lease is None:
+        return False
+    try:
+        files.lease = files.store.renew(files.lease)
+    except FencedError:
+        return True
+    except StoreError:
+        return False  # the store is unreachable: the error is worth reporting
+    return False
 
 
 def _count_attempt(

@@ -412,6 +412,22 @@ class FileStore(StoreBase):
             )
         return True
 
+    def current_lease(self, key: str) -> Lease | None:
+        """The live lease on ``key`` as it stands (``ttl``: the seconds left), or ``None``.
+
+        A holder that died on this host is shown until its lease expires, though
+        the next `acquire` takes its lease at once.
+        """
+        key = self._key(key)
+        record = self._read_json(self._side(key, "lease"))
+        now = time.time()
+        if record is None or record["expires"] <= now:
+            return None
+        return Lease(
+            key, int(record["token"]), record["owner"], int(record["pid"]), record["host"],
+            record["expires"], record["expires"] - now,
+        )  # fmt: skip
+
     def close(self) -> None:
         """Let go of the ``fcntl`` locks of the leases this object holds."""
         with self._mutex:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from contsnap.stores._base import StoreError
+from contsnap.stores._base import StoreError, check_positive
 from contsnap.stores._sql import SQLStore
 
 __all__ = ["PostgresStore"]
@@ -53,6 +53,12 @@ class PostgresStore(SQLStore):
     evicted), ``max_per_group`` the keys of one ``group=``.
     ``synchronous_commit=False`` trades the last few commits on a server crash
     for speed (fine for web pages, not for durable jobs).
+
+    A client frozen inside a write (SIGSTOP, a long GC pause) would keep that
+    write's locks, and so every other writer of the key, waiting until it wakes:
+    the server ends such a session after ``idle_in_transaction`` seconds idle
+    inside a transaction (its write is rolled back), and the store opens a new
+    connection on its next use.
     """
 
     __module__ = "contsnap.stores"
@@ -65,10 +71,18 @@ class PostgresStore(SQLStore):
         max_per_group: int | None = None,
         synchronous_commit: bool = True,
         prefix: str = "contsnap_",
+        idle_in_transaction: float = 10.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self._setup_bounds(max_bytes, max_per_group)
+        check_positive(url, "idle_in_transaction", idle_in_transaction)
+        self._settings = [
+            f"SET idle_in_transaction_session_timeout = {max(1, round(idle_in_transaction * 1000))}"
+        ]
+        if not synchronous_commit:
+            self._settings.append("SET synchronous_commit = off")
+        self._closed = False
         if not prefix.replace("_", "").isalnum():
             raise StoreError(f"store {url}: prefix={prefix!r} must be letters, digits and _")
         try:
@@ -80,15 +94,7 @@ class PostgresStore(SQLStore):
             ) from exc
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
         self._lock = threading.RLock()
-        try:
-            self._db = psycopg.connect(url, autocommit=True)
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"store {url}: cannot connect to PostgreSQL ({exc}); check the URL, the "
-                "credentials and that the server is running"
-            ) from exc
-        if not synchronous_commit:
-            self._db.execute("SET synchronous_commit = off")
+        self._db = self._connect()
         with self._write(["#schema"]) as (cur, _):
             for statement in _SCHEMA.format(p=prefix).split(";"):
                 cur.execute(statement)
@@ -96,19 +102,42 @@ class PostgresStore(SQLStore):
     def _q(self, sql: str) -> str:
         return sql.replace("{p}", self.prefix).replace("?", "%s")
 
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            db = psycopg.connect(self.url, autocommit=True)
+            for setting in self._settings:
+                db.execute(setting)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"store {self.url}: cannot connect to PostgreSQL ({exc}); check the URL, the "
+                "credentials and that the server is running"
+            ) from exc
+        return db
+
+    def _connection(self) -> Any:
+        """The connection, opened again if the server ended it (e.g. idle in a transaction)."""
+        if self._db.broken and not self._closed:
+            self._db.close()
+            self._db = self._connect()
+        return self._db
+
     @contextmanager
     def _write(self, locks: Sequence[str]) -> Iterator[tuple[Any, float]]:
-        with self._lock, self._failures(), self._db.transaction(), self._db.cursor() as cur:
-            for name in locks:  # sorted by the caller: no two writers wait on each other
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    (self.prefix + name,),
-                )
-            yield cur, _now(cur)
+        with self._lock, self._failures():
+            db = self._connection()
+            with db.transaction(), db.cursor() as cur:
+                for name in locks:  # sorted by the caller: no two writers wait on each other
+                    cur.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        (self.prefix + name,),
+                    )
+                yield cur, _now(cur)
 
     @contextmanager
     def _read(self) -> Iterator[tuple[Any, float]]:
-        with self._lock, self._failures(), self._db.cursor() as cur:
+        with self._lock, self._failures(), self._connection().cursor() as cur:
             yield cur, _now(cur)
 
     @contextmanager
@@ -124,6 +153,7 @@ class PostgresStore(SQLStore):
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
+            self._closed = True
             self._db.close()
 
     def __repr__(self) -> str:

@@ -231,6 +231,18 @@ return {'ok', now + tonumber(ARGV[4])}
 """
 )
 
+# ARGV: prefix, key
+_LEASE_OF = (
+    _PRELUDE
+    + """
+local lk = p .. 'lease:' .. ARGV[2]
+local ms = redis.call('PTTL', lk)
+if ms < 0 then return false end
+local h = redis.call('HMGET', lk, 'token', 'owner', 'pid', 'host')
+return {h[1], h[2], h[3], h[4], now + ms, ms}
+"""
+)
+
 # ARGV: prefix, key, token
 _RELEASE = (
     _PRELUDE
@@ -291,6 +303,7 @@ class RedisStore(StoreBase):
         self._acquire_script = register(_ACQUIRE)
         self._renew_script = register(_RENEW)
         self._release_script = register(_RELEASE)
+        self._lease_of_script = register(_LEASE_OF)
 
     def _run(self, script: Any, *args: object) -> Any:
         try:
@@ -427,6 +440,18 @@ class RedisStore(StoreBase):
     def release(self, lease: Lease) -> bool:
         """Give the lease up; ``False`` if it was no longer live (released, expired or taken)."""
         return bool(self._run(self._release_script, lease.key, lease.token))
+
+    def current_lease(self, key: str) -> Lease | None:
+        """The live lease on ``key`` as it stands (``ttl``: the seconds left), or ``None``."""
+        check_key(self.url, key)
+        found = self._run(self._lease_of_script, key)
+        if not found:
+            return None
+        token, owner, pid, host, expires, left = found
+        return Lease(
+            key, int(token), owner.decode(), int(pid), host.decode(), int(expires) / 1000,
+            int(left) / 1000,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Close the connection pool."""

@@ -324,6 +324,19 @@ class SQLStore(StoreBase):
             )
             return bool(cur.rowcount)
 
+    def current_lease(self, key: str) -> Lease | None:
+        """The live lease on ``key`` as it stands (``ttl``: the seconds left), or ``None``."""
+        check_key(self.url, key)
+        with self._read() as (cur, now):
+            cur.execute(
+                self._q("SELECT token, owner, pid, host, expires FROM {p}leases WHERE key = ?"),
+                (key,),
+            )
+            row = cur.fetchone()
+        if row is None or row[4] <= now:
+            return None
+        return Lease(key, int(row[0]), row[1], int(row[2]), row[3], row[4], row[4] - now)
+
     def _check_lease(self, cur: Any, now: float, lease: Lease) -> None:
         cur.execute(self._q("SELECT token, expires FROM {p}leases WHERE key = ?"), (lease.key,))
         row = cur.fetchone()
