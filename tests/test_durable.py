@@ -447,3 +447,21 @@ def test_a_job_in_hooked_modules_rolls_out_and_resumes_from_their_warm_cache(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(sum(range(400)))
+
+
+@contsnap.checkpointable
+def _sends_an_effect(log: list[str]):
+    yield 1
+    try:
+        yield contsnap.effect("mail", {"to": "ops"})
+    finally:
+        log.append("finally")
+
+
+def test_an_effect_under_run_is_refused_not_dropped(tmp_path: Path) -> None:
+    # effects need an outbox (durable Celery tasks): run() says so instead of
+    # silently going on without delivering it
+    log: list[str] = []
+    with pytest.raises(contsnap.CheckpointError, match=r"effect\('mail'\).*no outbox"):
+        contsnap.run(_sends_an_effect, log, checkpoint=tmp_path / "e.ckpt", progress=False)
+    assert log == []  # detached, not closed: its finally has not run here

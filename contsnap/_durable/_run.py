@@ -26,6 +26,7 @@ from typing import Any
 from .. import _api, _codec
 from .._checkpoints._files import CheckpointFiles, Loaded, check_writable
 from .._checkpoints._stores import StoreCheckpoints, TakenOverError
+from .._effects import Effect
 from .._errors import CheckpointError, SnapshotCorruptError
 from .._registry import STATE
 from .._resources import truncate
@@ -382,6 +383,16 @@ def _drive(job: _Job, *, resumed: bool, progress: bool | None) -> Any:
                 except OSError as exc:
                     raise _save_failed(job, exc, "the job finished, but its result") from exc
                 return done.value
+            if isinstance(value, Effect):
+                where = _where(gen)
+                _api.detach(gen)  # its state is in the last checkpoint; nothing runs twice
+                raise CheckpointError(
+                    f"{job.name} yielded contsnap.effect({value.name!r}) in {where}, but "
+                    "contsnap.run() has no outbox to deliver it: effects are delivered by "
+                    "durable Celery tasks (contsnap.integrations.celery.durable_task); under "
+                    "contsnap.run(), call the outside world in the step itself (it may run "
+                    "again after a crash: make it idempotent)"
+                )
             job.steps += 1
             now = time.monotonic()
             _heartbeat(job)
