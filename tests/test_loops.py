@@ -195,6 +195,29 @@ def over_a_generator(n, log):
     yield "end"
 
 
+def delegates(n, log):
+    total = 0
+    for i in range(n):
+        got = yield from numbers(i, log)
+        total += i
+        if (yield ("after", i, got)) == "stop":
+            break
+    return total
+
+
+def loop_in_handlers(n, log):
+    try:
+        raise KeyError("k")
+    except KeyError as exc:
+        for i in range(n):
+            yield ("handling", i, exc.args)
+    finally:
+        j = 0
+        while j < n:
+            yield ("finally", j)
+            j += 1
+
+
 def loop_per_line(n, log):
     for i in range(n): yield i; yield -i
 """
@@ -263,6 +286,8 @@ CASES: dict[str, tuple[int, list[object]]] = {
     "with_and_loops": (4, [None, None, Send("stop")]),
     "over_a_generator": (5, [None, None, Send("stop")]),
     "loop_per_line": (4, []),
+    "delegates": (4, [None, None, None, None, None, Send("stop")]),
+    "loop_in_handlers": (3, []),
 }
 
 
