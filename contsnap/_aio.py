@@ -358,9 +358,16 @@ async def park(
     *,
     timeout: float | None = None,
     allow_finished: bool = False,
+    in_place: bool = False,
 ) -> None:
     """Stop every task at its next safe point (they stay parked until
     [`unpause`][contsnap.unpause]).
+
+    With ``in_place``, a task that waits inside a safe point (an empty queue's
+    ``get()``, a ``sleep()``) counts as parked where it is, without a turn of
+    the loop: if its wait ends during the pause it parks on waking. Only for a
+    pause that ends with ``unpause`` (a task parked in place cannot be detached,
+    and its context variables are not read).
 
     ``tasks`` maps a name (used in errors) to each task. If some do not
     arrive within ``timeout``, every request is withdrawn and
@@ -392,7 +399,11 @@ async def park(
         requests[name] = request
         waiting = _WAITING.get(task)
         if waiting is not None and not waiting.done():
-            waiting.set_result(None)  # a safe point that waits: let it see the request
+            if in_place:
+                if not request.parked.done():
+                    request.parked.set_result(None)
+            else:
+                waiting.set_result(None)  # a safe point that waits: let it see the request
     # one wake-up when every task is parked (or one ended), not one per task
     settled: asyncio.Future[None] = loop.create_future()
     waiting_for = len(requests)

@@ -571,6 +571,9 @@ class System:
         lets them go on. On timeout, ``NotCheckpointableError`` names the actors that did not arrive
         and where each waits; none stays stopped.
         """
+        await self._park(actors, timeout, in_place=False)
+
+    async def _park(self, actors: list[str] | None, timeout: float, *, in_place: bool) -> None:
         names = list(self.actors) if actors is None else list(actors)
         unknown = [n for n in names if n not in self.actors]
         if unknown:
@@ -580,7 +583,7 @@ class System:
             for n in names
             if n not in self._parked and (t := self.actors[n].task) is not None and not t.done()
         }
-        await park(tasks, timeout=timeout, allow_finished=True)
+        await park(tasks, timeout=timeout, allow_finished=True, in_place=in_place)
         self._parked.update(n for n, t in tasks.items() if not t.done())
 
     def resume(self) -> None:
@@ -622,7 +625,12 @@ class System:
         then_resume: bool,
     ) -> bytes:
         quiesced_before = set(self._parked)
-        await self.quiesce(timeout=timeout)
+        if then_resume:
+            # an actor waiting in receive() (or sleep()) is parked where it waits: no
+            # turn of the event loop per actor, so the pause does not grow with them
+            await self._park(None, timeout, in_place=True)
+        else:  # a rollout detaches the actors next: each must be parked in its safe point
+            await self.quiesce(timeout=timeout)
         try:
             data = self._snapshot(key)
             if path is not None:
@@ -636,33 +644,40 @@ class System:
         states: dict[str, bytes] = {}
         actors = {}
         last = self.history[-1][1] if self.history else {}
-        frames: dict[str, list[dict[str, Any]]] = {}
+        # one record per place an actor is paused at (thousands of actors share a few),
+        # the same dict object in every actor's list: pickled once
+        places: dict[tuple[int, int], dict[str, Any]] = {}
+        specs = self._specs
         for name, actor in self.actors.items():
-            if actor.task is None:
+            task = actor.task
+            if task is None:
                 continue
+            frames: list[dict[str, Any]] = []
             try:
-                if not actor.task.done():
-                    states[name], captured, _refs = to_payload(actor.task.get_coro())
-                    frames[name] = [
-                        {
-                            "module": f.info.module,
-                            "qualname": f.info.qualname,
-                            "fingerprint": f.info.fingerprint,
-                            "file": f.info.filename,
-                            "line": f.info.line_of(f.label),
-                        }
-                        for f in captured.values()
-                    ]
+                if not task.done():
+                    states[name], captured, _refs = to_payload(task.get_coro())
+                    for f in captured.values():
+                        info, label = f.info, f.label
+                        place = places.get((id(info), label))
+                        if place is None:
+                            place = places[id(info), label] = {
+                                "module": info.module,
+                                "qualname": info.qualname,
+                                "fingerprint": info.fingerprint,
+                                "file": info.filename,
+                                "line": info.line_of(label),
+                            }
+                        frames.append(place)
                 elif name in last:  # crashed, to be restarted: from where it will be
                     states[name] = last[name]
-                if name not in self._specs:
-                    self._specs[name] = to_payload(actor.spec)[0]
+                if name not in specs:
+                    specs[name] = to_payload(actor.spec)[0]
             except NotCheckpointableError as exc:
                 raise NotCheckpointableError(f"actor {name!r}: {exc}") from exc
             actors[name] = {
                 "state": states.get(name),
-                "frames": frames.get(name, []),
-                "spec": self._specs[name],
+                "frames": frames,
+                "spec": specs[name],
                 "supervisor": actor.supervisor,
                 "mailbox": list(actor.mailbox._items),
             }
@@ -683,17 +698,16 @@ class System:
         self.history.append((self.sequence, states))
         # every place an actor is paused at, once: loads() names each function whose
         # code changed, contsnap inspect / ls show where (file:line) and check the code
-        places = {
+        unique = {
             (f["module"], f["qualname"], f["fingerprint"], f["file"], f["line"]): f
-            for found in frames.values()
-            for f in found
+            for f in places.values()
         }
         meta = {
             "actors": {"system": self.name, "sequence": self.sequence, "count": len(actors)},
         }
         return _codec.encode_payload(
             payload,
-            list(places.values()),
+            list(unique.values()),
             kind="actor-system",
             identity=self.name,
             meta=meta,

@@ -658,39 +658,49 @@ class BodyProcessor:
         fresh = [block(f"while {test}:", src, body.fresh)]
         if orelse is not None:
             fresh.append(block("else:", src, orelse.fresh))
+        return self.peeled(fresh, body, orelse)
+
+    def peeled(self, loop: list[Line], body: Out, orelse: Out | None) -> Out:
+        """Resume code of a loop: finish the resumed iteration, then run ``loop`` itself.
+
+        The iteration that holds the saved label runs once, guarded, inside a
+        one-shot ``for`` (so its ``break`` leaves the loop and skips ``else``,
+        and its ``continue`` moves on to the next iteration); every later
+        iteration is the fresh loop, unguarded, at native speed. Resuming into
+        the ``else`` clause skips the loop.
+        """
         labels = body.labels | (orelse.labels if orelse else frozenset())
         if not labels:
-            return Out(fresh, fresh)
-        pick = cond(body.labels) if body.labels else "False"
-        resume = [block(f"while ({pick}) if _cs_resuming else ({test}):", src, body.resume)]
-        if orelse is not None:
-            resume.append(block("else:", src, self.guarded(orelse)))
-        return Out(fresh, resume, labels)
+            return Out(loop, loop)
+        src = self._line
+        resume = loop
+        if body.labels:
+            resume = [
+                block("for _cs_resuming in (True,) if _cs_resuming else ():", src, body.resume),
+                block("else:", src, loop),
+            ]
+        if orelse is not None and orelse.labels:
+            into_else = f"_cs_resuming and {cond(orelse.labels)}" if body.labels else "_cs_resuming"
+            resume = [
+                block(f"if {into_else}:", src, orelse.resume),
+                block("else:", src, resume),
+            ]
+        return Out(loop, resume, labels)
 
     def do_For(self, node: cst.For) -> list[Out]:
         if node.asynchronous is not None:
             return self.async_for(node)
         pre, iterable = self.anf(node.iter)
         iterator = self.fresh_name("iter")
-        item = self.fresh_name("item")
+        self.fresh_name("item")  # unused now: keeps the later names (saved by name) as they were
         setup = self.assign(iterator, f"{FOR_ITER}({self.code(iterable)})")
         body = self.loop_body(node.body, [iterator])
         orelse = self.body(node.orelse.body) if node.orelse else None
         target = self.code(node.target)
-        src = self._line
-        fresh = [block(f"for {target} in {iterator}:", src, body.fresh)]
+        fresh = [block(f"for {target} in {iterator}:", self._line, body.fresh)]
         if orelse is not None:
-            fresh.append(block("else:", src, orelse.fresh))
-        labels = body.labels | (orelse.labels if orelse else frozenset())
-        if not labels:
-            return [*pre, setup, self.releasing(iterator, Out(fresh, fresh))]
-        pick = cond(body.labels) if body.labels else "False"
-        step = f"(({item} := {RT}.next({iterator}, {RT}.END)) is not {RT}.END)"
-        bind = block("if not _cs_resuming:", src, [self.line(f"{target} = {item}")])
-        resume = [block(f"while ({pick}) if _cs_resuming else {step}:", src, [bind, *body.resume])]
-        if orelse is not None:
-            resume.append(block("else:", src, self.guarded(orelse)))
-        return [*pre, setup, self.releasing(iterator, Out(fresh, resume, labels))]
+            fresh.append(block("else:", self._line, orelse.fresh))
+        return [*pre, setup, self.releasing(iterator, self.peeled(fresh, body, orelse))]
 
     def releasing(self, iterator: str, loop: Out, also: Sequence[str] = ()) -> Out:
         """The loop, dropping its iterator however it ends, as Python's own for loop does.
