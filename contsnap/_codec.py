@@ -20,7 +20,7 @@ from ._info import code_changed, live_info
 from ._migrate import find as find_migration
 from ._migrate import old_lines
 from ._resources import Output, collect_outputs
-from ._snapshot import FrameState, from_payload, to_payload
+from ._snapshot import FrameState, from_payload, to_indexed_payload
 
 __all__ = ["Decoded", "decode", "encode", "encode_payload", "frames_of", "verify"]
 
@@ -28,6 +28,9 @@ __all__ = ["Decoded", "decode", "encode", "encode_payload", "frames_of", "verify
 @dataclass
 class _Policy:
     allow_unsigned: bool = False
+    #: deflate what is worth it (see _envelope._worth_deflating); off: the time it takes
+    #: (several times the pickling) is worth more than the bytes it saves to most callers
+    compress: bool = False
 
 
 policy = _Policy()
@@ -66,6 +69,31 @@ def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]
     return frames
 
 
+def chain_of(obj: Any, captured: dict[int, FrameState], functions: list[list[Any]]) -> list[Any]:
+    """`frames_of` as format 3 writes it: ``[function, line, state]`` each, the function an
+    index into ``functions`` (``[module, qualname, fingerprint, file]``, extended here)."""
+    index = {(entry[0], entry[1], entry[2]): at for at, entry in enumerate(functions)}
+    frames: list[Any] = []
+    current_id = id(obj)
+    if current_id not in captured:
+        delegated = {id(state.delegate) for state in captured.values()}
+        current_id = next((key for key in captured if key not in delegated), current_id)
+    while current_id in captured and len(frames) < 64:
+        state = captured[current_id]
+        info = state.info
+        name = (info.module, info.qualname, info.fingerprint)
+        at = index.get(name)
+        if at is None:
+            at = index[name] = len(functions)
+            functions.append([*name, info.filename])
+        frames.append([at, info.line_of(state.label), _STATE_CODES[state.status]])
+        current_id = id(state.delegate)
+    return frames
+
+
+_STATE_CODES = {"created": 0, "suspended": 1, "closed": 2}
+
+
 def encode(
     obj: Any,
     *,
@@ -74,17 +102,37 @@ def encode(
     meta: dict[str, Any] | None = None,
     key: _keys.KeyLike | None = None,
     sign: bool = True,
+    compress: bool | None = None,
 ) -> bytes:
     """Snapshot ``obj`` (and every generator it holds) to signed bytes of ``kind``."""
-    payload, captured, _refs = to_payload(obj)
-    return encode_payload(
+    payload, captured, functions = to_indexed_payload(obj)
+    if functions is None:  # the full pickler: every function named in the payload
+        return encode_payload(
+            payload,
+            frames_of(obj, captured),
+            kind=kind,
+            identity=identity,
+            meta=meta,
+            key=key,
+            sign=sign,
+            compress=compress,
+        )
+    ring = _keys.resolve(key, sign=sign)
+    frames = chain_of(obj, captured, functions)
+    full = {
+        "created_at": round(time.time(), 3),
+        "functions": functions,
+        "frames": frames,
+        "portable": True,  # the fast pickler carries no code by value
+        **(meta or {}),
+    }
+    return _envelope.seal(
         payload,
-        frames_of(obj, captured),
+        full,
+        key=ring.signing_key,
         kind=kind,
         identity=identity,
-        meta=meta,
-        key=key,
-        sign=sign,
+        compress=policy.compress if compress is None else compress,
     )
 
 
@@ -97,6 +145,7 @@ def encode_payload(
     meta: dict[str, Any] | None = None,
     key: _keys.KeyLike | None = None,
     sign: bool = True,
+    compress: bool | None = None,
 ) -> bytes:
     """Seal an already pickled payload with its frames' description.
 
@@ -113,7 +162,14 @@ def encode_payload(
         "portable": _CODE_MARK not in payload,
         **(meta or {}),
     }
-    return _envelope.seal(payload, full, key=ring.signing_key, kind=kind, identity=identity)
+    return _envelope.seal(
+        payload,
+        full,
+        key=ring.signing_key,
+        kind=kind,
+        identity=identity,
+        compress=policy.compress if compress is None else compress,
+    )
 
 
 _CODE_MARK = b"CodeType"
@@ -186,19 +242,27 @@ def restore(meta: dict[str, Any], payload: bytes) -> Decoded:
     """Rebuild what a payload holds, once `verify` has vouched for it and its ``meta``."""
     frames = meta["frames"]
     check_code(frames)
+    functions = meta.get("functions")
+    if not isinstance(functions, list):
+        functions = []
     with old_lines(frames), collect_outputs() as outputs:
-        obj = from_payload(payload)
+        obj = from_payload(payload, functions=functions)
     return Decoded(obj, meta, outputs)
 
 
 def check_code(frames: list[Any]) -> None:
     """Name every function of the saved chain whose code changed (and has no migration)."""
     changed: list[tuple[Any, str]] = []
+    seen: set[tuple[Any, Any, Any]] = set()
     for frame in frames:
         if not isinstance(frame, dict):
             continue
         module, qualname = frame.get("module"), frame.get("qualname")
         fingerprint = frame.get("fingerprint")
+        name = (module, qualname, fingerprint)
+        if name in seen:  # the same function at several depths: checked once
+            continue
+        seen.add(name)
         if not (isinstance(module, str) and isinstance(qualname, str)):
             continue
         if not isinstance(fingerprint, str):

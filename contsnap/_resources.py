@@ -20,7 +20,6 @@ import random
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from ._errors import CheckpointError, NotCheckpointableError, ResourceChangedError
@@ -95,7 +94,16 @@ _REFUSED: dict[type, _Refusal] = {}
 _ACTIVE: dict[type, ResourceHandler | _Refusal] = {}
 
 
+def generation() -> int:
+    """Changes whenever the handlers or refusals in effect change."""
+    return _GENERATION[0]
+
+
+_GENERATION = [0]
+
+
 def _refresh() -> None:
+    _GENERATION[0] += 1
     _ACTIVE.clear()
     _ACTIVE.update(_REFUSED)
     _ACTIVE.update((kind, stack[-1]) for kind, stack in _REGISTERED.items())
@@ -288,8 +296,13 @@ _KNOWN_UNSAVEABLE = (
 _UNRESOLVED = {entry[0] for entry in _KNOWN_UNSAVEABLE}
 
 
-def resolve_refusals() -> None:
-    """Add the refusals of modules imported since last time (cheap: a set test per module)."""
+def resolve_refusals(*, force: bool = False) -> None:
+    """Add the refusals of modules imported since last time (cheap: a set test per module;
+    unless ``force``, only when the number of imported modules changed since)."""
+    count = len(sys.modules)
+    if not force and count == _MODULES_SEEN[0]:
+        return
+    _MODULES_SEEN[0] = count
     if not _UNRESOLVED.intersection(sys.modules):
         return
     for module_name, path, what, reopened in _KNOWN_UNSAVEABLE:
@@ -301,6 +314,9 @@ def resolve_refusals() -> None:
         if isinstance(kind, type):
             _REFUSED.setdefault(kind, _Refusal(kind, what, reopened))
     _refresh()
+
+
+_MODULES_SEEN = [-1]
 
 
 # ---------------------------------------------------------------- files
@@ -527,18 +543,21 @@ class Output:
 _collecting = threading.local()
 
 
-@contextmanager
-def collect_outputs() -> Iterator[list[Output]]:
+class collect_outputs:
     """Gather the written-to files that the restores inside the block reopen."""
-    outer = getattr(_collecting, "outputs", None)
-    found: list[Output] = []
-    _collecting.outputs = found
-    try:
-        yield found
-    finally:
-        _collecting.outputs = outer
-        if outer is not None:
-            outer.extend(found)
+
+    __slots__ = ("found", "outer")
+
+    def __enter__(self) -> list[Output]:
+        self.outer = getattr(_collecting, "outputs", None)
+        self.found: list[Output] = []
+        _collecting.outputs = self.found
+        return self.found
+
+    def __exit__(self, *exc: object) -> None:
+        _collecting.outputs = self.outer
+        if self.outer is not None:
+            self.outer.extend(self.found)
 
 
 def truncate(outputs: list[Output]) -> list[str]:
