@@ -20,7 +20,7 @@ from ._info import code_changed, live_info
 from ._migrate import find as find_migration
 from ._migrate import old_lines
 from ._resources import Output, collect_outputs
-from ._snapshot import FrameState, from_payload, to_indexed_payload
+from ._snapshot import FrameState, from_payload, function_json, to_indexed_payload
 
 __all__ = ["Decoded", "decode", "encode", "encode_payload", "frames_of", "verify"]
 
@@ -69,11 +69,13 @@ def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]
     return frames
 
 
-def chain_of(obj: Any, captured: dict[int, FrameState], functions: list[list[Any]]) -> list[Any]:
-    """`frames_of` as format 3 writes it: ``[function, line, state]`` each, the function an
-    index into ``functions`` (``[module, qualname, fingerprint, file]``, extended here)."""
-    index = {(entry[0], entry[1], entry[2]): at for at, entry in enumerate(functions)}
-    frames: list[Any] = []
+def chain_of(
+    obj: Any, captured: dict[int, FrameState], index: dict[int, int], functions: list[str]
+) -> list[tuple[int, int, int]]:
+    """`frames_of` as format 3 writes it: ``(function, line, state)`` each, the function an
+    index into ``functions`` (each ``[module, qualname, fingerprint, file]`` as JSON, found
+    by id of its info in ``index``; extended here)."""
+    frames: list[tuple[int, int, int]] = []
     current_id = id(obj)
     if current_id not in captured:
         delegated = {id(state.delegate) for state in captured.values()}
@@ -81,12 +83,11 @@ def chain_of(obj: Any, captured: dict[int, FrameState], functions: list[list[Any
     while current_id in captured and len(frames) < 64:
         state = captured[current_id]
         info = state.info
-        name = (info.module, info.qualname, info.fingerprint)
-        at = index.get(name)
+        at = index.get(id(info))
         if at is None:
-            at = index[name] = len(functions)
-            functions.append([*name, info.filename])
-        frames.append([at, info.line_of(state.label), _STATE_CODES[state.status]])
+            at = index[id(info)] = len(functions)
+            functions.append(function_json(info))
+        frames.append((at, state.line, _STATE_CODES[state.status]))
         current_id = id(state.delegate)
     return frames
 
@@ -118,20 +119,18 @@ def encode(
             compress=compress,
         )
     ring = _keys.resolve(key, sign=sign)
-    frames = chain_of(obj, captured, functions)
-    full = {
-        "created_at": round(time.time(), 3),
-        "functions": functions,
-        "frames": frames,
-        "portable": True,  # the fast pickler carries no code by value
-        **(meta or {}),
-    }
-    return _envelope.seal(
+    index, table = functions
+    frames = chain_of(obj, captured, index, table)
+    # "portable" is written as true: the fast pickler carries no code by value
+    return _envelope.seal_frames(
         payload,
-        full,
         key=ring.signing_key,
         kind=kind,
         identity=identity,
+        created_at=round(time.time(), 3),
+        functions_json=table,
+        frames=frames,
+        meta=meta,
         compress=policy.compress if compress is None else compress,
     )
 

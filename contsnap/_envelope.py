@@ -89,6 +89,26 @@ _HEADERS = {
 }
 
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _encode_json(value: Any) -> str:
+    """``_JSON_ENCODER.encode(value)``, without its per-call Python set-up when the C
+    encoder is there (a fresh circular-reference table each time, as it keeps)."""
+    if _C_ENCODER is None:
+        return _JSON_ENCODER.encode(value)
+    encode = _C_ENCODER(
+        {},
+        _JSON_ENCODER.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
+    )
+    return "".join(encode(value, 0))
 
 
 def _no_constant(name: str) -> Any:
@@ -130,7 +150,47 @@ def seal(
         raise ValueError(f"unknown snapshot kind {kind!r}; one of {sorted(KINDS)}")
     if key is not None and not key:
         raise ValueError("seal() got an empty signing key; pass key=None for no signature")
-    meta_json = _JSON_ENCODER.encode(_pack_meta(kind, identity, meta)).encode("utf-8")
+    meta_json = _encode_json(_pack_meta(kind, identity, meta)).encode("utf-8")
+    return _seal(payload, meta_json, key, compress)
+
+
+def seal_frames(
+    payload: bytes,
+    *,
+    key: bytes | None,
+    kind: str,
+    identity: str | None,
+    created_at: float,
+    functions_json: list[str],
+    frames: list[tuple[int, int, int]],
+    meta: dict[str, Any] | None,
+    compress: bool,
+) -> bytes:
+    """`seal` for the codec's snapshots, with their metadata written straight out: the
+    functions table as JSON already (one string per function, made once per function) and
+    each frame as ``(function, line, state)``. Same bytes as seal() with that metadata."""
+    rest = "{}"
+    if meta:
+        if not _RESERVED_META_KEYS.isdisjoint(meta) or not set(_PACKED).isdisjoint(meta):
+            full = {"created_at": created_at, "portable": True, **meta}
+            full["functions"] = [json.loads(entry) for entry in functions_json]
+            full["frames"] = [list(frame) for frame in frames]
+            return seal(payload, full, key=key, kind=kind, identity=identity, compress=compress)
+        rest = _encode_json(meta)
+    if kind not in KINDS:
+        raise ValueError(f"unknown snapshot kind {kind!r}; one of {sorted(KINDS)}")
+    if key is not None and not key:
+        raise ValueError("seal() got an empty signing key; pass key=None for no signature")
+    named = "null" if identity is None else _encode_json(identity)
+    chain = ",".join([f"[{at},{line},{state}]" for at, line, state in frames])
+    meta_json = (
+        f'["{kind}","{PYTHON}",{named},{float.__repr__(created_at)},true,'
+        f"[{','.join(functions_json)}],[{chain}],{rest}]"
+    ).encode()
+    return _seal(payload, meta_json, key, compress)
+
+
+def _seal(payload: bytes, meta_json: bytes, key: bytes | None, compress: bool) -> bytes:
     meta_len = len(meta_json)
     payload_len = len(payload)
     body_len = meta_len + payload_len
@@ -246,52 +306,61 @@ def pack_frames(frames: list[Any], functions: list[list[Any]]) -> list[Any]:
 
 def _unpack_meta(packed: Any) -> dict[str, Any]:
     """The dict a format-3 metadata array stands for (frames expanded as format 2 had them)."""
-    if not (isinstance(packed, list) and len(packed) == len(_PACKED) + 1):
+    if not (type(packed) is list and len(packed) == len(_PACKED) + 1):
         raise SnapshotCorruptError(
             "snapshot metadata is malformed: a format-3 blob's metadata is an array of "
             f"{len(_PACKED) + 1} members; " + _RESTORE_INTACT
         )
-    rest = packed[-1]
-    if not isinstance(rest, dict):
+    kind, python, identity, created_at, portable, functions, frames, rest = packed
+    if type(rest) is not dict:
         raise SnapshotCorruptError(
             "snapshot metadata is malformed: its last member is not an object; " + _RESTORE_INTACT
         )
-    meta: dict[str, Any] = {}
-    for name, value in zip(_PACKED, packed):
-        if value is not _ABSENT or name == "identity":
-            meta[name] = value
-    meta.update(rest)
-    functions, frames = meta.get("functions"), meta.get("frames")
-    if isinstance(frames, list) and isinstance(functions, list):
-        # a deep chain repeats one function at one line: each repeat is a copy of the first
-        made: dict[tuple[Any, ...], dict[str, Any]] = {}
-        expanded: list[Any] = []
-        for frame in frames:
-            if type(frame) is list and len(frame) == 3:
-                key: tuple[Any, ...] = (
-                    type(frame[0]),
-                    frame[0],
-                    type(frame[1]),
-                    frame[1],
-                    type(frame[2]),
-                    frame[2],
-                )
-                try:
-                    known = made.get(key)
-                except TypeError:  # an unhashable member: malformed, described as it is
-                    known = None
-                    key = ()
-                if known is not None:
-                    expanded.append(known.copy())
-                    continue
-                one = _unpack_frame(frame, functions)
-                if key and type(one) is dict:
-                    made[key] = one.copy()
-                expanded.append(one)
-            else:
-                expanded.append(_unpack_frame(frame, functions))
-        meta["frames"] = expanded
+    meta: dict[str, Any] = {**rest, "kind": kind, "python": python, "identity": identity}
+    if created_at is not _ABSENT:
+        meta["created_at"] = created_at
+    if portable is not _ABSENT:
+        meta["portable"] = portable
+    if functions is not _ABSENT:
+        meta["functions"] = functions
+    if frames is not _ABSENT:
+        meta["frames"] = frames
+        if type(frames) is list and type(functions) is list:
+            meta["frames"] = _unpack_frames(frames, functions)
     return meta
+
+
+def _unpack_frames(frames: list[Any], functions: list[Any]) -> list[Any]:
+    if len(frames) <= 2:
+        return [_unpack_frame(frame, functions) for frame in frames]
+    # a deep chain repeats one function at one line: each repeat is a copy of the first
+    made: dict[tuple[Any, ...], dict[str, Any]] = {}
+    expanded: list[Any] = []
+    for frame in frames:
+        if type(frame) is list and len(frame) == 3:
+            key: tuple[Any, ...] = (
+                type(frame[0]),
+                frame[0],
+                type(frame[1]),
+                frame[1],
+                type(frame[2]),
+                frame[2],
+            )
+            try:
+                known = made.get(key)
+            except TypeError:  # an unhashable member: malformed, described as it is
+                known = None
+                key = ()
+            if known is not None:
+                expanded.append(known.copy())
+                continue
+            one = _unpack_frame(frame, functions)
+            if key and type(one) is dict:
+                made[key] = one.copy()
+            expanded.append(one)
+        else:
+            expanded.append(_unpack_frame(frame, functions))
+    return expanded
 
 
 def _unpack_frame(frame: Any, functions: list[Any]) -> Any:

@@ -140,8 +140,10 @@ def with_exit(manager: Any, exc: BaseException | None) -> Any:
     return _exit(manager, "__exit__", exc)
 
 
-#: Restored generators not yet primed: a resumed ``yield from`` primes them itself.
-UNPRIMED: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Restored generators not yet primed, by id: a resumed ``yield from`` primes them itself.
+#: Only a load adds to it, and its end takes them out again (held until then, so an id
+#: stays its generator's).
+UNPRIMED: dict[int, Any] = {}
 
 
 def resume_delegate(delegate: Any) -> Any:
@@ -151,8 +153,7 @@ def resume_delegate(delegate: Any) -> Any:
     primes it, and its ``PRIME`` travels up the chain (no extra frame per
     level). A delegate that is already paused is wrapped in `Reattach`.
     """
-    if delegate in UNPRIMED:
-        UNPRIMED.discard(delegate)
+    if UNPRIMED.pop(id(delegate), None) is not None:
         return delegate
     return Reattach(delegate)
 

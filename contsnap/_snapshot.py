@@ -21,6 +21,7 @@ import gc
 import importlib
 import inspect
 import io
+import json
 import pickle
 import sys
 import types
@@ -67,7 +68,7 @@ class _Box:
         self.info = info
 
 
-@dataclass
+@dataclass(slots=True)
 class FrameState:
     """One captured generator frame."""
 
@@ -78,13 +79,20 @@ class FrameState:
     cells: tuple[types.CellType, ...]
     #: (__name__, __qualname__) when the object was renamed (round-trip drivers)
     names: tuple[str, str] | None = None
+    #: the label's LabelInfo, when capture looked it up already
+    spec: Any = None
 
     @property
     def delegate(self) -> Any:
-        spec = self.info.labels.get(self.label)
+        spec = self.spec if self.spec is not None else self.info.labels.get(self.label)
         if spec is None or spec.delegate is None:
             return None
         return self.values.get(spec.delegate)
+
+    @property
+    def line(self) -> int:
+        """The line it is paused at (the function's first line when it has not started)."""
+        return self.spec.line if self.spec is not None else self.info.line_of(self.label)
 
 
 # Restored generators that have finished: their code is not the info's own.
@@ -96,6 +104,12 @@ _MIGRATING: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 # Restored generators and coroutines not started yet: their saved point (label 0: not
 # started when saved either) and locals, for a snapshot taken before their first step.
 _UNSTARTED_BOX: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
+
+
+def _weak_data(mapping: weakref.WeakKeyDictionary[Any, Any]) -> dict[Any, Any]:
+    """The dict inside a weak dictionary: tested for being empty without the weak
+    dictionary's own ``__len__``, which is Python code."""
+    return mapping.data  # type: ignore[attr-defined,no-any-return]
 
 
 #: the native objects a checkpointable function returns
@@ -147,7 +161,12 @@ def _is_created(obj: Any) -> bool:
 
 
 def info_of(gen: Any) -> FunctionInfo | None:
-    if type(gen) not in _PREFIX:
+    kind = type(gen)
+    if kind is types.GeneratorType:  # the usual case, without the attribute names built
+        frame = gen.gi_frame
+        found = info_for_code(gen.gi_code, frame.f_globals if frame is not None else None)
+        return found if found is not None else _CLOSED.get(gen)
+    if kind not in _PREFIX:
         return None
     frame = _attr(gen, "frame")
     info = info_for_code(_attr(gen, "code"), frame.f_globals if frame is not None else None)
@@ -218,7 +237,15 @@ _SUSPENDED_FLAG = sys.version_info >= (3, 11)
 
 
 def _capture_suspended(gen: Any, info: FunctionInfo, frame: types.FrameType) -> FrameState:
-    local = read_locals(frame)
+    local = frame.f_locals
+    try:
+        return _capture_from(gen, info, frame, local)
+    finally:
+        if sys.version_info < (3, 13):
+            local.clear()  # see read_locals: the frame must not keep its locals alive
+
+
+def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: Any) -> FrameState:
     line = frame.f_lineno
     label = info.label_of_line.get(line) or local.get("_cs_label", 0)
     labels = info.labels
@@ -264,7 +291,7 @@ def _capture_suspended(gen: Any, info: FunctionInfo, frame: types.FrameType) -> 
     renamed = None
     if name != info.name or qualname != info.qualname:
         renamed = (name, qualname)
-    return FrameState(info, SUSPENDED, label, values, closure, renamed)
+    return FrameState(info, SUSPENDED, label, values, closure, renamed, spec)
 
 
 def _capture_created(gen: Any, info: FunctionInfo, frame: types.FrameType) -> FrameState:
@@ -410,7 +437,8 @@ def set_generator_state(gen: Any, values: Any) -> None:
             raise SnapshotCorruptError(f"snapshot of {info.qualname} has a malformed context")
     if type(values) is not dict:
         raise SnapshotCorruptError(f"snapshot of {info.qualname} has malformed locals")
-    migrating = _MIGRATING.pop(gen, None) if _MIGRATING else None
+    # (the weak dictionary's own truth test is Python code; its dict's is not)
+    migrating = _MIGRATING.pop(gen, None) if _weak_data(_MIGRATING) else None
     if migrating is not None:
         how, old_label, old_cells, fresh_cells = migrating
         box.label, values, cell_values = how.apply(old_label, values, old_cells)
@@ -459,7 +487,7 @@ def set_generator_state(gen: Any, values: Any) -> None:
     else:
         # primed when the whole load is done: a delegate is then primed by the
         # resumed ``yield from`` of the generator that delegates to it
-        _runtime.UNPRIMED.add(gen)
+        _runtime.UNPRIMED[id(gen)] = gen
         load.deferred[id(gen)] = box
         load.restored.append(gen)
 
@@ -546,7 +574,7 @@ _HELPER_CHECKS: dict[
 
 def _prime(gen: Any) -> None:
     """Run the resume dispatch up to the saved yield (no user code runs on the way)."""
-    _runtime.UNPRIMED.discard(gen)
+    _runtime.UNPRIMED.pop(id(gen), None)
     if type(gen) is types.AsyncGeneratorType:
         step = gen.__anext__()
         try:
@@ -600,44 +628,53 @@ class _load_context:
         _LOADING.reset(self.token)
         load = self.load
         load.pending.clear()
-        if kind is not None:
-            return
         restored = load.restored
-        if len(restored) == 1:
-            if restored[0] in _runtime.UNPRIMED:
-                _prime(restored[0])
-            return
-        outer: dict[int, Any] | None = None
-        for gen in restored:
-            if gen in _runtime.UNPRIMED:
-                if outer is None:  # which restored generator delegates to which
-                    outer = {}
-                    for made in restored:
-                        below = _delegate_of_unprimed(made, load)
-                        if below is not None:
-                            outer[id(below)] = made
-                _prime_chain_of(gen, outer, load)
+        try:
+            if kind is None:
+                _prime_restored(restored, load)
+        finally:
+            unprimed = _runtime.UNPRIMED
+            for gen in restored:  # left unprimed by a load that failed
+                unprimed.pop(id(gen), None)
 
 
-def _prime_chain_of(gen: Any, outer: dict[int, Any], load: _Load) -> None:
+def _prime_restored(restored: list[Any], load: _Load) -> None:
+    unprimed = _runtime.UNPRIMED
+    if len(restored) == 1:
+        if id(restored[0]) in unprimed:
+            _prime(restored[0])
+        return
+    below: dict[int, Any] = {}  # which restored generator delegates to which
+    outer: dict[int, Any] = {}
+    for made in restored:
+        delegate = _delegate_of_unprimed(made, load)
+        if delegate is not None:
+            below[id(made)] = delegate
+            outer[id(delegate)] = made
+    for gen in restored:
+        if id(gen) in unprimed:
+            _prime_chain_of(gen, outer, below)
+
+
+def _prime_chain_of(gen: Any, outer: dict[int, Any], below: dict[int, Any]) -> None:
     # Prime from the outermost generator that delegates to this one, so the
     # whole chain settles with one send and native ``yield from`` in between.
     top = gen
-    while id(top) in outer and outer[id(top)] in _runtime.UNPRIMED:
+    while id(top) in outer and id(outer[id(top)]) in _runtime.UNPRIMED:
         top = outer[id(top)]
-    _prime_deep(top, load)
-    if gen in _runtime.UNPRIMED:  # not reached through the chain: prime it alone
+    _prime_deep(top, below)
+    if id(gen) in _runtime.UNPRIMED:  # not reached through the chain: prime it alone
         _prime(gen)
 
 
-def _prime_deep(top: Any, load: _Load) -> None:
+def _prime_deep(top: Any, below: dict[int, Any]) -> None:
     """Prime ``top`` and the chain below it, which may be as deep as native Python allows:
     the frames of the load above it must not be what exceeds the recursion limit."""
     length = 0
-    below = _delegate_of_unprimed(top, load)
-    while type(below) in _PREFIX and length < 100_000:
+    delegate = below.get(id(top))
+    while delegate is not None and length < 100_000:
         length += 1
-        below = _delegate_of_unprimed(below, load)
+        delegate = below.get(id(delegate))
     depth = 0
     frame: types.FrameType | None = sys._getframe()
     while frame is not None:
@@ -721,7 +758,8 @@ def _with_context(gen: Any, reduced: tuple[Any, ...]) -> tuple[Any, ...]:
     if task is not None and task[0] is gen:
         context = task[1]
     else:
-        pending = _runtime.PENDING_CONTEXT.get(gen)
+        pending_contexts = _runtime.PENDING_CONTEXT
+        pending = pending_contexts.get(gen) if _weak_data(pending_contexts) else None
         context = pending[1] if pending is not None else None
     if not context or len(reduced) != 6:
         return reduced
@@ -735,12 +773,16 @@ def _with_context(gen: Any, reduced: tuple[Any, ...]) -> tuple[Any, ...]:
 def _next_in_chain(state: FrameState) -> Any:
     """The checkpointable generator (coroutine...) ``state``'s frame is delegating to."""
     delegate = state.delegate
+    kind = type(delegate)
+    if kind is types.GeneratorType:  # the usual case: yield from
+        return delegate if info_of(delegate) is not None else None
     if isinstance(delegate, _runtime.ANext):  # an async for step: into its generator
         try:
             delegate = delegate.in_flight() or delegate.iterator
         except TypeError:  # capture refused it already, naming it
             return None
-    if type(delegate) in _PREFIX and info_of(delegate) is not None:
+        kind = type(delegate)
+    if kind in _PREFIX and info_of(delegate) is not None:
         return delegate
     return None
 
@@ -768,9 +810,13 @@ class _Chain:
 
     __slots__ = ("__weakref__", "members", "values")
 
-    def __init__(self, top: FrameState, chain: list[tuple[Any, FrameState]]) -> None:
+    def __init__(
+        self, top: FrameState, chain: list[tuple[Any, FrameState]], *, register: bool = True
+    ) -> None:
         self.members = [member for member, _state in chain]
         self.values = [top.values, *(state.values for _member, state in chain)]
+        if not register:  # the fast pickler keeps the members' states itself
+            return
         alive = weakref.ref(self)
         for member, state in chain:
             _SHALLOW[member] = (alive, state)
@@ -787,6 +833,8 @@ _SHALLOW: weakref.WeakKeyDictionary[Any, tuple[weakref.ref[_Chain], FrameState]]
 
 
 def _shallow_state(gen: Any) -> FrameState | None:
+    if not _weak_data(_SHALLOW):
+        return None
     entry = _SHALLOW.pop(gen, None)
     if entry is None or entry[0]() is None:
         return None
@@ -927,6 +975,7 @@ copyreg.add_extension(__name__, "_chain_parts", 249)
 copyreg.add_extension(__name__, "set_chain_state", 250)
 copyreg.add_extension(__name__, "range_iterator", 251)
 copyreg.add_extension(__name__, "function_at", 252)
+copyreg.add_extension(__name__, "generator_at", 253)
 
 
 _RANGE_ITERATOR = type(iter(range(0)))
@@ -969,9 +1018,11 @@ def function_at(index: int) -> Any:
         return found
     entry = entries[index] if type(index) is int and 0 <= index < len(entries) else None
     if not (
-        isinstance(entry, list)
+        type(entry) is list
         and 3 <= len(entry) <= 4
-        and all(isinstance(x, str) for x in entry[:3])
+        and type(entry[0]) is str
+        and type(entry[1]) is str
+        and type(entry[2]) is str
     ):
         raise SnapshotCorruptError(
             f"the snapshot names function {index!r} of its metadata's table, which has no "
@@ -979,6 +1030,17 @@ def function_at(index: int) -> Any:
         )
     found = resolved[index] = _info_by_name(*entry[:3])
     return found
+
+
+def generator_at(
+    index: int,
+    label: int,
+    cells: tuple[types.CellType, ...],
+    names: tuple[str, str] | None = None,
+) -> Any:
+    """`new_generator` of the function at ``index`` of the functions table (`function_at`):
+    the payload of a format-3 snapshot names its generators' functions so."""
+    return new_generator(function_at(index), label, cells, names)
 
 
 class _NotFast(Exception):
@@ -998,11 +1060,13 @@ class _FastPickler(pickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.buffer = file
         self.captured: dict[int, FrameState] = {}
-        #: [module, qualname, fingerprint, file] of every function named, in order of first use
-        self.functions: list[list[str]] = []
+        #: [module, qualname, fingerprint, file] of every function named, in order of first
+        #: use, as JSON (see function_json), and their places in it by id of their info
+        self.functions: list[str] = []
         self.function_index: dict[int, int] = {}
-        #: chains whose generators are marked to pickle shallow (unmarked if this fails)
-        self.chains: list[_Chain] = []
+        #: the generators of chains being pickled, to pickle without their state (a
+        #: _Chain carries it), by id, with that state
+        self.shallow: dict[int, tuple[Any, FrameState]] = {}
 
     def reset(self) -> None:
         """Ready for the next snapshot (a pickler is made once and used again)."""
@@ -1012,14 +1076,12 @@ class _FastPickler(pickle.Pickler):
         self.captured = {}
         self.functions = []
         self.function_index = {}
-        self.chains = []
+        self.shallow = {}
 
     def forget(self) -> None:
-        """After a failed dump: no generator stays marked to pickle without its state."""
-        for chain in self.chains:
-            for member in chain.members:
-                _SHALLOW.pop(member, None)
-        self.chains.clear()
+        """After a failed dump: nothing it saw stays referenced."""
+        self.shallow.clear()
+        self.captured.clear()
         self.clear_memo()
 
     def reducer_override(self, obj: Any) -> Any:
@@ -1046,23 +1108,63 @@ class _FastPickler(pickle.Pickler):
         found = self.function_index.get(id(info))
         if found is None:
             found = self.function_index[id(info)] = len(self.functions)
-            self.functions.append([info.module, info.qualname, info.fingerprint, info.filename])
+            self.functions.append(function_json(info))
         return found
 
 
+def function_json(info: FunctionInfo) -> str:
+    """The functions-table entry of ``info`` in a format-3 snapshot's metadata, as JSON:
+    ``[module, qualname, fingerprint, file]`` (made once per function)."""
+    known = _FUNCTION_JSON.get(id(info))
+    if known is not None and known[0] is info:
+        return known[1]
+    entry = json.dumps(
+        [info.module, info.qualname, info.fingerprint, info.filename],
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+    if len(_FUNCTION_JSON) >= 4096:
+        _FUNCTION_JSON.clear()
+    _FUNCTION_JSON[id(info)] = (info, entry)
+    return entry
+
+
+#: function_json by id of the info, with the info (so that the id stays its own)
+_FUNCTION_JSON: dict[int, tuple[FunctionInfo, str]] = {}
+
+
 def _fast_generator(pickler: _FastPickler, gen: Any) -> Any:
-    shallow = _shallow_state(gen)
-    if shallow is not None:  # a _Chain being pickled carries its state
-        pickler.captured[id(gen)] = shallow
-        return (new_generator, _args(shallow))
+    if pickler.shallow:
+        entry = pickler.shallow.pop(id(gen), None)
+        if entry is not None and entry[0] is gen:  # a _Chain being pickled carries its state
+            pickler.captured[id(gen)] = entry[1]
+            return (generator_at, _fast_args(pickler, entry[1]))
     state = capture(gen)
     pickler.captured[id(gen)] = state
+    if state.status == CLOSED:
+        return (closed_generator, (state.info,))
+    args = _fast_args(pickler, state)
     saved = pickler.captured.__contains__
     chain = _chain_below(state, lambda member: saved(id(member)))
-    reduced = _reduce_state(state, chain)
-    if len(reduced) > 2 and isinstance(reduced[2], _Chain):
-        pickler.chains.append(reduced[2])
+    if chain:
+        whole = _Chain(state, chain, register=False)
+        for member, member_state in chain:
+            pickler.shallow[id(member)] = (member, member_state)
+        reduced: tuple[Any, ...] = (generator_at, args, whole, None, None, set_chain_state)
+    else:
+        reduced = (generator_at, args, state.values, None, None, set_generator_state)
     return _with_context(gen, reduced)
+
+
+def _fast_args(pickler: _FastPickler, state: FrameState) -> tuple[Any, ...]:
+    """`_args` with the function as its index in the pickler's functions table."""
+    info = state.info
+    if not info.importable():
+        raise _NotFast  # saved by value: cloudpickle
+    args: tuple[Any, ...] = (pickler.index_of(info), state.label, state.cells)
+    if state.names is not None:
+        args += (state.names,)
+    return args
 
 
 def _fast_info(pickler: _FastPickler, info: FunctionInfo) -> Any:
@@ -1412,11 +1514,14 @@ def to_payload(
     return _full_payload(obj, local=local, keep=keep)
 
 
-def to_indexed_payload(obj: Any) -> tuple[bytes, dict[int, FrameState], list[list[str]] | None]:
+def to_indexed_payload(
+    obj: Any,
+) -> tuple[bytes, dict[int, FrameState], tuple[dict[int, int], list[str]] | None]:
     """Pickle ``obj`` for the codec, the fast way when it can (see `_FastPickler`).
 
     Returns the bytes, the frames captured and the functions table the payload refers to
-    (to be written in the metadata; None when the full pickler made the payload).
+    (to be written in the metadata: the places of the infos by their id, and each entry
+    as JSON; None when the full pickler made the payload).
     """
     if current_session() is None:
         if _PLAIN_FOR[0] != _resources.generation():
@@ -1430,7 +1535,8 @@ def to_indexed_payload(obj: Any) -> tuple[bytes, dict[int, FrameState], list[lis
         except Exception:  # _NotFast, or an error the full pickler will describe
             pickler.forget()
         else:
-            result = buffer.getvalue(), pickler.captured, pickler.functions
+            table = (pickler.function_index, pickler.functions)
+            result = buffer.getvalue(), pickler.captured, table
             pickler.reset()
             _FAST_PICKLERS.append(pickler)
             return result
