@@ -7,7 +7,9 @@ chain, 5 locals a frame), list100k, dict10k, bytes1M (a generator holding that s
 cold (the first dumps/loads after ``gc.collect()`` against the warm figure).
 
 Each case interleaves its sides (sample i of every side back to back, the order
-alternating) and reports the median of the per-sample ratios. dispatch-py is compared
+alternating) and reports the median of the per-sample ratios. Times are CPU time of
+this thread (``time.thread_time``): on a machine shared with other work, time spent
+waiting for a core is not counted against either side. dispatch-py is compared
 when it imports (a throwaway venv: ``pip install dispatch-py==0.8.0
 http-message-signatures==0.5.0``, then this script with ``PYTHONPATH=<repo>``).
 """
@@ -37,6 +39,7 @@ except ImportError:
     d = None
 
 P = pickle.HIGHEST_PROTOCOL
+CLOCK = time.thread_time
 
 
 def interleave(
@@ -46,10 +49,10 @@ def interleave(
     items = list(sides.items())
     for sample in range(samples + 1):
         for name, (run, loops) in items if sample % 2 else items[::-1]:
-            start = time.perf_counter()
+            start = CLOCK()
             for _ in range(loops):
                 run()
-            elapsed = (time.perf_counter() - start) / loops
+            elapsed = (CLOCK() - start) / loops
             if sample:
                 values[name].append(elapsed)
     return values
@@ -126,13 +129,13 @@ def cold(samples: int) -> None:
             junk = [{"x": [i]} for i in range(20_000)]  # other work in between
             del junk
             gc.collect()
-            start = time.perf_counter()
+            start = CLOCK()
             run()
-            firsts.append(time.perf_counter() - start)
-            start = time.perf_counter()
+            firsts.append(CLOCK() - start)
+            start = CLOCK()
             for _ in range(200):
                 run()
-            warms.append((time.perf_counter() - start) / 200)
+            warms.append((CLOCK() - start) / 200)
         print(
             f"== cold {op}: first after gc.collect() {t(statistics.median(firsts))}, warm "
             f"{t(statistics.median(warms))}: {ratio({'f': firsts, 'w': warms}, 'f', 'w'):.2f}x"

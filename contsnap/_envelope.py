@@ -364,18 +364,25 @@ def _unpack_frames(frames: list[Any], functions: list[Any]) -> list[Any]:
 
 
 def _unpack_frame(frame: Any, functions: list[Any]) -> Any:
-    if not (isinstance(frame, list) and 3 <= len(frame) <= 4 and type(frame[0]) is int):
+    if not (type(frame) is list and 3 <= len(frame) <= 4 and type(frame[0]) is int):
         return frame  # malformed: the codec refuses it, inspect shows it as invalid
-    at, line, state = frame[:3]
+    at = frame[0]
     name = functions[at] if 0 <= at < len(functions) else None
-    if not (isinstance(name, list) and 3 <= len(name) <= 4):
+    if not (type(name) is list and 3 <= len(name) <= 4):
         return frame
-    if type(state) is int and 0 <= state < len(_STATES):
+    state = frame[2]
+    if type(state) is int and 0 <= state < 3:
         state = _STATES[state]
-    expanded = dict(zip(_FRAME_FIELDS, (*name[:3], line, state)))
+    expanded = {
+        "module": name[0],
+        "qualname": name[1],
+        "fingerprint": name[2],
+        "line": frame[1],
+        "state": state,
+    }
     if len(name) == 4 and name[3] is not None:
         expanded["file"] = name[3]
-    if len(frame) == 4 and isinstance(frame[3], dict):
+    if len(frame) == 4 and type(frame[3]) is dict:
         expanded.update(frame[3])
     return expanded
 
