@@ -413,11 +413,12 @@ def bind(namespace: dict[str, Any]) -> None:
     """Give a namespace that transformed functions run in the names they read: this
     module as ``__contsnap_rt__`` and each of ``_labels.HELPERS`` under its own name.
     Names already there are left alone."""
-    if _LAST_BOUND in namespace:  # bound already: the usual case, kept cheap
+    if LAST_BOUND in namespace:  # bound already: the usual case, kept cheap
         return
     namespace.setdefault(_labels.RT, sys.modules[__name__])
     for name in _labels.HELPERS:
         namespace.setdefault(_labels.helper(name), globals()[name])
 
 
-_LAST_BOUND = _labels.helper(_labels.HELPERS[-1])
+#: the name bind() gives last: a namespace that has it is bound
+LAST_BOUND = _labels.helper(_labels.HELPERS[-1])

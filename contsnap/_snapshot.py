@@ -52,7 +52,7 @@ CREATED, SUSPENDED, CLOSED = "created", "suspended", "closed"
 class _Box:
     """Carries label and locals into a resume-variant generator until it first runs."""
 
-    __slots__ = ("cells", "info", "label", "values")
+    __slots__ = ("cells", "info", "label", "spec", "values")
 
     def __init__(
         self,
@@ -66,6 +66,8 @@ class _Box:
         self.cells = cells
         #: the function the generator was made for (set by new_generator)
         self.info = info
+        #: the LabelInfo of ``label`` (None: not started)
+        self.spec: Any = None
 
 
 @dataclass(slots=True)
@@ -342,7 +344,8 @@ def new_generator(
     """Create (but do not start) a resume-variant generator; its values come later."""
     if isinstance(info, Migrating):  # saved by older code: the label is decided later
         return _new_migrating(info, label, cells, names)
-    if label != 0 and label not in info.labels:
+    spec = info.labels.get(label) if label != 0 else None
+    if label != 0 and spec is None:
         raise SnapshotCorruptError(
             f"snapshot of {info.qualname} names resume point {label}, which that function "
             "does not have"
@@ -368,8 +371,10 @@ def new_generator(
             if len(_RESUME_FUNCTIONS) >= 1024:
                 _RESUME_FUNCTIONS.clear()
             _RESUME_FUNCTIONS[id(code)] = fn
-    _runtime.bind(info.globals)
+    if _runtime.LAST_BOUND not in info.globals:
+        _runtime.bind(info.globals)
     box = _Box(label, {}, cells, info)
+    box.spec = spec
     gen = fn(_runtime.UNBOUND, box) if info.first_param is not None else fn(box)
     if names is not None:
         gen.__name__, gen.__qualname__ = (str(n) for n in names)
@@ -385,9 +390,8 @@ def new_generator(
 _RESUME_FUNCTIONS: dict[int, types.FunctionType] = {}
 
 
-def _pending_box(gen: Any) -> _Box | None:
+def _pending_box(gen: Any, load: _Load | None) -> _Box | None:
     """The box `new_generator` made for ``gen``, taken (None: not waiting for its state)."""
-    load = _LOADING.get()
     if load is not None:
         entry = load.pending.pop(id(gen), None)
         if entry is not None and entry[0] is gen:
@@ -395,8 +399,7 @@ def _pending_box(gen: Any) -> _Box | None:
     return _PENDING.pop(gen, None)
 
 
-def _is_pending(gen: Any) -> bool:
-    load = _LOADING.get()
+def _is_pending(gen: Any, load: _Load | None) -> bool:
     if load is not None:
         entry = load.pending.get(id(gen))
         if entry is not None and entry[0] is gen:
@@ -423,7 +426,8 @@ def set_generator_state(gen: Any, values: Any) -> None:
     The state of the coroutine of a paused task is ``(locals, context)``: the
     context variables the task had set, set again when it resumes.
     """
-    box = _pending_box(gen)
+    load = _LOADING.get()
+    box = _pending_box(gen, load)
     info = box.info if box is not None else None
     if box is None or info is None:
         raise SnapshotCorruptError("generator state arrived for an unknown generator")
@@ -457,18 +461,22 @@ def set_generator_state(gen: Any, values: Any) -> None:
             f"snapshot of {info.qualname} has locals the function does not have: "
             f"{', '.join(sorted(unknown))}"
         )
-    if box.label:
-        _check_helpers(info, box.label, values)
+    label = box.label
+    if migrating is not None:
+        box.spec = info.labels.get(label) if label else None
+    kind = box.spec.kind if label else None
+    if label:
+        _check_helpers(info, label, values)
     box.values = values
-    if context and box.label and info.labels[box.label].kind == "await":
+    if context and kind == "await":
         # set in the task that runs it, when its dispatch resumes the await
         _runtime.PENDING_CONTEXT[gen] = (values.get(info.labels[box.label].delegate or ""), context)
-    if not box.label:
+    if not label:
         # not started when saved: its frame holds only the box until the first step,
         # so a snapshot taken before then reads the arguments from the box
         _UNSTARTED_BOX[gen] = box
         return
-    if info.labels[box.label].kind == "await":
+    if kind == "await":
         # a coroutine is not primed: the event loop's first send runs its
         # dispatch, and a resumed await starts a restored coroutine it awaits
         if type(gen) is types.CoroutineType:
@@ -481,7 +489,6 @@ def set_generator_state(gen: Any, values: Any) -> None:
     if type(gen) is types.AsyncGeneratorType:
         _prime(gen)
         return
-    load = _LOADING.get()
     if load is None:
         _prime(gen)
     else:
@@ -694,10 +701,9 @@ def _prime_deep(top: Any, below: dict[int, Any]) -> None:
 
 def _delegate_of_unprimed(gen: Any, load: _Load) -> Any:
     box = load.deferred.get(id(gen))
-    info = box.info if box is not None else None
-    if box is None or info is None:
+    if box is None:
         return None
-    spec = info.labels.get(box.label)
+    spec = box.spec
     return box.values.get(spec.delegate) if spec is not None and spec.delegate else None
 
 
@@ -857,8 +863,9 @@ def set_chain_state(gen: Any, parts: Any) -> None:
         raise SnapshotCorruptError("the delegation chain in the snapshot is malformed")
     with _load_context():
         set_generator_state(gen, values[0])
+        load = _LOADING.get()
         for member, member_values in zip(members, values[1:]):
-            if _is_pending(member):  # else it was saved on its own too, with this state
+            if _is_pending(member, load):  # else it was saved on its own too, with this state
                 set_generator_state(member, member_values)
 
 
@@ -1159,9 +1166,12 @@ def _fast_generator(pickler: _FastPickler, gen: Any) -> Any:
 def _fast_args(pickler: _FastPickler, state: FrameState) -> tuple[Any, ...]:
     """`_args` with the function as its index in the pickler's functions table."""
     info = state.info
-    if not info.importable():
-        raise _NotFast  # saved by value: cloudpickle
-    args: tuple[Any, ...] = (pickler.index_of(info), state.label, state.cells)
+    at = pickler.function_index.get(id(info))
+    if at is None:
+        if not info.importable():
+            raise _NotFast  # saved by value: cloudpickle
+        at = pickler.index_of(info)
+    args: tuple[Any, ...] = (at, state.label, state.cells)
     if state.names is not None:
         args += (state.names,)
     return args
@@ -1528,7 +1538,10 @@ def to_indexed_payload(
             _PLAIN.clear()
             _PLAIN_FOR[0] = _resources.generation()
         _resources.resolve_refusals()
-        pickler = _FAST_PICKLERS.pop() if _FAST_PICKLERS else _FastPickler(io.BytesIO())
+        try:
+            pickler = _FAST_PICKLERS.pop()
+        except IndexError:  # none free (the first, another thread's, a nested snapshot)
+            pickler = _FastPickler(io.BytesIO())
         buffer = pickler.buffer
         try:
             pickler.dump(obj)
