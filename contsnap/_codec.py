@@ -183,11 +183,24 @@ def verify(
     allow_unsigned: bool | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """Check signature, kind and identity of ``data``: its ``(meta, payload)``; no unpickling."""
+    meta, payload = _verified(data, kinds, identity, key, allow_unsigned, view=False)
+    return meta, payload
+
+
+def _verified(
+    data: bytes,
+    kinds: Collection[str],
+    identity: str | None,
+    key: _keys.KeyLike | None,
+    allow_unsigned: bool | None,
+    *,
+    view: bool,
+) -> tuple[dict[str, Any], Any]:
     ring = _keys.resolve(key)
     if allow_unsigned is None:
         allow_unsigned = policy.allow_unsigned
     meta, payload = _envelope.unseal(
-        data, ring=ring, kinds=kinds, identity=identity, allow_unsigned=allow_unsigned
+        data, ring=ring, kinds=kinds, identity=identity, allow_unsigned=allow_unsigned, view=view
     )
     _check_python(meta)
     found = meta.get("frames", [])
@@ -231,13 +244,12 @@ def decode(
     allow_unsigned: bool | None = None,
 ) -> Decoded:
     """Verify ``data``, check that its code did not change, and rebuild what it holds."""
-    meta, payload = verify(
-        data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-    )
+    # a large payload stays a view into ``data``: it is only unpickled, never kept
+    meta, payload = _verified(data, kinds, identity, key, allow_unsigned, view=True)
     return restore(meta, payload)
 
 
-def restore(meta: dict[str, Any], payload: bytes) -> Decoded:
+def restore(meta: dict[str, Any], payload: bytes | memoryview) -> Decoded:
     """Rebuild what a payload holds, once `verify` has vouched for it and its ``meta``."""
     frames = meta["frames"]
     check_code(frames)

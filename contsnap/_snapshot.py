@@ -1582,7 +1582,10 @@ def _full_payload(
 
 
 def from_payload(
-    data: bytes, refs: list[Any] | None = None, *, functions: list[Any] | None = None
+    data: bytes | memoryview,
+    refs: list[Any] | None = None,
+    *,
+    functions: list[Any] | None = None,
 ) -> Any:
     """Unpickle a payload; restored generators are primed once the load is complete.
 

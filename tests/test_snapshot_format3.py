@@ -274,3 +274,19 @@ def test_a_malformed_format_3_metadata_is_refused(meta_json: bytes, message: str
     blob = unsigned + hashlib.blake2b(unsigned, digest_size=16).digest()
     with pytest.raises(contsnap.SnapshotCorruptError, match=message):
         contsnap.describe(blob)
+
+
+def test_a_large_payload_is_unpickled_from_the_blob_itself() -> None:
+    """decode() unpickles a large payload through a view into the verified blob (no copy);
+    verify() still hands out bytes."""
+    state = bytes(range(256)) * 1000
+    gen = holds(state, 2)
+    next(gen)
+    blob = contsnap.dumps(gen)
+    ring = _keys.resolve()
+    _meta, viewed = _envelope.unseal(blob, ring=ring, kinds=("snapshot",), view=True)
+    assert isinstance(viewed, memoryview) and viewed.readonly
+    _meta, copied = _codec.verify(blob, kinds=("snapshot",))
+    assert type(copied) is bytes and copied == viewed
+    held, i = next(contsnap.loads(blob))
+    assert (held, i) == (state, 1) and type(held) is bytes
