@@ -232,8 +232,8 @@ _PROBE_SIZE = 1 << 14
 
 
 def _worth_deflating(payload: bytes, body_len: int) -> bool:
-    """Does deflating pay here? Not below 1 KiB (the header and trailer dominate), and
-    for a large body only when a 16 KiB sample from its middle deflates by a tenth:
+    """Does deflating pay here (when asked to compress)? Not below 64 bytes, and for a
+    body of 64 KiB or more only when a 16 KiB sample from its middle deflates by a tenth:
     random or already compressed bytes are not deflated whole only to be thrown away."""
     if not _MIN_COMPRESSIBLE_BODY <= body_len <= MAX_INFLATED_BODY:
         return False

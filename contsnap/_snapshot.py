@@ -209,9 +209,10 @@ def capture(gen: Any) -> FrameState:
     """Read the state of a checkpointable generator without changing it."""
     if type(gen) is types.GeneratorType and _SUSPENDED_FLAG and gen.gi_suspended:  # type: ignore[attr-defined,unused-ignore]
         # the usual case, answered without the checks that concern other states
-        info = info_for_code(gen.gi_code, None)
+        frame = gen.gi_frame
+        info = info_for_code(gen.gi_code, frame.f_globals)  # type: ignore[union-attr]
         if info is not None:
-            return _capture_suspended(gen, info, gen.gi_frame)  # type: ignore[arg-type]
+            return _capture_suspended(gen, info, frame)  # type: ignore[arg-type]
     info = info_of(gen)
     if info is None:
         raise _unmarked(gen)
