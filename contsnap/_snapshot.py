@@ -993,13 +993,15 @@ def range_iterator(start: int, stop: int, step: int, position: int) -> Iterator[
     """A ``range`` iterator that has produced ``position`` items (saved as four integers:
     stock pickle names ``iter`` and ``range`` and costs several times more)."""
     iterator = iter(range(start, stop, step))
-    iterator.__setstate__(position)  # type: ignore[attr-defined]
+    if position:
+        iterator.__setstate__(position)  # type: ignore[attr-defined]
     return iterator
 
 
 def _reduce_range_iterator(iterator: Any) -> tuple[Any, ...]:
     _iter, (whole,), position = iterator.__reduce__()
-    return (range_iterator, (whole.start, whole.stop, whole.step, position))
+    # 3.12+ give the range still to go and no position; 3.10-3.11 the whole and where
+    return (range_iterator, (whole.start, whole.stop, whole.step, position or 0))
 
 
 # ---------------------------------------------------------------- functions by index
