@@ -21,15 +21,17 @@ def configure(
     key: bytes | str | None = _UNCHANGED,
     old_keys: Sequence[bytes | str] = (),
     allow_unsigned: bool = _UNCHANGED,
+    compress: bool = _UNCHANGED,
 ) -> None:
-    """Set the process-wide signing keys and the unsigned-bytes policy.
+    """Set the process-wide signing keys, the unsigned-bytes policy and compression.
 
     ``key`` signs every snapshot written from now on and verifies what is loaded;
     ``old_keys`` are still accepted when loading (key rotation); ``key=None`` goes back
     to ``CONTSNAP_KEY`` or the per-user key file. ``allow_unsigned=True`` lets
     [`loads`][contsnap.loads] and the other loaders accept unsigned bytes (format 1, or written with
-    ``sign=False``): only for bytes from a source you trust. Arguments not given keep
-    their setting.
+    ``sign=False``): only for bytes from a source you trust. ``compress=True`` deflates what
+    contsnap writes when that pays (smaller bytes, slower saves: see docs/format.md); it is
+    off by default. Arguments not given keep their setting.
     """
     if key is not _UNCHANGED:
         _keys.configure_keys(key, old_keys)
@@ -37,6 +39,8 @@ def configure(
         raise ValueError("old_keys= goes with key=: name the key that signs from now on")
     if allow_unsigned is not _UNCHANGED:
         _codec.policy.allow_unsigned = bool(allow_unsigned)
+    if compress is not _UNCHANGED:
+        _codec.policy.compress = bool(compress)
 
 
 def dumps(obj: Any, *, key: bytes | str | None = None, sign: bool = True) -> bytes:

@@ -21,7 +21,7 @@ from ._migrate import find as find_migration
 from ._migrate import old_lines
 from ._registry import STATE
 from ._resources import Output, collect_outputs
-from ._snapshot import FrameState, from_payload, to_payload
+from ._snapshot import FrameState, from_payload, function_json, to_indexed_payload
 
 __all__ = ["Decoded", "decode", "encode", "encode_payload", "frames_of", "verify"]
 
@@ -29,6 +29,9 @@ __all__ = ["Decoded", "decode", "encode", "encode_payload", "frames_of", "verify
 @dataclass
 class _Policy:
     allow_unsigned: bool = False
+    #: deflate what is worth it (see _envelope._worth_deflating); off: the time it takes
+    #: (several times the pickling) is worth more than the bytes it saves to most callers
+    compress: bool = False
 
 
 policy = _Policy()
@@ -68,6 +71,32 @@ def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]
     return frames
 
 
+def chain_of(
+    obj: Any, captured: dict[int, FrameState], index: dict[int, int], functions: list[str]
+) -> list[tuple[int, int, int]]:
+    """`frames_of` as format 3 writes it: ``(function, line, state)`` each, the function an
+    index into ``functions`` (each ``[module, qualname, fingerprint, file]`` as JSON, found
+    by id of its info in ``index``; extended here)."""
+    frames: list[tuple[int, int, int]] = []
+    current_id = id(obj)
+    if current_id not in captured:
+        delegated = {id(state.delegate) for state in captured.values()}
+        current_id = next((key for key in captured if key not in delegated), current_id)
+    while current_id in captured and len(frames) < 64:
+        state = captured[current_id]
+        info = state.info
+        at = index.get(id(info))
+        if at is None:
+            at = index[id(info)] = len(functions)
+            functions.append(function_json(info))
+        frames.append((at, state.line, _STATE_CODES[state.status]))
+        current_id = id(state.delegate)
+    return frames
+
+
+_STATE_CODES = {"created": 0, "suspended": 1, "closed": 2}
+
+
 def encode(
     obj: Any,
     *,
@@ -76,17 +105,35 @@ def encode(
     meta: dict[str, Any] | None = None,
     key: _keys.KeyLike | None = None,
     sign: bool = True,
+    compress: bool | None = None,
 ) -> bytes:
     """Snapshot ``obj`` (and every generator it holds) to signed bytes of ``kind``."""
-    payload, captured, _refs = to_payload(obj)
-    return encode_payload(
+    payload, captured, functions = to_indexed_payload(obj)
+    if functions is None:  # the full pickler: every function named in the payload
+        return encode_payload(
+            payload,
+            frames_of(obj, captured),
+            kind=kind,
+            identity=identity,
+            meta=meta,
+            key=key,
+            sign=sign,
+            compress=compress,
+        )
+    ring = _keys.resolve(key, sign=sign)
+    index, table = functions
+    frames = chain_of(obj, captured, index, table)
+    # "portable" is written as true: the fast pickler carries no code by value
+    return _envelope.seal_frames(
         payload,
-        frames_of(obj, captured),
+        key=ring.signing_key,
         kind=kind,
         identity=identity,
+        created_at=round(time.time(), 3),
+        functions_json=table,
+        frames=frames,
         meta=meta,
-        key=key,
-        sign=sign,
+        compress=policy.compress if compress is None else compress,
     )
 
 
@@ -99,6 +146,7 @@ def encode_payload(
     meta: dict[str, Any] | None = None,
     key: _keys.KeyLike | None = None,
     sign: bool = True,
+    compress: bool | None = None,
 ) -> bytes:
     """Seal an already pickled payload with its frames' description.
 
@@ -115,7 +163,14 @@ def encode_payload(
         "portable": _CODE_MARK not in payload,
         **(meta or {}),
     }
-    return _envelope.seal(payload, full, key=ring.signing_key, kind=kind, identity=identity)
+    return _envelope.seal(
+        payload,
+        full,
+        key=ring.signing_key,
+        kind=kind,
+        identity=identity,
+        compress=policy.compress if compress is None else compress,
+    )
 
 
 _CODE_MARK = b"CodeType"
@@ -130,11 +185,24 @@ def verify(
     allow_unsigned: bool | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """Check signature, kind and identity of ``data``: its ``(meta, payload)``; no unpickling."""
+    meta, payload = _verified(data, kinds, identity, key, allow_unsigned, view=False)
+    return meta, payload
+
+
+def _verified(
+    data: bytes,
+    kinds: Collection[str],
+    identity: str | None,
+    key: _keys.KeyLike | None,
+    allow_unsigned: bool | None,
+    *,
+    view: bool,
+) -> tuple[dict[str, Any], Any]:
     ring = _keys.resolve(key)
     if allow_unsigned is None:
         allow_unsigned = policy.allow_unsigned
     meta, payload = _envelope.unseal(
-        data, ring=ring, kinds=kinds, identity=identity, allow_unsigned=allow_unsigned
+        data, ring=ring, kinds=kinds, identity=identity, allow_unsigned=allow_unsigned, view=view
     )
     _check_python(meta)
     found = meta.get("frames", [])
@@ -178,29 +246,36 @@ def decode(
     allow_unsigned: bool | None = None,
 ) -> Decoded:
     """Verify ``data``, check that its code did not change, and rebuild what it holds."""
-    meta, payload = verify(
-        data, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-    )
+    # a large payload stays a view into ``data``: it is only unpickled, never kept
+    meta, payload = _verified(data, kinds, identity, key, allow_unsigned, view=True)
     return restore(meta, payload)
 
 
-def restore(meta: dict[str, Any], payload: bytes) -> Decoded:
+def restore(meta: dict[str, Any], payload: bytes | memoryview) -> Decoded:
     """Rebuild what a payload holds, once `verify` has vouched for it and its ``meta``."""
     frames = meta["frames"]
     check_code(frames)
+    functions = meta.get("functions")
+    # formats 1 and 2 have no functions table, and may name modules since moved
+    old_paths = not isinstance(functions, list)
     with old_lines(frames), collect_outputs() as outputs:
-        obj = from_payload(payload)
+        obj = from_payload(payload, functions=[] if old_paths else functions, old_paths=old_paths)
     return Decoded(obj, meta, outputs)
 
 
 def check_code(frames: list[Any]) -> None:
     """Name every function of the saved chain whose code changed (and has no migration)."""
     changed: list[tuple[Any, str]] = []
+    seen: set[tuple[Any, Any, Any]] = set()
     for frame in frames:
         if not isinstance(frame, dict):
             continue
         module, qualname = frame.get("module"), frame.get("qualname")
         fingerprint = frame.get("fingerprint")
+        name = (module, qualname, fingerprint)
+        if name in seen:  # the same function at several depths: checked once
+            continue
+        seen.add(name)
         if not (isinstance(module, str) and isinstance(qualname, str)):
             continue
         if not isinstance(fingerprint, str):

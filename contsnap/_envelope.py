@@ -27,7 +27,9 @@ from ._version import __version__
 __all__ = ["KINDS", "read_meta", "seal", "unseal"]
 
 MAGIC = b"CSNP"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: every format version this contsnap reads
+READ_VERSIONS = (1, 2, 3)
 FLAG_SIGNED = 0x01
 FLAG_COMPRESSED = 0x02
 _KNOWN_FLAGS = FLAG_SIGNED | FLAG_COMPRESSED
@@ -87,6 +89,26 @@ _HEADERS = {
 }
 
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _encode_json(value: Any) -> str:
+    """``_JSON_ENCODER.encode(value)``, without its per-call Python set-up when the C
+    encoder is there (a fresh circular-reference table each time, as it keeps)."""
+    if _C_ENCODER is None:
+        return _JSON_ENCODER.encode(value)
+    encode = _C_ENCODER(
+        {},
+        _JSON_ENCODER.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
+    )
+    return "".join(encode(value, 0))
 
 
 def _no_constant(name: str) -> Any:
@@ -108,13 +130,15 @@ def seal(
     key: bytes | None,
     kind: str,
     identity: str | None = None,
+    compress: bool = False,
 ) -> bytes:
     """Wrap ``payload`` and the JSON-able ``meta`` in a checked blob, signed when ``key`` is set.
 
     ``kind`` (one of `KINDS`) and ``identity`` are written into the metadata, with
-    the Python version, so that the signature covers what the bytes are for. The body is
-    deflated only when that makes the blob smaller. ``meta`` may not use the names
-    `read_meta` adds (``signed``, ``payload_bytes``, ...).
+    the Python version, so that the signature covers what the bytes are for. With
+    ``compress``, the body is deflated when a probe says it pays and the result is
+    smaller (see `_worth_deflating`). ``meta`` may not use the names `read_meta` adds
+    (``signed``, ``payload_bytes``, ...).
     """
     if not _RESERVED_META_KEYS.isdisjoint(meta):
         clash = sorted(_RESERVED_META_KEYS.intersection(meta))
@@ -126,11 +150,47 @@ def seal(
         raise ValueError(f"unknown snapshot kind {kind!r}; one of {sorted(KINDS)}")
     if key is not None and not key:
         raise ValueError("seal() got an empty signing key; pass key=None for no signature")
-    bound: dict[str, Any] = {"kind": kind, "python": PYTHON}
-    if identity is not None:
-        bound["identity"] = identity
-    bound.update(meta)
-    meta_json = _JSON_ENCODER.encode(bound).encode("utf-8")
+    meta_json = _encode_json(_pack_meta(kind, identity, meta)).encode("utf-8")
+    return _seal(payload, meta_json, key, compress)
+
+
+def seal_frames(
+    payload: bytes,
+    *,
+    key: bytes | None,
+    kind: str,
+    identity: str | None,
+    created_at: float,
+    functions_json: list[str],
+    frames: list[tuple[int, int, int]],
+    meta: dict[str, Any] | None,
+    compress: bool,
+) -> bytes:
+    """`seal` for the codec's snapshots, with their metadata written straight out: the
+    functions table as JSON already (one string per function, made once per function) and
+    each frame as ``(function, line, state)``. Same bytes as seal() with that metadata."""
+    rest = "{}"
+    if meta:
+        if not _RESERVED_META_KEYS.isdisjoint(meta) or not set(_PACKED).isdisjoint(meta):
+            full = {"created_at": created_at, "portable": True, **meta}
+            full["functions"] = [json.loads(entry) for entry in functions_json]
+            full["frames"] = [list(frame) for frame in frames]
+            return seal(payload, full, key=key, kind=kind, identity=identity, compress=compress)
+        rest = _encode_json(meta)
+    if kind not in KINDS:
+        raise ValueError(f"unknown snapshot kind {kind!r}; one of {sorted(KINDS)}")
+    if key is not None and not key:
+        raise ValueError("seal() got an empty signing key; pass key=None for no signature")
+    named = "null" if identity is None else _encode_json(identity)
+    chain = ",".join([f"[{at},{line},{state}]" for at, line, state in frames])
+    meta_json = (
+        f'["{kind}","{PYTHON}",{named},{float.__repr__(created_at)},true,'
+        f"[{','.join(functions_json)}],[{chain}],{rest}]"
+    ).encode()
+    return _seal(payload, meta_json, key, compress)
+
+
+def _seal(payload: bytes, meta_json: bytes, key: bytes | None, compress: bool) -> bytes:
     meta_len = len(meta_json)
     payload_len = len(payload)
     body_len = meta_len + payload_len
@@ -139,7 +199,7 @@ def seal(
 
     flags = 0 if key is None else FLAG_SIGNED
     body: tuple[bytes, ...] = (meta_json, payload)
-    if _MIN_COMPRESSIBLE_BODY <= body_len <= MAX_INFLATED_BODY:
+    if compress and _worth_deflating(payload, body_len):
         deflater = _deflater(body_len)
         deflated = deflater.compress(meta_json) + deflater.compress(payload) + deflater.flush()
         if len(deflated) < body_len:
@@ -148,6 +208,10 @@ def seal(
 
     header = _HEADERS[flags] + (b"" if key is None else key_id(key))
     header += _SIZES.pack(meta_len, payload_len)
+    if key is not None and len(body) == 2 and payload_len < _JOIN_BEFORE_HASHING:
+        # small: one join and the one-shot hmac.digest (no hmac object, no updates)
+        unsigned = b"".join((header, meta_json, payload))
+        return unsigned + hmac.digest(key, unsigned, "sha256")
     # Hash the pieces in place rather than joining them first: one copy of a large
     # payload (the final join) instead of two. One pass: the MAC replaces the digest.
     check: Any = (
@@ -158,6 +222,169 @@ def seal(
     for piece in body:
         check.update(piece)
     return b"".join((header, *body, check.digest()))
+
+
+#: below this payload size, seal joins first and hashes the joined bytes in one call
+_JOIN_BEFORE_HASHING = 1 << 16
+#: bodies from this size are probed before they are deflated whole
+_PROBE_FROM = 1 << 16
+_PROBE_SIZE = 1 << 14
+
+
+def _worth_deflating(payload: bytes, body_len: int) -> bool:
+    """Does deflating pay here (when asked to compress)? Not below 64 bytes, and for a
+    body of 64 KiB or more only when a 16 KiB sample from its middle deflates by a tenth:
+    random or already compressed bytes are not deflated whole only to be thrown away."""
+    if not _MIN_COMPRESSIBLE_BODY <= body_len <= MAX_INFLATED_BODY:
+        return False
+    if body_len < _PROBE_FROM:
+        return True
+    middle = max(0, len(payload) // 2 - _PROBE_SIZE // 2)
+    sample = payload[middle : middle + _PROBE_SIZE]
+    return len(zlib.compress(sample, 1)) < len(sample) * 0.9
+
+
+# Format 3 writes the facts every blob has (and the codec's frame description) as a JSON
+# array in a fixed order instead of an object with long names: a small snapshot's
+# metadata is a third of its size. The readers expand it to the same dict as before.
+_PACKED = ("kind", "python", "identity", "created_at", "portable", "functions", "frames")
+_ABSENT = None
+
+
+def _pack_meta(kind: str, identity: str | None, meta: dict[str, Any]) -> list[Any]:
+    rest = {name: value for name, value in meta.items() if name not in _PACKED}
+    frames = meta.get("frames")
+    if isinstance(frames, list) and "functions" not in meta:
+        functions: list[list[Any]] = []
+        frames = pack_frames(frames, functions)
+        meta = {**meta, "functions": functions}
+    return [
+        kind,
+        PYTHON,
+        identity,
+        meta.get("created_at"),
+        meta.get("portable"),
+        meta.get("functions"),
+        frames,
+        rest,
+    ]
+
+
+#: how format 3 writes a frame's state
+_STATES = ("created", "suspended", "closed")
+_FRAME_FIELDS = ("module", "qualname", "fingerprint", "line", "state")
+
+
+def pack_frames(frames: list[Any], functions: list[list[Any]]) -> list[Any]:
+    """Frames described as dicts, as format 3 stores them: ``[function, line, state]``
+    (plus a dict of any other fields), the function an index into ``functions``
+    (``[module, qualname, fingerprint]``, then its file when known), to which new ones
+    are appended."""
+    index = {tuple(entry[:3]): at for at, entry in enumerate(functions)}
+    packed: list[Any] = []
+    for frame in frames:
+        if not isinstance(frame, dict):
+            packed.append(frame)
+            continue
+        name = [frame.get("module"), frame.get("qualname"), frame.get("fingerprint")]
+        at = index.setdefault(tuple(name), len(functions))
+        if at == len(functions):
+            functions.append([*name, frame.get("file")])
+        state = frame.get("state")
+        entry = [at, frame.get("line"), _STATES.index(state) if state in _STATES else state]
+        known = functions[at]
+        extra = {
+            k: v
+            for k, v in frame.items()
+            if k not in _FRAME_FIELDS and not (k == "file" and len(known) > 3 and v == known[3])
+        }
+        if extra:
+            entry.append(extra)
+        packed.append(entry)
+    return packed
+
+
+def _unpack_meta(packed: Any) -> dict[str, Any]:
+    """The dict a format-3 metadata array stands for (frames expanded as format 2 had them)."""
+    if not (type(packed) is list and len(packed) == len(_PACKED) + 1):
+        raise SnapshotCorruptError(
+            "snapshot metadata is malformed: a format-3 blob's metadata is an array of "
+            f"{len(_PACKED) + 1} members; " + _RESTORE_INTACT
+        )
+    kind, python, identity, created_at, portable, functions, frames, rest = packed
+    if type(rest) is not dict:
+        raise SnapshotCorruptError(
+            "snapshot metadata is malformed: its last member is not an object; " + _RESTORE_INTACT
+        )
+    meta: dict[str, Any] = {**rest, "kind": kind, "python": python, "identity": identity}
+    if created_at is not _ABSENT:
+        meta["created_at"] = created_at
+    if portable is not _ABSENT:
+        meta["portable"] = portable
+    if functions is not _ABSENT:
+        meta["functions"] = functions
+    if frames is not _ABSENT:
+        meta["frames"] = frames
+        if type(frames) is list and type(functions) is list:
+            meta["frames"] = _unpack_frames(frames, functions)
+    return meta
+
+
+def _unpack_frames(frames: list[Any], functions: list[Any]) -> list[Any]:
+    if len(frames) <= 2:
+        return [_unpack_frame(frame, functions) for frame in frames]
+    # a deep chain repeats one function at one line: each repeat is a copy of the first
+    made: dict[tuple[Any, ...], dict[str, Any]] = {}
+    expanded: list[Any] = []
+    for frame in frames:
+        if type(frame) is list and len(frame) == 3:
+            key: tuple[Any, ...] = (
+                type(frame[0]),
+                frame[0],
+                type(frame[1]),
+                frame[1],
+                type(frame[2]),
+                frame[2],
+            )
+            try:
+                known = made.get(key)
+            except TypeError:  # an unhashable member: malformed, described as it is
+                known = None
+                key = ()
+            if known is not None:
+                expanded.append(known.copy())
+                continue
+            one = _unpack_frame(frame, functions)
+            if key and type(one) is dict:
+                made[key] = one.copy()
+            expanded.append(one)
+        else:
+            expanded.append(_unpack_frame(frame, functions))
+    return expanded
+
+
+def _unpack_frame(frame: Any, functions: list[Any]) -> Any:
+    if not (type(frame) is list and 3 <= len(frame) <= 4 and type(frame[0]) is int):
+        return frame  # malformed: the codec refuses it, inspect shows it as invalid
+    at = frame[0]
+    name = functions[at] if 0 <= at < len(functions) else None
+    if not (type(name) is list and 3 <= len(name) <= 4):
+        return frame
+    state = frame[2]
+    if type(state) is int and 0 <= state < 3:
+        state = _STATES[state]
+    expanded = {
+        "module": name[0],
+        "qualname": name[1],
+        "fingerprint": name[2],
+        "line": frame[1],
+        "state": state,
+    }
+    if len(name) == 4 and name[3] is not None:
+        expanded["file"] = name[3]
+    if len(frame) == 4 and type(frame[3]) is dict:
+        expanded.update(frame[3])
+    return expanded
 
 
 def _deflater(body_len: int) -> zlib._Compress:
@@ -187,8 +414,13 @@ def unseal(
     kinds: Collection[str],
     identity: str | None = None,
     allow_unsigned: bool = False,
-) -> tuple[dict[str, Any], bytes]:
+    view: bool = False,
+) -> tuple[dict[str, Any], Any]:
     """Check ``blob`` and return its ``(meta, payload)``; ``meta`` includes ``kind`` etc.
+
+    With ``view``, an uncompressed payload of 64 KiB or more comes back as a read-only
+    memoryview into the (immutable) blob instead of a copy: for a caller that only
+    unpickles it, one large allocation fewer.
 
     A signed blob must verify with a key of ``ring`` (found by the key id in its header); an
     unsigned one is refused unless ``allow_unsigned``. Its signed kind must be one of ``kinds`` and,
@@ -210,6 +442,7 @@ def unseal(
             "call contsnap.configure(allow_unsigned=True))"
         )
     meta_len, payload_len, body_start = _read_sizes(data, head)
+    payload: Any
     if head.compressed:
         inflater = zlib.decompressobj(-15)
         try:
@@ -230,13 +463,19 @@ def unseal(
     else:
         payload_start = body_start + meta_len
         meta_json = data[body_start:payload_start]
-        payload = data[payload_start : head.end]
-    meta = _decode_meta(meta_json)
+        if view and head.end - payload_start >= _VIEW_FROM:
+            payload = memoryview(data)[payload_start : head.end]
+        else:
+            payload = data[payload_start : head.end]
+    meta = _decode_meta(meta_json, head.version)
     if head.version == 1:
         _infer_legacy_binding(meta)
     meta.setdefault("identity", None)
     _check_binding(meta, kinds, identity)
     return meta, payload
+
+
+_VIEW_FROM = 1 << 16
 
 
 def _verify_signature(data: bytes, head: _Head, ring: KeyRing) -> None:
@@ -327,7 +566,7 @@ def read_meta(blob: bytes) -> dict[str, Any]:
             raise _inflate_size_error(meta_len + payload_len)
     else:
         meta_json = data[body_start : body_start + meta_len]
-    meta = _decode_meta(meta_json)
+    meta = _decode_meta(meta_json, head.version)
     if head.version == 1:
         _infer_legacy_binding(meta)
     meta.setdefault("identity", None)
@@ -401,7 +640,7 @@ def _check_head(data: bytes) -> _Head:
     if size < _PREAMBLE.size:
         raise _truncated(size)
     _, version, flags, version_len = _PREAMBLE.unpack_from(data)
-    if version not in (1, FORMAT_VERSION):
+    if version not in READ_VERSIONS:
         advice = (
             "it was written by a newer contsnap; upgrade contsnap to restore it"
             if version > FORMAT_VERSION
@@ -409,7 +648,7 @@ def _check_head(data: bytes) -> _Head:
         )
         raise SnapshotCorruptError(
             f"snapshot format version {version} is not supported: contsnap {__version__} "
-            f"reads format versions 1 and {FORMAT_VERSION}; {advice}"
+            f"reads format versions 1 to {FORMAT_VERSION}; {advice}"
         )
     if flags & ~_KNOWN_FLAGS:
         raise SnapshotCorruptError(
@@ -479,7 +718,7 @@ def _read_sizes(data: bytes, head: _Head) -> tuple[int, int, int]:
     return meta_len, payload_len, body_start
 
 
-def _decode_meta(meta_json: bytes) -> dict[str, Any]:
+def _decode_meta(meta_json: bytes, version: int) -> dict[str, Any]:
     try:
         text = meta_json.decode("utf-8")
         # raw_decode skips decode()'s two whitespace regexes; seal never writes whitespace.
@@ -490,6 +729,8 @@ def _decode_meta(meta_json: bytes) -> dict[str, Any]:
         raise SnapshotCorruptError(
             f"snapshot metadata is not valid JSON ({type(exc).__name__}: {exc}); " + _RESTORE_INTACT
         ) from None
+    if version >= 3:
+        return _unpack_meta(meta)
     if not isinstance(meta, dict):
         raise SnapshotCorruptError(
             f"snapshot metadata is a JSON {_JSON_KINDS.get(type(meta), 'value')}, not an object; "

@@ -191,6 +191,10 @@ class FunctionInfo:
     flagged_resume_code: types.CodeType | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    #: per label: the names a snapshot saves there, cells left out (see saved_names)
+    _saved_by_label: dict[int, frozenset[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _details(self) -> Details:
         details = self.details
@@ -238,6 +242,23 @@ class FunctionInfo:
         """Names captured at ``label``: the user's locals plus the helpers live there."""
         helpers = self.labels[label].helpers if label in self.labels else frozenset()
         return frozenset(self.user_names) | helpers
+
+    def allowed_names(self, label: int) -> frozenset[str]:
+        """The locals a snapshot at ``label`` may hold (label 0: not started, the
+        arguments), remembered per label."""
+        key = -1 - label  # shares the cache with saved_names_without_cells
+        found = self._saved_by_label.get(key)
+        if found is None:
+            found = self.saved_names(label) if label else frozenset(self.user_names)
+            self._saved_by_label[key] = found
+        return found
+
+    def saved_names_without_cells(self, label: int) -> frozenset[str]:
+        """`saved_names` less the cell variables (saved as cells), remembered per label."""
+        found = self._saved_by_label.get(label)
+        if found is None:
+            found = self._saved_by_label[label] = self.saved_names(label) - set(self.cell_names)
+        return found
 
     def register(self) -> None:
         if self.fresh_code is not None:

@@ -20,6 +20,7 @@ import secrets
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._errors import SigningKeyError
 from ._registry import STATE
@@ -41,7 +42,18 @@ KeyLike = bytes | str | Sequence[bytes | str]
 
 def key_id(key: bytes) -> bytes:
     """The 8-byte id of ``key``: names it in headers and messages without revealing it."""
-    return hmac.digest(key, _KEY_ID_LABEL, hashlib.sha256)[:KEY_ID_SIZE]
+    found = _KEY_IDS.get(key)
+    if found is None:
+        found = hmac.digest(key, _KEY_ID_LABEL, hashlib.sha256)[:KEY_ID_SIZE]
+        if len(_KEY_IDS) >= 64:
+            _KEY_IDS.clear()
+        _KEY_IDS[key] = found
+    return found
+
+
+#: key ids computed so far (an HMAC per signature otherwise)
+_KEY_IDS: dict[bytes, bytes] = {}
+STATE.add(__name__, "_KEY_IDS", "clear")  # key ids by key
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,41 @@ def configure_keys(key: KeyLike | None, old_keys: Sequence[bytes | str] = ()) ->
 
 
 def resolve(key: KeyLike | None = None, *, sign: bool = True) -> KeyRing:
-    """The key ring in effect for one call (see the module docstring for the order)."""
+    """The key ring in effect for one call (see the module docstring for the order).
+
+    Without ``key=``, the ring is remembered until configure() or one of the environment
+    variables it depends on changes (a key file is read once per path and process).
+    """
+    if key is None:
+        state = (_configured.keys, *map(_ENVIRON.get, _WATCHED))
+        cached = _RINGS.get(sign)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        ring = _resolve(None, sign)
+        _RINGS[sign] = (state, ring)
+        return ring
+    return _resolve(key, sign)
+
+
+# The raw environment (a dict lookup, not os.environ's encoding wrapper per name), and the
+# variables the ring in effect depends on: any change to one resolves the ring again.
+_ENVIRON: Any = getattr(os.environ, "_data", os.environ)
+_encode: Any = getattr(os.environ, "encodekey", lambda name: name)
+_WATCHED = tuple(
+    _encode(name)
+    for name in (
+        KEY_ENV_VAR,
+        OLD_KEYS_ENV_VAR,
+        KEY_FILE_ENV_VAR,
+        "XDG_DATA_HOME",
+        "HOME",
+    )
+)
+_RINGS: dict[bool, tuple[tuple[Any, ...], KeyRing]] = {}
+STATE.add(__name__, "_RINGS", "clear")  # the key ring in effect, by what it was resolved from
+
+
+def _resolve(key: KeyLike | None, sign: bool) -> KeyRing:
     if key is not None:
         return KeyRing(_dedupe(_as_keys(key, "key")), "the key= argument", sign)
     if _configured.keys:
@@ -243,3 +289,4 @@ def reset() -> None:
     """Forget configured keys and cached key files (tests)."""
     _configured.keys = ()
     _file_keys.clear()
+    _RINGS.clear()

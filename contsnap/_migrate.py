@@ -14,9 +14,8 @@ raises [`CodeChangedError`][contsnap.CodeChangedError], naming every changed fun
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,9 +60,9 @@ Migration = Callable[[OldFrame], Resume]
 _REGISTRY: dict[tuple[str, str], list[tuple[str | None, Migration]]] = {}
 STATE.add(__name__, "_REGISTRY", None, "registered by @migration, mostly at import")
 
-# (module, qualname, fingerprint) -> the old line of each frame in the envelope's metadata
-_OLD_LINES: contextvars.ContextVar[dict[tuple[str, str, str], int | None] | None] = (
-    contextvars.ContextVar("contsnap_old_lines", default=None)
+# the frames of the envelope's metadata being loaded: the old line of each function
+_OLD_LINES: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "contsnap_old_lines", default=None
 )
 
 
@@ -116,9 +115,23 @@ def find(module: str, qualname: str, fingerprint: str) -> Migration | None:
     return None
 
 
-@contextlib.contextmanager
-def old_lines(frames: list[Any]) -> Iterator[None]:
-    """Make the lines the metadata records for each frame known to migrations."""
+class old_lines:
+    """Make the lines the metadata records for each frame known to migrations (worked out
+    only when a migration asks: most loads have none)."""
+
+    __slots__ = ("frames", "token")
+
+    def __init__(self, frames: list[Any]) -> None:
+        self.frames = frames
+
+    def __enter__(self) -> None:
+        self.token = _OLD_LINES.set(self.frames)
+
+    def __exit__(self, *exc: object) -> None:
+        _OLD_LINES.reset(self.token)
+
+
+def _lines_of(frames: list[Any]) -> dict[tuple[str, str, str], int | None]:
     lines: dict[tuple[str, str, str], int | None] = {}
     for frame in frames:
         if not isinstance(frame, dict):
@@ -127,16 +140,12 @@ def old_lines(frames: list[Any]) -> Iterator[None]:
         line = frame.get("line")
         # a function twice in one chain at different lines: the line is not known
         lines[key] = line if key not in lines or lines[key] == line else None
-    token = _OLD_LINES.set(lines)
-    try:
-        yield
-    finally:
-        _OLD_LINES.reset(token)
+    return lines
 
 
 def old_line(module: str, qualname: str, fingerprint: str) -> int | None:
-    known = _OLD_LINES.get()
-    return None if known is None else known.get((module, qualname, fingerprint))
+    frames = _OLD_LINES.get()
+    return None if frames is None else _lines_of(frames).get((module, qualname, fingerprint))
 
 
 class Migrating:

@@ -20,7 +20,6 @@ import random
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from ._errors import CheckpointError, NotCheckpointableError, ResourceChangedError
@@ -99,7 +98,17 @@ _ACTIVE: dict[type, ResourceHandler | _Refusal] = {}
 STATE.add(__name__, "_ACTIVE", None, "what the pickler consults: kept with those two")
 
 
+def generation() -> int:
+    """Changes whenever the handlers or refusals in effect change."""
+    return _GENERATION[0]
+
+
+_GENERATION = [0]
+STATE.add(__name__, "_GENERATION", None, "only increases: caches compare against it")
+
+
 def _refresh() -> None:
+    _GENERATION[0] += 1
     _ACTIVE.clear()
     _ACTIVE.update(_REFUSED)
     _ACTIVE.update((kind, stack[-1]) for kind, stack in _REGISTERED.items())
@@ -293,8 +302,13 @@ _UNRESOLVED = {entry[0] for entry in _KNOWN_UNSAVEABLE}
 STATE.add(__name__, "_UNRESOLVED", None, "modules of refused types not imported yet")
 
 
-def resolve_refusals() -> None:
-    """Add the refusals of modules imported since last time (cheap: a set test per module)."""
+def resolve_refusals(*, force: bool = False) -> None:
+    """Add the refusals of modules imported since last time (cheap: a set test per module;
+    unless ``force``, only when the number of imported modules changed since)."""
+    count = len(sys.modules)
+    if not force and count == _MODULES_SEEN[0]:
+        return
+    _MODULES_SEEN[0] = count
     if not _UNRESOLVED.intersection(sys.modules):
         return
     for module_name, path, what, reopened in _KNOWN_UNSAVEABLE:
@@ -306,6 +320,10 @@ def resolve_refusals() -> None:
         if isinstance(kind, type):
             _REFUSED.setdefault(kind, _Refusal(kind, what, reopened))
     _refresh()
+
+
+_MODULES_SEEN = [-1]
+STATE.add(__name__, "_MODULES_SEEN", lambda: _MODULES_SEEN.__setitem__(0, -1))
 
 
 # ---------------------------------------------------------------- files
@@ -533,18 +551,21 @@ _collecting = threading.local()
 STATE.add(__name__, "_collecting", "attributes")
 
 
-@contextmanager
-def collect_outputs() -> Iterator[list[Output]]:
+class collect_outputs:
     """Gather the written-to files that the restores inside the block reopen."""
-    outer = getattr(_collecting, "outputs", None)
-    found: list[Output] = []
-    _collecting.outputs = found
-    try:
-        yield found
-    finally:
-        _collecting.outputs = outer
-        if outer is not None:
-            outer.extend(found)
+
+    __slots__ = ("found", "outer")
+
+    def __enter__(self) -> list[Output]:
+        self.outer = getattr(_collecting, "outputs", None)
+        self.found: list[Output] = []
+        _collecting.outputs = self.found
+        return self.found
+
+    def __exit__(self, *exc: object) -> None:
+        _collecting.outputs = self.outer
+        if self.outer is not None:
+            self.outer.extend(self.found)
 
 
 def truncate(outputs: list[Output]) -> list[str]:

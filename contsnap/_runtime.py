@@ -141,9 +141,13 @@ def with_exit(manager: Any, exc: BaseException | None) -> Any:
     return _exit(manager, "__exit__", exc)
 
 
-#: Restored generators not yet primed: a resumed ``yield from`` primes them itself.
-UNPRIMED: weakref.WeakSet[Any] = weakref.WeakSet()
-STATE.add(__name__, "UNPRIMED", None, "restored generators not primed yet")
+#: Restored generators not yet primed, by id: a resumed ``yield from`` primes them itself.
+#: Only a load adds to it, and its end takes them out again (held until then, so an id
+#: stays its generator's).
+UNPRIMED: dict[int, Any] = {}
+STATE.add(
+    __name__, "UNPRIMED", None, "restored generators not primed yet, held by a load until it ends"
+)
 
 
 def resume_delegate(delegate: Any) -> Any:
@@ -153,8 +157,7 @@ def resume_delegate(delegate: Any) -> Any:
     primes it, and its ``PRIME`` travels up the chain (no extra frame per
     level). A delegate that is already paused is wrapped in `Reattach`.
     """
-    if delegate in UNPRIMED:
-        UNPRIMED.discard(delegate)
+    if UNPRIMED.pop(id(delegate), None) is not None:
         return delegate
     return Reattach(delegate)
 
@@ -416,11 +419,12 @@ def bind(namespace: dict[str, Any]) -> None:
     """Give a namespace that transformed functions run in the names they read: this
     module as ``__contsnap_rt__`` and each of ``_labels.HELPERS`` under its own name.
     Names already there are left alone."""
-    if _LAST_BOUND in namespace:  # bound already: the usual case, kept cheap
+    if LAST_BOUND in namespace:  # bound already: the usual case, kept cheap
         return
     namespace.setdefault(_labels.RT, sys.modules[__name__])
     for name in _labels.HELPERS:
         namespace.setdefault(_labels.helper(name), globals()[name])
 
 
-_LAST_BOUND = _labels.helper(_labels.HELPERS[-1])
+#: the name bind() gives last: a namespace that has it is bound
+LAST_BOUND = _labels.helper(_labels.HELPERS[-1])

@@ -21,6 +21,7 @@ import gc
 import importlib
 import inspect
 import io
+import json
 import pickle
 import sys
 import types
@@ -36,6 +37,7 @@ from . import _moved, _resources, _runtime, _views
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import (
     FunctionInfo,
+    _info_by_name,
     adopt_function,
     by_value_class,
     current_session,
@@ -51,17 +53,25 @@ CREATED, SUSPENDED, CLOSED = "created", "suspended", "closed"
 class _Box:
     """Carries label and locals into a resume-variant generator until it first runs."""
 
-    __slots__ = ("cells", "label", "values")
+    __slots__ = ("cells", "info", "label", "spec", "values")
 
     def __init__(
-        self, label: int, values: dict[str, Any], cells: tuple[types.CellType, ...] = ()
+        self,
+        label: int,
+        values: dict[str, Any],
+        cells: tuple[types.CellType, ...] = (),
+        info: FunctionInfo | None = None,
     ) -> None:
         self.label = label
         self.values = values
         self.cells = cells
+        #: the function the generator was made for (set by new_generator)
+        self.info = info
+        #: the LabelInfo of ``label`` (None: not started)
+        self.spec: Any = None
 
 
-@dataclass
+@dataclass(slots=True)
 class FrameState:
     """One captured generator frame."""
 
@@ -72,13 +82,20 @@ class FrameState:
     cells: tuple[types.CellType, ...]
     #: (__name__, __qualname__) when the object was renamed (round-trip drivers)
     names: tuple[str, str] | None = None
+    #: the label's LabelInfo, when capture looked it up already
+    spec: Any = None
 
     @property
     def delegate(self) -> Any:
-        spec = self.info.labels.get(self.label)
+        spec = self.spec if self.spec is not None else self.info.labels.get(self.label)
         if spec is None or spec.delegate is None:
             return None
         return self.values.get(spec.delegate)
+
+    @property
+    def line(self) -> int:
+        """The line it is paused at (the function's first line when it has not started)."""
+        return self.spec.line if self.spec is not None else self.info.line_of(self.label)
 
 
 # Restored generators that have finished: their code is not the info's own.
@@ -94,9 +111,12 @@ STATE.add(__name__, "_MIGRATING", None, "generators whose old state goes through
 # started when saved either) and locals, for a snapshot taken before their first step.
 _UNSTARTED_BOX: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
 STATE.add(__name__, "_UNSTARTED_BOX", None, "restored generators not started yet, and their state")
-# Generators with their state, waiting for the end of the load to be primed.
-_DEFERRED: weakref.WeakKeyDictionary[Any, _Box] = weakref.WeakKeyDictionary()
-STATE.add(__name__, "_DEFERRED", None, "generators waiting for the end of a load to be primed")
+
+
+def _weak_data(mapping: weakref.WeakKeyDictionary[Any, Any]) -> dict[Any, Any]:
+    """The dict inside a weak dictionary: tested for being empty without the weak
+    dictionary's own ``__len__``, which is Python code."""
+    return mapping.data  # type: ignore[attr-defined,no-any-return]
 
 
 #: the native objects a checkpointable function returns
@@ -148,7 +168,12 @@ def _is_created(obj: Any) -> bool:
 
 
 def info_of(gen: Any) -> FunctionInfo | None:
-    if type(gen) not in _PREFIX:
+    kind = type(gen)
+    if kind is types.GeneratorType:  # the usual case, without the attribute names built
+        frame = gen.gi_frame
+        found = info_for_code(gen.gi_code, frame.f_globals if frame is not None else None)
+        return found if found is not None else _CLOSED.get(gen)
+    if kind not in _PREFIX:
         return None
     frame = _attr(gen, "frame")
     info = info_for_code(_attr(gen, "code"), frame.f_globals if frame is not None else None)
@@ -187,6 +212,12 @@ def read_locals(frame: types.FrameType) -> dict[str, Any]:
 
 def capture(gen: Any) -> FrameState:
     """Read the state of a checkpointable generator without changing it."""
+    if type(gen) is types.GeneratorType and _SUSPENDED_FLAG and gen.gi_suspended:  # type: ignore[attr-defined,unused-ignore]
+        # the usual case, answered without the checks that concern other states
+        frame = gen.gi_frame
+        info = info_for_code(gen.gi_code, frame.f_globals)  # type: ignore[union-attr]
+        if info is not None:
+            return _capture_suspended(gen, info, frame)  # type: ignore[arg-type]
     info = info_of(gen)
     if info is None:
         raise _unmarked(gen)
@@ -206,16 +237,33 @@ def capture(gen: Any) -> FrameState:
             status = SUSPENDED if box.label else CREATED
             return FrameState(info, status, box.label, dict(box.values), box.cells, renamed)
         return _capture_created(gen, info, frame)
-    local = read_locals(frame)
+    return _capture_suspended(gen, info, frame)
+
+
+#: 3.11+ tell a suspended generator by ``gi_suspended``
+_SUSPENDED_FLAG = sys.version_info >= (3, 11)
+
+
+def _capture_suspended(gen: Any, info: FunctionInfo, frame: types.FrameType) -> FrameState:
+    local = frame.f_locals
+    try:
+        return _capture_from(gen, info, frame, local)
+    finally:
+        if sys.version_info < (3, 13):
+            local.clear()  # see read_locals: the frame must not keep its locals alive
+
+
+def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: Any) -> FrameState:
     line = frame.f_lineno
     label = info.label_of_line.get(line) or local.get("_cs_label", 0)
-    if label not in info.labels or info.labels[label].line != line:
+    labels = info.labels
+    spec = labels.get(label)
+    if spec is None or spec.line != line:
         raise NotCheckpointableError(
             f"cannot snapshot {info.qualname} at {info.filename}:{line}: it is suspended "
             "inside an expression contsnap does not track (an async comprehension?); "
             "write it as a loop"
         )
-    spec = info.labels[label]
     if spec.refuse is not None:
         raise NotCheckpointableError(f"cannot snapshot {info.where(label)}: {spec.refuse}")
     if spec.kind == "await":
@@ -232,12 +280,11 @@ def capture(gen: Any) -> FrameState:
                 "safe point; await contsnap.checkpoint(), contsnap.sleep(), a contsnap.Queue, "
                 "or a checkpointable coroutine"
             )
-    saved = info.saved_names(label)
-    cells = set(info.cell_names)
-    values = {n: v for n, v in local.items() if n in saved and n not in cells}
-    cellref = local.get("_cs_cellref")
+    saved = info.saved_names_without_cells(label)
+    values = {n: v for n, v in local.items() if n in saved}
     closure: tuple[types.CellType, ...] = ()
     if info.cell_names:
+        cellref = local.get("_cs_cellref")
         # the lambda's closure is in the order of its free variables (sorted by the
         # compiler), not in the order the names were written
         by_name = (
@@ -248,9 +295,11 @@ def capture(gen: Any) -> FrameState:
         if set(by_name) != set(info.cell_names):
             raise NotCheckpointableError(f"cannot read the closure cells of {info.qualname}")
         closure = tuple(by_name[name] for name in info.cell_names)
-    names = (gen.__name__, gen.__qualname__)
-    renamed = names if names != (info.name, info.qualname) else None
-    return FrameState(info, SUSPENDED, label, values, closure, renamed)
+    name, qualname = gen.__name__, gen.__qualname__
+    renamed = None
+    if name != info.name or qualname != info.qualname:
+        renamed = (name, qualname)
+    return FrameState(info, SUSPENDED, label, values, closure, renamed, spec)
 
 
 def _capture_created(gen: Any, info: FunctionInfo, frame: types.FrameType) -> FrameState:
@@ -301,26 +350,68 @@ def new_generator(
     """Create (but do not start) a resume-variant generator; its values come later."""
     if isinstance(info, Migrating):  # saved by older code: the label is decided later
         return _new_migrating(info, label, cells, names)
-    if label != 0 and label not in info.labels:
+    spec = info.labels.get(label) if label != 0 else None
+    if label != 0 and spec is None:
         raise SnapshotCorruptError(
             f"snapshot of {info.qualname} names resume point {label}, which that function "
             "does not have"
         )
     if len(cells) != len(info.cell_names):
         raise SnapshotCorruptError(f"snapshot of {info.qualname} has the wrong number of cells")
-    by_name = dict(zip(info.cell_names, cells))
     code = info.resume_code_for_restore()
-    closure = tuple(by_name[n] for n in code.co_freevars)
-    fn = types.FunctionType(code, info.globals, info.name, None, closure or None)
-    fn.__qualname__ = info.qualname
-    fn.__module__ = info.module
-    _runtime.bind(info.globals)
-    box = _Box(label, {}, cells)
+    if cells:
+        by_name = dict(zip(info.cell_names, cells))
+        closure = tuple(by_name[n] for n in code.co_freevars)
+        fn = types.FunctionType(code, info.globals, info.name, None, closure or None)
+        fn.__qualname__ = info.qualname
+        fn.__module__ = info.module
+    else:
+        cached = _RESUME_FUNCTIONS.get(id(code))
+        if cached is not None and cached.__code__ is code and cached.__globals__ is info.globals:
+            fn = cached
+        else:
+            # no closure: one function per resume code serves every restore
+            fn = types.FunctionType(code, info.globals, info.name, None, None)
+            fn.__qualname__ = info.qualname
+            fn.__module__ = info.module
+            if len(_RESUME_FUNCTIONS) >= 1024:
+                _RESUME_FUNCTIONS.clear()
+            _RESUME_FUNCTIONS[id(code)] = fn
+    if _runtime.LAST_BOUND not in info.globals:
+        _runtime.bind(info.globals)
+    box = _Box(label, {}, cells, info)
+    box.spec = spec
     gen = fn(_runtime.UNBOUND, box) if info.first_param is not None else fn(box)
     if names is not None:
         gen.__name__, gen.__qualname__ = (str(n) for n in names)
-    _AWAITING_STATE[gen] = box
+    load = _CURRENT_LOAD.get()
+    if load is not None:  # handed to set_generator_state within this load
+        load.pending[id(gen)] = (gen, box)
+    else:
+        _AWAITING_STATE[gen] = box
     return gen
+
+
+#: resume functions without a closure, by id of their code
+_RESUME_FUNCTIONS: dict[int, types.FunctionType] = {}
+STATE.add(__name__, "_RESUME_FUNCTIONS", "clear")  # resume functions by code
+
+
+def _pending_box(gen: Any, load: _Load | None) -> _Box | None:
+    """The box `new_generator` made for ``gen``, taken (None: not waiting for its state)."""
+    if load is not None:
+        entry = load.pending.pop(id(gen), None)
+        if entry is not None and entry[0] is gen:
+            return entry[1]
+    return _AWAITING_STATE.pop(gen, None)
+
+
+def _is_pending(gen: Any, load: _Load | None) -> bool:
+    if load is not None:
+        entry = load.pending.get(id(gen))
+        if entry is not None and entry[0] is gen:
+            return True
+    return gen in _AWAITING_STATE
 
 
 def _new_migrating(
@@ -342,21 +433,23 @@ def set_generator_state(gen: Any, values: Any) -> None:
     The state of the coroutine of a paused task is ``(locals, context)``: the
     context variables the task had set, set again when it resumes.
     """
-    box = _AWAITING_STATE.pop(gen, None)
-    info = info_of(gen)
+    load = _CURRENT_LOAD.get()
+    box = _pending_box(gen, load)
+    info = box.info if box is not None else None
     if box is None or info is None:
         raise SnapshotCorruptError("generator state arrived for an unknown generator")
     context: list[tuple[Any, Any]] | None = None
-    if isinstance(values, tuple) and len(values) == 2:
+    if type(values) is tuple and len(values) == 2:
         values, context = values
         if not isinstance(context, list) or not all(
             isinstance(item, tuple) and len(item) == 2 and type(item[0]) is contextvars.ContextVar
             for item in context
         ):
             raise SnapshotCorruptError(f"snapshot of {info.qualname} has a malformed context")
-    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+    if type(values) is not dict:
         raise SnapshotCorruptError(f"snapshot of {info.qualname} has malformed locals")
-    migrating = _MIGRATING.pop(gen, None)
+    # (the weak dictionary's own truth test is Python code; its dict's is not)
+    migrating = _MIGRATING.pop(gen, None) if _weak_data(_MIGRATING) else None
     if migrating is not None:
         how, old_label, old_cells, fresh_cells = migrating
         box.label, values, cell_values = how.apply(old_label, values, old_cells)
@@ -366,25 +459,31 @@ def set_generator_state(gen: Any, values: Any) -> None:
             elif len(old_cells) == len(fresh_cells):
                 with contextlib.suppress(ValueError):
                     cell.cell_contents = old_cells[info.cell_names.index(name)].cell_contents
-    allowed = info.saved_names(box.label) if box.label else frozenset(info.user_names)
-    unknown = set(values) - allowed
-    if unknown:
+    allowed = info.allowed_names(box.label)
+    if not values.keys() <= allowed:
+        if not all(isinstance(k, str) for k in values):
+            raise SnapshotCorruptError(f"snapshot of {info.qualname} has malformed locals")
+        unknown = set(values) - allowed
         raise SnapshotCorruptError(
             f"snapshot of {info.qualname} has locals the function does not have: "
             f"{', '.join(sorted(unknown))}"
         )
-    if box.label:
-        _check_helpers(info, box.label, values)
+    label = box.label
+    if migrating is not None:
+        box.spec = info.labels.get(label) if label else None
+    kind = box.spec.kind if label else None
+    if label:
+        _check_helpers(info, label, values)
     box.values = values
-    if context and box.label and info.labels[box.label].kind == "await":
+    if context and kind == "await":
         # set in the task that runs it, when its dispatch resumes the await
         _runtime.PENDING_CONTEXT[gen] = (values.get(info.labels[box.label].delegate or ""), context)
-    if not box.label:
+    if not label:
         # not started when saved: its frame holds only the box until the first step,
         # so a snapshot taken before then reads the arguments from the box
         _UNSTARTED_BOX[gen] = box
         return
-    if info.labels[box.label].kind == "await":
+    if kind == "await":
         # a coroutine is not primed: the event loop's first send runs its
         # dispatch, and a resumed await starts a restored coroutine it awaits
         if type(gen) is types.CoroutineType:
@@ -397,15 +496,14 @@ def set_generator_state(gen: Any, values: Any) -> None:
     if type(gen) is types.AsyncGeneratorType:
         _prime(gen)
         return
-    loading = _RESTORED_IN_LOAD.get()
-    if loading is None:
+    if load is None:
         _prime(gen)
     else:
         # primed when the whole load is done: a delegate is then primed by the
         # resumed ``yield from`` of the generator that delegates to it
-        _runtime.UNPRIMED.add(gen)
-        _DEFERRED[gen] = box
-        loading.append(gen)
+        _runtime.UNPRIMED[id(gen)] = gen
+        load.deferred[id(gen)] = box
+        load.restored.append(gen)
 
 
 def _close_if_unstarted(delegate: types.CoroutineType[Any, Any, Any]) -> None:
@@ -436,33 +534,62 @@ _ALWAYS_BOUND = ("_cs_iter_", "_cs_aiter_", "_cs_mgr_", "_cs_amgr_")
 def _check_helpers(info: FunctionInfo, label: int, values: dict[str, Any]) -> None:
     """A verified snapshot whose helper locals are missing or of the wrong type comes from a
     bug or was made by hand: name it here, not later inside contsnap's runtime."""
-    where = f"{info.qualname} ({info.filename}:{info.line_of(label)})"
-    for name in info.labels[label].helpers:
-        if name not in values and name.startswith(_ALWAYS_BOUND):
-            raise SnapshotCorruptError(
-                f"snapshot of {where} lacks the local {name!r} the transform keeps at that "
-                "point; restore from an intact snapshot"
-            )
-        value = values.get(name)
+    checks = _HELPER_CHECKS.get((id(info), label))
+    if checks is None or checks[0] is not info:
+        checks = _HELPER_CHECKS[(id(info), label)] = (info, _helper_checks(info, label))
+    for name, required, method, what in checks[1]:
         if name not in values:
-            continue
-        if name.startswith("_cs_wx_") and type(value) is not bool:
-            raise SnapshotCorruptError(
-                f"snapshot of {where}: its local {name!r} is a {type(value).__name__}, not "
-                "a bool; restore from an intact snapshot"
-            )
-        for prefix, method, what in _HELPER_SHAPES:
-            if name.startswith(prefix) and value is not None and not hasattr(type(value), method):
+            if required:
                 raise SnapshotCorruptError(
-                    f"snapshot of {where}: its local {name!r} is a {type(value).__name__}, "
-                    f"not {what}; restore from an intact snapshot"
+                    f"snapshot of {_helper_place(info, label)} lacks the local {name!r} the "
+                    "transform keeps at that point; restore from an intact snapshot"
                 )
+            continue
+        value = values[name]
+        if method is None:  # a with statement's "exited" flag
+            if type(value) is not bool:
+                raise SnapshotCorruptError(
+                    f"snapshot of {_helper_place(info, label)}: its local {name!r} is a "
+                    f"{type(value).__name__}, not a bool; restore from an intact snapshot"
+                )
+        elif value is not None and not hasattr(type(value), method):
+            raise SnapshotCorruptError(
+                f"snapshot of {_helper_place(info, label)}: its local {name!r} is a "
+                f"{type(value).__name__}, not {what}; restore from an intact snapshot"
+            )
+
+
+def _helper_place(info: FunctionInfo, label: int) -> str:
+    return f"{info.qualname} ({info.filename}:{info.line_of(label)})"
+
+
+def _helper_checks(info: FunctionInfo, label: int) -> list[tuple[str, bool, str | None, str]]:
+    """What `_check_helpers` checks at ``label``: (name, must be there, the special method
+    its value's type must have, or None for a bool, and what that makes it)."""
+    checks: list[tuple[str, bool, str | None, str]] = []
+    for name in sorted(info.labels[label].helpers):
+        required = name.startswith(_ALWAYS_BOUND)
+        if name.startswith("_cs_wx_"):
+            checks.append((name, required, None, "a bool"))
+            continue
+        shape = next((s for s in _HELPER_SHAPES if name.startswith(s[0])), None)
+        if shape is not None:
+            checks.append((name, required, shape[1], shape[2]))
+        elif required:
+            checks.append((name, True, "__class__", "anything"))
+    return checks
+
+
+#: _helper_checks by (id of the info, label), with the info (so that the id stays its own)
+_HELPER_CHECKS: dict[
+    tuple[int, int], tuple[FunctionInfo, list[tuple[str, bool, str | None, str]]]
+] = {}
+STATE.add(__name__, "_HELPER_CHECKS", "clear")  # per-label checks of helper locals
 
 
 def _prime(gen: Any) -> None:
     """Run the resume dispatch up to the saved yield (no user code runs on the way)."""
-    _runtime.UNPRIMED.discard(gen)
-    _DEFERRED.pop(gen, None)
+    _runtime.UNPRIMED.pop(id(gen), None)
     if type(gen) is types.AsyncGeneratorType:
         step = gen.__anext__()
         try:
@@ -480,49 +607,89 @@ def _prime(gen: Any) -> None:
         raise SnapshotCorruptError(f"restored {name} did not stop where it was saved")
 
 
-#: generators restored by the load in progress, in the order they were made
-_RESTORED_IN_LOAD: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+class _Load:
+    """The load in progress: the generators it restored, in the order they were made; the
+    boxes of those made and waiting for their state, and of those waiting to be primed,
+    by id (the generators themselves are held, so the ids stay theirs)."""
+
+    __slots__ = ("deferred", "pending", "restored")
+
+    def __init__(self) -> None:
+        self.restored: list[Any] = []
+        self.pending: dict[int, tuple[Any, _Box]] = {}
+        self.deferred: dict[int, _Box] = {}
+
+
+_CURRENT_LOAD: contextvars.ContextVar[_Load | None] = contextvars.ContextVar(
     "contsnap_loading", default=None
 )
 
 
-@contextlib.contextmanager
-def _load_context() -> Iterator[None]:
+class _load_context:
     """Prime the generators a load restores once it is complete, outermost first."""
-    if _RESTORED_IN_LOAD.get() is not None:
-        yield
+
+    __slots__ = ("load", "token")
+
+    def __enter__(self) -> None:
+        if _CURRENT_LOAD.get() is not None:
+            self.token = None
+            return
+        self.load = _Load()
+        self.token = _CURRENT_LOAD.set(self.load)
+
+    def __exit__(self, kind: Any, exc: Any, traceback: Any) -> None:
+        if self.token is None:
+            return
+        _CURRENT_LOAD.reset(self.token)
+        load = self.load
+        load.pending.clear()
+        restored = load.restored
+        try:
+            if kind is None:
+                _prime_restored(restored, load)
+        finally:
+            unprimed = _runtime.UNPRIMED
+            for gen in restored:  # left unprimed by a load that failed
+                unprimed.pop(id(gen), None)
+
+
+def _prime_restored(restored: list[Any], load: _Load) -> None:
+    unprimed = _runtime.UNPRIMED
+    if len(restored) == 1:
+        if id(restored[0]) in unprimed:
+            _prime(restored[0])
         return
-    restored: list[Any] = []
-    token = _RESTORED_IN_LOAD.set(restored)
-    try:
-        yield
-    finally:
-        _RESTORED_IN_LOAD.reset(token)
+    below: dict[int, Any] = {}  # which restored generator delegates to which
+    outer: dict[int, Any] = {}
+    for made in restored:
+        delegate = _delegate_of_unprimed(made, load)
+        if delegate is not None:
+            below[id(made)] = delegate
+            outer[id(delegate)] = made
     for gen in restored:
-        if gen in _runtime.UNPRIMED:
-            _prime_chain_of(gen, restored)
+        if id(gen) in unprimed:
+            _prime_chain_of(gen, outer, below)
 
 
-def _prime_chain_of(gen: Any, restored: list[Any]) -> None:
+def _prime_chain_of(gen: Any, outer: dict[int, Any], below: dict[int, Any]) -> None:
     # Prime from the outermost generator that delegates to this one, so the
     # whole chain settles with one send and native ``yield from`` in between.
-    outer = {id(d): g for g in restored for d in (_delegate_of_unprimed(g),) if d is not None}
     top = gen
-    while id(top) in outer and outer[id(top)] in _runtime.UNPRIMED:
+    while id(top) in outer and id(outer[id(top)]) in _runtime.UNPRIMED:
         top = outer[id(top)]
-    _prime_deep(top)
-    if gen in _runtime.UNPRIMED:  # not reached through the chain: prime it alone
+    _prime_deep(top, below)
+    if id(gen) in _runtime.UNPRIMED:  # not reached through the chain: prime it alone
         _prime(gen)
 
 
-def _prime_deep(top: Any) -> None:
+def _prime_deep(top: Any, below: dict[int, Any]) -> None:
     """Prime ``top`` and the chain below it, which may be as deep as native Python allows:
     the frames of the load above it must not be what exceeds the recursion limit."""
     length = 0
-    below = _delegate_of_unprimed(top)
-    while type(below) in _PREFIX and length < 100_000:
+    delegate = below.get(id(top))
+    while delegate is not None and length < 100_000:
         length += 1
-        below = _delegate_of_unprimed(below)
+        delegate = below.get(id(delegate))
     depth = 0
     frame: types.FrameType | None = sys._getframe()
     while frame is not None:
@@ -540,12 +707,11 @@ def _prime_deep(top: Any) -> None:
         sys.setrecursionlimit(limit)
 
 
-def _delegate_of_unprimed(gen: Any) -> Any:
-    box = _DEFERRED.get(gen)
-    info = info_of(gen)
-    if box is None or info is None:
+def _delegate_of_unprimed(gen: Any, load: _Load) -> Any:
+    box = load.deferred.get(id(gen))
+    if box is None:
         return None
-    spec = info.labels.get(box.label)
+    spec = box.spec
     return box.values.get(spec.delegate) if spec is not None and spec.delegate else None
 
 
@@ -606,7 +772,8 @@ def _with_context(gen: Any, reduced: tuple[Any, ...]) -> tuple[Any, ...]:
     if task is not None and task[0] is gen:
         context = task[1]
     else:
-        pending = _runtime.PENDING_CONTEXT.get(gen)
+        pending_contexts = _runtime.PENDING_CONTEXT
+        pending = pending_contexts.get(gen) if _weak_data(pending_contexts) else None
         context = pending[1] if pending is not None else None
     if not context or len(reduced) != 6:
         return reduced
@@ -620,12 +787,16 @@ def _with_context(gen: Any, reduced: tuple[Any, ...]) -> tuple[Any, ...]:
 def _next_in_chain(state: FrameState) -> Any:
     """The checkpointable generator (coroutine...) ``state``'s frame is delegating to."""
     delegate = state.delegate
+    kind = type(delegate)
+    if kind is types.GeneratorType:  # the usual case: yield from
+        return delegate if info_of(delegate) is not None else None
     if isinstance(delegate, _runtime.ANext):  # an async for step: into its generator
         try:
             delegate = delegate.in_flight() or delegate.iterator
         except TypeError:  # capture refused it already, naming it
             return None
-    if type(delegate) in _PREFIX and info_of(delegate) is not None:
+        kind = type(delegate)
+    if kind in _PREFIX and info_of(delegate) is not None:
         return delegate
     return None
 
@@ -653,9 +824,13 @@ class _Chain:
 
     __slots__ = ("__weakref__", "members", "values")
 
-    def __init__(self, top: FrameState, chain: list[tuple[Any, FrameState]]) -> None:
+    def __init__(
+        self, top: FrameState, chain: list[tuple[Any, FrameState]], *, register: bool = True
+    ) -> None:
         self.members = [member for member, _state in chain]
         self.values = [top.values, *(state.values for _member, state in chain)]
+        if not register:  # the fast pickler keeps the members' states itself
+            return
         alive = weakref.ref(self)
         for member, state in chain:
             _SHALLOW[member] = (alive, state)
@@ -673,6 +848,8 @@ STATE.add(__name__, "_SHALLOW", None, "generators a _Chain being pickled carries
 
 
 def _shallow_state(gen: Any) -> FrameState | None:
+    if not _weak_data(_SHALLOW):
+        return None
     entry = _SHALLOW.pop(gen, None)
     if entry is None or entry[0]() is None:
         return None
@@ -695,8 +872,9 @@ def set_chain_state(gen: Any, parts: Any) -> None:
         raise SnapshotCorruptError("the delegation chain in the snapshot is malformed")
     with _load_context():
         set_generator_state(gen, values[0])
+        load = _CURRENT_LOAD.get()
         for member, member_values in zip(members, values[1:]):
-            if member in _AWAITING_STATE:  # else it was saved on its own too, with this state
+            if _is_pending(member, load):  # else it was saved on its own too, with this state
                 set_generator_state(member, member_values)
 
 
@@ -811,6 +989,260 @@ copyreg.add_extension(__name__, "rebuild_exception", 247)
 copyreg.add_extension(__name__, "set_exception_state", 248)
 copyreg.add_extension(__name__, "_chain_parts", 249)
 copyreg.add_extension(__name__, "set_chain_state", 250)
+copyreg.add_extension(__name__, "range_iterator", 251)
+copyreg.add_extension(__name__, "function_at", 252)
+copyreg.add_extension(__name__, "generator_at", 253)
+
+
+_RANGE_ITERATOR = type(iter(range(0)))
+
+
+def range_iterator(start: int, stop: int, step: int, position: int) -> Iterator[int]:
+    """A ``range`` iterator that has produced ``position`` items (saved as four integers:
+    stock pickle names ``iter`` and ``range`` and costs several times more)."""
+    iterator = iter(range(start, stop, step))
+    if position:
+        iterator.__setstate__(position)  # type: ignore[attr-defined]
+    return iterator
+
+
+def _reduce_range_iterator(iterator: Any) -> tuple[Any, ...]:
+    _iter, (whole,), position = iterator.__reduce__()
+    # 3.12+ give the range still to go and no position; 3.10-3.11 the whole and where
+    return (range_iterator, (whole.start, whole.stop, whole.step, position or 0))
+
+
+# ---------------------------------------------------------------- functions by index
+
+#: the functions table of the snapshot being loaded (its verified metadata's
+#: ``functions``: [module, qualname, fingerprint]) and the infos resolved from it so far
+_FUNCTIONS: contextvars.ContextVar[tuple[list[Any], dict[int, Any]] | None] = (
+    contextvars.ContextVar("contsnap_functions", default=None)
+)
+
+
+def function_at(index: int) -> Any:
+    """The info of entry ``index`` of the functions table the snapshot's metadata lists
+    (format 3 names each importable function once, there, not again in the payload)."""
+    table = _FUNCTIONS.get()
+    if table is None:
+        raise SnapshotCorruptError(
+            "the snapshot names its functions by their place in a table of its metadata, "
+            "which this load does not have; load it with contsnap.loads"
+        )
+    entries, resolved = table
+    found = resolved.get(index)
+    if found is not None:
+        return found
+    entry = entries[index] if type(index) is int and 0 <= index < len(entries) else None
+    if not (
+        type(entry) is list
+        and 3 <= len(entry) <= 4
+        and type(entry[0]) is str
+        and type(entry[1]) is str
+        and type(entry[2]) is str
+    ):
+        raise SnapshotCorruptError(
+            f"the snapshot names function {index!r} of its metadata's table, which has no "
+            "such entry; restore from an intact copy of the snapshot"
+        )
+    found = resolved[index] = _info_by_name(*entry[:3])
+    return found
+
+
+def generator_at(
+    index: int,
+    label: int,
+    cells: tuple[types.CellType, ...],
+    names: tuple[str, str] | None = None,
+) -> Any:
+    """`new_generator` of the function at ``index`` of the functions table (`function_at`):
+    the payload of a format-3 snapshot names its generators' functions so."""
+    return new_generator(function_at(index), label, cells, names)
+
+
+class _NotFast(Exception):
+    """The fast pickler met something only the full one saves as contsnap must."""
+
+
+class _FastPickler(pickle.Pickler):
+    """The C pickler, for the snapshots most programs take: every function and class named
+    by import path. It answers the types a snapshot always holds first (generators, their
+    function infos, cells, ``range`` iterators), lets plain pickle save every type whose
+    saving contsnap and cloudpickle do not change, and gives up (`_NotFast`) on anything
+    else: `to_payload` then pickles the whole object again with the full `_Pickler`. Its
+    function infos are entries of `functions`, a table the codec writes in the metadata.
+    """
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.buffer = file
+        self.captured: dict[int, FrameState] = {}
+        #: [module, qualname, fingerprint, file] of every function named, in order of first
+        #: use, as JSON (see function_json), and their places in it by id of their info
+        self.functions: list[str] = []
+        self.function_index: dict[int, int] = {}
+        #: the generators of chains being pickled, to pickle without their state (a
+        #: _Chain carries it), by id, with that state
+        self.shallow: dict[int, tuple[Any, FrameState]] = {}
+
+    def reset(self) -> None:
+        """Ready for the next snapshot (a pickler is made once and used again)."""
+        self.clear_memo()
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        self.captured = {}
+        self.functions = []
+        self.function_index = {}
+        self.shallow = {}
+
+    def forget(self) -> None:
+        """After a failed dump: nothing it saw stays referenced."""
+        self.shallow.clear()
+        self.captured.clear()
+        self.clear_memo()
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        fast = _FAST_REDUCERS.get(kind)
+        if fast is not None:
+            return fast(self, obj)
+        plain = _PLAIN.get(kind)
+        if plain is None:
+            plain = _PLAIN[kind] = _is_plain_type(kind)
+        if plain:
+            return NotImplemented
+        if kind is types.FunctionType or isinstance(obj, type):
+            known = _BY_PATH.get(id(obj))
+            if known is None or known[0] is not obj:
+                if len(_BY_PATH) >= 512:
+                    _BY_PATH.clear()
+                known = _BY_PATH[id(obj)] = (obj, _named_by_path(obj))
+            if known[1]:
+                return NotImplemented
+        raise _NotFast
+
+    def index_of(self, info: FunctionInfo) -> int:
+        found = self.function_index.get(id(info))
+        if found is None:
+            found = self.function_index[id(info)] = len(self.functions)
+            self.functions.append(function_json(info))
+        return found
+
+
+def function_json(info: FunctionInfo) -> str:
+    """The functions-table entry of ``info`` in a format-3 snapshot's metadata, as JSON:
+    ``[module, qualname, fingerprint, file]`` (made once per function)."""
+    known = _FUNCTION_JSON.get(id(info))
+    if known is not None and known[0] is info:
+        return known[1]
+    entry = json.dumps(
+        [info.module, info.qualname, info.fingerprint, info.filename],
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+    if len(_FUNCTION_JSON) >= 4096:
+        _FUNCTION_JSON.clear()
+    _FUNCTION_JSON[id(info)] = (info, entry)
+    return entry
+
+
+#: function_json by id of the info, with the info (so that the id stays its own)
+_FUNCTION_JSON: dict[int, tuple[FunctionInfo, str]] = {}
+STATE.add(__name__, "_FUNCTION_JSON", "clear")  # functions-table entries by function
+
+
+def _fast_generator(pickler: _FastPickler, gen: Any) -> Any:
+    if pickler.shallow:
+        entry = pickler.shallow.pop(id(gen), None)
+        if entry is not None and entry[0] is gen:  # a _Chain being pickled carries its state
+            pickler.captured[id(gen)] = entry[1]
+            return (generator_at, _fast_args(pickler, entry[1]))
+    state = capture(gen)
+    pickler.captured[id(gen)] = state
+    if state.status == CLOSED:
+        return (closed_generator, (state.info,))
+    args = _fast_args(pickler, state)
+    saved = pickler.captured.__contains__
+    chain = _chain_below(state, lambda member: saved(id(member)))
+    if chain:
+        whole = _Chain(state, chain, register=False)
+        for member, member_state in chain:
+            pickler.shallow[id(member)] = (member, member_state)
+        reduced: tuple[Any, ...] = (generator_at, args, whole, None, None, set_chain_state)
+    else:
+        reduced = (generator_at, args, state.values, None, None, set_generator_state)
+    return _with_context(gen, reduced)
+
+
+def _fast_args(pickler: _FastPickler, state: FrameState) -> tuple[Any, ...]:
+    """`_args` with the function as its index in the pickler's functions table."""
+    info = state.info
+    at = pickler.function_index.get(id(info))
+    if at is None:
+        if not info.importable():
+            raise _NotFast  # saved by value: cloudpickle
+        at = pickler.index_of(info)
+    args: tuple[Any, ...] = (at, state.label, state.cells)
+    if state.names is not None:
+        args += (state.names,)
+    return args
+
+
+def _fast_info(pickler: _FastPickler, info: FunctionInfo) -> Any:
+    if not info.importable():
+        raise _NotFast  # saved by value: cloudpickle
+    return (function_at, (pickler.index_of(info),))
+
+
+#: fast picklers ready for use (one per snapshot in progress at a time)
+_FAST_PICKLERS: list[_FastPickler] = []
+STATE.add(__name__, "_FAST_PICKLERS", "clear")  # a pool of picklers to reuse
+
+_FAST_REDUCERS: dict[type, Callable[[_FastPickler, Any], Any]] = {
+    kind: _fast_generator for kind in SUSPENDABLE
+}
+_FAST_REDUCERS[FunctionInfo] = _fast_info
+_FAST_REDUCERS[types.CellType] = lambda _pickler, cell: _reduce_cell(cell)
+_FAST_REDUCERS[_RANGE_ITERATOR] = lambda _pickler, it: _reduce_range_iterator(it)
+
+#: types whose instances plain pickle saves as the full pickler would (see _is_plain_type),
+#: valid while the resource handlers are those of `_resources.generation`
+_PLAIN: dict[type, bool] = {}
+STATE.add(__name__, "_PLAIN", "clear")  # which types the fast pickler saves as they are
+_PLAIN_FOR = [-1]
+STATE.add(
+    __name__, "_PLAIN_FOR", lambda: _PLAIN_FOR.__setitem__(0, -1)
+)  # _PLAIN is for this generation of resource handlers
+
+
+def _is_plain_type(kind: type) -> bool:
+    """Does plain pickle save instances of ``kind`` as the full pickler would?"""
+    return not (
+        issubclass(kind, (BaseException, type, types.FunctionType, types.TracebackType))
+        or kind in _cp.Pickler._dispatch_table
+        or kind in _views.REDUCERS
+        or kind in (contextvars.ContextVar, _LiveGlobals, _SessionGlobals, _MainGlobals)
+        or kind.__module__.split(".", 1)[0] in ("numpy", "cloudpickle")
+        or _resources.handler_for(kind) is not None
+        or "<locals>" in kind.__qualname__
+        or not _named_by_path(kind)
+    )
+
+
+def _named_by_path(obj: Any) -> bool:
+    """Does pickle name ``obj`` (a function or class) by import path, as cloudpickle
+    would? Not when it lives in ``__main__``, a notebook or a function (by value)."""
+    try:
+        return bool(_cp._should_pickle_by_reference(obj)) and obj.__module__ not in _OWN_BY_VALUE
+    except Exception:
+        return False
+
+
+_OWN_BY_VALUE = frozenset({"__main__", "__mp_main__"})
+#: functions and classes seen by the fast pickler: (the object, named by path?), by id
+_BY_PATH: dict[int, tuple[Any, bool]] = {}
+STATE.add(__name__, "_BY_PATH", "clear")  # code reachable by path, by code object
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
@@ -859,6 +1291,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return _with_context(obj, _reduce_state(state, _chain_below(state, self._saved)))
         if kind is types.CellType:
             return _reduce_cell(obj)
+        if kind is _RANGE_ITERATOR:
+            return _reduce_range_iterator(obj)
         view = _views.REDUCERS.get(kind)
         if view is not None:
             return view(obj)
@@ -1105,6 +1539,46 @@ def to_payload(
     Returns the bytes, the frames captured on the way (by id of their
     generator) and, for a local copy, the objects passed by reference.
     """
+    return _full_payload(obj, local=local, keep=keep)
+
+
+def to_indexed_payload(
+    obj: Any,
+) -> tuple[bytes, dict[int, FrameState], tuple[dict[int, int], list[str]] | None]:
+    """Pickle ``obj`` for the codec, the fast way when it can (see `_FastPickler`).
+
+    Returns the bytes, the frames captured and the functions table the payload refers to
+    (to be written in the metadata: the places of the infos by their id, and each entry
+    as JSON; None when the full pickler made the payload).
+    """
+    if current_session() is None:
+        if _PLAIN_FOR[0] != _resources.generation():
+            _PLAIN.clear()
+            _PLAIN_FOR[0] = _resources.generation()
+        _resources.resolve_refusals()
+        try:
+            pickler = _FAST_PICKLERS.pop()
+        except IndexError:  # none free (the first, another thread's, a nested snapshot)
+            pickler = _FastPickler(io.BytesIO())
+        buffer = pickler.buffer
+        try:
+            pickler.dump(obj)
+        except Exception:  # _NotFast, or an error the full pickler will describe
+            pickler.forget()
+        else:
+            table = (pickler.function_index, pickler.functions)
+            result = buffer.getvalue(), pickler.captured, table
+            pickler.reset()
+            _FAST_PICKLERS.append(pickler)
+            return result
+    _resources.resolve_refusals(force=True)
+    payload, captured, _refs = _full_payload(obj, local=False, keep=None)
+    return payload, captured, None
+
+
+def _full_payload(
+    obj: Any, *, local: bool, keep: Callable[[Any], bool] | None
+) -> tuple[bytes, dict[int, FrameState], list[Any]]:
     buffer = io.BytesIO()
     pickler = _Pickler(buffer, local=local, keep=keep)
     try:
@@ -1125,12 +1599,26 @@ def to_payload(
     return buffer.getvalue(), pickler.captured, pickler.refs
 
 
-def from_payload(data: bytes, refs: list[Any] | None = None) -> Any:
-    """Unpickle a payload; restored generators are primed once the load is complete."""
-    token = _REFS.set(refs)
+def from_payload(
+    data: bytes | memoryview,
+    refs: list[Any] | None = None,
+    *,
+    functions: list[Any] | None = None,
+    old_paths: bool = False,
+) -> Any:
+    """Unpickle a payload; restored generators are primed once the load is complete.
+
+    ``functions`` is the functions table of the verified metadata the payload refers to
+    (format 3; see `function_at`). ``old_paths``: the payload was written before contsnap's
+    modules moved into packages (formats 1 and 2), so the module paths it names are mapped
+    (`contsnap._moved`); a newer payload names only current paths and is unpickled as it is,
+    without the mapping's Python-level lookups or a copy of a large payload.
+    """
+    refs_token = _REFS.set(refs)
+    functions_token = _FUNCTIONS.set((functions, {}) if functions is not None else None)
     try:
         with _load_context():
-            return _moved.loads(data)  # old module paths mapped (contsnap._moved)
+            return _moved.loads(data) if old_paths else pickle.loads(data)
     except CheckpointError:
         raise
     except Exception as exc:
@@ -1139,7 +1627,8 @@ def from_payload(data: bytes, refs: list[Any] | None = None) -> Any:
             f"{type(exc).__name__}: {exc}"
         ) from exc
     finally:
-        _REFS.reset(token)
+        _FUNCTIONS.reset(functions_token)
+        _REFS.reset(refs_token)
 
 
 def _locals_to_diagnose(gen: Any) -> tuple[FrameState, Iterator[tuple[str, Any]]] | None:

@@ -92,7 +92,9 @@ def test_describe_reports_frames_without_unpickling() -> None:
     assert frame["qualname"] == "running_total"
     assert frame["file"] == __file__
     assert frame["line"] == running_total.__code__.co_firstlineno + 4
-    assert frame["locals"] == {"limit": "int", "total": "int", "i": "int"}
+    assert frame["state"] == "suspended"
+    # format 3 names each function once, in a table the frames refer to
+    assert meta["functions"] == [[__name__, "running_total", frame["fingerprint"], __file__]]
     assert len(frame["fingerprint"]) == 16
     assert meta["contsnap_version"] == contsnap.__version__
     assert meta["signed"] is True  # signed by default, with the per-user key

@@ -1,10 +1,14 @@
 """Snapshots written by earlier releases and formats still load (tests/blobs/).
 
 ``format1-*`` were written by contsnap before signing by default (envelope format 1),
-``format2-*`` by the release that introduced it. Each is a generator of
-tests/blob_programs.py paused mid-way; loaded, it must go on exactly as a fresh one
-advanced the same way. Signed ones need the key they were signed with; unsigned ones
-load only with allow_unsigned=True.
+``format2-*`` and ``format3-*`` by the releases that introduced those formats. Each is a
+generator of tests/blob_programs.py paused mid-way; loaded, it must go on exactly as a
+fresh one advanced the same way. Signed ones need the key they were signed with; unsigned
+ones load only with allow_unsigned=True.
+
+A new format's blobs are written once, by the release that introduces it, and checked in:
+
+    PYTHONPATH=. python tests/test_blobs.py format3
 """
 
 from __future__ import annotations
@@ -44,8 +48,28 @@ def _rest(gen: Any) -> list[Any]:
     return out
 
 
-@pytest.mark.parametrize("fmt", ["format1", "format2"])
-@pytest.mark.parametrize("name", ["running_total", "nested"])
+FORMATS = ["format1", "format2", "format3"]
+NAMES = ["running_total", "nested"]
+
+
+def write_blobs(fmt: str) -> list[Path]:
+    """Write this contsnap's blobs of every program, signed and unsigned, as ``fmt``."""
+    from contsnap import _envelope
+
+    if fmt != f"format{_envelope.FORMAT_VERSION}":
+        raise SystemExit(f"this contsnap writes format{_envelope.FORMAT_VERSION}, not {fmt}")
+    written = []
+    for name in NAMES:
+        for signed in (True, False):
+            data = contsnap.dumps(_advanced(name), key=KEY, sign=signed)
+            path = BLOBS / f"{fmt}-{name}-{'signed' if signed else 'unsigned'}.snap"
+            path.write_bytes(data)
+            written.append(path)
+    return written
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", NAMES)
 def test_a_signed_blob_of_each_format_loads_and_goes_on_exactly(fmt: str, name: str) -> None:
     data = (BLOBS / f"{fmt}-{name}-signed.snap").read_bytes()
     assert contsnap.describe(data)["format_version"] == int(fmt[-1])
@@ -55,8 +79,8 @@ def test_a_signed_blob_of_each_format_loads_and_goes_on_exactly(fmt: str, name: 
         contsnap.loads(data)  # not with another key
 
 
-@pytest.mark.parametrize("fmt", ["format1", "format2"])
-@pytest.mark.parametrize("name", ["running_total", "nested"])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", NAMES)
 def test_an_unsigned_blob_loads_only_when_allowed(fmt: str, name: str) -> None:
     data = (BLOBS / f"{fmt}-{name}-unsigned.snap").read_bytes()
     assert contsnap.describe(data)["signed"] is False
@@ -81,6 +105,8 @@ EXTENSION_CODES = {
     248: ("contsnap._snapshot", "set_exception_state"),
     249: ("contsnap._snapshot", "_chain_parts"),
     250: ("contsnap._snapshot", "set_chain_state"),
+    251: ("contsnap._snapshot", "range_iterator"),
+    252: ("contsnap._snapshot", "function_at"),
 }
 
 
@@ -110,11 +136,11 @@ def test_every_module_path_a_payload_names_exists() -> None:
         data = path.read_bytes()
         meta = _envelope.read_meta(data)
         # the payload is the tail of the (inflated) body
-        head = 7 + data[6] + (8 if meta["signed"] and meta["format_version"] == 2 else 0)
+        head = 7 + data[6] + (8 if meta["signed"] and meta["format_version"] >= 2 else 0)
         body_start = head + 12
         trailer = (
             (32 if meta["signed"] else 16)
-            if meta["format_version"] == 2
+            if meta["format_version"] >= 2
             else (16 + (32 if meta["signed"] else 0))
         )
         body = data[body_start : len(data) - trailer]
@@ -137,3 +163,11 @@ def test_every_module_path_a_payload_names_exists() -> None:
         for part in qualname.split("."):
             obj = getattr(obj, part)
         assert obj is not None, (module, qualname)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    for written in write_blobs(sys.argv[1]):
+        print(written)

@@ -70,8 +70,9 @@ def seal(
     key: bytes | None,
     kind: str = "snapshot",
     identity: str | None = None,
+    compress: bool = False,
 ) -> bytes:
-    return _envelope.seal(payload, meta, key=key, kind=kind, identity=identity)
+    return _envelope.seal(payload, meta, key=key, kind=kind, identity=identity, compress=compress)
 
 
 def unseal(
@@ -113,7 +114,7 @@ def craft(
     contsnap_version: bytes = __version__.encode(),
     key: bytes | None = None,
 ) -> bytes:
-    """A blob laid out as docs/format.md says for format 2, with a correct digest or HMAC."""
+    """A blob laid out as docs/format.md says (formats 2 and 3), with a correct digest or HMAC."""
     head = struct.pack("<4sBBB", b"CSNP", version, flags, len(contsnap_version))
     head += contsnap_version
     if flags & 1:
@@ -160,36 +161,68 @@ def test_round_trip(key: bytes | None) -> None:
 
 
 @pytest.mark.parametrize("key", [None, KEY], ids=["unsigned", "signed"])
-def test_large_compressible_payload_is_compressed_and_round_trips(key: bytes | None) -> None:
+def test_large_compressible_payload_is_compressed_on_request_and_round_trips(
+    key: bytes | None,
+) -> None:
     payload = b"generator state " * 10_000
-    blob = seal(payload, META, key=key)
+    blob = seal(payload, META, key=key, compress=True)
     assert len(blob) < len(payload) // 2
     assert read_meta(blob)["compressed"] is True
     assert unseal(blob, key=key) == (bound(META), payload)
 
 
-def test_incompressible_payload_is_stored_as_is() -> None:
-    payload = os.urandom(4000)
-    blob = seal(payload, {}, key=None)
+def test_nothing_is_compressed_unless_asked() -> None:
+    payload = b"generator state " * 10_000
+    blob = seal(payload, META, key=KEY)
+    assert read_meta(blob)["compressed"] is False
+    assert payload in blob
+    assert unseal(blob, key=KEY) == (bound(META), payload)
+
+
+@pytest.mark.parametrize("size", [4000, 200_000])
+def test_incompressible_payload_is_stored_as_is(size: int) -> None:
+    payload = os.urandom(size)
+    blob = seal(payload, {}, key=None, compress=True)
     assert read_meta(blob)["compressed"] is False
     assert payload in blob
     assert unseal(blob, key=None) == (bound({}), payload)
 
 
+def test_a_large_body_is_probed_before_it_is_deflated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random bytes of 1 MiB are not deflated whole only to be thrown away: a 16 KiB
+    sample from the middle says they would not shrink."""
+    deflated: list[int] = []
+    real = zlib.compressobj
+
+    def counting(*args: Any) -> Any:
+        deflated.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(zlib, "compressobj", counting)
+    payload = os.urandom(1 << 20)
+    assert read_meta(seal(payload, {}, key=None, compress=True))["compressed"] is False
+    assert deflated == []
+    compressible = b"abc" * 400_000
+    assert read_meta(seal(compressible, {}, key=None, compress=True))["compressed"] is True
+    assert deflated == [1]
+
+
 def test_tiny_body_is_not_compressed() -> None:
-    blob = seal(b"\0" * 5, {}, key=None)  # with the bound facts, under 64 bytes
+    blob = seal(b"\0" * 5, {}, key=None, compress=True)  # with the bound facts, under 64 bytes
     assert read_meta(blob)["compressed"] is False
 
 
 @pytest.mark.parametrize("size", [0, 1, 63, 64, 511, 512, 513, 70_000])
 def test_round_trip_at_compression_boundaries(size: int) -> None:
     payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    assert unseal(seal(payload, {}, key=None), key=None) == (bound({}), payload)
+    for compress in (False, True):
+        blob = seal(payload, {}, key=None, compress=compress)
+        assert unseal(blob, key=None) == (bound({}), payload)
 
 
 def test_small_snapshot_stays_within_300_bytes_signed() -> None:
-    blob = seal(small_payload(), META, key=KEY)
-    assert len(blob) <= 300
+    assert len(seal(small_payload(), {"created_at": 1732487000.125}, key=KEY)) <= 300
+    assert len(seal(small_payload(), META, key=KEY, compress=True)) <= 300
 
 
 def test_metadata_round_trips_json_values() -> None:
@@ -219,19 +252,19 @@ def test_text_is_a_type_error(call: Any) -> None:
 # --- the byte layout ---------------------------------------------------------------
 
 
-BOUND_A = b'{"kind":"snapshot","python":"%s","a":1}' % PYTHON.encode()
+BOUND_A = b'["snapshot","%s",null,null,null,null,null,{"a":1}]' % PYTHON.encode()
 
 
 def test_uncompressed_layout_is_as_documented() -> None:
     assert seal(b"payload", {"a": 1}, key=None) == craft(
-        BOUND_A + b"payload", meta_len=len(BOUND_A), payload_len=7
+        BOUND_A + b"payload", meta_len=len(BOUND_A), payload_len=7, version=3
     )
 
 
 def test_signed_layout_is_as_documented() -> None:
     blob = seal(b"payload", {"a": 1}, key=KEY)
     assert blob == craft(
-        BOUND_A + b"payload", meta_len=len(BOUND_A), payload_len=7, flags=1, key=KEY
+        BOUND_A + b"payload", meta_len=len(BOUND_A), payload_len=7, flags=1, key=KEY, version=3
     )
     assert blob[12:20] == key_id(KEY)  # right after the version string
     assert KEY not in blob
@@ -239,7 +272,7 @@ def test_signed_layout_is_as_documented() -> None:
 
 def test_compressed_body_is_raw_deflate_of_meta_then_payload() -> None:
     payload = b"abc" * 1000
-    blob = seal(payload, {"a": 1}, key=None)
+    blob = seal(payload, {"a": 1}, key=None, compress=True)
     assert blob[5] == 0b10
     body_start = 7 + len(__version__) + 12
     assert struct.unpack_from("<IQ", blob, body_start - 12) == (len(BOUND_A), 3000)
@@ -443,9 +476,9 @@ def test_read_meta_of_signed_blob_needs_no_key() -> None:
         "python": PYTHON,
         "signed": True,
         "key_id": key_id(KEY).hex(),
-        "format_version": 2,
+        "format_version": 3,
         "contsnap_version": __version__,
-        "compressed": True,
+        "compressed": False,
         "payload_bytes": len(payload),
         "total_bytes": len(blob),
     }
@@ -525,10 +558,10 @@ def test_truncated_after_the_preamble() -> None:
 
 
 def test_newer_format_version() -> None:
-    blob = craft(b'{"a":1}', meta_len=7, payload_len=0, version=3)
+    blob = craft(b'{"a":1}', meta_len=7, payload_len=0, version=4)
     assert corrupt_message(blob) == (
-        "snapshot format version 3 is not supported: contsnap "
-        f"{__version__} reads format versions 1 and 2; it was written by a newer contsnap; "
+        "snapshot format version 4 is not supported: contsnap "
+        f"{__version__} reads format versions 1 to 3; it was written by a newer contsnap; "
         "upgrade contsnap to restore it"
     )
 
@@ -536,7 +569,7 @@ def test_newer_format_version() -> None:
 def test_format_version_zero() -> None:
     blob = craft(b'{"a":1}', meta_len=7, payload_len=0, version=0)
     assert corrupt_message(blob).endswith(
-        "reads format versions 1 and 2; the bytes are damaged; restore from an intact copy "
+        "reads format versions 1 to 3; the bytes are damaged; restore from an intact copy "
         "of the snapshot"
     )
 
@@ -577,7 +610,7 @@ def test_trailing_garbage() -> None:
 
 
 def test_damaged_compressed_blob() -> None:
-    blob = seal(b"abc" * 1000, {}, key=None)
+    blob = seal(b"abc" * 1000, {}, key=None, compress=True)
     assert "so it was truncated, extended or altered after it was sealed" in corrupt_message(
         blob[:-1]
     )

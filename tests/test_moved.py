@@ -39,8 +39,11 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap", "NotCheckpointableError"),
         ("contsnap", "Queue"),
         ("contsnap", "checkpoint"),
-        # capture and restore of frames (several are also extension codes 240-250)
+        # capture and restore of frames (several are also extension codes 240-253)
         ("contsnap._snapshot", "FrameState"),
+        ("contsnap._snapshot", "range_iterator"),
+        ("contsnap._snapshot", "function_at"),
+        ("contsnap._snapshot", "generator_at"),
         ("contsnap._snapshot", "_Box"),
         ("contsnap._snapshot", "_Chain"),
         ("contsnap._snapshot", "_chain_parts"),
@@ -309,7 +312,10 @@ def test_a_payload_naming_an_old_path_loads() -> None:
         ("contsnap._files", "CheckpointFiles", _files.CheckpointFiles),
     ]:
         data = f"c{old}\n{name}\n.".encode()  # protocol 0: GLOBAL module name
-        assert _snapshot.from_payload(data) is now
+        assert _snapshot.from_payload(data, old_paths=True) is now
+        # a payload of the current format names only current paths: not mapped
+        with pytest.raises(contsnap.CheckpointError, match=r"ModuleNotFoundError|AttributeError"):
+            _snapshot.from_payload(data)
         with pytest.raises((AttributeError, ModuleNotFoundError)):
             pickle.loads(data)  # plain pickle does not know the move
 

@@ -27,14 +27,17 @@ from contsnap._registry import STATE, Registry
 #: what looks like state but is not: filled when the module is imported, then only read
 CONSTANTS = {
     # tables built at import
+    "contsnap._codec._STATE_CODES",
     "contsnap._envelope.KINDS",
     "contsnap._envelope._HEADERS",
     "contsnap._envelope._JSON_KINDS",
+    "contsnap._keys._ENVIRON",  # the process environment's own mapping, read
     "contsnap._moved.MOVED",
     "contsnap._roundtrip._DRIVERS",
     "contsnap._snapshot._HELPER_MEANING",
     "contsnap._snapshot._NOUN",
     "contsnap._snapshot._PREFIX",
+    "contsnap._snapshot._FAST_REDUCERS",
     "contsnap._transform._positions._AST_KINDS",
     "contsnap._views.REDUCERS",
     "contsnap._views._DICT_ITERATORS",

@@ -1,0 +1,29 @@
+"""bench_snapshot_micro.py's workloads under dispatch-py's ``@durable`` (ImportError if absent)."""
+
+from __future__ import annotations
+
+from dispatch.experimental.durable import durable  # type: ignore[import-not-found]
+
+
+@durable
+def ten_locals(n):
+    a, b, c, d, e = 1, 2.5, "three", None, True
+    f, g, h = [1, 2], (3, 4), {"k": 5}
+    for i in range(n):
+        yield a + i
+
+
+@durable
+def deep(depth, n):
+    a, b, c = "x", 2.5, [depth]
+    if depth == 0:
+        for i in range(n):
+            yield i
+        return depth
+    return (yield from deep(depth - 1, n))
+
+
+@durable
+def holding(state, n):
+    for i in range(n):
+        yield len(state) + i
