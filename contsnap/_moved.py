@@ -83,6 +83,6 @@ class Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | memoryview) -> Any:
     """``pickle.loads`` with moved names mapped (see `Unpickler`)."""
     return Unpickler(io.BytesIO(data)).load()
