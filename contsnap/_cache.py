@@ -59,7 +59,7 @@ from . import _info
 from ._info import Details, FunctionInfo
 from ._version import __version__
 
-FORMAT = 5
+FORMAT = 6
 _MAGIC = b"contsnap-cache\n"
 _DIGEST_SIZE = 4
 #: After the magic number and the checksum: the first section's size, the mtime (ns) the

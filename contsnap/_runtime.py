@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import itertools
 import sys
 import types
 import weakref
@@ -181,7 +182,8 @@ class Reattach:
         return next(self._delegate)
 
     def send(self, value: Any) -> Any:
-        if value is None:
+        if value is None or self._delegate in GENEXPS:
+            # a generator expression ignores what it is sent; restored, it has not started
             return self.__next__()
         return self._delegate.send(value)
 
@@ -406,6 +408,29 @@ def own_names(listing: Any) -> Any:
     if type(listing) is list:
         return [k for k in listing if not (type(k) is str and k.startswith("_cs_"))]
     return listing
+
+
+#: generator expressions made by transformed code, with the factory that made each
+#: (see ``contsnap._transform._genexps``): what a snapshot saves for one
+GENEXPS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def genexp(iterable: Any, factory: Any) -> Any:
+    """A generator expression of transformed code: ``factory(iterable)``, remembered."""
+    made = factory(iterable)
+    GENEXPS[made] = factory
+    qualname = made.__qualname__
+    if qualname.endswith(_FACTORY_QUALNAME):  # named as natively, without the factory
+        made.__qualname__ = qualname[: -len(_FACTORY_QUALNAME)] + "<genexpr>"
+    return made
+
+
+_FACTORY_QUALNAME = "<lambda>.<locals>.<genexpr>"
+
+
+def chain_genexps(iterables: Any) -> Any:
+    """The items of each iterable in turn (a generator expression's nested ``for``)."""
+    return itertools.chain.from_iterable(iterables)
 
 
 def bind(namespace: dict[str, Any]) -> None:

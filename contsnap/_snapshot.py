@@ -32,7 +32,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _resources, _runtime, _views
+from . import _genexps, _resources, _runtime, _views
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import (
     FunctionInfo,
@@ -702,24 +702,101 @@ def _args(state: FrameState) -> tuple[Any, ...]:
 
 def _reduce_generator(gen: Any) -> tuple[Any, ...]:
     """How plain ``pickle`` (and any other pickler) saves a generator; contsnap's own
-    pickler has its reducer_override."""
+    pickler has its reducer_override.
+
+    The frame's state goes to that pickler as it is (objects the generator shares
+    with the rest of what it pickles stay shared, a cycle through the generator
+    stays a cycle) when plain pickling carries it as ``contsnap.dumps`` would.
+    When it holds what only contsnap's pickler saves right (local functions and
+    classes, closure cells, resources, exceptions, views, weak references,
+    generator expressions), the generator is saved as the payload that pickler
+    makes of it: the same result as ``dumps``, or the same error.
+    """
     shallow = _shallow_state(gen)
     if shallow is not None:
         return (new_generator, _args(shallow))
-    state = capture(gen)
-    reduced = _with_context(gen, _reduce_state(state, _chain_below(state, lambda member: False)))
-    # Named in full, not by an extension code: unpickling it first imports contsnap,
-    # which registers the codes the rest of the stream uses ("unregistered extension
-    # code 240" for a process that had not imported contsnap)
-    if reduced[0] is new_generator:
-        return (generator_by_name, *reduced[1:])
-    if reduced[0] is closed_generator:
-        return (closed_generator_by_name, *reduced[1:])
-    return reduced
+    if info_of(gen) is not None:
+        state = capture(gen)
+        reduced = _with_context(gen, _reduce_state(state, _chain_below(state, _never)))
+        if _plainly_picklable(reduced):
+            # Named in full, not by an extension code: unpickling it first imports contsnap,
+            # which registers the codes the rest of the stream uses ("unregistered extension
+            # code 240" for a process that had not imported contsnap)
+            if reduced[0] is new_generator:
+                return (generator_by_name, *reduced[1:])
+            if reduced[0] is closed_generator:
+                return (closed_generator_by_name, *reduced[1:])
+            return reduced
+        _forget_chain(reduced)
+    payload, _captured, _refs = to_payload(gen)
+    return (generator_from_payload, (payload,))
+
+
+def _never(member: Any) -> bool:
+    return False
+
+
+def _forget_chain(reduced: tuple[Any, ...]) -> None:
+    """A _Chain made for a plain pickle that will not use it: its members pickle whole."""
+    if len(reduced) > 2 and isinstance(reduced[2], _Chain):
+        for member in reduced[2].members:
+            _SHALLOW.pop(member, None)
+
+
+class _NeedsContsnap(Exception):
+    pass
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+class _Probe(pickle.Pickler):
+    """Walks what a plain pickle of a frame's state would save, stopping at the first
+    object that only contsnap's pickler saves right."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind in _PREFIX:
+            if info_of(obj) is None:
+                raise _NeedsContsnap  # a generator expression (or a refusal to name)
+            return (int, ())  # pickled on its own terms when the real pickle meets it
+        if (
+            kind in _NEEDS_CONTSNAP
+            or kind in _views.REDUCERS
+            or isinstance(obj, BaseException)
+            or _is_local_class(obj)
+            or (kind is types.FunctionType and not _cp._should_pickle_by_reference(obj))
+            or _resources.handler_for(kind) is not None
+            or _views.is_ndarray_view(obj)
+        ):
+            raise _NeedsContsnap
+        return NotImplemented
+
+
+_NEEDS_CONTSNAP = frozenset(
+    {types.CellType, weakref.ReferenceType, contextvars.ContextVar, types.TracebackType}
+)
+
+
+def _plainly_picklable(reduced: tuple[Any, ...]) -> bool:
+    try:
+        _Probe(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(reduced[1:3])
+    except RecursionError:
+        return False
+    except Exception:
+        return False
+    return True
+
+
+def generator_from_payload(payload: bytes) -> Any:
+    """A generator saved by plain ``pickle`` (see _reduce_generator)."""
+    return from_payload(payload)
 
 
 def generator_by_name(*args: Any) -> Any:
-    """`new_generator`, referenced by name in a plain pickle (see _reduce_generator)."""
+    """`new_generator`, referenced by name in a plain pickle (older pickles)."""
     return new_generator(*args)
 
 
@@ -847,6 +924,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             if shallow is not None:  # a _Chain being pickled carries its state
                 self.captured[id(obj)] = shallow
                 return (new_generator, _args(shallow))
+            genexp = _genexps.reduce(obj) if info_of(obj) is None else None
+            if genexp is not None:  # a generator expression of transformed code
+                return genexp
             state = capture(obj)
             self.captured[id(obj)] = state
             return _with_context(obj, _reduce_state(state, _chain_below(state, self._saved)))
@@ -1176,6 +1256,14 @@ def _diagnose(gen: Any, exc: BaseException) -> NotCheckpointableError | None:
             to_payload(value, local=True)
         except Exception as err:
             holder = _describe_local(name, state)
+            if _genexps.factory_of(value) is not None:
+                code = _attr(value, "code")
+                cause = err.__cause__ or err if isinstance(err, NotCheckpointableError) else err
+                return NotCheckpointableError(
+                    f"cannot snapshot {state.info.where(state.label)}: {holder} holds the "
+                    f"{noun(value)} expression at {code.co_filename}:{code.co_firstlineno}, "
+                    f"which cannot be saved: {cause}"
+                )
             if type(value) in _PREFIX:
                 code = _attr(value, "code")
                 where = f"{value.__qualname__} ({code.co_filename}:{code.co_firstlineno})"
@@ -1262,7 +1350,23 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
     The generators it delegates to are made first (into the memo), then every level's
     locals are copied: no recursion per level of a long ``yield from`` chain.
     """
+    genexp = _genexps.deepcopy(gen, memo) if info_of(gen) is None else None
+    if genexp is not None:
+        return genexp
     state = capture(gen)
+    try:
+        return _deepcopy_levels(gen, state, memo)
+    except CheckpointError:
+        raise
+    except Exception:
+        # what deepcopy cannot copy (an open file, a lock...): copied as fork() copies it,
+        # through the resource handlers, or refused with the same error naming the variable
+        copied = copy_generator(gen)
+        memo[id(gen)] = copied
+        return copied
+
+
+def _deepcopy_levels(gen: Any, state: FrameState, memo: dict[int, Any]) -> Any:
     if state.status == CLOSED:
         result = closed_generator(state.info)
         memo[id(gen)] = result
@@ -1517,6 +1621,8 @@ def detach_obstacle(gen: Any) -> str | None:
     """Why [`detach`][contsnap.detach] would refuse ``gen`` (None when it would not)."""
     try:
         for member in delegation_chain(gen):
+            if _genexps.factory_of(member) is not None:
+                continue  # a generator expression of transformed code: nothing to run
             if type(member) in _PREFIX and info_of(member) is None:
                 return f"it delegates to the unmarked {noun(member)} {member.__qualname__}"
             if type(member) in _PREFIX:
@@ -1547,6 +1653,8 @@ def detach(gen: Any, *, owned: bool = True) -> None:
     chain = delegation_chain(gen)
     held: list[Any] = []
     for member in chain:
+        if _genexps.factory_of(member) is not None:
+            continue  # a generator expression of transformed code: no finally to skip
         if type(member) in _PREFIX:
             if info_of(member) is None:
                 raise _unmarked(member)
