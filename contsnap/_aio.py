@@ -459,7 +459,7 @@ def _waits_at(task: asyncio.Task[Any], waiting_point: Any) -> str:
     coro = task.get_coro()
     if getattr(coro, "cr_frame", None) is None:
         return ""
-    if inspect.getcoroutinestate(coro)  # type: ignore[arg-type] == inspect.CORO_CREATED:
+    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:  # type: ignore[arg-type]
         return "it had not started yet"
     try:
         return str(waiting_point(coro))
