@@ -1508,7 +1508,7 @@ def _simple(draw: st.DrawFn, scope: _Scope) -> _Lines:
     kinds += ["raise", "raise"] * (scope.in_try or scope.in_except)
     kinds += ["closure"] * scope.closures + ["handled"] * bool(scope.errors)
     kinds += ["delegate"] * bool(scope.inner_cost)
-    kinds += ["live"]
+    kinds += ["live", "genexp"]
     if scope.can_await:
         return _simple_async(draw, scope)
     kind = draw(st.sampled_from(kinds))
@@ -1604,6 +1604,33 @@ def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: 
     if kind == "handled":
         error = draw(st.sampled_from(scope.errors))
         return [f'yield ("handling", {error}.args)']
+    if kind == "genexp":  # a generator expression held across a yield, read lazily after
+        held = scope.fresh("lazy")
+        rounds = draw(st.integers(1, 3))
+        small = _small(draw)
+        made, used = draw(
+            st.sampled_from(
+                [
+                    (
+                        f"(v * {small} + {target} for v in items[:{rounds}] if v != {small})",
+                        f"{target} = next({held}, -1)",
+                    ),
+                    (
+                        f"((p, q) for p in range({rounds + 1}) if p for q in range(p) if p + q)",
+                        f"log.append(('pairs', next({held}, None), list({held})))",
+                    ),
+                    (
+                        f"(w for w in (x + {target} for x in items[:{rounds}]))",
+                        f"log.append(('nested', list({held})))",
+                    ),
+                    (
+                        f"__import__('itertools').cycle(x - {small} for x in items[:{rounds}])",
+                        f"log.append(('cycle', [next({held}) for _ in range({rounds + 2})]))",
+                    ),
+                ]
+            )
+        )
+        return [f"{held} = {made}", f"yield {_tag(scope, 'y')}", used]
     if kind == "live":  # views must see writes made before and after a restore
         forms = [
             f"window[{value} % 4] = {value} % 256",
@@ -1838,7 +1865,7 @@ def _for(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     value = scope.fresh("v")
     ints = (*scope.ints, item)
     keys = scope.keys
-    sources = ["range", "range-of", "items", "table", "enumerate", "zip"]
+    sources = ["range", "range-of", "items", "table", "enumerate", "zip", "genexp"]
     if scope.dialect == "sync" and scope.inner_cost and scope.inner_cost * 2 < budget:
         sources += ["inner", "inner", "inner"]
     if scope.agen_rounds and scope.agen_cost * 2 < budget:
@@ -1862,6 +1889,8 @@ def _for(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     elif source == "zip":
         header = f"for {item}, {value} in zip(range({rounds}), items):"
         ints = (*ints, value)
+    elif source == "genexp":  # the loop's iterator is a generator expression, held across
+        header = f"for {item} in (g * {_small(draw)} for g in range({rounds}) if g != 1):"
     elif source == "agen":  # an async for: each value the async generator yields is a round
         rounds = scope.agen_rounds
         header = f"async for {item} in agen({_int_expr(draw, scope, 1, yields=False)}, log):"
@@ -2048,7 +2077,9 @@ def generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     converted), conditional expressions, walrus and augmented assignments (to
     names, attributes, items); starred assignment; a closure writing a
     ``nonlocal`` and lambdas reading locals (cell variables); list
-    comprehensions; early ``return``; ``yield from inner(...)``, where
+    comprehensions; generator expressions held across a yield and read after it
+    (one ``for``, several, nested, under ``itertools.cycle``, a ``for`` loop's own
+    iterable); early ``return``; ``yield from inner(...)``, where
     ``inner(n, log)`` is a second, smaller random generator function at module
     level (defined when ``gen`` calls it), also held unstarted across a yield
     first. Every function appends its side effects to ``log``. Each function also
