@@ -60,6 +60,19 @@ def roundrobin(log, *iterables):
         yield from map(next, iterators)
 
 
+def roundrobin_with_a_genexp(log, *iterables):
+    # the older recipe: cycle() over a generator expression of bound __next__ methods
+    num_active = len(iterables)
+    nexts = itertools.cycle(iter(it).__next__ for it in iterables)
+    while num_active:
+        try:
+            for step in nexts:
+                yield step()
+        except StopIteration:
+            num_active -= 1
+            nexts = itertools.cycle(itertools.islice(nexts, num_active))
+
+
 def nested_fors(log, n):
     pairs = ((a, b) for a in range(n) if a for b in range(a) if (a + b) % 2)
     total = 0
@@ -102,6 +115,7 @@ def finished_and_unstarted(log):
 PROGRAMS: dict[Callable[..., Any], tuple[Any, ...]] = {
     lazy_then_list: ([1, 2, 3, 4],),
     roundrobin: ("ABC", "D", "EF"),
+    roundrobin_with_a_genexp: ("ABC", "D", "EF"),
     nested_fors: (5,),
     held_by_another_generator: (4,),
     delegates_to_a_genexp: (7,),
