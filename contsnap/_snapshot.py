@@ -1287,6 +1287,14 @@ def _diagnose(gen: Any, exc: BaseException) -> NotCheckpointableError | None:
                     what = f"it delegates (yield from) to the generator {where}"
                 else:
                     what = f"{holder} holds the {noun(value)} {where}"
+                if code.co_name == "<genexpr>":
+                    return NotCheckpointableError(
+                        f"cannot snapshot {state.info.where(state.label)}: {what}, a generator "
+                        "expression contsnap leaves native (several for clauses over several "
+                        "lines or asynchronous, a walrus, a first iterable over several lines, "
+                        "inside an f-string, or made outside a marked function); write it on "
+                        "one line, or as a marked generator function"
+                    )
                 return NotCheckpointableError(
                     f"cannot snapshot {state.info.where(state.label)}: {what}, which is not "
                     "checkpointable; mark its function with @contsnap.checkpointable"

@@ -212,3 +212,35 @@ def test_an_async_generator_expression_over_an_unmarked_one_is_refused_by_name()
 
     message, result = asyncio.run(scenario())
     assert result == (0, [2, 4, 6]) and "doubles" in message
+
+
+def parts_in_parentheses(log, n):
+    lazy = (x * 2 for x in (yield 1))  # the first iterable is a yield
+    got = yield next(lazy)
+    picked = ((lambda: v) for v in range(n) if (v if got else not v))  # noqa: B023 - read at once
+    pairs = ((a if a else -1) for a in range(n) for b in (range(a) if a else ()))
+    yield [f() for f in picked], list(pairs), list(lazy)
+
+
+def test_parts_in_parentheses_resume_as_natively() -> None:
+    marked = contsnap.checkpointable(parts_in_parentheses)
+    check_generator_equivalence(parts_in_parentheses, marked, (LOG, 4), [None, [1, 2, 3], 5])
+
+
+@contsnap.checkpointable
+def spans_lines():
+    both = ((a, b)
+            for a in range(2)
+            for b in range(2))  # fmt: skip
+    yield next(both)
+    yield list(both)
+
+
+def test_a_generator_expression_left_native_is_refused_by_name() -> None:
+    gen = spans_lines()
+    next(gen)
+    with pytest.raises(contsnap.NotCheckpointableError) as refused:
+        contsnap.dumps(gen)
+    message = str(refused.value)
+    assert "'both'" in message and "spans_lines" in message and "leaves native" in message
+    assert "test_genexps.py:" in message

@@ -115,11 +115,12 @@ def _clauses(node: ast.GeneratorExp, render: Callable[[ast.AST], str]) -> str:
 def _nest(elt: str, clauses: list[ast.comprehension], render: Callable[[ast.AST], str]) -> str:
     first, rest = clauses[0], clauses[1:]
     inner = elt if not rest else _nest(elt, rest, render)
-    conditions = "".join(f" if {render(c)}" for c in first.ifs)
+    # each part in parentheses: ast spans leave out a part's own (yield 1), (a if b else c)
+    conditions = "".join(f" if ({render(c)})" for c in first.ifs)
     loop = "async for" if first.is_async else "for"
     made = (
-        f"{RT}.genexp({render(first.iter)}, lambda {PARAM}: "
-        f"({inner} {loop} {render(first.target)} in {PARAM}{conditions}))"
+        f"{RT}.genexp(({render(first.iter)}), lambda {PARAM}: "
+        f"(({inner}) {loop} {render(first.target)} in {PARAM}{conditions}))"
     )
     if not rest:
         return made
@@ -169,7 +170,7 @@ def rewrite(source: str, tree: ast.Module) -> str:
             else:
                 first_start, first_end = text.span(node.generators[0].iter)
                 out.append(
-                    f"({RT}.genexp({render(first_start, first_end)}, lambda {PARAM}: "
+                    f"({RT}.genexp(({render(first_start, first_end)}), lambda {PARAM}: "
                     f"{render(g_start, first_start)}{PARAM}{render(first_end, g_end)}))"
                 )
             at = g_end
