@@ -70,6 +70,7 @@ def _run(program: str) -> str:
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(root), "PYTHONHASHSEED": "0"},
+        cwd=root,  # the contsnap of this checkout, whatever else is installed
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -80,3 +81,4 @@ def test_pickle_and_deepcopy_behave_as_without_contsnap() -> None:
     with_contsnap = _run("import contsnap\n" + PROBE)
     assert with_contsnap.splitlines() == without.splitlines()
     assert "memoryview of bytes | pickle: TypeError" in without  # the probe probes
+    assert "contsnap" not in without
