@@ -26,10 +26,7 @@ from ._errors import NotCheckpointableError
 
 def factory_of(gen: Any) -> Any:
     """The factory of a generator expression made by transformed code (None: not one)."""
-    try:
-        return _runtime.GENEXPS.get(gen)
-    except TypeError:
-        return None
+    return _runtime.genexp_factory(gen)
 
 
 def _where(gen: Any) -> str:
