@@ -537,7 +537,7 @@ def _prime_deep(top: Any) -> None:
 def _delegate_of_unprimed(gen: Any) -> Any:
     box = _DEFERRED.get(gen)
     info = info_of(gen)
-    if box is None or info is None:
+    if box is None or info is None or box.values is None:  # None: primed, its box read
         return None
     spec = info.labels.get(box.label)
     return box.values.get(spec.delegate) if spec is not None and spec.delegate else None
