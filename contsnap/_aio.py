@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import inspect
 import time
 import weakref
 from collections.abc import Generator, Iterable, Iterator
@@ -391,6 +392,8 @@ async def park(
                 "mark it with @contsnap.checkpointable"
             )
     loop = asyncio.get_running_loop()
+    # where each task waits now: if it ends without reaching a safe point, that is why
+    asked_at = {name: _waits_at(task, waiting_point) for name, task in tasks.items()}
     for name, task in tasks.items():
         request = _PAUSES.get(task)
         if request is None or request.release.done():
@@ -445,8 +448,15 @@ async def park(
         _PAUSES.pop(task, None)
         _resolve(requests[name].release)
     if ended:
+        why = "; ".join(f"{n}: {asked_at[n]}" for n in ended[:5] if asked_at.get(n))
         raise CheckpointError(
-            f"cannot pause {', '.join(ended)}: finished before reaching a safe point"
+            f"cannot pause {', '.join(ended)}: the task finished without reaching a safe point"
+            + (
+                "; when pause() was asked it waited where no snapshot can be taken, and ran "
+                f"to its end from there ({why})"
+                if why
+                else ""
+            )
         )
     where = "; ".join(f"{n}: {waiting_point(tasks[n].get_coro())}" for n in late[:5])
     if len(late) > 5:
@@ -456,6 +466,19 @@ async def park(
         f"({where}); await contsnap.checkpoint(), contsnap.sleep() or a contsnap.Queue "
         "instead, or a marked coroutine that does"
     )
+
+
+def _waits_at(task: asyncio.Task[Any], waiting_point: Any) -> str:
+    """Where a task's coroutine waits, for the error if it ends before parking."""
+    coro = task.get_coro()
+    if getattr(coro, "cr_frame", None) is None:
+        return ""
+    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:  # type: ignore[arg-type]
+        return "it had not started yet"
+    try:
+        return str(waiting_point(coro))
+    except Exception:  # only an error message is at stake
+        return ""
 
 
 def unpause(task: asyncio.Task[Any]) -> None:

@@ -407,7 +407,8 @@ def compile_function(
         prologue.append(
             block(f"if {first} is __contsnap_rt__.UNBOUND:", src, [Line(f"del {first}", src)])
         )
-    prologue.append(Line("_cs_v = _cs_box = None", src))
+    # the box lets go of the locals: a value the frame drops is then freed as natively
+    prologue.append(Line("_cs_box.values = _cs_v = _cs_box = None", src))
     resume_body = [*prologue, *_cellref(cell_names, src), *result.resume]
     resume_factory = _factory(
         RESUME_FACTORY,

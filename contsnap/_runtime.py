@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import itertools
 import sys
 import types
 import weakref
@@ -186,7 +187,8 @@ class Reattach:
         return next(self._delegate)
 
     def send(self, value: Any) -> Any:
-        if value is None:
+        if value is None or genexp_factory(self._delegate) is not None:
+            # a generator expression ignores what it is sent; restored, it has not started
             return self.__next__()
         return self._delegate.send(value)
 
@@ -413,6 +415,55 @@ def own_names(listing: Any) -> Any:
     if type(listing) is list:
         return [k for k in listing if not (type(k) is str and k.startswith("_cs_"))]
     return listing
+
+
+#: generator expressions made by transformed code (weak references to them), with the
+#: factory that made each (see ``contsnap._transform._genexps``): what a snapshot saves
+#: for one. A plain dict of weak references: a WeakKeyDictionary costs a Python call more.
+GENEXPS: dict[weakref.ref[Any], Any] = {}
+STATE.add(__name__, "GENEXPS", None, "live generator expressions: what saves each")
+_weak = weakref.ref
+
+
+def _forget_genexp(reference: weakref.ref[Any]) -> None:
+    GENEXPS.pop(reference, None)
+
+
+def genexp_factory(gen: Any) -> Any:
+    """The factory of a generator expression made by `genexp` (None: not one)."""
+    try:
+        return GENEXPS.get(_weak(gen))
+    except TypeError:  # not weakly referenceable: not one of them
+        return None
+
+
+#: the qualname a generator expression made by each code gets: without the factory's part
+_QUALNAMES: dict[Any, str] = {}
+STATE.add(__name__, "_QUALNAMES", "clear")
+
+
+def genexp(iterable: Any, factory: Any) -> Any:
+    """A generator expression of transformed code: ``factory(iterable)``, remembered."""
+    made = factory(iterable)
+    GENEXPS[_weak(made, _forget_genexp)] = factory
+    code = made.gi_code if type(made) is types.GeneratorType else made.ag_code
+    qualname = _QUALNAMES.get(code)
+    if qualname is None:
+        qualname = made.__qualname__
+        if qualname.endswith(_FACTORY_QUALNAME):  # named as natively, without the factory
+            qualname = qualname[: -len(_FACTORY_QUALNAME)] + "<genexpr>"
+        if len(_QUALNAMES) < 10_000:
+            _QUALNAMES[code] = qualname
+    made.__qualname__ = qualname
+    return made
+
+
+_FACTORY_QUALNAME = "<lambda>.<locals>.<genexpr>"
+
+
+def chain_genexps(iterables: Any) -> Any:
+    """The items of each iterable in turn (a generator expression's nested ``for``)."""
+    return itertools.chain.from_iterable(iterables)
 
 
 def bind(namespace: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _moved, _resources, _runtime, _views
+from . import _genexps, _moved, _resources, _runtime, _views
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from ._info import (
     FunctionInfo,
@@ -709,7 +709,7 @@ def _prime_deep(top: Any, below: dict[int, Any]) -> None:
 
 def _delegate_of_unprimed(gen: Any, load: _Load) -> Any:
     box = load.deferred.get(id(gen))
-    if box is None:
+    if box is None or box.values is None:  # None: primed, its box read
         return None
     spec = box.spec
     return box.values.get(spec.delegate) if spec is not None and spec.delegate else None
@@ -887,20 +887,110 @@ def _args(state: FrameState) -> tuple[Any, ...]:
 
 def _reduce_generator(gen: Any) -> tuple[Any, ...]:
     """How plain ``pickle`` (and any other pickler) saves a generator; contsnap's own
-    pickler has its reducer_override."""
+    pickler has its reducer_override.
+
+    The frame's state goes to that pickler as it is (objects the generator shares
+    with the rest of what it pickles stay shared, a cycle through the generator
+    stays a cycle) when plain pickling carries it as ``contsnap.dumps`` would.
+    When it holds what only contsnap's pickler saves right (local functions and
+    classes, closure cells, resources, exceptions, views, weak references,
+    generator expressions), the generator is saved as the payload that pickler
+    makes of it: the same result as ``dumps``, or the same error.
+    """
     shallow = _shallow_state(gen)
     if shallow is not None:
         return (new_generator, _args(shallow))
-    state = capture(gen)
-    reduced = _with_context(gen, _reduce_state(state, _chain_below(state, lambda member: False)))
-    # Named in full, not by an extension code: unpickling it first imports contsnap,
-    # which registers the codes the rest of the stream uses ("unregistered extension
-    # code 240" for a process that had not imported contsnap)
-    if reduced[0] is new_generator:
-        return (generator_by_name, *reduced[1:])
-    if reduced[0] is closed_generator:
-        return (closed_generator_by_name, *reduced[1:])
-    return reduced
+    if info_of(gen) is not None:
+        state = capture(gen)
+        reduced = _with_context(gen, _reduce_state(state, _chain_below(state, _never)))
+        if _plainly_picklable(reduced):
+            # Named in full, not by an extension code: unpickling it first imports contsnap,
+            # which registers the codes the rest of the stream uses ("unregistered extension
+            # code 240" for a process that had not imported contsnap)
+            if reduced[0] is new_generator:
+                return (generator_by_name, *reduced[1:])
+            if reduced[0] is closed_generator:
+                return (closed_generator_by_name, *reduced[1:])
+            return reduced
+        _forget_chain(reduced)
+    payload, _captured, _refs = to_payload(gen)
+    return (generator_from_payload, (payload,))
+
+
+def _never(member: Any) -> bool:
+    return False
+
+
+def _forget_chain(reduced: tuple[Any, ...]) -> None:
+    """A _Chain made for a plain pickle that will not use it: its members pickle whole."""
+    if len(reduced) > 2 and isinstance(reduced[2], _Chain):
+        for member in reduced[2].members:
+            _SHALLOW.pop(member, None)
+
+
+class _NeedsContsnap(Exception):
+    pass
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+class _Probe(pickle.Pickler):
+    """Walks what a plain pickle (``copying``: a plain deepcopy) of a frame's state would
+    save, stopping at the first object that only contsnap's pickler saves right."""
+
+    def __init__(self, file: Any, protocol: int, copying: bool = False) -> None:
+        super().__init__(file, protocol=protocol)
+        self.copying = copying
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if self.copying and (
+            kind is types.ModuleType
+            or (
+                kind in (types.BuiltinMethodType, types.MethodWrapperType)
+                and not isinstance(getattr(obj, "__self__", None), (types.ModuleType, type))
+                and getattr(obj, "__self__", None) is not None
+            )
+        ):
+            raise _NeedsContsnap
+        if kind in _PREFIX:
+            if info_of(obj) is None:
+                raise _NeedsContsnap  # a generator expression (or a refusal to name)
+            return (int, ())  # pickled on its own terms when the real pickle meets it
+        if (
+            kind in _NEEDS_CONTSNAP
+            or kind in _views.REDUCERS
+            or isinstance(obj, BaseException)
+            or _is_local_class(obj)
+            or (kind is types.FunctionType and not _cp._should_pickle_by_reference(obj))
+            or _resources.handler_for(kind) is not None
+            or _views.is_ndarray_view(obj)
+        ):
+            raise _NeedsContsnap
+        return NotImplemented
+
+
+_NEEDS_CONTSNAP = frozenset(
+    {types.CellType, weakref.ReferenceType, contextvars.ContextVar, types.TracebackType}
+)
+
+
+def _plainly_picklable(reduced: tuple[Any, ...]) -> bool:
+    try:
+        _Probe(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(reduced[1:3])
+    except RecursionError:
+        return False
+    except Exception:
+        return False
+    return True
+
+
+def generator_from_payload(payload: bytes) -> Any:
+    """A generator saved by plain ``pickle`` (see _reduce_generator)."""
+    return from_payload(payload)
 
 
 def generator_by_name(*args: Any) -> Any:
@@ -972,9 +1062,12 @@ def set_exception_state(exc: BaseException, state: tuple[Any, ...]) -> None:
         exc.__traceback__ = traceback
 
 
+# What ``import contsnap`` registers globally (docs/limitations.md): the reducer of the
+# generator, coroutine and async generator types (nothing else can pickle them) and the
+# extension codes below. Every other type contsnap saves its own way (cells, views,
+# weak references, context variables...) is handled by the snapshot pickler only.
 for _kind in SUSPENDABLE:
     copyreg.pickle(_kind, _reduce_generator)
-copyreg.pickle(types.CellType, _reduce_cell)
 
 # One-byte pickle opcodes for the reconstructors every snapshot names (codes in
 # the range copyreg reserves for private use), keeping small snapshots small.
@@ -1286,6 +1379,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             if shallow is not None:  # a _Chain being pickled carries its state
                 self.captured[id(obj)] = shallow
                 return (new_generator, _args(shallow))
+            genexp = _genexps.reduce(obj) if info_of(obj) is None else None
+            if genexp is not None:  # a generator expression of transformed code
+                return genexp
             state = capture(obj)
             self.captured[id(obj)] = state
             return _with_context(obj, _reduce_state(state, _chain_below(state, self._saved)))
@@ -1672,6 +1768,14 @@ def _diagnose(gen: Any, exc: BaseException) -> NotCheckpointableError | None:
             to_payload(value, local=True)
         except Exception as err:
             holder = _describe_local(name, state)
+            if _genexps.factory_of(value) is not None:
+                code = _attr(value, "code")
+                cause = err.__cause__ or err if isinstance(err, NotCheckpointableError) else err
+                return NotCheckpointableError(
+                    f"cannot snapshot {state.info.where(state.label)}: {holder} holds the "
+                    f"{noun(value)} expression at {code.co_filename}:{code.co_firstlineno}, "
+                    f"which cannot be saved: {cause}"
+                )
             if type(value) in _PREFIX:
                 code = _attr(value, "code")
                 where = f"{value.__qualname__} ({code.co_filename}:{code.co_firstlineno})"
@@ -1679,6 +1783,14 @@ def _diagnose(gen: Any, exc: BaseException) -> NotCheckpointableError | None:
                     what = f"it delegates (yield from) to the generator {where}"
                 else:
                     what = f"{holder} holds the {noun(value)} {where}"
+                if code.co_name == "<genexpr>":
+                    return NotCheckpointableError(
+                        f"cannot snapshot {state.info.where(state.label)}: {what}, a generator "
+                        "expression contsnap leaves native (several for clauses over several "
+                        "lines or asynchronous, a walrus, a first iterable over several lines, "
+                        "inside an f-string, or made outside a marked function); write it on "
+                        "one line, or as a marked generator function"
+                    )
                 return NotCheckpointableError(
                     f"cannot snapshot {state.info.where(state.label)}: {what}, which is not "
                     "checkpointable; mark its function with @contsnap.checkpointable"
@@ -1758,13 +1870,66 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
     The generators it delegates to are made first (into the memo), then every level's
     locals are copied: no recursion per level of a long ``yield from`` chain.
     """
+    genexp = _genexps.deepcopy(gen, memo) if info_of(gen) is None else None
+    if genexp is not None:
+        return genexp
     state = capture(gen)
+    if state.status != CLOSED and not _plainly_copyable(state, memo):
+        return _deepcopy_as_fork(gen, memo)
+    try:
+        return _deepcopy_levels(gen, state, memo)
+    except CheckpointError:
+        raise
+    except Exception:
+        return _deepcopy_as_fork(gen, memo)
+
+
+def _bound_builtin(value: Any) -> bool:
+    """A builtin method bound to an object (``seen.__contains__``), not to a module or class."""
+    if type(value) not in (types.BuiltinMethodType, types.MethodWrapperType):
+        return False
+    owner = getattr(value, "__self__", None)
+    return owner is not None and not isinstance(owner, (types.ModuleType, type))
+
+
+def _deepcopy_local(value: Any, memo: dict[int, Any]) -> Any:
+    """A local of a copied frame; a bound builtin method (plain deepcopy keeps it as it is)
+    follows its object's copy, as a snapshot's does."""
+    if _bound_builtin(value):
+        return getattr(copy.deepcopy(value.__self__, memo), value.__name__)
+    return copy.deepcopy(value, memo)
+
+
+def _deepcopy_as_fork(gen: Any, memo: dict[int, Any]) -> Any:
+    """What plain deepcopy does not copy as a snapshot does (local functions and classes,
+    cells, views, bound builtin methods, weak references, exceptions, an open file, a
+    lock...): copied as fork() copies it, through the resource handlers, or refused with
+    the same error naming the variable."""
+    copied = copy_generator(gen)
+    memo[id(gen)] = copied
+    return copied
+
+
+def _plainly_copyable(state: FrameState, memo: dict[int, Any]) -> bool:
+    """Does plain deepcopy copy every level's locals as a snapshot would?"""
+    levels = [state, *(level for _, level in _chain_below(state, lambda m: id(m) in memo))]
+    try:
+        _Probe(_Discard(), protocol=pickle.HIGHEST_PROTOCOL, copying=True).dump(
+            [
+                {k: v.__self__ if _bound_builtin(v) else v for k, v in level.values.items()}
+                for level in levels
+            ]
+        )
+    except Exception:
+        return False
+    return True
+
+
+def _deepcopy_levels(gen: Any, state: FrameState, memo: dict[int, Any]) -> Any:
     if state.status == CLOSED:
         result = closed_generator(state.info)
         memo[id(gen)] = result
         return result
-    memo[id(_GENERATOR_COPY)] = _GENERATOR_COPY
-    _views.copy_numpy_views()
     levels = [(gen, state), *_chain_below(state, lambda member: id(member) in memo)]
     with _load_context():
         made: list[Any] = []
@@ -1779,36 +1944,12 @@ def _deepcopy_generator(gen: Any, memo: dict[int, Any]) -> Any:
         for copied, (original, level) in zip(made, levels):
             if copied is None:
                 continue
-            values: Any = copy.deepcopy(level.values, memo)
+            values: Any = {k: _deepcopy_local(v, memo) for k, v in level.values.items()}
             pending = _runtime.PENDING_CONTEXT.get(original)
             if pending is not None:  # restored from a paused task, not run yet
                 values = (values, copy.deepcopy(pending[1], memo))
             set_generator_state(copied, values)
     return memo[id(gen)]
-
-
-#: in a deepcopy's memo while it copies a generator: what the frame holds is copied the way
-#: a snapshot copies it (local functions and classes, bound builtin methods, weak references)
-_GENERATOR_COPY = object()
-
-
-def _copying_a_generator(memo: dict[int, Any]) -> bool:
-    return id(_GENERATOR_COPY) in memo
-
-
-_deepcopy_atomic: Any = copy._deepcopy_atomic  # type: ignore[attr-defined]
-
-
-def _deepcopy_builtin_method(method: Any, memo: dict[int, Any]) -> Any:
-    """deepcopy treats ``seen.__contains__`` as atomic; in a copied frame it follows ``seen``."""
-    owner = getattr(method, "__self__", None)
-    if (
-        not _copying_a_generator(memo)
-        or owner is None
-        or isinstance(owner, (types.ModuleType, type))
-    ):
-        return method
-    return getattr(copy.deepcopy(owner, memo), method.__name__)
 
 
 def _dead_reference() -> weakref.ReferenceType[Any]:
@@ -1836,13 +1977,6 @@ def _reduce_weak_reference(reference: weakref.ReferenceType[Any]) -> tuple[Any, 
     return (_weak_reference, (referent,) if callback is None else (referent, callback))
 
 
-def _deepcopy_weak_reference(reference: Any, memo: dict[int, Any]) -> Any:
-    if not _copying_a_generator(memo) or type(reference) is not weakref.ReferenceType:
-        return reference
-    make, args = _reduce_weak_reference(reference)
-    return make(*copy.deepcopy(args, memo))
-
-
 def _is_local_class(cls: Any) -> bool:
     """A class a function defines (each call makes a new one): a copy gets its own."""
     return (
@@ -1851,26 +1985,6 @@ def _is_local_class(cls: Any) -> bool:
         and "<locals>" in getattr(cls, "__qualname__", "")
         and not _cp._should_pickle_by_reference(cls)
     )
-
-
-def _deepcopy_class(cls: Any, memo: dict[int, Any]) -> Any:
-    """A class defined inside the copied function is copied, as a snapshot copies it."""
-    if not (_copying_a_generator(memo) and _is_local_class(cls)):
-        return cls
-    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-    slots = namespace.get("__slots__", ())
-    for name in [slots] if isinstance(slots, str) else slots:
-        namespace.pop(name, None)  # member descriptors: made again from __slots__
-    bases = copy.deepcopy(cls.__bases__, memo)
-    new = types.new_class(
-        cls.__name__, bases, {}, lambda ns: ns.update(__slots__=slots) if slots else None
-    )
-    memo[id(cls)] = new
-    for name, value in namespace.items():
-        if name != "__slots__":
-            setattr(new, name, copy.deepcopy(value, memo))
-    new.__qualname__ = cls.__qualname__
-    return new
 
 
 def _deepcopy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType:
@@ -1887,31 +2001,6 @@ def _deepcopy_cell(cell: types.CellType, memo: dict[int, Any]) -> types.CellType
     return new
 
 
-def _deepcopy_function(func: types.FunctionType, memo: dict[int, Any]) -> types.FunctionType:
-    """Functions copy as themselves, except closures over cells this deepcopy copied and,
-    in a copied frame, every function a snapshot saves by value (local functions, lambdas):
-    their cells, defaults and attributes are copied, as ``dumps`` + ``loads`` would."""
-    closure = func.__closure__
-    by_value = _copying_a_generator(memo) and not _cp._should_pickle_by_reference(func)
-    if not by_value and (not closure or not any(id(cell) in memo for cell in closure)):
-        return func
-    new = types.FunctionType(
-        func.__code__,
-        func.__globals__,
-        func.__name__,
-        None,
-        tuple(_deepcopy_cell(cell, memo) for cell in closure) if closure else None,
-    )
-    memo[id(func)] = new
-    new.__defaults__ = copy.deepcopy(func.__defaults__, memo) if by_value else func.__defaults__
-    kwdefaults = func.__kwdefaults__
-    new.__kwdefaults__ = copy.deepcopy(kwdefaults, memo) if by_value else kwdefaults
-    new.__qualname__ = func.__qualname__
-    new.__module__ = func.__module__
-    new.__dict__.update(copy.deepcopy(func.__dict__, memo))
-    return new
-
-
 def _copy_generator_shallow(gen: Any) -> Any:
     """``copy.copy``: a second continuation sharing every local (and closure cell)."""
     with _load_context():
@@ -1921,18 +2010,6 @@ def _copy_generator_shallow(gen: Any) -> Any:
 
 for _kind in SUSPENDABLE:
     copy._deepcopy_dispatch[_kind] = _deepcopy_generator  # type: ignore[attr-defined]
-copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
-copy._deepcopy_dispatch[types.FunctionType] = _deepcopy_function  # type: ignore[attr-defined]
-# a module held in a local (``import json`` inside the function) is shared, as a snapshot
-# names it by import path
-copy._deepcopy_dispatch[types.ModuleType] = _deepcopy_atomic  # type: ignore[attr-defined]
-copy._deepcopy_dispatch[contextvars.ContextVar] = _deepcopy_atomic  # type: ignore[attr-defined]
-for _method in (types.BuiltinMethodType, types.MethodWrapperType):
-    copy._deepcopy_dispatch[_method] = _deepcopy_builtin_method  # type: ignore[attr-defined]
-copy._deepcopy_dispatch[weakref.ReferenceType] = _deepcopy_weak_reference  # type: ignore[attr-defined]
-copy._deepcopy_dispatch[type] = _deepcopy_class  # type: ignore[attr-defined]
-copyreg.pickle(weakref.ReferenceType, _reduce_weak_reference)
-copyreg.pickle(contextvars.ContextVar, _reduce_context_var)
 for _kind in SUSPENDABLE:
     copy._copy_dispatch[_kind] = _copy_generator_shallow  # type: ignore[attr-defined]
 
@@ -2013,6 +2090,8 @@ def detach_obstacle(gen: Any) -> str | None:
     """Why [`detach`][contsnap.detach] would refuse ``gen`` (None when it would not)."""
     try:
         for member in delegation_chain(gen):
+            if _genexps.factory_of(member) is not None:
+                continue  # a generator expression of transformed code: nothing to run
             if type(member) in _PREFIX and info_of(member) is None:
                 return f"it delegates to the unmarked {noun(member)} {member.__qualname__}"
             if type(member) in _PREFIX:
@@ -2043,6 +2122,8 @@ def detach(gen: Any, *, owned: bool = True) -> None:
     chain = delegation_chain(gen)
     held: list[Any] = []
     for member in chain:
+        if _genexps.factory_of(member) is not None:
+            continue  # a generator expression of transformed code: no finally to skip
         if type(member) in _PREFIX:
             if info_of(member) is None:
                 raise _unmarked(member)

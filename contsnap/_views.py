@@ -14,7 +14,6 @@ when the snapshot is taken, never at load time.
 from __future__ import annotations
 
 import copy
-import copyreg
 import functools
 import gc
 import importlib
@@ -241,10 +240,6 @@ def copy_numpy_views() -> None:
     ndarray = getattr(numpy, "ndarray", None)
     if isinstance(ndarray, type):
         copy._deepcopy_dispatch.setdefault(ndarray, _deepcopy_ndarray)  # type: ignore[attr-defined]
-
-
-copy._deepcopy_dispatch[memoryview] = _deepcopy_memoryview  # type: ignore[attr-defined]
-copyreg.pickle(memoryview, reduce_memoryview)  # plain pickle of a snapshot too
 
 
 # ---------------------------------------------------------------- dict and set iteration
@@ -494,7 +489,10 @@ def _deepcopy_grouper(group: Any, memo: dict[int, Any]) -> Any:
     return make(*copy.deepcopy(args, memo))
 
 
-#: the reducer of each type this module saves as a view (the snapshot pickler asks first)
+#: the reducer of each type this module saves as a view (the snapshot pickler asks first;
+#: nothing is registered with copyreg or copy: pickle and deepcopy of these objects outside
+#: a snapshot behave as without contsnap, and a generator holding one is saved by the
+#: snapshot pickler, see _snapshot._reduce_generator)
 REDUCERS: dict[type, Any] = {
     memoryview: reduce_memoryview,
     **dict.fromkeys(_DICT_ITERATORS, reduce_dict_iterator),
@@ -503,16 +501,3 @@ REDUCERS: dict[type, Any] = {
     _GROUPBY: reduce_groupby,
     _GROUPER: reduce_grouper,
 }
-
-for _kind in _DICT_ITERATORS:
-    copyreg.pickle(_kind, reduce_dict_iterator)
-    copy._deepcopy_dispatch[_kind] = _deepcopy_dict_iterator  # type: ignore[attr-defined]
-for _kind in _DICT_VIEWS:
-    copyreg.pickle(_kind, reduce_dict_view)
-    copy._deepcopy_dispatch[_kind] = _deepcopy_dict_view  # type: ignore[attr-defined]
-copyreg.pickle(_SET_ITERATOR, reduce_set_iterator)
-copy._deepcopy_dispatch[_SET_ITERATOR] = _deepcopy_set_iterator  # type: ignore[attr-defined]
-copyreg.pickle(_GROUPBY, reduce_groupby)
-copy._deepcopy_dispatch[_GROUPBY] = _deepcopy_groupby  # type: ignore[attr-defined]
-copyreg.pickle(_GROUPER, reduce_grouper)
-copy._deepcopy_dispatch[_GROUPER] = _deepcopy_grouper  # type: ignore[attr-defined]

@@ -124,8 +124,6 @@ def test_a_locals_dict_held_across_a_snapshot_keeps_its_contents() -> None:
         yield dict(seen)
 
     for way in WAYS.values():
-        if way is WAYS["pickle"]:
-            continue  # a function local to a test is not picklable by reference
         gen = holds_locals()
         next(gen)
         copied = way(gen)
@@ -491,25 +489,14 @@ COPIED_FRAMES = {
 }
 
 
-_PICKLE_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="parity gap (issue 18): plain pickle does not carry local functions and classes "
-    "by value as contsnap.dumps does",
-)
-
-
 @pytest.mark.parametrize("way", ["dumps", "pickle", "deepcopy", "fork"])
 @pytest.mark.parametrize(
     "function",
     list(COPIED_FRAMES),
     ids=lambda f: f.__name__,
 )
-def test_a_copy_shares_nothing_with_the_original(
-    way: str, function: Any, request: pytest.FixtureRequest
-) -> None:
+def test_a_copy_shares_nothing_with_the_original(way: str, function: Any) -> None:
     args, rest = COPIED_FRAMES[function]
-    if way == "pickle" and function in (holds_closures, defines_a_class):
-        request.applymarker(_PICKLE_GAP)
     gen = function(*args)
     next(gen)
     copied = WAYS[way](gen)

@@ -58,6 +58,7 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap._snapshot", "closed_generator_by_name"),
         ("contsnap._snapshot", "context_var"),
         ("contsnap._snapshot", "generator_by_name"),
+        ("contsnap._snapshot", "generator_from_payload"),
         ("contsnap._snapshot", "new_generator"),
         ("contsnap._snapshot", "rebuild_exception"),
         ("contsnap._snapshot", "set_chain_state"),

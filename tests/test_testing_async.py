@@ -585,27 +585,9 @@ DETACH_INSIDE_A_STEP = (
     "core: detach() of an async generator paused at an await inside asend() raises "
     "RuntimeError: athrow(): asynchronous generator is already running"
 )
-RETURN_IN_ASYNC_GENERATOR = (
-    "core: in an async generator, `return` inside a try whose finally awaits is "
-    "transformed into `return <value>`, a SyntaxError"
-)
-LOOP_CLOSES_LATE = (
-    "core: an exception leaving `async for` (or `for`) does not close the loop's "
-    "generator on the way: its finally runs after the exception reached the caller"
-)
 THROW_INTO_RESTORED_COROUTINE = (
     "core: a restored coroutine is unstarted, so throw() and close() (and the cancellation "
     "of a task made from it, before its first step) skip its except and finally clauses"
-)
-PAUSE_WAITS_FOR_A_FINISHED_TASK = (
-    "core: pause() waits forever (or for its timeout) when the task ends without "
-    "reaching another safe point"
-)
-
-
-AEXIT_TRACEBACK = (
-    "core: a marked __aexit__ that awaits a safe point while an exception passes through "
-    "`async with` cannot be dumped: its `tb` argument is a traceback, which cannot be pickled"
 )
 
 

@@ -98,7 +98,8 @@ def test_programs_use_the_advertised_forms() -> None:
         " if ", "yield from inner(", "in inner(", "enumerate(", "zip(", ".items()",
         " := ", "*mid", "yield from held", "% (Shown(", "nonlocal c", "lambda", "[q for q in", "return", "raise",
         "+= yield", "box.attr +=", "] += yield", "f'{", "if (yield", "bump(",
-        "window[", "known(", 'table["grown"]', "bytes(buf)",
+        "window[", "known(", 'table["grown"]', "bytes(buf)", "for v in items[", "for q in range(p)",
+        "cycle(x", "(g * ",
     ]  # fmt: skip
     seen = forms_seen(generator_programs(), wanted, lambda source: source.split("class Box:")[1])
     assert set(wanted) - seen == set()

@@ -18,6 +18,7 @@ import libcst as cst
 
 from .._fingerprint import TRANSFORM_VERSION, fingerprint, fingerprint_of
 from .._labels import GLOBAL_NAMES, RT, LabelInfo
+from . import _genexps
 from ._lines import Line, Rendered, block, render
 from ._positions import Positions
 from ._scope import contains, forget, survey, suspends
@@ -155,11 +156,11 @@ def _transform(source: str, first_line: int) -> TransformResult:
     except (SyntaxError, ValueError):
         tree = None
     original_tree = tree
-    rewritten = _hide_helper_locals(source)
+    rewritten = _genexps.rewrite(source, tree) if tree is not None else source
+    rewritten = _hide_helper_locals(rewritten)
     added_names: frozenset[str] = frozenset()
     if rewritten is not source:
-        if RT not in source:
-            added_names = frozenset({RT})
+        added_names = frozenset(n for n in (RT, *_genexps.ADDED_NAMES) if n not in source)
         source = rewritten
         tree = ast.parse(source) if tree is not None else None
     module = cst.parse_module(source)

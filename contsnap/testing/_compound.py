@@ -126,7 +126,7 @@ def _for(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     value = scope.fresh("v")
     ints = (*scope.ints, item)
     keys = scope.keys
-    sources = ["range", "range-of", "items", "table", "enumerate", "zip"]
+    sources = ["range", "range-of", "items", "table", "enumerate", "zip", "genexp"]
     if scope.dialect == "sync" and scope.inner_cost and scope.inner_cost * 2 < budget:
         sources += ["inner", "inner", "inner"]
     if scope.agen_rounds and scope.agen_cost * 2 < budget:
@@ -150,6 +150,8 @@ def _for(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     elif source == "zip":
         header = f"for {item}, {value} in zip(range({rounds}), items):"
         ints = (*ints, value)
+    elif source == "genexp":  # the loop's iterator is a generator expression, held across
+        header = f"for {item} in (g * {_small(draw)} for g in range({rounds}) if g != 1):"
     elif source == "agen":  # an async for: each value the async generator yields is a round
         rounds = scope.agen_rounds
         header = f"async for {item} in agen({_int_expr(draw, scope, 1, yields=False)}, log):"
@@ -336,7 +338,9 @@ def generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     converted), conditional expressions, walrus and augmented assignments (to
     names, attributes, items); starred assignment; a closure writing a
     ``nonlocal`` and lambdas reading locals (cell variables); list
-    comprehensions; early ``return``; ``yield from inner(...)``, where
+    comprehensions; generator expressions held across a yield and read after it
+    (one ``for``, several, nested, under ``itertools.cycle``, a ``for`` loop's own
+    iterable); early ``return``; ``yield from inner(...)``, where
     ``inner(n, log)`` is a second, smaller random generator function at module
     level (defined when ``gen`` calls it), also held unstarted across a yield
     first. Every function appends its side effects to ``log``. Each function also

@@ -14,7 +14,7 @@ def _simple(draw: st.DrawFn, scope: _Scope) -> _Lines:
     kinds += ["raise", "raise"] * (scope.in_try or scope.in_except)
     kinds += ["closure"] * scope.closures + ["handled"] * bool(scope.errors)
     kinds += ["delegate"] * bool(scope.inner_cost)
-    kinds += ["live"]
+    kinds += ["live", "genexp"]
     if scope.can_await:
         return _simple_async(draw, scope)
     kind = draw(st.sampled_from(kinds))
@@ -110,6 +110,33 @@ def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: 
     if kind == "handled":
         error = draw(st.sampled_from(scope.errors))
         return [f'yield ("handling", {error}.args)']
+    if kind == "genexp":  # a generator expression held across a yield, read lazily after
+        held = scope.fresh("lazy")
+        rounds = draw(st.integers(1, 3))
+        small = _small(draw)
+        made, used = draw(
+            st.sampled_from(
+                [
+                    (
+                        f"(v * {small} + {target} for v in items[:{rounds}] if v != {small})",
+                        f"{target} = next({held}, -1)",
+                    ),
+                    (
+                        f"((p, q) for p in range({rounds + 1}) if p for q in range(p) if p + q)",
+                        f"log.append(('pairs', next({held}, None), list({held})))",
+                    ),
+                    (
+                        f"(w for w in (x + {target} for x in items[:{rounds}]))",
+                        f"log.append(('nested', list({held})))",
+                    ),
+                    (
+                        f"__import__('itertools').cycle(x - {small} for x in items[:{rounds}])",
+                        f"log.append(('cycle', [next({held}) for _ in range({rounds + 2})]))",
+                    ),
+                ]
+            )
+        )
+        return [f"{held} = {made}", f"yield {_tag(scope, 'y')}", used]
     if kind == "live":  # views must see writes made before and after a restore
         forms = [
             f"window[{value} % 4] = {value} % 256",
