@@ -480,6 +480,15 @@ def _eager_job(n: int):  # type: ignore[no-untyped-def]
 _STEP_RUNS: list[int] = []
 
 
+@contsnap.checkpointable
+def _local_job(n: int):  # type: ignore[no-untyped-def]
+    """A durable script's job (no effects: contsnap.run() has no outbox), failing at step 2."""
+    for i in range(n):
+        if i == 2:
+            raise RuntimeError("step 2 failed")
+        yield i
+
+
 def _eager_task(tmp_path: Path, effects: dict[str, Any]) -> Any:
     from celery import Celery
 
@@ -584,8 +593,7 @@ def test_a_checkpoint_of_another_kind_or_job_is_refused(tmp_path: Path) -> None:
         task.start(5, job_id="mine").get()
     # a local durable script's checkpoint (kind "job") under a task's key
     with pytest.raises(RuntimeError):
-        _FAIL_AT.add(2)
-        contsnap.run(_eager_job, 5, store=store, checkpoint="local")
+        contsnap.run(_local_job, 5, store=store, checkpoint="local")
     store.put(_task_key(name, "local"), store.get("local"))
     with pytest.raises(contsnap.SnapshotKindError, match="not a distributed job's checkpoint"):
         task.start(5, job_id="local").get()
