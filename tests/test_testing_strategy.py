@@ -58,6 +58,7 @@ def top_level_generators(source: str) -> set[str]:
 # --- the programs ----------------------------------------------------------
 
 
+@settings(deadline=None)  # parsing a large drawn program on a loaded machine
 @given(generator_programs())
 def test_programs_are_python_310_generator_modules(source: str) -> None:
     tree = ast.parse(source, feature_version=(3, 10))

@@ -97,6 +97,7 @@ __all__ = [
 # documented, pickled and shown as contsnap.testing.X, wherever in the package X is written
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, (type, types.FunctionType)):
+    # (a generic alias such as list[int] passes isinstance(.., type) on 3.10: not ours)
+    if isinstance(_obj, (type, types.FunctionType)) and not isinstance(_obj, types.GenericAlias):
         _obj.__module__ = __name__
 del _name, _obj
