@@ -1555,3 +1555,12 @@ def test_contsnap_trace_says_why_the_cache_missed(pkgs: Packages) -> None:
     )
     assert second.returncode == 0, second.stderr
     assert "source (the file changed) differs" in second.stderr, second.stderr
+
+
+def test_a_resume_variant_that_does_not_compile_is_a_clear_refusal() -> None:
+    from contsnap._compile import ResumeSource
+    from contsnap._marking._marking import PendingDetails
+
+    pending = PendingDetails({}, ResumeSource("def (:\n", {}, "mod.py", (), "Job.run", "run"), "")
+    with pytest.raises(contsnap.NotCheckpointableError, match=r"Job\.run \(mod\.py\).*resume"):
+        pending()

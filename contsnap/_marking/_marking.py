@@ -184,7 +184,16 @@ class PendingDetails:
         self.source = source
 
     def __call__(self) -> Details:
-        return Details(self.labels, self.resume.compile(), self.source)
+        try:
+            code = self.resume.compile()
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            # the fresh variant compiled: only a limit of the compiler (nesting, size)
+            # can refuse its twin, and a call of the function never needs it
+            raise NotCheckpointableError(
+                f"contsnap cannot snapshot or restore {self.resume.qualname} "
+                f"({self.resume.filename}): its resume variant does not compile: {exc}"
+            ) from None
+        return Details(self.labels, code, self.source)
 
 
 def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionType:
