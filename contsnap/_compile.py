@@ -17,10 +17,15 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._registry import STATE
-from ._transform import LabelInfo, Line, Rendered, TransformResult, block, render
+
+if TYPE_CHECKING:
+    from ._transform import LabelInfo, Line, Rendered, TransformResult
+
+# ``._transform`` (libcst) is imported by the functions that build code from a transform
+# only: a warm start compiles a cached resume variant's source (ResumeSource) without it.
 
 FRESH_FACTORY = "__contsnap_fresh__"
 RESUME_FACTORY = "__contsnap_resume__"
@@ -34,7 +39,8 @@ class Compiled:
     """Everything built from one generator function's source."""
 
     fresh_code: types.CodeType
-    resume_code: types.CodeType
+    #: the resume variant, compiled on first need (a snapshot or a restore)
+    resume: ResumeSource
     labels: dict[int, LabelInfo]
     fingerprint: str
     #: the user's own locals (saved whenever bound)
@@ -44,6 +50,25 @@ class Compiled:
     cellvars: tuple[str, ...]
     first_param: str | None
     source: str
+
+
+@dataclass(frozen=True)
+class ResumeSource:
+    """The resume variant's generated source: compiled only when a snapshot or a restore
+    first needs it (most functions are only ever called), and what the import hook's
+    cache stores instead of the compiled code."""
+
+    text: str
+    line_map: dict[int, tuple[int, int | None]]
+    filename: str
+    #: the factory qualnames the code gets rid of, the user's qualname and name
+    prefixes: tuple[str, ...]
+    qualname: str
+    name: str
+
+    def compile(self) -> types.CodeType:
+        compiled = _find(_compile(self.text, self.line_map, self.filename), RESUME_FACTORY)
+        return _requalify(compiled, self.prefixes, self.qualname).replace(co_name=self.name)
 
 
 def _enclosing_class(qualname: str) -> str | None:
@@ -64,6 +89,8 @@ def _factory(
     body: list[Line],
     first_line: int,
 ) -> Line:
+    from ._transform import Line, block
+
     src = result.def_line
     inner: list[Line] = []
     names = [n for n in factory_locals if not (class_name and n == "__class__")]
@@ -82,6 +109,8 @@ def _factory(
 def _cellref(cell_names: tuple[str, ...], src: int) -> list[Line]:
     if not cell_names:
         return []
+    from ._transform import Line
+
     return [Line(f"_cs_cellref = lambda: ({', '.join(cell_names)},)", src)]
 
 
@@ -147,19 +176,21 @@ def _unannotate_cells(rendered: Rendered, cellvars: tuple[str, ...]) -> Rendered
             start = node.target.end_col_offset or 0
             equals = text.index("=", node.annotation.end_col_offset or 0)
             lines[row] = text[:start] + " " * (equals - start) + text[equals:]
+    from ._transform import Rendered
+
     return Rendered("\n".join(lines), rendered.line_map)
 
 
-def _compile(rendered: Rendered, filename: str) -> types.CodeType:
+def _compile(text: str, line_map: LineMap, filename: str) -> types.CodeType:
     """Compile generated source; the code's positions are the user's lines and columns."""
     if sys.version_info >= (3, 11):
         # The generated text compiles as it is and its location table is then
         # rewritten: a third of the cost of parsing to ast, moving every node
         # and compiling the tree.
-        code = compile(rendered.text, filename, "exec", dont_inherit=True)
-        return _relocated(code, rendered.line_map)
-    tree = ast.parse(rendered.text, filename)
-    _relocate_tree(tree, rendered.line_map)
+        code = compile(text, filename, "exec", dont_inherit=True)
+        return _relocated(code, line_map)
+    tree = ast.parse(text, filename)
+    _relocate_tree(tree, line_map)
     return compile(tree, filename, "exec", dont_inherit=True)
 
 
@@ -365,7 +396,9 @@ def compile_function(
     cellvars: tuple[str, ...],
     first_line: int,
 ) -> Compiled:
-    """Compile the fresh and resume variants of a transformed function."""
+    """Compile the fresh variant of a transformed function; render the resume variant."""
+    from ._transform import Line, block, render
+
     class_name = _enclosing_class(qualname)
     cell_names = (*cellvars, *freevars)
     src = result.def_line
@@ -379,7 +412,9 @@ def compile_function(
     )
     # compiled alone: its local names decide the resume variant's prologue
     fresh_rendered = render([fresh_factory])
-    fresh_compiled = _find(_compile(fresh_rendered, filename), FRESH_FACTORY)
+    fresh_compiled = _find(
+        _compile(fresh_rendered.text, fresh_rendered.line_map, filename), FRESH_FACTORY
+    )
     varnames = [n for n in fresh_compiled.co_varnames if n not in cellvars]
     user_names = tuple(n for n in varnames if not n.startswith("_cs_"))
     restorable = [n for n in varnames if n not in ("_cs_label", "_cs_cellref")]
@@ -420,16 +455,19 @@ def compile_function(
         first_line,
     )
     resume_rendered = _unannotate_cells(render([resume_factory]), cellvars)
-    resume_compiled = _find(_compile(resume_rendered, filename), RESUME_FACTORY)
     inner = f"{class_name}.{DEF_NAME}" if class_name else DEF_NAME
     prefixes = tuple(f"{factory}.<locals>.{inner}" for factory in (FRESH_FACTORY, RESUME_FACTORY))
-    fresh_code, resume_code = (
-        _requalify(code, prefixes, qualname).replace(co_name=result.name)
-        for code in (fresh_compiled, resume_compiled)
-    )
+    fresh_code = _requalify(fresh_compiled, prefixes, qualname).replace(co_name=result.name)
     return Compiled(
         fresh_code=fresh_code,
-        resume_code=resume_code,
+        resume=ResumeSource(
+            resume_rendered.text,
+            resume_rendered.line_map,
+            filename,
+            prefixes,
+            qualname,
+            result.name,
+        ),
         labels=result.labels,
         fingerprint=result.fingerprint,
         user_names=user_names,

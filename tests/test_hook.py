@@ -736,6 +736,29 @@ def test_a_warm_import_runs_no_transform(pkgs: Packages, transforms: list[str]) 
     assert contsnap.loads(contsnap.dumps(g)).send(1) == 2
 
 
+def test_the_resume_variant_is_compiled_on_first_need_and_cached_as_source(
+    pkgs: Packages,
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    mod = _fresh_import(pkgs, name)
+    info = _decorator.function_info(mod.counter)
+    assert info is not None and not isinstance(info.details, _info.Details)  # a call needs none
+    g = mod.counter(3)
+    assert next(g) == 0 and g.send(5) == 1
+    record = _hooked.hooked_module(str(pkgs.path(name, "mod.py")))
+    assert record is not None
+    entry = _cache.read(str(_cache_file(pkgs, name, "mod.py")), record.key)
+    assert entry is not None
+    stored = [entry.details_of(key) for key in entry.functions]
+    assert stored and all(d[1][0] == "source" for d in stored if d is not None)
+    assert contsnap.loads(contsnap.dumps(g)).send(1) == 2  # compiled for the restore
+    assert isinstance(info.details, _info.Details)
+    mod = _fresh_import(pkgs, name)  # warm: the resume variant compiled from the cached text
+    g = mod.counter(3)
+    assert next(g) == 0 and g.send(5) == 1
+    assert contsnap.loads(contsnap.dumps(g)).send(1) == 2
+
+
 def test_a_warm_start_does_not_import_libcst(pkgs: Packages) -> None:
     name = pkgs.make({"mod.py": GENERATORS})
     _fresh_import(pkgs, name).factory(1)  # fills the cache, nested function included
@@ -1532,3 +1555,12 @@ def test_contsnap_trace_says_why_the_cache_missed(pkgs: Packages) -> None:
     )
     assert second.returncode == 0, second.stderr
     assert "source (the file changed) differs" in second.stderr, second.stderr
+
+
+def test_a_resume_variant_that_does_not_compile_is_a_clear_refusal() -> None:
+    from contsnap._compile import ResumeSource
+    from contsnap._marking._marking import PendingDetails
+
+    pending = PendingDetails({}, ResumeSource("def (:\n", {}, "mod.py", (), "Job.run", "run"), "")
+    with pytest.raises(contsnap.NotCheckpointableError, match=r"Job\.run \(mod\.py\).*resume"):
+        pending()

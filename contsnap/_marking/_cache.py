@@ -54,8 +54,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _info
+from .._compile import ResumeSource
 from .._info import Details, FunctionInfo
 from ._cache_key import Stamp, _key_difference
+from ._marking import PendingDetails
 
 _MAGIC = b"contsnap-cache\n"
 _DIGEST_SIZE = 4
@@ -435,7 +437,13 @@ def encode_info(info: FunctionInfo) -> tuple[tuple[str, Any], Any]:
     Raises Uncacheable for values marshal cannot hold.
     """
     encoded = _info.encode_record(info)
-    details = (_info.encode_labels(info.labels), info.resume_code, info.source)
+    pending = info.details
+    if isinstance(pending, PendingDetails):  # the resume variant's source, not compiled yet
+        r = pending.resume
+        source = ("source", r.text, r.line_map, r.filename, r.prefixes, r.qualname, r.name)
+        details: Any = (_info.encode_labels(pending.labels), source, pending.source)
+    else:
+        details = (_info.encode_labels(info.labels), info.resume_code, info.source)
     try:
         marshal.dumps((encoded, details))
     except ValueError as exc:
@@ -451,6 +459,8 @@ def decode_details(stored: Any) -> Details | None:
     """The Details stored by encode_info (None if unusable)."""
     try:
         labels, resume_code, source = stored
+        if isinstance(resume_code, tuple) and resume_code[:1] == ("source",):
+            resume_code = ResumeSource(*resume_code[1:]).compile()  # first need: compiled now
         if not (isinstance(resume_code, types.CodeType) and isinstance(source, str)):
             return None
         return Details(_info.decode_labels(labels), resume_code, source)

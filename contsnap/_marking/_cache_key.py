@@ -119,8 +119,21 @@ def cache_key(data: bytes | None, mode: str) -> tuple[Any, ...]:
     )
 
 
+#: cache_path's answers: every import of a hooked module asks (a warm import is ~300 us)
+_PATHS: dict[tuple[str, str, str | None], str | None] = {}
+STATE.add(__name__, "_PATHS")
+
+
 def cache_path(source_path: str, mode: str) -> str | None:
     """``__pycache__/name.cpython-3XY.contsnap-VERSION[-mode].cache`` (None: no cache here)."""
+    memo = (source_path, mode, sys.pycache_prefix)
+    found = _PATHS.get(memo, ...)
+    if found is ...:
+        found = _PATHS[memo] = _cache_path(source_path, mode)
+    return found
+
+
+def _cache_path(source_path: str, mode: str) -> str | None:
     try:
         pyc = importlib.util.cache_from_source(source_path)
     except (NotImplementedError, ValueError):

@@ -15,13 +15,16 @@ import os
 import sys
 import types
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _lambdas, _runtime
 from .._errors import NotCheckpointableError
 from .._info import Details, FunctionInfo
 from .._info import forget_module as forget_registered
 from .._registry import STATE
+
+if TYPE_CHECKING:
+    from .._compile import ResumeSource
 
 F = TypeVar("F")
 
@@ -165,8 +168,32 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
         first_param=compiled.first_param,
         fresh_code=compiled.fresh_code,
         globals=fn.__globals__,
-        details=Details(compiled.labels, compiled.resume_code, compiled.source),
+        details=PendingDetails(compiled.labels, compiled.resume, compiled.source),
     )
+
+
+class PendingDetails:
+    """A transformed function's Details before its resume variant is compiled: that is done
+    on first need (a snapshot or a restore), and the hook's cache stores the source."""
+
+    __slots__ = ("labels", "resume", "source")
+
+    def __init__(self, labels: dict[int, Any], resume: ResumeSource, source: str) -> None:
+        self.labels = labels
+        self.resume = resume
+        self.source = source
+
+    def __call__(self) -> Details:
+        try:
+            code = self.resume.compile()
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            # the fresh variant compiled: only a limit of the compiler (nesting, size)
+            # can refuse its twin, and a call of the function never needs it
+            raise NotCheckpointableError(
+                f"contsnap cannot snapshot or restore {self.resume.qualname} "
+                f"({self.resume.filename}): its resume variant does not compile: {exc}"
+            ) from None
+        return Details(self.labels, code, self.source)
 
 
 def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionType:

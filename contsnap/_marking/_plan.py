@@ -108,12 +108,15 @@ class Plan:
             self._mark_lambdas(tree)
 
     def _visit(self, node: ast.AST, outer: list[ast.FunctionDef | ast.AsyncFunctionDef]) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                self._function(child, outer)
-                self._visit(child, [*outer, child])
-            else:
-                self._visit(child, outer)
+        # a def is a statement: only the statement lists are walked (expressions hold
+        # none), in the order ast.iter_child_nodes gives them
+        for field in _STATEMENT_FIELDS:
+            for child in getattr(node, field, ()):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    self._function(child, outer)
+                    self._visit(child, [*outer, child])
+                else:
+                    self._visit(child, outer)
 
     def _mark_lambdas(self, tree: ast.Module) -> None:
         """Number the generator lambdas; the transform reads them wrapped in their mark."""
@@ -140,7 +143,13 @@ class Plan:
         # a decorated def nested in transformed code starts at its def line there
         self.spans.setdefault(node.lineno, (first, end))
         explicit = _explicit(node)
-        marked = self._mark_all and not explicit and _marks(node)
+        marked = (
+            self._mark_all
+            and not explicit
+            # the walk of _marks only where the text can hold a yield
+            and (not isinstance(node, ast.FunctionDef) or self._spells_yield(node.lineno, end))
+            and _marks(node)
+        )
         if not (marked or explicit):
             return
         self.transformed[first] = node.name
@@ -168,6 +177,9 @@ class Plan:
                     node.lineno,
                 )
             )
+
+    def _spells_yield(self, first: int, end: int) -> bool:
+        return any("yield" in line for line in self._lines[first - 1 : end])
 
     def apply(self, tree: ast.Module, runtime: bool = False) -> None:
         """Decorate the marked functions, innermost, at their own ``def`` line, and wrap
@@ -209,6 +221,11 @@ class Plan:
             located.col_offset = located.end_col_offset = 0  # type: ignore[attr-defined]
         body[at:at] = [imp, imp_helpers]
         self.marked.clear()  # the record keeps the plan, not the tree
+
+
+#: the fields that hold statements (or handlers and match cases, which hold statements),
+#: in the order of the node classes' ``_fields``
+_STATEMENT_FIELDS = ("body", "handlers", "cases", "orelse", "finalbody")
 
 
 class _LambdaMarker(ast.NodeTransformer):

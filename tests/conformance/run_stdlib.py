@@ -238,7 +238,7 @@ def child(
 
         # made by a warm import's cached module code, with no mark call
         counts["cached"] = sum(len(entries) for _, entries, _ in _info._UNINDEXED) + sum(
-            len(made) for made in _info._PENDING_OF_MODULE.values()
+            len(made) for made in _info._UNBUILT_OF_MODULE.values()
         )
     if hooked and os.environ.get("CONTSNAP_ROUNDTRIP"):
         from contsnap import _roundtrip
