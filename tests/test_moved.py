@@ -64,6 +64,10 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap._snapshot", "set_chain_state"),
         ("contsnap._snapshot", "set_exception_state"),
         ("contsnap._snapshot", "set_generator_state"),
+        # state setters of functions saved by value, and in-process references
+        ("contsnap._snapshot", "set_function_state"),
+        ("contsnap._snapshot", "set_main_function_state"),
+        ("contsnap._snapshot", "_local_ref"),
         # function records
         ("contsnap._info", "_InfoRef"),
         ("contsnap._info", "_info_by_name"),

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -252,18 +253,27 @@ def test_cross_purpose_replay_of_genuine_blobs_is_refused_everywhere(tmp_path: P
 
 
 def _tampered(gen: Any, change: Any) -> bytes:
-    """A genuinely signed snapshot of ``gen`` whose captured frame ``change`` rewrote."""
+    """A genuinely signed snapshot of ``gen`` whose captured frame ``change`` rewrote
+    (capture replaced in every module of contsnap._snapshot that calls it)."""
     original = _snapshot.capture
+    callers = [
+        module
+        for module in vars(_snapshot).values()
+        if isinstance(module, types.ModuleType) and getattr(module, "capture", None) is original
+    ]
+    assert callers
 
     def capture(target: Any) -> Any:
         state = original(target)
         return change(state) if target is gen else state
 
-    _snapshot.capture = capture  # type: ignore[assignment]
+    for module in callers:
+        module.capture = capture  # type: ignore[attr-defined]
     try:
         return contsnap.dumps(gen)
     finally:
-        _snapshot.capture = original  # type: ignore[assignment]
+        for module in callers:
+            module.capture = original  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
