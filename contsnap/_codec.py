@@ -10,7 +10,7 @@ unsigned bytes.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +45,7 @@ def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]
     first one captured that no other captured generator delegates to.
     """
     frames: list[dict[str, Any]] = []
-    current_id = id(obj)
-    if current_id not in captured:
-        delegated = {id(state.delegate) for state in captured.values()}
-        current_id = next((key for key in captured if key not in delegated), current_id)
-    while current_id in captured and len(frames) < 64:
-        state = captured[current_id]
+    for state in _chain_states(obj, captured):
         info = state.info
         frames.append(
             {
@@ -67,8 +62,22 @@ def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]
                 },
             }
         )
-        current_id = id(state.delegate)
     return frames
+
+
+def _chain_states(obj: Any, captured: dict[int, FrameState]) -> Iterator[FrameState]:
+    """The captured frames of the delegation chain from ``obj`` down (at most 64): from the
+    first one captured that no other delegates to when ``obj`` is not itself a generator."""
+    current_id = id(obj)
+    if current_id not in captured:
+        delegated = {id(state.delegate) for state in captured.values()}
+        current_id = next((key for key in captured if key not in delegated), current_id)
+    for _ in range(64):
+        state = captured.get(current_id)
+        if state is None:
+            return
+        yield state
+        current_id = id(state.delegate)
 
 
 def chain_of(
@@ -78,19 +87,13 @@ def chain_of(
     index into ``functions`` (each ``[module, qualname, fingerprint, file]`` as JSON, found
     by id of its info in ``index``; extended here)."""
     frames: list[tuple[int, int, int]] = []
-    current_id = id(obj)
-    if current_id not in captured:
-        delegated = {id(state.delegate) for state in captured.values()}
-        current_id = next((key for key in captured if key not in delegated), current_id)
-    while current_id in captured and len(frames) < 64:
-        state = captured[current_id]
+    for state in _chain_states(obj, captured):
         info = state.info
         at = index.get(id(info))
         if at is None:
             at = index[id(info)] = len(functions)
             functions.append(function_json(info))
         frames.append((at, state.line, _STATE_CODES[state.status]))
-        current_id = id(state.delegate)
     return frames
 
 
