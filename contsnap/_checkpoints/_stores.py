@@ -41,6 +41,8 @@ class StoreCheckpoints(Generations):
         self.path = f"{store.url} key {key}"
         self.lease: Lease | None = None
         self._renew_at = 0.0
+        #: newest generations to pass over when loading (a fallback after repeated crashes)
+        self.skip = 0
 
     def _read(self, generation: int) -> bytes | None:
         return self.store.get(self.key, generation=generation)
@@ -53,9 +55,10 @@ class StoreCheckpoints(Generations):
         key: Any = None,
         allow_unsigned: bool | None = None,
     ) -> Verified | None:
+        """The newest generation that verifies, passing over the ``skip`` newest ones."""
         candidates = (
             (f"{self.path} generation {index}", functools.partial(self._read, index))
-            for index in range(self.keep)
+            for index in range(self.skip, self.keep)
         )
         return newest_verified(
             candidates, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import functools
 import hashlib
 import inspect
 import os
@@ -37,7 +36,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +47,6 @@ from contsnap import _api, _codec
 from contsnap._checkpoints._files import (
     CheckpointFallbackWarning,
     Loaded,
-    Verified,
-    newest_verified,
 )
 from contsnap._checkpoints._stores import StoreCheckpoints, TakenOverError
 from contsnap._durable._run import (
@@ -367,28 +364,9 @@ class _TaskCheckpoints(StoreCheckpoints):
         self.outbox: dict[int, bytes] = {}
         #: effects written to the store and not yet delivered (sequence numbers)
         self.committed: list[int] = []
-        #: generations to pass over when loading (a fallback after repeated crashes)
-        self.skip = 0
 
     def effect_key(self, sequence: int) -> str:
         return f"{self.key}.fx.{sequence}"
-
-    def verified(
-        self,
-        *,
-        kinds: Collection[str],
-        identity: str | None = None,
-        key: Any = None,
-        allow_unsigned: bool | None = None,
-    ) -> Verified | None:
-        """The newest generation that verifies, passing over the ``skip`` newest ones."""
-        candidates = (
-            (f"{self.path} generation {index}", functools.partial(self._read, index))
-            for index in range(self.skip, self.keep)
-        )
-        return newest_verified(
-            candidates, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
-        )
 
     def save(self, data: bytes) -> None:
         items = {self.key: data}
