@@ -99,7 +99,7 @@ class PostgresStore(SQLStore):
             for statement in _SCHEMA.format(p=prefix).split(";"):
                 cur.execute(statement)
 
-    def _q(self, sql: str) -> str:
+    def _translate(self, sql: str) -> str:
         return sql.replace("{p}", self.prefix).replace("?", "%s")
 
     def _connect(self) -> Any:

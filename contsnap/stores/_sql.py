@@ -35,16 +35,18 @@ _TOTAL_SHARDS = 16
 
 
 class SQLStore(StoreBase):
-    """Shared implementation; subclasses define ``_write``, ``_read`` and ``_q`` (placeholders)."""
+    """Shared implementation; subclasses define ``_write``, ``_read`` and ``_translate``."""
 
     prefix: str
     max_bytes: int | None
     max_per_group: int | None
+    _statements: dict[str, str]
 
     def _setup_bounds(self, max_bytes: int | None, max_per_group: int | None) -> None:
         check_positive(self.url, "max_bytes", max_bytes, integer=True)
         check_positive(self.url, "max_per_group", max_per_group, integer=True)
         self.max_bytes, self.max_per_group = max_bytes, max_per_group
+        self._statements = {}
 
     # --- backend hooks ---------------------------------------------------------------------
 
@@ -54,9 +56,16 @@ class SQLStore(StoreBase):
     def _read(self) -> Any:
         raise NotImplementedError
 
-    def _q(self, sql: str) -> str:
+    def _translate(self, sql: str) -> str:
         """The statement with the table prefix filled in and the backend's placeholders."""
         raise NotImplementedError
+
+    def _q(self, sql: str) -> str:
+        """`_translate`, remembered: the same text each time, so the driver's cache hits."""
+        done = self._statements.get(sql)
+        if done is None:
+            done = self._statements[sql] = self._translate(sql)
+        return done
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -122,42 +131,69 @@ class SQLStore(StoreBase):
         group: str | None,
     ) -> dict[str, int]:
         versions: dict[str, int] = {}
+        q = self._q
         with self._write(self._locks(items, lease)) as (cur, now):
             if lease is not None:
                 self._check_lease(cur, now, lease)
+            deadline = None if ttl is None else now + ttl
+            expires = _expiry(now, deadline, idle)
+            delta = 0  # the change of the stored bytes, added to the totals once at the end
             for key, data in items.items():
-                row = self._live_row(cur, now, key)
+                if not expect:
+                    # the usual case, a key not stored yet: its INSERT is its only check
+                    cur.execute(
+                        q(
+                            "INSERT INTO {p}keys (key, grp, version, size, accessed, deadline, "
+                            "idle, expires) VALUES (?, ?, 1, ?, ?, ?, ?, ?) "
+                            "ON CONFLICT (key) DO NOTHING"
+                        ),
+                        (key, group, len(data), now, deadline, idle, expires),
+                    )
+                    if cur.rowcount == 1:
+                        cur.execute(
+                            q("INSERT INTO {p}gens (key, version, data) VALUES (?, 1, ?)"),
+                            (key, data),
+                        )
+                        delta += len(data)
+                        versions[key] = 1
+                        continue
+                row, freed = self._live_row(cur, now, key)
+                delta -= freed
                 current, old_size = (None, 0) if row is None else row
                 if expect is not None and (current or 0) != expect:
                     raise conflict_error(self.url, key, expect, current)
                 new = (current or 0) + 1
                 cur.execute(
-                    self._q("INSERT INTO {p}gens (key, version, data) VALUES (?, ?, ?)"),
+                    q("INSERT INTO {p}gens (key, version, data) VALUES (?, ?, ?)"),
                     (key, new, data),
                 )
+                size = len(data)
+                if current is not None and keep > 1:
+                    cur.execute(
+                        q("DELETE FROM {p}gens WHERE key = ? AND version <= ?"),
+                        (key, new - keep),
+                    )
+                    cur.execute(
+                        q("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM {p}gens WHERE key = ?"),
+                        (key,),
+                    )
+                    size = int(cur.fetchone()[0])
+                elif current is not None:  # keep=1: the new generation is all that stays
+                    cur.execute(q("DELETE FROM {p}gens WHERE key = ? AND version < ?"), (key, new))
+                delta += size - old_size
                 cur.execute(
-                    self._q("DELETE FROM {p}gens WHERE key = ? AND version <= ?"),
-                    (key, new - keep),
-                )
-                cur.execute(
-                    self._q("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM {p}gens WHERE key = ?"),
-                    (key,),
-                )
-                size = int(cur.fetchone()[0])
-                self._add_bytes(cur, size - old_size)
-                deadline = None if ttl is None else now + ttl
-                cur.execute(
-                    self._q(
+                    q(
                         "INSERT INTO {p}keys (key, grp, version, size, accessed, deadline, idle, "
                         "expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
                         "grp = excluded.grp, version = excluded.version, size = excluded.size, "
                         "accessed = excluded.accessed, deadline = excluded.deadline, "
                         "idle = excluded.idle, expires = excluded.expires"
                     ),
-                    (key, group, new, size, now, deadline, idle, _expiry(now, deadline, idle)),
+                    (key, group, new, size, now, deadline, idle, expires),
                 )
                 versions[key] = new
-            self._enforce_bounds(cur, group, set(items))
+            delta -= self._enforce_bounds(cur, group, set(items), delta)
+            self._add_bytes(cur, delta)
         return versions
 
     def _locks(self, keys: Mapping[str, object] | Sequence[str], lease: Lease | None) -> list[str]:
@@ -166,24 +202,28 @@ class SQLStore(StoreBase):
             names.append(_LEASE_LOCK + lease.key)
         return sorted(set(names))
 
-    def _live_row(self, cur: Any, now: float, key: str) -> tuple[int, int] | None:
-        """The key's (version, size), dropping it first if it has expired (a put starts afresh)."""
+    def _live_row(self, cur: Any, now: float, key: str) -> tuple[tuple[int, int] | None, int]:
+        """The key's (version, size) or None, and the bytes freed dropping it if it had expired.
+
+        An expired key is dropped first: a put starts it afresh.
+        """
         cur.execute(self._q("SELECT version, size, expires FROM {p}keys WHERE key = ?"), (key,))
         row = cur.fetchone()
         if row is None:
-            return None
+            return None, 0
         if _expired(row[2], now):
-            self._drop(cur, key)
-            return None
-        return int(row[0]), int(row[1])
+            return None, self._drop(cur, key, int(row[1]))
+        return (int(row[0]), int(row[1])), 0
 
-    def _drop(self, cur: Any, key: str) -> None:
-        cur.execute(self._q("SELECT size FROM {p}keys WHERE key = ?"), (key,))
-        row = cur.fetchone()  # (no DELETE ... RETURNING: SQLite has it only since 3.35)
+    def _drop(self, cur: Any, key: str, size: int | None = None) -> int:
+        """Delete ``key`` (``size``: its bytes, if known); the bytes freed, for the totals."""
+        if size is None:
+            cur.execute(self._q("SELECT size FROM {p}keys WHERE key = ?"), (key,))
+            row = cur.fetchone()  # (no DELETE ... RETURNING: SQLite has it only since 3.35)
+            size = 0 if row is None else int(row[0])
         cur.execute(self._q("DELETE FROM {p}keys WHERE key = ?"), (key,))
         cur.execute(self._q("DELETE FROM {p}gens WHERE key = ?"), (key,))
-        if row is not None:
-            self._add_bytes(cur, -int(row[0]))
+        return size
 
     def _add_bytes(self, cur: Any, delta: int) -> None:
         if delta:
@@ -195,8 +235,15 @@ class SQLStore(StoreBase):
                 (os.getpid() % _TOTAL_SHARDS, delta),
             )
 
-    def _enforce_bounds(self, cur: Any, group: str | None, written: set[str]) -> None:
-        """Evict least-recently-used keys (never the ones just written) to honour the bounds."""
+    def _enforce_bounds(
+        self, cur: Any, group: str | None, written: set[str], pending: int = 0
+    ) -> int:
+        """Evict least-recently-used keys (never the ones just written) to honour the bounds.
+
+        ``pending``: bytes this transaction wrote that the totals do not show yet.
+        Returns the bytes freed (the caller adds both to the totals, once).
+        """
+        freed = 0
         if self.max_per_group is not None and group is not None:
             cur.execute(self._q("SELECT COUNT(*) FROM {p}keys WHERE grp = ?"), (group,))
             excess = int(cur.fetchone()[0]) - self.max_per_group
@@ -204,19 +251,21 @@ class SQLStore(StoreBase):
                 # the least recently used first (ties: the later key), never one just written
                 cur.execute(
                     self._q(
-                        "SELECT key FROM {p}keys WHERE grp = ? ORDER BY accessed, key DESC LIMIT ?"
+                        "SELECT key, size FROM {p}keys WHERE grp = ? "
+                        "ORDER BY accessed, key DESC LIMIT ?"
                     ),
                     (group, excess + len(written)),
                 )
-                victims = [r[0] for r in cur.fetchall() if r[0] not in written][:excess]
+                victims = [(k, int(n)) for k, n in cur.fetchall() if k not in written][:excess]
+                for key, size in victims:
+                    freed += self._drop(cur, key, size)
                 # more keys written at once than the bound: the later ones go too
-                victims += sorted(written, reverse=True)[: excess - len(victims)]
-                for key in victims:
-                    self._drop(cur, key)
+                for key in sorted(written, reverse=True)[: excess - len(victims)]:
+                    freed += self._drop(cur, key)
         if self.max_bytes is None:
-            return
+            return freed
         cur.execute(self._q("SELECT COALESCE(SUM(bytes), 0) FROM {p}totals"))
-        total = int(cur.fetchone()[0])
+        total = int(cur.fetchone()[0]) + pending - freed
         while total > self.max_bytes:
             # a batch of the least recently used keys; it holds some not written now, if any exist
             cur.execute(
@@ -233,8 +282,9 @@ class SQLStore(StoreBase):
             for key, size in victims:
                 if total <= self.max_bytes:
                     break
-                self._drop(cur, key)
+                freed += self._drop(cur, key, size)
                 total -= size
+        return freed
 
     def delete(self, key: str, *, lease: Lease | None = None) -> bool:
         """Remove ``key`` and all its generations; return whether it existed."""
@@ -242,9 +292,11 @@ class SQLStore(StoreBase):
         with self._write(self._locks([key], lease)) as (cur, now):
             if lease is not None:
                 self._check_lease(cur, now, lease)
-            existed = self._live_row(cur, now, key) is not None
-            self._drop(cur, key)
-        return existed
+            row, freed = self._live_row(cur, now, key)
+            if row is not None:
+                freed += self._drop(cur, key, row[1])
+            self._add_bytes(cur, -freed)
+        return row is not None
 
     def touch(self, key: str) -> bool:
         """Mark ``key`` used now: last in the LRU order, its idle timer restarted."""
@@ -266,12 +318,11 @@ class SQLStore(StoreBase):
         """Remove every expired key; return how many."""
         with self._write([]) as (cur, now):
             cur.execute(
-                self._q("SELECT key FROM {p}keys WHERE expires IS NOT NULL AND expires <= ?"),
+                self._q("SELECT key, size FROM {p}keys WHERE expires IS NOT NULL AND expires <= ?"),
                 (now,),
             )
-            expired = [r[0] for r in cur.fetchall()]
-            for key in expired:
-                self._drop(cur, key)
+            expired = cur.fetchall()
+            self._add_bytes(cur, -sum(self._drop(cur, key, int(size)) for key, size in expired))
         return len(expired)
 
     # --- leases ----------------------------------------------------------------------------

@@ -84,7 +84,7 @@ class SQLiteStore(SQLStore):
         except OSError:
             pass
 
-    def _q(self, sql: str) -> str:
+    def _translate(self, sql: str) -> str:
         return sql.replace("{p}", self.prefix)
 
     @contextmanager
