@@ -431,6 +431,29 @@ def test_group_bound_evicts_only_the_excess_and_never_a_key_just_written(
     assert sorted(store.keys(group="g")) == ["m1", "m2", "m3"]  # more than the bound at once
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_group_slack_evicts_down_below_the_bound_in_one_go(backend: Backend) -> None:
+    store = backend.open(max_per_group=4, group_slack=2)
+    for page in ("p1", "p2", "p3", "p4"):
+        store.put(page, b"x", group="g")
+        time.sleep(0.01)
+    store.touch("p1")
+    assert sorted(store.keys(group="g")) == ["p1", "p2", "p3", "p4"]  # at the bound: kept
+    store.put("p5", b"x", group="g")  # one over: down to 4 - 2, the least recently used first
+    assert sorted(store.keys(group="g")) == ["p1", "p5"]
+    assert [store.get(k) for k in ("p2", "p3", "p4")] == [None, None, None]
+    store.put_many({"n1": b"1", "n2": b"2"}, group="g")  # back at the bound: nothing goes
+    assert sorted(store.keys(group="g")) == ["n1", "n2", "p1", "p5"]
+    # more than the bound at once: the slack never evicts a key just written beyond the bound
+    store.put_many({f"m{n}": b"m" for n in range(5)}, group="g")
+    assert sorted(store.keys(group="g")) == ["m0", "m1", "m2", "m3"]
+    for bad in (-1, 4, 1.5, True):
+        with pytest.raises(StoreError, match="group_slack"):
+            backend.open(max_per_group=4, group_slack=bad)
+    with pytest.raises(StoreError, match="group_slack"):
+        backend.open(group_slack=1)  # a slack needs a bound
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"], indirect=True)
 def test_byte_bound_counts_generations_deletes_and_expiry(backend: Backend) -> None:
     store = backend.open(max_bytes=100)

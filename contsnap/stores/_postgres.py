@@ -50,8 +50,8 @@ class PostgresStore(SQLStore):
     """A store in a PostgreSQL database, shared by every process that connects to it.
 
     ``max_bytes`` bounds the bytes of all keys (least recently used keys are
-    evicted), ``max_per_group`` the keys of one ``group=``.
-    ``synchronous_commit=False`` trades the last few commits on a server crash
+    evicted), ``max_per_group`` the keys of one ``group=`` (``group_slack``: as
+    for `SQLiteStore`). ``synchronous_commit=False`` trades the last few commits on a server crash
     for speed (fine for web pages, not for durable jobs).
 
     A client frozen inside a write (SIGSTOP, a long GC pause) would keep that
@@ -69,13 +69,14 @@ class PostgresStore(SQLStore):
         *,
         max_bytes: int | None = None,
         max_per_group: int | None = None,
+        group_slack: int = 0,
         synchronous_commit: bool = True,
         prefix: str = "contsnap_",
         idle_in_transaction: float = 10.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self._setup_bounds(max_bytes, max_per_group)
+        self._setup_bounds(max_bytes, max_per_group, group_slack)
         check_positive(url, "idle_in_transaction", idle_in_transaction)
         self._settings = [
             f"SET idle_in_transaction_session_timeout = {max(1, round(idle_in_transaction * 1000))}"

@@ -40,12 +40,25 @@ class SQLStore(StoreBase):
     prefix: str
     max_bytes: int | None
     max_per_group: int | None
+    group_slack: int
     _statements: dict[str, str]
 
-    def _setup_bounds(self, max_bytes: int | None, max_per_group: int | None) -> None:
+    def _setup_bounds(
+        self, max_bytes: int | None, max_per_group: int | None, group_slack: int = 0
+    ) -> None:
         check_positive(self.url, "max_bytes", max_bytes, integer=True)
         check_positive(self.url, "max_per_group", max_per_group, integer=True)
+        if (
+            isinstance(group_slack, bool)
+            or not isinstance(group_slack, int)
+            or not 0 <= group_slack < (max_per_group or 1)
+        ):
+            raise StoreError(
+                f"store {self.url}: group_slack={group_slack!r} must be an integer from 0 to "
+                "max_per_group - 1 (how many keys below max_per_group an eviction goes)"
+            )
         self.max_bytes, self.max_per_group = max_bytes, max_per_group
+        self.group_slack = group_slack
         self._statements = {}
 
     # --- backend hooks ---------------------------------------------------------------------
@@ -85,6 +98,24 @@ class SQLStore(StoreBase):
         if row is None or _expired(row[2], now):
             return None
         return Entry(bytes(row[0]), int(row[1]), generation)
+
+    def get(self, key: str, *, generation: int = 0) -> bytes | None:
+        """The bytes of ``key``'s ``generation`` (0 newest), or ``None`` if missing or expired."""
+        if generation != 0 or type(generation) is not int:
+            return super().get(key, generation=generation)
+        check_key(self.url, key)
+        with self._read() as (cur, now):  # the newest: the generation the key row names
+            cur.execute(
+                self._q(
+                    "SELECT g.data, k.expires FROM {p}keys k JOIN {p}gens g "
+                    "ON g.key = k.key AND g.version = k.version WHERE k.key = ?"
+                ),
+                (key,),
+            )
+            row = cur.fetchone()
+        if row is None or _expired(row[1], now):
+            return None
+        return bytes(row[0])
 
     def version(self, key: str) -> int | None:
         """The newest version of ``key`` (1 after its first put), or ``None`` if absent."""
@@ -246,21 +277,23 @@ class SQLStore(StoreBase):
         freed = 0
         if self.max_per_group is not None and group is not None:
             cur.execute(self._q("SELECT COUNT(*) FROM {p}keys WHERE grp = ?"), (group,))
-            excess = int(cur.fetchone()[0]) - self.max_per_group
-            if excess > 0:
+            over = int(cur.fetchone()[0]) - self.max_per_group
+            if over > 0:
+                # down to group_slack below the bound: the next group_slack puts evict nothing
+                wanted = over + self.group_slack
                 # the least recently used first (ties: the later key), never one just written
                 cur.execute(
                     self._q(
                         "SELECT key, size FROM {p}keys WHERE grp = ? "
                         "ORDER BY accessed, key DESC LIMIT ?"
                     ),
-                    (group, excess + len(written)),
+                    (group, wanted + len(written)),
                 )
-                victims = [(k, int(n)) for k, n in cur.fetchall() if k not in written][:excess]
+                victims = [(k, int(n)) for k, n in cur.fetchall() if k not in written][:wanted]
                 for key, size in victims:
                     freed += self._drop(cur, key, size)
                 # more keys written at once than the bound: the later ones go too
-                for key in sorted(written, reverse=True)[: excess - len(victims)]:
+                for key in sorted(written, reverse=True)[: over - len(victims)]:
                     freed += self._drop(cur, key)
         if self.max_bytes is None:
             return freed

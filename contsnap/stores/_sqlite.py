@@ -41,8 +41,12 @@ class SQLiteStore(SQLStore):
     """A store in one SQLite file, shared by every process that opens the same path.
 
     ``max_bytes`` bounds the bytes of all keys (least recently used keys are
-    evicted), ``max_per_group`` the keys of one ``group=``; ``busy_timeout`` is
-    how long a writer waits for another process's transaction (seconds).
+    evicted), ``max_per_group`` the keys of one ``group=``; a put that takes a
+    group over its bound evicts its least recently used keys down to
+    ``max_per_group - group_slack`` (default 0: exactly the bound; a slack makes
+    the eviction's writes once every ``group_slack + 1`` puts instead of on each).
+    ``busy_timeout`` is how long a writer waits for another process's transaction
+    (seconds).
     """
 
     __module__ = "contsnap.stores"
@@ -53,13 +57,14 @@ class SQLiteStore(SQLStore):
         *,
         max_bytes: int | None = None,
         max_per_group: int | None = None,
+        group_slack: int = 0,
         busy_timeout: float = 10.0,
         prefix: str = "contsnap_",
     ) -> None:
         self.path = os.fspath(path)
         self.url = f"sqlite:///{os.path.abspath(self.path)}"
         self.prefix = prefix
-        self._setup_bounds(max_bytes, max_per_group)
+        self._setup_bounds(max_bytes, max_per_group, group_slack)
         if not prefix.replace("_", "").isalnum():
             raise StoreError(f"store {self.url}: prefix={prefix!r} must be letters, digits and _")
         self._lock = threading.RLock()

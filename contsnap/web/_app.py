@@ -116,7 +116,8 @@ class App:
     ``store``: a `contsnap.stores` store or its URL (default: SQLite in
     ``data_dir``, ``$XDG_DATA_HOME/contsnap/web``); ``key``: the signing key(s), first
     signs, all verify (default: contsnap's key in effect). Each browser session keeps
-    at most ``per_session`` pages (least recently used go first) and the store at most
+    at most ``per_session`` pages (least recently used go first; a SQL store evicts a
+    tenth of them at a time) and the store at most
     ``max_bytes``; a page expires ``idle`` seconds after its last use and ``ttl``
     seconds after it was made. With ``client_side=N``, a page whose signed snapshot
     is at most ``N`` bytes travels in its URL instead of the store (see docs/web.md).
@@ -335,11 +336,11 @@ class App:
         except (SnapshotKindError, CheckpointError) as exc:
             _log.warning("refused the stored page of %s: %s", conv.identity, exc)
             return bad()
-        csrf = self.pages.csrf(ring, session, token)
         if showing:  # saved for another mount path: render it here
             _detach(page.handler)
             if page.final is not None:
                 return Response(page.final, 200, set_cookie)
+            csrf = self.pages.csrf(ring, session, token)
             return Response(page.ask.render(k, csrf), 200, set_cookie)
         submitted = Answer(
             parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -358,6 +359,7 @@ class App:
         if errors:
             _detach(page.handler)
             again = page.ask.with_errors(clean, errors)
+            csrf = self.pages.csrf(ring, session, token)
             return Response(again.render(k, csrf), 200, set_cookie)
         started = page.request if page.request is not None else _find_request(page)
         if conv.is_async and page.handler.send(None) is not RESUMED:

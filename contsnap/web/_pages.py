@@ -93,6 +93,9 @@ class PageStore:
             )
         self.client_side = client_side
         self._bounds: dict[str, Any] = {"max_per_group": per_session, "max_bytes": max_bytes}
+        # a SQL store evicts a session's pages a tenth of the bound at a time: its per-page
+        # write is then an insert, not an insert and a delete (docs/stores.md)
+        self._slack = per_session // 10 if isinstance(per_session, int) else 0
         self._given = store
         self._opened: Store | None = None
         self._name = name
@@ -116,9 +119,11 @@ class PageStore:
                 directory = self._data_dir or default_data_dir()
                 os.makedirs(directory, exist_ok=True)
                 path = os.path.join(directory, f"{self._name}.sqlite")
-                opened = SQLiteStore(path, **self._bounds)
+                opened = SQLiteStore(path, **self._bounds, group_slack=self._slack)
             elif isinstance(given, str):
-                opened = cast(Store, open_store(given, **self._bounds))
+                sql = given.lower().startswith(("sqlite:", "postgresql:", "postgres:"))
+                slack = {"group_slack": self._slack} if sql else {}
+                opened = cast(Store, open_store(given, **self._bounds, **slack))
             else:
                 opened = given
             self._opened = opened
