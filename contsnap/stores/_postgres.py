@@ -35,7 +35,15 @@ CREATE TABLE IF NOT EXISTS {p}leases (
     host TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)
 """
 
-_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+_CLOCK = "extract(epoch FROM clock_timestamp())::float8"
+_NOW = f"SELECT {_CLOCK}"
+# the locks, taken in the order given, then the clock: one round trip (a CTE calling a
+# volatile function is evaluated once, in full, before the query reads its count)
+_LOCK_THEN_NOW = (
+    "WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended(name, 0)) "
+    "FROM unnest(%s::text[]) AS name) "
+    f"SELECT {_CLOCK} FROM (SELECT count(*) FROM locked) AS done"
+)
 
 
 def _now(cur: Any) -> float:
@@ -62,6 +70,7 @@ class PostgresStore(SQLStore):
     """
 
     __module__ = "contsnap.stores"
+    _CLOCK = _CLOCK
 
     def __init__(
         self,
@@ -129,17 +138,19 @@ class PostgresStore(SQLStore):
         with self._lock, self._failures():
             db = self._connection()
             with db.transaction(), db.cursor() as cur:
-                for name in locks:  # sorted by the caller: no two writers wait on each other
-                    cur.execute(
-                        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                        (self.prefix + name,),
-                    )
-                yield cur, _now(cur)
+                if locks:  # sorted by the caller: no two writers wait on each other
+                    cur.execute(_LOCK_THEN_NOW, ([self.prefix + name for name in locks],))
+                    row = cur.fetchone()
+                    assert row is not None
+                    now = float(row[0])
+                else:
+                    now = _now(cur)
+                yield cur, now
 
     @contextmanager
-    def _read(self) -> Iterator[tuple[Any, float]]:
+    def _read(self, clock: bool = True) -> Iterator[tuple[Any, float]]:
         with self._lock, self._failures(), self._connection().cursor() as cur:
-            yield cur, _now(cur)
+            yield cur, (_now(cur) if clock else 0.0)
 
     @contextmanager
     def _failures(self) -> Iterator[None]:

@@ -32,6 +32,7 @@ from contsnap.stores._base import (
 
 _LEASE_LOCK = "#lease/"  # a prefix no valid key has: lease locks never collide with data keys
 _TOTAL_SHARDS = 16
+_BATCH = 100  # keys per DELETE ... IN (...) of an eviction or a sweep
 
 
 class SQLStore(StoreBase):
@@ -66,8 +67,12 @@ class SQLStore(StoreBase):
     def _write(self, locks: Sequence[str]) -> Any:  # context manager yielding (cursor, now)
         raise NotImplementedError
 
-    def _read(self) -> Any:
+    def _read(self, clock: bool = True) -> Any:
+        """Context manager yielding (cursor, now); ``clock=False``: ``now`` is not needed."""
         raise NotImplementedError
+
+    #: SQL for the store's clock where the server keeps it (PostgreSQL); None: this process's
+    _CLOCK: str | None = None
 
     def _translate(self, sql: str) -> str:
         """The statement with the table prefix filled in and the backend's placeholders."""
@@ -104,18 +109,20 @@ class SQLStore(StoreBase):
         if generation != 0 or type(generation) is not int:
             return super().get(key, generation=generation)
         check_key(self.url, key)
-        with self._read() as (cur, now):  # the newest: the generation the key row names
+        clock = self._CLOCK
+        # the newest generation is the one the key row names; a server's clock is read by the
+        # query itself (no round trip for it), this process's is passed in
+        with self._read(clock=clock is None) as (cur, now):
             cur.execute(
                 self._q(
-                    "SELECT g.data, k.expires FROM {p}keys k JOIN {p}gens g "
-                    "ON g.key = k.key AND g.version = k.version WHERE k.key = ?"
+                    "SELECT g.data FROM {p}keys k JOIN {p}gens g "
+                    "ON g.key = k.key AND g.version = k.version WHERE k.key = ? "
+                    f"AND (k.expires IS NULL OR k.expires > {clock or '?'})"
                 ),
-                (key,),
+                (key,) if clock else (key, now),
             )
             row = cur.fetchone()
-        if row is None or _expired(row[1], now):
-            return None
-        return bytes(row[0])
+        return None if row is None else bytes(row[0])
 
     def version(self, key: str) -> int | None:
         """The newest version of ``key`` (1 after its first put), or ``None`` if absent."""
@@ -256,6 +263,15 @@ class SQLStore(StoreBase):
         cur.execute(self._q("DELETE FROM {p}gens WHERE key = ?"), (key,))
         return size
 
+    def _drop_known(self, cur: Any, victims: Sequence[tuple[str, int]]) -> int:
+        """Delete the keys of ``(key, size)`` pairs, a batch per statement; the bytes freed."""
+        for start in range(0, len(victims), _BATCH):
+            names = [key for key, _ in victims[start : start + _BATCH]]
+            marks = ", ".join("?" * len(names))
+            cur.execute(self._q(f"DELETE FROM {{p}}keys WHERE key IN ({marks})"), names)
+            cur.execute(self._q(f"DELETE FROM {{p}}gens WHERE key IN ({marks})"), names)
+        return sum(size for _, size in victims)
+
     def _add_bytes(self, cur: Any, delta: int) -> None:
         if delta:
             cur.execute(
@@ -290,8 +306,7 @@ class SQLStore(StoreBase):
                     (group, wanted + len(written)),
                 )
                 victims = [(k, int(n)) for k, n in cur.fetchall() if k not in written][:wanted]
-                for key, size in victims:
-                    freed += self._drop(cur, key, size)
+                freed += self._drop_known(cur, victims)
                 # more keys written at once than the bound: the later ones go too
                 for key in sorted(written, reverse=True)[: over - len(victims)]:
                     freed += self._drop(cur, key)
@@ -312,11 +327,13 @@ class SQLStore(StoreBase):
                     f"than max_bytes={self.max_bytes} even after evicting every other key; "
                     "raise max_bytes or keep fewer generations"
                 )
+            chosen = []
             for key, size in victims:
                 if total <= self.max_bytes:
                     break
-                freed += self._drop(cur, key, size)
+                chosen.append((key, size))
                 total -= size
+            freed += self._drop_known(cur, chosen)
         return freed
 
     def delete(self, key: str, *, lease: Lease | None = None) -> bool:
@@ -354,8 +371,8 @@ class SQLStore(StoreBase):
                 self._q("SELECT key, size FROM {p}keys WHERE expires IS NOT NULL AND expires <= ?"),
                 (now,),
             )
-            expired = cur.fetchall()
-            self._add_bytes(cur, -sum(self._drop(cur, key, int(size)) for key, size in expired))
+            expired = [(str(key), int(size)) for key, size in cur.fetchall()]
+            self._add_bytes(cur, -self._drop_known(cur, expired))
         return len(expired)
 
     # --- leases ----------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class SQLiteStore(SQLStore):
                 cur.execute("COMMIT")
 
     @contextmanager
-    def _read(self) -> Iterator[tuple[Any, float]]:
+    def _read(self, clock: bool = True) -> Iterator[tuple[Any, float]]:
         with self._lock, self._failures():
             yield self._db.cursor(), time.time()
 
