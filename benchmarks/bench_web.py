@@ -15,15 +15,25 @@
 
     python benchmarks/bench_web.py [--steps 300] [--by-value] [--breakdown]
         [--load --conversations 1000 --pages 10 --workers 8 --time-limit 900]
+
+4. **Compare** (``--compare TREE``): the same POST/GET steps in two processes, this
+   checkout and TREE (another checkout, e.g. ``git worktree add /tmp/base main``),
+   taking turns round by round so that both see the same load; the medians and the
+   median of the per-round ratios. ``--cpu`` counts the request thread's CPU time
+   instead of the wall clock (a busy machine then shifts both less)::
+
+    python benchmarks/bench_web.py --compare /tmp/base --rounds 30 [--cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -193,6 +203,85 @@ def breakdown(steps: int) -> None:
     print(f"  {'web layer (the rest)':20} {(total - accounted) * 1e3:.3f} ms")
 
 
+def _turns(cpu: bool) -> None:
+    """A ``--compare`` worker: for each line ``N`` read, N conversations; their medians out."""
+    clock = time.thread_time if cpu else time.perf_counter
+    import bench_web
+
+    app = web.App("bench", store=f"sqlite:///{tempfile.mkdtemp()}/pages.db")
+    app.conversation("/count")(bench_web.counter)
+    cookie = ""
+
+    def conversation() -> tuple[list[float], list[float]]:
+        nonlocal cookie
+        posts, gets = [], []
+        start = app.handle(Incoming("GET", "/count", "", {"cookie": cookie}, b""))
+        cookie = cookie or start.headers[-1][1].split(";")[0]
+        location = dict(start.headers)["location"]
+        for n in range(PAGES):
+            t0 = clock()
+            page = app.handle(Incoming("GET", location, "", {"cookie": cookie}, b""))
+            t1 = clock()
+            body = f"n={n}&_csrf={_csrf(page.encoded().decode())}".encode()
+            answered = app.handle(Incoming("POST", location, "", {"cookie": cookie}, body))
+            posts.append(clock() - t1)
+            gets.append(t1 - t0)
+            location = dict(answered.headers)["location"]
+        return posts, gets
+
+    for _ in range(5):  # warm up
+        conversation()
+    for line in sys.stdin:
+        posts, gets = [], []
+        for _ in range(int(line)):
+            post, get = conversation()
+            posts += post
+            gets += get
+        print(json.dumps([statistics.median(posts), statistics.median(gets)]), flush=True)
+
+
+def compare(tree: str, rounds: int, cpu: bool) -> None:
+    """This checkout against ``tree``, in two processes taking turns (see the docstring)."""
+    checkouts = {"this": str(ROOT), "other": os.path.abspath(tree)}
+    if not os.path.isdir(os.path.join(checkouts["other"], "contsnap")):
+        sys.exit(f"--compare {tree}: not a checkout of contsnap (no contsnap/ in it)")
+    command = [sys.executable, str(Path(__file__).resolve()), "--turns"] + (["--cpu"] * cpu)
+    workers = {
+        name: subprocess.Popen(
+            command,
+            cwd=path,
+            env={**os.environ, "PYTHONPATH": path},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name, path in checkouts.items()
+    }
+    results: dict[str, list[list[float]]] = {name: [] for name in workers}
+    for _ in range(rounds):
+        for name, worker in workers.items():
+            assert worker.stdin is not None and worker.stdout is not None
+            worker.stdin.write("3\n")
+            worker.stdin.flush()
+            results[name].append(json.loads(worker.stdout.readline()))
+    for worker in workers.values():
+        assert worker.stdin is not None
+        worker.stdin.close()
+        worker.wait()
+    what = "thread CPU time" if cpu else "wall clock"
+    print(f"{rounds} rounds of 3 conversations x {PAGES} pages each, SQLite, {what}, medians:")
+    for name, path in checkouts.items():
+        post = statistics.median(r[0] for r in results[name]) * 1e3
+        get = statistics.median(r[1] for r in results[name]) * 1e3
+        print(f"  {name:5} {path}: POST {post:.3f} ms, GET {get:.3f} ms")
+    for index, label in ((0, "POST"), (1, "GET")):
+        ratios = [a[index] / b[index] for a, b in zip(results["this"], results["other"])]
+        print(
+            f"  this/other per round, {label}: median {statistics.median(ratios):.3f} "
+            f"(range {min(ratios):.2f}-{max(ratios):.2f})"
+        )
+
+
 def load(conversations: int, pages: int, workers: int, time_limit: float) -> None:
     import httpx
     import servers
@@ -275,7 +364,17 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=900.0, help="seconds, for --load")
+    parser.add_argument("--compare", metavar="TREE", help="another checkout to take turns with")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds, for --compare")
+    parser.add_argument("--cpu", action="store_true", help="thread CPU time, for --compare")
+    parser.add_argument("--turns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.turns:
+        _turns(args.cpu)
+        return
+    if args.compare:
+        compare(args.compare, args.rounds, args.cpu)
+        return
     overhead(args.steps)
     if args.by_value:
         overhead(args.steps, by_value=True)
