@@ -5,10 +5,8 @@ acquire and fenced writes are serialised by SQLite's own file lock; readers
 never block writers (WAL). A commit is in the WAL, so in the operating system's
 hands, before ``put`` returns: a crash of the process loses nothing
 (``synchronous=NORMAL``: the WAL is fsynced at each checkpoint, so a power cut
-may lose the last commits, never corrupt the file). Checkpoints (copying the WAL
-into the database file, with its fsyncs) run in a background thread rather than
-in the write that fills the WAL; `SQLiteStore.sweep` also truncates the WAL,
-which otherwise keeps the size of its busiest moment.
+may lose the last commits, never corrupt the file). `SQLiteStore.sweep` also
+truncates the WAL, which otherwise keeps the size of its busiest moment.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -41,49 +38,6 @@ CREATE TABLE IF NOT EXISTS {p}leases (
     key TEXT PRIMARY KEY, token INTEGER NOT NULL, owner TEXT NOT NULL, pid INTEGER NOT NULL,
     host TEXT NOT NULL, expires REAL NOT NULL);
 """
-
-
-#: seconds between two background checkpoints while writes go on
-_CHECKPOINT_EVERY = 0.5
-#: WAL pages past which a write checkpoints itself (the background thread fell behind)
-_WAL_PAGES = 10_000
-
-
-class _Checkpointer(threading.Thread):
-    """Copies the WAL into the database file (a PASSIVE checkpoint) off the request path.
-
-    Woken by a commit, it checkpoints on its own connection, then rests
-    ``_CHECKPOINT_EVERY`` seconds; it ends when its store is closed or collected.
-    """
-
-    def __init__(self, path: str, busy_timeout: float) -> None:
-        super().__init__(name="contsnap-sqlite-checkpoint", daemon=True)
-        self.path, self.busy_timeout = path, busy_timeout
-        self.wake, self.stop = threading.Event(), threading.Event()
-
-    def end(self) -> None:
-        self.stop.set()
-        self.wake.set()
-
-    def run(self) -> None:
-        try:
-            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        except sqlite3.Error:
-            return  # the writes checkpoint themselves past _WAL_PAGES
-        try:
-            db.execute("PRAGMA synchronous = NORMAL")
-            while not self.stop.is_set():
-                self.wake.wait()
-                self.wake.clear()
-                if self.stop.is_set():
-                    break
-                try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    pass  # busy or failing: the next round tries again
-                self.stop.wait(_CHECKPOINT_EVERY)
-        finally:
-            db.close()
 
 
 class SQLiteStore(SQLStore):
@@ -117,9 +71,6 @@ class SQLiteStore(SQLStore):
         if not prefix.replace("_", "").isalnum():
             raise StoreError(f"store {self.url}: prefix={prefix!r} must be letters, digits and _")
         self._lock = threading.RLock()
-        self._busy_timeout = busy_timeout
-        self._checkpointer: _Checkpointer | None = None
-        self._checkpointer_pid = 0
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -127,7 +78,6 @@ class SQLiteStore(SQLStore):
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute(f"PRAGMA wal_autocheckpoint = {_WAL_PAGES}")
             with self._write([]) as (cur, _now):
                 for statement in _SCHEMA.format(p=prefix).split(";"):
                     if statement.strip():
@@ -176,19 +126,6 @@ class SQLiteStore(SQLStore):
                 raise
             else:
                 cur.execute("COMMIT")
-                checkpointer = self._checkpointer
-                if checkpointer is None or self._checkpointer_pid != os.getpid():
-                    checkpointer = self._start_checkpointer()
-                if not checkpointer.wake.is_set():
-                    checkpointer.wake.set()
-
-    def _start_checkpointer(self) -> _Checkpointer:
-        """The background checkpoint thread of this store in this process, started."""
-        checkpointer = _Checkpointer(self.path, self._busy_timeout)
-        checkpointer.start()
-        weakref.finalize(self, checkpointer.end)  # a store dropped unclosed ends it too
-        self._checkpointer, self._checkpointer_pid = checkpointer, os.getpid()
-        return checkpointer
 
     @contextmanager
     def _read(self, clock: bool = True) -> Iterator[tuple[Any, float]]:
@@ -203,13 +140,9 @@ class SQLiteStore(SQLStore):
         return removed
 
     def close(self) -> None:
-        """Close the connection (and end the checkpoint thread); the store is then unusable."""
+        """Close the connection; the store cannot be used afterwards."""
         with self._lock:
             self._db.close()
-            checkpointer, self._checkpointer = self._checkpointer, None
-        if checkpointer is not None and self._checkpointer_pid == os.getpid():
-            checkpointer.end()
-            checkpointer.join(self._busy_timeout)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
