@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 
 httpx = pytest.importorskip("httpx")
@@ -822,3 +823,12 @@ def test_handlers_saved_by_value_continue_in_a_new_process_and_refuse_changed_co
         ["/inner", "409", "409"],
         ["/main", "409", "409"],
     ]
+
+
+@hypothesis.given(hypothesis.strategies.text(alphabet="ab=&%+2F é;", max_size=30))
+def test_form_bodies_parse_as_parse_qsl_does(body: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from contsnap.web._app import _form_fields
+
+    assert _form_fields(body) == parse_qsl(body, keep_blank_values=True)

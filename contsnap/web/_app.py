@@ -342,9 +342,7 @@ class App:
                 return Response(page.final, 200, set_cookie)
             csrf = self.pages.csrf(ring, session, token)
             return Response(page.ask.render(k, csrf), 200, set_cookie)
-        submitted = Answer(
-            parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-        )
+        submitted = Answer(_form_fields(request.body.decode("utf-8", "replace")))
         if page.final is not None or not self.pages.check_csrf(
             ring, session, token, submitted.get(CSRF_FIELD, "")
         ):
@@ -464,6 +462,14 @@ def _final(returned: Any, conv: _Conversation) -> str:
         f"{conv.func.__qualname__} returned {type(returned).__name__}; a conversation ends by "
         "returning its final page's HTML (a str) or a web.Response"
     )
+
+
+def _form_fields(body: str) -> list[tuple[str, str]]:
+    """The fields of a urlencoded form body, repeated and blank ones kept (as `parse_qsl`)."""
+    if "%" in body or "+" in body:
+        return parse_qsl(body, keep_blank_values=True)
+    # nothing escaped (digits, plain words): the split parse_qsl would make, without unquoting
+    return [(name, value) for name, _, value in (p.partition("=") for p in body.split("&") if p)]
 
 
 def _find_request(page: _pages.Page) -> Request | None:
