@@ -832,3 +832,14 @@ def test_form_bodies_parse_as_parse_qsl_does(body: str) -> None:
     from contsnap.web._app import _form_fields
 
     assert _form_fields(body) == parse_qsl(body, keep_blank_values=True)
+
+
+def test_page_macs_are_hmac_sha256_under_each_key() -> None:
+    import hashlib
+    import hmac
+
+    from contsnap.web._pages import mac
+
+    for secret in (b"k" * 32, b"other key", b"k" * 32, bytes(range(64)) * 2):
+        for message in (b"", b"contsnap web page\0app:/sum\0s\0id", b"x" * 200):
+            assert mac(secret, message) == hmac.digest(secret, message, hashlib.sha256)

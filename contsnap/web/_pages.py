@@ -139,7 +139,7 @@ class PageStore:
     def _tag(self, secret: bytes, identity: str, session: str, page_id: str) -> str:
         bound = session if self.bind_session else ""
         message = f"contsnap web page\0{identity}\0{bound}\0{page_id}".encode()
-        digest = hmac.digest(secret, message, hashlib.sha256)[:_TAG_BYTES]
+        digest = mac(secret, message)[:_TAG_BYTES]
         return base64.urlsafe_b64encode(digest).decode()
 
     def new_id(self, ring: _keys.KeyRing, identity: str, session: str) -> str:
@@ -162,13 +162,13 @@ class PageStore:
         """The CSRF token the forms of page ``token`` carry in this session."""
         assert ring.signing_key is not None
         message = f"contsnap web csrf\0{session}\0{token}".encode()
-        return hmac.digest(ring.signing_key, message, hashlib.sha256).hex()[:32]
+        return mac(ring.signing_key, message).hex()[:32]
 
     def check_csrf(self, ring: _keys.KeyRing, session: str, token: str, given: str) -> bool:
         ok = False
         message = f"contsnap web csrf\0{session}\0{token}".encode()
         for secret in ring.keys:
-            expected = hmac.digest(secret, message, hashlib.sha256).hex()[:32]
+            expected = mac(secret, message).hex()[:32]
             ok |= hmac.compare_digest(expected, given)
         return ok
 
@@ -302,6 +302,23 @@ class PageStore:
         if now - self._last_sweep >= every:
             self._last_sweep = now
             self.store.sweep()
+
+
+# HMAC-SHA256 keyed once per key (a request's ids and CSRF tokens take four MACs): copying
+# the keyed state costs half of keying afresh. Only the keys of the rings in use are here.
+_KEYED: dict[bytes, hmac.HMAC] = {}
+
+
+def mac(secret: bytes, message: bytes) -> bytes:
+    """``hmac.digest(secret, message, "sha256")``, from a keyed state kept per key."""
+    keyed = _KEYED.get(secret)
+    if keyed is None:
+        if len(_KEYED) >= 16:  # keys rotated many times in one process: start afresh
+            _KEYED.clear()
+        keyed = _KEYED[secret] = hmac.new(secret, digestmod=hashlib.sha256)
+    state = keyed.copy()
+    state.update(message)
+    return state.digest()
 
 
 def _group(session: str) -> str:
