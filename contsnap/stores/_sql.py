@@ -291,9 +291,21 @@ class SQLStore(StoreBase):
         Returns the bytes freed (the caller adds both to the totals, once).
         """
         freed = 0
+        stored = None  # the totals' bytes, read with the group's count when both are bounded
         if self.max_per_group is not None and group is not None:
-            cur.execute(self._q("SELECT COUNT(*) FROM {p}keys WHERE grp = ?"), (group,))
-            over = int(cur.fetchone()[0]) - self.max_per_group
+            if self.max_bytes is None:
+                cur.execute(self._q("SELECT COUNT(*) FROM {p}keys WHERE grp = ?"), (group,))
+                count = int(cur.fetchone()[0])
+            else:
+                cur.execute(
+                    self._q(
+                        "SELECT (SELECT COUNT(*) FROM {p}keys WHERE grp = ?), "
+                        "(SELECT COALESCE(SUM(bytes), 0) FROM {p}totals)"
+                    ),
+                    (group,),
+                )
+                count, stored = (int(n) for n in cur.fetchone())
+            over = count - self.max_per_group
             if over > 0:
                 # down to group_slack below the bound: the next group_slack puts evict nothing
                 wanted = over + self.group_slack
@@ -312,8 +324,10 @@ class SQLStore(StoreBase):
                     freed += self._drop(cur, key)
         if self.max_bytes is None:
             return freed
-        cur.execute(self._q("SELECT COALESCE(SUM(bytes), 0) FROM {p}totals"))
-        total = int(cur.fetchone()[0]) + pending - freed
+        if stored is None:  # (the group evictions since are in freed, not yet in the totals)
+            cur.execute(self._q("SELECT COALESCE(SUM(bytes), 0) FROM {p}totals"))
+            stored = int(cur.fetchone()[0])
+        total = stored + pending - freed
         while total > self.max_bytes:
             # a batch of the least recently used keys; it holds some not written now, if any exist
             cur.execute(
