@@ -68,6 +68,9 @@ def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]
 def _chain_states(obj: Any, captured: dict[int, FrameState]) -> Iterator[FrameState]:
     """The captured frames of the delegation chain from ``obj`` down (at most 64): from the
     first one captured that no other delegates to when ``obj`` is not itself a generator."""
+    if len(captured) == 1:  # the usual case: one frame, its own chain
+        yield from captured.values()
+        return
     current_id = id(obj)
     if current_id not in captured:
         delegated = {id(state.delegate) for state in captured.values()}
