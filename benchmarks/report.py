@@ -320,20 +320,21 @@ def first_call_table(document: dict[str, Any]) -> str:
     cases = document["series"]["snapshot"]["cases"]
     sides = next(c["sides"] for c in cases if c["case"] == "small")
     out = [
-        "| implementation | dumps: first call / warm | first / warm | loads: first call / warm "
-        "| first / warm |",
-        "|---|---|---|---|---|",
+        "| implementation | dumps: first call / warm | first / warm | heap frozen: first / warm "
+        "| loads: first call / warm | first / warm | heap frozen: first / warm |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name in PEER_ORDER:
+    for name in (*PEER_ORDER, "pickle"):
         side = sides.get(name, {})
         if "first_dumps" not in side:
             continue
-        out.append(
-            f"| {name} | {_time(side['first_dumps'])} / {_time(side['dumps'])} "
-            f"| {_with_spread(side['first_dumps_vs_warm'])} "
-            f"| {_time(side['first_loads'])} / {_time(side['loads'])} "
-            f"| {_with_spread(side['first_loads_vs_warm'])} |"
-        )
+        cells = [name]
+        for action in ("dumps", "loads"):
+            cells.append(f"{_time(side['first_' + action])} / {_time(side[action])}")
+            cells.append(_with_spread(side[f"first_{action}_vs_warm"]))
+            frozen = side.get(f"first_frozen_{action}_vs_warm")
+            cells.append(_with_spread(frozen) if frozen else "—")
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

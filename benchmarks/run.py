@@ -530,8 +530,8 @@ def bench_snapshot(cfg: Config, series: dict[str, Any]) -> list[Row]:
             entry[impl] = {"bytes": reply["bytes"]}
             worker = IMPLS.worker(impl)
             actions = ["dumps", "loads"]
-            if case == "small" and impl != "pickle":
-                actions += ["first-dumps", "first-loads"]
+            if case == "small":
+                actions += FIRST_ACTIONS
             for action in actions:
                 sides.append(
                     Side(f"{impl} {action}", remote=Remote(worker, impl, case, action, target_time))
@@ -576,21 +576,12 @@ def bench_snapshot(cfg: Config, series: dict[str, Any]) -> list[Row]:
                     rows.append(row)
                     data[f"{action}_vs_{peer}"] = [row.value, *(row.spread or ())]
             if case == "small":
-                for action in ("dumps", "loads"):
-                    row = ratio_row(
-                        section,
-                        f"{impl} first {action} after gc.collect() / warm",
-                        values,
-                        f"{impl} first-{action}",
-                        f"{impl} {action}",
-                        FIRST_CALL_TARGET if impl == "contsnap" else None,
-                    )
-                    rows.append(row)
-                    data[f"first_{action}"] = median(values[f"{impl} first-{action}"])
-                    data[f"first_{action}_vs_warm"] = [row.value, *(row.spread or ())]
+                rows += _first_call_rows(section, impl, values, data)
         if have_pickle:
             for action in ("dumps", "loads"):
                 entry["pickle"][action] = median(values[f"pickle {action}"])
+            if case == "small":
+                rows += _first_call_rows(section, "pickle", values, entry["pickle"])
         for impl, data in entry.items():
             if "bytes" in data:
                 rows.append(
@@ -611,6 +602,34 @@ def bench_snapshot(cfg: Config, series: dict[str, Any]) -> list[Row]:
         table.append({"case": case, "label": label, "sides": entry})
     series["snapshot"] = {"cases": table, "skipped": dict(IMPLS.skipped)}
     return rows + _skipped_peer_rows("snapshot: peers")
+
+
+#: the first call after gc.collect(): as it comes, and with the heap frozen before it
+FIRST_ACTIONS = ["first-dumps", "first-loads", "first-frozen-dumps", "first-frozen-loads"]
+
+
+def _first_call_rows(
+    section: str, impl: str, values: dict[str, list[float]], data: dict[str, Any]
+) -> list[Row]:
+    """The first call after ``gc.collect()`` against the warm figure of ``impl`` (small
+    state), as it comes and with the heap frozen (``gc.freeze()``) before the collection."""
+    rows = []
+    for frozen in ("", "frozen-"):
+        for action in ("dumps", "loads"):
+            how = ", heap frozen" if frozen else ""
+            row = ratio_row(
+                section,
+                f"{impl} first {action} after gc.collect(){how} / warm",
+                values,
+                f"{impl} first-{frozen}{action}",
+                f"{impl} {action}",
+                FIRST_CALL_TARGET if impl == "contsnap" and not frozen else None,
+            )
+            rows.append(row)
+            name = f"first_{frozen.replace('-', '_')}{action}"
+            data[name] = median(values[f"{impl} first-{frozen}{action}"])
+            data[f"{name}_vs_warm"] = [row.value, *(row.spread or ())]
+    return rows
 
 
 # -- restore time against steps taken -----------------------------------------------------

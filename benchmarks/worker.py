@@ -19,7 +19,8 @@ Requests (``impl`` names one of the implementations this worker hosts):
     generator yields next (the driver checks that every side agrees).
 ``{"op": "sample", "impl": I, "case": C, "action": A, "loops": N, "target": S}``
     seconds per call of action ``A`` (``dumps``, ``loads``, ``first-dumps``,
-    ``first-loads``; for a loop ``run``, draining the restored generator, or
+    ``first-loads``, ``first-frozen-dumps``, ``first-frozen-loads``; for a loop ``run``,
+    draining the restored generator, or
     ``fresh``, draining one made anew), timed over ``N`` calls after ``gc.collect()``. With
     ``N`` = 0 the worker times one call and picks ``N`` so that a sample lasts about
     ``S`` seconds; it answers the ``loops`` it chose, which the driver sends from
@@ -288,6 +289,17 @@ class Prepared:
                 drain(gen)
             return (time.perf_counter() - start) / loops, loops
         call = self.call(action)
+        if action.startswith("first-frozen-"):
+            # the same with the heap frozen first (gc.freeze(), as a service does after
+            # start-up): the collection walks only what is younger, and leaves the caches be
+            gc.freeze()
+            try:
+                gc.collect()
+                start = time.perf_counter()
+                call()
+                return time.perf_counter() - start, 1
+            finally:
+                gc.unfreeze()
         if action.startswith("first-"):
             # the first call after a collection (and, between samples, other processes' work)
             gc.collect()

@@ -68,6 +68,9 @@ def frames_of(obj: Any, captured: dict[int, FrameState]) -> list[dict[str, Any]]
 def _chain_states(obj: Any, captured: dict[int, FrameState]) -> Iterator[FrameState]:
     """The captured frames of the delegation chain from ``obj`` down (at most 64): from the
     first one captured that no other delegates to when ``obj`` is not itself a generator."""
+    if len(captured) == 1:  # the usual case: one frame, its own chain
+        yield from captured.values()
+        return
     current_id = id(obj)
     if current_id not in captured:
         delegated = {id(state.delegate) for state in captured.values()}
@@ -201,15 +204,40 @@ def _verified(
     *,
     view: bool,
 ) -> tuple[dict[str, Any], Any]:
+    meta, payload = _unsealed(data, kinds, identity, key, allow_unsigned, view=view, packed=False)
+    return meta, payload
+
+
+def _unsealed(
+    data: bytes,
+    kinds: Collection[str],
+    identity: str | None,
+    key: _keys.KeyLike | None,
+    allow_unsigned: bool | None,
+    *,
+    view: bool,
+    packed: bool,
+) -> tuple[Any, Any]:
+    """`_verified`, with a format-3 blob's metadata left `_envelope.Packed` if ``packed``."""
     ring = _keys.resolve(key)
     if allow_unsigned is None:
         allow_unsigned = policy.allow_unsigned
     meta, payload = _envelope.unseal(
-        data, ring=ring, kinds=kinds, identity=identity, allow_unsigned=allow_unsigned, view=view
+        data,
+        ring=ring,
+        kinds=kinds,
+        identity=identity,
+        allow_unsigned=allow_unsigned,
+        view=view,
+        packed=packed,
     )
     _check_python(meta)
-    found = meta.get("frames", [])
-    if not isinstance(found, list) or not all(isinstance(f, dict) for f in found):
+    if type(meta) is _envelope.Packed:
+        well_formed = _packed_frames_ok(meta.packed)
+    else:
+        found = meta.get("frames", [])
+        well_formed = isinstance(found, list) and all(isinstance(f, dict) for f in found)
+    if not well_formed:
         raise SnapshotCorruptError(
             "snapshot metadata is malformed: 'frames' is not a list of objects; "
             "restore from an intact copy of the snapshot"
@@ -217,7 +245,32 @@ def _verified(
     return meta, payload
 
 
-def _check_python(meta: dict[str, Any]) -> None:
+def _packed_frames_ok(packed: list[Any]) -> bool:
+    """Does every frame of a format-3 metadata array expand to an object (see
+    `_envelope._unpack_frame`)?"""
+    functions, frames = packed[5], packed[6]
+    if frames is None:
+        return True
+    if type(frames) is not list:
+        return False
+    if not frames:
+        return True
+    if type(functions) is not list:
+        return False
+    count = len(functions)
+    for frame in frames:
+        if not (type(frame) is list and 3 <= len(frame) <= 4 and type(frame[0]) is int):
+            return False
+        at = frame[0]
+        if not 0 <= at < count:
+            return False
+        entry = functions[at]
+        if not (type(entry) is list and 3 <= len(entry) <= 4):
+            return False
+    return True
+
+
+def _check_python(meta: Any) -> None:
     """Bytecode carried by value only runs on the Python version that made it."""
     saved = meta.get("python")
     if saved is None or saved == _envelope.PYTHON or meta.get("portable") is True:
@@ -230,14 +283,23 @@ def _check_python(meta: dict[str, Any]) -> None:
     )
 
 
-@dataclass
 class Decoded:
-    """What `decode` gives back: the restored object and its (verified) metadata."""
+    """What `decode` gives back: the restored object, its (verified) metadata and the
+    files the restored state writes to, with their checkpoint sizes (see truncate())."""
 
-    obj: Any
-    meta: dict[str, Any]
-    #: files the restored state writes to, with their checkpoint sizes (see truncate())
-    outputs: list[Output]
+    __slots__ = ("_meta", "obj", "outputs")
+
+    def __init__(self, obj: Any, meta: dict[str, Any] | _envelope.Packed, outputs: list[Output]):
+        self.obj = obj
+        self._meta = meta
+        self.outputs = outputs
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        meta = self._meta
+        if type(meta) is _envelope.Packed:  # a load that did not need it as a dict
+            meta = self._meta = meta.expand()
+        return meta  # type: ignore[return-value]
 
 
 def decode(
@@ -250,8 +312,31 @@ def decode(
 ) -> Decoded:
     """Verify ``data``, check that its code did not change, and rebuild what it holds."""
     # a large payload stays a view into ``data``: it is only unpickled, never kept
-    meta, payload = _verified(data, kinds, identity, key, allow_unsigned, view=True)
-    return restore(meta, payload)
+    meta, payload = _unsealed(data, kinds, identity, key, allow_unsigned, view=True, packed=True)
+    if type(meta) is not _envelope.Packed:
+        return restore(meta, payload)
+    packed = meta.packed
+    functions, frames = packed[5], packed[6]
+    if frames:
+        _check_names(_names_in(functions, frames))
+    with old_lines(meta.frames), collect_outputs() as outputs:
+        obj = from_payload(payload, functions=functions if type(functions) is list else [])
+    return Decoded(obj, meta, outputs)
+
+
+def _names_in(functions: list[Any], frames: list[Any]) -> Iterator[tuple[Any, Any, Any]]:
+    """(module, qualname, fingerprint) of each function of a format-3 chain, once each."""
+    if len(frames) == 1:
+        entry = functions[frames[0][0]]
+        yield entry[0], entry[1], entry[2]
+        return
+    seen: set[int] = set()
+    for frame in frames:
+        at = frame[0]
+        if at not in seen:
+            seen.add(at)
+            entry = functions[at]
+            yield entry[0], entry[1], entry[2]
 
 
 def restore(meta: dict[str, Any], payload: bytes | memoryview) -> Decoded:
@@ -268,21 +353,24 @@ def restore(meta: dict[str, Any], payload: bytes | memoryview) -> Decoded:
 
 def check_code(frames: list[Any]) -> None:
     """Name every function of the saved chain whose code changed (and has no migration)."""
+    _check_names(
+        (frame.get("module"), frame.get("qualname"), frame.get("fingerprint"))
+        for frame in frames
+        if isinstance(frame, dict)
+    )
+
+
+def _check_names(names: Iterator[tuple[Any, Any, Any]]) -> None:
+    """`check_code` of the functions so named: ``(module, qualname, fingerprint)`` each."""
     changed: list[tuple[Any, str]] = []
     seen: set[tuple[Any, Any, Any]] = set()
-    for frame in frames:
-        if not isinstance(frame, dict):
+    for name in names:
+        module, qualname, fingerprint = name
+        if not (type(module) is str and type(qualname) is str and type(fingerprint) is str):
             continue
-        module, qualname = frame.get("module"), frame.get("qualname")
-        fingerprint = frame.get("fingerprint")
-        name = (module, qualname, fingerprint)
         if name in seen:  # the same function at several depths: checked once
             continue
         seen.add(name)
-        if not (isinstance(module, str) and isinstance(qualname, str)):
-            continue
-        if not isinstance(fingerprint, str):
-            continue
         live = live_info(module, qualname)
         if live is None or live.fingerprint == fingerprint:
             continue

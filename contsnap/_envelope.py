@@ -17,11 +17,11 @@ import json
 import struct
 import sys
 import zlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ._errors import SnapshotCorruptError, SnapshotKindError, SnapshotSignatureError
-from ._keys import KEY_ENV_VAR, KEY_ID_SIZE, KeyRing, key_id
+from ._keys import KEY_ENV_VAR, KEY_ID_SIZE, KeyRing, key_id, mac, mac_end, mac_start
 from ._version import __version__
 
 __all__ = ["KINDS", "read_meta", "seal", "unseal"]
@@ -209,19 +209,19 @@ def _seal(payload: bytes, meta_json: bytes, key: bytes | None, compress: bool) -
     header = _HEADERS[flags] + (b"" if key is None else key_id(key))
     header += _SIZES.pack(meta_len, payload_len)
     if key is not None and len(body) == 2 and payload_len < _JOIN_BEFORE_HASHING:
-        # small: one join and the one-shot hmac.digest (no hmac object, no updates)
+        # small: one join, hashed in one call
         unsigned = b"".join((header, meta_json, payload))
-        return unsigned + hmac.digest(key, unsigned, "sha256")
+        return unsigned + mac(key, unsigned)
     # Hash the pieces in place rather than joining them first: one copy of a large
     # payload (the final join) instead of two. One pass: the MAC replaces the digest.
-    check: Any = (
-        hashlib.blake2b(header, digest_size=_DIGEST_SIZE)
-        if key is None
-        else hmac.new(key, header, "sha256")
-    )
+    if key is None:
+        check: Any = hashlib.blake2b(header, digest_size=_DIGEST_SIZE)
+    else:
+        check = mac_start(key)
+        check.update(header)
     for piece in body:
         check.update(piece)
-    return b"".join((header, *body, check.digest()))
+    return b"".join((header, *body, check.digest() if key is None else mac_end(key, check)))
 
 
 #: below this payload size, seal joins first and hashes the joined bytes in one call
@@ -304,18 +304,10 @@ def pack_frames(frames: list[Any], functions: list[list[Any]]) -> list[Any]:
     return packed
 
 
-def _unpack_meta(packed: Any) -> dict[str, Any]:
-    """The dict a format-3 metadata array stands for (frames expanded as format 2 had them)."""
-    if not (type(packed) is list and len(packed) == len(_PACKED) + 1):
-        raise SnapshotCorruptError(
-            "snapshot metadata is malformed: a format-3 blob's metadata is an array of "
-            f"{len(_PACKED) + 1} members; " + _RESTORE_INTACT
-        )
+def _unpack_meta(packed: list[Any]) -> dict[str, Any]:
+    """The dict a format-3 metadata array (`_parse_meta`) stands for (frames expanded as
+    format 2 had them)."""
     kind, python, identity, created_at, portable, functions, frames, rest = packed
-    if type(rest) is not dict:
-        raise SnapshotCorruptError(
-            "snapshot metadata is malformed: its last member is not an object; " + _RESTORE_INTACT
-        )
     meta: dict[str, Any] = {**rest, "kind": kind, "python": python, "identity": identity}
     if created_at is not _ABSENT:
         meta["created_at"] = created_at
@@ -415,12 +407,14 @@ def unseal(
     identity: str | None = None,
     allow_unsigned: bool = False,
     view: bool = False,
-) -> tuple[dict[str, Any], Any]:
+    packed: bool = False,
+) -> tuple[Any, Any]:
     """Check ``blob`` and return its ``(meta, payload)``; ``meta`` includes ``kind`` etc.
 
     With ``view``, an uncompressed payload of 64 KiB or more comes back as a read-only
     memoryview into the (immutable) blob instead of a copy: for a caller that only
-    unpickles it, one large allocation fewer.
+    unpickles it, one large allocation fewer. With ``packed``, the metadata of a format-3
+    blob comes back as a `Packed` (its dict made only when asked for).
 
     A signed blob must verify with a key of ``ring`` (found by the key id in its header); an
     unsigned one is refused unless ``allow_unsigned``. Its signed kind must be one of ``kinds`` and,
@@ -467,6 +461,10 @@ def unseal(
             payload = memoryview(data)[payload_start : head.end]
         else:
             payload = data[payload_start : head.end]
+    if packed and head.version >= 3:
+        found = Packed(_parse_meta(meta_json))
+        _check_binding(found, kinds, identity)
+        return found, payload
     meta = _decode_meta(meta_json, head.version)
     if head.version == 1:
         _infer_legacy_binding(meta)
@@ -501,7 +499,7 @@ def _verify_signature(data: bytes, head: _Head, ring: KeyRing) -> None:
             "...) or CONTSNAP_OLD_KEYS). Do not restore it if you do not trust where it came "
             "from"
         )
-    expected = hmac.digest(found, memoryview(data)[: head.end], "sha256")
+    expected = mac(found, memoryview(data)[: head.end])
     if not hmac.compare_digest(expected, data[head.end :]):
         raise SnapshotSignatureError(
             f"snapshot signature (key id {wanted.hex()}) does not match its contents: it was "
@@ -521,7 +519,7 @@ def _infer_legacy_binding(meta: dict[str, Any]) -> None:
     meta.setdefault("python", None)
 
 
-def _check_binding(meta: dict[str, Any], kinds: Collection[str], identity: str | None) -> None:
+def _check_binding(meta: Any, kinds: Collection[str], identity: str | None) -> None:
     kind = meta.get("kind")
     if kind not in kinds:
         wanted = " or ".join(kind_name(k) for k in kinds)
@@ -719,24 +717,85 @@ def _read_sizes(data: bytes, head: _Head) -> tuple[int, int, int]:
 
 
 def _decode_meta(meta_json: bytes, version: int) -> dict[str, Any]:
-    try:
-        text = meta_json.decode("utf-8")
-        # raw_decode skips decode()'s two whitespace regexes; seal never writes whitespace.
-        meta, end = _JSON_DECODER.raw_decode(text)
-        if end != len(text):
-            raise ValueError(f"{len(text) - end} characters follow the JSON value")
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise SnapshotCorruptError(
-            f"snapshot metadata is not valid JSON ({type(exc).__name__}: {exc}); " + _RESTORE_INTACT
-        ) from None
     if version >= 3:
-        return _unpack_meta(meta)
+        return _unpack_meta(_parse_meta(meta_json))
+    meta = _parse_json(meta_json)
     if not isinstance(meta, dict):
         raise SnapshotCorruptError(
             f"snapshot metadata is a JSON {_JSON_KINDS.get(type(meta), 'value')}, not an object; "
             + _RESTORE_INTACT
         )
     return meta
+
+
+def _parse_json(meta_json: bytes) -> Any:
+    try:
+        text = meta_json.decode("utf-8")
+        # the scanner alone: decode()'s whitespace regexes and raw_decode's wrapper are
+        # not needed, seal never writes whitespace
+        try:
+            meta, end = _SCAN(text, 0)
+        except StopIteration as stop:  # what raw_decode says then
+            raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+        if end != len(text):
+            raise ValueError(f"{len(text) - end} characters follow the JSON value")
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise SnapshotCorruptError(
+            f"snapshot metadata is not valid JSON ({type(exc).__name__}: {exc}); " + _RESTORE_INTACT
+        ) from None
+    return meta
+
+
+_SCAN: Callable[[str, int], tuple[Any, int]] = _JSON_DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _parse_meta(meta_json: bytes) -> list[Any]:
+    """A format-3 metadata array, its shape checked (see `_unpack_meta`)."""
+    packed = _parse_json(meta_json)
+    if not (type(packed) is list and len(packed) == len(_PACKED) + 1):
+        raise SnapshotCorruptError(
+            "snapshot metadata is malformed: a format-3 blob's metadata is an array of "
+            f"{len(_PACKED) + 1} members; " + _RESTORE_INTACT
+        )
+    if type(packed[-1]) is not dict:
+        raise SnapshotCorruptError(
+            "snapshot metadata is malformed: its last member is not an object; " + _RESTORE_INTACT
+        )
+    return packed
+
+
+class Packed:
+    """The metadata of a format-3 blob as it was written (`_PACKED`, then the other keys):
+    what a load needs is read from the array; the dict (`expand`) is made when asked for."""
+
+    __slots__ = ("_expanded", "packed")
+
+    def __init__(self, packed: list[Any]) -> None:
+        self.packed = packed
+        self._expanded: dict[str, Any] | None = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        at = _PACKED_AT.get(name)
+        if at is not None and name != "frames":
+            found = self.packed[at]
+            if found is not _ABSENT or name == "identity":
+                return found
+        return self.expand().get(name, default)
+
+    def frames(self) -> list[Any]:
+        """The frames as format 2 described them (dicts)."""
+        found = self.expand().get("frames", [])
+        return found if type(found) is list else []
+
+    def expand(self) -> dict[str, Any]:
+        if self._expanded is None:
+            meta = _unpack_meta(self.packed)
+            meta.setdefault("identity", None)
+            self._expanded = meta
+        return self._expanded
+
+
+_PACKED_AT = {name: at for at, name in enumerate(_PACKED)}
 
 
 def _truncated(size: int, smallest: int = _PREAMBLE.size) -> SnapshotCorruptError:

@@ -61,9 +61,7 @@ _REGISTRY: dict[tuple[str, str], list[tuple[str | None, Migration]]] = {}
 STATE.add(__name__, "_REGISTRY", None, "registered by @migration, mostly at import")
 
 # the frames of the envelope's metadata being loaded: the old line of each function
-_OLD_LINES: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
-    "contsnap_old_lines", default=None
-)
+_OLD_LINES: contextvars.ContextVar[Any] = contextvars.ContextVar("contsnap_old_lines", default=None)
 
 
 def _target_name(target: Any) -> tuple[str, str]:
@@ -117,11 +115,12 @@ def find(module: str, qualname: str, fingerprint: str) -> Migration | None:
 
 class old_lines:
     """Make the lines the metadata records for each frame known to migrations (worked out
-    only when a migration asks: most loads have none)."""
+    only when a migration asks: most loads have none). ``frames``: the metadata's frames,
+    or a function that describes them when called."""
 
     __slots__ = ("frames", "token")
 
-    def __init__(self, frames: list[Any]) -> None:
+    def __init__(self, frames: list[Any] | Callable[[], list[Any]]) -> None:
         self.frames = frames
 
     def __enter__(self) -> None:
@@ -145,7 +144,11 @@ def _lines_of(frames: list[Any]) -> dict[tuple[str, str, str], int | None]:
 
 def old_line(module: str, qualname: str, fingerprint: str) -> int | None:
     frames = _OLD_LINES.get()
-    return None if frames is None else _lines_of(frames).get((module, qualname, fingerprint))
+    if frames is None:
+        return None
+    if callable(frames):  # the frames, described when first asked for
+        frames = frames()
+    return _lines_of(frames).get((module, qualname, fingerprint))
 
 
 class Migrating:

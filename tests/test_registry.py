@@ -31,6 +31,7 @@ CONSTANTS = {
     "contsnap._envelope.KINDS",
     "contsnap._envelope._HEADERS",
     "contsnap._envelope._JSON_KINDS",
+    "contsnap._envelope._PACKED_AT",
     "contsnap._keys._ENVIRON",  # the process environment's own mapping, read
     "contsnap._moved.MOVED",
     "contsnap._roundtrip._DRIVERS",
