@@ -835,10 +835,11 @@ def test_form_bodies_parse_as_parse_qsl_does(body: str) -> None:
 
 
 def test_page_macs_are_hmac_sha256_under_each_key() -> None:
+    # the MAC of page ids, CSRF tokens and every signed snapshot (the envelope's)
     import hashlib
     import hmac
 
-    from contsnap.web._pages import mac
+    from contsnap._keys import mac
 
     for secret in (b"k" * 32, b"other key", b"k" * 32, bytes(range(64)) * 2):
         for message in (b"", b"contsnap web page\0app:/sum\0s\0id", b"x" * 200):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from contsnap import _codec, _keys
+from contsnap._keys import mac
 from contsnap.stores import SQLiteStore, Store, open_store
 
 __all__ = ["PageStore", "default_data_dir", "new_session"]
@@ -302,23 +303,6 @@ class PageStore:
         if now - self._last_sweep >= every:
             self._last_sweep = now
             self.store.sweep()
-
-
-# HMAC-SHA256 keyed once per key (a request's ids and CSRF tokens take four MACs): copying
-# the keyed state costs half of keying afresh. Only the keys of the rings in use are here.
-_KEYED: dict[bytes, hmac.HMAC] = {}
-
-
-def mac(secret: bytes, message: bytes) -> bytes:
-    """``hmac.digest(secret, message, "sha256")``, from a keyed state kept per key."""
-    keyed = _KEYED.get(secret)
-    if keyed is None:
-        if len(_KEYED) >= 16:  # keys rotated many times in one process: start afresh
-            _KEYED.clear()
-        keyed = _KEYED[secret] = hmac.new(secret, digestmod=hashlib.sha256)
-    state = keyed.copy()
-    state.update(message)
-    return state.digest()
 
 
 def _group(session: str) -> str:
