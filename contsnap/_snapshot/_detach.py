@@ -24,12 +24,19 @@ from ._capture import (
 
 def delegation_chain(gen: Any) -> list[Any]:
     """``gen`` and what it delegates to (``yield from`` / ``await``), as the snapshot saw it."""
+    return _captured_chain(gen, {})
+
+
+def _captured_chain(gen: Any, states: dict[int, FrameState]) -> list[Any]:
+    """`delegation_chain`, keeping the state of each member it captured in ``states``
+    (by id of the member, which the chain holds)."""
     chain = [gen]
     current = gen
     while info_of(current) is not None and len(chain) < 10_000:
         if _attr(current, "frame") is None or _is_created(current):
             break
-        delegate = capture(current).delegate
+        state = states[id(current)] = capture(current)
+        delegate = state.delegate
         if delegate is None:
             break
         chain.append(delegate)
@@ -124,7 +131,8 @@ def detach(gen: Any, *, owned: bool = True) -> None:
     if _is_created(gen):
         _end_unstarted(gen)
         return
-    chain = delegation_chain(gen)
+    captured: dict[int, FrameState] = {}
+    chain = _captured_chain(gen, captured)
     held: list[Any] = []
     for member in chain:
         if _genexps.factory_of(member) is not None:
@@ -132,7 +140,8 @@ def detach(gen: Any, *, owned: bool = True) -> None:
         if type(member) in _PREFIX:
             if info_of(member) is None:
                 raise _unmarked(member)
-            state = capture(member)  # refuses where a snapshot would be refused
+            # refuses where a snapshot would be refused (the chain's walk captured most)
+            state = captured.get(id(member)) or capture(member)
             held.extend(g for g in owned_generators(state) if not any(g is m for m in chain))
         elif hasattr(type(member), "__contsnap_resume__"):
             continue  # a contsnap safe point: a detach passes through it
