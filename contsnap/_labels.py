@@ -39,3 +39,6 @@ class LabelInfo:
     refuse: str | None = None
     #: "yield" (the caller is waiting for a value) or "await" (the event loop is)
     kind: str = "yield"
+    #: for the step of a native ``async for`` (an await with no local of its own): the
+    #: local holding the loop's iterator; the step awaited is read from the frame
+    anext_of: str | None = None

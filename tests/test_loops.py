@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from contsnap.testing import (
+    Close,
     Send,
     Throw,
     assert_async_equivalent,
@@ -264,6 +265,116 @@ async def nested_async(n, log):
             total += j
             log.append((i, j, total))
     return total
+
+
+async def source(n, log):
+    for i in range(n):
+        await contsnap.checkpoint()
+        log.append(("made", i))
+        yield i * 10
+
+
+async def over_async_generator(n, log):
+    async for value in source(n, log):
+        got = yield value
+        if got == "skip":
+            continue
+        await contsnap.checkpoint()
+        if got == "stop":
+            break
+        log.append(("body", value))
+    else:
+        log.append("exhausted")
+        yield "else"
+    yield "end"
+
+
+async def throws_inside(n, log):
+    async for i in Ticker(n, log):
+        try:
+            got = yield i
+            log.append(("got", got))
+        except ValueError as exc:
+            log.append(("caught", i, exc.args))
+            yield ("recovered", i)
+        finally:
+            log.append(("finally", i))
+    log.append("left")
+
+
+async def nested_async_loops(n, log):
+    async for i in Ticker(n, log):
+        async for j in source(i, log):
+            if (yield (i, j)) == "next":
+                break
+        else:
+            log.append(("inner done", i))
+    yield "end"
+
+
+class Guard:
+    def __init__(self, log):
+        self.log = log
+
+    async def __aenter__(self):
+        await contsnap.checkpoint()
+        self.log.append("enter")
+        return self
+
+    async def __aexit__(self, *exc):
+        self.log.append(("exit", exc[0] is not None))
+
+
+async def in_try_and_with(n, log):
+    try:
+        async with Guard(log):
+            async for i in Ticker(n, log):
+                yield i
+                if i == 3:
+                    raise KeyError(i)
+    except KeyError as exc:
+        log.append(("caught", exc.args))
+        yield "handled"
+    finally:
+        log.append("finally")
+
+
+class OnlyAnext:
+    # what __aiter__ may return: an object with __anext__ alone
+
+    def __init__(self, n):
+        self.i, self.n = 0, n
+
+    async def __anext__(self):
+        if self.i >= self.n:
+            raise StopAsyncIteration
+        self.i += 1
+        await contsnap.checkpoint()
+        return self.i
+
+
+class HandsOut:
+    def __init__(self, n):
+        self.n = n
+
+    def __aiter__(self):
+        return OnlyAnext(self.n)
+
+
+async def anext_only(n, log):
+    async for i in HandsOut(n):
+        yield i
+
+
+async def header_suspends(n, log):
+    async for i in await made_later(n, log):
+        yield i
+    async for i in Ticker(n, log): yield -i
+
+
+async def made_later(n, log):
+    await contsnap.checkpoint()
+    return Ticker(n, log)
 """
 
 # name: (argument, driver actions); the unlisted ones are filled with Send(None)
@@ -316,7 +427,19 @@ ASYNC_CASES: dict[str, tuple[int, list[object]]] = {
     "counts": (4, [None, Send("skip"), None]),
     "counts[stop]": (4, [None, None, Send("stop")]),
     "nested_async": (4, []),
+    "over_async_generator": (5, [None, Send("skip"), None, None]),
+    "over_async_generator[stop]": (5, [None, None, Send("stop")]),
+    "throws_inside": (4, [None, Throw(ValueError, ("x",)), None, None]),
+    "throws_inside[close]": (4, [None, None, Close()]),
+    "nested_async_loops": (3, [None, None, Send("next")]),
+    "in_try_and_with": (6, []),
+    "anext_only": (4, []),
+    "header_suspends": (3, []),
 }
+
+
+#: coroutines: moved at the awaits inside their steps too
+INSIDE_STEPS = ("nested_async",)
 
 
 @pytest.mark.parametrize("name", sorted(ASYNC_CASES))
@@ -326,7 +449,7 @@ def test_async_loops_restored_at_every_suspension_run_as_natively(name: str) -> 
     # an async generator is moved between its steps (not at the awaits inside one: a known
     # limit of detaching an async generator in the middle of an asend())
     traces = assert_async_equivalent(
-        ASYNC_PROGRAMS, actions, arg=arg, entry=entry, inside_steps=entry == "nested_async"
+        ASYNC_PROGRAMS, actions, arg=arg, entry=entry, inside_steps=entry in INSIDE_STEPS
     )
     count = sum(1 for event in traces["native"] if event[0] in ("yield", "await"))
     assert count >= 3, (name, traces["native"])
