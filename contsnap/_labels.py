@@ -16,7 +16,18 @@ RT = "__contsnap_rt__"
 #: bound under a global name of its own: ``__contsnap_live__()`` is one global load where
 #: ``__contsnap_rt__.live()`` is a global and a method load (22 more bytes of bytecode
 #: per call in 3.11, and a slower call).
-HELPERS = ("for_iter", "with_enter", "with_exit", "is_detach", "live", "yield_from_iter", "Detach")
+HELPERS = (
+    "for_iter",
+    "iter",
+    "type_of",
+    "reread",
+    "with_enter",
+    "with_exit",
+    "is_detach",
+    "live",
+    "yield_from_iter",
+    "Detach",
+)
 
 
 def helper(name: str) -> str:

@@ -23,7 +23,11 @@ from ._registry import STATE
 
 iter = iter
 next = next
+type_of = type
 _TextIOWrapper = io.TextIOWrapper
+#: the iterators a ``for`` loop gives to `for_iter` (the loop takes ``iter()`` of its
+#: iterable itself, in C, and calls this Python function only for these)
+reread = frozenset({_TextIOWrapper, enumerate})
 
 
 def for_iter(iterable: Any) -> Any:

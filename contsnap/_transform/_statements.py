@@ -53,6 +53,7 @@ _DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef})
 
 #: the runtime helpers transformed code calls by global names of their own (see _labels)
 FOR_ITER, WITH_ENTER, WITH_EXIT = helper("for_iter"), helper("with_enter"), helper("with_exit")
+ITER, TYPE_OF, REREAD = helper("iter"), helper("type_of"), helper("reread")
 IS_DETACH, LIVE, DETACH = helper("is_detach"), helper("live"), helper("Detach")
 YIELD_FROM_ITER = helper("yield_from_iter")
 
@@ -693,7 +694,17 @@ class BodyProcessor:
         pre, iterable = self.anf(node.iter)
         iterator = self.fresh_name("iter")
         self.fresh_name("item")  # unused now: keeps the later names (saved by name) as they were
-        setup = self.assign(iterator, f"{FOR_ITER}({self.code(iterable)})")
+        # ``for_iter(iterable)``, with the usual case (not a text file) called in C only
+        setup = plain(
+            [
+                self.line(f"{iterator} = {ITER}({self.code(iterable)})"),
+                block(
+                    f"if {TYPE_OF}({iterator}) in {REREAD}:",
+                    self._line,
+                    [self.line(f"{iterator} = {FOR_ITER}({iterator})")],
+                ),
+            ]
+        )
         body = self.loop_body(node.body, [iterator])
         orelse = self.body(node.orelse.body) if node.orelse else None
         target = self.code(node.target)
