@@ -8,8 +8,14 @@ and round-tripped at every suspension ("roundtrip"), against the native run.
 
 from __future__ import annotations
 
+import gc
+import sys
+from collections.abc import Iterator
+from typing import ClassVar
+
 import pytest
 
+import contsnap
 from contsnap.testing import (
     Close,
     Send,
@@ -462,3 +468,87 @@ def test_async_loops_restored_at_every_suspension_run_as_natively(name: str) -> 
             modes=("native", "fork"),
             fork_at=fork_at,
         )
+
+
+# -- the objects a restored loop works on ---------------------------------------------
+
+
+class Counter:
+    """An iterator object whose attributes a loop reads and writes at every step."""
+
+    def __init__(self, n: int) -> None:
+        self.i, self.n = 0, n
+
+    def __iter__(self) -> Counter:
+        return self
+
+    def __next__(self) -> int:
+        if self.i >= self.n:
+            raise StopIteration
+        self.i += 1
+        return self.i
+
+
+class Shadowed:
+    """An instance attribute that a data descriptor of its class hides."""
+
+    log: ClassVar[list[object]] = []
+
+    @property
+    def value(self) -> object:
+        return "property"
+
+    @value.setter
+    def value(self, new: object) -> None:
+        self.log.append(("set", new))
+
+
+class Watched:
+    log: ClassVar[list[object]] = []
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self.log.append((name, value))
+        object.__setattr__(self, name, value)
+
+
+@contsnap.checkpointable
+def counts_with(counter: Counter, *held: object) -> Iterator[int]:
+    for value in counter:
+        yield value
+
+
+def _layout(obj: object) -> list[type]:
+    """What the collector sees in ``obj``: its attribute values, or the dict holding them."""
+    return [type(ref) for ref in gc.get_referents(obj) if type(ref) is not type]
+
+
+def test_a_restored_loop_works_on_objects_built_as_their_class_builds_them() -> None:
+    gen = counts_with(Counter(5))
+    assert next(gen) == 1
+    restored = contsnap.loads(contsnap.dumps(gen))
+    counter = restored.gi_frame.f_locals["counter"]
+    assert (counter.i, counter.n) == (1, 5)
+    if sys.version_info >= (3, 11):
+        # attributes kept in the object (as Counter(5) has them), not in a dict made for
+        # them: an attribute access in the loop costs what it costs natively
+        fresh = Counter(5)
+        fresh.i = 1
+        assert _layout(counter) == _layout(fresh)
+    assert vars(counter) == {"i": 1, "n": 5}  # (vars() makes the dict)
+    assert list(restored) == [2, 3, 4, 5]
+
+
+def test_attributes_restored_one_by_one_only_where_setattr_would_store_them() -> None:
+    shadowed, watched, odd = Shadowed(), Watched(), Counter(2)
+    shadowed.__dict__["value"] = "hidden"
+    watched.a = 1
+    odd.__dict__[7] = "not a name"
+    Watched.log.clear()
+    gen = counts_with(odd, shadowed, watched)
+    assert next(gen) == 1
+    restored = contsnap.loads(contsnap.dumps(gen))
+    held = restored.gi_frame.f_locals["held"]
+    assert vars(held[0]) == {"value": "hidden"} and Shadowed.log == []
+    assert vars(held[1]) == {"a": 1} and Watched.log == []
+    assert vars(restored.gi_frame.f_locals["counter"]) == {"i": 1, "n": 2, 7: "not a name"}
+    assert list(restored) == [2]
