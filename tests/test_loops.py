@@ -522,16 +522,26 @@ def _layout(obj: object) -> list[type]:
     return [type(ref) for ref in gc.get_referents(obj) if type(ref) is not type]
 
 
-def test_a_restored_loop_works_on_objects_built_as_their_class_builds_them() -> None:
-    gen = counts_with(Counter(5))
+def _local_counter() -> type[Counter]:
+    class LocalCounter(Counter):  # saved by value (the full pickler, not the fast one)
+        pass
+
+    return LocalCounter
+
+
+@pytest.mark.parametrize("make", [Counter, _local_counter()], ids=["importable", "by-value"])
+def test_a_restored_loop_works_on_objects_built_as_their_class_builds_them(
+    make: type[Counter],
+) -> None:
+    gen = counts_with(make(5))
     assert next(gen) == 1
     restored = contsnap.loads(contsnap.dumps(gen))
     counter = restored.gi_frame.f_locals["counter"]
     assert (counter.i, counter.n) == (1, 5)
     if sys.version_info >= (3, 11):
-        # attributes kept in the object (as Counter(5) has them), not in a dict made for
-        # them: an attribute access in the loop costs what it costs natively
-        fresh = Counter(5)
+        # attributes kept in the object (as a new instance has them), not in a dict made
+        # for them: an attribute access in the loop costs what it costs natively
+        fresh = type(counter)(5)
         fresh.i = 1
         assert _layout(counter) == _layout(fresh)
     assert vars(counter) == {"i": 1, "n": 5}  # (vars() makes the dict)

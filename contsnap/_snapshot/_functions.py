@@ -128,12 +128,7 @@ class _FastPickler(pickle.Pickler):
         if plain is None:
             plain = _PLAIN[kind] = _is_plain_type(kind)
         if plain:
-            avoid = _INLINE.get(kind, _UNKNOWN)
-            if avoid is _UNKNOWN:
-                avoid = _INLINE[kind] = _inline_attributes(kind)
-            if avoid is not None:
-                return _reduce_inline(obj, kind, avoid)
-            return NotImplemented
+            return reduce_inline(obj, kind)
         if kind is types.FunctionType or isinstance(obj, type):
             known = _BY_PATH.get(id(obj))
             if known is None or known[0] is not obj:
@@ -298,8 +293,14 @@ def _inline_attributes(kind: type) -> frozenset[str] | None:
     )
 
 
-def _reduce_inline(obj: Any, kind: type, avoid: frozenset[str]) -> Any:
-    """``obj`` as pickle saves it, its attributes as slot state (see _inline_attributes)."""
+def reduce_inline(obj: Any, kind: type) -> Any:
+    """``obj`` as pickle saves it, its attributes as slot state where `_inline_attributes`
+    allows it (else NotImplemented: as pickle saves it)."""
+    avoid = _INLINE.get(kind, _UNKNOWN)
+    if avoid is _UNKNOWN:
+        avoid = _INLINE[kind] = _inline_attributes(kind)
+    if avoid is None:
+        return NotImplemented
     state = obj.__dict__
     if not state or not avoid.isdisjoint(state):
         return NotImplemented
