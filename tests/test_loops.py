@@ -8,6 +8,7 @@ and round-tripped at every suspension ("roundtrip"), against the native run.
 
 from __future__ import annotations
 
+import copyreg
 import gc
 import sys
 from collections.abc import Iterator
@@ -562,3 +563,23 @@ def test_attributes_restored_one_by_one_only_where_setattr_would_store_them() ->
     assert vars(held[1]) == {"a": 1} and Watched.log == []
     assert vars(restored.gi_frame.f_locals["counter"]) == {"i": 1, "n": 2, 7: "not a name"}
     assert list(restored) == [2]
+
+
+class Registered(Counter):
+    pass
+
+
+def _reduce_registered(obj: Registered) -> tuple[object, ...]:
+    return (Registered, (obj.n + 100,))
+
+
+def test_a_reducer_registered_after_a_snapshot_still_decides() -> None:
+    gen = counts_with(Registered(3))
+    assert next(gen) == 1
+    contsnap.dumps(gen)  # Registered seen once, before its reducer
+    copyreg.pickle(Registered, _reduce_registered)
+    try:
+        restored = contsnap.loads(contsnap.dumps(gen))
+    finally:
+        del copyreg.dispatch_table[Registered]
+    assert restored.gi_frame.f_locals["counter"].n == 103

@@ -278,7 +278,7 @@ def _inline_attributes(kind: type) -> frozenset[str] | None:
     """
     if sys.version_info < (3, 11) or not kind.__flags__ & _MANAGED_DICT:
         return None
-    if kind.__basicsize__ != _PLAIN_SIZE or kind in copyreg.dispatch_table:
+    if kind.__basicsize__ != _PLAIN_SIZE:
         return None
     defaults = ("__reduce_ex__", "__reduce__", "__getstate__", "__setattr__")
     if any(getattr(kind, name) is not getattr(object, name) for name in defaults):
@@ -299,7 +299,7 @@ def reduce_inline(obj: Any, kind: type) -> Any:
     avoid = _INLINE.get(kind, _UNKNOWN)
     if avoid is _UNKNOWN:
         avoid = _INLINE[kind] = _inline_attributes(kind)
-    if avoid is None:
+    if avoid is None or kind in copyreg.dispatch_table:  # (a reducer registered since)
         return NotImplemented
     state = obj.__dict__
     if not state or not avoid.isdisjoint(state):

@@ -22,6 +22,7 @@ from ._chain import _args, _chain_below, _reduce_state, _shallow_state, _with_co
 from ._functions import (
     _FAST_PICKLERS,
     _FUNCTIONS,
+    _INLINE,
     _PLAIN,
     _PLAIN_FOR,
     _FastPickler,
@@ -245,6 +246,7 @@ def to_indexed_payload(
     if current_session() is None:
         if _PLAIN_FOR[0] != _resources.generation():
             _PLAIN.clear()
+            _INLINE.clear()
             _PLAIN_FOR[0] = _resources.generation()
         _resources.resolve_refusals()
         try:
