@@ -4,6 +4,10 @@ A restored generator finishes the iteration it was saved in and then runs the
 loop itself (see ``BodyProcessor.peeled``), so each form is checked restored at
 every suspension ("fork": the copy runs to its end with no further snapshot)
 and round-tripped at every suspension ("roundtrip"), against the native run.
+``async for`` is Python's own loop in both variants (``BodyProcessor.async_for``):
+its forms are restored at every yield and await, steps in flight included. The
+objects a restored loop works on are rebuilt as their class builds them (their
+attributes in the object on 3.11+, where pickle would leave them in a dict).
 """
 
 from __future__ import annotations
