@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import inspect
 import statistics
 import sys
 import time
@@ -96,7 +97,48 @@ def compute_while(n):
         i += 1
 
 
-CASES: dict[str, tuple[Callable[[int], Iterator[Any]], int]] = {
+class ARange:
+    """An async iterator over range(n) that never suspends (a class: its attributes are
+    read and written at every step, so a restored copy must be laid out as a new one)."""
+
+    def __init__(self, n: int) -> None:
+        self.i, self.n = 0, n
+
+    def __aiter__(self) -> ARange:
+        return self
+
+    async def __anext__(self) -> int:
+        if self.i >= self.n:
+            raise StopAsyncIteration
+        self.i += 1
+        return self.i - 1
+
+
+@contsnap.checkpointable  # what an async for holds must be checkpointable
+async def arange_source(n):
+    for i in range(n):
+        yield i
+
+
+async def async_for_only_yields(n):
+    async for i in ARange(n):
+        yield i
+
+
+async def async_for_over_generator(n):
+    async for i in arange_source(n):
+        yield i
+
+
+async def async_for_compute(n):
+    acc = 0
+    async for i in ARange(n):
+        for j in range(60):
+            acc = (acc * 31 + i * j) % 1_000_003
+        yield acc
+
+
+CASES: dict[str, tuple[Callable[[int], Any], int]] = {
     "for, only yields": (for_only_yields, N_YIELDS),
     "while, only yields": (while_only_yields, N_YIELDS),
     "for, three yields an iteration": (several_yields, N_YIELDS),
@@ -106,6 +148,9 @@ CASES: dict[str, tuple[Callable[[int], Iterator[Any]], int]] = {
     "for inside with": (in_with, N_YIELDS),
     "compute loop (for), 60 steps a yield": (compute_heavy, N_COMPUTE),
     "compute loop (while), 60 steps a yield": (compute_while, N_COMPUTE),
+    "async for, only yields": (async_for_only_yields, N_YIELDS // 3),
+    "async for over an async generator": (async_for_over_generator, N_YIELDS // 3),
+    "async for, compute": (async_for_compute, N_COMPUTE),
 }
 
 
@@ -114,29 +159,60 @@ def drain(gen: Iterator[Any]) -> None:
         pass
 
 
+def drain_async(agen: Any) -> None:
+    """Run an async generator to its end by hand (nothing in these loops suspends)."""
+
+    async def consume() -> None:
+        async for _ in agen:
+            pass
+
+    with contextlib.suppress(StopIteration):
+        consume().send(None)
+
+
+def step_async(agen: Any) -> Any:
+    """Take one item of an async generator that never suspends."""
+    try:
+        agen.__anext__().send(None)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("the async loop suspended")
+
+
+def items_async(agen: Any) -> list[Any]:
+    out: list[Any] = []
+    with contextlib.suppress(StopAsyncIteration):
+        while True:
+            out.append(step_async(agen))
+    return out
+
+
 def measure(
-    native: Callable[[int], Iterator[Any]], n: int, samples: int, clock: Callable[[], float]
+    native: Callable[[int], Any], n: int, samples: int, clock: Callable[[], float]
 ) -> dict[str, float]:
+    is_async = inspect.isasyncgenfunction(native)
+    step, drained = (step_async, drain_async) if is_async else (next, drain)
     marked = contsnap.checkpointable(native)
     paused = marked(n + 1)
-    next(paused)
+    step(paused)
     blob = contsnap.dumps(paused)
 
-    def native_side() -> Iterator[Any]:
+    def native_side() -> Any:
         gen = native(n + 1)
-        next(gen)
+        step(gen)
         return gen
 
-    def fresh_side() -> Iterator[Any]:
+    def fresh_side() -> Any:
         gen = marked(n + 1)
-        next(gen)
+        step(gen)
         return gen
 
-    def restored_side() -> Iterator[Any]:
-        return contsnap.loads(blob)  # type: ignore[no-any-return]
+    def restored_side() -> Any:
+        return contsnap.loads(blob)
 
     sides = {"native": native_side, "fresh": fresh_side, "restored": restored_side}
-    assert list(restored_side()) == list(native_side())
+    listed = items_async if is_async else list
+    assert listed(restored_side()) == listed(native_side())
     times: dict[str, list[float]] = {name: [] for name in sides}
     for sample in range(samples + 1):
         order = list(sides.items())
@@ -146,7 +222,7 @@ def measure(
             gen = setup()
             gc.collect()
             start = clock()
-            drain(gen)
+            drained(gen)
             elapsed = clock() - start
             if sample:  # the first round warms up
                 times[name].append(elapsed)

@@ -16,7 +16,18 @@ RT = "__contsnap_rt__"
 #: bound under a global name of its own: ``__contsnap_live__()`` is one global load where
 #: ``__contsnap_rt__.live()`` is a global and a method load (22 more bytes of bytecode
 #: per call in 3.11, and a slower call).
-HELPERS = ("for_iter", "with_enter", "with_exit", "is_detach", "live", "yield_from_iter", "Detach")
+HELPERS = (
+    "for_iter",
+    "iter",
+    "type_of",
+    "reread",
+    "with_enter",
+    "with_exit",
+    "is_detach",
+    "live",
+    "yield_from_iter",
+    "Detach",
+)
 
 
 def helper(name: str) -> str:
@@ -39,3 +50,6 @@ class LabelInfo:
     refuse: str | None = None
     #: "yield" (the caller is waiting for a value) or "await" (the event loop is)
     kind: str = "yield"
+    #: for the step of a native ``async for`` (an await with no local of its own): the
+    #: local holding the loop's iterator; the step awaited is read from the frame
+    anext_of: str | None = None

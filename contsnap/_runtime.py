@@ -23,7 +23,11 @@ from ._registry import STATE
 
 iter = iter
 next = next
+type_of = type
 _TextIOWrapper = io.TextIOWrapper
+#: the iterators a ``for`` loop gives to `for_iter` (the loop takes ``iter()`` of its
+#: iterable itself, in C, and calls this Python function only for these)
+reread = frozenset({_TextIOWrapper, enumerate})
 
 
 def for_iter(iterable: Any) -> Any:
@@ -224,13 +228,47 @@ StopAsyncIteration = StopAsyncIteration
 
 
 def aiter(obj: Any) -> Any:
-    """``type(obj).__aiter__(obj)``, as ``async for`` calls it."""
+    """``type(obj).__aiter__(obj)``, as ``async for`` calls it: the iterator that the loop
+    keeps in a local.
+
+    The transformed loop is a native ``async for`` over that iterator, which asks it
+    for ``__aiter__`` again: an async iterator answers itself (as a ``for`` loop's
+    iterator does to ``__iter__``). One without ``__aiter__`` of its own, which
+    Python accepts from ``__aiter__``, is given one by `AsyncIterator`.
+    """
     method = getattr(type(obj), "__aiter__", None)
     if method is None:
         raise TypeError(
             f"'async for' requires an object with __aiter__ method, got {type(obj).__name__}"
         )
-    return method(obj)
+    iterator = method(obj)
+    kind = type(iterator)
+    if kind is types.AsyncGeneratorType or hasattr(kind, "__aiter__"):
+        return iterator
+    if not hasattr(kind, "__anext__"):
+        raise TypeError(
+            "'async for' received an object from __aiter__ that does not implement "
+            f"__anext__: {kind.__name__}"
+        )
+    return AsyncIterator(iterator)
+
+
+class AsyncIterator:
+    """An async iterator that has ``__anext__`` only, with the ``__aiter__`` of one."""
+
+    __slots__ = ("iterator",)
+
+    def __init__(self, iterator: Any) -> None:
+        self.iterator = iterator
+
+    def __aiter__(self) -> AsyncIterator:
+        return self
+
+    def __anext__(self) -> Any:
+        return type(self.iterator).__anext__(self.iterator)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AsyncIterator, (self.iterator,))
 
 
 class ANext:

@@ -29,8 +29,16 @@ def _generator_functions(path: Path) -> list[object]:
     found = []
     for obj in vars(module).values():
         members = vars(obj).values() if inspect.isclass(obj) else [obj]
-        found.extend(m for m in members if inspect.isgeneratorfunction(m))
+        found.extend(m for m in members if _suspending(m))
     return found
+
+
+def _suspending(obj: object) -> bool:
+    return (
+        inspect.isgeneratorfunction(obj)
+        or inspect.isasyncgenfunction(obj)
+        or inspect.iscoroutinefunction(obj)
+    )
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -4,13 +4,25 @@ A restored generator finishes the iteration it was saved in and then runs the
 loop itself (see ``BodyProcessor.peeled``), so each form is checked restored at
 every suspension ("fork": the copy runs to its end with no further snapshot)
 and round-tripped at every suspension ("roundtrip"), against the native run.
+``async for`` is Python's own loop in both variants (``BodyProcessor.async_for``):
+its forms are restored at every yield and await, steps in flight included. The
+objects a restored loop works on are rebuilt as their class builds them (their
+attributes in the object on 3.11+, where pickle would leave them in a dict).
 """
 
 from __future__ import annotations
 
+import copyreg
+import gc
+import sys
+from collections.abc import Iterator
+from typing import ClassVar
+
 import pytest
 
+import contsnap
 from contsnap.testing import (
+    Close,
     Send,
     Throw,
     assert_async_equivalent,
@@ -264,6 +276,116 @@ async def nested_async(n, log):
             total += j
             log.append((i, j, total))
     return total
+
+
+async def source(n, log):
+    for i in range(n):
+        await contsnap.checkpoint()
+        log.append(("made", i))
+        yield i * 10
+
+
+async def over_async_generator(n, log):
+    async for value in source(n, log):
+        got = yield value
+        if got == "skip":
+            continue
+        await contsnap.checkpoint()
+        if got == "stop":
+            break
+        log.append(("body", value))
+    else:
+        log.append("exhausted")
+        yield "else"
+    yield "end"
+
+
+async def throws_inside(n, log):
+    async for i in Ticker(n, log):
+        try:
+            got = yield i
+            log.append(("got", got))
+        except ValueError as exc:
+            log.append(("caught", i, exc.args))
+            yield ("recovered", i)
+        finally:
+            log.append(("finally", i))
+    log.append("left")
+
+
+async def nested_async_loops(n, log):
+    async for i in Ticker(n, log):
+        async for j in source(i, log):
+            if (yield (i, j)) == "next":
+                break
+        else:
+            log.append(("inner done", i))
+    yield "end"
+
+
+class Guard:
+    def __init__(self, log):
+        self.log = log
+
+    async def __aenter__(self):
+        await contsnap.checkpoint()
+        self.log.append("enter")
+        return self
+
+    async def __aexit__(self, *exc):
+        self.log.append(("exit", exc[0] is not None))
+
+
+async def in_try_and_with(n, log):
+    try:
+        async with Guard(log):
+            async for i in Ticker(n, log):
+                yield i
+                if i == 3:
+                    raise KeyError(i)
+    except KeyError as exc:
+        log.append(("caught", exc.args))
+        yield "handled"
+    finally:
+        log.append("finally")
+
+
+class OnlyAnext:
+    # what __aiter__ may return: an object with __anext__ alone
+
+    def __init__(self, n):
+        self.i, self.n = 0, n
+
+    async def __anext__(self):
+        if self.i >= self.n:
+            raise StopAsyncIteration
+        self.i += 1
+        await contsnap.checkpoint()
+        return self.i
+
+
+class HandsOut:
+    def __init__(self, n):
+        self.n = n
+
+    def __aiter__(self):
+        return OnlyAnext(self.n)
+
+
+async def anext_only(n, log):
+    async for i in HandsOut(n):
+        yield i
+
+
+async def header_suspends(n, log):
+    async for i in await made_later(n, log):
+        yield i
+    async for i in Ticker(n, log): yield -i
+
+
+async def made_later(n, log):
+    await contsnap.checkpoint()
+    return Ticker(n, log)
 """
 
 # name: (argument, driver actions); the unlisted ones are filled with Send(None)
@@ -316,7 +438,19 @@ ASYNC_CASES: dict[str, tuple[int, list[object]]] = {
     "counts": (4, [None, Send("skip"), None]),
     "counts[stop]": (4, [None, None, Send("stop")]),
     "nested_async": (4, []),
+    "over_async_generator": (5, [None, Send("skip"), None, None]),
+    "over_async_generator[stop]": (5, [None, None, Send("stop")]),
+    "throws_inside": (4, [None, Throw(ValueError, ("x",)), None, None]),
+    "throws_inside[close]": (4, [None, None, Close()]),
+    "nested_async_loops": (3, [None, None, Send("next")]),
+    "in_try_and_with": (6, []),
+    "anext_only": (4, []),
+    "header_suspends": (3, []),
 }
+
+
+#: coroutines: moved at the awaits inside their steps too
+INSIDE_STEPS = ("nested_async",)
 
 
 @pytest.mark.parametrize("name", sorted(ASYNC_CASES))
@@ -326,7 +460,7 @@ def test_async_loops_restored_at_every_suspension_run_as_natively(name: str) -> 
     # an async generator is moved between its steps (not at the awaits inside one: a known
     # limit of detaching an async generator in the middle of an asend())
     traces = assert_async_equivalent(
-        ASYNC_PROGRAMS, actions, arg=arg, entry=entry, inside_steps=entry == "nested_async"
+        ASYNC_PROGRAMS, actions, arg=arg, entry=entry, inside_steps=entry in INSIDE_STEPS
     )
     count = sum(1 for event in traces["native"] if event[0] in ("yield", "await"))
     assert count >= 3, (name, traces["native"])
@@ -339,3 +473,117 @@ def test_async_loops_restored_at_every_suspension_run_as_natively(name: str) -> 
             modes=("native", "fork"),
             fork_at=fork_at,
         )
+
+
+# -- the objects a restored loop works on ---------------------------------------------
+
+
+class Counter:
+    """An iterator object whose attributes a loop reads and writes at every step."""
+
+    def __init__(self, n: int) -> None:
+        self.i, self.n = 0, n
+
+    def __iter__(self) -> Counter:
+        return self
+
+    def __next__(self) -> int:
+        if self.i >= self.n:
+            raise StopIteration
+        self.i += 1
+        return self.i
+
+
+class Shadowed:
+    """An instance attribute that a data descriptor of its class hides."""
+
+    log: ClassVar[list[object]] = []
+
+    @property
+    def value(self) -> object:
+        return "property"
+
+    @value.setter
+    def value(self, new: object) -> None:
+        self.log.append(("set", new))
+
+
+class Watched:
+    log: ClassVar[list[object]] = []
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self.log.append((name, value))
+        object.__setattr__(self, name, value)
+
+
+@contsnap.checkpointable
+def counts_with(counter: Counter, *held: object) -> Iterator[int]:
+    for value in counter:
+        yield value
+
+
+def _layout(obj: object) -> list[type]:
+    """What the collector sees in ``obj``: its attribute values, or the dict holding them."""
+    return [type(ref) for ref in gc.get_referents(obj) if type(ref) is not type]
+
+
+def _local_counter() -> type[Counter]:
+    class LocalCounter(Counter):  # saved by value (the full pickler, not the fast one)
+        pass
+
+    return LocalCounter
+
+
+@pytest.mark.parametrize("make", [Counter, _local_counter()], ids=["importable", "by-value"])
+def test_a_restored_loop_works_on_objects_built_as_their_class_builds_them(
+    make: type[Counter],
+) -> None:
+    gen = counts_with(make(5))
+    assert next(gen) == 1
+    restored = contsnap.loads(contsnap.dumps(gen))
+    counter = restored.gi_frame.f_locals["counter"]
+    assert (counter.i, counter.n) == (1, 5)
+    if sys.version_info >= (3, 11):
+        # attributes kept in the object (as a new instance has them), not in a dict made
+        # for them: an attribute access in the loop costs what it costs natively
+        fresh = type(counter)(5)
+        fresh.i = 1
+        assert _layout(counter) == _layout(fresh)
+    assert vars(counter) == {"i": 1, "n": 5}  # (vars() makes the dict)
+    assert list(restored) == [2, 3, 4, 5]
+
+
+def test_attributes_restored_one_by_one_only_where_setattr_would_store_them() -> None:
+    shadowed, watched, odd = Shadowed(), Watched(), Counter(2)
+    shadowed.__dict__["value"] = "hidden"
+    watched.a = 1
+    odd.__dict__[7] = "not a name"
+    Watched.log.clear()
+    gen = counts_with(odd, shadowed, watched)
+    assert next(gen) == 1
+    restored = contsnap.loads(contsnap.dumps(gen))
+    held = restored.gi_frame.f_locals["held"]
+    assert vars(held[0]) == {"value": "hidden"} and Shadowed.log == []
+    assert vars(held[1]) == {"a": 1} and Watched.log == []
+    assert vars(restored.gi_frame.f_locals["counter"]) == {"i": 1, "n": 2, 7: "not a name"}
+    assert list(restored) == [2]
+
+
+class Registered(Counter):
+    pass
+
+
+def _reduce_registered(obj: Registered) -> tuple[object, ...]:
+    return (Registered, (obj.n + 100,))
+
+
+def test_a_reducer_registered_after_a_snapshot_still_decides() -> None:
+    gen = counts_with(Registered(3))
+    assert next(gen) == 1
+    contsnap.dumps(gen)  # Registered seen once, before its reducer
+    copyreg.pickle(Registered, _reduce_registered)
+    try:
+        restored = contsnap.loads(contsnap.dumps(gen))
+    finally:
+        del copyreg.dispatch_table[Registered]
+    assert restored.gi_frame.f_locals["counter"].n == 103

@@ -84,6 +84,7 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap._resources", "restore_resource"),
         ("contsnap._resources", "Unrestored"),
         ("contsnap._runtime", "ANext"),
+        ("contsnap._runtime", "AsyncIterator"),
         ("contsnap._runtime", "END"),
         ("contsnap._runtime", "PRIME"),
         ("contsnap._runtime", "Reattach"),

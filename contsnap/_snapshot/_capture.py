@@ -230,8 +230,12 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
         )
     if spec.refuse is not None:
         raise NotCheckpointableError(f"cannot snapshot {info.where(label)}: {spec.refuse}")
+    step: Any = None
     if spec.kind == "await":
         awaited = local.get(spec.delegate or "")
+        if spec.anext_of is not None and not isinstance(awaited, _runtime.ANext):
+            # a native ``async for`` step: what it awaits is the frame's own
+            awaited = step = _runtime.ANext(local.get(spec.anext_of), _attr(gen, "await"))
         if isinstance(awaited, _runtime.ANext):
             try:
                 awaited.in_flight()
@@ -246,6 +250,8 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
             )
     saved = info.saved_names_without_cells(label)
     values = {n: v for n, v in local.items() if n in saved}
+    if step is not None:
+        values[spec.delegate] = step
     closure: tuple[types.CellType, ...] = ()
     if info.cell_names:
         cellref = local.get("_cs_cellref")

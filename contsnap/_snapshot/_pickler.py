@@ -19,7 +19,15 @@ from .._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptEr
 from .._info import FunctionInfo, by_value_class, current_session, pending_info
 from ._capture import _PREFIX, FrameState, _attr, capture, info_of, noun
 from ._chain import _args, _chain_below, _reduce_state, _shallow_state, _with_context
-from ._functions import _FAST_PICKLERS, _FUNCTIONS, _PLAIN, _PLAIN_FOR, _FastPickler
+from ._functions import (
+    _FAST_PICKLERS,
+    _FUNCTIONS,
+    _INLINE,
+    _PLAIN,
+    _PLAIN_FOR,
+    _FastPickler,
+    reduce_inline,
+)
 from ._reducers import (
     _PROCESS,
     _RANGE_ITERATOR,
@@ -132,6 +140,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return self._reduce_exception(obj)
         if kind is types.TracebackType:
             return (_no_traceback, ())  # as pickle drops an exception's traceback
+        reduced = reduce_inline(obj, kind)
+        if reduced is not NotImplemented:
+            return reduced
         return super().reducer_override(obj)
 
     def _saved(self, gen: Any) -> bool:
@@ -235,6 +246,7 @@ def to_indexed_payload(
     if current_session() is None:
         if _PLAIN_FOR[0] != _resources.generation():
             _PLAIN.clear()
+            _INLINE.clear()
             _PLAIN_FOR[0] = _resources.generation()
         _resources.resolve_refusals()
         try:

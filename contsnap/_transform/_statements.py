@@ -53,6 +53,7 @@ _DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef})
 
 #: the runtime helpers transformed code calls by global names of their own (see _labels)
 FOR_ITER, WITH_ENTER, WITH_EXIT = helper("for_iter"), helper("with_enter"), helper("with_exit")
+ITER, TYPE_OF, REREAD = helper("iter"), helper("type_of"), helper("reread")
 IS_DETACH, LIVE, DETACH = helper("is_detach"), helper("live"), helper("Detach")
 YIELD_FROM_ITER = helper("yield_from_iter")
 
@@ -693,7 +694,17 @@ class BodyProcessor:
         pre, iterable = self.anf(node.iter)
         iterator = self.fresh_name("iter")
         self.fresh_name("item")  # unused now: keeps the later names (saved by name) as they were
-        setup = self.assign(iterator, f"{FOR_ITER}({self.code(iterable)})")
+        # ``for_iter(iterable)``, with the usual case (not a text file) called in C only
+        setup = plain(
+            [
+                self.line(f"{iterator} = {ITER}({self.code(iterable)})"),
+                block(
+                    f"if {TYPE_OF}({iterator}) in {REREAD}:",
+                    self._line,
+                    [self.line(f"{iterator} = {FOR_ITER}({iterator})")],
+                ),
+            ]
+        )
         body = self.loop_body(node.body, [iterator])
         orelse = self.body(node.orelse.body) if node.orelse else None
         target = self.code(node.target)
@@ -812,8 +823,74 @@ class BodyProcessor:
         return list(suite.body)  # type: ignore[arg-type]
 
     def async_for(self, node: cst.For) -> list[Out]:
-        """``async for`` spelled out, so each ``__anext__`` is an ordinary labelled await."""
+        """``async for`` run by Python itself over an iterator held in ``_cs_aiter_n``.
+
+        A frame paused in a step (awaiting ``__anext__()``) reports the loop's
+        header line; the step's label names the iterator (``LabelInfo.anext_of``)
+        and a snapshot takes the awaited step from the frame (``ag_await`` /
+        ``cr_await``), so nothing is stored per iteration. The resume variant
+        finishes the saved iteration (a saved step is awaited again through
+        ``resume_awaitable``) and then runs the same native loop (see `peeled`).
+        """
         n = self.fresh_name("af")[len("_cs_af_") :]
+        one_line = isinstance(node.body, cst.SimpleStatementSuite) and suspends(node.body)
+        if suspends(node.iter) or suspends(node.target) or one_line:
+            return self.async_for_spelled(node, n)
+        iterator, item, exhausted = f"_cs_aiter_{n}", f"_cs_aitem_{n}", f"_cs_aelse_{n}"
+        awaited = self.fresh_name("aw")
+        setup = self.assign(iterator, f"{RT}.aiter({self.code(node.iter)})")
+        self.live.append(iterator)
+        try:
+            step = self.new_label(awaited, kind="await")
+        finally:
+            self.live.pop()
+        self.labels[step].anext_of = iterator
+        body = self.loop_body(node.body, [iterator])
+        orelse = self.body(node.orelse.body) if node.orelse else None
+        target = self.code(node.target)
+        src = self._line
+        fresh = [block(f"async for {target} in {iterator}:", src, body.fresh)]
+        if orelse is not None:
+            fresh.append(block("else:", src, orelse.fresh))
+        # the saved step, awaited again; its end (StopAsyncIteration) leaves the loop,
+        # through the else clause
+        ended = [self.line(f"{exhausted} = True")] if orelse is not None else []
+        resumed_step = block(
+            f"if _cs_resuming and _cs_label == {step}:",
+            src,
+            [
+                self.line("_cs_resuming = False"),
+                block(
+                    "try:",
+                    src,
+                    [
+                        self.line(f"{awaited} = {RT}.resume_awaitable({awaited})"),
+                        self.line(f"{item} = await {awaited}"),
+                    ],
+                ),
+                block(f"except {RT}.StopAsyncIteration:", src, [*ended, self.line("break")]),
+                block("finally:", src, [self.line(f"{awaited} = None")]),
+                self.line(f"{target} = {item}"),
+                self.line(f"{item} = None"),
+            ],
+        )
+        first = Out(body.fresh, [resumed_step, *body.resume], body.labels | {step})
+        loop = self.peeled(fresh, first, orelse)
+        if orelse is not None:
+            after = block(f"if {exhausted}:", src, orelse.fresh)
+            resume = [self.line(f"{exhausted} = False"), *loop.resume, after]
+            loop = Out(loop.fresh, resume, loop.labels)
+        # the step's local is bound in the fresh variant too (it has no other use there),
+        # so the resume variant's prologue restores it
+        return [setup, self.releasing(iterator, loop, [awaited])]
+
+    def async_for_spelled(self, node: cst.For, n: str) -> list[Out]:
+        """``async for`` spelled out, so each ``__anext__`` is an ordinary labelled await.
+
+        Only for a loop whose header line holds another suspension (its iterable
+        or target awaits or yields, or its body is on the same line): there the
+        frame's line cannot tell the step from the other suspension.
+        """
         iterator, item, exhausted = f"_cs_aiter_{n}", f"_cs_aitem_{n}", f"_cs_aelse_{n}"
         stop = f"{exhausted} = True\n        " if node.orelse is not None else ""
         loop = cst.parse_statement(
