@@ -187,17 +187,16 @@ class HookedModule:
     def _loaded(self, cached: _cache.Entry) -> types.CodeType:
         assert cached.module_code is not None
         self.entry = cached
-        if cached.prebuilt:
-            self._await_first_use(cached.prebuilt)
+        if cached.has_prebuilt():
+            self._await_first_use(cached)
         return cached.module_code
 
-    def _await_first_use(
-        self, prebuilt: tuple[tuple[_cache.FunctionKey, types.CodeType], ...]
-    ) -> None:
-        """The cached module code makes these functions with their fresh code and no mark
-        call: their infos are built when first asked for (a snapshot, a restore, a load
-        by name, ``checkpointable(fn)``)."""
-        _info.add_pending(self.module or self.filename, prebuilt, self._first_use)
+    def _await_first_use(self, cached: _cache.Entry) -> None:
+        """The cached module code makes the entry's prebuilt functions with their fresh
+        code and no mark call: their infos are built when first asked for (a snapshot, a
+        restore, a load by name, ``checkpointable(fn)``); which functions they are is
+        looked up then too."""
+        _info.add_pending(self.module or self.filename, _cache.Prebuilt(cached), self._first_use)
 
     def _first_use(
         self,
