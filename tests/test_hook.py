@@ -772,6 +772,8 @@ def test_a_warm_start_does_not_import_libcst(pkgs: Packages) -> None:
         from {name} import mod
         g = mod.counter(3)
         next(g)
+        # nothing of the transform is imported until a snapshot needs a resume variant
+        print("contsnap._compile" in sys.modules)
         g = contsnap.loads(contsnap.dumps(g))
         print(g.send(1), list(mod.factory(2)()), "libcst" in sys.modules)
         """
@@ -787,7 +789,7 @@ def test_a_warm_start_does_not_import_libcst(pkgs: Packages) -> None:
         env=env,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "1", "[2]", "False"]
+    assert out.stdout.split() == ["False", "False", "1", "[2]", "False"]
 
 
 PREBUILT = '''\

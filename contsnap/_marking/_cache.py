@@ -54,7 +54,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import _info
-from .._compile import ResumeSource
 from .._info import Details, FunctionInfo
 from ._cache_key import Stamp, _key_difference
 from ._marking import PendingDetails
@@ -517,7 +516,10 @@ def decode_details(stored: Any) -> Details | None:
     try:
         labels, resume_code, source = stored
         if isinstance(resume_code, tuple) and resume_code[:1] == ("source",):
-            resume_code = ResumeSource(*resume_code[1:]).compile()  # first need: compiled now
+            # first need: compiled now (contsnap._compile is imported then, not by an import)
+            from .._compile import ResumeSource
+
+            resume_code = ResumeSource(*resume_code[1:]).compile()
         if not (isinstance(resume_code, types.CodeType) and isinstance(source, str)):
             return None
         return Details(_info.decode_labels(labels), resume_code, source)
