@@ -321,8 +321,7 @@ def read(
     if not (
         (module_code is None or isinstance(module_code, types.CodeType))
         and isinstance(notes, tuple)
-        and isinstance(prebuilt, tuple)
-        and all(isinstance(code, types.CodeType) for code in prebuilt)
+        and isinstance(prebuilt, tuple)  # of codes: anything else matches no function
         and isinstance(functions_size, int)
         and isinstance(functions_digest, bytes)
         and isinstance(later, bytes)
