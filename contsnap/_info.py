@@ -19,7 +19,7 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -66,18 +66,19 @@ STATE.add(__name__, "_UNBUILT_OF_MODULE", None, "functions the hook made, by mod
 #: (module, entries, build) of imports whose pending functions are not in the tables
 #: yet: indexed on the first lookup that misses, so that an import costs no work per
 #: function
-_UNINDEXED: list[tuple[str, tuple[tuple[Any, types.CodeType], ...], Callable[..., Any]]] = []
+_UNINDEXED: list[tuple[str, Sequence[tuple[Any, types.CodeType]], Callable[..., Any]]] = []
 STATE.add(__name__, "_UNINDEXED", None, "imports whose functions are indexed on the first miss")
 
 
 def add_pending(
     module: str,
-    entries: tuple[tuple[Any, types.CodeType], ...],
+    entries: Sequence[tuple[Any, types.CodeType]],
     build: Callable[[types.CodeType, str, Any, dict[str, Any] | None], FunctionInfo | None],
 ) -> None:
     """Functions of ``module`` whose infos wait for their first use, as (key, fresh code)
-    pairs whose key starts with the qualname. Those of an earlier import of the module
-    (a reload) stay findable by their code: their generators may still be alive."""
+    pairs whose key starts with the qualname (a sequence read on the first lookup). Those
+    of an earlier import of the module (a reload) stay findable by their code: their
+    generators may still be alive."""
     _UNINDEXED.append((module, entries, build))
 
 

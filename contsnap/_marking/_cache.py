@@ -50,11 +50,10 @@ import tempfile
 import time
 import types
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import _info
-from .._compile import ResumeSource
 from .._info import Details, FunctionInfo
 from ._cache_key import Stamp, _key_difference
 from ._marking import PendingDetails
@@ -102,6 +101,7 @@ class Entry:
         details: dict[FunctionKey, Any] | None = None,
         prebuilt: tuple[tuple[FunctionKey, types.CodeType], ...] = (),
         *,
+        prebuilt_codes: tuple[types.CodeType, ...] = (),
         key: tuple[Any, ...] | None = None,
         stamp: Stamp | None = None,
         digest: bytes | None = None,
@@ -113,14 +113,36 @@ class Entry:
         self.notes = notes
         #: per function: its encoded Details (labels, resume code, source), once decoded
         self.details = details if details is not None else {}
-        #: the functions whose fresh code module_code holds, with no mark call: (key, code)
-        self.prebuilt = prebuilt
+        self._prebuilt = prebuilt
+        #: as read from the file: the codes of `prebuilt`, whose keys are found when needed
+        self._prebuilt_codes = prebuilt_codes
         #: as read from the file: its whole key, its source stamp and its first section's digest
         self.key = key
         self.stamp = stamp or Stamp()
         self.digest = digest
         pending: tuple[Section | None, Section | None] = sections or (None, None)
         self._pending_functions, self._pending_details = pending
+
+    @property
+    def prebuilt(self) -> tuple[tuple[FunctionKey, types.CodeType], ...]:
+        """The functions whose fresh code module_code holds, with no mark call: (key, code).
+
+        The file stores the codes only (references to those in the module code): their
+        keys are found in the module code when first asked for, not on every import.
+        """
+        if self._prebuilt_codes:
+            codes, self._prebuilt_codes = self._prebuilt_codes, ()
+            if self.module_code is not None:
+                self._prebuilt = _keyed(self.module_code, {id(code) for code in codes})
+        return self._prebuilt
+
+    @prebuilt.setter
+    def prebuilt(self, value: tuple[tuple[FunctionKey, types.CodeType], ...]) -> None:
+        self._prebuilt, self._prebuilt_codes = value, ()
+
+    def has_prebuilt(self) -> bool:
+        """Does the module code make any function with its fresh code? (Nothing looked up.)"""
+        return bool(self._prebuilt_codes or self._prebuilt)
 
     @property
     def functions(self) -> dict[FunctionKey, tuple[str, Any]]:
@@ -152,6 +174,39 @@ class Entry:
         if isinstance(stored, dict):
             for key, value in stored.items():
                 self.details.setdefault(key, value)
+
+
+class Prebuilt(Sequence[tuple[FunctionKey, types.CodeType]]):
+    """An entry's ``prebuilt``, looked up only when first read (an import only hands it on)."""
+
+    def __init__(self, entry: Entry) -> None:
+        self._entry = entry
+
+    def __getitem__(self, at: Any) -> Any:
+        return self._entry.prebuilt[at]
+
+    def __len__(self) -> int:
+        return len(self._entry.prebuilt)
+
+
+def _keyed(
+    code: types.CodeType, wanted: set[int], prefix: str = ""
+) -> tuple[tuple[FunctionKey, types.CodeType], ...]:
+    """The functions of module or class bodies in ``code`` whose code is one of ``wanted``
+    (ids), with their keys: qualname, first line, name (see ``_prebuilt.prebuilt``)."""
+    found: list[tuple[FunctionKey, types.CodeType]] = []
+    for const in code.co_consts:
+        if not isinstance(const, types.CodeType) or const.co_name.startswith("<"):
+            continue
+        qualname = prefix + const.co_name
+        if not const.co_flags & _CO_NEWLOCALS:  # a class body
+            found += _keyed(const, wanted, qualname + ".")
+        elif id(const) in wanted:
+            found.append(((qualname, const.co_firstlineno, const.co_name), const))
+    return tuple(found)
+
+
+_CO_NEWLOCALS = 0x02  # inspect.CO_NEWLOCALS, without importing inspect
 
 
 def _read_section(section: Section) -> Any:
@@ -266,7 +321,7 @@ def read(
     if not (
         (module_code is None or isinstance(module_code, types.CodeType))
         and isinstance(notes, tuple)
-        and isinstance(prebuilt, tuple)
+        and isinstance(prebuilt, tuple)  # of codes: anything else matches no function
         and isinstance(functions_size, int)
         and isinstance(functions_digest, bytes)
         and isinstance(later, bytes)
@@ -276,7 +331,7 @@ def read(
     return Entry(
         module_code,
         notes=notes,
-        prebuilt=prebuilt,
+        prebuilt_codes=prebuilt,
         key=stored_key,
         stamp=stamp,
         digest=digest,
@@ -334,7 +389,7 @@ def write(
                 key,
                 entry.module_code,
                 entry.notes,
-                entry.prebuilt,
+                tuple(code for _, code in entry.prebuilt),
                 (len(functions), _checksum(functions)),
                 _checksum(later),
             )
@@ -460,7 +515,10 @@ def decode_details(stored: Any) -> Details | None:
     try:
         labels, resume_code, source = stored
         if isinstance(resume_code, tuple) and resume_code[:1] == ("source",):
-            resume_code = ResumeSource(*resume_code[1:]).compile()  # first need: compiled now
+            # first need: compiled now (contsnap._compile is imported then, not by an import)
+            from .._compile import ResumeSource
+
+            resume_code = ResumeSource(*resume_code[1:]).compile()
         if not (isinstance(resume_code, types.CodeType) and isinstance(source, str)):
             return None
         return Details(_info.decode_labels(labels), resume_code, source)

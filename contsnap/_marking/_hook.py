@@ -61,8 +61,9 @@ class HookLoader(importlib.machinery.SourceFileLoader):
             record.deferred = self._executing > 0
             code = record.load()
         _MODULES[path] = record
-        for message, line in record.notes():
-            warnings.warn_explicit(message, RuntimeWarning, path, line)
+        if record.entry.notes:
+            for message, line in record.notes():
+                warnings.warn_explicit(message, RuntimeWarning, path, line)
         return code
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:

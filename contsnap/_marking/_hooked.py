@@ -113,6 +113,9 @@ class HookedModule:
         self._restamp = False
         self._lines: list[str] | None = None
         self._plan: Plan | None = None
+        #: the module's syntax tree as compiled, kept from load() to the first flush(), where
+        #: _prebuild takes the marks back out of it instead of parsing the source again
+        self._tree: ast.Module | None = None
         self._lock = threading.Lock()
 
     @property
@@ -172,8 +175,9 @@ class HookedModule:
             if self.mark_all:
                 tree = self._parse()
                 self._plan = Plan(tree, self.lines, self.filename, self.mark_all)
-                self._plan.apply(tree)
+                self._plan.apply(tree, keep=self.mode == "all")
                 code = compile(tree, self.filename, "exec", dont_inherit=True)
+                self._tree = tree
                 self.entry.notes = tuple(f"{message}\0{line}" for message, line in self._plan.notes)
                 self._marked_code = code
             else:
@@ -187,17 +191,16 @@ class HookedModule:
     def _loaded(self, cached: _cache.Entry) -> types.CodeType:
         assert cached.module_code is not None
         self.entry = cached
-        if cached.prebuilt:
-            self._await_first_use(cached.prebuilt)
+        if cached.has_prebuilt():
+            self._await_first_use(cached)
         return cached.module_code
 
-    def _await_first_use(
-        self, prebuilt: tuple[tuple[_cache.FunctionKey, types.CodeType], ...]
-    ) -> None:
-        """The cached module code makes these functions with their fresh code and no mark
-        call: their infos are built when first asked for (a snapshot, a restore, a load
-        by name, ``checkpointable(fn)``)."""
-        _info.add_pending(self.module or self.filename, prebuilt, self._first_use)
+    def _await_first_use(self, cached: _cache.Entry) -> None:
+        """The cached module code makes the entry's prebuilt functions with their fresh
+        code and no mark call: their infos are built when first asked for (a snapshot, a
+        restore, a load by name, ``checkpointable(fn)``); which functions they are is
+        looked up then too."""
+        _info.add_pending(self.module or self.filename, _cache.Prebuilt(cached), self._first_use)
 
     def _first_use(
         self,
@@ -334,36 +337,50 @@ class HookedModule:
     def flush(self) -> None:
         """Write the entry if it changed, keeping functions another process cached meanwhile."""
         with self._lock:
-            if self._restamp and not self._dirty:
-                self._restamp = False
-                _cache.restamp(self.cache_path, self.entry, self.stamp, self.filename)
-                return
-            if not self._dirty:
-                return
-            self._dirty = self._restamp = False
-            if self.cache_path is None or sys.dont_write_bytecode:
-                return  # nothing would be written
-            on_disk = _cache.read(self.cache_path, self.key)
-            if on_disk is not None:
-                for key, value in on_disk.functions.items():
-                    if key not in self.entry.functions:
-                        self.entry.functions[key] = value
-                        details = on_disk.details_of(key)
-                        if details is not None:
-                            self.entry.details[key] = details
-            if self.mode == "all" and self._marked_code is not None:
-                self._prebuild()
-            _cache.write(self.cache_path, self.key, self.entry, self.filename, self.stamp)
+            tree, self._tree = self._tree, None  # the module has run: nothing more to apply
+            try:
+                self._flush(tree)
+            finally:
+                if self._plan is not None:
+                    self._plan.let_go()  # and the nodes kept for take_back go with the tree
 
-    def _prebuild(self) -> None:
+    def _flush(self, tree: ast.Module | None) -> None:
+        if self._restamp and not self._dirty:
+            self._restamp = False
+            _cache.restamp(self.cache_path, self.entry, self.stamp, self.filename)
+            return
+        if not self._dirty:
+            return
+        self._dirty = self._restamp = False
+        if self.cache_path is None or sys.dont_write_bytecode:
+            return  # nothing would be written
+        on_disk = _cache.read(self.cache_path, self.key)
+        if on_disk is not None:
+            for key, value in on_disk.functions.items():
+                if key not in self.entry.functions:
+                    self.entry.functions[key] = value
+                    details = on_disk.details_of(key)
+                    if details is not None:
+                        self.entry.details[key] = details
+        if self.mode == "all" and self._marked_code is not None:
+            self._prebuild(tree)
+        _cache.write(self.cache_path, self.key, self.entry, self.filename, self.stamp)
+
+    def _prebuild(self, tree: ast.Module | None) -> None:
         """The module code to cache: each def whose fresh code can stand in for its plain
-        code (see `prebuilt`) compiled with that code and without its mark call."""
+        code (see `prebuilt`) compiled with that code and without its mark call.
+
+        ``tree`` is the one load() compiled, if it is still here: its marks are taken
+        back out instead of parsing the source again.
+        """
         assert self._marked_code is not None
-        ready = prebuilt(self._marked_code, self.entry.functions, self.plan.marked_lines)
+        plan = self.plan
+        ready = prebuilt(self._marked_code, self.entry.functions, plan.marked_lines)
         if [key for key, _ in ready] == [key for key, _ in self.entry.prebuilt]:
             return
-        tree = self._parse()
-        plan = Plan(tree, self.lines, self.filename, self.mark_all)
+        if tree is None or not plan.take_back(tree):
+            tree = self._parse()
+            plan = Plan(tree, self.lines, self.filename, self.mark_all)
         lines = {key[1] for key, _ in ready}
         plan.marked = [node for node in plan.marked if _first_line(node) not in lines]
         plan.apply(tree, runtime=bool(ready))

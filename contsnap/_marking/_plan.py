@@ -103,6 +103,9 @@ class Plan:
         self._lines = lines
         self._filename = filename
         self._mark_all = mark_all
+        #: what apply() added to the tree, for take_back(): the marked nodes and where the
+        #: imports went (None: nothing to take back)
+        self._applied: tuple[list[ast.FunctionDef | ast.AsyncFunctionDef], int] | None = None
         self._visit(tree, [])
         if mark_all:
             self._mark_lambdas(tree)
@@ -181,16 +184,19 @@ class Plan:
     def _spells_yield(self, first: int, end: int) -> bool:
         return any("yield" in line for line in self._lines[first - 1 : end])
 
-    def apply(self, tree: ast.Module, runtime: bool = False) -> None:
+    def apply(self, tree: ast.Module, runtime: bool = False, keep: bool = False) -> None:
         """Decorate the marked functions, innermost, at their own ``def`` line, and wrap
         the generator lambdas in their mark.
 
         The import that brings the marks also binds contsnap's runtime under the name
         transformed code reads it by; ``runtime`` asks for it with no mark left (the
         module code holds transformed functions that no mark call will set it up for).
+        ``keep``: remember what was added, so that `take_back` can undo it.
         """
+        self._applied = None
         if not (self.marked or self.lambdas or runtime):
             return
+        wrapped = bool(self.lambdas)
         if self.lambdas:
             _LambdaMarker(self.lambdas).visit(tree)
             self.lambdas = []
@@ -220,7 +226,26 @@ class Plan:
             located.end_lineno = where.lineno  # type: ignore[attr-defined]
             located.col_offset = located.end_col_offset = 0  # type: ignore[attr-defined]
         body[at:at] = [imp, imp_helpers]
+        if keep and not wrapped:  # a wrapped lambda cannot be unwrapped: parse again
+            self._applied = (list(self.marked), at)
         self.marked.clear()  # the record keeps the plan, not the tree
+
+    def take_back(self, tree: ast.Module) -> bool:
+        """Undo ``apply(tree, keep=True)``: the tree as parsed again, its marked nodes in
+        ``marked``, for another apply(). False (tree untouched) when it cannot."""
+        applied, self._applied = self._applied, None
+        if applied is None:
+            return False
+        nodes, at = applied
+        for node in nodes:
+            node.decorator_list.pop()
+        del tree.body[at : at + 2]
+        self.marked = nodes
+        return True
+
+    def let_go(self) -> None:
+        """Forget what apply() added (the tree it was applied to is not taken back)."""
+        self._applied = None
 
 
 #: the fields that hold statements (or handlers and match cases, which hold statements),
