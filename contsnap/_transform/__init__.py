@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import ast
 import io
-import threading
 import tokenize
 from dataclasses import dataclass
 
 import libcst as cst
-from libcst._nodes.base import CSTNode
 
 from .._fingerprint import TRANSFORM_VERSION, fingerprint, fingerprint_of
 from .._labels import GLOBAL_NAMES, RT, LabelInfo
-from .._registry import STATE
 from . import _genexps
-from ._codegen import code_for_node
 from ._lines import Line, Rendered, block, render
 from ._positions import Positions
 from ._scope import contains, forget, survey, suspends
@@ -65,43 +61,6 @@ class _Finder(cst.CSTVisitor):
         return False
 
 
-#: how many threads are in `_parse_valid` (its lock guards the count and the switch)
-_parsing = [0]
-STATE.add(__name__, "_parsing", None, "threads inside a parse: a reset then would leave it off")
-_PARSING_LOCK = threading.Lock()
-#: libcst's node validation (None: a libcst that validates elsewhere)
-_CHECKED = CSTNode.__dict__.get("__post_init__")
-
-
-def _unchecked(self: CSTNode) -> None:
-    """``CSTNode.__post_init__`` while `_parse_valid` parses: no validation."""
-
-
-def _parse_valid(source: str) -> cst.Module:
-    """``cst.parse_module`` of a source that ``ast.parse`` accepted, without libcst
-    checking each node it builds (a fifth of the parse; the native parser only builds
-    valid nodes from valid source).
-
-    libcst validates in ``CSTNode.__post_init__``; that is switched off on the class
-    for the time of the parse (by the first thread in, back on by the last one out).
-    A node another thread builds meanwhile is then not checked either: checks that
-    only ever fail on a construction bug, never on the values parsed from a source.
-    """
-    if _CHECKED is None:  # another libcst layout: parse as usual
-        return cst.parse_module(source)
-    with _PARSING_LOCK:
-        if _parsing[0] == 0:
-            CSTNode.__post_init__ = _unchecked  # type: ignore[method-assign]
-        _parsing[0] += 1
-    try:
-        return cst.parse_module(source)
-    finally:
-        with _PARSING_LOCK:
-            _parsing[0] -= 1
-            if _parsing[0] == 0:
-                CSTNode.__post_init__ = _CHECKED  # type: ignore[method-assign]
-
-
 def _find_function(module: cst.Module) -> cst.FunctionDef:
     first: cst.CSTNode | None = module.body[0] if module.body else None
     if isinstance(first, cst.If) and isinstance(first.body, cst.IndentedBlock):
@@ -140,7 +99,7 @@ def _function_fingerprint(
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 return fingerprint_of(node)
-    return fingerprint(code_for_node(module, func.with_changes(decorators=(), leading_lines=())))
+    return fingerprint(module.code_for_node(func.with_changes(decorators=(), leading_lines=())))
 
 
 def transform_function(source: str, *, first_line: int) -> TransformResult:
@@ -204,7 +163,7 @@ def _transform(source: str, first_line: int) -> TransformResult:
         added_names = frozenset(n for n in (RT, *_genexps.ADDED_NAMES) if n not in source)
         source = rewritten
         tree = ast.parse(source) if tree is not None else None
-    module = cst.parse_module(source) if tree is None else _parse_valid(source)
+    module = cst.parse_module(source)
     positions = Positions(module, source, tree)
     func = _find_function(module)
     found = positions.get(func)

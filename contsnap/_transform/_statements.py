@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from .._labels import RT, LabelInfo, helper
-from ._codegen import code_for_node
 from ._lines import Line, block, verbatim
 from ._percent import Unit, UnknownFolding, native_pieces
 from ._positions import Positions
@@ -159,7 +158,7 @@ class BodyProcessor:
         return pos[0] + self.line_offset, pos[1]
 
     def code(self, node: cst.CSTNode) -> str:
-        text = code_for_node(self.module, node)
+        text = self.module.code_for_node(node)
         if isinstance(node, cst.BaseExpression):
             text = text.strip()
             bare_tuple = isinstance(node, cst.Tuple) and not node.lpar
@@ -288,7 +287,7 @@ class BodyProcessor:
             node = node.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
         elif hasattr(node, "leading_lines"):
             node = node.with_changes(leading_lines=())
-        text = code_for_node(self.module, node).rstrip("\n").rstrip()
+        text = self.module.code_for_node(node).rstrip("\n").rstrip()
         return plain([verbatim(text, line, col)])
 
     # -- simple statements
@@ -1305,7 +1304,7 @@ class BodyProcessor:
 
     def _define(self, bare: cst.CSTNode, name: str, decorators: list[str]) -> Out:
         line, col = self.where(bare)
-        text = code_for_node(self.module, bare).rstrip("\n").rstrip()
+        text = self.module.code_for_node(bare).rstrip("\n").rstrip()
         lines = [verbatim(text, self._line, col if line == self._line else 0)]
         if decorators:
             applied = name
@@ -1605,7 +1604,7 @@ class BodyProcessor:
             if isinstance(part.equal, cst.AssignEqual):
                 # f"{expr=}" prints the expression's own text, then (by default) its repr
                 shown = "".join(
-                    code_for_node(self.module, piece)
+                    self.module.code_for_node(piece)
                     for piece in (
                         part.whitespace_before_expression,
                         part.expression,
