@@ -191,20 +191,7 @@ def verify(
     allow_unsigned: bool | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """Check signature, kind and identity of ``data``: its ``(meta, payload)``; no unpickling."""
-    meta, payload = _verified(data, kinds, identity, key, allow_unsigned, view=False)
-    return meta, payload
-
-
-def _verified(
-    data: bytes,
-    kinds: Collection[str],
-    identity: str | None,
-    key: _keys.KeyLike | None,
-    allow_unsigned: bool | None,
-    *,
-    view: bool,
-) -> tuple[dict[str, Any], Any]:
-    meta, payload = _unsealed(data, kinds, identity, key, allow_unsigned, view=view, packed=False)
+    meta, payload = _unsealed(data, kinds, identity, key, allow_unsigned, view=False, packed=False)
     return meta, payload
 
 
@@ -218,7 +205,8 @@ def _unsealed(
     view: bool,
     packed: bool,
 ) -> tuple[Any, Any]:
-    """`_verified`, with a format-3 blob's metadata left `_envelope.Packed` if ``packed``."""
+    """`verify` (``view``: a large payload as a memoryview into ``data``), with a format-3
+    blob's metadata left `_envelope.Packed` if ``packed``."""
     ring = _keys.resolve(key)
     if allow_unsigned is None:
         allow_unsigned = policy.allow_unsigned
