@@ -24,7 +24,7 @@ import contextvars
 import inspect
 import time
 import weakref
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from . import _codec
@@ -360,6 +360,7 @@ async def park(
     timeout: float | None = None,
     allow_finished: bool = False,
     in_place: bool = False,
+    on_wait: Callable[[], object] | None = None,
 ) -> None:
     """Stop every task at its next safe point (they stay parked until
     [`unpause`][contsnap.unpause]).
@@ -369,6 +370,9 @@ async def park(
     the loop: if its wait ends during the pause it parks on waking. Only for a
     pause that ends with ``unpause`` (a task parked in place cannot be detached,
     and its context variables are not read).
+
+    ``on_wait`` is called before park() lets the loop run the tasks still on their way
+    (not at all when every task is parked already).
 
     ``tasks`` maps a name (used in errors) to each task. If some do not
     arrive within ``timeout``, every request is withdrawn and
@@ -439,6 +443,8 @@ async def park(
     for name, request in on_the_way.items():
         request.parked.add_done_callback(arrived)
         tasks[name].add_done_callback(ended_early)
+    if on_wait is not None:
+        on_wait()
     try:
         await asyncio.wait({settled}, timeout=timeout)
     finally:

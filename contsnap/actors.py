@@ -347,24 +347,19 @@ class _CollectorOff:
     collector on, those allocations set off collections that walk every actor's objects
     again and again (the pause grew faster than the number of actors). Off, the objects
     freed by the end of the pause leave the collector's counts where they were: no work is
-    left for later. Should the checkpoint wait for the loop (actors still on their way to a
-    safe point), the collector is on again for that wait.
+    left for later. Should the checkpoint let the loop run (actors still on their way to a
+    safe point), the collector is on again meanwhile (`on`, then `off`).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self) -> None:
         self.was_on = gc.isenabled()
-        self.back_on: asyncio.Handle | None = None
-        if self.was_on:
-            gc.disable()
-            self.back_on = loop.call_soon(gc.enable)
+        self.off()
 
     def off(self) -> None:
         if self.was_on:
             gc.disable()
 
     def on(self) -> None:
-        if self.back_on is not None:
-            self.back_on.cancel()
         if self.was_on:
             gc.enable()
 
@@ -675,7 +670,14 @@ class System:
         """
         await self._park(actors, timeout, in_place=False)
 
-    async def _park(self, actors: list[str] | None, timeout: float, *, in_place: bool) -> None:
+    async def _park(
+        self,
+        actors: list[str] | None,
+        timeout: float,
+        *,
+        in_place: bool,
+        on_wait: Callable[[], object] | None = None,
+    ) -> None:
         names = list(self.actors) if actors is None else list(actors)
         unknown = [n for n in names if n not in self.actors]
         if unknown:
@@ -685,7 +687,7 @@ class System:
             for n in names
             if n not in self._parked and (t := self.actors[n].task) is not None and not t.done()
         }
-        await park(tasks, timeout=timeout, allow_finished=True, in_place=in_place)
+        await park(tasks, timeout=timeout, allow_finished=True, in_place=in_place, on_wait=on_wait)
         self._parked.update(n for n, t in tasks.items() if not t.done())
 
     def resume(self) -> None:
@@ -733,15 +735,13 @@ class System:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         quiesced_before = set(self._parked)
-        collector = _CollectorOff(loop)
+        collector = _CollectorOff()
         try:
-            if then_resume:
-                # an actor waiting in receive() (or sleep()) is parked where it waits: no
-                # turn of the event loop per actor, so the pause does not grow with them
-                await self._park(None, timeout, in_place=True)
-            else:  # a rollout detaches the actors next: each must be parked in its safe point
-                await self.quiesce(timeout=timeout)
-            collector.off()  # on again if the park waited for actors to arrive
+            # an actor waiting in receive() (or sleep()) is parked where it waits: no turn
+            # of the event loop per actor, so the pause does not grow with them; a rollout
+            # detaches the actors next: each must be parked in its safe point
+            await self._park(None, timeout, in_place=then_resume, on_wait=collector.on)
+            collector.off()
             try:
                 payload, frames, meta = self._capture()
             finally:
