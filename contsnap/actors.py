@@ -35,7 +35,7 @@ import gc
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,15 +314,6 @@ class Supervisor:
                 "poison_dir",
             )
         }
-
-
-def _next_payload(
-    payloads: Iterator[tuple[bytes, dict[int, Any], int]], actor: str
-) -> tuple[bytes, dict[int, Any], int]:
-    try:
-        return next(payloads)
-    except NotCheckpointableError as exc:
-        raise NotCheckpointableError(f"actor {actor!r}: {exc}") from exc
 
 
 def _alone(
@@ -782,26 +773,30 @@ class System:
         payloads = batch.dump_each(task.get_coro() for _, task in running)
         frames_of: dict[str, list[dict[str, Any]]] = {}
         preludes: dict[str, int] = {}
-        for name, _task in running:
-            states[name], captured, preludes[name] = _next_payload(payloads, name)
-            frames: list[dict[str, Any]] = []
-            for f in captured.values():
-                info, label = f.info, f.label
-                place = places.get((id(info), label))
-                if place is None:
-                    place = places[id(info), label] = {
-                        "module": info.module,
-                        "qualname": info.qualname,
-                        "fingerprint": info.fingerprint,
-                        "file": info.filename,
-                        "line": info.line_of(label),
-                    }
-                frames.append(place)
-            frames_of[name] = frames
-        # a specification is saved once and written with every checkpoint: it loads alone
-        payloads = batch.dump_each((spec for _, spec in new_specs), prelude=False)
-        for name, _spec in new_specs:
-            specs[name] = _next_payload(payloads, name)[0]
+        name = ""
+        try:
+            for name, _task in running:
+                states[name], captured, preludes[name] = next(payloads)
+                frames: list[dict[str, Any]] = []
+                for f in captured.values():
+                    info, label = f.info, f.label
+                    place = places.get((id(info), label))
+                    if place is None:
+                        place = places[id(info), label] = {
+                            "module": info.module,
+                            "qualname": info.qualname,
+                            "fingerprint": info.fingerprint,
+                            "file": info.filename,
+                            "line": info.line_of(label),
+                        }
+                    frames.append(place)
+                frames_of[name] = frames
+            # a specification is saved once and written with every checkpoint: it loads alone
+            payloads = batch.dump_each((spec for _, spec in new_specs), prelude=False)
+            for name, _spec in new_specs:
+                specs[name] = next(payloads)[0]
+        except NotCheckpointableError as exc:
+            raise NotCheckpointableError(f"actor {name!r}: {exc}") from exc
         for name, actor in saved:
             if name not in frames_of and name in last:  # crashed, to be restarted: from there
                 states[name] = last[name]

@@ -23,7 +23,7 @@ from typing import Any
 from .. import _resources
 from .._info import FunctionInfo, current_session
 from ._capture import FrameState
-from ._functions import _PLAIN, _PLAIN_FOR, _FastPickler
+from ._functions import _FAST_REDUCERS, _PLAIN, _PLAIN_FOR, _FastPickler
 from ._pickler import _full_payload
 
 
@@ -74,6 +74,8 @@ class Batch:
         save is pickled by the full one: it needs no prelude (0), and names its functions
         itself.
         """
+        if prelude and any(map(_moved, self.prelude, self.prelude_names)):
+            self._forget_prelude()  # a module reloaded: learnt again
         fast: _BatchPickler | None = None
         if current_session() is None:
             if _PLAIN_FOR[0] != _resources.generation():
@@ -113,6 +115,11 @@ class Batch:
             payload, captured, _refs = _full_payload(obj, local=False, keep=None)
             yield payload, captured, 0
 
+    def _forget_prelude(self) -> None:
+        self.prelude, self.prelude_names = [], []
+        self._known.clear()
+        self._seed.clear_memo()
+
     def _learn(self, named: list[Any]) -> None:
         """Add to the prelude the globals a payload named itself (and pickle finds again by
         that name: anything else is left as the payload names it)."""
@@ -141,7 +148,10 @@ class _BatchPickler(_FastPickler):
         self.named: list[Any] = []
 
     def reducer_override(self, obj: Any) -> Any:
-        reduced = super().reducer_override(obj)
+        fast = _FAST_REDUCERS.get(type(obj))
+        if fast is not None:  # a generator, a cell...: the most frequent, answered first
+            return fast(self, obj)
+        reduced = _FastPickler.reducer_override(self, obj)
         if reduced is NotImplemented and (type(obj) in _GLOBAL_TYPES or isinstance(obj, type)):
             self.named.append(obj)  # not in the memo yet: pickle names it
         return reduced
@@ -155,6 +165,11 @@ class _BatchPickler(_FastPickler):
 
 
 _GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType)
+
+
+def _moved(obj: Any, name: list[str]) -> bool:
+    """Does ``name`` no longer find ``obj`` (its module was reloaded, say)?"""
+    return _global_name(obj) != name
 
 
 def _global_name(obj: Any) -> list[str] | None:
