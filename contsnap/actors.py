@@ -19,10 +19,10 @@ An actor is a checkpointable coroutine function with a mailbox::
 
 Every actor stops at its next safe point (``receive()``,
 ``contsnap.checkpoint()``, ``contsnap.sleep()``, a ``contsnap.Queue``, or a
-checkpointable coroutine that reaches one) while the snapshot is written;
-messages sent meanwhile wait in the mailboxes. Supervisors restart crashed
-actors from their last good checkpoint or afresh, with restart intensity,
-exponential backoff, and poisoned-state detection.
+checkpointable coroutine that reaches one) while the set is captured, and goes on
+while the snapshot is signed and written; messages sent meanwhile wait in the
+mailboxes. Supervisors restart crashed actors from their last good checkpoint or
+afresh, with restart intensity, exponential backoff, and poisoned-state detection.
 """
 
 from __future__ import annotations
@@ -703,9 +703,10 @@ class System:
         """Quiesce every actor, snapshot the whole system as one, and let them go on.
 
         The snapshot holds every actor's coroutine wherever it paused, every
-        mailbox, the results so far and the supervision tree. With ``path``
-        it is written atomically there (the last ``keep`` kept). Returns the
-        snapshot's bytes.
+        mailbox, the results so far and the supervision tree. The actors are
+        stopped only while it is captured (``last_pause``); it is signed, and with
+        ``path`` written atomically there (the last ``keep`` kept), in a thread while
+        they go on. Returns the snapshot's bytes.
         """
         async with self._lock:
             return await self._checkpoint(path, keep, key, timeout, then_resume=True)
