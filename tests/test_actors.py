@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import contsnap
 from contsnap import actors
+from contsnap._snapshot import capture
 
 sys.path.insert(0, str(Path(__file__).parent))
 import actor_programs as programs
@@ -247,7 +248,7 @@ def test_restart_fresh_and_one_for_all() -> None:
 
 
 def test_a_poisoned_state_falls_back_to_an_older_checkpoint_then_fresh(tmp_path: Path) -> None:
-    async def main() -> tuple[dict[str, Any], list[str]]:
+    async def main() -> tuple[dict[str, Any], list[str], int]:
         system = actors.System("poison")
         system.supervisor(
             "root",
@@ -267,13 +268,19 @@ def test_a_poisoned_state_falls_back_to_an_older_checkpoint_then_fresh(tmp_path:
         for _ in range(4):
             ref.send(1)
             await asyncio.sleep(0.05)
+        # the poisoned state loads alone (its prelude in front of it), where it crashed
+        poisoned = contsnap.loads((tmp_path / "poison-c-checkpoint2.ckpt").read_bytes())
+        try:
+            total = capture(poisoned).values["total"]
+        finally:
+            poisoned.close()
         ref.send("stop")
         results = await system.join()
-        return results, [c.origin for c in system.crashes]
+        return results, [c.origin for c in system.crashes], total
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results, origins = run(main())
+        results, origins, poisoned_total = run(main())
     # the live state crashed, then checkpoint 2 twice (poisoned), then checkpoint 1 held
     assert origins == ["fresh", "checkpoint 2", "checkpoint 2"]
     assert results == {"c": 3 + 1}
@@ -281,6 +288,7 @@ def test_a_poisoned_state_falls_back_to_an_older_checkpoint_then_fresh(tmp_path:
     assert os.listdir(tmp_path) == ["poison-c-checkpoint2.ckpt"]
     kept = contsnap.describe((tmp_path / "poison-c-checkpoint2.ckpt").read_bytes())
     assert kept["poisoned"] == {"system": "poison", "actor": "c", "checkpoint": 2}
+    assert poisoned_total == -7
 
 
 def test_restart_intensity_gives_up_and_restarts_do_not_spin() -> None:
