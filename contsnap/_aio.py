@@ -24,7 +24,7 @@ import contextvars
 import inspect
 import time
 import weakref
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from . import _codec
@@ -360,6 +360,7 @@ async def park(
     timeout: float | None = None,
     allow_finished: bool = False,
     in_place: bool = False,
+    on_wait: Callable[[], object] | None = None,
 ) -> None:
     """Stop every task at its next safe point (they stay parked until
     [`unpause`][contsnap.unpause]).
@@ -369,6 +370,9 @@ async def park(
     the loop: if its wait ends during the pause it parks on waking. Only for a
     pause that ends with ``unpause`` (a task parked in place cannot be detached,
     and its context variables are not read).
+
+    ``on_wait`` is called before park() lets the loop run the tasks still on their way
+    (not at all when every task is parked already).
 
     ``tasks`` maps a name (used in errors) to each task. If some do not
     arrive within ``timeout``, every request is withdrawn and
@@ -392,24 +396,34 @@ async def park(
                 "mark it with @contsnap.checkpointable"
             )
     loop = asyncio.get_running_loop()
-    # where each task waits now: if it ends without reaching a safe point, that is why
-    asked_at = {name: _waits_at(task, waiting_point) for name, task in tasks.items()}
+    # one request for every task parked in place: nothing to wait for, one future to release
+    in_place_request: _Pause | None = None
     for name, task in tasks.items():
         request = _PAUSES.get(task)
-        if request is None or request.release.done():
-            request = _Pause(loop)
-            _PAUSES[task] = request
-        requests[name] = request
         waiting = _WAITING.get(task)
-        if waiting is not None and not waiting.done():
-            if in_place:
-                if not request.parked.done():
-                    request.parked.set_result(None)
-            else:
-                waiting.set_result(None)  # a safe point that waits: let it see the request
+        idle = waiting is not None and not waiting.done()
+        if in_place and idle and (request is None or request.release.done()):
+            if in_place_request is None:
+                in_place_request = _Pause(loop)
+                in_place_request.parked.set_result(None)
+            _PAUSES[task] = requests[name] = in_place_request
+            continue
+        if request is None or request.release.done():
+            request = _PAUSES[task] = _Pause(loop)
+        requests[name] = request
+        if waiting is None or waiting.done():
+            continue
+        if in_place:
+            _resolve(request.parked)
+        else:
+            waiting.set_result(None)  # a safe point that waits: let it see the request
+    # the tasks still on their way to a safe point (the woken ones have not run yet)
+    on_the_way = {name: r for name, r in requests.items() if not r.parked.done()}
+    # where each waits now: if it ends without reaching a safe point, that is why
+    asked_at = {name: _waits_at(tasks[name], waiting_point) for name in on_the_way}
     # one wake-up when every task is parked (or one ended), not one per task
     settled: asyncio.Future[None] = loop.create_future()
-    waiting_for = len(requests)
+    waiting_for = len(on_the_way)
 
     def arrived(_: object) -> None:
         nonlocal waiting_for
@@ -419,20 +433,22 @@ async def park(
 
     def ended_early(task: asyncio.Task[Any]) -> None:
         if allow_finished:
-            if not any(r.parked.done() for n, r in requests.items() if tasks[n] is task):
+            if not any(r.parked.done() for n, r in on_the_way.items() if tasks[n] is task):
                 arrived(task)
         elif not settled.done():
             settled.set_result(None)
 
-    for name, request in requests.items():
+    if not on_the_way:  # every task parked in place (or none asked): no turn of the loop
+        return
+    for name, request in on_the_way.items():
         request.parked.add_done_callback(arrived)
         tasks[name].add_done_callback(ended_early)
-    if not requests:
-        settled.set_result(None)
+    if on_wait is not None:
+        on_wait()
     try:
         await asyncio.wait({settled}, timeout=timeout)
     finally:
-        for name, request in requests.items():
+        for name, request in on_the_way.items():
             request.parked.remove_done_callback(arrived)
             tasks[name].remove_done_callback(ended_early)
     late = [n for n, r in requests.items() if not r.parked.done()]

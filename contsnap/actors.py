@@ -19,10 +19,10 @@ An actor is a checkpointable coroutine function with a mailbox::
 
 Every actor stops at its next safe point (``receive()``,
 ``contsnap.checkpoint()``, ``contsnap.sleep()``, a ``contsnap.Queue``, or a
-checkpointable coroutine that reaches one) while the snapshot is written;
-messages sent meanwhile wait in the mailboxes. Supervisors restart crashed
-actors from their last good checkpoint or afresh, with restart intensity,
-exponential backoff, and poisoned-state detection.
+checkpointable coroutine that reaches one) while the set is captured, and goes on
+while the snapshot is signed and written; messages sent meanwhile wait in the
+mailboxes. Supervisors restart crashed actors from their last good checkpoint or
+afresh, with restart intensity, exponential backoff, and poisoned-state detection.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import asyncio
 import collections
 import contextvars
 import functools
+import gc
 import os
 import time
 import warnings
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _codec
+from . import _codec, _keys
 from ._aio import Queue, QueueGet, detach_task, park, unpause
 from ._checkpoints._files import CheckpointFiles, write_atomic
 from ._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
@@ -46,7 +47,7 @@ from ._migrate import old_lines
 from ._registry import STATE
 from ._resources import truncate
 from ._runtime import is_detach
-from ._snapshot import from_payload, to_payload
+from ._snapshot import Batch, from_payload, prelude_bytes, to_payload
 
 __all__ = [
     "ActorNotFoundError",
@@ -59,7 +60,12 @@ __all__ = [
     "self_ref",
 ]
 
-_FORMAT = "contsnap-actor-system/1"
+#: format 2: the actors' states and start specifications name their functions by their
+#: place in one table (``functions``), and each state the globals it uses by their place in
+#: a prelude (``prelude``: the first ``n`` of them are put in the memo before the state is
+#: read, ``n`` being the actor's ``prelude``). Format 1 (each state on its own) still loads
+_FORMAT = "contsnap-actor-system/2"
+_FORMATS = (_FORMAT, "contsnap-actor-system/1")
 
 #: the systems of this process, by name: what an ActorRef resolves through
 _SYSTEMS: dict[str, System] = {}
@@ -79,7 +85,7 @@ def _check_whole(whole: Any) -> None:
             "effect, so it comes from a bug or was made by hand. Restore an older one"
         )
 
-    if not isinstance(whole, dict) or whole.get("format") != _FORMAT:
+    if not isinstance(whole, dict) or whole.get("format") not in _FORMATS:
         raise bad(f"it holds {type(whole).__name__}, not a system of format {_FORMAT}")
     expected = {
         "name": str,
@@ -113,6 +119,21 @@ def _check_whole(whole: Any) -> None:
                 raise bad(f"actor {name!r}'s {part!r} is a {type(saved[part]).__name__}")
         if saved["supervisor"] is not None and saved["supervisor"] not in names:
             raise bad(f"actor {name!r} names the unknown supervisor {saved['supervisor']!r}")
+    for table, what in (
+        ("functions", "[module, qualname, fingerprint, file]"),
+        ("prelude", "[module, qualname]"),
+    ):
+        entries = whole.get(table, [])
+        if not isinstance(entries, list) or not all(
+            isinstance(entry, list) and all(isinstance(part, str) for part in entry)
+            for entry in entries
+        ):
+            raise bad(f"its {table} table is not a list of {what}")
+    longest = len(whole.get("prelude", []))
+    for name, saved in whole["actors"].items():
+        used = saved.get("prelude", 0)
+        if type(used) is not int or not 0 <= used <= longest:
+            raise bad(f"actor {name!r}'s prelude is not a length of the prelude table")
 
 
 class ActorNotFoundError(LookupError):
@@ -295,6 +316,65 @@ class Supervisor:
         }
 
 
+def _alone(
+    states: dict[str, bytes], preludes: dict[str, int], names: list[list[str]]
+) -> dict[str, bytes]:
+    """Each state with the prelude it was made with in front of it: it loads alone."""
+    made: dict[int, bytes] = {0: b""}
+    alone = {}
+    for name, state in states.items():
+        used = preludes.get(name, 0)
+        prelude = made.get(used)
+        if prelude is None:
+            prelude = made[used] = prelude_bytes(names[:used])
+        alone[name] = prelude + state if prelude else state
+    return alone
+
+
+class _CollectorOff:
+    """Python's cyclic garbage collector held off while a checkpoint blocks the event loop.
+
+    The pause allocates a few objects per actor, nearly all freed before it ends; with the
+    collector on, those allocations set off collections that walk every actor's objects
+    again and again (the pause grew faster than the number of actors). Off, the objects
+    freed by the end of the pause leave the collector's counts where they were: no work is
+    left for later. Should the checkpoint let the loop run (actors still on their way to a
+    safe point), the collector is on again meanwhile (`on`, then `off`).
+    """
+
+    def __init__(self) -> None:
+        self.was_on = gc.isenabled()
+        self.off()
+
+    def off(self) -> None:
+        if self.was_on:
+            gc.disable()
+
+    def on(self) -> None:
+        if self.was_on:
+            gc.enable()
+
+
+async def _in_thread(call: Callable[[], bytes]) -> bytes:
+    """``call()`` in a worker thread. A cancellation waits until it is done before it is
+    raised: the thread cannot be stopped, and no other checkpoint may write the same files
+    meanwhile (the system's lock stays held until then)."""
+    context = contextvars.copy_context()
+    job = asyncio.get_running_loop().run_in_executor(None, context.run, call)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if not job.done():
+                cancelled = True
+                continue
+            raise
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+
 class System:
     """A set of actors that is checkpointed, restored and stopped as one."""
 
@@ -313,6 +393,12 @@ class System:
         #: the last checkpoints taken or restored here: (number, {actor: state bytes})
         self.history: collections.deque[tuple[int, dict[str, bytes]]] = collections.deque(maxlen=3)
         self.sequence = 0
+        #: how long the last checkpoint stopped the actors, in seconds: from its start until
+        #: the event loop could run them again (sealing and writing the file come after)
+        self.last_pause: float | None = None
+        #: the functions table and the prelude of the actors' states (see `_FORMAT`); both
+        #: only grow, so every state in `history` stays loadable with them
+        self._batch = Batch()
         self._specs: dict[str, bytes] = {}
         self._lock = asyncio.Lock()
         self._parked: set[str] = set()
@@ -511,6 +597,8 @@ class System:
             meta = {
                 "created_at": round(time.time(), 3),
                 "frames": [],
+                # the table the state names its functions by (as any snapshot's metadata)
+                "functions": self._batch.functions.entries,
                 "poisoned": {"system": self.name, "actor": actor.name, "checkpoint": number},
             }
             # a snapshot of the actor's coroutine: contsnap inspect / contsnap.loads read it
@@ -573,7 +661,14 @@ class System:
         """
         await self._park(actors, timeout, in_place=False)
 
-    async def _park(self, actors: list[str] | None, timeout: float, *, in_place: bool) -> None:
+    async def _park(
+        self,
+        actors: list[str] | None,
+        timeout: float,
+        *,
+        in_place: bool,
+        on_wait: Callable[[], object] | None = None,
+    ) -> None:
         names = list(self.actors) if actors is None else list(actors)
         unknown = [n for n in names if n not in self.actors]
         if unknown:
@@ -583,7 +678,7 @@ class System:
             for n in names
             if n not in self._parked and (t := self.actors[n].task) is not None and not t.done()
         }
-        await park(tasks, timeout=timeout, allow_finished=True, in_place=in_place)
+        await park(tasks, timeout=timeout, allow_finished=True, in_place=in_place, on_wait=on_wait)
         self._parked.update(n for n, t in tasks.items() if not t.done())
 
     def resume(self) -> None:
@@ -608,9 +703,10 @@ class System:
         """Quiesce every actor, snapshot the whole system as one, and let them go on.
 
         The snapshot holds every actor's coroutine wherever it paused, every
-        mailbox, the results so far and the supervision tree. With ``path``
-        it is written atomically there (the last ``keep`` kept). Returns the
-        snapshot's bytes.
+        mailbox, the results so far and the supervision tree. The actors are
+        stopped only while it is captured (``last_pause``); it is signed, and with
+        ``path`` written atomically there (the last ``keep`` kept), in a thread while
+        they go on. Returns the snapshot's bytes.
         """
         async with self._lock:
             return await self._checkpoint(path, keep, key, timeout, then_resume=True)
@@ -624,23 +720,44 @@ class System:
         *,
         then_resume: bool,
     ) -> bytes:
+        # the key is found before the pause (reading a key file is no part of it), and a
+        # wrong key= fails before any actor stops
+        ring = _keys.resolve(key)
+        signing = ring.signing_key if ring.keys else key
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         quiesced_before = set(self._parked)
-        if then_resume:
-            # an actor waiting in receive() (or sleep()) is parked where it waits: no
-            # turn of the event loop per actor, so the pause does not grow with them
-            await self._park(None, timeout, in_place=True)
-        else:  # a rollout detaches the actors next: each must be parked in its safe point
-            await self.quiesce(timeout=timeout)
+        collector = _CollectorOff()
         try:
-            data = self._snapshot(key)
-            if path is not None:
-                CheckpointFiles(path, keep).save(data)
+            # an actor waiting in receive() (or sleep()) is parked where it waits: no turn
+            # of the event loop per actor, so the pause does not grow with them; a rollout
+            # detaches the actors next: each must be parked in its safe point
+            await self._park(None, timeout, in_place=then_resume, on_wait=collector.on)
+            collector.off()
+            try:
+                payload, frames, meta = self._capture()
+            finally:
+                if then_resume:  # the actors the user quiesced stay quiesced
+                    # the first thing the loop runs once this coroutine lets it: the end of
+                    # the pause for every actor
+                    loop.call_soon(self._pause_ended, started)
+                    self._release(self._parked - quiesced_before)
         finally:
-            if then_resume:  # the actors the user quiesced stay quiesced
-                self._release(self._parked - quiesced_before)
-        return data
+            collector.on()
+        seal = functools.partial(self._seal_and_save, payload, frames, meta, signing, path, keep)
+        if not then_resume:
+            return seal()
+        # the set is captured and the actors go on: it is signed (and written) meanwhile, in a
+        # thread; the previous checkpoint file stays in place until this one is complete
+        return await _in_thread(seal)
 
-    def _snapshot(self, key: bytes | str | None) -> bytes:
+    def _pause_ended(self, started: float) -> None:
+        self.last_pause = time.perf_counter() - started
+
+    def _capture(self) -> tuple[bytes, list[dict[str, Any]], dict[str, Any]]:
+        """The whole system pickled, while every actor is parked: its payload, the places its
+        actors are paused at and the metadata to seal it with. Everything that may change
+        once the actors go on is in the payload by the time this returns."""
         states: dict[str, bytes] = {}
         actors = {}
         last = self.history[-1][1] if self.history else {}
@@ -648,35 +765,46 @@ class System:
         # the same dict object in every actor's list: pickled once
         places: dict[tuple[int, int], dict[str, Any]] = {}
         specs = self._specs
-        for name, actor in self.actors.items():
-            task = actor.task
-            if task is None:
-                continue
-            frames: list[dict[str, Any]] = []
-            try:
-                if not task.done():
-                    states[name], captured, _refs = to_payload(task.get_coro())
-                    for f in captured.values():
-                        info, label = f.info, f.label
-                        place = places.get((id(info), label))
-                        if place is None:
-                            place = places[id(info), label] = {
-                                "module": info.module,
-                                "qualname": info.qualname,
-                                "fingerprint": info.fingerprint,
-                                "file": info.filename,
-                                "line": info.line_of(label),
-                            }
-                        frames.append(place)
-                elif name in last:  # crashed, to be restarted: from where it will be
-                    states[name] = last[name]
-                if name not in specs:
-                    specs[name] = to_payload(actor.spec)[0]
-            except NotCheckpointableError as exc:
-                raise NotCheckpointableError(f"actor {name!r}: {exc}") from exc
+        saved = [(name, actor) for name, actor in self.actors.items() if actor.task is not None]
+        running = [(name, t) for name, a in saved if (t := a.task) is not None and not t.done()]
+        new_specs = [(name, actor.spec) for name, actor in saved if name not in specs]
+        # one pickler, one functions table and one prelude for every actor's coroutine, each
+        # still a payload of its own: an actor is restarted alone from it
+        batch = self._batch
+        payloads = batch.dump_each(task.get_coro() for _, task in running)
+        frames_of: dict[str, list[dict[str, Any]]] = {}
+        preludes: dict[str, int] = {}
+        name = ""
+        try:
+            for name, _task in running:
+                states[name], captured, preludes[name] = next(payloads)
+                frames: list[dict[str, Any]] = []
+                for f in captured.values():
+                    info, label = f.info, f.label
+                    place = places.get((id(info), label))
+                    if place is None:
+                        place = places[id(info), label] = {
+                            "module": info.module,
+                            "qualname": info.qualname,
+                            "fingerprint": info.fingerprint,
+                            "file": info.filename,
+                            "line": info.line_of(label),
+                        }
+                    frames.append(place)
+                frames_of[name] = frames
+            # a specification is saved once and written with every checkpoint: it loads alone
+            payloads = batch.dump_each((spec for _, spec in new_specs), prelude=False)
+            for name, _spec in new_specs:
+                specs[name] = next(payloads)[0]
+        except NotCheckpointableError as exc:
+            raise NotCheckpointableError(f"actor {name!r}: {exc}") from exc
+        for name, actor in saved:
+            if name not in frames_of and name in last:  # crashed, to be restarted: from there
+                states[name] = last[name]
             actors[name] = {
                 "state": states.get(name),
-                "frames": frames,
+                "prelude": preludes.get(name, 0),
+                "frames": frames_of.get(name, []),
                 "spec": specs[name],
                 "supervisor": actor.supervisor,
                 "mailbox": list(actor.mailbox._items),
@@ -686,6 +814,8 @@ class System:
             "format": _FORMAT,
             "name": self.name,
             "sequence": self.sequence,
+            "functions": batch.functions.entries,
+            "prelude": batch.prelude_names,
             "actors": actors,
             "results": self.results,
             "supervisors": [s.policy() for s in self.supervisors.values()],
@@ -695,7 +825,8 @@ class System:
             payload = to_payload(whole)[0]
         except NotCheckpointableError as exc:
             raise NotCheckpointableError(f"system {self.name!r}: {exc}") from exc
-        self.history.append((self.sequence, states))
+        # a state in the history loads alone (a restart, a poisoned state written out)
+        self.history.append((self.sequence, _alone(states, preludes, batch.prelude_names)))
         # every place an actor is paused at, once: loads() names each function whose
         # code changed, contsnap inspect / ls show where (file:line) and check the code
         unique = {
@@ -703,16 +834,26 @@ class System:
             for f in places.values()
         }
         meta = {
+            "created_at": round(time.time(), 3),  # when it was taken, not sealed
             "actors": {"system": self.name, "sequence": self.sequence, "count": len(actors)},
         }
-        return _codec.encode_payload(
-            payload,
-            list(unique.values()),
-            kind="actor-system",
-            identity=self.name,
-            meta=meta,
-            key=key,
+        return payload, list(unique.values()), meta
+
+    def _seal_and_save(
+        self,
+        payload: bytes,
+        frames: list[dict[str, Any]],
+        meta: dict[str, Any],
+        key: bytes | str | None,
+        path: str | os.PathLike[str] | None,
+        keep: int,
+    ) -> bytes:
+        data = _codec.encode_payload(
+            payload, frames, kind="actor-system", identity=self.name, meta=meta, key=key
         )
+        if path is not None:
+            CheckpointFiles(path, keep).save(data)
+        return data
 
     @classmethod
     async def restore(
@@ -754,6 +895,11 @@ class System:
 
     def _load(self, whole: dict[str, Any]) -> None:
         self.sequence = int(whole["sequence"])
+        # format 2: the table the states and specifications name their functions by
+        self._batch = Batch(whole.get("functions", []))
+        saved_states = {n: a["state"] for n, a in whole["actors"].items() if a["state"]}
+        preludes = {n: a.get("prelude", 0) for n, a in whole["actors"].items()}
+        alone = _alone(saved_states, preludes, whole.get("prelude", []))
         for policy in whole["supervisors"]:
             sup = self.supervisor(**policy)
             sup.poisoned.update(whole.get("poisoned", {}).get(sup.name, {}))
@@ -763,7 +909,7 @@ class System:
         started = []
         states = {}
         for name, saved in whole["actors"].items():
-            spec = from_payload(saved["spec"])
+            spec = from_payload(saved["spec"], functions=self._batch.functions.entries)
             if not isinstance(spec, _Spec):
                 raise SnapshotCorruptError(
                     f"this actor-system checkpoint is malformed: actor {name!r}'s start "
@@ -775,8 +921,8 @@ class System:
                 actor.origin = "fresh"
                 started.append((actor, spec.function(*spec.args, **spec.kwargs)))
                 continue
-            states[name] = saved["state"]
-            started.append((actor, self._load_actor(name, saved["state"], saved["frames"])))
+            states[name] = alone[name]
+            started.append((actor, self._load_actor(name, alone[name], saved["frames"])))
         for actor, coro in started:
             self.actors[actor.name] = actor
             if actor.supervisor is not None:
@@ -787,7 +933,7 @@ class System:
     def _load_actor(self, name: str, state: bytes, frames: list[Any] | None = None) -> Any:
         try:
             with old_lines(frames or []):  # where it was paused, for migrations
-                return from_payload(state)
+                return from_payload(state, functions=self._batch.functions.entries)
         except CheckpointError as exc:
             raise type(exc)(f"actor {name!r}: {exc}") from exc
 

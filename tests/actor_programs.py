@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 import contsnap
@@ -83,6 +84,38 @@ async def counter(start):
         if total < 0:
             raise RuntimeError(f"corrupt total {total}")
         total += message
+
+
+@contsnap.checkpointable
+async def mover(total):
+    """Gives tokens to a peer and takes them: between a pair of movers tokens only move."""
+    while True:
+        message = await actors.receive()
+        if message == "stop":
+            return total
+        kind, amount, peer = message
+        if kind == "give":
+            total -= amount
+            peer.send(("take", amount, None))
+        else:
+            total += amount
+        LOG.append((actors.self_ref().name, kind, amount))
+
+
+class Probe:
+    """Notes whether the cyclic garbage collector is on when it is pickled."""
+
+    def __reduce__(self):
+        LOG.append(("pickled", gc.isenabled()))
+        return (Probe, ())
+
+
+@contsnap.checkpointable
+async def spinner(probe):
+    """Busy: runs on from one checkpoint() to the next, noting if the collector is on."""
+    while True:
+        LOG.append(("running", gc.isenabled()))
+        await contsnap.checkpoint()
 
 
 @contsnap.checkpointable

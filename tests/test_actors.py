@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import signal
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +22,7 @@ from hypothesis import strategies as st
 
 import contsnap
 from contsnap import actors
+from contsnap._snapshot import capture
 
 sys.path.insert(0, str(Path(__file__).parent))
 import actor_programs as programs
@@ -244,7 +248,7 @@ def test_restart_fresh_and_one_for_all() -> None:
 
 
 def test_a_poisoned_state_falls_back_to_an_older_checkpoint_then_fresh(tmp_path: Path) -> None:
-    async def main() -> tuple[dict[str, Any], list[str]]:
+    async def main() -> tuple[dict[str, Any], list[str], int]:
         system = actors.System("poison")
         system.supervisor(
             "root",
@@ -264,13 +268,19 @@ def test_a_poisoned_state_falls_back_to_an_older_checkpoint_then_fresh(tmp_path:
         for _ in range(4):
             ref.send(1)
             await asyncio.sleep(0.05)
+        # the poisoned state loads alone (its prelude in front of it), where it crashed
+        poisoned = contsnap.loads((tmp_path / "poison-c-checkpoint2.ckpt").read_bytes())
+        try:
+            total = capture(poisoned).values["total"]
+        finally:
+            poisoned.close()
         ref.send("stop")
         results = await system.join()
-        return results, [c.origin for c in system.crashes]
+        return results, [c.origin for c in system.crashes], total
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results, origins = run(main())
+        results, origins, poisoned_total = run(main())
     # the live state crashed, then checkpoint 2 twice (poisoned), then checkpoint 1 held
     assert origins == ["fresh", "checkpoint 2", "checkpoint 2"]
     assert results == {"c": 3 + 1}
@@ -278,6 +288,7 @@ def test_a_poisoned_state_falls_back_to_an_older_checkpoint_then_fresh(tmp_path:
     assert os.listdir(tmp_path) == ["poison-c-checkpoint2.ckpt"]
     kept = contsnap.describe((tmp_path / "poison-c-checkpoint2.ckpt").read_bytes())
     assert kept["poisoned"] == {"system": "poison", "actor": "c", "checkpoint": 2}
+    assert poisoned_total == -7
 
 
 def test_restart_intensity_gives_up_and_restarts_do_not_spin() -> None:
@@ -671,3 +682,231 @@ def test_inspect_and_ls_show_where_each_actor_is_paused(
     assert "code matches" in out and "None" not in out
     assert cli(["ls", str(tmp_path)]) == 0
     assert f"counter line {line}" in capsys.readouterr().out
+
+
+# --- the pause: what is in it, and what comes after --------------------------------------
+
+
+def test_the_actors_go_on_while_the_checkpoint_is_written_and_it_holds_the_set_of_the_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The set is captured while the actors are stopped; the checkpoint is sealed after they
+    go on. What they do meanwhile (here: every message of a pair moving tokens) is in the
+    live system, not in that checkpoint: restored, the pair is as it was at the pause."""
+    sealing, go_on = threading.Event(), threading.Event()
+    seal = actors.System._seal_and_save
+
+    def slow_seal(self: actors.System, *args: Any) -> bytes:
+        sealing.set()
+        assert go_on.wait(30)
+        return seal(self, *args)
+
+    monkeypatch.setattr(actors.System, "_seal_and_save", slow_seal)
+
+    async def main() -> tuple[list[Any], float | None, dict[str, Any], dict[str, Any]]:
+        system = actors.System("ledger")
+        a = system.spawn(programs.mover, 100, name="a")
+        b = system.spawn(programs.mover, 100, name="b")
+        a.send(("give", 10, b))
+        await asyncio.sleep(0.01)  # a holds 90, b 110
+        programs.LOG.clear()
+        job = asyncio.ensure_future(system.checkpoint())
+        while not sealing.is_set():
+            await asyncio.sleep(0.001)
+        for _ in range(5):
+            a.send(("give", 1, b))
+            b.send(("give", 2, a))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        handled_meanwhile = list(programs.LOG)
+        go_on.set()
+        data = await job
+        a.send("stop")
+        b.send("stop")
+        live = await system.join()
+        restored = await actors.System.restore(data)
+        for name in ("a", "b"):
+            restored.ref(name).send("stop")
+        return handled_meanwhile, system.last_pause, live, await restored.join()
+
+    handled, pause, live, restored = run(main())
+    assert len(handled) == 20  # 10 gives and 10 takes, all while the checkpoint was sealed
+    assert pause is not None and pause > 0
+    assert live == {"a": 95, "b": 105}
+    assert restored == {"a": 90, "b": 110}
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "restored_total"),
+    [
+        (("replace", 1), 5),  # moving the newest generation aside
+        (("fsync", 1), 5),  # the new file written, not yet flushed or in place
+        (("replace", 2), 5),  # flushed, not yet in place
+        (("fsync", 2), 12),  # in place: the new checkpoint is the one restored
+    ],
+)
+def test_a_crash_while_the_checkpoint_is_written_keeps_the_previous_one(
+    tmp_path: Path, crash_at: tuple[str, int], restored_total: int
+) -> None:
+    """The checkpoint is written after the actors go on, in a thread: a process that dies
+    at any point of the write leaves the previous checkpoint to restore."""
+    path = tmp_path / "crashy.ckpt"
+    call, nth = crash_at
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        import actor_programs as programs
+        from contsnap import actors
+
+        async def main():
+            system = actors.System("crashy")
+            ref = system.spawn(programs.counter, 0, name="c")
+            ref.send(5)
+            await asyncio.sleep(0.01)
+            await system.checkpoint({str(path)!r})
+            ref.send(7)
+            await asyncio.sleep(0.01)
+            real, calls = os.{call}, []
+
+            def crash(*args):
+                calls.append(args)
+                if len(calls) == {nth}:
+                    os._exit(3)
+                return real(*args)
+
+            os.{call} = crash
+            await system.checkpoint({str(path)!r})
+            os._exit(4)  # not reached
+
+        asyncio.run(main())
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+
+    async def restored() -> dict[str, Any]:
+        system = await actors.System.restore(path)
+        system.ref("c").send("stop")
+        return await system.join()
+
+    assert run(restored()) == {"c": restored_total}
+
+
+def test_the_collector_is_off_only_while_the_checkpoint_stops_the_loop() -> None:
+    """Python's cyclic collector is held off while the set is captured, on again for the
+    actors that run while the checkpoint waits for them to reach a safe point, and left as
+    it was found (off, if the program turned it off)."""
+
+    async def main() -> list[Any]:
+        system = actors.System("collected")
+        system.spawn(programs.spinner, programs.Probe(), name="busy")
+        system.spawn(programs.counter, 0, name="idle")
+        await asyncio.sleep(0)
+        programs.LOG.clear()
+        await system.checkpoint()
+        assert gc.isenabled()
+        seen = list(programs.LOG)
+        gc.disable()
+        try:
+            await system.checkpoint()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        await system.stop()
+        return seen
+
+    seen = run(main())
+    assert ("pickled", False) in seen
+    assert ("running", True) in seen and ("running", False) not in seen
+
+
+def test_actors_of_several_kinds_and_one_saved_by_value_restore_and_restart() -> None:
+    """The actors' states share one functions table and one prelude (the globals they
+    name, learnt from the first states of each kind); a state the fast pickler cannot
+    make (a function defined in a test: saved by value) is pickled whole. Each restores,
+    and each restarts alone from the history."""
+
+    @contsnap.checkpointable
+    async def local_counter(total):
+        while True:
+            message = await actors.receive()
+            if message == "stop":
+                return total
+            if message == "boom":
+                raise ValueError("boom")
+            total += message
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        system = actors.System("kinds")
+        system.supervisor("sup", backoff=0.0)
+        c = system.spawn(programs.counter, 1, name="c", supervisor="sup")
+        local = system.spawn(local_counter, 2, name="local", supervisor="sup")
+        a = system.spawn(programs.mover, 100, name="a")
+        b = system.spawn(programs.mover, 100, name="b")
+        a.send(("give", 3, b))
+        c.send(10)
+        local.send(20)
+        await asyncio.sleep(0.01)
+        data = await system.checkpoint()
+        second = await system.checkpoint()  # with the prelude learnt by the first
+        c.send(100)
+        local.send(200)
+        await asyncio.sleep(0.01)
+        c.send("boom")
+        local.send("boom")
+        await asyncio.sleep(0.05)  # both restarted from the checkpoint: 11 and 22
+        for ref in (c, local, a, b):
+            ref.send("stop")
+        live = await system.join()
+        assert data != second
+        restored = await actors.System.restore(second)
+        for name in ("c", "local", "a", "b"):
+            restored.ref(name).send("stop")
+        return live, await restored.join()
+
+    live, restored = run(main())
+    assert live == {"c": 11, "local": 22, "a": 97, "b": 103}
+    assert restored == {"c": 11, "local": 22, "a": 97, "b": 103}
+
+
+def test_a_checkpoint_of_format_1_still_restores() -> None:
+    """Format 1 pickled each actor's state on its own, naming every function itself."""
+    from contsnap import _codec
+    from contsnap._snapshot import to_payload
+
+    async def main() -> dict[str, Any]:
+        system = actors.System("old")
+        ref = system.spawn(programs.counter, 1, name="c")
+        ref.send(4)
+        await asyncio.sleep(0.01)
+        await system.quiesce()
+        actor = system.actors["c"]
+        coro = actor.task.get_coro()  # type: ignore[union-attr]
+        state = to_payload(coro)[0]
+        frames = [dict(f, line=f["line"]) for f in _codec.frames_of(coro, to_payload(coro)[1])]
+        whole = {
+            "format": "contsnap-actor-system/1",
+            "name": "old",
+            "sequence": 1,
+            "actors": {
+                "c": {
+                    "state": state,
+                    "frames": frames,
+                    "spec": to_payload(actor.spec)[0],
+                    "supervisor": None,
+                    "mailbox": [10],
+                }
+            },
+            "results": {},
+            "supervisors": [],
+            "poisoned": {},
+        }
+        data = _codec.encode_payload(to_payload(whole)[0], frames, kind="actor-system")
+        system.resume()
+        await system.stop()
+        restored = await actors.System.restore(data)
+        restored.ref("c").send("stop")
+        return await restored.join()
+
+    assert run(main()) == {"c": 15}

@@ -20,7 +20,8 @@ in pyproject.toml):
 * `_reducers`: reducers and reconstructors of what plain pickle cannot save;
 * `_functions`: the functions table, functions by index and the fast pickler;
 * `_pickler`: the snapshot pickler and the payload functions (object <-> bytes);
-* `_copying`: what ``import contsnap`` registers for ``pickle`` and ``copy``.
+* `_copying`: what ``import contsnap`` registers for ``pickle`` and ``copy``;
+* `_batch`: many payloads made in one go, each loading alone (an actor system's states).
 
 A payload names its reconstructors ``contsnap._snapshot.<name>`` (several by the extension
 codes 240-253 below): they are re-exported here and say ``__module__ == "contsnap._snapshot"``,
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import copyreg
 
+from ._batch import Batch, prelude_bytes
 from ._capture import SUSPENDABLE, FrameState, _Box, capture, info_of
 from ._chain import TASK_CONTEXT, _Chain, _chain_parts, set_chain_state
 from ._copying import copy_generator, generator_from_payload
@@ -60,6 +62,7 @@ from ._restore import _load_context, closed_generator, new_generator, set_genera
 __all__ = [
     "SUSPENDABLE",
     "TASK_CONTEXT",
+    "Batch",
     "FrameState",
     "_Box",
     "_Chain",
@@ -91,6 +94,7 @@ __all__ = [
     "info_of",
     "new_generator",
     "owned_generators",
+    "prelude_bytes",
     "range_iterator",
     "rebuild_exception",
     "set_chain_state",

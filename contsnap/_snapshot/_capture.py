@@ -182,6 +182,12 @@ def capture(gen: Any) -> FrameState:
         info = info_for_code(gen.gi_code, frame.f_globals)  # type: ignore[union-attr]
         if info is not None:
             return _capture_suspended(gen, info, frame)  # type: ignore[arg-type]
+    elif type(gen) is types.CoroutineType and _SUSPENDED_FLAG and gen.cr_suspended:  # type: ignore[attr-defined,unused-ignore]
+        # the same for a coroutine (an actor, a paused task)
+        frame = gen.cr_frame
+        info = info_for_code(gen.cr_code, frame.f_globals)  # type: ignore[union-attr]
+        if info is not None:
+            return _capture_suspended(gen, info, frame)  # type: ignore[arg-type]
     info = info_of(gen)
     if info is None:
         raise _unmarked(gen)
