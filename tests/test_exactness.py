@@ -13,17 +13,16 @@ import contextvars
 import copy
 import decimal
 import itertools
-import pickle
 import subprocess
 import sys
 import textwrap
 import threading
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from copy_ways import BACKENDS, WAYS
 
 import contsnap
 
@@ -33,26 +32,6 @@ LOG: list[object] = []
 @pytest.fixture(autouse=True)
 def _clean_log() -> None:
     LOG.clear()
-
-
-class PickleAndDeepcopy:
-    """The harness's snapshot backend through plain pickle (round trips) and deepcopy (fork)."""
-
-    dumps = staticmethod(pickle.dumps)
-    loads = staticmethod(pickle.loads)
-    detach = staticmethod(contsnap.detach)
-    fork = staticmethod(copy.deepcopy)
-
-
-#: backends of the differential tests: contsnap's own, and plain pickle + deepcopy
-BACKENDS = {"contsnap": None, "pickle+deepcopy": PickleAndDeepcopy()}
-
-WAYS: dict[str, Callable[[Any], Any]] = {
-    "dumps": lambda gen: contsnap.loads(contsnap.dumps(gen)),
-    "pickle": lambda gen: pickle.loads(pickle.dumps(gen)),
-    "deepcopy": copy.deepcopy,
-    "fork": contsnap.fork,
-}
 
 
 # ---------------------------------------------------------------- a snapshot changes nothing

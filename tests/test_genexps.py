@@ -8,9 +8,7 @@ forked (contsnap's harness), through plain pickle + deepcopy, and in a fresh pro
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -19,28 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from copy_ways import BACKENDS, WAYS
 
 import contsnap
 from contsnap.testing import LOG, check_generator_equivalence
-
-
-class PickleAndDeepcopy:
-    """The harness's snapshot backend through plain pickle (round trips) and deepcopy (fork)."""
-
-    dumps = staticmethod(pickle.dumps)
-    loads = staticmethod(pickle.loads)
-    detach = staticmethod(contsnap.detach)
-    fork = staticmethod(copy.deepcopy)
-
-
-BACKENDS = {"contsnap": None, "pickle+deepcopy": PickleAndDeepcopy()}
-
-WAYS: dict[str, Callable[[Any], Any]] = {
-    "dumps": lambda gen: contsnap.loads(contsnap.dumps(gen)),
-    "pickle": lambda gen: pickle.loads(pickle.dumps(gen)),
-    "deepcopy": copy.deepcopy,
-    "fork": contsnap.fork,
-}
 
 
 def lazy_then_list(log, xs):

@@ -4,7 +4,6 @@ functions and classes by value, and the same error naming the variable."""
 
 from __future__ import annotations
 
-import copy
 import pickle
 import threading
 from collections.abc import Callable
@@ -12,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import copy_ways
 import pytest
 
 import contsnap
 
 WAYS: dict[str, Callable[[Any], Any]] = {
-    "dumps": lambda gen: contsnap.loads(contsnap.dumps(gen)),
-    "pickle": lambda gen: pickle.loads(pickle.dumps(gen)),
+    **copy_ways.WAYS,
     "cloudpickle": lambda gen: cloudpickle.loads(cloudpickle.dumps(gen)),
-    "deepcopy": copy.deepcopy,
-    "fork": contsnap.fork,
 }
 
 
