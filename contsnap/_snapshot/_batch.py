@@ -23,7 +23,7 @@ from typing import Any
 from .. import _resources
 from .._info import FunctionInfo, current_session
 from ._capture import FrameState
-from ._functions import _FAST_REDUCERS, _PLAIN, _PLAIN_FOR, _FastPickler
+from ._functions import _FAST_REDUCERS, _FastPickler, ready_for_handlers
 from ._pickler import _full_payload
 
 
@@ -78,10 +78,7 @@ class Batch:
             self._forget_prelude()  # a module reloaded: learnt again
         fast: _BatchPickler | None = None
         if current_session() is None:
-            if _PLAIN_FOR[0] != _resources.generation():
-                _PLAIN.clear()
-                _PLAIN_FOR[0] = _resources.generation()
-            _resources.resolve_refusals()
+            ready_for_handlers()
             fast = _BatchPickler(io.BytesIO(), self.functions)
         forced = False
         for obj in objs:

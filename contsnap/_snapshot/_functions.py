@@ -233,6 +233,16 @@ STATE.add(
 )  # _PLAIN is for this generation of resource handlers
 
 
+def ready_for_handlers() -> None:
+    """Before a fast pickler runs: forget the per-type answers (`_PLAIN`, `_INLINE`) given
+    under other resource handlers, and take in the refusals of modules imported since."""
+    if _PLAIN_FOR[0] != _resources.generation():
+        _PLAIN.clear()
+        _INLINE.clear()
+        _PLAIN_FOR[0] = _resources.generation()
+    _resources.resolve_refusals()
+
+
 def _is_plain_type(kind: type) -> bool:
     """Does plain pickle save instances of ``kind`` as the full pickler would?"""
     return not (

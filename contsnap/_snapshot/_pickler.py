@@ -22,10 +22,8 @@ from ._chain import _args, _chain_below, _reduce_state, _shallow_state, _with_co
 from ._functions import (
     _FAST_PICKLERS,
     _FUNCTIONS,
-    _INLINE,
-    _PLAIN,
-    _PLAIN_FOR,
     _FastPickler,
+    ready_for_handlers,
     reduce_inline,
 )
 from ._reducers import (
@@ -244,11 +242,7 @@ def to_indexed_payload(
     as JSON; None when the full pickler made the payload).
     """
     if current_session() is None:
-        if _PLAIN_FOR[0] != _resources.generation():
-            _PLAIN.clear()
-            _INLINE.clear()
-            _PLAIN_FOR[0] = _resources.generation()
-        _resources.resolve_refusals()
+        ready_for_handlers()
         try:
             pickler = _FAST_PICKLERS.pop()
         except IndexError:  # none free (the first, another thread's, a nested snapshot)
