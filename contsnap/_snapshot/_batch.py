@@ -23,7 +23,7 @@ from typing import Any
 from .. import _resources
 from .._info import FunctionInfo, current_session
 from ._capture import FrameState
-from ._functions import _FAST_REDUCERS, _FastPickler, ready_for_handlers
+from ._functions import _FastPickler, ready_for_handlers
 from ._pickler import _full_payload
 
 
@@ -145,9 +145,6 @@ class _BatchPickler(_FastPickler):
         self.named: list[Any] = []
 
     def reducer_override(self, obj: Any) -> Any:
-        fast = _FAST_REDUCERS.get(type(obj))
-        if fast is not None:  # a generator, a cell...: the most frequent, answered first
-            return fast(self, obj)
         reduced = _FastPickler.reducer_override(self, obj)
         if reduced is NotImplemented and (type(obj) in _GLOBAL_TYPES or isinstance(obj, type)):
             self.named.append(obj)  # not in the memo yet: pickle names it
