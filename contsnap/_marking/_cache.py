@@ -55,7 +55,7 @@ from typing import Any
 
 from .. import _info
 from .._info import Details, FunctionInfo
-from ._cache_key import Stamp, _key_difference
+from ._cache_key import NO_STAMP, Stamp, _key_difference
 from ._marking import PendingDetails
 
 _MAGIC = b"contsnap-cache\n"
@@ -118,7 +118,7 @@ class Entry:
         self._prebuilt_codes = prebuilt_codes
         #: as read from the file: its whole key, its source stamp and its first section's digest
         self.key = key
-        self.stamp = stamp or Stamp()
+        self.stamp = stamp or NO_STAMP
         self.digest = digest
         pending: tuple[Section | None, Section | None] = sections or (None, None)
         self._pending_functions, self._pending_details = pending
