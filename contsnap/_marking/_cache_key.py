@@ -19,7 +19,7 @@ from .. import _info
 from .._registry import STATE
 from .._version import __version__
 
-FORMAT = 7
+FORMAT = 8
 
 #: How long before the moment it was read a source file must have last changed for its
 #: stamp to vouch for its bytes. Any later change then gives it a newer ctime, even on

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from . import _cache_key
 from ._hooked import _MODULES, HookedModule, _building, _local, _look
-from ._plan import _may_mark
+from ._plan import MARK_NAME, _may_mark, bind
 
 _STDLIB: frozenset[str] = frozenset(getattr(sys, "stdlib_module_names", ()))
 #: third-party modules the transform imports (libcst and what it imports)
@@ -62,6 +62,8 @@ class HookLoader(importlib.machinery.SourceFileLoader):
             record.deferred = self._executing > 0
             code = record.load()
         _MODULES[path] = record
+        if namespace is not None and MARK_NAME in code.co_names:  # see Plan.apply
+            bind(namespace)
         if record.entry.notes:
             for message, line in record.notes():
                 warnings.warn_explicit(message, RuntimeWarning, path, line)
