@@ -284,7 +284,7 @@ def read(
         return None
     try:
         # no buffered file object; a FIFO in its place must not block the import
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, _READ_FLAGS)
     except OSError as exc:
         return _miss(path, f"no cache file ({exc.strerror})")
     try:
@@ -340,6 +340,11 @@ def read(
             (path, offset + functions_size, -1, later),
         ),
     )
+
+
+#: how read() opens a file (O_BINARY: Windows; a missing flag looked up per import costs an
+#: AttributeError)
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def _miss(path: str, reason: str) -> Entry | None:
