@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.machinery
 import inspect
@@ -29,7 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import contsnap
-from contsnap import _info
+from contsnap import _info, _runtime
 from contsnap._info import FunctionInfo
 from contsnap._marking import (
     _cache,
@@ -695,6 +696,60 @@ def test_runpy_runs_the_transformed_module(pkgs: Packages) -> None:
         result = runpy.run_module(f"{name}.script", run_name="__main__")
     assert result["MARKED"] is True
     assert list(result["ticks"]()) == [1, 2]
+
+
+def test_runpy_runs_the_cached_module_code_which_imports_what_the_loader_binds(
+    pkgs: Packages,
+) -> None:
+    script = """\
+        def ticks():
+            yield 1
+            yield 2
+
+        from contsnap._marking._decorator import function_info
+
+        MARKED = function_info(ticks) is not None
+        """
+    name = pkgs.make({"script.py": script})
+    with contsnap.install_import_hook(name, mark_all=True):
+        _import(f"{name}.script")  # cached, with ticks compiled in transformed
+    assert _cache_file(pkgs, name, "script.py").is_file()
+    pkgs.forget()
+    with contsnap.install_import_hook(name, mark_all=True):
+        result = runpy.run_module(f"{name}.script", run_name="__main__")
+    assert result["MARKED"] is True and list(result["ticks"]()) == [1, 2]
+    assert result["__contsnap_rt__"] is _runtime and result["__contsnap_mark__"] is _plan.mark
+
+
+def _imports_during(run: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The modules import statements asked for while ``run`` ran."""
+    asked: list[str] = []
+    real = builtins.__import__
+
+    def recording(name: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(name)
+        return real(name, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(builtins, "__import__", recording)
+        run()
+    return asked
+
+
+def test_a_hooked_module_gets_the_marks_and_runtime_bound_without_an_import(
+    pkgs: Packages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = pkgs.make({"mod.py": GENERATORS})
+    modules: list[types.ModuleType] = []
+    for _ in range(2):  # cold, then warm from the cache
+        asked = _imports_during(lambda: modules.append(_fresh_import(pkgs, name)), monkeypatch)
+        assert "contsnap" in asked  # the module's own import statement
+        assert "contsnap._runtime" not in asked and "contsnap._marking._plan" not in asked
+        mod = modules[-1]
+        assert mod.__contsnap_mark__ is _plan.mark and mod.__contsnap_rt__ is _runtime
+        g = mod.counter(3)
+        assert next(g) == 0 and g.send(5) == 1
+        assert contsnap.loads(contsnap.dumps(g)).send(1) == 2
 
 
 def test_reload_transforms_the_new_source(pkgs: Packages) -> None:

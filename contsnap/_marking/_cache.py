@@ -55,7 +55,7 @@ from typing import Any
 
 from .. import _info
 from .._info import Details, FunctionInfo
-from ._cache_key import Stamp, _key_difference
+from ._cache_key import NO_STAMP, Stamp, _key_difference
 from ._marking import PendingDetails
 
 _MAGIC = b"contsnap-cache\n"
@@ -118,7 +118,7 @@ class Entry:
         self._prebuilt_codes = prebuilt_codes
         #: as read from the file: its whole key, its source stamp and its first section's digest
         self.key = key
-        self.stamp = stamp or Stamp()
+        self.stamp = stamp or NO_STAMP
         self.digest = digest
         pending: tuple[Section | None, Section | None] = sections or (None, None)
         self._pending_functions, self._pending_details = pending
@@ -284,7 +284,7 @@ def read(
         return None
     try:
         # no buffered file object; a FIFO in its place must not block the import
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, _READ_FLAGS)
     except OSError as exc:
         return _miss(path, f"no cache file ({exc.strerror})")
     try:
@@ -340,6 +340,11 @@ def read(
             (path, offset + functions_size, -1, later),
         ),
     )
+
+
+#: how read() opens a file (O_BINARY: Windows; a missing flag looked up per import costs an
+#: AttributeError)
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def _miss(path: str, reason: str) -> Entry | None:

@@ -19,7 +19,7 @@ from .. import _info
 from .._registry import STATE
 from .._version import __version__
 
-FORMAT = 7
+FORMAT = 8
 
 #: How long before the moment it was read a source file must have last changed for its
 #: stamp to vouch for its bytes. Any later change then gives it a newer ctime, even on
@@ -56,11 +56,22 @@ class Stamp(NamedTuple):
 
     def vouches_for(self, st: os.stat_result) -> bool:
         """Are the file's bytes now those that were read? (Else they are hashed.)"""
-        return self.trusted and (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == self._state()
+        size, mtime_ns, ctime_ns, read_ns = self  # trusted and _state, inlined: every import asks
+        return (
+            read_ns > 0
+            and ctime_ns + TRUST_MARGIN_NS < read_ns
+            and st.st_size == size
+            and st.st_mtime_ns == mtime_ns
+            and st.st_ctime_ns == ctime_ns
+        )
 
     def same_as(self, other: Stamp) -> bool:
         """Both trusted, of the same file state?"""
         return self.trusted and other.trusted and self._state() == other._state()
+
+
+#: the stamp of nothing read yet (shared: a NamedTuple is built by a call into Python)
+NO_STAMP = Stamp()
 
 
 def source_hash(data: bytes) -> str:

@@ -26,8 +26,8 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from . import _cache_key
-from ._hooked import _MODULES, HookedModule, _building, _busy, _local, _look
-from ._plan import _may_mark
+from ._hooked import _MODULES, HookedModule, _building, _local, _look
+from ._plan import MARK_NAME, _may_mark, bind
 
 _STDLIB: frozenset[str] = frozenset(getattr(sys, "stdlib_module_names", ()))
 #: third-party modules the transform imports (libcst and what it imports)
@@ -44,7 +44,8 @@ class HookLoader(importlib.machinery.SourceFileLoader):
         self._namespace: dict[str, Any] | None = None
 
     def get_code(self, fullname: str) -> types.CodeType:
-        path = self.get_filename(fullname)
+        # get_filename(fullname), without its name check's wrapper when the name is ours
+        path = self.path if fullname == self.name else self.get_filename(fullname)
         namespace, self._namespace = self._namespace, None
         record = HookedModule(path, None, self.mark_all, fullname, namespace)
         record.deferred = self._executing > 0
@@ -61,6 +62,8 @@ class HookLoader(importlib.machinery.SourceFileLoader):
             record.deferred = self._executing > 0
             code = record.load()
         _MODULES[path] = record
+        if namespace is not None and MARK_NAME in code.co_names:  # see Plan.apply
+            bind(namespace)
         if record.entry.notes:
             for message, line in record.notes():
                 warnings.warn_explicit(message, RuntimeWarning, path, line)
@@ -70,14 +73,13 @@ class HookLoader(importlib.machinery.SourceFileLoader):
         # Still outside sys.modules: if the transform (imported on first use) needs this
         # very module (tokenize, for one), it must get the real one, not the half-made
         # module the hook is about to run.
-        top = spec.name.partition(".")[0]
-        if "contsnap._transform" not in sys.modules and (
-            top in _STDLIB or top in _TRANSFORM_DEPENDENCIES
-        ):
-            with _building():  # what the transform imports is not hooked
-                importlib.import_module("contsnap._transform")
-                importlib.import_module("contsnap._compile")
-        return super().create_module(spec)
+        if "contsnap._transform" not in sys.modules:
+            top = spec.name.partition(".")[0]
+            if top in _STDLIB or top in _TRANSFORM_DEPENDENCIES:
+                with _building():  # what the transform imports is not hooked
+                    importlib.import_module("contsnap._transform")
+                    importlib.import_module("contsnap._compile")
+        return None  # the default module, as SourceFileLoader's (a warm import counts calls)
 
     def exec_module(self, module: types.ModuleType) -> None:
         self._namespace = module.__dict__  # for the get_code that super() calls
@@ -102,9 +104,12 @@ class _Finder(importlib.abc.MetaPathFinder):
         path: Any = None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        if not self._hook.matches(fullname) or _busy():
+        if not self._hook.matches(fullname):
             return None
-        _local.depth = getattr(_local, "depth", 0) + 1  # _building(), without its generator
+        depth = getattr(_local, "depth", 0)
+        if depth:  # contsnap is transforming code in this thread (see _building)
+            return None
+        _local.depth = depth + 1  # _building(), without its generator
         try:
             spec = self._source_spec(fullname, path, target)
         finally:
@@ -118,14 +123,14 @@ class _Finder(importlib.abc.MetaPathFinder):
         self, fullname: str, path: Any, target: types.ModuleType | None
     ) -> importlib.machinery.ModuleSpec | None:
         """The spec the rest of sys.meta_path finds, if it loads a .py file."""
-        spec = None
+        spec: importlib.machinery.ModuleSpec | None = None
         for finder in sys.meta_path:
-            if isinstance(finder, _Finder):
+            if type(finder) is _Finder:  # not isinstance: an ABC's is a call into Python
                 continue
             find = getattr(finder, "find_spec", None)
             if find is None:
                 continue
-            spec = cast("importlib.machinery.ModuleSpec | None", find(fullname, path, target))
+            spec = find(fullname, path, target)
             if spec is not None:
                 break
         if spec is None:
@@ -152,12 +157,15 @@ class ImportHook:
     def __init__(self, modules: tuple[str, ...], mark_all: bool) -> None:
         self.modules = modules
         self.mark_all = mark_all
+        #: what matches() compares a module's name with (every import asks)
+        self._names = frozenset(modules)
+        self._prefixes = tuple(f"{m}." for m in modules)
         self._finder = _Finder(self)
 
     def matches(self, fullname: str) -> bool:
         if fullname == "contsnap" or fullname.startswith("contsnap."):
             return False
-        return any(fullname == m or fullname.startswith(m + ".") for m in self.modules)
+        return fullname in self._names or fullname.startswith(self._prefixes)
 
     @property
     def installed(self) -> bool:

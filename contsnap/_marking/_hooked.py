@@ -39,10 +39,6 @@ def _building() -> Iterator[None]:
         _local.depth -= 1
 
 
-def _busy() -> bool:
-    return getattr(_local, "depth", 0) > 0
-
-
 _MODULES: dict[str, HookedModule] = {}
 STATE.add(__name__, "_MODULES", None, "hooked modules' records: function records come from them")
 
@@ -95,7 +91,7 @@ class HookedModule:
         when it was read. None: not read yet (see `load_warm`)."""
         self.filename = filename
         self._data = data
-        self.stamp = stamp or _cache_key.Stamp()
+        self.stamp = stamp or _cache_key.NO_STAMP
         self.mark_all = mark_all
         #: round-trip mode wraps every marked function: its module code keeps every mark
         self.mode = ("all-rt" if _marking.roundtrip_mode() else "all") if mark_all else ""
@@ -336,6 +332,8 @@ class HookedModule:
 
     def flush(self) -> None:
         """Write the entry if it changed, keeping functions another process cached meanwhile."""
+        if not (self._dirty or self._restamp or self._tree is not None or self._plan is not None):
+            return  # a warm import: nothing to write, nothing kept to let go of
         with self._lock:
             tree, self._tree = self._tree, None  # the module has run: nothing more to apply
             try:

@@ -191,6 +191,10 @@ class Plan:
         The import that brings the marks also binds contsnap's runtime under the name
         transformed code reads it by; ``runtime`` asks for it with no mark left (the
         module code holds transformed functions that no mark call will set it up for).
+        The import runs only if the module's namespace lacks the marks: the hook's loader
+        binds them before the module runs (see `bind`), so a hooked import does no import
+        statement, which costs more than the rest of a warm import's own work; the code run
+        any other way (``runpy``, ``loader.get_code``) imports them.
         ``keep``: remember what was added, so that `take_back` can undo it.
         """
         self._applied = None
@@ -221,11 +225,17 @@ class Plan:
         helpers = [ast.alias(name=name, asname=helper(name)) for name in HELPERS]
         imp = ast.ImportFrom(module=__name__, names=aliases, level=0)
         imp_helpers = ast.ImportFrom(module=_runtime.__name__, names=helpers, level=0)
-        for located in [imp, *aliases, imp_helpers, *helpers]:
+        # try: __contsnap_mark__ / except NameError: <the two imports>
+        probe = ast.Expr(ast.Name(MARK_NAME, ast.Load()))
+        name_error = ast.Name("NameError", ast.Load())
+        fallback = ast.ExceptHandler(name_error, None, [imp, imp_helpers])
+        guard = ast.Try([probe], [fallback], [], [])
+        located_nodes: list[ast.AST] = [guard, probe, probe.value, fallback, name_error]
+        for located in [*located_nodes, imp, *aliases, imp_helpers, *helpers]:
             ast.copy_location(located, where)
             located.end_lineno = where.lineno  # type: ignore[attr-defined]
             located.col_offset = located.end_col_offset = 0  # type: ignore[attr-defined]
-        body[at:at] = [imp, imp_helpers]
+        body[at:at] = [guard]
         if keep and not wrapped:  # a wrapped lambda cannot be unwrapped: parse again
             self._applied = (list(self.marked), at)
         self.marked.clear()  # the record keeps the plan, not the tree
@@ -239,7 +249,7 @@ class Plan:
         nodes, at = applied
         for node in nodes:
             node.decorator_list.pop()
-        del tree.body[at : at + 2]
+        del tree.body[at]
         self.marked = nodes
         return True
 
@@ -307,3 +317,18 @@ def mark(fn: Any, lambda_number: int | None = None) -> Any:
             stacklevel=2,
         )
         return fn
+
+
+#: What the import that `Plan.apply` adds binds, as (name, value) pairs.
+_BINDINGS = (
+    (MARK_NAME, mark),
+    (_lambdas.MARK_LAMBDA_NAME, mark),
+    (RT, _runtime),
+    *((helper(name), getattr(_runtime, name)) for name in HELPERS),
+)
+
+
+def bind(namespace: dict[str, Any]) -> None:
+    """Bind in a hooked module's namespace, before its code runs, what the import that
+    `Plan.apply` adds binds: the code then skips that import."""
+    namespace.update(_BINDINGS)
