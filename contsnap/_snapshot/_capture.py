@@ -86,6 +86,8 @@ def _weak_data(mapping: weakref.WeakKeyDictionary[Any, Any]) -> dict[Any, Any]:
 #: the native objects a checkpointable function returns
 SUSPENDABLE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _PREFIX = {types.GeneratorType: "gi", types.CoroutineType: "cr", types.AsyncGeneratorType: "ag"}
+#: what a coroutine (an async generator) is awaiting: the iterator its frame delegates to
+_AWAITING = {types.CoroutineType: "cr_await", types.AsyncGeneratorType: "ag_await"}
 _NOUN = {
     types.GeneratorType: "generator",
     types.CoroutineType: "coroutine",
@@ -247,7 +249,7 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
         else:
             # the frame holds what it awaits (the local, if any, is a restored frame's
             # saved awaitable, which the frame may have gone past)
-            awaited = step = awaited_of(_attr(gen, "await"))
+            awaited = step = awaited_of(getattr(gen, _AWAITING.get(type(gen), "gi_yieldfrom")))
         if isinstance(awaited, _runtime.ANext):
             try:
                 awaited.in_flight()
@@ -314,7 +316,10 @@ def _safe_point_of(iterator: types.GeneratorType[Any, Any, Any]) -> Any:
     code, frame = iterator.gi_code, iterator.gi_frame
     if code.co_name != "__await__" or not code.co_argcount or frame is None:
         return None
-    point = read_locals(frame).get(code.co_varnames[0])
+    local = frame.f_locals
+    point = local.get(code.co_varnames[0])
+    if sys.version_info < (3, 13):
+        local.clear()  # see read_locals
     kind = type(point)
     method = getattr(kind, "__await__", None)
     if getattr(method, "__code__", None) is code and hasattr(kind, "__contsnap_resume__"):
