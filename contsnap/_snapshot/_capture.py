@@ -86,6 +86,9 @@ def _weak_data(mapping: weakref.WeakKeyDictionary[Any, Any]) -> dict[Any, Any]:
 #: the native objects a checkpointable function returns
 SUSPENDABLE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _PREFIX = {types.GeneratorType: "gi", types.CoroutineType: "cr", types.AsyncGeneratorType: "ag"}
+_ITERABLE_COROUTINE = _runtime.ITERABLE_COROUTINE
+#: before 3.13 ``frame.f_locals`` is a dict cached on the frame (see read_locals)
+_CACHED_LOCALS = sys.version_info < (3, 13)
 #: what a coroutine (an async generator) is awaiting: the iterator its frame delegates to
 _AWAITING = {types.CoroutineType: "cr_await", types.AsyncGeneratorType: "ag_await"}
 _NOUN = {
@@ -291,40 +294,33 @@ def awaited_of(iterator: Any) -> Any:
 
     ``cr_await`` / ``ag_await`` is that iterator: a coroutine (or a
     ``@types.coroutine`` generator) awaited is its own iterator; a safe point's
-    ``__await__`` is a generator function, whose frame holds the safe point as
-    ``self``; a ``__await__`` that returned a checkpointable generator is awaited
-    again through that generator. Anything else comes back as it is (a snapshot
-    refuses it).
+    ``__await__(self)`` is a generator function, whose frame holds the safe
+    point; a ``__await__`` that returned a checkpointable generator is awaited
+    again through that generator. Anything else comes back as it is (a
+    snapshot refuses it).
     """
     kind = type(iterator)
     if kind is types.CoroutineType:
         return iterator
-    if kind is types.GeneratorType:
-        code = iterator.gi_code
-        if code.co_flags & _runtime.ITERABLE_COROUTINE:
-            return iterator
-        point = _safe_point_of(iterator)
-        if point is not None:
+    if kind is not types.GeneratorType:
+        return iterator
+    code = iterator.gi_code
+    if code.co_flags & _ITERABLE_COROUTINE:
+        return iterator
+    if code.co_name == "__await__":
+        # a safe point's own ``__await__(self)`` (its class says so: same code, and a
+        # resume); not ``co_varnames``, which 3.11+ build anew at every read
+        local = iterator.gi_frame.f_locals
+        point = local.get("self")
+        if _CACHED_LOCALS:
+            local.clear()  # see read_locals
+        kind = type(point)
+        method = getattr(kind, "__await__", None)
+        if getattr(method, "__code__", None) is code and hasattr(kind, "__contsnap_resume__"):
             return point
-        if info_of(iterator) is not None:
-            return _runtime.AwaitGenerator(iterator)
+    if info_of(iterator) is not None:
+        return _runtime.AwaitGenerator(iterator)
     return iterator
-
-
-def _safe_point_of(iterator: types.GeneratorType[Any, Any, Any]) -> Any:
-    """The safe point whose ``__await__`` made generator ``iterator`` (None: not one)."""
-    code, frame = iterator.gi_code, iterator.gi_frame
-    if code.co_name != "__await__" or not code.co_argcount or frame is None:
-        return None
-    local = frame.f_locals
-    point = local.get(code.co_varnames[0])
-    if sys.version_info < (3, 13):
-        local.clear()  # see read_locals
-    kind = type(point)
-    method = getattr(kind, "__await__", None)
-    if getattr(method, "__code__", None) is code and hasattr(kind, "__contsnap_resume__"):
-        return point
-    return None
 
 
 def _described(awaited: Any) -> str:
