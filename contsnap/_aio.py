@@ -157,25 +157,25 @@ class Sleep:
         self.deadline = deadline
 
     def __await__(self) -> Generator[Any, Any, None]:
-        return self._run().__await__()
-
-    async def _run(self) -> None:
+        # a generator function (as every safe point's): a snapshot finds the Sleep as the
+        # ``self`` of the frame the awaiting coroutine delegates to
         if self.deadline is None:
             self.deadline = time.time() + max(0.0, self.seconds)
         loop = asyncio.get_running_loop()
         suspended = False
         while True:
-            await _safe_point()
+            yield from _safe_point().__await__()
             remaining = self.deadline - time.time()
             if remaining <= 0:
                 if not suspended:
-                    await asyncio.sleep(0)  # like asyncio.sleep(0): always one suspension
+                    # like asyncio.sleep(0): always one suspension
+                    yield from asyncio.sleep(0).__await__()
                 return
             wake: asyncio.Future[None] = loop.create_future()
             timer = loop.call_later(remaining, _resolve, wake)
             try:
                 with _waiting(wake):
-                    await wake
+                    yield from wake.__await__()
             finally:
                 timer.cancel()
             suspended = True
@@ -244,21 +244,6 @@ class Queue:
         """A safe point that waits for an item and takes it."""
         return QueueGet(self)
 
-    async def _get(self) -> Any:
-        loop = asyncio.get_running_loop()
-        while True:
-            await _safe_point()
-            if self._items:
-                return self._items.popleft()
-            getter: asyncio.Future[None] = loop.create_future()
-            self._getters.append(getter)
-            try:
-                with _waiting(getter):
-                    await getter
-            finally:
-                if getter in self._getters:
-                    self._getters.remove(getter)
-
     def __repr__(self) -> str:
         return f"contsnap.Queue({list(self._items)!r})"
 
@@ -272,7 +257,21 @@ class QueueGet:
         self.queue = queue
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        return self.queue._get().__await__()
+        # a generator function, as Sleep's
+        queue = self.queue
+        loop = asyncio.get_running_loop()
+        while True:
+            yield from _safe_point().__await__()
+            if queue._items:
+                return queue._items.popleft()
+            getter: asyncio.Future[None] = loop.create_future()
+            queue._getters.append(getter)
+            try:
+                with _waiting(getter):
+                    yield from getter.__await__()
+            finally:
+                if getter in queue._getters:
+                    queue._getters.remove(getter)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (QueueGet, (self.queue,))
@@ -290,8 +289,8 @@ TRANSPARENT_CODES = frozenset(
         _park.__code__,
         _safe_point.__code__,
         Checkpoint.__await__.__code__,
-        Sleep._run.__code__,
-        Queue._get.__code__,
+        Sleep.__await__.__code__,
+        QueueGet.__await__.__code__,
     }
 )
 

@@ -418,6 +418,11 @@ def compile_function(
     varnames = [n for n in fresh_compiled.co_varnames if n not in cellvars]
     user_names = tuple(n for n in varnames if not n.startswith("_cs_"))
     restorable = [n for n in varnames if n not in ("_cs_label", "_cs_cellref")]
+    # an await's ``_cs_aw_n``: the fresh code has no such local (a snapshot reads the
+    # awaitable from the frame), the resume variant awaits it again
+    for spec in result.labels.values():
+        if spec.delegate is not None and spec.delegate not in restorable:
+            restorable.append(spec.delegate)
 
     # The first positional parameter stays the first parameter of the resume
     # variant so that zero-argument super() finds it; restore passes a

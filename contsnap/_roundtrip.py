@@ -40,7 +40,7 @@ from ._errors import CheckpointError
 from ._marking import _marking
 from ._marking._decorator import checkpointable
 from ._registry import STATE
-from ._runtime import ANext
+from ._runtime import ANext, AwaitGenerator
 from ._snapshot import (
     SUSPENDABLE,
     _load_context,
@@ -105,8 +105,8 @@ def _obstacle(obj: Any) -> str | None:
     if found is not None:
         return found
     for member in delegation_chain(obj):
-        if isinstance(member, _Driven) and _movable(member.driver):
-            driven = capture(member.driver).values.get("gen")
+        if isinstance(member, _Driven) and _movable(member.generator):
+            driven = capture(member.generator).values.get("gen")
             if _movable(driven):
                 found = _obstacle(driven)
                 if found is not None:
@@ -136,11 +136,11 @@ def _rebuild(obj: Any, memo: dict[int, Any], rebuilt: list[Any]) -> Any:
     if _movable(delegate):
         assert spec is not None and spec.delegate is not None
         values[spec.delegate] = _rebuild(delegate, memo, rebuilt)
-    elif isinstance(delegate, _Driven) and _movable(delegate.driver):
+    elif isinstance(delegate, _Driven) and _movable(delegate.generator):
         # a driven coroutine awaited by transformed code: its driver moves too (the old
         # one is detached, which must not reach the shared coroutine it drives)
         assert spec is not None and spec.delegate is not None
-        values[spec.delegate] = _Driven(_rebuild(delegate.driver, memo, rebuilt))
+        values[spec.delegate] = _Driven(_rebuild(delegate.generator, memo, rebuilt))
     elif isinstance(delegate, ANext) and _movable(delegate.in_flight()):
         # an ``async for`` step in progress in a coroutine ``__anext__``: it moves too
         assert spec is not None and spec.delegate is not None
@@ -215,22 +215,9 @@ def drive_generator(gen: Any) -> Any:
             thrown = None
 
 
-class _Driven:
-    """Awaiting it runs `drive_generator` over a coroutine (step by step)."""
-
-    __slots__ = ("driver",)
-
-    def __init__(self, driver: Any) -> None:
-        self.driver = driver
-
-    def __await__(self) -> Any:
-        return self.driver
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Driven, (self.driver,))
-
-    def __contsnap_resume__(self) -> _Driven:
-        return self
+#: Awaiting it runs `drive_generator` over a coroutine (step by step); a snapshot of the
+#: awaiting frame saves the same (see ``_snapshot._capture.awaited_of``).
+_Driven = AwaitGenerator
 
 
 @checkpointable

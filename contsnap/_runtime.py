@@ -329,6 +329,29 @@ class ANext:
         return ANext(self.iterator) if pending is None else pending
 
 
+class AwaitGenerator:
+    """An await of a checkpointable generator: what a snapshot saves for an ``await x``
+    whose ``x.__await__()`` returned one (the rest of the await is that generator's).
+
+    Awaiting it delegates to the generator again; a restored one is primed at its
+    yield, so the event loop's next ``send`` goes on where the original went on.
+    """
+
+    __slots__ = ("generator",)
+
+    def __init__(self, generator: Any) -> None:
+        self.generator = generator
+
+    def __await__(self) -> Any:
+        return self.generator
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AwaitGenerator, (self.generator,))
+
+    def __contsnap_resume__(self) -> AwaitGenerator:
+        return self
+
+
 def anext(iterator: Any) -> ANext:
     if getattr(type(iterator), "__anext__", None) is None:
         raise TypeError(

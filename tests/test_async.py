@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import types
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -646,3 +647,125 @@ def test_a_restored_coroutine_ended_before_its_first_step_leaves_no_warning(end:
         del restored
         gc.collect()
     assert [str(w.message) for w in caught] == []
+
+
+class Tracked:
+    """An awaitable whose end is observable: a weak reference to it dies."""
+
+    refs: list[weakref.ref[Tracked]] = []
+
+    def __await__(self):
+        Tracked.refs.append(weakref.ref(self))
+        yield
+        return "tracked"
+
+
+def test_a_finished_await_lets_go_of_its_awaitable_as_natively() -> None:
+    # the transform used to keep the awaitable in a local, after the await too
+    async def awaits_inline(values):
+        value = (await Tracked()).upper()
+        values.append(value)
+        await contsnap.checkpoint()
+
+    seen = []
+    for function in (awaits_inline, contsnap.checkpointable(awaits_inline)):
+        Tracked.refs.clear()
+        values: list[str] = []
+        coro = function(values)
+        coro.send(None)  # inside Tracked.__await__
+        coro.send(None)  # the await is over; paused at the checkpoint
+        seen.append((values, [ref() is None for ref in Tracked.refs]))
+        coro.close()
+    assert seen == [(["TRACKED"], [True])] * 2
+
+
+class AwaitsThroughAGenerator:
+    """An awaitable whose ``__await__`` hands over a checkpointable generator."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __await__(self):
+        return counts_down(self.n)
+
+
+@contsnap.checkpointable
+def counts_down(n):
+    while n:
+        LOG.append(("down", n))
+        yield  # to the event loop, as a bare await would
+        n -= 1
+    return "landed"
+
+
+@contsnap.checkpointable
+async def awaits_a_generator_through_await():
+    first = await AwaitsThroughAGenerator(2)
+    await contsnap.checkpoint()
+    return first, await AwaitsThroughAGenerator(1)
+
+
+def test_an_await_whose_iterator_is_a_checkpointable_generator_is_saved_at_every_step() -> None:
+    native = drive(awaits_a_generator_through_await.__wrapped__(), roundtrip=False)
+    native_log = list(LOG)
+    LOG.clear()
+    assert drive(awaits_a_generator_through_await(), roundtrip=True) == native
+    assert LOG == native_log == [("down", 2), ("down", 1), ("down", 1)]
+
+
+def test_a_refused_await_names_the_future_not_its_iterator() -> None:
+    @contsnap.checkpointable
+    async def waits_on(fut):
+        return await fut
+
+    async def scenario() -> str:
+        fut = asyncio.get_running_loop().create_future()
+        coro = waits_on(fut)
+        task = asyncio.ensure_future(coro)
+        await asyncio.sleep(0)
+        with pytest.raises(contsnap.NotCheckpointableError) as info:
+            contsnap.dumps(coro)
+        fut.set_result(1)
+        await task
+        return str(info.value)
+
+    message = asyncio.run(scenario())
+    assert "it awaits <Future pending" in message and "FutureIter" not in message
+
+
+@contsnap.checkpointable
+async def sleeps_and_takes(queue):
+    await contsnap.sleep(0.001)
+    first = await queue.get()
+    second = await queue.get()
+    return first, second
+
+
+def test_safe_points_are_found_in_the_frame_and_saved_again_after_a_restore() -> None:
+    # the snapshot reads each safe point from the frame; a restored coroutine paused
+    # again in its resumed await (a new get() of the restored queue) is saved again
+    async def moved(data: bytes) -> tuple[Any, Any]:
+        coro = contsnap.loads(data)
+        task = asyncio.ensure_future(coro)
+        await asyncio.sleep(0.01)  # past the restored sleep, waiting on the empty queue
+        return task, coro.cr_frame.f_locals["queue"]
+
+    async def scenario() -> Any:
+        queue = contsnap.Queue()
+        task = asyncio.ensure_future(sleeps_and_takes(queue))
+        await asyncio.sleep(0)  # in the sleep
+        data = await contsnap.pause(task)
+        contsnap.detach(task.get_coro())
+        task, queue = await moved(data)
+        queue.put_nowait("a")  # taken by the get() it waits in
+        await asyncio.sleep(0)
+        data = await contsnap.pause(task)  # in the second get()
+        contsnap.detach(task.get_coro())
+        task, queue = await moved(data)
+        data = await contsnap.pause(task)  # in the resumed second get()
+        contsnap.detach(task.get_coro())
+        task, queue = await moved(data)
+        queue.put_nowait("b")
+        return await task
+
+    assert asyncio.run(scenario()) == ("a", "b")

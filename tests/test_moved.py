@@ -85,6 +85,7 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap._resources", "Unrestored"),
         ("contsnap._runtime", "ANext"),
         ("contsnap._runtime", "AsyncIterator"),
+        ("contsnap._runtime", "AwaitGenerator"),
         ("contsnap._runtime", "END"),
         ("contsnap._runtime", "PRIME"),
         ("contsnap._runtime", "Reattach"),
@@ -106,7 +107,8 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap.web._forms", "_AwaitAnswer"),
         ("contsnap.web._forms", "_Resumed"),
         ("contsnap.integrations.celery", "_Attempts"),
-        # round-trip test mode (payloads that live only within one test process)
+        # round-trip test mode (payloads that live only within one test process); its
+        # _Driven is _runtime.AwaitGenerator now
         ("contsnap._roundtrip", "_Driven"),
         ("contsnap._roundtrip", "wrap"),
         ("contsnap.testing._log", "_find_log"),

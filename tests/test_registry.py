@@ -36,6 +36,7 @@ CONSTANTS = {
     "contsnap._moved.MOVED",
     "contsnap._roundtrip._DRIVERS",
     "contsnap._snapshot._pickler._HELPER_MEANING",
+    "contsnap._snapshot._capture._AWAITING",
     "contsnap._snapshot._capture._NOUN",
     "contsnap._snapshot._capture._PREFIX",
     "contsnap._snapshot._functions._FAST_REDUCERS",

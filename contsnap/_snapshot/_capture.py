@@ -86,6 +86,11 @@ def _weak_data(mapping: weakref.WeakKeyDictionary[Any, Any]) -> dict[Any, Any]:
 #: the native objects a checkpointable function returns
 SUSPENDABLE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _PREFIX = {types.GeneratorType: "gi", types.CoroutineType: "cr", types.AsyncGeneratorType: "ag"}
+_ITERABLE_COROUTINE = _runtime.ITERABLE_COROUTINE
+#: before 3.13 ``frame.f_locals`` is a dict cached on the frame (see read_locals)
+_CACHED_LOCALS = sys.version_info < (3, 13)
+#: what a coroutine (an async generator) is awaiting: the iterator its frame delegates to
+_AWAITING = {types.CoroutineType: "cr_await", types.AsyncGeneratorType: "ag_await"}
 _NOUN = {
     types.GeneratorType: "generator",
     types.CoroutineType: "coroutine",
@@ -239,9 +244,15 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
     step: Any = None
     if spec.kind == "await":
         awaited = local.get(spec.delegate or "")
-        if spec.anext_of is not None and not isinstance(awaited, _runtime.ANext):
+        if isinstance(awaited, _runtime.ANext):
+            pass  # the step of a spelled-out ``async for``, or a resumed one: held in its local
+        elif spec.anext_of is not None:
             # a native ``async for`` step: what it awaits is the frame's own
             awaited = step = _runtime.ANext(local.get(spec.anext_of), _attr(gen, "await"))
+        else:
+            # the frame holds what it awaits (the local, if any, is a restored frame's
+            # saved awaitable, which the frame may have gone past)
+            awaited = step = awaited_of(getattr(gen, _AWAITING.get(type(gen), "gi_yieldfrom")))
         if isinstance(awaited, _runtime.ANext):
             try:
                 awaited.in_flight()
@@ -250,9 +261,9 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
                 raise NotCheckpointableError(f"cannot snapshot {where}: {exc}") from None
         if info_of(awaited) is None and not hasattr(type(awaited), "__contsnap_resume__"):
             raise NotCheckpointableError(
-                f"cannot snapshot {info.where(label)}: it awaits {awaited!r}, which is not a "
-                "safe point; await contsnap.checkpoint(), contsnap.sleep(), a contsnap.Queue, "
-                "or a checkpointable coroutine"
+                f"cannot snapshot {info.where(label)}: it awaits {_described(awaited)}, which "
+                "is not a safe point; await contsnap.checkpoint(), contsnap.sleep(), a "
+                "contsnap.Queue, or a checkpointable coroutine"
             )
     saved = info.saved_names_without_cells(label)
     values = {n: v for n, v in local.items() if n in saved}
@@ -276,6 +287,57 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
     if name != info.name or qualname != info.qualname:
         renamed = (name, qualname)
     return FrameState(info, SUSPENDED, label, values, closure, renamed, spec)
+
+
+def awaited_of(iterator: Any) -> Any:
+    """What an ``await`` is waiting on, from the iterator the frame delegates to.
+
+    ``cr_await`` / ``ag_await`` is that iterator: a coroutine (or a
+    ``@types.coroutine`` generator) awaited is its own iterator; a safe point's
+    ``__await__(self)`` is a generator function, whose frame holds the safe
+    point; a ``__await__`` that returned a checkpointable generator is awaited
+    again through that generator. Anything else comes back as it is (a
+    snapshot refuses it).
+    """
+    kind = type(iterator)
+    if kind is types.CoroutineType:
+        return iterator
+    if kind is not types.GeneratorType:
+        return iterator
+    code = iterator.gi_code
+    if code.co_flags & _ITERABLE_COROUTINE:
+        return iterator
+    if code.co_name == "__await__":
+        # a safe point's own ``__await__(self)`` (its class says so: same code, and a
+        # resume); not ``co_varnames``, which 3.11+ build anew at every read
+        local = iterator.gi_frame.f_locals
+        point = local.get("self")
+        if _CACHED_LOCALS:
+            local.clear()  # see read_locals
+        kind = type(point)
+        method = getattr(kind, "__await__", None)
+        if getattr(method, "__code__", None) is code and hasattr(kind, "__contsnap_resume__"):
+            return point
+    if info_of(iterator) is not None:
+        return _runtime.AwaitGenerator(iterator)
+    return iterator
+
+
+def _described(awaited: Any) -> str:
+    """``awaited`` for an error message: an awaitable's own iterator is named by its
+    awaitable (the future of an asyncio ``FutureIter``, the coroutine of a wrapper)."""
+    if type(awaited) is types.GeneratorType:
+        frame = awaited.gi_frame
+        code = awaited.gi_code
+        if frame is not None and code.co_name == "__await__" and code.co_argcount:
+            owner = read_locals(frame).get(code.co_varnames[0])
+            if owner is not None:
+                return repr(owner)
+    elif type(awaited) not in _PREFIX and not hasattr(type(awaited), "__await__"):
+        for referent in gc.get_referents(awaited):
+            if hasattr(type(referent), "__await__"):
+                return repr(referent)
+    return repr(awaited)
 
 
 def _capture_created(gen: Any, info: FunctionInfo, frame: types.FrameType) -> FrameState:

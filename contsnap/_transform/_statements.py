@@ -401,7 +401,9 @@ class BodyProcessor:
         if node.value is not None and not self.finally_exits:
             point = self.leading(node.value)
             if point is not None:
-                return self.inline_statement(node.value, point, lambda text: f"return {text}")
+                return self.inline_statement(
+                    node.value, point, lambda text: f"return {text}", returns=True
+                )
         if node.value is not None:
             if isinstance(node.value, (cst.Yield, cst.Await)):
                 hold = self.temp()
@@ -496,33 +498,45 @@ class BodyProcessor:
         return [*pre, self.suspension(label, fresh, resuming)]
 
     def await_statement(self, target: str | None, node: cst.Await) -> list[Out]:
-        """``target = await x``: the awaitable is kept in ``_cs_aw_n`` for the snapshot.
+        """``target = await x``, as Python runs it: a snapshot reads the awaitable from the
+        frame (``cr_await`` / ``ag_await``) and saves it as ``_cs_aw_n``.
 
         A restored coroutine is not primed: the event loop's first ``send``
-        runs the dispatch, and ``resume_awaitable`` gives the awaitable to
-        re-enter (a restored coroutine, or what a safe point resumes as).
+        runs the dispatch, and ``resume_awaitable`` gives the saved awaitable to
+        re-enter (a restored coroutine, or what a safe point resumes as). Only
+        the step of a spelled-out ``async for`` keeps its awaitable in the local
+        (see `_held_await`).
         """
         vpre, value = self.anf(node.expression)
         assign = f"{target} = " if target else ""
         awaited = self.fresh_name("aw")
-        self.temps_live.append(awaited)
-        self.awaited.append(awaited)
-        label = self.new_label(awaited, kind="await")
-        fresh = [
-            self.line(f"{awaited} = {self.code(value)}"),
-            self.yield_line(label, f"{assign}await {awaited}"),
-        ]
         resuming = f"{assign}await {RT}.resume_awaitable({awaited})"
-        return [*vpre, self.suspension(label, fresh, resuming)]
+        if _held_await(value):
+            self.temps_live.append(awaited)
+            self.awaited.append(awaited)
+            label = self.new_label(awaited, kind="await")
+            fresh = [
+                self.line(f"{awaited} = {self.code(value)}"),
+                self.yield_line(label, f"{assign}await {awaited}"),
+            ]
+            return [*vpre, self.suspension(label, fresh, resuming)]
+        label = self.new_label(awaited, kind="await")
+        fresh = [self.yield_line(label, f"{assign}await {self.code(value)}")]
+        return [*vpre, self.suspension(label, fresh, resuming, release=awaited)]
 
-    def suspension(self, label: int, fresh: list[Line], resuming: str) -> Out:
-        """A labelled suspension: while resuming, ``resuming`` stands in for ``fresh``."""
+    def suspension(
+        self, label: int, fresh: list[Line], resuming: str, release: str | None = None
+    ) -> Out:
+        """A labelled suspension: while resuming, ``resuming`` stands in for ``fresh``.
+
+        ``release``: a local that only the resume variant binds (the saved awaitable),
+        let go once the resumed statement is done, as the fresh variant holds nothing.
+        """
+        resumed = [self.line("_cs_resuming = False"), self.line(resuming)]
+        if release is not None:
+            resumed.append(self.line(f"{release} = None"))
         resume = [
-            block(
-                "if _cs_resuming:",
-                self._line,
-                [self.line("_cs_resuming = False"), self.line(resuming)],
-            ),
+            block("if _cs_resuming:", self._line, resumed),
             block("else:", self._line, fresh),
         ]
         return Out(fresh, resume, frozenset({label}))
@@ -549,27 +563,31 @@ class BodyProcessor:
         return node
 
     def inline_statement(
-        self, expr: cst.BaseExpression, point: cst.Yield | cst.Await, render: Callable[[str], str]
+        self,
+        expr: cst.BaseExpression,
+        point: cst.Yield | cst.Await,
+        render: Callable[[str], str],
+        returns: bool = False,
     ) -> list[Out]:
-        """A statement whose leading suspension stays inside it (see `leading`)."""
-        pre: list[Out] = []
-        fresh_point: cst.CSTNode
+        """A statement whose leading suspension stays inside it (see `leading`); ``returns``:
+        it is a ``return`` (nothing runs after it)."""
         resume_point: cst.CSTNode
+        release = None
         if isinstance(point, cst.Await):
+            # the awaitable is read from the frame by a snapshot (see `await_statement`)
             awaited = self.fresh_name("aw")
-            pre.append(self.assign(awaited, self.code(point.expression)))
             label = self.new_label(awaited, kind="await")
-            fresh_point = point.with_changes(expression=cst.Name(awaited))
             resume_point = point.with_changes(
                 expression=cst.parse_expression(f"{RT}.resume_awaitable({awaited})")
             )
+            release = None if returns else awaited
         else:
             label = self.new_label()
-            fresh_point = point
             resume_point = point.with_changes(value=cst.parse_expression(f"{RT}.PRIME"))
-        fresh_text = render(self.code(_replace(expr, {id(point): fresh_point})))
+        fresh_text = render(self.code(expr))
         resume_text = render(self.code(_replace(expr, {id(point): resume_point})))
-        return [*pre, self.suspension(label, [self.yield_line(label, fresh_text)], resume_text)]
+        fresh = [self.yield_line(label, fresh_text)]
+        return [self.suspension(label, fresh, resume_text, release)]
 
     def suspension_statement(
         self, target: str | None, node: cst.BaseExpression
@@ -1629,6 +1647,21 @@ class BodyProcessor:
                 pre.append(self.assign(hold, self.code(single)))
             new_parts.append(cst.FormattedStringExpression(expression=cst.Name(hold)))
         return pre, expr.with_changes(parts=new_parts)
+
+
+def _held_await(value: cst.BaseExpression) -> bool:
+    """Is this the step of a spelled-out ``async for`` (``await RT.anext(iterator)``)?
+
+    What it awaits is an `ANext`, which a snapshot saves and cannot find in the frame
+    (``cr_await`` is the iterator of the step's ``__anext__()``): it keeps its local.
+    """
+    func = value.func if isinstance(value, cst.Call) else None
+    return (
+        isinstance(func, cst.Attribute)
+        and isinstance(func.value, cst.Name)
+        and func.value.value == RT
+        and func.attr.value == "anext"
+    )
 
 
 def _is_constant(node: cst.BaseExpression) -> bool:

@@ -116,10 +116,18 @@ class Shown(Ask):
 
 
 class _AwaitAnswer:
-    """What a restored ``await ask(...)`` waits on: the answer the driver sends next."""
+    """What a restored ``await ask(...)`` waits on: the answer the driver sends next.
+
+    A safe point too: a snapshot taken while a restored handler waits here saves it.
+    """
+
+    __slots__ = ()
 
     def __await__(self) -> Any:
         return (yield RESUMED)
+
+    def __contsnap_resume__(self) -> _AwaitAnswer:
+        return _AwaitAnswer()
 
 
 class _Resumed:
