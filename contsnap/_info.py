@@ -361,10 +361,19 @@ def decode_labels(stored: dict[int, tuple[Any, ...]]) -> dict[int, LabelInfo]:
     """The labels :func:`encode_labels` encoded (raises on a malformed record)."""
     labels = {}
     for k, v in stored.items():
-        if len(v) != len(LABEL_FIELDS):
-            raise ValueError(f"label {k} has {len(v)} fields, not {len(LABEL_FIELDS)}")
+        # a record written before a field was added (each new field comes last, with a
+        # default meaning what the older code did) has fewer: ``anext_of`` is the sixth
+        if not _OLDEST_LABEL_FIELDS <= len(v) <= len(LABEL_FIELDS):
+            raise ValueError(
+                f"label {k} has {len(v)} fields, not {_OLDEST_LABEL_FIELDS} to {len(LABEL_FIELDS)}"
+            )
         labels[int(k)] = LabelInfo(*v)
     return labels
+
+
+#: the fields of a label record of the oldest contsnap that wrote them by value (before
+#: ``anext_of``)
+_OLDEST_LABEL_FIELDS = 5
 
 
 def _positional_order() -> bool:

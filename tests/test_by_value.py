@@ -124,6 +124,24 @@ def test_by_value_record_keeps_every_field(fn: Any, monkeypatch: pytest.MonkeyPa
     assert copy.resume_code == info.resume_code
 
 
+def test_a_record_written_before_anext_of_still_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # by-value records of contsnap before the native async for wrote five fields a label
+    waits = _nested_functions()[0]
+    info = waits.__contsnap__
+    encode = _info.encode_labels
+    monkeypatch.setattr(
+        _info, "encode_labels", lambda labels: {k: v[:5] for k, v in encode(labels).items()}
+    )
+    old = _info._pickle_by_value(info)
+    monkeypatch.undo()
+    with STATE.fresh("contsnap._info._BY_NAME"):
+        copy = _info._info_by_value(old)
+    assert copy.labels == info.labels
+    assert all(spec.anext_of is None for spec in copy.labels.values())
+    with pytest.raises(ValueError, match="fields"):
+        _info.decode_labels({1: (3,)})
+
+
 RECURSIVE = """
 import sys, contsnap
 
