@@ -160,10 +160,13 @@ def resume_delegate(delegate: Any) -> Any:
 
     A delegate restored in the same load is still unprimed: delegating to it
     primes it, and its ``PRIME`` travels up the chain (no extra frame per
-    level). A delegate that is already paused is wrapped in `Reattach`.
+    level). A delegate that is already paused is wrapped in `Reattach`, or in
+    `ReattachThrowing` when it has a ``throw`` method of its own.
     """
     if UNPRIMED.pop(id(delegate), None) is not None:
         return delegate
+    if hasattr(delegate, "throw"):
+        return ReattachThrowing(delegate)
     return Reattach(delegate)
 
 
@@ -171,8 +174,12 @@ class Reattach:
     """Lets a restored ``yield from`` re-enter a delegate that is already paused.
 
     Its first ``__next__`` returns `PRIME` without touching the delegate
-    (that is the priming step of restore); afterwards it forwards ``send``,
-    ``throw`` and ``close`` exactly as ``yield from`` would to the delegate.
+    (that is the priming step of restore); afterwards it forwards ``send``
+    and ``close`` exactly as ``yield from`` would to the delegate. It has no
+    ``throw``, like the delegates it stands for (a list iterator...): an
+    exception thrown in is then raised at the ``yield from`` itself, as
+    Python does, and a ``StopIteration`` thrown in is not taken for the
+    delegate's return.
     """
 
     __slots__ = ("_delegate", "_primed")
@@ -196,21 +203,21 @@ class Reattach:
             return self.__next__()
         return self._delegate.send(value)
 
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        throw = getattr(self._delegate, "throw", None)
-        if throw is not None:
-            if val is None and tb is None:
-                return throw(typ)
-            return throw(typ, val, tb)
-        if isinstance(typ, BaseException):
-            raise typ
-        exc = val if isinstance(val, BaseException) else typ(*(() if val is None else (val,)))
-        raise exc.with_traceback(tb) if tb is not None else exc
-
     def close(self) -> None:
         close = getattr(self._delegate, "close", None)
         if close is not None:
             close()
+
+
+class ReattachThrowing(Reattach):
+    """`Reattach` for a delegate with a ``throw`` method: forwards it."""
+
+    __slots__ = ()
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._delegate.throw(typ)
+        return self._delegate.throw(typ, val, tb)
 
 
 slice = slice

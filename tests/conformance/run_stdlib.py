@@ -73,6 +73,8 @@ ROUNDTRIP_TOO_SLOW = frozenset(
     }
 )
 MODES = ("native", "hooked", "roundtrip")
+#: ``--modes`` may also name this one: round trip with values copied (``CONTSNAP_ROUNDTRIP=pickle``)
+EXTRA_MODES = ("pickle",)
 MARKER = "\n@@contsnap-conformance@@"
 
 
@@ -271,6 +273,8 @@ def run_child(
     env.pop("CONTSNAP_ROUNDTRIP", None)
     if mode == "roundtrip":
         env["CONTSNAP_ROUNDTRIP"] = "1"
+    elif mode == "pickle":
+        env["CONTSNAP_ROUNDTRIP"] = "pickle"
     try:
         proc = subprocess.run(
             cmd,
@@ -360,7 +364,9 @@ def main() -> int:
         help="where --third-party keeps the downloaded sdists",
     )
     parser.add_argument(
-        "--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES)
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated subset of " + ",".join(MODES + EXTRA_MODES),
     )
     parser.add_argument(
         "--timeout", type=int, default=1800, help="seconds for one run of one suite (1800)"

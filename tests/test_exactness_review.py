@@ -1,0 +1,60 @@
+"""Differences from native Python found by the exactness review (hand-written tricky
+programs and the conformance runs): each test shows one that once was.
+
+The differential tests run the function natively, transformed, moved to a restored
+copy at every suspension, and forked, with both harness backends (contsnap's own,
+and plain pickle + deepcopy).
+"""
+
+from __future__ import annotations
+
+import pytest
+from copy_ways import BACKENDS
+
+import contsnap
+from contsnap.testing import LOG, Send, Throw, check_generator_equivalence
+
+# ---------------------------------------------------------------- yield from
+
+
+class OnlyNext:
+    """An iterator with no send, throw or close."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __iter__(self) -> OnlyNext:
+        return self
+
+    def __next__(self) -> int:
+        self.n += 1
+        if self.n > 3:
+            raise StopIteration
+        return self.n
+
+
+def delegates_to_plain_iterators(log):
+    try:
+        got = yield from [10, 20, 30]
+        log.append(("list returned", got))
+    except StopIteration as exc:
+        log.append(("caught StopIteration", exc.args))
+    except ValueError as exc:
+        log.append(("caught ValueError", exc.args))
+    got = yield from OnlyNext()
+    yield got
+    return (yield from iter([7, 8]))
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("at", [0, 1, 2, 3, 4, 5])
+@pytest.mark.parametrize("thrown", [StopIteration, ValueError, GeneratorExit])
+def test_an_exception_thrown_into_a_resumed_yield_from_an_iterator_is_raised_there(
+    thrown: type[BaseException], at: int, backend: str
+) -> None:
+    # a thrown StopIteration was taken for the list iterator's return value
+    marked = contsnap.checkpointable(delegates_to_plain_iterators)
+    actions = [Send(None)] * at + [Throw(thrown, ("t",))]
+    check_generator_equivalence(
+        delegates_to_plain_iterators, marked, (LOG,), actions, backend=BACKENDS[backend]
+    )
