@@ -9,7 +9,7 @@ and plain pickle + deepcopy).
 from __future__ import annotations
 
 import pytest
-from copy_ways import BACKENDS
+from copy_ways import BACKENDS, WAYS
 
 import contsnap
 from contsnap.testing import LOG, Send, Throw, check_generator_equivalence
@@ -58,3 +58,38 @@ def test_an_exception_thrown_into_a_resumed_yield_from_an_iterator_is_raised_the
     check_generator_equivalence(
         delegates_to_plain_iterators, marked, (LOG,), actions, backend=BACKENDS[backend]
     )
+
+
+# ---------------------------------------------------------------- exception context
+
+
+@contsnap.checkpointable
+def pauses_in_a_handler():
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            raise ValueError("outer")
+    except ValueError as exc:
+        yield repr(exc.__context__)
+        yield repr(exc.__context__)
+        raise
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_an_exception_being_handled_keeps_its_context_when_restored_in_an_except_clause(
+    way: str,
+) -> None:
+    # the resumed handler re-raised the saved exception to re-enter it, which set its
+    # __context__ to whatever the restoring code was handling
+    gen = pauses_in_a_handler()
+    assert next(gen) == "KeyError('inner')"
+    try:
+        raise TypeError("restoring while handling this")
+    except TypeError:
+        copied = WAYS[way](gen)
+    assert next(copied) == "KeyError('inner')"
+    with pytest.raises(ValueError) as raised:
+        next(copied)
+    assert repr(raised.value.__context__) == "KeyError('inner')"
+    gen.close()

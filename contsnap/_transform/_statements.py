@@ -1155,28 +1155,38 @@ class BodyProcessor:
         return Out(fresh, resume, frozenset(labels))
 
     def plant(self, held: str, labels: frozenset[int]) -> Line:
-        """Re-enter a handler while resuming: raise the saved exception it was handling."""
+        """Re-enter a handler while resuming: raise the saved exception it was handling.
+
+        Its traceback and ``__context__`` are kept aside for `unplant`: the ``raise``
+        would set the context to whatever the code that restores the generator is
+        handling (a ``loads`` in an ``except`` clause).
+        """
         return block(
             f"if _cs_resuming and ({cond(labels)}):",
             self._line,
-            [self.line(f"_cs_tb = {held}.__traceback__"), self.line(f"raise {held}")],
+            [
+                self.line(f"_cs_tb = {held}.__traceback__, {held}.__context__"),
+                self.line(f"raise {held}"),
+            ],
         )
 
     def unplant(self, held: str) -> Line:
-        """First thing in a re-entered handler: give the exception back its own traceback.
+        """First thing in a re-entered handler: give the exception back its own traceback
+        and context.
 
-        An exception that went through pickle has none; it keeps the entry of the
-        resume point, so its traceback still leads into this function.
+        An exception that went through pickle has no traceback; it keeps the entry of
+        the resume point, so its traceback still leads into this function.
         """
         return block(
             "if _cs_resuming:",
             self._line,
             [
                 block(
-                    "if _cs_tb is not None:",
+                    "if _cs_tb[0] is not None:",
                     self._line,
-                    [self.line(f"{held}.__traceback__ = _cs_tb")],
+                    [self.line(f"{held}.__traceback__ = _cs_tb[0]")],
                 ),
+                self.line(f"{held}.__context__ = _cs_tb[1]"),
                 self.line("_cs_tb = None"),
             ],
         )
