@@ -8,6 +8,10 @@ and plain pickle + deepcopy).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from copy_ways import BACKENDS, WAYS
 
@@ -93,3 +97,40 @@ def test_an_exception_being_handled_keeps_its_context_when_restored_in_an_except
         next(copied)
     assert repr(raised.value.__context__) == "KeyError('inner')"
     gen.close()
+
+
+# ---------------------------------------------------------------- round-trip mode
+
+EXEC_NAMESPACE_PROGRAM = '''
+import linecache
+import contsnap
+
+SOURCE = """
+import contsnap
+
+@contsnap.checkpointable
+def walk(n):
+    if n:
+        for x in walk(n - 1):
+            yield x
+        yield n
+"""
+linecache.cache["<walk>"] = (len(SOURCE), None, SOURCE.splitlines(True), "<walk>")
+namespace = {"__name__": "walks"}  # not a module: its functions are saved by value
+exec(compile(SOURCE, "<walk>", "exec"), namespace)
+print(list(namespace["walk"](3)), namespace["walk"].__qualname__)
+'''
+
+
+@pytest.mark.parametrize("mode", ["1", "pickle"])
+def test_a_recursive_generator_of_an_exec_namespace_is_moved_by_value(mode: str) -> None:
+    # its globals name the round-trip wrapper, which was rebuilt before the function
+    # it wraps was (test_generators' doctests, CONTSNAP_ROUNDTRIP=pickle)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTSNAP_")}
+    env["CONTSNAP_ROUNDTRIP"] = mode
+    out = subprocess.run(
+        [sys.executable, "-c", EXEC_NAMESPACE_PROGRAM], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[1,", "2,", "3]", "walk"]
+    assert "no round trip was performed" not in out.stderr
