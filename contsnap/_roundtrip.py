@@ -85,7 +85,7 @@ def _move(obj: Any) -> Any:
             # the driver moving ``obj`` is running: whatever refers to it keeps it
             payload, _captured, refs = to_payload(obj, keep=_running_generator)
             new = from_payload(payload, refs)
-            detach(obj)
+            detach(obj, keep=_running_generator)  # the copy holds what was kept
         else:
             rebuilt: list[Any] = []
             with _load_context():

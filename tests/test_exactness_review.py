@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from copy_ways import BACKENDS, WAYS
@@ -122,15 +123,53 @@ print(list(namespace["walk"](3)), namespace["walk"].__qualname__)
 '''
 
 
-@pytest.mark.parametrize("mode", ["1", "pickle"])
-def test_a_recursive_generator_of_an_exec_namespace_is_moved_by_value(mode: str) -> None:
-    # its globals name the round-trip wrapper, which was rebuilt before the function
-    # it wraps was (test_generators' doctests, CONTSNAP_ROUNDTRIP=pickle)
+def _run_in_roundtrip_mode(mode: str, program: str, folder: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTSNAP_")}
     env["CONTSNAP_ROUNDTRIP"] = mode
-    out = subprocess.run(
-        [sys.executable, "-c", EXEC_NAMESPACE_PROGRAM], capture_output=True, text=True, env=env
-    )
+    script = folder / "program.py"
+    script.write_text(program)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["[1,", "2,", "3]", "walk"]
     assert "no round trip was performed" not in out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("mode", ["1", "pickle"])
+def test_a_recursive_generator_of_an_exec_namespace_is_moved_by_value(
+    mode: str, tmp_path: Path
+) -> None:
+    # its globals name the round-trip wrapper, which was rebuilt before the function
+    # it wraps was (test_generators' doctests, CONTSNAP_ROUNDTRIP=pickle)
+    out = _run_in_roundtrip_mode(mode, EXEC_NAMESPACE_PROGRAM, tmp_path)
+    assert out.split() == ["[1,", "2,", "3]", "walk"]
+
+
+HOLDS_ITS_DRIVER_PROGRAM = """
+import contsnap
+
+finalized = []
+
+@contsnap.checkpointable
+def holds_itself():
+    try:
+        me = yield
+        yield me is not None
+        yield 2
+    finally:
+        finalized.append(True)
+
+gen = holds_itself()
+next(gen)
+print(gen.send(gen), next(gen), finalized)
+gen.close()
+print(finalized)
+"""
+
+
+@pytest.mark.parametrize("mode", ["1", "pickle"])
+def test_a_generator_that_holds_its_own_driver_is_moved(mode: str, tmp_path: Path) -> None:
+    # copying mode passes the running driver by reference, then tried to detach it
+    # with the old copy (test_generators' test_refcycle, test_yield_from's
+    # test_close_with_cleared_frame)
+    out = _run_in_roundtrip_mode(mode, HOLDS_ITS_DRIVER_PROGRAM, tmp_path)
+    assert out.splitlines() == ["True 2 []", "[True]"]

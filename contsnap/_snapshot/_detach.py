@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+from collections.abc import Callable
 from typing import Any
 
 from .. import _genexps, _runtime
@@ -115,13 +116,15 @@ def detach_obstacle(gen: Any) -> str | None:
     return None
 
 
-def detach(gen: Any, *, owned: bool = True) -> None:
+def detach(gen: Any, *, owned: bool = True, keep: Callable[[Any], bool] | None = None) -> None:
     """End ``gen`` without running its ``finally`` blocks or context-manager exits.
 
     The whole ``yield from`` / ``await`` chain is ended, and so are the
     checkpointable generators the frames hold in their locals (a ``for``
     loop's iterator, a ``@contextmanager``, an ``async for``'s async
-    generator): their continuation moved with the snapshot too.
+    generator): their continuation moved with the snapshot too. Those for
+    which ``keep`` is true are left alone: the snapshot passed them by
+    reference (``to_payload``'s ``keep``).
     """
     info = _expect_generator(gen, "detach()")
     if _running(gen):
@@ -151,8 +154,8 @@ def detach(gen: Any, *, owned: bool = True) -> None:
                 f"{type(member).__qualname__} object, whose own throw() would run its code"
             )
     for inner in held if owned else ():
-        if _attr(inner, "frame") is not None:
-            detach(inner)
+        if _attr(inner, "frame") is not None and not (keep is not None and keep(inner)):
+            detach(inner, keep=keep)
     _throw_detach(gen)
 
 
