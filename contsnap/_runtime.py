@@ -9,6 +9,7 @@ snapshot machinery.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import itertools
@@ -21,33 +22,88 @@ from typing import Any
 from . import _labels
 from ._registry import STATE
 
+builtins_iter = iter
 iter = iter
 next = next
 type_of = type
 _TextIOWrapper = io.TextIOWrapper
-#: the iterators a ``for`` loop gives to `for_iter` (the loop takes ``iter()`` of its
-#: iterable itself, in C, and calls this Python function only for these)
+#: what transformed code of an older version checks (now `plain_iters`)
 reread = frozenset({_TextIOWrapper, enumerate})
 
 
-def for_iter(iterable: Any) -> Any:
-    """The iterator of a ``for`` loop: ``iter(iterable)``, except for an open text file.
+class _Shared(set):  # type: ignore[type-arg]
+    """A set that pickles by name: the globals of a function saved by value hold it."""
 
-    CPython disables ``tell()`` on a text file while it is iterated with
-    ``next()``, so a snapshot could not say where the loop was. A seekable
-    text file is read with ``readline()`` instead (the same lines, with
-    ``tell()`` intact); ``iter(f.readline, "")`` is a C iterator that pickles
-    as the file (through its resource handler) and the sentinel.
+    def __reduce__(self) -> str:
+        return "plain_iters"
+
+
+#: Iterator types that a ``for`` loop runs over as they are: their ``__iter__`` is C
+#: code that returns the iterator itself. The loop takes ``iter()`` of its iterable in
+#: C and calls `for_iter` (Python) only for the others; it adds each new such type.
+plain_iters: set[type] = _Shared({types.GeneratorType, zip, map, filter, reversed})
+
+
+def _add_builtin_iterators() -> None:
+    made: list[Any] = [(), [], "", "\u20ac", b"", bytearray(), {}, {}.values(), {}.items()]
+    made += [set(), range(1), range(2**64), reversed([]), reversed({}), memoryview(b"")]
+    for thing in made:
+        with contextlib.suppress(TypeError):  # (what an older Python cannot iterate)
+            plain_iters.add(type(builtins_iter(thing)))
+    plain_iters.add(type(builtins_iter(int, 0)))
+
+
+_add_builtin_iterators()
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class statement's (may be made per call)
+
+
+def for_iter(iterator: Any) -> Any:
+    """What a ``for`` loop iterates, given ``iter(iterable)`` that is not of `plain_iters`.
+
+    * An iterator whose ``__iter__`` is Python code, or that has none (Python's
+      loop calls ``iter()`` once, on the iterable, and accepts any object with
+      ``__next__``): wrapped in `ForIterator`, so that the native loop over it
+      does not call ``__iter__`` a second time.
+    * An open text file: CPython disables ``tell()`` on a text file while it is
+      iterated with ``next()``, so a snapshot could not say where the loop was.
+      A seekable text file is read with ``readline()`` instead (the same lines,
+      with ``tell()`` intact); ``iter(f.readline, "")`` is a C iterator that
+      pickles as the file (through its resource handler) and the sentinel.
     """
-    kind = type(iterable)
+    kind = type(iterator)
     if kind is _TextIOWrapper:
-        if not iterable.closed and iterable.seekable():
-            return iter(iterable.readline, "")
-    elif kind is enumerate:  # ``enumerate(f)`` holds the file itself: read it the same way
-        _make, (inner, start) = iterable.__reduce__()
+        if not iterator.closed and iterator.seekable():
+            return iter(iterator.readline, "")
+        return iterator
+    if kind is enumerate:  # ``enumerate(f)`` holds the file itself: read it the same way
+        _make, (inner, start) = iterator.__reduce__()
         if type(inner) is _TextIOWrapper and not inner.closed and inner.seekable():
             return enumerate(iter(inner.readline, ""), start)
-    return iter(iterable)
+        return iterator
+    own = getattr(kind, "__iter__", None)
+    if type(own) is not types.WrapperDescriptorType:
+        return ForIterator(iterator)
+    if not kind.__flags__ & _HEAP_TYPE:
+        plain_iters.add(kind)
+    return iterator
+
+
+class ForIterator:
+    """A ``for`` loop's iterator whose own ``__iter__`` must not be called again."""
+
+    __slots__ = ("iterator",)
+
+    def __init__(self, iterator: Any) -> None:
+        self.iterator = iterator
+
+    def __iter__(self) -> ForIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return type(self.iterator).__next__(self.iterator)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ForIterator, (self.iterator,))
 
 
 class _Marker:
@@ -239,9 +295,9 @@ def aiter(obj: Any) -> Any:
     keeps in a local.
 
     The transformed loop is a native ``async for`` over that iterator, which asks it
-    for ``__aiter__`` again: an async iterator answers itself (as a ``for`` loop's
-    iterator does to ``__iter__``). One without ``__aiter__`` of its own, which
-    Python accepts from ``__aiter__``, is given one by `AsyncIterator`.
+    for ``__aiter__`` again: an async generator answers itself in C. Any other is
+    given the ``__aiter__`` of `AsyncIterator`, so that Python code of its own is not
+    called a second time (nor missed: Python accepts one without ``__aiter__``).
     """
     method = getattr(type(obj), "__aiter__", None)
     if method is None:
@@ -250,8 +306,10 @@ def aiter(obj: Any) -> Any:
         )
     iterator = method(obj)
     kind = type(iterator)
-    if kind is types.AsyncGeneratorType or hasattr(kind, "__aiter__"):
+    if kind is types.AsyncGeneratorType:
         return iterator
+    if type(getattr(kind, "__aiter__", None)) is types.WrapperDescriptorType:
+        return iterator  # C code that returns the iterator itself
     if not hasattr(kind, "__anext__"):
         raise TypeError(
             "'async for' received an object from __aiter__ that does not implement "

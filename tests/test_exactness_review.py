@@ -17,7 +17,13 @@ import pytest
 from copy_ways import BACKENDS, WAYS
 
 import contsnap
-from contsnap.testing import LOG, Send, Throw, check_generator_equivalence
+from contsnap.testing import (
+    LOG,
+    Send,
+    Throw,
+    check_coroutine_equivalence,
+    check_generator_equivalence,
+)
 
 # ---------------------------------------------------------------- yield from
 
@@ -63,6 +69,121 @@ def test_an_exception_thrown_into_a_resumed_yield_from_an_iterator_is_raised_the
     check_generator_equivalence(
         delegates_to_plain_iterators, marked, (LOG,), actions, backend=BACKENDS[backend]
     )
+
+
+# ---------------------------------------------------------------- for and async for
+
+
+class CountsIter:
+    """An iterator whose ``__iter__`` logs (and returns itself)."""
+
+    def __init__(self, log, n):
+        self.log, self.n, self.i = log, n, 0
+
+    def __iter__(self):
+        self.log.append("__iter__")
+        return self
+
+    def __next__(self):
+        self.i += 1
+        if self.i > self.n:
+            raise StopIteration
+        return self.i
+
+
+class NextOnly:
+    def __init__(self, n):
+        self.n = n
+
+    def __next__(self):
+        self.n -= 1
+        if self.n < 0:
+            raise StopIteration
+        return self.n
+
+
+class GivesNextOnly:
+    """Python accepts an ``__iter__`` that returns an object with ``__next__`` only."""
+
+    def __iter__(self):
+        return NextOnly(2)
+
+
+class Restarts:
+    """An iterator whose own ``__iter__`` returns another one (not itself)."""
+
+    def __init__(self, start=0):
+        self.i = start
+
+    def __iter__(self):
+        return Restarts(100)
+
+    def __next__(self):
+        self.i += 1
+        if self.i % 100 > 2:
+            raise StopIteration
+        return self.i
+
+
+def loops_over_user_iterators(log):
+    for x in CountsIter(log, 2):
+        got = yield x
+        log.append(got)
+    for y in GivesNextOnly():
+        yield y
+    for z in iter(Restarts()):
+        yield z
+    yield [w for w in CountsIter(log, 2)]
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_for_loop_calls_iter_once_and_takes_an_iterator_without_iter(backend: str) -> None:
+    # the transformed loop called __iter__ on the iterator again: twice in all, an
+    # iterator whose __iter__ is not itself restarted, and one without failed
+    marked = contsnap.checkpointable(loops_over_user_iterators)
+    check_generator_equivalence(
+        loops_over_user_iterators, marked, (LOG,), [1, 2, 3], backend=BACKENDS[backend]
+    )
+
+
+class CountsAIter:
+    def __init__(self, log, n):
+        self.log, self.n, self.i = log, n, 0
+
+    def __aiter__(self):
+        self.log.append("__aiter__")
+        return self
+
+    async def __anext__(self):
+        await contsnap.checkpoint()
+        self.i += 1
+        if self.i > self.n:
+            raise StopAsyncIteration
+        return self.i
+
+
+async def async_loops_over_a_user_iterator(log):
+    async for x in CountsAIter(log, 2):
+        log.append(x)
+        await contsnap.checkpoint()
+    return [y async for y in CountsAIter(log, 2)]
+
+
+def test_an_async_for_loop_calls_aiter_once() -> None:
+    # test_coroutines' test_for_1 counts the calls
+    marked = contsnap.checkpointable(async_loops_over_a_user_iterator)
+    marked_next = contsnap.checkpointable(CountsAIter.__anext__)
+    original = CountsAIter.__anext__
+    check_coroutine_equivalence(
+        async_loops_over_a_user_iterator, marked, (LOG,), modes=("native", "transformed")
+    )
+    CountsAIter.__anext__ = marked_next  # type: ignore[method-assign]
+    try:
+        check_coroutine_equivalence(
+            async_loops_over_a_user_iterator, marked, (LOG,), modes=("native", "roundtrip", "fork")
+        )
+    finally:
+        CountsAIter.__anext__ = original  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- exception context

@@ -53,7 +53,7 @@ _DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef})
 
 #: the runtime helpers transformed code calls by global names of their own (see _labels)
 FOR_ITER, WITH_ENTER, WITH_EXIT = helper("for_iter"), helper("with_enter"), helper("with_exit")
-ITER, TYPE_OF, REREAD = helper("iter"), helper("type_of"), helper("reread")
+ITER, TYPE_OF, PLAIN_ITERS = helper("iter"), helper("type_of"), helper("plain_iters")
 IS_DETACH, LIVE, DETACH = helper("is_detach"), helper("live"), helper("Detach")
 YIELD_FROM_ITER = helper("yield_from_iter")
 
@@ -694,12 +694,12 @@ class BodyProcessor:
         pre, iterable = self.anf(node.iter)
         iterator = self.fresh_name("iter")
         self.fresh_name("item")  # unused now: keeps the later names (saved by name) as they were
-        # ``for_iter(iterable)``, with the usual case (not a text file) called in C only
+        # ``for_iter(iter(iterable))``, with the usual case (a builtin iterator) in C only
         setup = plain(
             [
                 self.line(f"{iterator} = {ITER}({self.code(iterable)})"),
                 block(
-                    f"if {TYPE_OF}({iterator}) in {REREAD}:",
+                    f"if {TYPE_OF}({iterator}) not in {PLAIN_ITERS}:",
                     self._line,
                     [self.line(f"{iterator} = {FOR_ITER}({iterator})")],
                 ),
