@@ -186,6 +186,49 @@ def test_an_async_for_loop_calls_aiter_once() -> None:
         CountsAIter.__anext__ = original  # type: ignore[method-assign]
 
 
+# ---------------------------------------------------------------- plain pickle of a chain
+
+
+class Base:
+    @contsnap.checkpointable
+    def steps(self):
+        yield "base 1"
+        yield "base 2"
+
+
+class Child(Base):
+    @contsnap.checkpointable
+    def steps(self):
+        yield "child"
+        yield from super().steps()  # its function has a __class__ cell
+        yield __class__.__name__
+
+
+@contsnap.checkpointable
+def delegates_to_a_method_with_super():
+    child = Child()
+    yield "start"
+    yield from child.steps()
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_a_delegate_whose_function_has_cells_is_copied_every_way(way: str) -> None:
+    # plain pickle probed the delegating generator's own state only: the delegate's
+    # __class__ cell then reached pickle ("cannot pickle 'cell' object")
+    seen = []
+    gen = delegates_to_a_method_with_super()
+    value = next(gen)
+    while True:
+        copied = WAYS[way](gen)
+        try:
+            value = next(copied)
+        except StopIteration:
+            break
+        seen.append(value)
+        assert next(gen) == value
+    assert seen == ["child", "base 1", "base 2", "Child"]
+
+
 # ---------------------------------------------------------------- exception context
 
 
