@@ -27,7 +27,7 @@ HELPERS = (
     "live",
     "yield_from_iter",
     "Detach",
-    "plain_iters",  # last: a namespace bound by an older version has the others only
+    "builtin_iters",  # last: a namespace bound by an older version has the others only
 )
 
 

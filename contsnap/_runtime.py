@@ -27,7 +27,7 @@ iter = iter
 next = next
 type_of = type
 _TextIOWrapper = io.TextIOWrapper
-#: what transformed code of an older version checks (now `plain_iters`)
+#: what transformed code of an older version checks (now `builtin_iters`)
 reread = frozenset({_TextIOWrapper, enumerate})
 
 
@@ -35,13 +35,13 @@ class _Shared(set):  # type: ignore[type-arg]
     """A set that pickles by name: the globals of a function saved by value hold it."""
 
     def __reduce__(self) -> str:
-        return "plain_iters"
+        return "builtin_iters"
 
 
 #: Iterator types that a ``for`` loop runs over as they are: their ``__iter__`` is C
 #: code that returns the iterator itself. The loop takes ``iter()`` of its iterable in
 #: C and calls `for_iter` (Python) only for the others; it adds each new such type.
-plain_iters: set[type] = _Shared({types.GeneratorType, zip, map, filter, reversed})
+builtin_iters: set[type] = _Shared({types.GeneratorType, zip, map, filter, reversed})
 
 
 def _add_builtin_iterators() -> None:
@@ -49,8 +49,8 @@ def _add_builtin_iterators() -> None:
     made += [set(), range(1), range(2**64), reversed([]), reversed({}), memoryview(b"")]
     for thing in made:
         with contextlib.suppress(TypeError):  # (what an older Python cannot iterate)
-            plain_iters.add(type(builtins_iter(thing)))
-    plain_iters.add(type(builtins_iter(int, 0)))
+            builtin_iters.add(type(builtins_iter(thing)))
+    builtin_iters.add(type(builtins_iter(int, 0)))
 
 
 _add_builtin_iterators()
@@ -58,7 +58,7 @@ _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class statement's (may be made per
 
 
 def for_iter(iterator: Any) -> Any:
-    """What a ``for`` loop iterates, given ``iter(iterable)`` that is not of `plain_iters`.
+    """What a ``for`` loop iterates, given ``iter(iterable)`` that is not of `builtin_iters`.
 
     * An iterator whose ``__iter__`` is Python code, or that has none (Python's
       loop calls ``iter()`` once, on the iterable, and accepts any object with
@@ -84,7 +84,7 @@ def for_iter(iterator: Any) -> Any:
     if type(own) is not types.WrapperDescriptorType:
         return ForIterator(iterator)
     if not kind.__flags__ & _HEAP_TYPE:
-        plain_iters.add(kind)
+        builtin_iters.add(kind)
     return iterator
 
 

@@ -53,7 +53,7 @@ _DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef})
 
 #: the runtime helpers transformed code calls by global names of their own (see _labels)
 FOR_ITER, WITH_ENTER, WITH_EXIT = helper("for_iter"), helper("with_enter"), helper("with_exit")
-ITER, TYPE_OF, PLAIN_ITERS = helper("iter"), helper("type_of"), helper("plain_iters")
+ITER, TYPE_OF, BUILTIN_ITERS = helper("iter"), helper("type_of"), helper("builtin_iters")
 IS_DETACH, LIVE, DETACH = helper("is_detach"), helper("live"), helper("Detach")
 YIELD_FROM_ITER = helper("yield_from_iter")
 
@@ -699,7 +699,7 @@ class BodyProcessor:
             [
                 self.line(f"{iterator} = {ITER}({self.code(iterable)})"),
                 block(
-                    f"if {TYPE_OF}({iterator}) not in {PLAIN_ITERS}:",
+                    f"if {TYPE_OF}({iterator}) not in {BUILTIN_ITERS}:",
                     self._line,
                     [self.line(f"{iterator} = {FOR_ITER}({iterator})")],
                 ),
