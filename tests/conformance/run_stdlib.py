@@ -315,8 +315,12 @@ def third_party_suites(python: str, cache_dir: str) -> list[dict[str, Any]]:
 
 
 def _tally(data: dict[str, Any]) -> tuple[int, int, int, int, int]:
-    """run, passed, failed, errors, skipped of one child's result."""
-    failed, errors = len(data["failures"]), len(data["errors"])
+    """run, passed, failed, errors, skipped of one child's result (by test: the failing
+    subtests of one test count once; a subtest's id is its test's, a space, and its
+    description)."""
+    failing = {test_id.split(" ", 1)[0] for test_id in data["failures"]}
+    erring = {test_id.split(" ", 1)[0] for test_id in data["errors"]} - failing
+    failed, errors = len(failing), len(erring)
     return (
         data["run"],
         data["run"] - failed - errors - data["skipped"],
