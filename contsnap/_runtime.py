@@ -88,6 +88,25 @@ def for_iter(iterator: Any) -> Any:
     return iterator
 
 
+def reentered(iterator: Any) -> Any:
+    """The iterator a restored generator expression is made over again: it loops over it
+    with Python's own ``for`` (``async for``), which asks it for ``__iter__``
+    (``__aiter__``) once more. The expression did that once already, on its iterable:
+    an iterator whose own method is Python code (or missing) is wrapped, as `for_iter`
+    and `aiter` wrap it for a loop."""
+    kind = type(iterator)
+    if kind in builtin_iters or kind is ForIterator or kind is AsyncIterator:
+        return iterator
+    wrapper: type[ForIterator | AsyncIterator]
+    if hasattr(kind, "__next__"):
+        own, wrapper = getattr(kind, "__iter__", None), ForIterator
+    elif hasattr(kind, "__anext__") and kind is not types.AsyncGeneratorType:
+        own, wrapper = getattr(kind, "__aiter__", None), AsyncIterator
+    else:
+        return iterator
+    return iterator if type(own) is types.WrapperDescriptorType else wrapper(iterator)
+
+
 class ForIterator:
     """A ``for`` loop's iterator whose own ``__iter__`` must not be called again."""
 

@@ -146,6 +146,23 @@ def test_a_for_loop_calls_iter_once_and_takes_an_iterator_without_iter(backend: 
     )
 
 
+def holds_generator_expressions_over_user_iterators(log):
+    counted = (x * 2 for x in CountsIter(log, 3))
+    bare = (y + 1 for y in GivesNextOnly())
+    yield next(counted)
+    yield next(bare)
+    yield list(counted), list(bare)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_restored_generator_expression_does_not_call_iter_again(backend: str) -> None:
+    # remade over its saved iterator, the expression's own loop asked it for __iter__
+    # again (and failed on one with __next__ only)
+    function = holds_generator_expressions_over_user_iterators
+    marked = contsnap.checkpointable(function)
+    check_generator_equivalence(function, marked, (LOG,), [], backend=BACKENDS[backend])
+
+
 class CountsAIter:
     def __init__(self, log, n):
         self.log, self.n, self.i = log, n, 0
