@@ -125,6 +125,21 @@ class ForIterator:
         return (ForIterator, (self.iterator,))
 
 
+class YieldFromIterator(ForIterator):
+    """`ForIterator` for ``yield from``, which also uses the iterator's ``send``,
+    ``throw`` and ``close`` when it has them (and names it when it has no ``send``)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("send", "throw", "close"):
+            return getattr(self.iterator, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (YieldFromIterator, (self.iterator,))
+
+
 class _Marker:
     __slots__ = ("_name",)
 
@@ -191,7 +206,16 @@ def yield_from_iter(obj: Any) -> Any:
         if sys._getframe(1).f_code.co_flags & (ITERABLE_COROUTINE | inspect.CO_COROUTINE):
             return obj
         raise TypeError("cannot 'yield from' a coroutine object in a non-coroutine generator")
-    return iter(obj)
+    iterator = iter(obj)
+    kind = type(iterator)
+    if (
+        kind in builtin_iters
+        or type(getattr(kind, "__iter__", None)) is types.WrapperDescriptorType
+    ):
+        return iterator
+    # the transformed ``yield from`` asks it for an iterator again: as in a for loop,
+    # an iterator whose own __iter__ is Python code (or missing) is not asked
+    return YieldFromIterator(iterator)
 
 
 def _enter(manager: Any, enter: str, exit_: str, protocol: str) -> Any:

@@ -163,6 +163,63 @@ def test_a_restored_generator_expression_does_not_call_iter_again(backend: str) 
     check_generator_equivalence(function, marked, (LOG,), [], backend=BACKENDS[backend])
 
 
+class Echo:
+    """A generator-like iterator class: yield from sends and throws to it."""
+
+    def __init__(self, log):
+        self.log, self.last = log, 0
+
+    def __iter__(self):
+        self.log.append("Echo.__iter__")
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+    def send(self, value):
+        if self.last >= 3:
+            raise StopIteration(("echo done", value))
+        self.last += 1
+        return ("echo", self.last, value)
+
+    def throw(self, kind, value=None, tb=None):
+        self.log.append(("Echo.throw", getattr(kind, "__name__", type(kind).__name__)))
+        self.last = 10
+        return "thrown in"
+
+
+def delegates_to_user_iterators(log):
+    yield from CountsIter(log, 2)
+    got = yield from GivesNextOnly()
+    yield got
+
+
+def delegates_to_a_generator_like_class(log):
+    got = yield from Echo(log)
+    yield got
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("actions", [[1, 2, 3, 4], [None, Throw(KeyError, ("k",))]])
+def test_yield_from_a_user_iterator_calls_iter_once(actions: list[object], backend: str) -> None:
+    # the transformed yield from asked the iterator for __iter__ again (and failed on one
+    # with __next__ only)
+    function = delegates_to_user_iterators
+    marked = contsnap.checkpointable(function)
+    check_generator_equivalence(function, marked, (LOG,), actions, backend=BACKENDS[backend])
+
+
+@pytest.mark.parametrize(
+    "actions", [[1, 2, 3, 4], [None, 5, Throw(KeyError, ("k",)), 6], [None, Throw(GeneratorExit)]]
+)
+def test_yield_from_still_sends_and_throws_to_the_iterator(actions: list[object]) -> None:
+    # (its own throw() runs its code: a snapshot of the delegating frame is refused)
+    function = delegates_to_a_generator_like_class
+    marked = contsnap.checkpointable(function)
+    modes = ("native", "transformed")
+    check_generator_equivalence(function, marked, (LOG,), actions, modes=modes)
+
+
 class CountsAIter:
     def __init__(self, log, n):
         self.log, self.n, self.i = log, n, 0

@@ -92,6 +92,13 @@ def _throw_detach(gen: Any) -> None:
         )
 
 
+def _kind_name(obj: Any) -> str:
+    """The type a delegate is named by: the user's iterator, not the runtime's wrapper."""
+    if type(obj) is _runtime.YieldFromIterator:
+        obj = obj.iterator
+    return type(obj).__qualname__
+
+
 def _has_own_throw(obj: Any) -> bool:
     try:
         return callable(getattr(obj, "throw", None))
@@ -110,7 +117,7 @@ def detach_obstacle(gen: Any) -> str | None:
             if type(member) in _PREFIX:
                 capture(member)
             elif not hasattr(type(member), "__contsnap_resume__") and _has_own_throw(member):
-                return f"it delegates to a {type(member).__qualname__} object with its own throw()"
+                return f"it delegates to a {_kind_name(member)} object with its own throw()"
     except NotCheckpointableError as exc:
         return str(exc).split(": ", 1)[-1]
     return None
@@ -151,7 +158,7 @@ def detach(gen: Any, *, owned: bool = True, keep: Callable[[Any], bool] | None =
         elif _has_own_throw(member):
             raise NotCheckpointableError(
                 f"cannot detach {info.qualname}: it delegates (yield from) to a "
-                f"{type(member).__qualname__} object, whose own throw() would run its code"
+                f"{_kind_name(member)} object, whose own throw() would run its code"
             )
     for inner in held if owned else ():
         if _attr(inner, "frame") is not None and not (keep is not None and keep(inner)):
