@@ -54,6 +54,12 @@ def _add_builtin_iterators() -> None:
 
 
 _add_builtin_iterators()
+STATE.add(
+    __name__,
+    "builtin_iters",
+    None,
+    "a cache of C iterator types a for loop runs as they are: it only grows, rightly",
+)
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class statement's (may be made per call)
 
 
