@@ -92,7 +92,7 @@ def deepcopy(gen: Any, memo: dict[int, Any]) -> Any:
 
 def make_genexp(factory: Any, iterator: Any) -> Any:
     """The generator expression ``factory`` makes, over ``iterator`` (at its position)."""
-    return _runtime.genexp(iterator, factory)
+    return _runtime.genexp(_runtime.reentered(iterator), factory)
 
 
 class _NoItems:

@@ -27,6 +27,7 @@ HELPERS = (
     "live",
     "yield_from_iter",
     "Detach",
+    "builtin_iters",  # last: a namespace bound by an older version has the others only
 )
 
 

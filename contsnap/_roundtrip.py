@@ -85,7 +85,7 @@ def _move(obj: Any) -> Any:
             # the driver moving ``obj`` is running: whatever refers to it keeps it
             payload, _captured, refs = to_payload(obj, keep=_running_generator)
             new = from_payload(payload, refs)
-            detach(obj)
+            detach(obj, keep=_running_generator)  # the copy holds what was kept
         else:
             rebuilt: list[Any] = []
             with _load_context():
@@ -288,8 +288,26 @@ class Driven:
     def __init__(self, function: types.FunctionType) -> None:
         self.__wrapped__ = function
         self._driver = _driver_for(function)
-        functools.update_wrapper(self, function)
-        self.__contsnap__ = function.__contsnap__  # type: ignore[attr-defined]
+        if hasattr(function, "__contsnap__"):
+            self._adopt()
+        else:
+            # being unpickled by value while its own globals name this wrapper (a
+            # recursive function of a doctest or exec namespace): its attributes come
+            # with its state, later; they are copied on first use (`__getattr__`)
+            self.__module__ = function.__module__
+
+    def _adopt(self) -> None:
+        functools.update_wrapper(self, self.__wrapped__)
+        self.__contsnap__ = self.__wrapped__.__contsnap__  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        # reached only for what the instance lacks: a wrapper made before its function was
+        # complete (see __init__) copies the function's attributes now
+        own = vars(self)
+        if "__contsnap__" not in own and hasattr(own.get("__wrapped__"), "__contsnap__"):
+            self._adopt()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def __code__(self) -> types.CodeType:
@@ -331,6 +349,8 @@ class Driven:
 
     def __reduce__(self) -> Any:
         # like a function: by import path where it is found there, else by value
+        if "__contsnap__" not in vars(self) and hasattr(self.__wrapped__, "__contsnap__"):
+            self._adopt()
         if "<locals>" not in self.__qualname__:
             module = sys.modules.get(self.__module__)
             found: Any = module

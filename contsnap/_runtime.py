@@ -9,6 +9,7 @@ snapshot machinery.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import itertools
@@ -21,33 +22,128 @@ from typing import Any
 from . import _labels
 from ._registry import STATE
 
+builtins_iter = iter
 iter = iter
 next = next
 type_of = type
 _TextIOWrapper = io.TextIOWrapper
-#: the iterators a ``for`` loop gives to `for_iter` (the loop takes ``iter()`` of its
-#: iterable itself, in C, and calls this Python function only for these)
+#: what transformed code of an older version checks (now `builtin_iters`)
 reread = frozenset({_TextIOWrapper, enumerate})
 
 
-def for_iter(iterable: Any) -> Any:
-    """The iterator of a ``for`` loop: ``iter(iterable)``, except for an open text file.
+class _Shared(set):  # type: ignore[type-arg]
+    """A set that pickles by name: the globals of a function saved by value hold it."""
 
-    CPython disables ``tell()`` on a text file while it is iterated with
-    ``next()``, so a snapshot could not say where the loop was. A seekable
-    text file is read with ``readline()`` instead (the same lines, with
-    ``tell()`` intact); ``iter(f.readline, "")`` is a C iterator that pickles
-    as the file (through its resource handler) and the sentinel.
+    def __reduce__(self) -> str:
+        return "builtin_iters"
+
+
+#: Iterator types that a ``for`` loop runs over as they are: their ``__iter__`` is C
+#: code that returns the iterator itself. The loop takes ``iter()`` of its iterable in
+#: C and calls `for_iter` (Python) only for the others; it adds each new such type.
+builtin_iters: set[type] = _Shared({types.GeneratorType, zip, map, filter, reversed})
+
+
+def _add_builtin_iterators() -> None:
+    made: list[Any] = [(), [], "", "\u20ac", b"", bytearray(), {}, {}.values(), {}.items()]
+    made += [set(), range(1), range(2**64), reversed([]), reversed({}), memoryview(b"")]
+    for thing in made:
+        with contextlib.suppress(TypeError):  # (what an older Python cannot iterate)
+            builtin_iters.add(type(builtins_iter(thing)))
+    builtin_iters.add(type(builtins_iter(int, 0)))
+
+
+_add_builtin_iterators()
+STATE.add(
+    __name__,
+    "builtin_iters",
+    None,
+    "a cache of C iterator types a for loop runs as they are: it only grows, rightly",
+)
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class statement's (may be made per call)
+
+
+def for_iter(iterator: Any) -> Any:
+    """What a ``for`` loop iterates, given ``iter(iterable)`` that is not of `builtin_iters`.
+
+    * An iterator whose ``__iter__`` is Python code, or that has none (Python's
+      loop calls ``iter()`` once, on the iterable, and accepts any object with
+      ``__next__``): wrapped in `ForIterator`, so that the native loop over it
+      does not call ``__iter__`` a second time.
+    * An open text file: CPython disables ``tell()`` on a text file while it is
+      iterated with ``next()``, so a snapshot could not say where the loop was.
+      A seekable text file is read with ``readline()`` instead (the same lines,
+      with ``tell()`` intact); ``iter(f.readline, "")`` is a C iterator that
+      pickles as the file (through its resource handler) and the sentinel.
     """
-    kind = type(iterable)
+    kind = type(iterator)
     if kind is _TextIOWrapper:
-        if not iterable.closed and iterable.seekable():
-            return iter(iterable.readline, "")
-    elif kind is enumerate:  # ``enumerate(f)`` holds the file itself: read it the same way
-        _make, (inner, start) = iterable.__reduce__()
+        if not iterator.closed and iterator.seekable():
+            return iter(iterator.readline, "")
+        return iterator
+    if kind is enumerate:  # ``enumerate(f)`` holds the file itself: read it the same way
+        _make, (inner, start) = iterator.__reduce__()
         if type(inner) is _TextIOWrapper and not inner.closed and inner.seekable():
             return enumerate(iter(inner.readline, ""), start)
-    return iter(iterable)
+        return iterator
+    own = getattr(kind, "__iter__", None)
+    if type(own) is not types.WrapperDescriptorType:
+        return ForIterator(iterator)
+    if not kind.__flags__ & _HEAP_TYPE:
+        builtin_iters.add(kind)
+    return iterator
+
+
+def reentered(iterator: Any) -> Any:
+    """The iterator a restored generator expression is made over again: it loops over it
+    with Python's own ``for`` (``async for``), which asks it for ``__iter__``
+    (``__aiter__``) once more. The expression did that once already, on its iterable:
+    an iterator whose own method is Python code (or missing) is wrapped, as `for_iter`
+    and `aiter` wrap it for a loop."""
+    kind = type(iterator)
+    if kind in builtin_iters or kind is ForIterator or kind is AsyncIterator:
+        return iterator
+    wrapper: type[ForIterator | AsyncIterator]
+    if hasattr(kind, "__next__"):
+        own, wrapper = getattr(kind, "__iter__", None), ForIterator
+    elif hasattr(kind, "__anext__") and kind is not types.AsyncGeneratorType:
+        own, wrapper = getattr(kind, "__aiter__", None), AsyncIterator
+    else:
+        return iterator
+    return iterator if type(own) is types.WrapperDescriptorType else wrapper(iterator)
+
+
+class ForIterator:
+    """A ``for`` loop's iterator whose own ``__iter__`` must not be called again."""
+
+    __slots__ = ("iterator",)
+
+    def __init__(self, iterator: Any) -> None:
+        self.iterator = iterator
+
+    def __iter__(self) -> ForIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return type(self.iterator).__next__(self.iterator)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ForIterator, (self.iterator,))
+
+
+class YieldFromIterator(ForIterator):
+    """`ForIterator` for ``yield from``, which also uses the iterator's ``send``,
+    ``throw`` and ``close`` when it has them (and names it when it has no ``send``)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("send", "throw", "close"):
+            return getattr(self.iterator, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (YieldFromIterator, (self.iterator,))
 
 
 class _Marker:
@@ -116,7 +212,16 @@ def yield_from_iter(obj: Any) -> Any:
         if sys._getframe(1).f_code.co_flags & (ITERABLE_COROUTINE | inspect.CO_COROUTINE):
             return obj
         raise TypeError("cannot 'yield from' a coroutine object in a non-coroutine generator")
-    return iter(obj)
+    iterator = iter(obj)
+    kind = type(iterator)
+    if (
+        kind in builtin_iters
+        or type(getattr(kind, "__iter__", None)) is types.WrapperDescriptorType
+    ):
+        return iterator
+    # the transformed ``yield from`` asks it for an iterator again: as in a for loop,
+    # an iterator whose own __iter__ is Python code (or missing) is not asked
+    return YieldFromIterator(iterator)
 
 
 def _enter(manager: Any, enter: str, exit_: str, protocol: str) -> Any:
@@ -160,10 +265,13 @@ def resume_delegate(delegate: Any) -> Any:
 
     A delegate restored in the same load is still unprimed: delegating to it
     primes it, and its ``PRIME`` travels up the chain (no extra frame per
-    level). A delegate that is already paused is wrapped in `Reattach`.
+    level). A delegate that is already paused is wrapped in `Reattach`, or in
+    `ReattachThrowing` when it has a ``throw`` method of its own.
     """
     if UNPRIMED.pop(id(delegate), None) is not None:
         return delegate
+    if hasattr(delegate, "throw"):
+        return ReattachThrowing(delegate)
     return Reattach(delegate)
 
 
@@ -171,8 +279,12 @@ class Reattach:
     """Lets a restored ``yield from`` re-enter a delegate that is already paused.
 
     Its first ``__next__`` returns `PRIME` without touching the delegate
-    (that is the priming step of restore); afterwards it forwards ``send``,
-    ``throw`` and ``close`` exactly as ``yield from`` would to the delegate.
+    (that is the priming step of restore); afterwards it forwards ``send``
+    and ``close`` exactly as ``yield from`` would to the delegate. It has no
+    ``throw``, like the delegates it stands for (a list iterator...): an
+    exception thrown in is then raised at the ``yield from`` itself, as
+    Python does, and a ``StopIteration`` thrown in is not taken for the
+    delegate's return.
     """
 
     __slots__ = ("_delegate", "_primed")
@@ -196,21 +308,21 @@ class Reattach:
             return self.__next__()
         return self._delegate.send(value)
 
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        throw = getattr(self._delegate, "throw", None)
-        if throw is not None:
-            if val is None and tb is None:
-                return throw(typ)
-            return throw(typ, val, tb)
-        if isinstance(typ, BaseException):
-            raise typ
-        exc = val if isinstance(val, BaseException) else typ(*(() if val is None else (val,)))
-        raise exc.with_traceback(tb) if tb is not None else exc
-
     def close(self) -> None:
         close = getattr(self._delegate, "close", None)
         if close is not None:
             close()
+
+
+class ReattachThrowing(Reattach):
+    """`Reattach` for a delegate with a ``throw`` method: forwards it."""
+
+    __slots__ = ()
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._delegate.throw(typ)
+        return self._delegate.throw(typ, val, tb)
 
 
 slice = slice
@@ -232,9 +344,9 @@ def aiter(obj: Any) -> Any:
     keeps in a local.
 
     The transformed loop is a native ``async for`` over that iterator, which asks it
-    for ``__aiter__`` again: an async iterator answers itself (as a ``for`` loop's
-    iterator does to ``__iter__``). One without ``__aiter__`` of its own, which
-    Python accepts from ``__aiter__``, is given one by `AsyncIterator`.
+    for ``__aiter__`` again: an async generator answers itself in C. Any other is
+    given the ``__aiter__`` of `AsyncIterator`, so that Python code of its own is not
+    called a second time (nor missed: Python accepts one without ``__aiter__``).
     """
     method = getattr(type(obj), "__aiter__", None)
     if method is None:
@@ -243,8 +355,10 @@ def aiter(obj: Any) -> Any:
         )
     iterator = method(obj)
     kind = type(iterator)
-    if kind is types.AsyncGeneratorType or hasattr(kind, "__aiter__"):
+    if kind is types.AsyncGeneratorType:
         return iterator
+    if type(getattr(kind, "__aiter__", None)) is types.WrapperDescriptorType:
+        return iterator  # C code that returns the iterator itself
     if not hasattr(kind, "__anext__"):
         raise TypeError(
             "'async for' received an object from __aiter__ that does not implement "

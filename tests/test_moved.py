@@ -87,6 +87,8 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap._runtime", "AsyncIterator"),
         ("contsnap._runtime", "AwaitGenerator"),
         ("contsnap._runtime", "END"),
+        ("contsnap._runtime", "ForIterator"),
+        ("contsnap._runtime", "YieldFromIterator"),
         ("contsnap._runtime", "PRIME"),
         ("contsnap._runtime", "Reattach"),
         ("contsnap._runtime", "UNBOUND"),

@@ -100,7 +100,7 @@ def test_programs_use_the_advertised_forms() -> None:
         " := ", "*mid", "yield from held", "% (Shown(", "nonlocal c", "lambda", "[q for q in", "return", "raise",
         "+= yield", "box.attr +=", "] += yield", "f'{", "if (yield", "bump(",
         "window[", "known(", 'table["grown"]', "bytes(buf)", "for v in items[", "for q in range(p)",
-        "cycle(x", "(g * ",
+        "cycle(x", "(g * ", "in Steps(log", "in Countdown(", "yield from items[",
     ]  # fmt: skip
     seen = forms_seen(generator_programs(), wanted, lambda source: source.split("class Box:")[1])
     assert set(wanted) - seen == set()

@@ -50,8 +50,11 @@ def _reduce_generator(gen: Any) -> tuple[Any, ...]:
         return (new_generator, _args(shallow))
     if info_of(gen) is not None:
         state = capture(gen)
-        reduced = _with_context(gen, _reduce_state(state, _chain_below(state, _never)))
-        if _plainly_picklable(reduced):
+        chain = _chain_below(state, _never)
+        reduced = _with_context(gen, _reduce_state(state, chain))
+        # the generators it delegates to pickle without a check of their own (their
+        # locals are in the _Chain): their function's cells (a method's __class__) too
+        if _plainly_picklable(reduced, [_args(below) for _member, below in chain]):
             # Named in full, not by an extension code: unpickling it first imports contsnap,
             # which registers the codes the rest of the stream uses ("unregistered extension
             # code 240" for a process that had not imported contsnap)

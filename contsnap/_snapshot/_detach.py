@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+from collections.abc import Callable
 from typing import Any
 
 from .. import _genexps, _runtime
@@ -91,6 +92,13 @@ def _throw_detach(gen: Any) -> None:
         )
 
 
+def _kind_name(obj: Any) -> str:
+    """The type a delegate is named by: the user's iterator, not the runtime's wrapper."""
+    if type(obj) is _runtime.YieldFromIterator:
+        obj = obj.iterator
+    return type(obj).__qualname__
+
+
 def _has_own_throw(obj: Any) -> bool:
     try:
         return callable(getattr(obj, "throw", None))
@@ -109,19 +117,21 @@ def detach_obstacle(gen: Any) -> str | None:
             if type(member) in _PREFIX:
                 capture(member)
             elif not hasattr(type(member), "__contsnap_resume__") and _has_own_throw(member):
-                return f"it delegates to a {type(member).__qualname__} object with its own throw()"
+                return f"it delegates to a {_kind_name(member)} object with its own throw()"
     except NotCheckpointableError as exc:
         return str(exc).split(": ", 1)[-1]
     return None
 
 
-def detach(gen: Any, *, owned: bool = True) -> None:
+def detach(gen: Any, *, owned: bool = True, keep: Callable[[Any], bool] | None = None) -> None:
     """End ``gen`` without running its ``finally`` blocks or context-manager exits.
 
     The whole ``yield from`` / ``await`` chain is ended, and so are the
     checkpointable generators the frames hold in their locals (a ``for``
     loop's iterator, a ``@contextmanager``, an ``async for``'s async
-    generator): their continuation moved with the snapshot too.
+    generator): their continuation moved with the snapshot too. Those for
+    which ``keep`` is true are left alone: the snapshot passed them by
+    reference (``to_payload``'s ``keep``).
     """
     info = _expect_generator(gen, "detach()")
     if _running(gen):
@@ -148,11 +158,11 @@ def detach(gen: Any, *, owned: bool = True) -> None:
         elif _has_own_throw(member):
             raise NotCheckpointableError(
                 f"cannot detach {info.qualname}: it delegates (yield from) to a "
-                f"{type(member).__qualname__} object, whose own throw() would run its code"
+                f"{_kind_name(member)} object, whose own throw() would run its code"
             )
     for inner in held if owned else ():
-        if _attr(inner, "frame") is not None:
-            detach(inner)
+        if _attr(inner, "frame") is not None and not (keep is not None and keep(inner)):
+            detach(inner, keep=keep)
     _throw_detach(gen)
 
 

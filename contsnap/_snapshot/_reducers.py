@@ -72,9 +72,9 @@ _NEEDS_CONTSNAP = frozenset(
 )
 
 
-def _plainly_picklable(reduced: tuple[Any, ...]) -> bool:
+def _plainly_picklable(reduced: tuple[Any, ...], also: Any = ()) -> bool:
     try:
-        _Probe(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(reduced[1:3])
+        _Probe(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump((reduced[1:3], also))
     except RecursionError:
         return False
     except Exception:

@@ -53,7 +53,7 @@ _DEFINITIONS = frozenset({cst.FunctionDef, cst.ClassDef})
 
 #: the runtime helpers transformed code calls by global names of their own (see _labels)
 FOR_ITER, WITH_ENTER, WITH_EXIT = helper("for_iter"), helper("with_enter"), helper("with_exit")
-ITER, TYPE_OF, REREAD = helper("iter"), helper("type_of"), helper("reread")
+ITER, TYPE_OF, BUILTIN_ITERS = helper("iter"), helper("type_of"), helper("builtin_iters")
 IS_DETACH, LIVE, DETACH = helper("is_detach"), helper("live"), helper("Detach")
 YIELD_FROM_ITER = helper("yield_from_iter")
 
@@ -712,12 +712,12 @@ class BodyProcessor:
         pre, iterable = self.anf(node.iter)
         iterator = self.fresh_name("iter")
         self.fresh_name("item")  # unused now: keeps the later names (saved by name) as they were
-        # ``for_iter(iterable)``, with the usual case (not a text file) called in C only
+        # ``for_iter(iter(iterable))``, with the usual case (a builtin iterator) in C only
         setup = plain(
             [
                 self.line(f"{iterator} = {ITER}({self.code(iterable)})"),
                 block(
-                    f"if {TYPE_OF}({iterator}) in {REREAD}:",
+                    f"if {TYPE_OF}({iterator}) not in {BUILTIN_ITERS}:",
                     self._line,
                     [self.line(f"{iterator} = {FOR_ITER}({iterator})")],
                 ),
@@ -1173,28 +1173,38 @@ class BodyProcessor:
         return Out(fresh, resume, frozenset(labels))
 
     def plant(self, held: str, labels: frozenset[int]) -> Line:
-        """Re-enter a handler while resuming: raise the saved exception it was handling."""
+        """Re-enter a handler while resuming: raise the saved exception it was handling.
+
+        Its traceback and ``__context__`` are kept aside for `unplant`: the ``raise``
+        would set the context to whatever the code that restores the generator is
+        handling (a ``loads`` in an ``except`` clause).
+        """
         return block(
             f"if _cs_resuming and ({cond(labels)}):",
             self._line,
-            [self.line(f"_cs_tb = {held}.__traceback__"), self.line(f"raise {held}")],
+            [
+                self.line(f"_cs_tb = {held}.__traceback__, {held}.__context__"),
+                self.line(f"raise {held}"),
+            ],
         )
 
     def unplant(self, held: str) -> Line:
-        """First thing in a re-entered handler: give the exception back its own traceback.
+        """First thing in a re-entered handler: give the exception back its own traceback
+        and context.
 
-        An exception that went through pickle has none; it keeps the entry of the
-        resume point, so its traceback still leads into this function.
+        An exception that went through pickle has no traceback; it keeps the entry of
+        the resume point, so its traceback still leads into this function.
         """
         return block(
             "if _cs_resuming:",
             self._line,
             [
                 block(
-                    "if _cs_tb is not None:",
+                    "if _cs_tb[0] is not None:",
                     self._line,
-                    [self.line(f"{held}.__traceback__ = _cs_tb")],
+                    [self.line(f"{held}.__traceback__ = _cs_tb[0]")],
                 ),
+                self.line(f"{held}.__context__ = _cs_tb[1]"),
                 self.line("_cs_tb = None"),
             ],
         )

@@ -127,6 +127,7 @@ def _for(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
     ints = (*scope.ints, item)
     keys = scope.keys
     sources = ["range", "range-of", "items", "table", "enumerate", "zip", "genexp"]
+    sources += ["steps", "countdown"]
     if scope.dialect == "sync" and scope.inner_cost and scope.inner_cost * 2 < budget:
         sources += ["inner", "inner", "inner"]
     if scope.agen_rounds and scope.agen_cost * 2 < budget:
@@ -152,6 +153,10 @@ def _for(draw: st.DrawFn, scope: _Scope, budget: int) -> tuple[_Lines, int]:
         ints = (*ints, value)
     elif source == "genexp":  # the loop's iterator is a generator expression, held across
         header = f"for {item} in (g * {_small(draw)} for g in range({rounds}) if g != 1):"
+    elif source == "steps":  # an iterator class of Python code: __iter__ is called once
+        header = f"for {item} in Steps(log, {rounds}):"
+    elif source == "countdown":  # its iterator has no __iter__
+        header = f"for {item} in Countdown({rounds}):"
     elif source == "agen":  # an async for: each value the async generator yields is a round
         rounds = scope.agen_rounds
         header = f"async for {item} in agen({_int_expr(draw, scope, 1, yields=False)}, log):"
@@ -329,7 +334,9 @@ def generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
 
     Its body mixes assignments and int arithmetic; if/elif/else; ``while``
     loops with counters and ``for`` loops over ``range``, list slices,
-    ``dict.items()``, ``enumerate``, ``zip`` and the generator ``inner``; break
+    ``dict.items()``, ``enumerate``, ``zip``, the generator ``inner``, an
+    iterator class of Python code that logs its ``__iter__`` and an iterable
+    whose iterator has ``__next__`` only; break
     and continue; loop ``else``; try/except/else/finally with yields in every
     clause, deliberate ``ValueError``/``KeyError`` and bare re-raise; ``with``
     over a logging context manager that sometimes swallows the exception;
@@ -340,7 +347,8 @@ def generator_programs(draw: st.DrawFn, max_steps: int = 200) -> str:
     ``nonlocal`` and lambdas reading locals (cell variables); list
     comprehensions; generator expressions held across a yield and read after it
     (one ``for``, several, nested, under ``itertools.cycle``, a ``for`` loop's own
-    iterable); early ``return``; ``yield from inner(...)``, where
+    iterable); early ``return``; ``yield from`` a list slice (whose iterator
+    has no ``throw``); ``yield from inner(...)``, where
     ``inner(n, log)`` is a second, smaller random generator function at module
     level (defined when ``gen`` calls it), also held unstarted across a yield
     first. Every function appends its side effects to ``log``. Each function also

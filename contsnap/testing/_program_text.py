@@ -58,6 +58,46 @@ class Shown:
     def __repr__(self):
         self.log.append(("repr", self.value))
         return repr(self.value)
+
+
+class Steps:
+    """An iterator written in Python that logs each call of its ``__iter__``: a for
+    loop makes one, on its iterable."""
+
+    def __init__(self, log, n):
+        self.log = log
+        self.n = n
+
+    def __iter__(self):
+        self.log.append(("iter", self.n))
+        return self
+
+    def __next__(self):
+        if self.n <= 0:
+            raise StopIteration
+        self.n -= 1
+        return self.n
+
+
+class Countdown:
+    """An iterable whose iterator has ``__next__`` only, which a for loop accepts."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        return Ticks(self.n)
+
+
+class Ticks:
+    def __init__(self, n):
+        self.n = n
+
+    def __next__(self):
+        if self.n <= 0:
+            raise StopIteration
+        self.n -= 1
+        return self.n * 2
 '''
 
 # Locals every generated function starts with: three ints, a list that never

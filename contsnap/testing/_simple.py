@@ -150,7 +150,9 @@ def _simple_form(draw: st.DrawFn, scope: _Scope, kind: str, target: str, value: 
         if live == "grow":  # inside a loop over the dict, its next step raises RuntimeError
             return [f"if {_condition(draw, scope)}:", f'    table["grown"] = {value}']
         return [live]
-    form = draw(st.integers(0, 2))
+    form = draw(st.integers(0, 3))
+    if form == 3:  # a list iterator has no throw(): what is thrown in is raised here
+        return [f"yield from items[{_small(draw, 0, 2)}:][:1]"]
     if form == 2:  # held unstarted across a suspension: saved before its first step
         held = scope.fresh("held")
         return [f"{held} = inner({value}, log)", "yield", f"{target} = yield from {held}"]
