@@ -293,45 +293,53 @@ class Driven:
     ``unittest``'s async test cases) see what it is; it binds as a method.
     A call made by transformed code is not driven: the caller's own driver
     moves the whole chain.
+
+    What it calls lives in slots, out of reach of ``functools.wraps`` applied
+    to it (``@wraps(f) async def wrapper``), which sets ``__wrapped__`` and
+    copies ``f``'s attributes over the wrapper's, as it does natively.
     """
 
+    __slots__ = ("__dict__", "__weakref__", "_cs_driver", "_cs_function")
     __name__: str
     __qualname__: str
 
     def __init__(self, function: types.FunctionType) -> None:
-        self.__wrapped__ = function
-        self._driver = _driver_for(function)
+        self._cs_function = function
+        self._cs_driver = _driver_for(function)
         functools.update_wrapper(self, function)
-        self.__contsnap__ = function.__contsnap__  # type: ignore[attr-defined]
+
+    @property
+    def __contsnap__(self) -> Any:
+        return self._cs_function.__contsnap__  # type: ignore[attr-defined]
 
     @property
     def __code__(self) -> types.CodeType:
-        return self.__wrapped__.__code__
+        return self._cs_function.__code__
 
     @property
     def __defaults__(self) -> tuple[Any, ...] | None:
-        return self.__wrapped__.__defaults__
+        return self._cs_function.__defaults__
 
     @property
     def __kwdefaults__(self) -> dict[str, Any] | None:
-        return self.__wrapped__.__kwdefaults__
+        return self._cs_function.__kwdefaults__
 
     @property
     def __globals__(self) -> dict[str, Any]:
-        return self.__wrapped__.__globals__
+        return self._cs_function.__globals__
 
     @property
     def __closure__(self) -> tuple[types.CellType, ...] | None:
-        return self.__wrapped__.__closure__
+        return self._cs_function.__closure__
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         caller = sys._getframe(1)
-        made = self.__wrapped__(*args, **kwargs)
+        made = self._cs_function(*args, **kwargs)
         while caller.f_back is not None and caller.f_globals.get("__name__") in _HELPERS:
             caller = caller.f_back  # called for transformed code (an async with's __aenter__)
         if info_of_code(caller.f_code) is not None:
             return made  # driven by the transformed frame that holds it
-        driver = self._driver(made)
+        driver = self._cs_driver(made)
         driver.__name__ = self.__name__  # names stay the user's (even if reassigned)
         driver.__qualname__ = self.__qualname__
         return driver
@@ -351,7 +359,7 @@ class Driven:
                 found = getattr(found, part, None)
             if found is self:
                 return self.__qualname__
-        return (wrap, (self.__wrapped__,))
+        return (wrap, (self._cs_function,))
 
 
 def info_of_code(code: types.CodeType) -> Any:

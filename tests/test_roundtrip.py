@@ -135,6 +135,46 @@ PACKAGE = {
                     await task
                 self.assertEqual(coros.LOG, ["finally"])
     """,
+    "pkgrt/wrapped.py": """
+        import functools
+        import contsnap
+
+        def sync(function):  # asyncstdlib.sync: an awaitable form of a plain function
+            @functools.wraps(function)
+            async def async_wrapped(*args, **kwargs):
+                await contsnap.checkpoint()
+                return function(*args, **kwargs)
+            return async_wrapped
+
+        def plus_ten(x):
+            return x + 10
+
+        def numbered(generator_function):  # functools.wraps of another marked function
+            @functools.wraps(generator_function)
+            def numbered_wrapper(*args):
+                for i, item in enumerate(generator_function(*args)):
+                    yield i, item
+            return numbered_wrapper
+
+        def letters(word):
+            yield from word
+    """,
+    "test_pkgrt_wrapped.py": """
+        import asyncio
+        import weakref
+
+        from pkgrt import wrapped
+
+        def test_functools_wraps_over_a_marked_function():
+            synced = wrapped.sync(wrapped.plus_ten)
+            assert synced.__wrapped__ is wrapped.plus_ten
+            assert synced.__name__ == "plus_ten"
+            assert asyncio.run(synced(x=1)) == 11
+            numbered = wrapped.numbered(wrapped.letters)
+            assert numbered.__wrapped__ is wrapped.letters
+            assert list(numbered("ab")) == [(0, "a"), (1, "b")]
+            assert weakref.ref(numbered)() is numbered
+    """,
     "test_pkgrt.py": """
         from pkgrt import gens
 
@@ -166,7 +206,9 @@ def project(tmp_path: Path) -> Path:
 def _pytest(
     project: Path, *args: str, env: dict[str, str] | None = None, tests: str = "test_pkgrt.py"
 ) -> str:
-    environment = dict(os.environ, PYTHONPATH=str(project), **(env or {}))
+    # this checkout's contsnap, not the one the interpreter has installed
+    path = os.pathsep.join([str(project), *(p for p in sys.path if p)])
+    environment = dict(os.environ, PYTHONPATH=path, **(env or {}))
     environment.pop("CONTSNAP_ROUNDTRIP", None)
     environment.update(env or {})
     out = subprocess.run(
@@ -225,3 +267,13 @@ def test_coroutines_and_async_generators_are_moved_too(
     assert summary["round_trips"]["async_generator"] >= 4
     skipped = summary["skipped_suspensions"]
     assert any("coroutine object sleep" in reason for reason in skipped), skipped
+
+
+@pytest.mark.parametrize("flag", ["--contsnap-roundtrip", "--contsnap-roundtrip-pickle"])
+def test_functools_wraps_applied_to_a_driven_function(project: Path, flag: str) -> None:
+    # @wraps(f) over a marked function sets its __wrapped__ and copies f's attributes
+    # over it: the driven form must keep calling its own function (asyncstdlib.sync)
+    output = _pytest(project, "--contsnap-hook=pkgrt", flag, tests="test_pkgrt_wrapped.py")
+    assert "1 passed" in output
+    line = next(x for x in output.splitlines() if x.startswith("contsnap round trips"))
+    assert int(line.split(":")[1].split()[0]) >= 3
