@@ -33,6 +33,7 @@ import json
 import os
 import re
 import sys
+import threading
 import types
 from typing import Any
 
@@ -73,8 +74,27 @@ SKIPPED: collections.Counter[str] = collections.Counter()
 STATE.add(__name__, "SKIPPED")
 
 
+#: ``moving`` is set in a thread while it moves an object: what runs then (a
+#: ``__reduce__`` the pickler calls, which may drive a generator) is not moved
+_MOVE = threading.local()
+STATE.add(__name__, "_MOVE", "attributes")
+#: how such a suspension is counted in the report
+NESTED = "a suspension while another move pickles (a __reduce__ running a generator)"
+
+
 def _move(obj: Any) -> Any:
     """A restored copy of a suspended ``obj``; ``obj`` itself is detached."""
+    if getattr(_MOVE, "moving", False):
+        SKIPPED[NESTED] += 1
+        return obj
+    _MOVE.moving = True
+    try:
+        return _move_now(obj)
+    finally:
+        _MOVE.moving = False
+
+
+def _move_now(obj: Any) -> Any:
     kind = type(obj).__name__
     obstacle = _obstacle(obj)
     if obstacle is not None:

@@ -175,6 +175,28 @@ PACKAGE = {
             assert list(numbered("ab")) == [(0, "a"), (1, "b")]
             assert weakref.ref(numbered)() is numbered
     """,
+    "pkgrt/linked.py": """
+        class Chain:  # boltons.dictutils.OMD: pickled through its own generator
+            def __init__(self, items):
+                self.items = list(items)
+
+            def __iter__(self):
+                for item in self.items:
+                    yield item
+
+            def __reduce__(self):
+                return (Chain, (list(self),))
+
+        def walk(chain):
+            for item in chain:
+                yield item
+    """,
+    "test_pkgrt_linked.py": """
+        from pkgrt import linked
+
+        def test_a_generator_run_by_a_reduce_while_its_caller_is_moved():
+            assert list(linked.walk(linked.Chain("abc"))) == ["a", "b", "c"]
+    """,
     "test_pkgrt.py": """
         from pkgrt import gens
 
@@ -217,6 +239,7 @@ def _pytest(
         capture_output=True,
         text=True,
         env=environment,
+        timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -277,3 +300,20 @@ def test_functools_wraps_applied_to_a_driven_function(project: Path, flag: str) 
     assert "1 passed" in output
     line = next(x for x in output.splitlines() if x.startswith("contsnap round trips"))
     assert int(line.split(":")[1].split()[0]) >= 3
+
+
+@pytest.mark.parametrize("mode", ["1", "pickle"])
+def test_a_generator_run_while_a_move_pickles_is_not_moved(
+    project: Path, tmp_path: Path, mode: str
+) -> None:
+    # pickling walk()'s frame calls Chain.__reduce__, which runs Chain.__iter__, a marked
+    # generator: moving that one too pickled the chain again, without end
+    report = tmp_path / "report.json"
+    env = {"CONTSNAP_ROUNDTRIP": mode, "CONTSNAP_ROUNDTRIP_REPORT": str(report)}
+    output = _pytest(project, "--contsnap-hook=pkgrt", env=env, tests="test_pkgrt_linked.py")
+    assert "1 passed" in output
+    summary = json.loads(report.read_text())
+    assert summary["failures"] == {}
+    assert summary["round_trips"]["generator"] >= 3
+    if mode == "pickle":
+        assert sum(n for why, n in summary["skipped_suspensions"].items() if "move" in why)
