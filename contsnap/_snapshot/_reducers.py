@@ -50,6 +50,11 @@ class _Probe(pickle.Pickler):
             )
         ):
             raise _NeedsContsnap
+        if (
+            kind in (types.BuiltinMethodType, types.MethodWrapperType)
+            and reduce_bound_method(obj) is not NotImplemented
+        ):
+            raise _NeedsContsnap  # pickle's getattr would find another method
         if kind in _PREFIX:
             if info_of(obj) is None:
                 raise _NeedsContsnap  # a generator expression (or a refusal to name)
@@ -157,6 +162,53 @@ def _reduce_range_iterator(iterator: Any) -> tuple[Any, ...]:
     _iter, (whole,), position = iterator.__reduce__()
     # 3.12+ give the range still to go and no position; 3.10-3.11 the whole and where
     return (range_iterator, (whole.start, whole.stop, whole.step, position or 0))
+
+
+def bound_method(owner_class: type, name: str, owner: Any) -> Any:
+    """``owner_class``'s own built-in method ``name``, bound to ``owner``."""
+    descriptor = owner_class.__dict__[name]
+    if not isinstance(descriptor, _BUILTIN_DESCRIPTORS):
+        raise SnapshotCorruptError(
+            f"a saved built-in method names {owner_class.__qualname__}.{name}, "
+            f"which is not a built-in method descriptor"
+        )
+    return descriptor.__get__(owner, type(owner))
+
+
+_BUILTIN_DESCRIPTORS = (
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.ClassMethodDescriptorType,
+)
+
+
+def reduce_bound_method(method: Any) -> Any:
+    """A built-in method bound to an object, saved as the class's method that it is.
+
+    Pickle saves it as ``getattr(owner, name)``, which finds what the owner's class
+    says now: for ``super().__getitem__`` of a ``dict`` subclass that overrides
+    ``__getitem__``, the override (a restored frame then called another method).
+    NotImplemented where that ``getattr`` finds this very method.
+    """
+    owner = method.__self__
+    if owner is None or isinstance(owner, (types.ModuleType, type)):
+        return NotImplemented
+    name = method.__name__
+    try:
+        if getattr(owner, name, None) == method:
+            return NotImplemented
+    except Exception:  # an owner's __getattr__ or __eq__ that fails: look in its class
+        pass
+    for owner_class in type(owner).__mro__:
+        descriptor = owner_class.__dict__.get(name)
+        if isinstance(descriptor, _BUILTIN_DESCRIPTORS):
+            try:
+                found = descriptor.__get__(owner, type(owner)) == method
+            except Exception:
+                continue
+            if found:
+                return (bound_method, (owner_class, name, owner))
+    return NotImplemented
 
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
