@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 import pickle
 import subprocess
@@ -574,3 +575,28 @@ def test_a_builtin_method_got_through_super_stays_that_method(way: str) -> None:
     assert next(gen) == 2
     copied = WAYS[way](gen)
     assert list(copied) == [1, (5, True)]
+
+
+_MARKER = object()  # more-itertools' _marker: compared by identity
+
+
+@contsnap.checkpointable
+def pairs_equal(*iterables):
+    held = _MARKER
+    for combo in itertools.zip_longest(*iterables, fillvalue=_MARKER):
+        if any(value is _MARKER for value in combo):
+            raise ValueError("unequal lengths")
+        yield combo
+    yield held is _MARKER
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_a_module_level_sentinel_stays_itself(way: str) -> None:
+    # a copied object() would never be `is` the module's again: the loop ran forever
+    gen = pairs_equal([1, 2], "ab")
+    assert next(gen) == (1, "a")
+    assert list(WAYS[way](gen)) == [(2, "b"), True]
+    short = pairs_equal([1, 2], "a")
+    next(short)
+    with pytest.raises(ValueError, match="unequal"):
+        next(WAYS[way](short))

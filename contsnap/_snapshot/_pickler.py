@@ -45,6 +45,7 @@ from ._reducers import (
     _SessionGlobals,
     rebuild_exception,
     reduce_bound_method,
+    reduce_sentinel,
     set_exception_state,
     set_function_state,
     set_main_function_state,
@@ -141,6 +142,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return (_no_traceback, ())  # as pickle drops an exception's traceback
         if kind is types.BuiltinMethodType or kind is types.MethodWrapperType:
             reduced = reduce_bound_method(obj)
+        elif kind is object:
+            reduced = reduce_sentinel(obj)
         else:
             reduced = reduce_inline(obj, kind)
         if reduced is not NotImplemented:

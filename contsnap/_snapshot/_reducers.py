@@ -18,6 +18,7 @@ from typing import Any
 from .. import _resources, _views
 from .._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from .._info import FunctionInfo, adopt_function, current_session
+from .._registry import STATE
 from ._capture import _PREFIX, info_of
 from ._restore import closed_generator, new_generator
 
@@ -55,6 +56,8 @@ class _Probe(pickle.Pickler):
             and reduce_bound_method(obj) is not NotImplemented
         ):
             raise _NeedsContsnap  # pickle's getattr would find another method
+        if kind is object and reduce_sentinel(obj) is not NotImplemented:
+            raise _NeedsContsnap  # a module's sentinel: pickle would copy it
         if kind in _PREFIX:
             if info_of(obj) is None:
                 raise _NeedsContsnap  # a generator expression (or a refusal to name)
@@ -209,6 +212,55 @@ def reduce_bound_method(method: Any) -> Any:
             if found:
                 return (bound_method, (owner_class, name, owner))
     return NotImplemented
+
+
+def module_global(module: str, name: str) -> Any:
+    """The module-level ``object()`` that a snapshot named (see `reduce_sentinel`)."""
+    value = getattr(importlib.import_module(module), name, None)
+    if type(value) is not object:
+        raise SnapshotCorruptError(
+            f"a saved sentinel names {module}.{name}, which is not a plain object() there"
+        )
+    return value
+
+
+#: plain ``object()`` instances found among module globals: (object, module, name) by id
+_SENTINELS: dict[int, tuple[object, str, str]] = {}
+STATE.add(__name__, "_SENTINELS", "clear")  # module-level sentinels found so far
+#: how many modules were loaded when `_SENTINELS` was last filled
+_sentinels_scanned = 0
+STATE.add(__name__, "_sentinels_scanned", "initial")
+
+
+def reduce_sentinel(obj: object) -> Any:
+    """A plain ``object()`` that is a module's global (``_marker = object()``): by name.
+
+    Copied, it would be a new object, and the code that compares with it by
+    ``is`` (more-itertools' ``zip_longest(..., fillvalue=_marker)``) would never
+    find it again. NotImplemented for any other ``object()``.
+    """
+    found = _SENTINELS.get(id(obj))
+    if (found is None or found[0] is not obj) and len(sys.modules) != _sentinels_scanned:
+        _scan_sentinels()
+        found = _SENTINELS.get(id(obj))
+    if found is None or found[0] is not obj:
+        return NotImplemented
+    module = sys.modules.get(found[1])
+    if getattr(module, "__dict__", {}).get(found[2]) is not obj:
+        return NotImplemented  # rebound since
+    return (module_global, found[1:])
+
+
+def _scan_sentinels() -> None:
+    global _sentinels_scanned
+    _sentinels_scanned = len(sys.modules)
+    for module_name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict) or module_name in ("__main__", "__mp_main__"):
+            continue  # a script's module is another one where the snapshot loads
+        for name, value in list(namespace.items()):
+            if type(value) is object and id(value) not in _SENTINELS:
+                _SENTINELS[id(value)] = (value, module_name, name)
 
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")
