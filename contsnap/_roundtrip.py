@@ -33,6 +33,7 @@ import json
 import os
 import re
 import sys
+import threading
 import types
 from typing import Any
 
@@ -73,8 +74,27 @@ SKIPPED: collections.Counter[str] = collections.Counter()
 STATE.add(__name__, "SKIPPED")
 
 
+#: ``moving`` is set in a thread while it moves an object: what runs then (a
+#: ``__reduce__`` the pickler calls, which may drive a generator) is not moved
+_MOVE = threading.local()
+STATE.add(__name__, "_MOVE", "attributes")
+#: how such a suspension is counted in the report
+NESTED = "a suspension while another move pickles (a __reduce__ running a generator)"
+
+
 def _move(obj: Any) -> Any:
     """A restored copy of a suspended ``obj``; ``obj`` itself is detached."""
+    if getattr(_MOVE, "moving", False):
+        SKIPPED[NESTED] += 1
+        return obj
+    _MOVE.moving = True
+    try:
+        return _move_now(obj)
+    finally:
+        _MOVE.moving = False
+
+
+def _move_now(obj: Any) -> Any:
     kind = type(obj).__name__
     obstacle = _obstacle(obj)
     if obstacle is not None:
@@ -280,63 +300,69 @@ class Driven:
     ``unittest``'s async test cases) see what it is; it binds as a method.
     A call made by transformed code is not driven: the caller's own driver
     moves the whole chain.
+
+    What it calls lives in slots, out of reach of ``functools.wraps`` applied
+    to it (``@wraps(f) async def wrapper``), which sets ``__wrapped__`` and
+    copies ``f``'s attributes over the wrapper's, as it does natively.
     """
 
+    __slots__ = ("__dict__", "__weakref__", "_cs_driver", "_cs_function")
     __name__: str
     __qualname__: str
 
     def __init__(self, function: types.FunctionType) -> None:
-        self.__wrapped__ = function
-        self._driver = _driver_for(function)
+        self._cs_function = function
+        self._cs_driver = _driver_for(function)
         if hasattr(function, "__contsnap__"):
-            self._adopt()
+            functools.update_wrapper(self, function)
         else:
             # being unpickled by value while its own globals name this wrapper (a
             # recursive function of a doctest or exec namespace): its attributes come
             # with its state, later; they are copied on first use (`__getattr__`)
             self.__module__ = function.__module__
 
-    def _adopt(self) -> None:
-        functools.update_wrapper(self, self.__wrapped__)
-        self.__contsnap__ = self.__wrapped__.__contsnap__  # type: ignore[attr-defined]
+    @property
+    def __contsnap__(self) -> Any:
+        return self._cs_function.__contsnap__  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:
         # reached only for what the instance lacks: a wrapper made before its function was
         # complete (see __init__) copies the function's attributes now
-        own = vars(self)
-        if "__contsnap__" not in own and hasattr(own.get("__wrapped__"), "__contsnap__"):
-            self._adopt()
-            return getattr(self, name)
+        if not name.startswith("_cs_") and "__wrapped__" not in vars(self):
+            function = self._cs_function
+            if hasattr(function, "__contsnap__"):
+                functools.update_wrapper(self, function)
+                return getattr(self, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def __code__(self) -> types.CodeType:
-        return self.__wrapped__.__code__
+        return self._cs_function.__code__
 
     @property
     def __defaults__(self) -> tuple[Any, ...] | None:
-        return self.__wrapped__.__defaults__
+        return self._cs_function.__defaults__
 
     @property
     def __kwdefaults__(self) -> dict[str, Any] | None:
-        return self.__wrapped__.__kwdefaults__
+        return self._cs_function.__kwdefaults__
 
     @property
     def __globals__(self) -> dict[str, Any]:
-        return self.__wrapped__.__globals__
+        return self._cs_function.__globals__
 
     @property
     def __closure__(self) -> tuple[types.CellType, ...] | None:
-        return self.__wrapped__.__closure__
+        return self._cs_function.__closure__
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         caller = sys._getframe(1)
-        made = self.__wrapped__(*args, **kwargs)
+        made = self._cs_function(*args, **kwargs)
         while caller.f_back is not None and caller.f_globals.get("__name__") in _HELPERS:
             caller = caller.f_back  # called for transformed code (an async with's __aenter__)
         if info_of_code(caller.f_code) is not None:
             return made  # driven by the transformed frame that holds it
-        driver = self._driver(made)
+        driver = self._cs_driver(made)
         driver.__name__ = self.__name__  # names stay the user's (even if reassigned)
         driver.__qualname__ = self.__qualname__
         return driver
@@ -349,8 +375,8 @@ class Driven:
 
     def __reduce__(self) -> Any:
         # like a function: by import path where it is found there, else by value
-        if "__contsnap__" not in vars(self) and hasattr(self.__wrapped__, "__contsnap__"):
-            self._adopt()
+        if "__wrapped__" not in vars(self) and hasattr(self._cs_function, "__contsnap__"):
+            functools.update_wrapper(self, self._cs_function)  # see __getattr__
         if "<locals>" not in self.__qualname__:
             module = sys.modules.get(self.__module__)
             found: Any = module
@@ -358,7 +384,7 @@ class Driven:
                 found = getattr(found, part, None)
             if found is self:
                 return self.__qualname__
-        return (wrap, (self.__wrapped__,))
+        return (wrap, (self._cs_function,))
 
 
 def info_of_code(code: types.CodeType) -> Any:

@@ -363,6 +363,22 @@ def test_async_comprehensions_are_captured_at_every_await() -> None:
     assert drive(comprehensions([1, 2, 3]), roundtrip=True) == expected
 
 
+@contsnap.checkpointable
+async def set_of(xs):
+    set = frozenset  # asyncstdlib's module defines `async def set`
+    distinct = {v async for v in numbers(xs) if v}
+    return distinct, set
+
+
+def test_an_awaiting_set_comprehension_does_not_look_up_the_name_set() -> None:
+    # its rewritten loop starts from an empty set: once made by calling `set`,
+    # whatever that name meant where the comprehension was written
+    expected = ({10, 20}, frozenset)
+    assert drive(set_of.__wrapped__(3), roundtrip=False) == expected
+    assert drive(set_of(3), roundtrip=False) == expected
+    assert drive(set_of(3), roundtrip=True) == expected
+
+
 @types.coroutine
 @contsnap.checkpointable
 def bare_yield_then(value):

@@ -54,6 +54,8 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap._snapshot", "_session_globals"),
         ("contsnap._snapshot", "_set_cell"),
         ("contsnap._snapshot", "_weak_reference"),
+        ("contsnap._snapshot", "bound_method"),
+        ("contsnap._snapshot", "module_global"),
         ("contsnap._snapshot", "closed_generator"),
         ("contsnap._snapshot", "closed_generator_by_name"),
         ("contsnap._snapshot", "context_var"),

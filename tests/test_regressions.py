@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 import pickle
 import subprocess
@@ -12,6 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
+from copy_ways import WAYS
 
 import contsnap
 
@@ -549,3 +551,52 @@ def test_a_method_of_a_class_saved_by_value_still_makes_checkpointable_generator
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["5", "True", "6"]
+
+
+class Multi(dict):  # boltons.dictutils.OrderedMultiDict: a dict of lists, read one by one
+    def __getitem__(self, key):
+        return super().__getitem__(key)[-1]
+
+
+@contsnap.checkpointable
+def lengths_of(multi):
+    get_values = super(Multi, multi).__getitem__  # dict's own method, bound to multi
+    set_values = super(Multi, multi).__setitem__  # a slot wrapper, bound to multi
+    for key in ["a", "b"]:
+        yield len(get_values(key))
+    set_values("c", [5])
+    yield multi["c"], get_values.__self__ is multi
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_a_builtin_method_got_through_super_stays_that_method(way: str) -> None:
+    # pickle saves a bound built-in method as getattr(owner, name): the subclass's override
+    gen = lengths_of(Multi(a=[1, 2], b=[3]))
+    assert next(gen) == 2
+    copied = WAYS[way](gen)
+    assert list(copied) == [1, (5, True)]
+
+
+_MARKER = object()  # more-itertools' _marker: compared by identity
+
+
+@contsnap.checkpointable
+def pairs_equal(*iterables):
+    held = _MARKER
+    for combo in itertools.zip_longest(*iterables, fillvalue=_MARKER):
+        if any(value is _MARKER for value in combo):
+            raise ValueError("unequal lengths")
+        yield combo
+    yield held is _MARKER
+
+
+@pytest.mark.parametrize("way", sorted(WAYS))
+def test_a_module_level_sentinel_stays_itself(way: str) -> None:
+    # a copied object() would never be `is` the module's again: the loop ran forever
+    gen = pairs_equal([1, 2], "ab")
+    assert next(gen) == (1, "a")
+    assert list(WAYS[way](gen)) == [(2, "b"), True]
+    short = pairs_equal([1, 2], "a")
+    next(short)
+    with pytest.raises(ValueError, match="unequal"):
+        next(WAYS[way](short))

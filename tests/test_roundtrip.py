@@ -135,6 +135,68 @@ PACKAGE = {
                     await task
                 self.assertEqual(coros.LOG, ["finally"])
     """,
+    "pkgrt/wrapped.py": """
+        import functools
+        import contsnap
+
+        def sync(function):  # asyncstdlib.sync: an awaitable form of a plain function
+            @functools.wraps(function)
+            async def async_wrapped(*args, **kwargs):
+                await contsnap.checkpoint()
+                return function(*args, **kwargs)
+            return async_wrapped
+
+        def plus_ten(x):
+            return x + 10
+
+        def numbered(generator_function):  # functools.wraps of another marked function
+            @functools.wraps(generator_function)
+            def numbered_wrapper(*args):
+                for i, item in enumerate(generator_function(*args)):
+                    yield i, item
+            return numbered_wrapper
+
+        def letters(word):
+            yield from word
+    """,
+    "test_pkgrt_wrapped.py": """
+        import asyncio
+        import weakref
+
+        from pkgrt import wrapped
+
+        def test_functools_wraps_over_a_marked_function():
+            synced = wrapped.sync(wrapped.plus_ten)
+            assert synced.__wrapped__ is wrapped.plus_ten
+            assert synced.__name__ == "plus_ten"
+            assert asyncio.run(synced(x=1)) == 11
+            numbered = wrapped.numbered(wrapped.letters)
+            assert numbered.__wrapped__ is wrapped.letters
+            assert list(numbered("ab")) == [(0, "a"), (1, "b")]
+            assert weakref.ref(numbered)() is numbered
+    """,
+    "pkgrt/linked.py": """
+        class Chain:  # boltons.dictutils.OMD: pickled through its own generator
+            def __init__(self, items):
+                self.items = list(items)
+
+            def __iter__(self):
+                for item in self.items:
+                    yield item
+
+            def __reduce__(self):
+                return (Chain, (list(self),))
+
+        def walk(chain):
+            for item in chain:
+                yield item
+    """,
+    "test_pkgrt_linked.py": """
+        from pkgrt import linked
+
+        def test_a_generator_run_by_a_reduce_while_its_caller_is_moved():
+            assert list(linked.walk(linked.Chain("abc"))) == ["a", "b", "c"]
+    """,
     "test_pkgrt.py": """
         from pkgrt import gens
 
@@ -166,7 +228,9 @@ def project(tmp_path: Path) -> Path:
 def _pytest(
     project: Path, *args: str, env: dict[str, str] | None = None, tests: str = "test_pkgrt.py"
 ) -> str:
-    environment = dict(os.environ, PYTHONPATH=str(project), **(env or {}))
+    # this checkout's contsnap, not the one the interpreter has installed
+    path = os.pathsep.join([str(project), *(p for p in sys.path if p)])
+    environment = dict(os.environ, PYTHONPATH=path, **(env or {}))
     environment.pop("CONTSNAP_ROUNDTRIP", None)
     environment.update(env or {})
     out = subprocess.run(
@@ -175,6 +239,7 @@ def _pytest(
         capture_output=True,
         text=True,
         env=environment,
+        timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -225,3 +290,30 @@ def test_coroutines_and_async_generators_are_moved_too(
     assert summary["round_trips"]["async_generator"] >= 4
     skipped = summary["skipped_suspensions"]
     assert any("coroutine object sleep" in reason for reason in skipped), skipped
+
+
+@pytest.mark.parametrize("flag", ["--contsnap-roundtrip", "--contsnap-roundtrip-pickle"])
+def test_functools_wraps_applied_to_a_driven_function(project: Path, flag: str) -> None:
+    # @wraps(f) over a marked function sets its __wrapped__ and copies f's attributes
+    # over it: the driven form must keep calling its own function (asyncstdlib.sync)
+    output = _pytest(project, "--contsnap-hook=pkgrt", flag, tests="test_pkgrt_wrapped.py")
+    assert "1 passed" in output
+    line = next(x for x in output.splitlines() if x.startswith("contsnap round trips"))
+    assert int(line.split(":")[1].split()[0]) >= 3
+
+
+@pytest.mark.parametrize("mode", ["1", "pickle"])
+def test_a_generator_run_while_a_move_pickles_is_not_moved(
+    project: Path, tmp_path: Path, mode: str
+) -> None:
+    # pickling walk()'s frame calls Chain.__reduce__, which runs Chain.__iter__, a marked
+    # generator: moving that one too pickled the chain again, without end
+    report = tmp_path / "report.json"
+    env = {"CONTSNAP_ROUNDTRIP": mode, "CONTSNAP_ROUNDTRIP_REPORT": str(report)}
+    output = _pytest(project, "--contsnap-hook=pkgrt", env=env, tests="test_pkgrt_linked.py")
+    assert "1 passed" in output
+    summary = json.loads(report.read_text())
+    assert summary["failures"] == {}
+    assert summary["round_trips"]["generator"] >= 3
+    if mode == "pickle":
+        assert sum(n for why, n in summary["skipped_suspensions"].items() if "move" in why)

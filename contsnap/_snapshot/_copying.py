@@ -27,8 +27,10 @@ from ._reducers import (
     _Discard,
     _plainly_picklable,
     _Probe,
+    bound_method,
     closed_generator_by_name,
     generator_by_name,
+    reduce_bound_method,
 )
 from ._restore import _load_context, closed_generator, new_generator, rebuild, set_generator_state
 
@@ -135,7 +137,11 @@ def _deepcopy_local(value: Any, memo: dict[int, Any]) -> Any:
     """A local of a copied frame; a bound builtin method (plain deepcopy keeps it as it is)
     follows its object's copy, as a snapshot's does."""
     if _bound_builtin(value):
-        return getattr(copy.deepcopy(value.__self__, memo), value.__name__)
+        owner = copy.deepcopy(value.__self__, memo)
+        reduced = reduce_bound_method(value)  # super().__getitem__: not getattr's
+        if reduced is not NotImplemented:
+            return bound_method(reduced[1][0], reduced[1][1], owner)
+        return getattr(owner, value.__name__)
     return copy.deepcopy(value, memo)
 
 

@@ -28,6 +28,8 @@ from ._reducers import (
     _reduce_cell,
     _reduce_range_iterator,
     _SessionGlobals,
+    reduce_bound_method,
+    reduce_sentinel,
 )
 from ._restore import closed_generator, new_generator, set_generator_state
 
@@ -222,6 +224,9 @@ _FAST_REDUCERS: dict[type, Callable[[_FastPickler, Any], Any]] = {
 _FAST_REDUCERS[FunctionInfo] = _fast_info
 _FAST_REDUCERS[types.CellType] = lambda _pickler, cell: _reduce_cell(cell)
 _FAST_REDUCERS[_RANGE_ITERATOR] = lambda _pickler, it: _reduce_range_iterator(it)
+_FAST_REDUCERS[types.BuiltinMethodType] = lambda _pickler, method: reduce_bound_method(method)
+_FAST_REDUCERS[types.MethodWrapperType] = lambda _pickler, method: reduce_bound_method(method)
+_FAST_REDUCERS[object] = lambda _pickler, obj: reduce_sentinel(obj)
 
 #: types whose instances plain pickle saves as the full pickler would (see _is_plain_type),
 #: valid while the resource handlers are those of `_resources.generation`

@@ -44,6 +44,8 @@ from ._reducers import (
     _session_globals,
     _SessionGlobals,
     rebuild_exception,
+    reduce_bound_method,
+    reduce_sentinel,
     set_exception_state,
     set_function_state,
     set_main_function_state,
@@ -138,7 +140,12 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return self._reduce_exception(obj)
         if kind is types.TracebackType:
             return (_no_traceback, ())  # as pickle drops an exception's traceback
-        reduced = reduce_inline(obj, kind)
+        if kind is types.BuiltinMethodType or kind is types.MethodWrapperType:
+            reduced = reduce_bound_method(obj)
+        elif kind is object:
+            reduced = reduce_sentinel(obj)
+        else:
+            reduced = reduce_inline(obj, kind)
         if reduced is not NotImplemented:
             return reduced
         return super().reducer_override(obj)

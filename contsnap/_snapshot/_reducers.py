@@ -18,6 +18,7 @@ from typing import Any
 from .. import _resources, _views
 from .._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from .._info import FunctionInfo, adopt_function, current_session
+from .._registry import STATE
 from ._capture import _PREFIX, info_of
 from ._restore import closed_generator, new_generator
 
@@ -50,6 +51,13 @@ class _Probe(pickle.Pickler):
             )
         ):
             raise _NeedsContsnap
+        if (
+            kind in (types.BuiltinMethodType, types.MethodWrapperType)
+            and reduce_bound_method(obj) is not NotImplemented
+        ):
+            raise _NeedsContsnap  # pickle's getattr would find another method
+        if kind is object and reduce_sentinel(obj) is not NotImplemented:
+            raise _NeedsContsnap  # a module's sentinel: pickle would copy it
         if kind in _PREFIX:
             if info_of(obj) is None:
                 raise _NeedsContsnap  # a generator expression (or a refusal to name)
@@ -157,6 +165,102 @@ def _reduce_range_iterator(iterator: Any) -> tuple[Any, ...]:
     _iter, (whole,), position = iterator.__reduce__()
     # 3.12+ give the range still to go and no position; 3.10-3.11 the whole and where
     return (range_iterator, (whole.start, whole.stop, whole.step, position or 0))
+
+
+def bound_method(owner_class: type, name: str, owner: Any) -> Any:
+    """``owner_class``'s own built-in method ``name``, bound to ``owner``."""
+    descriptor = owner_class.__dict__[name]
+    if not isinstance(descriptor, _BUILTIN_DESCRIPTORS):
+        raise SnapshotCorruptError(
+            f"a saved built-in method names {owner_class.__qualname__}.{name}, "
+            f"which is not a built-in method descriptor"
+        )
+    return descriptor.__get__(owner, type(owner))
+
+
+_BUILTIN_DESCRIPTORS = (
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.ClassMethodDescriptorType,
+)
+
+
+def reduce_bound_method(method: Any) -> Any:
+    """A built-in method bound to an object, saved as the class's method that it is.
+
+    Pickle saves it as ``getattr(owner, name)``, which finds what the owner's class
+    says now: for ``super().__getitem__`` of a ``dict`` subclass that overrides
+    ``__getitem__``, the override (a restored frame then called another method).
+    NotImplemented where that ``getattr`` finds this very method.
+    """
+    owner = method.__self__
+    if owner is None or isinstance(owner, (types.ModuleType, type)):
+        return NotImplemented
+    name = method.__name__
+    try:
+        if getattr(owner, name, None) == method:
+            return NotImplemented
+    except Exception:  # an owner's __getattr__ or __eq__ that fails: look in its class
+        pass
+    for owner_class in type(owner).__mro__:
+        descriptor = owner_class.__dict__.get(name)
+        if isinstance(descriptor, _BUILTIN_DESCRIPTORS):
+            try:
+                found = descriptor.__get__(owner, type(owner)) == method
+            except Exception:
+                continue
+            if found:
+                return (bound_method, (owner_class, name, owner))
+    return NotImplemented
+
+
+def module_global(module: str, name: str) -> Any:
+    """The module-level ``object()`` that a snapshot named (see `reduce_sentinel`)."""
+    value = getattr(importlib.import_module(module), name, None)
+    if type(value) is not object:
+        raise SnapshotCorruptError(
+            f"a saved sentinel names {module}.{name}, which is not a plain object() there"
+        )
+    return value
+
+
+#: plain ``object()`` instances found among module globals: (object, module, name) by id
+_SENTINELS: dict[int, tuple[object, str, str]] = {}
+STATE.add(__name__, "_SENTINELS", "clear")  # module-level sentinels found so far
+#: how many modules were loaded when `_SENTINELS` was last filled
+_sentinels_scanned = 0
+STATE.add(__name__, "_sentinels_scanned", "initial")
+
+
+def reduce_sentinel(obj: object) -> Any:
+    """A plain ``object()`` that is a module's global (``_marker = object()``): by name.
+
+    Copied, it would be a new object, and the code that compares with it by
+    ``is`` (more-itertools' ``zip_longest(..., fillvalue=_marker)``) would never
+    find it again. NotImplemented for any other ``object()``.
+    """
+    found = _SENTINELS.get(id(obj))
+    if (found is None or found[0] is not obj) and len(sys.modules) != _sentinels_scanned:
+        _scan_sentinels()
+        found = _SENTINELS.get(id(obj))
+    if found is None or found[0] is not obj:
+        return NotImplemented
+    module = sys.modules.get(found[1])
+    if getattr(module, "__dict__", {}).get(found[2]) is not obj:
+        return NotImplemented  # rebound since
+    return (module_global, found[1:])
+
+
+def _scan_sentinels() -> None:
+    global _sentinels_scanned
+    _sentinels_scanned = len(sys.modules)
+    for module_name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict) or module_name in ("__main__", "__mp_main__"):
+            continue  # a script's module is another one where the snapshot loads
+        for name, value in list(namespace.items()):
+            if type(value) is object and id(value) not in _SENTINELS:
+                _SENTINELS[id(value)] = (value, module_name, name)
 
 
 _cp: Any = importlib.import_module("cloudpickle.cloudpickle")

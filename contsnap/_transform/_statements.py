@@ -1523,7 +1523,8 @@ class BodyProcessor:
             return self.code(renamed)
 
         result = self.temp()
-        empty = {cst.ListComp: "[]", cst.SetComp: "set()", cst.DictComp: "{}"}[type(expr)]
+        # `{*()}`, not `set()`: the name `set` may mean something else here
+        empty = {cst.ListComp: "[]", cst.SetComp: "{*()}", cst.DictComp: "{}"}[type(expr)]
         lines: list[str] = []
         depth = 0
         for c in clauses:

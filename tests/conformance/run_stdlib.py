@@ -1,6 +1,6 @@
 """Run upstream test suites with their generators, coroutines and async generators made checkpointable.
 
-    python tests/conformance/run_stdlib.py [-v] [--third-party] [--no-doctests] [SUITE ...]
+    python tests/conformance/run_stdlib.py [-v] [--third-party] [--modes M,...] [SUITE ...]
 
 Two kinds of suite, from this interpreter's installed ``test`` package:
 
@@ -11,10 +11,13 @@ Two kinds of suite, from this interpreter's installed ``test`` package:
   Its doctest examples are marked too (their ``def`` statements get the hook's
   decorator), since ``test_generators`` keeps most of its tests there.
 * Generator-heavy library modules run against their own upstream tests
-  (``difflib``, ``tokenize``, ``heapq``; with ``--third-party`` also
-  ``more_itertools``, whose tests ship in its sdist: it is downloaded with
-  ``pip download`` into ``--cache-dir``): the *module under test* is imported
-  through the hook, and the test module is left as it is. A module that was
+  (``difflib``, ``tokenize``, ``heapq``; with ``--third-party``, or named as a
+  SUITE, the pinned packages of `THIRD_PARTY`: more-itertools, toolz, boltons,
+  asyncstdlib, whose tests ship in their sdists, downloaded with ``pip
+  download`` into ``--cache-dir``): the *modules under test* are imported
+  through the hook, and the tests are left as they are. unittest modules run
+  under unittest, pytest paths (``tests/``) under ``pytest.main`` in the child,
+  with no plugins from entry points. A module that was
   imported before (contsnap itself imports ``tokenize``) is dropped from
   ``sys.modules`` first, and the script prints the check that the module the
   tests use was loaded by the hook with its generator functions transformed.
@@ -25,10 +28,12 @@ separate transform cache).
 
 Each suite runs three times, each in a fresh child process: natively, hooked,
 and hooked in round-trip mode (``CONTSNAP_ROUNDTRIP=1``: every checkpointable
-generator moved to a restored copy at every suspension). The table compares
+generator moved to a restored copy at every suspension); ``--modes`` may add
+``pickle`` (``CONTSNAP_ROUNDTRIP=pickle``: the same with values copied). The table compares
 pass/fail/error/skip counts; every test that fails only in a hooked run is
 listed with its error. A SUITE argument is a test module (its test module is
-hooked) or ``MODULE:TESTMODULE`` (MODULE is hooked). Not part of the default
+hooked), ``MODULE:TESTMODULE`` (MODULE is hooked; several, comma-separated)
+or the name of a third-party package. Not part of the default
 pytest run: it takes a while and the stdlib suites change between Python
 versions.
 """
@@ -59,11 +64,46 @@ MODULE_SUITES = (
     "tokenize:test.test_tokenize",
     "heapq:test.test_heapq",
 )
-#: pinned so that the counts in docs/roundtrip.md can be reproduced
+#: pinned so that the counts in docs/roundtrip.md can be reproduced. Each entry: the
+#: distribution and version, the modules to hook (each with its submodules), and the
+#: tests: unittest modules, or pytest paths (with a "/"), relative to the unpacked sdist.
 THIRD_PARTY = {
-    "more_itertools": ("more-itertools", "10.7.0", ("tests.test_more", "tests.test_recipes"))
+    "more_itertools": (
+        "more-itertools",
+        "10.7.0",
+        ("more_itertools",),
+        ("tests.test_more", "tests.test_recipes"),
+    ),
+    # its tests live in the package (toolz.tests): hook the modules, not "toolz"
+    "toolz": (
+        "toolz",
+        "1.2.0",
+        (
+            "toolz.itertoolz",
+            "toolz.recipes",
+            "toolz.functoolz",
+            "toolz.dicttoolz",
+            "toolz.utils",
+            "toolz.curried",
+            "toolz.sandbox.core",
+            "toolz.sandbox.parallel",
+        ),
+        ("toolz/tests/", "toolz/sandbox/tests/"),
+    ),
+    # its modules with generators (the package's __init__ is empty)
+    "boltons": (
+        "boltons",
+        "26.2.0",
+        tuple(
+            f"boltons.{name}utils"
+            for name in ["cache", "dict", "file", "iter", "json", "set", "str", "tb", "time", "url"]
+        ),
+        ("tests/",),
+    ),
+    # async generators and coroutines, driven by the tests' own tiny event loop
+    "asyncstdlib": ("asyncstdlib", "3.14.0", ("asyncstdlib",), ("unittests/",)),
 }
-#: Left out of the round-trip column only (they pass hooked): each runs millions of
+#: Left out of the round-trip columns only (they pass hooked): each runs millions of
 #: suspensions, and a move at every one (some 30 us each) would take minutes per test.
 ROUNDTRIP_TOO_SLOW = frozenset(
     {
@@ -145,18 +185,93 @@ def _tests_of(suite: Any) -> Iterator[Any]:
             yield test
 
 
+class _PytestOutcomes:
+    """A pytest plugin that keeps each test's outcome, in unittest's terms."""
+
+    def __init__(self, roundtrip: bool) -> None:
+        self.roundtrip = roundtrip
+        self.outcomes: dict[str, str] = {}
+        self.failures: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+
+    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+        if self.roundtrip:
+            import pytest
+
+            for item in items:
+                if item.nodeid in ROUNDTRIP_TOO_SLOW:
+                    reason = "too slow with a round trip at every suspension"
+                    item.add_marker(pytest.mark.skip(reason=reason))
+
+    def pytest_collectreport(self, report: Any) -> None:
+        if report.failed:
+            self.outcomes[report.nodeid] = "error"
+            self.errors[report.nodeid] = report.longreprtext
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        nodeid, seen = report.nodeid, self.outcomes.get(report.nodeid)
+        if report.when == "call" or seen is None:
+            if report.failed:
+                if report.when == "call":
+                    outcome = "failure"
+                    self.failures[nodeid] = report.longreprtext
+                else:
+                    outcome = "error"
+                    self.errors[nodeid] = report.longreprtext
+            elif report.skipped:
+                outcome = "skipped"  # xfail included
+            else:
+                outcome = "unexpected success" if hasattr(report, "wasxfail") else "passed"
+            if seen not in ("error", "failure"):
+                self.outcomes[nodeid] = outcome
+        elif report.failed and seen not in ("error", "failure"):  # a teardown's error
+            self.outcomes[nodeid] = "error"
+            self.errors[nodeid] = report.longreprtext
+
+
+def _run_pytest(paths: list[str], roundtrip: bool) -> dict[str, Any]:
+    """Run pytest in this process on ``paths`` (the cwd is the unpacked sdist)."""
+    import pytest
+
+    outcomes = _PytestOutcomes(roundtrip)
+    # no plugins from entry points (contsnap's own is not wanted: the hook is
+    # installed above, and pytest would warn that contsnap cannot be rewritten)
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    args = ["-q", "--no-header", "-p", "no:cacheprovider", *paths]
+    pytest.main(args, plugins=[outcomes])
+    kinds = list(outcomes.outcomes.values())
+    return {
+        "run": len(kinds),
+        "failures": outcomes.failures,
+        "errors": outcomes.errors,
+        "unexpected_successes": [
+            nodeid
+            for nodeid, outcome in outcomes.outcomes.items()
+            if outcome == "unexpected success"
+        ],
+        "skipped": kinds.count("skipped"),
+    }
+
+
+def _is_pytest_path(test: str) -> bool:
+    return "/" in test or test.endswith(".py")
+
+
 def child(
     spec: str, hooked: bool, doctests: bool, mark_async: bool, path: str | None
 ) -> dict[str, Any]:
     """Run one suite's tests in this process; return counts and the failures."""
     import importlib
-    import io
-    import unittest
     import warnings
 
     under_test, _, tests = spec.rpartition(":")
     test_modules = tests.split(",")
-    hooked_names = [under_test] if under_test else test_modules
+    modules_under_test = under_test.split(",") if under_test else []
+    use_pytest = all(map(_is_pytest_path, test_modules))
+    assert use_pytest or not any(map(_is_pytest_path, test_modules)), spec
+    assert modules_under_test or not use_pytest, "pytest suites hook a module under test"
+    hooked_names = modules_under_test or test_modules
+    roundtrip = hooked and bool(os.environ.get("CONTSNAP_ROUNDTRIP"))
     if path:
         sys.path.insert(0, path)
     counts: dict[str, Any] = {"marked": 0, "refused": 0}
@@ -178,62 +293,36 @@ def child(
         if not mark_async:
             _mark_generators_only()
         contsnap.install_import_hook(hooked_names, mark_all=True)
-        if doctests and not under_test:
+        if doctests and not modules_under_test:
             _mark_doctests()
-    if under_test:
-        # contsnap (or the interpreter's start-up) may have imported it already: from
-        # here on, every import of it must go through the hook (or, natively, anew)
-        for name in [n for n in sys.modules if n == under_test or n.startswith(under_test + ".")]:
+    # contsnap (or the interpreter's start-up) may have imported them already: from
+    # here on, every import of them must go through the hook (or, natively, anew)
+    for under in modules_under_test:
+        for name in [n for n in sys.modules if n == under or n.startswith(under + ".")]:
             del sys.modules[name]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        if under_test:
-            module = importlib.import_module(under_test)
+        checks, modules, transformed = [], {}, 0
+        for under in modules_under_test:
+            module = modules[under] = importlib.import_module(under)
             loader = type(module.__loader__).__name__
             functions = _transformed(module)
-            counts["check"] = (
-                f"{under_test} from {module.__file__}, loaded by {loader}, "
+            transformed += len(functions)
+            checks.append(
+                f"{under} from {module.__file__}, loaded by {loader}, "
                 f"{len(functions)} checkpointable function(s) in its namespace"
                 + (f" (e.g. {', '.join(functions[:3])})" if functions else "")
             )
             if hooked:
                 assert loader == "HookLoader", module.__loader__
-                assert functions, f"no generator function of {under_test} was transformed"
-        suite = unittest.TestSuite()
-        for name in test_modules:
-            mod = importlib.import_module(name)
-            if hooked and not under_test:
-                assert type(mod.__loader__).__name__ == "HookLoader", mod.__loader__
-            suite.addTest(unittest.defaultTestLoader.loadTestsFromModule(mod))
-            if hasattr(mod, "__test__") and not hasattr(mod, "load_tests"):
-                import doctest  # 3.10's test_generators runs its doctests from test_main()
-
-                suite.addTest(doctest.DocTestSuite(mod))
-        if under_test:
-            # the tests may import it afresh themselves (test_heapq's py_heapq and
-            # c_heapq): those copies must be hooked too
-            fresh = [
-                (f"{mod.__name__}.{name}", value)
-                for mod in map(importlib.import_module, test_modules)
-                for name, value in vars(mod).items()
-                if isinstance(value, types.ModuleType)
-                and value.__name__ == under_test
-                and value is not module
-            ]
-            for name, copy in fresh:
-                counts["check"] += (
-                    f"; the tests' own {name} is loaded by {type(copy.__loader__).__name__}, "
-                    f"{len(_transformed(copy))} checkpointable"
-                )
-                if hooked:
-                    assert type(copy.__loader__).__name__ == "HookLoader", copy.__loader__
-        if hooked and os.environ.get("CONTSNAP_ROUNDTRIP"):
-            for test in _tests_of(suite):
-                if test.id() in ROUNDTRIP_TOO_SLOW:
-                    method = getattr(test, test._testMethodName)
-                    skip = unittest.skip("too slow with a round trip at every suspension")
-                    setattr(test, test._testMethodName, skip(method))
-        result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(suite)
+        if hooked and modules_under_test:
+            assert transformed, f"no generator function of {under_test} was transformed"
+        if modules_under_test:
+            counts["check"] = "; ".join(checks)
+        if use_pytest:
+            outcome = _run_pytest(test_modules, roundtrip)
+        else:
+            outcome = _run_unittest(test_modules, modules, hooked, roundtrip, counts)
     refusals = sorted({str(w.message) for w in caught if str(w.message).startswith("contsnap:")})
     if hooked:
         from contsnap import _info
@@ -242,18 +331,68 @@ def child(
         counts["cached"] = sum(len(entries) for _, entries, _ in _info._UNINDEXED) + sum(
             len(made) for made in _info._UNBUILT_OF_MODULE.values()
         )
-    if hooked and os.environ.get("CONTSNAP_ROUNDTRIP"):
+    if roundtrip:
         from contsnap import _roundtrip
 
-        counts["round_trips"] = _roundtrip.report()["total"]
+        summary = _roundtrip.report()
+        counts["round_trips"] = summary["total"]
+        counts["round_trip_kinds"] = summary["round_trips"]
+        counts["skipped_suspensions"] = sum(summary["skipped_suspensions"].values())
+        counts["round_trip_failures"] = summary["failures"]
+    return {**outcome, "refusals": refusals, **counts}
+
+
+def _run_unittest(
+    test_modules: list[str],
+    modules: dict[str, Any],
+    hooked: bool,
+    roundtrip: bool,
+    counts: dict[str, Any],
+) -> dict[str, Any]:
+    import importlib
+    import io
+    import unittest
+
+    suite = unittest.TestSuite()
+    for name in test_modules:
+        mod = importlib.import_module(name)
+        if hooked and not modules:
+            assert type(mod.__loader__).__name__ == "HookLoader", mod.__loader__
+        suite.addTest(unittest.defaultTestLoader.loadTestsFromModule(mod))
+        if hasattr(mod, "__test__") and not hasattr(mod, "load_tests"):
+            import doctest  # 3.10's test_generators runs its doctests from test_main()
+
+            suite.addTest(doctest.DocTestSuite(mod))
+    # the tests may import a module under test afresh themselves (test_heapq's
+    # py_heapq and c_heapq): those copies must be hooked too
+    fresh = [
+        (f"{mod.__name__}.{name}", value)
+        for mod in map(importlib.import_module, test_modules)
+        for name, value in vars(mod).items()
+        if isinstance(value, types.ModuleType)
+        and value.__name__ in modules
+        and value is not modules[value.__name__]
+    ]
+    for name, copy in fresh:
+        counts["check"] += (
+            f"; the tests' own {name} is loaded by {type(copy.__loader__).__name__}, "
+            f"{len(_transformed(copy))} checkpointable"
+        )
+        if hooked:
+            assert type(copy.__loader__).__name__ == "HookLoader", copy.__loader__
+    if roundtrip:
+        for test in _tests_of(suite):
+            if test.id() in ROUNDTRIP_TOO_SLOW:
+                method = getattr(test, test._testMethodName)
+                skip = unittest.skip("too slow with a round trip at every suspension")
+                setattr(test, test._testMethodName, skip(method))
+    result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(suite)
     return {
         "run": result.testsRun,
         "failures": {t.id(): tb for t, tb in result.failures},
         "errors": {t.id(): tb for t, tb in result.errors},
         "unexpected_successes": [t.id() for t in result.unexpectedSuccesses],
         "skipped": len(result.skipped),
-        "refusals": refusals,
-        **counts,
     }
 
 
@@ -292,10 +431,10 @@ def run_child(
     return data
 
 
-def third_party_suites(python: str, cache_dir: str) -> list[dict[str, Any]]:
+def third_party_suites(python: str, cache_dir: str, names: list[str]) -> list[dict[str, Any]]:
     """Download (once) and unpack the pinned sdists; a suite per package."""
     suites = []
-    for module, (dist, version, tests) in THIRD_PARTY.items():
+    for dist, version, hooked, tests in map(THIRD_PARTY.__getitem__, names):
         root = os.path.join(cache_dir, f"{dist.replace('-', '_')}-{version}")
         if not os.path.isdir(root):
             os.makedirs(cache_dir, exist_ok=True)
@@ -309,7 +448,11 @@ def third_party_suites(python: str, cache_dir: str) -> list[dict[str, Any]]:
                 else:
                     tar.extractall(cache_dir)
         suites.append(
-            {"spec": f"{module}:{','.join(tests)}", "path": root, "name": f"{dist} {version}"}
+            {
+                "spec": f"{','.join(hooked)}:{','.join(tests)}",
+                "path": root,
+                "name": f"{dist} {version}",
+            }
         )
     return suites
 
@@ -341,12 +484,19 @@ def _cell(data: dict[str, Any]) -> str:
     if "crash" in data:
         return "crashed"
     run, passed, failed, errors, skipped = _tally(data)
-    return f"{passed}/{run} ({failed} f, {errors} e, {skipped} s)"
+    cell = f"{passed}/{run} ({failed} f, {errors} e, {skipped} s)"
+    if "round_trips" in data:
+        cell += f"; {data['round_trips']:,} round trips"
+    return cell
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("suites", nargs="*", help="TESTMODULE or MODULE:TESTMODULE")
+    parser.add_argument(
+        "suites",
+        nargs="*",
+        help="TESTMODULE, MODULE:TESTMODULE or a third-party package: " + ", ".join(THIRD_PARTY),
+    )
     parser.add_argument("--python", default=sys.executable, help="interpreter to test")
     parser.add_argument("--no-doctests", action="store_true", help="leave doctests unmarked")
     parser.add_argument(
@@ -357,7 +507,7 @@ def main() -> int:
     parser.add_argument(
         "--third-party",
         action="store_true",
-        help=f"also {', '.join(THIRD_PARTY)} (downloads its sdist)",
+        help=f"also {', '.join(THIRD_PARTY)} (downloads their sdists; a SUITE may name one)",
     )
     parser.add_argument(
         "--cache-dir",
@@ -403,9 +553,14 @@ def main() -> int:
         text=True,
     ).stdout.strip()
     modes = [m for m in args.modes.split(",") if m]
-    suites = [{"spec": s} for s in (args.suites or [*LANGUAGE_SUITES, *MODULE_SUITES])]
+    chosen = [s for s in args.suites if s in THIRD_PARTY]
     if args.third_party:
-        suites += third_party_suites(args.python, args.cache_dir)
+        chosen = list(THIRD_PARTY)
+    stdlib = [s for s in args.suites if s not in THIRD_PARTY]
+    if not args.suites:
+        stdlib = [*LANGUAGE_SUITES, *MODULE_SUITES]
+    suites = [{"spec": s} for s in stdlib]
+    suites += third_party_suites(args.python, args.cache_dir, chosen)
     marks = (
         "generator functions"
         if args.generators_only
@@ -442,7 +597,13 @@ def main() -> int:
                 for message in data["refusals"]:
                     print(textwrap.indent(textwrap.fill(message, 100), "    "))
             if "round_trips" in data:
-                print(f"  round trips performed: {data['round_trips']}")
+                print(
+                    f"  round trips performed ({mode}): {data['round_trips']} "
+                    f"{data.get('round_trip_kinds', {})}, suspensions skipped: "
+                    f"{data.get('skipped_suspensions', 0)}"
+                )
+                for message, times in data.get("round_trip_failures", {}).items():
+                    print(textwrap.indent(textwrap.fill(f"{times}x {message}", 100), "    "))
             for kind in ("failures", "errors"):
                 for test_id, tb in sorted(data[kind].items()):
                     if test_id in native_bad or test_id in seen_hooked:
