@@ -114,15 +114,19 @@ def reentered(iterator: Any) -> Any:
 
 
 class ForIterator:
-    """A ``for`` loop's iterator whose own ``__iter__`` must not be called again."""
+    """A ``for`` loop's iterator whose own ``__iter__`` must not be called again.
+
+    The loop asks this for ``__iter__`` and is handed the iterator itself, so it then
+    calls the iterator's ``__next__`` directly: nothing in between per item.
+    """
 
     __slots__ = ("iterator",)
 
     def __init__(self, iterator: Any) -> None:
         self.iterator = iterator
 
-    def __iter__(self) -> ForIterator:
-        return self
+    def __iter__(self) -> Any:
+        return self.iterator
 
     def __next__(self) -> Any:
         return type(self.iterator).__next__(self.iterator)
@@ -368,15 +372,17 @@ def aiter(obj: Any) -> Any:
 
 
 class AsyncIterator:
-    """An async iterator that has ``__anext__`` only, with the ``__aiter__`` of one."""
+    """An ``async for`` loop's iterator whose own ``__aiter__`` must not be called again
+    (or that has none): the loop asks this and is handed the iterator itself, whose
+    ``__anext__`` it then calls directly (`ANext` of a step in flight uses this one's)."""
 
     __slots__ = ("iterator",)
 
     def __init__(self, iterator: Any) -> None:
         self.iterator = iterator
 
-    def __aiter__(self) -> AsyncIterator:
-        return self
+    def __aiter__(self) -> Any:
+        return self.iterator
 
     def __anext__(self) -> Any:
         return type(self.iterator).__anext__(self.iterator)

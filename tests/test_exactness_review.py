@@ -146,6 +146,74 @@ def test_a_for_loop_calls_iter_once_and_takes_an_iterator_without_iter(backend: 
     )
 
 
+class CallerNames:
+    """An iterator that notes which frame calls its ``__next__`` / ``__anext__`` (in a
+    class attribute: a restored copy of the iterator writes to the same list)."""
+
+    seen: list[str] = []
+
+    def __init__(self, n=3):
+        self.n = n
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.seen.append(sys._getframe(1).f_code.co_name)
+        self.n -= 1
+        if self.n < 0:
+            raise StopIteration
+        return self.n
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        self.seen.append(sys._getframe(1).f_code.co_name)
+        self.n -= 1
+        if self.n < 0:
+            raise StopAsyncIteration
+        return self.n
+
+
+def test_a_loop_calls_the_next_of_a_user_iterator_from_its_own_frame() -> None:
+    # the loop over a user iterator is handed the iterator itself: its __next__ is
+    # called by the generator's frame, as natively, with no wrapper frame per item
+    @contsnap.checkpointable
+    def loop():
+        for x in CallerNames():
+            yield x
+
+    @contsnap.checkpointable
+    async def aloop():
+        async for x in CallerNames():
+            yield x
+
+    seen = CallerNames.seen
+    seen.clear()
+    gen = loop()
+    assert next(gen) == 2
+    restored = contsnap.loads(contsnap.dumps(gen))
+    assert list(restored) == [1, 0]
+    assert seen == ["loop"] * 4
+
+    async def drain(agen):
+        return [x async for x in agen]
+
+    seen.clear()
+    agen = aloop()
+    step = agen.__anext__()
+    with pytest.raises(StopIteration) as first:
+        step.send(None)
+    assert first.value.value == 2
+    again = contsnap.loads(contsnap.dumps(agen))
+    coro = drain(again)
+    with pytest.raises(StopIteration) as rest:
+        coro.send(None)
+    assert rest.value.value == [1, 0]
+    assert seen == ["aloop"] * 4
+
+
 def holds_generator_expressions_over_user_iterators(log):
     counted = (x * 2 for x in CountsIter(log, 3))
     bare = (y + 1 for y in GivesNextOnly())
