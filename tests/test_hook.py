@@ -681,16 +681,19 @@ def test_names_stay_the_users(pkgs: Packages) -> None:
 # --- get_code users: runpy and reload ----------------------------------------------------
 
 
+RUNPY_SCRIPT = """\
+    def ticks():
+        yield 1
+        yield 2
+
+    from contsnap._marking._decorator import function_info
+
+    MARKED = function_info(ticks) is not None
+    """
+
+
 def test_runpy_runs_the_transformed_module(pkgs: Packages) -> None:
-    script = """\
-        def ticks():
-            yield 1
-            yield 2
-
-        from contsnap._marking._decorator import function_info
-
-        MARKED = function_info(ticks) is not None
-        """
+    script = RUNPY_SCRIPT
     name = pkgs.make({"script.py": script})
     with contsnap.install_import_hook(name, mark_all=True):
         result = runpy.run_module(f"{name}.script", run_name="__main__")
@@ -701,15 +704,7 @@ def test_runpy_runs_the_transformed_module(pkgs: Packages) -> None:
 def test_runpy_runs_the_cached_module_code_which_imports_what_the_loader_binds(
     pkgs: Packages,
 ) -> None:
-    script = """\
-        def ticks():
-            yield 1
-            yield 2
-
-        from contsnap._marking._decorator import function_info
-
-        MARKED = function_info(ticks) is not None
-        """
+    script = RUNPY_SCRIPT
     name = pkgs.make({"script.py": script})
     with contsnap.install_import_hook(name, mark_all=True):
         _import(f"{name}.script")  # cached, with ticks compiled in transformed
