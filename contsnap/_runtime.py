@@ -63,6 +63,12 @@ STATE.add(
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class statement's (may be made per call)
 
 
+def _in_c(kind: type, method: str) -> bool:
+    """Is ``kind``'s ``method`` (``__iter__``, ``__aiter__``) C code? Then calling it again
+    on an iterator runs nothing of the user's (an iterator's returns itself)."""
+    return type(getattr(kind, method, None)) is types.WrapperDescriptorType
+
+
 def for_iter(iterator: Any) -> Any:
     """What a ``for`` loop iterates, given ``iter(iterable)`` that is not of `builtin_iters`.
 
@@ -86,8 +92,7 @@ def for_iter(iterator: Any) -> Any:
         if type(inner) is _TextIOWrapper and not inner.closed and inner.seekable():
             return enumerate(iter(inner.readline, ""), start)
         return iterator
-    own = getattr(kind, "__iter__", None)
-    if type(own) is not types.WrapperDescriptorType:
+    if not _in_c(kind, "__iter__"):
         return ForIterator(iterator)
     if not kind.__flags__ & _HEAP_TYPE:
         builtin_iters.add(kind)
@@ -103,14 +108,11 @@ def reentered(iterator: Any) -> Any:
     kind = type(iterator)
     if kind in builtin_iters or kind is ForIterator or kind is AsyncIterator:
         return iterator
-    wrapper: type[ForIterator | AsyncIterator]
     if hasattr(kind, "__next__"):
-        own, wrapper = getattr(kind, "__iter__", None), ForIterator
-    elif hasattr(kind, "__anext__") and kind is not types.AsyncGeneratorType:
-        own, wrapper = getattr(kind, "__aiter__", None), AsyncIterator
-    else:
-        return iterator
-    return iterator if type(own) is types.WrapperDescriptorType else wrapper(iterator)
+        return iterator if _in_c(kind, "__iter__") else ForIterator(iterator)
+    if hasattr(kind, "__anext__") and kind is not types.AsyncGeneratorType:
+        return iterator if _in_c(kind, "__aiter__") else AsyncIterator(iterator)
+    return iterator
 
 
 class ForIterator:
@@ -218,10 +220,7 @@ def yield_from_iter(obj: Any) -> Any:
         raise TypeError("cannot 'yield from' a coroutine object in a non-coroutine generator")
     iterator = iter(obj)
     kind = type(iterator)
-    if (
-        kind in builtin_iters
-        or type(getattr(kind, "__iter__", None)) is types.WrapperDescriptorType
-    ):
+    if kind in builtin_iters or _in_c(kind, "__iter__"):
         return iterator
     # the transformed ``yield from`` asks it for an iterator again: as in a for loop,
     # an iterator whose own __iter__ is Python code (or missing) is not asked
@@ -361,7 +360,7 @@ def aiter(obj: Any) -> Any:
     kind = type(iterator)
     if kind is types.AsyncGeneratorType:
         return iterator
-    if type(getattr(kind, "__aiter__", None)) is types.WrapperDescriptorType:
+    if _in_c(kind, "__aiter__"):
         return iterator  # C code that returns the iterator itself
     if not hasattr(kind, "__anext__"):
         raise TypeError(
