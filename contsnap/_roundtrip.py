@@ -328,12 +328,17 @@ class Driven:
     def __getattr__(self, name: str) -> Any:
         # reached only for what the instance lacks: a wrapper made before its function was
         # complete (see __init__) copies the function's attributes now
-        if not name.startswith("_cs_") and "__wrapped__" not in vars(self):
-            function = self._cs_function
-            if hasattr(function, "__contsnap__"):
-                functools.update_wrapper(self, function)
-                return getattr(self, name)
+        if not name.startswith("_cs_") and self._completed():
+            return getattr(self, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _completed(self) -> bool:
+        """Copy the function's attributes if that was put off (see __init__) and the
+        function is complete now: did it copy them?"""
+        if "__wrapped__" in vars(self) or not hasattr(self._cs_function, "__contsnap__"):
+            return False
+        functools.update_wrapper(self, self._cs_function)
+        return True
 
     @property
     def __code__(self) -> types.CodeType:
@@ -375,8 +380,7 @@ class Driven:
 
     def __reduce__(self) -> Any:
         # like a function: by import path where it is found there, else by value
-        if "__wrapped__" not in vars(self) and hasattr(self._cs_function, "__contsnap__"):
-            functools.update_wrapper(self, self._cs_function)  # see __getattr__
+        self._completed()
         if "<locals>" not in self.__qualname__:
             module = sys.modules.get(self.__module__)
             found: Any = module
