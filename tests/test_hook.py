@@ -1259,6 +1259,8 @@ def test_a_warm_import_of_an_old_source_reads_only_the_cache_file(
 def test_a_young_source_is_hashed_until_old_enough_then_stamped_anew(
     pkgs: Packages, transforms: list[str], source_reads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # an hour's margin first: however slow the machine, the stamp stays young until lowered
+    monkeypatch.setattr(_cache_key, "TRUST_MARGIN_NS", 3600 * 10**9)
     name = pkgs.make({"mod.py": GENERATORS})
     _fresh_import(pkgs, name)  # cached with a stamp too young to vouch for the source
     cache = _cache_file(pkgs, name, "mod.py")
