@@ -81,8 +81,12 @@ def test_a_library_job_resumes_from_the_cli_twice_without_pythonpath(tmp_path: P
     # the module came from; rolled out again during the resume...
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    saved = (tmp_path / "j.ckpt").read_bytes()
     resumed = _contsnap("resume", str(tmp_path / "j.ckpt"), cwd=elsewhere)
-    time.sleep(0.8)
+    deadline = time.monotonic() + 60
+    while (tmp_path / "j.ckpt").read_bytes() == saved:  # saved anew: the resumed job runs
+        assert time.monotonic() < deadline and resumed.poll() is None, "never saved again"
+        time.sleep(0.01)
     resumed.send_signal(signal.SIGTERM)
     _out, err = resumed.communicate(timeout=60)
     assert resumed.returncode == contsnap.ROLLED_OUT, err
@@ -205,6 +209,7 @@ def test_a_sigterm_while_the_script_is_still_importing_rolls_out(tmp_path: Path)
         textwrap.dedent(
             """
             import time
+            open("importing", "w").close()  # contsnap has started: its handlers are in place
             time.sleep(1.5)  # a slow import: the signal arrives here
             import contsnap
 
@@ -218,7 +223,7 @@ def test_a_sigterm_while_the_script_is_still_importing_rolls_out(tmp_path: Path)
         )
     )
     started = _contsnap("run", "--checkpoint", "s.ckpt", "slow.py", cwd=tmp_path)
-    time.sleep(0.9)  # contsnap itself has started; the script is still sleeping
+    _wait_for(tmp_path / "importing")  # the script is still sleeping
     started.send_signal(signal.SIGTERM)
     _out, err = started.communicate(timeout=60)
     assert started.returncode == contsnap.ROLLED_OUT, err

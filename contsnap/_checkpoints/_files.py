@@ -2,7 +2,8 @@
 
 A checkpoint ``job.ckpt`` is written as a temporary file in the same
 directory, flushed and fsynced, renamed over ``job.ckpt`` (older generations
-move to ``job.ckpt.1``, ``job.ckpt.2``... first) and the directory is fsynced.
+move to ``job.ckpt.1``, ``job.ckpt.2``... first, the newest by a hard link, so
+``job.ckpt`` is never missing) and the directory is fsynced.
 A process killed at any instant therefore leaves every complete generation
 loadable. Only the ``keep`` generations a checkpoint writes are ever read, only
 files owned by the current user and not writable by others, and only the newest
@@ -74,6 +75,21 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             os.unlink(temp)
         raise
     _fsync_directory(directory)
+
+
+def _keep_as(path: str, older: str) -> None:
+    """Make ``older`` the file ``path`` is, while ``path`` stays readable: a reader (or
+    ``contsnap inspect``) never finds the newest generation missing between two saves."""
+    directory, base = os.path.split(path)
+    link = os.path.join(directory, f".{base}{TEMP_MARK}{os.getpid()}-link")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(link)
+    try:
+        os.link(path, link, follow_symlinks=False)  # what is there moves, as os.replace would
+    except OSError:  # a file system without hard links: the newest is missing a moment
+        os.replace(path, older)
+        return
+    os.replace(link, older)
 
 
 @dataclass
@@ -205,10 +221,12 @@ class CheckpointFiles(Generations):
         directory = os.path.dirname(self.path)
         os.makedirs(directory, exist_ok=True)
         self._remove_leftovers()
-        for index in range(self.keep - 1, 0, -1):
+        for index in range(self.keep - 1, 1, -1):
             older = self.generation(index - 1)
             if os.path.exists(older):
                 os.replace(older, self.generation(index))
+        if self.keep > 1 and os.path.exists(self.path):
+            _keep_as(self.path, self.generation(1))
         write_atomic(self.path, data)
         if not self._stale_removed:  # left by a run that kept more: once is enough
             self._stale_removed = True
