@@ -221,11 +221,11 @@ def drive_generator(gen: Any) -> Any:
         except BaseException as exc:
             thrown = exc
         try:
-            if isinstance(thrown, GeneratorExit):
-                returned = gen.close()
-                if returned is not None:  # 3.13: close() returns what the generator returned
-                    return returned
-                raise thrown
+            # (a GeneratorExit too, thrown as close() throws it: what the generator does
+            # with it comes out as natively, whether the caller closed the driver or threw
+            # it in: a yield in a `finally` is yielded, so that close() raises "generator
+            # ignored GeneratorExit" and the generator stays suspended; a value returned
+            # ends the driver with it, which 3.13's close() returns)
             if coroutine and thrown is None and sent is None:
                 gen = _move(gen)
             value = gen.send(sent) if thrown is None else gen.throw(thrown)

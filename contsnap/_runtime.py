@@ -587,6 +587,18 @@ def resume_awaitable(awaitable: Any) -> Any:
     raise RuntimeError(f"cannot resume an await of {type(awaitable).__name__}")
 
 
+def exc_match(exc: BaseException, kind: Any) -> bool:
+    """Does ``exc`` match an ``except kind`` clause (one whose type yields, tested in a
+    handler by the transformed code)? As CPython tests it, TypeError included."""
+    kinds = kind if type(kind) is tuple else (kind,)
+    for one in kinds:
+        if not (isinstance(one, type) and issubclass(one, BaseException)):
+            raise TypeError(
+                "catching classes that do not inherit from BaseException is not allowed"
+            )
+    return isinstance(exc, kind)
+
+
 def own_names(listing: Any) -> Any:
     """What ``locals()``/``vars()``/``dir()`` show natively: the frame's names without
     the transform's ``_cs_*`` helpers (a fresh dict, as ``locals()`` is on 3.13)."""

@@ -489,6 +489,58 @@ def _deepcopy_grouper(group: Any, memo: dict[int, Any]) -> Any:
     return make(*copy.deepcopy(args, memo))
 
 
+# ---------------------------------------------------------------- itertools on 3.12, 3.13
+
+
+def reduce_itertool(obj: Any) -> Any:
+    """An itertools object by CPython's own reduce, without the DeprecationWarning 3.12
+    and 3.13 give (pickle support goes in 3.14): a loop over ``itertools.count()``
+    then snapshots silently, and under ``-W error`` at all. Its state is set back by
+    `set_itertool_state`, silent too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        reduced = obj.__reduce__()
+    if len(reduced) < 3 or reduced[2] is None:
+        return reduced
+    return (reduced[0], reduced[1], reduced[2], None, None, set_itertool_state)
+
+
+def set_itertool_state(obj: Any, state: Any) -> None:
+    """``obj.__setstate__(state)`` without 3.12's DeprecationWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        obj.__setstate__(state)
+
+
+#: the itertools types whose pickling warns (3.12, 3.13); groupby has its own reducer
+_WARNING_ITERTOOLS: tuple[type, ...] = (
+    tuple(
+        getattr(itertools, name)
+        for name in (
+            "accumulate",
+            "chain",
+            "combinations",
+            "combinations_with_replacement",
+            "compress",
+            "count",
+            "cycle",
+            "dropwhile",
+            "filterfalse",
+            "islice",
+            "permutations",
+            "product",
+            "repeat",
+            "starmap",
+            "takewhile",
+            "zip_longest",
+            "_tee",
+            "_tee_dataobject",
+        )
+    )
+    if sys.version_info >= (3, 12)
+    else ()
+)
+
 #: the reducer of each type this module saves as a view (the snapshot pickler asks first;
 #: nothing is registered with copyreg or copy: pickle and deepcopy of these objects outside
 #: a snapshot behave as without contsnap, and a generator holding one is saved by the
@@ -500,4 +552,5 @@ REDUCERS: dict[type, Any] = {
     _SET_ITERATOR: reduce_set_iterator,
     _GROUPBY: reduce_groupby,
     _GROUPER: reduce_grouper,
+    **dict.fromkeys(_WARNING_ITERTOOLS, reduce_itertool),
 }

@@ -82,6 +82,7 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap._views", "rebuild_memoryview"),
         ("contsnap._views", "rebuild_ndarray"),
         ("contsnap._views", "rebuild_set_iterator"),
+        ("contsnap._views", "set_itertool_state"),
         # resources, and what generated code holds
         ("contsnap._resources", "restore_resource"),
         ("contsnap._resources", "Unrestored"),

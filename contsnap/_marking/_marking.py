@@ -147,14 +147,31 @@ def _transform(fn: types.FunctionType, source: str, first: int) -> FunctionInfo:
             f"{result.name!r} instead ({code.co_filename}:{first}); was the file edited "
             "after it was imported?"
         )
-    compiled = compile_function(
-        result,
-        filename=code.co_filename,
-        qualname=fn.__qualname__,
-        freevars=code.co_freevars,
-        cellvars=code.co_cellvars,
-        first_line=code.co_firstlineno,
-    )
+    try:
+        compiled = compile_function(
+            result,
+            filename=code.co_filename,
+            qualname=fn.__qualname__,
+            freevars=code.co_freevars,
+            cellvars=code.co_cellvars,
+            first_line=code.co_firstlineno,
+        )
+    except (SyntaxError, RecursionError, MemoryError) as exc:
+        # the source compiled natively: only a limit of the compiler can refuse the
+        # transformed code, which nests a `try` more around every loop that yields
+        detail = exc.msg if isinstance(exc, SyntaxError) else f"{type(exc).__name__}: {exc}"
+        hint = (
+            " (CPython allows 20 nested blocks, and the transformed code adds a `try` "
+            "around each loop and `with` whose body yields): move the inner loops into "
+            "a function of their own"
+            if "nested blocks" in detail
+            else ""
+        )
+        raise NotCheckpointableError(
+            f"@checkpointable cannot transform {fn.__qualname__} "
+            f"({code.co_filename}:{result.def_line}): its transformed code does not "
+            f"compile: {detail}{hint}"
+        ) from None
     return FunctionInfo(
         module=fn.__module__ or "",
         qualname=fn.__qualname__,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
+import copyreg
+import gc
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
-from .. import _genexps, _runtime
+from .. import _genexps, _resources, _runtime
 from .._errors import NotCheckpointableError
+from .._registry import STATE
 from ._capture import (
     _PREFIX,
     FrameState,
@@ -49,16 +52,99 @@ def _captured_chain(gen: Any, states: dict[int, FrameState]) -> list[Any]:
 
 
 def owned_generators(state: FrameState) -> list[Any]:
-    """Checkpointable generators the frame holds directly: they moved with it."""
+    """Checkpointable generators the frame holds: they moved with it.
+
+    Held in a local or a cell, or inside the data a local holds (a list of tasks,
+    an object's attribute, an ``ExitStack`` of ``@contextmanager`` objects), as far as a
+    snapshot copies it: left behind, the old copy would be closed when freed and run
+    its ``finally`` a second time. The walk goes through containers, instances that
+    pickle as plain data, bound methods and the closures of local functions; not into
+    modules, classes, module-level functions, objects with a reduce of their own or a
+    resource handler, nor into the generators it finds (each is detached in turn).
+    A generator running now (the caller driving this one) is not among them.
+    """
     found = []
-    for value in state.values.values():
-        if isinstance(value, contextlib.AbstractContextManager):
-            value = getattr(value, "gen", None)  # a @contextmanager's generator
-        elif isinstance(value, _runtime.ANext):
-            value = value.iterator
-        if info_of(value) is not None and _attr(value, "frame") is not None:
-            found.append(value)
+    seen: set[int] = set()
+    level: list[Any] = list(state.values.values())
+    for cell in state.cells:
+        try:
+            level.append(cell.cell_contents)
+        except ValueError:  # empty
+            pass
+    while level:
+        below: list[Any] = []
+        for value in level:
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            kind = type(value)
+            if kind in _PREFIX:
+                if (
+                    info_of(value) is not None
+                    and _attr(value, "frame") is not None
+                    and not _running(value)
+                ):
+                    found.append(value)
+                continue
+            if isinstance(value, _runtime.ANext):
+                below.append(value.iterator)
+                continue
+            referents = _held_by(value, kind)
+            if referents:
+                below.extend(filter(gc.is_tracked, referents))
+        level = below
     return found
+
+
+def _held_by(value: Any, kind: type) -> list[Any] | None:
+    """What of ``value`` a snapshot copies with it, for `owned_generators`' walk."""
+    if kind is types.FunctionType:
+        if "<locals>" not in value.__qualname__ or not value.__closure__:
+            return None  # saved by name (or holds nothing of the frame's)
+        cells: list[Any] = []
+        for cell in value.__closure__:
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:
+                pass
+        return cells
+    if kind is types.MethodType:
+        return [value.__self__]
+    if kind is types.BuiltinMethodType:
+        owner = value.__self__
+        return None if owner is None or isinstance(owner, (types.ModuleType, type)) else [owner]
+    if kind is dict and _is_namespace(value):
+        return None
+    walk = _WALKED.get(kind)
+    if walk is None:
+        walk = _WALKED[kind] = _walked(kind)
+    return gc.get_referents(value) if walk else None
+
+
+#: per type: does `owned_generators` look into its instances?
+_WALKED: dict[type, bool] = {}
+STATE.add(__name__, "_WALKED", "clear")  # answers per type (resource handlers may change)
+
+_CONTAINER_MODULES = frozenset({"builtins", "collections", "itertools", "functools", "contextlib"})
+_LEAVES = (types.ModuleType, type, types.CodeType, types.FrameType, types.TracebackType)
+
+
+def _walked(kind: type) -> bool:
+    if issubclass(kind, _LEAVES) or _resources.handler_for(kind) is not None:
+        return False
+    if kind.__module__ in _CONTAINER_MODULES:
+        return True  # the library's containers, iterators and helpers
+    if kind in copyreg.dispatch_table:
+        return False
+    plain = ("__reduce_ex__", "__reduce__", "__getstate__")
+    return all(getattr(kind, name, None) is getattr(object, name, None) for name in plain)
+
+
+def _is_namespace(mapping: dict[Any, Any]) -> bool:
+    """A module's globals (``globals()`` held in a local): the module is not copied."""
+    name = mapping.get("__name__")
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return module is not None and getattr(module, "__dict__", None) is mapping
 
 
 def _end_unstarted(gen: Any) -> None:

@@ -293,6 +293,8 @@ def _inline_attributes(kind: type) -> frozenset[str] | None:
     """
     if sys.version_info < (3, 11) or not kind.__flags__ & _MANAGED_DICT:
         return None
+    if kind in _cp.Pickler._dispatch_table:
+        return None  # cloudpickle's own reducer (a dataclass field's _FIELD sentinel: by name)
     if kind.__basicsize__ != _PLAIN_SIZE:
         return None
     defaults = ("__reduce_ex__", "__reduce__", "__getstate__", "__setattr__")

@@ -146,6 +146,32 @@ def _hide_helper_locals(source: str) -> str:
     return "".join(lines)
 
 
+class _VariableNames(cst.CSTVisitor):
+    """The identifiers of a function that name variables: not the attribute of
+    ``a.b``, nor the keyword of ``f(b=1)``."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Name(self, node: cst.Name) -> bool:
+        self.names.add(node.value)
+        return False
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)
+        return False
+
+
+def _variable_names(func: cst.FunctionDef) -> set[str]:
+    visitor = _VariableNames()
+    func.visit(visitor)
+    return visitor.names
+
+
 def _transform(source: str, first_line: int) -> TransformResult:
     offset = first_line - 1
     if source[:1].isspace():
@@ -171,6 +197,10 @@ def _transform(source: str, first_line: int) -> TransformResult:
     def_line = found[0] + offset  # the ``def`` line (not the first decorator's)
     used, unstable = survey(func)
     reserved = sorted(n for n in used - added_names if n.startswith("_cs_") or n in GLOBAL_NAMES)
+    if reserved:
+        # an attribute or a keyword argument spelled so (``obj._cs_x``, ``f(_cs_x=1)``) is
+        # no variable of the frame: only names that are would clash
+        reserved = [n for n in reserved if n in _variable_names(func)]
     if reserved:
         raise UnsupportedSyntax(
             f"the name {reserved[0]!r} is reserved for contsnap's generated code; rename it",

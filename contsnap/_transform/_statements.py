@@ -707,6 +707,8 @@ class BodyProcessor:
         return Out(loop, resume, labels)
 
     def do_For(self, node: cst.For) -> list[Out]:
+        if suspends(node.target):
+            node = self._target_in_body(node)
         if node.asynchronous is not None:
             return self.async_for(node)
         pre, iterable = self.anf(node.iter)
@@ -730,6 +732,31 @@ class BodyProcessor:
         if orelse is not None:
             fresh.append(block("else:", self._line, orelse.fresh))
         return [*pre, setup, self.releasing(iterator, self.peeled(fresh, body, orelse))]
+
+    def _target_in_body(self, node: cst.For) -> cst.For:
+        """``for d[(yield)] in it: body`` as ``for _cs_tgt_n in it: d[(yield)] = _cs_tgt_n;
+        _cs_tgt_n = None; body``: the same order (the next item, then the target's
+        subexpressions), with the target's yield an ordinary yield of the body."""
+        item = cst.Name(self.fresh_name("tgt"))
+        store = cst.SimpleStatementLine(
+            body=[cst.Assign(targets=[cst.AssignTarget(node.target)], value=item)]
+        )
+        release = cst.SimpleStatementLine(
+            body=[cst.Assign(targets=[cst.AssignTarget(item)], value=cst.Name("None"))]
+        )
+        statements: Sequence[cst.BaseStatement]
+        if isinstance(node.body, cst.IndentedBlock):
+            statements = node.body.body
+        else:  # `for x in y: a; b` on one line
+            assert isinstance(node.body, cst.SimpleStatementSuite)
+            statements = [cst.SimpleStatementLine(body=node.body.body)]
+        new = node.with_changes(
+            target=item, body=cst.IndentedBlock(body=[store, release, *statements])
+        )
+        self.positions.alias(new, node)
+        self.positions.alias(store, node)
+        self.positions.alias(release, node)
+        return new
 
     def releasing(self, iterator: str, loop: Out, also: Sequence[str] = ()) -> Out:
         """The loop, dropping its iterator however it ends, as Python's own for loop does.
@@ -1047,6 +1074,7 @@ class BodyProcessor:
 
     def do_Try(self, node: cst.Try | cst.TryStar) -> list[Out]:
         star = isinstance(node, cst.TryStar)
+        node = self._handlers_as_tests(node, star)
         final = node.finalbody
         if final is not None and suspends(final):
             return self.try_finally_yields(node, star)
@@ -1064,6 +1092,72 @@ class BodyProcessor:
         return [Out(fresh, resume, inner.labels)]
 
     do_TryStar = do_Try
+
+    def _handlers_as_tests(self, node: cst.Try | cst.TryStar, star: bool) -> cst.Try | cst.TryStar:
+        """``except`` clauses from the first whose type yields, as one handler testing each.
+
+        ``except kinds[(yield)] as e: body`` becomes ``except BaseException as _cs_ex_n:``
+        with ``if exc_match(_cs_ex_n, kinds[(yield)]): e = _cs_ex_n; body`` (``elif``
+        for the clauses after it, ``else: raise``): the type is evaluated as natively,
+        only when the exception reaches that clause and while it is being handled, and
+        its yield is an ordinary yield of a handler body (labelled, and resumed by
+        re-entering the handler).
+        """
+        handlers: list[cst.ExceptHandler | cst.ExceptStarHandler] = list(node.handlers)
+        first = next(
+            (i for i, h in enumerate(handlers) if h.type is not None and suspends(h.type)), None
+        )
+        if first is None:
+            return node
+        if star:
+            raise self.unsupported("a yield inside an except* clause's type is not supported", node)
+        caught = self.fresh_name("ex")
+        tail: cst.If | cst.Else = cst.Else(
+            body=cst.IndentedBlock(body=[cst.SimpleStatementLine(body=[cst.Raise()])])
+        )
+        for handler in reversed(handlers[first:]):
+            body = handler.body
+            if isinstance(body, cst.SimpleStatementSuite):  # `except E: x` on one line
+                body = cst.IndentedBlock(body=[cst.SimpleStatementLine(body=body.body)])
+            if handler.name is not None:
+                name = handler.name.name
+                bind = cst.SimpleStatementLine(
+                    body=[cst.Assign(targets=[cst.AssignTarget(name)], value=cst.Name(caught))]
+                )
+                unbind = cst.Finally(
+                    body=cst.IndentedBlock(
+                        body=[
+                            cst.SimpleStatementLine(
+                                body=[
+                                    cst.Assign(
+                                        targets=[cst.AssignTarget(name)], value=cst.Name("None")
+                                    )
+                                ]
+                            ),
+                            cst.SimpleStatementLine(body=[cst.Del(target=name)]),
+                        ]
+                    )
+                )
+                guarded = cst.Try(body=body, finalbody=unbind)
+                self.positions.alias(guarded, handler)
+                body = cst.IndentedBlock(body=[bind, guarded])
+            if handler.type is None:  # a bare `except:` is the last clause
+                tail = cst.Else(body=body)
+                continue
+            test = cst.Call(
+                func=cst.Attribute(value=cst.Name(RT), attr=cst.Name("exc_match")),
+                args=[cst.Arg(cst.Name(caught)), cst.Arg(handler.type)],
+            )
+            tail = cst.If(test=test, body=body, orelse=tail)
+            self.positions.alias(tail, handler)
+        assert isinstance(tail, cst.If)
+        tests = cst.ExceptHandler(
+            body=cst.IndentedBlock(body=[tail]),
+            type=cst.Name("BaseException"),
+            name=cst.AsName(name=cst.Name(caught)),
+        )
+        self.positions.alias(tests, handlers[first])
+        return node.with_changes(handlers=[*handlers[:first], tests])
 
     def try_inner(self, node: cst.Try | cst.TryStar, star: bool) -> Out:
         """The try body with its handlers and else clause, as statements (no finally).
@@ -1096,11 +1190,13 @@ class BodyProcessor:
                 user_name = handler.name.name.value
             if suspends(handler.body):
                 held = self.fresh_name("hx")
-                self.live.append(held)
+                # the handler of clauses whose type yields binds a name of ours: saved too
+                also = [user_name] if user_name is not None and user_name.startswith("_cs_") else []
+                self.live.extend([held, *also])
                 try:
                     hbody = self.body(handler.body)
                 finally:
-                    self.live.pop()
+                    del self.live[len(self.live) - 1 - len(also) :]
                 labels |= hbody.labels
                 plants.append((hbody.labels, held))
                 if star:

@@ -19,6 +19,7 @@ from .._lambdas import own_scope_yields
 from .._registry import STATE
 from ._actions import MODES, Action, Mode, Send, Trace
 from ._compare import _check, _context
+from ._driver import SnapshotBackend
 from ._log import LOG
 
 
@@ -133,6 +134,7 @@ def assert_equivalent(
     fork_at: int | None = None,
     fill: Action | None = Send(None),
     max_steps: int = 10_000,
+    backend: SnapshotBackend | None = None,
 ) -> dict[str, Trace]:
     """Assert that ``entry(arg, log)`` of a program module gives the same transcript
     natively, transformed, round-tripped at every suspension, and forked.
@@ -143,6 +145,8 @@ def assert_equivalent(
     ``@contsnap.checkpointable``. ``sends`` are the driver actions, as for
     [`run_trace`][contsnap.testing.run_trace]. On a difference, the ``AssertionError`` shows the
     numbered program, the actions and a diff.
+
+    ``backend`` is as for [`run_trace`][contsnap.testing.run_trace] (default: contsnap).
 
     A global ``NONCE`` in the module is set to a fresh number in both copies,
     so that a generator restored into the globals of another module (say, an
@@ -164,4 +168,5 @@ def assert_equivalent(
             fork_at=fork_at,
             fill=fill,
             max_steps=max_steps,
+            backend=backend,
         )
