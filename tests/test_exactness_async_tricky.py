@@ -142,3 +142,73 @@ def test_a_task_cancelled_while_paused_goes_on_natively_and_cannot_be_detached()
     EVENTS.clear()
     asyncio.run(scenario())
     assert EVENTS == ["cancelled", "finally"]
+
+
+# --- async comprehensions ----------------------------------------------------------------
+
+COMPREHENSION_HELPERS = """
+async def agen(n):
+    for i in range(n):
+        await checkpoint()
+        yield i
+async def pred(x):
+    await checkpoint()
+    return x % 2 == 0
+async def one(log):
+    await checkpoint()
+    log.append("one")
+    return 1
+"""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # an async for clause and an await on one line: a snapshot at the loop's step read
+        # the await's label ("suspended inside an expression contsnap does not track")
+        "return [x async for x in agen(4) if await pred(x)]",
+        "return {x: await pred(x) async for x in agen(3)}",
+        "return {x async for x in agen(4) if await pred(x)}",
+        "return (await one(log), [x async for x in agen(3)], await one(log))",
+        "return [y async for x in agen(3) async for y in agen(x)]",
+        # an inner comprehension using the outer loop variable was refused at transform time
+        "return [[z async for z in agen(x)] for x in range(3)]",
+        "return [[await pred(x + z) for z in range(x)] async for x in agen(3)]",
+        "return [x async for x in agen(4) if [y for y in range(x) if await pred(y)]]",
+    ],
+)
+def test_async_comprehensions_round_trip_at_every_step(body: str) -> None:
+    assert_async_equivalent(
+        HEADER + COMPREHENSION_HELPERS + f"async def gen(arg, log):\n    {body}\n",
+        modes=("native", "transformed", "roundtrip", "fork"),
+        fork_at=3,
+    )
+
+
+def test_a_lambda_over_an_inner_comprehensions_loop_variable_is_still_refused() -> None:
+    source = (
+        HEADER + COMPREHENSION_HELPERS + "async def gen(arg, log):\n"
+        "    return [[lambda: x for z in range(x)] async for x in agen(3)]\n"
+    )
+    with pytest.raises(AssertionError, match="inner function or lambda"):
+        assert_async_equivalent(source, modes=("native", "transformed"))
+
+
+# --- the harness --------------------------------------------------------------------------
+
+
+def test_context_variables_set_by_hand_driven_runs_do_not_leak_into_the_next_mode() -> None:
+    # driven by hand (no task), CV.set() set the variable in the caller's context: the
+    # native asyncio run then started with the value the native by-hand run left
+    assert_async_equivalent(
+        HEADER + "import contextvars\n"
+        'CV = contextvars.ContextVar("CV", default="d")\n'
+        "async def gen(arg, log):\n"
+        "    log.append(CV.get())\n"
+        '    CV.set("one")\n'
+        "    await checkpoint()\n"
+        "    log.append(CV.get())\n"
+        "    return CV.get()\n",
+        modes=("native", "asyncio"),
+        pause_at=0,
+    )
