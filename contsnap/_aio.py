@@ -320,6 +320,15 @@ async def pause(task: asyncio.Task[Any], *, timeout: float | None = None) -> byt
 
     await park({task.get_name(): task}, timeout=timeout)
     request = _PAUSES.get(task)
+    if request is None or request.release.done() or task.done():
+        # parked, then let go before this ran on: a task.cancel() (its own, a timeout's)
+        # throws CancelledError in at the safe point, and the task goes on from there
+        _PAUSES.pop(task, None)
+        why = "cancelled" if task.cancelled() or _cancelled(request) else "let go"
+        raise CheckpointError(
+            f"cannot pause {task.get_name()}: it was {why} at its safe point before the "
+            "snapshot was taken, and went on from there; there is no paused state to save"
+        )
     parked = request.context if request is not None else None
     coro = task.get_coro()
     context = _set_in_task(parked) if parked is not None else []
@@ -496,6 +505,11 @@ def _waits_at(task: asyncio.Task[Any], waiting_point: Any) -> str:
         return ""
 
 
+def _cancelled(request: _Pause | None) -> bool:
+    """Whether the parked task was cancelled: cancel() cancels the future it waits on."""
+    return request is not None and request.release.cancelled()
+
+
 def unpause(task: asyncio.Task[Any]) -> None:
     """Let a task parked by [`pause`][contsnap.pause] go on."""
     request = _PAUSES.pop(task, None)
@@ -511,6 +525,12 @@ def detach_task(task: asyncio.Task[Any]) -> None:
     if request is None or not request.parked.done():
         raise CheckpointError(
             f"cannot detach {task.get_name()}: only a task parked by contsnap.pause() can be"
+        )
+    if _cancelled(request) or task.done():
+        raise CheckpointError(
+            f"cannot detach {task.get_name()}: it was cancelled while paused, so it went on "
+            "from its safe point with the CancelledError (its except and finally clauses ran); "
+            "the snapshot pause() returned is a copy of where it stopped, not a move"
         )
     from ._snapshot import capture, delegation_chain, detach, info_of, owned_generators
 

@@ -228,11 +228,18 @@ def _instantiate(fn: types.FunctionType, info: FunctionInfo) -> types.FunctionTy
         # the import hook's cached module code made it with the fresh code already
         # (see _prebuilt.prebuilt): no second function, and no plain one for __wrapped__
         return _adopt(fn, info, fn.__module__)
+    code = info.fresh_code
+    if fn.__code__.co_flags & ~code.co_flags & inspect.CO_ITERABLE_COROUTINE:
+        # @checkpointable above @types.coroutine, which flagged the generator function's own
+        # code: the transformed code must be awaitable too (resume_code_for_restore reads the
+        # flag from this function's code)
+        code = code.replace(co_flags=code.co_flags | inspect.CO_ITERABLE_COROUTINE)
+        info.alias(code)
     closure = None
-    if info.fresh_code.co_freevars:
+    if code.co_freevars:
         cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
-        closure = tuple(cells[name] for name in info.fresh_code.co_freevars) or None
-    new = types.FunctionType(info.fresh_code, fn.__globals__, fn.__name__, fn.__defaults__, closure)
+        closure = tuple(cells[name] for name in code.co_freevars) or None
+    new = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, closure)
     # only what differs from what FunctionType gave ``new`` is copied
     if fn.__kwdefaults__ is not None:
         new.__kwdefaults__ = fn.__kwdefaults__

@@ -125,6 +125,9 @@ class BodyProcessor:
         self.bare_return = False
         #: the ``_cs_aw_n`` locals made so far, in order
         self.awaited: list[str] = []
+        #: ``async for`` loops a comprehension was written out into: every line of those
+        #: has the comprehension's line, so their steps must be labelled awaits
+        self.spell_out: set[int] = set()
 
     def stable(self, node: cst.BaseExpression) -> bool:
         """Evaluating ``node`` again after a suspension gives the same value."""
@@ -879,7 +882,7 @@ class BodyProcessor:
         """
         n = self.fresh_name("af")[len("_cs_af_") :]
         one_line = isinstance(node.body, cst.SimpleStatementSuite) and suspends(node.body)
-        if suspends(node.iter) or suspends(node.target) or one_line:
+        if suspends(node.iter) or suspends(node.target) or one_line or id(node) in self.spell_out:
             return self.async_for_spelled(node, n)
         iterator, item, exhausted = f"_cs_aiter_{n}", f"_cs_aitem_{n}", f"_cs_aelse_{n}"
         awaited = self.fresh_name("aw")
@@ -1639,6 +1642,14 @@ class BodyProcessor:
             store = f"{result}.append({text(expr.elt)})"
         lines.append("    " * depth + store)
         statements = cst.parse_module("\n".join(lines) + "\n").body
+        loop: cst.CSTNode = statements[0]
+        while isinstance(loop, (cst.For, cst.If)):
+            if isinstance(loop, cst.For) and loop.asynchronous is not None:
+                self.spell_out.add(id(loop))
+            inner = loop.body.body[0] if isinstance(loop.body, cst.IndentedBlock) else None
+            if inner is None:
+                break
+            loop = inner
         outs = [self.assign(result, empty), *self._process(statements)]
         return outs, cst.Name(result)
 
@@ -1881,6 +1892,15 @@ def _target_names(target: cst.CSTNode) -> set[str]:
     return set()
 
 
+def _comprehension_targets(node: cst.ListComp | cst.SetComp | cst.DictComp) -> set[str]:
+    names: set[str] = set()
+    clause: cst.CompFor | None = node.for_in
+    while clause is not None:
+        names |= _target_names(clause.target)
+        clause = clause.inner_for_in
+    return names
+
+
 class _Rename(cst.CSTTransformer):
     """Rename loop variables of a comprehension; notes inner scopes that use them."""
 
@@ -1889,6 +1909,12 @@ class _Rename(cst.CSTTransformer):
         self.captured = False
 
     def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, (cst.ListComp, cst.SetComp, cst.DictComp)) and not (
+            _comprehension_targets(node) & set(self.renames)
+        ):
+            # run at once, within one step of the loop: it sees the value the loop variable
+            # has then, renamed or not (an inner lambda or generator is still refused)
+            return True
         if isinstance(
             node,
             (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import inspect
 import sys
@@ -270,6 +271,38 @@ def run_async_trace(
     log = TraceLog()
     trace: Trace = [("start",)]
     log.sink = trace
+    # in a context of its own, as a task would be: what the program sets in its context
+    # variables must not leak into the next run (of another mode)
+    traces = contextvars.copy_context().run(
+        _drive_by_hand,
+        make,
+        log,
+        trace,
+        steps,
+        fill,
+        max_steps,
+        mode,
+        backend,
+        inside_steps,
+        chosen_fork,
+    )
+    if mode != "fork":
+        return {mode: trace}
+    return dict(zip(("fork/original", "fork/copy"), traces))
+
+
+def _drive_by_hand(
+    make: Callable[[TraceLog], Any],
+    log: TraceLog,
+    trace: Trace,
+    steps: list[Action],
+    fill: Action | None,
+    max_steps: int,
+    mode: Mode,
+    backend: SnapshotBackend | None,
+    inside_steps: bool,
+    chosen_fork: int | None,
+) -> list[Trace]:
     with _unraisable_into(log):
         subject = make(log)
         if hasattr(subject, "asend"):
@@ -287,9 +320,7 @@ def run_async_trace(
             raise TypeError(
                 f"make(log) must return a coroutine or an async generator, not {subject!r}"
             )
-    if mode != "fork":
-        return {mode: trace}
-    return dict(zip(("fork/original", "fork/copy"), traces))
+    return traces
 
 
 async def _iterate(agen: Any, log: TraceLog) -> None:
