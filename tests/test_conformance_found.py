@@ -6,6 +6,7 @@ those suites showed, named after the suite and the test that showed it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sys
@@ -92,3 +93,31 @@ def test_a_method_reading_its_own_class_by_name_is_marked_by_the_hook(hooked: An
     leaf_class = module.outer()  # the class name is the enclosing function's local there
     leaf = leaf_class()
     assert list(leaf.children([1, leaf])) == [leaf]
+
+
+@contsnap.checkpointable
+async def items_of(source: list[int]) -> Any:
+    for item in source:
+        yield item
+
+
+# aioitertools (copying round trip, test_batched looped for ever): ``batched`` holds an
+# async generator the test made, ``ait.iter([...])``; once that was exhausted, each move
+# copied it as an unstarted async generator (its aclose() awaitable was closed, never
+# run), which yielded None where the original raised StopAsyncIteration
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_an_exhausted_async_generator_copies_exhausted(way: str) -> None:
+    async def run() -> list[Any]:
+        agen = items_of([1])
+        seen: list[Any] = [await agen.__anext__()]
+        with pytest.raises(StopAsyncIteration):
+            await agen.__anext__()
+        copy = WAYS[way](agen)
+        assert copy.ag_frame is None
+        with pytest.raises(StopAsyncIteration):
+            seen.append(await copy.__anext__())
+        return seen
+
+    assert asyncio.run(run()) == [1]
