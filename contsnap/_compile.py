@@ -88,12 +88,18 @@ def _factory(
     signature: str,
     body: list[Line],
     first_line: int,
+    class_global: bool,
 ) -> Line:
     from ._transform import Line, block
 
     src = result.def_line
     inner: list[Line] = []
     names = [n for n in factory_locals if not (class_name and n == "__class__")]
+    if class_global:
+        # the class statement below (there for private-name mangling) binds its name in
+        # the factory: the method's own reads of that name (``isinstance(x, Node)`` in
+        # a method of ``Node``) must still find the module's global, as natively
+        inner.append(Line(f"global {class_name}", src))
     if names:
         inner.append(Line(" = ".join(names) + " = None", src))
     # the def line maps to the original's co_firstlineno (its first decorator)
@@ -104,6 +110,13 @@ def _factory(
     else:
         inner.append(func)
     return block(f"def {factory}():", src, inner)
+
+
+def _global_class(class_name: str | None, cell_names: tuple[str, ...]) -> bool:
+    """Is the factory's class statement declared ``global``: is its name not one of the
+    function's free or cell variables (which the factory binds, as the enclosing code did)?
+    """
+    return class_name is not None and class_name not in cell_names
 
 
 def _cellref(cell_names: tuple[str, ...], src: int) -> list[Line]:
@@ -378,7 +391,9 @@ def _requalify(code: types.CodeType, prefixes: tuple[str, ...], qualname: str) -
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             const = _requalify(const, prefixes, qualname)
-        elif isinstance(const, str) and const.startswith("__contsnap_"):
+        elif isinstance(const, str) and (const.startswith("__contsnap_") or DEF_NAME in const):
+            # a nested function's (3.10) or class's qualname: the factory's prefix, or a
+            # global class's name and DEF_NAME (see _global_class)
             const = fix(const)
         consts.append(const)
     changes: dict[str, object] = {"co_consts": tuple(consts)}
@@ -407,8 +422,16 @@ def compile_function(
     # can then stand in for the plain one in the hook's cached module code)
     doc = result.fresh[:1] if result.fresh and _is_docstring(result.fresh[0]) else []
     fresh_body = [*doc, *_cellref(cell_names, src), *result.fresh[len(doc) :]]
+    class_global = _global_class(class_name, cell_names)
     fresh_factory = _factory(
-        FRESH_FACTORY, result, class_name, list(freevars), result.params, fresh_body, first_line
+        FRESH_FACTORY,
+        result,
+        class_name,
+        list(freevars),
+        result.params,
+        fresh_body,
+        first_line,
+        class_global,
     )
     # compiled alone: its local names decide the resume variant's prologue
     fresh_rendered = render([fresh_factory])
@@ -458,10 +481,16 @@ def compile_function(
         signature,
         resume_body,
         first_line,
+        class_global,
     )
     resume_rendered = _unannotate_cells(render([resume_factory]), cellvars)
     inner = f"{class_name}.{DEF_NAME}" if class_name else DEF_NAME
-    prefixes = tuple(f"{factory}.<locals>.{inner}" for factory in (FRESH_FACTORY, RESUME_FACTORY))
+    # a class declared global is qualified by its name alone
+    prefixes = (
+        (inner,)
+        if class_global
+        else tuple(f"{factory}.<locals>.{inner}" for factory in (FRESH_FACTORY, RESUME_FACTORY))
+    )
     fresh_code = _requalify(fresh_compiled, prefixes, qualname).replace(co_name=result.name)
     return Compiled(
         fresh_code=fresh_code,

@@ -425,7 +425,13 @@ def closed_generator(given: FunctionInfo | Migrating) -> Any:
     gen.__name__ = info.name
     gen.__qualname__ = info.qualname
     if type(gen) is types.AsyncGeneratorType:
-        gen.aclose().close()  # an unstarted async generator closes without an event loop
+        # an unstarted async generator closes without an event loop, but only when its
+        # aclose() runs (closing the awaitable unstarted leaves the generator unstarted:
+        # its copy then yielded None where the original was exhausted)
+        try:
+            gen.aclose().send(None)
+        except StopIteration:
+            pass
     else:
         gen.close()
     _CLOSED[gen] = info

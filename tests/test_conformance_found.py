@@ -1,0 +1,123 @@
+"""Found by running other projects' test suites through the hook (tests/conformance/run_stdlib.py).
+
+Each test is the smallest reproduction of a difference from native behaviour that one of
+those suites showed, named after the suite and the test that showed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from copy_ways import WAYS
+
+import contsnap
+
+
+@pytest.fixture
+def hooked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Import a throwaway module made of ``source`` through the hook with mark_all."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    made: list[str] = []
+
+    def load(source: str) -> Any:
+        name = f"found_{os.getpid()}_{len(made)}"
+        made.append(name)
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        with contsnap.install_import_hook(name, mark_all=True), warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a function left plain fails
+            return importlib.import_module(name)
+
+    yield load
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+class Node:
+    @contsnap.checkpointable
+    def children(self, items: list[Any]) -> Iterator[Any]:
+        for item in items:
+            if isinstance(item, Node):
+                yield item
+
+
+# jinja2 (hooked, every test): Node.iter_child_nodes reads the global name of its own
+# class (``isinstance(item, Node)``); the transform compiled the method inside a class
+# statement of that name, which made the name a free variable of the method, and the hook
+# left the method plain ("contsnap failed, please report it: KeyError: 'Node'")
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_method_reading_its_own_class_by_name_is_transformed(way: str) -> None:
+    node, leaf = Node(), Node()
+    gen = node.children([1, leaf, "x", node])
+    assert next(gen) is leaf
+    copy = WAYS[way](gen)
+    assert [type(n) for n in copy] == [Node]
+    assert list(gen) == [node]
+
+
+def test_a_method_reading_its_own_class_by_name_is_marked_by_the_hook(hooked: Any) -> None:
+    module = hooked(
+        """
+        class Node:
+            def children(self, items):
+                for item in items:
+                    if isinstance(item, Node):
+                        yield item
+
+
+        def outer():
+            class Leaf:
+                def children(self, items):
+                    for item in items:
+                        if isinstance(item, Leaf):
+                            yield item
+
+            return Leaf
+        """
+    )
+    assert module.Node.children.__contsnap__ is not None
+    node = module.Node()
+    gen = node.children([node, 2])
+    assert contsnap.loads(contsnap.dumps(gen)).__next__() is not node  # a copy
+    assert list(gen) == [node]
+    leaf_class = module.outer()  # the class name is the enclosing function's local there
+    leaf = leaf_class()
+    assert list(leaf.children([1, leaf])) == [leaf]
+
+
+@contsnap.checkpointable
+async def items_of(source: list[int]) -> Any:
+    for item in source:
+        yield item
+
+
+# aioitertools (copying round trip, test_batched looped for ever): ``batched`` holds an
+# async generator the test made, ``ait.iter([...])``; once that was exhausted, each move
+# copied it as an unstarted async generator (its aclose() awaitable was closed, never
+# run), which yielded None where the original raised StopAsyncIteration
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_an_exhausted_async_generator_copies_exhausted(way: str) -> None:
+    async def run() -> list[Any]:
+        agen = items_of([1])
+        seen: list[Any] = [await agen.__anext__()]
+        with pytest.raises(StopAsyncIteration):
+            await agen.__anext__()
+        copy = WAYS[way](agen)
+        assert copy.ag_frame is None
+        with pytest.raises(StopAsyncIteration):
+            seen.append(await copy.__anext__())
+        return seen
+
+    assert asyncio.run(run()) == [1]
