@@ -15,6 +15,11 @@ a timer thread between 0 and 3 ms after the N-th point is reached, so that the k
 lands *inside* the write that follows (an SQLite transaction, a Redis script, a
 PostgreSQL round trip, a file being written). ``CONTSNAP_FAULT_COUNT=FILE`` makes an
 uninterrupted run write how many points it passed, so that the harness can pick N.
+
+``CONTSNAP_FAULT_ARM=FILE`` is for several processes (Celery workers and their pool
+children): nothing happens until the harness writes ``ID N`` or ``ID N:during`` to
+``FILE``; then the first process to pass N more points claims the file (renames it to
+``FILE.fired``) and dies, and the others go on.
 """
 
 from __future__ import annotations
@@ -42,11 +47,39 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+_ARM = os.environ.get("CONTSNAP_FAULT_ARM")
+_armed: dict[str, int] = {}  # the arming seen last: its id, and the points passed since
+
+
+def _armed_hit() -> tuple[bool, bool, int]:
+    """With ``CONTSNAP_FAULT_ARM``: is this point the armed one, and does it win the claim?"""
+    assert _ARM is not None
+    try:
+        with open(_ARM) as armed:
+            ident, spec = armed.read().split()
+    except (FileNotFoundError, ValueError):
+        return False, False, 0
+    with _lock:
+        passed = _armed[ident] = _armed.get(ident, 0) + 1
+    target = int(spec.split(":")[0])
+    if passed != target:
+        return False, False, 0
+    try:
+        os.rename(_ARM, _ARM + ".fired")  # one process wins
+    except FileNotFoundError:
+        return False, False, 0
+    return True, spec.endswith(":during"), target
+
+
 def point(what: str) -> None:
     """One fault point passed: the N-th one kills the process (at once, or a moment later)."""
-    with _lock:
-        _seen[0] += 1
-        hit = _seen[0] == _target
+    global _during, _target
+    if _ARM is not None:
+        hit, _during, _target = _armed_hit()
+    else:
+        with _lock:
+            _seen[0] += 1
+            hit = _seen[0] == _target
     if not hit:
         return
     if os.environ.get("CONTSNAP_FAULT_SAY"):
@@ -97,7 +130,7 @@ def _wrap_stores() -> None:
 
     for cls in (stores.FileStore, stores.SQLiteStore, stores.RedisStore, stores.PostgresStore):
         for name in _STORE_METHODS:
-            real = cls.__dict__.get(name)
+            real = getattr(cls, name, None)  # its own, or its base class's (the SQL stores)
             if real is None:
                 continue
 
@@ -120,7 +153,7 @@ def _write_count() -> None:
 
 
 def install() -> None:
-    if not (_SPEC or _COUNT_FILE):
+    if not (_SPEC or _COUNT_FILE or _ARM):
         return
     sys.addaudithook(_audit)
     _wrap_fsync()

@@ -265,6 +265,7 @@ def run_campaign(
     (directory / "job.py").write_text(JOB)
     c = Campaign(backend, directory, seed, store_url, store_options or {})
     rng = random.Random(seed)
+    _clear(c)  # a store may hold a job of an earlier campaign
     ref = _reference(c)
     if ref[2] < 10:
         raise c.fail(f"the uninterrupted run passed only {ref[2]} fault points")

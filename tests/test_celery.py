@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -710,3 +711,54 @@ def test_an_owner_that_lost_its_lease_reports_nothing(tmp_path: Path) -> None:
     assert result.state == "IGNORED"
     assert store.current_lease(_task_key(task.name, "lost")).owner == "the new owner"
     assert task.status("lost")["running"] is True  # the attempt record is the new owner's now
+
+
+def test_killed_at_random_instants_the_job_ends_as_uninterrupted(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Owners SIGKILLed at random instants: by a timer (the pool child, or its whole worker)
+    or by the owner itself at a random store call, or inside it (a checkpoint's write, its
+    outbox, a lease renewal). The job ends with the uninterrupted result, each effect once.
+
+    Each kill comes after the job made a checkpoint since the last one (two kills from one
+    checkpoint are the poison rule's business, `test_poison_job_falls_back_then_stops`).
+    ``CONTSNAP_CELERY_KILLS`` sets the number of kills, ``CONTSNAP_KILL_SEED`` the seed.
+    """
+    seed = int(os.environ.get("CONTSNAP_KILL_SEED", 20261207))
+    kills = int(os.environ.get("CONTSNAP_CELERY_KILLS", 4))
+    rng = random.Random(seed)
+    arm = tmp_path / "arm"
+    cluster.env = {
+        **cluster.env,
+        "CONTSNAP_FAULT_ARM": str(arm),
+        "CONTSNAP_FAULT_DIR": str(tmp_path / "none"),
+        "CONTSNAP_FAULT_SAY": "1",
+    }
+    cluster.start_workers(2)
+    tag, steps = "random", 40 + 25 * kills
+    result = cluster.tasks.squares.start(tag, steps, DELAY, job_id=tag)
+    done: list[str] = []
+    fired = tmp_path / "arm.fired"
+    for k in range(kills):
+        cluster.wait_steps(tag, len(cluster.steps(tag)) + INTERVAL_STEPS + 2)
+        time.sleep(rng.uniform(0, EVERY + 2 * DELAY))
+        how = rng.choice(["child", "worker", "store call", "inside a store call"])
+        child, worker = cluster.owner(tag)
+        if how == "child":
+            os.kill(child, signal.SIGKILL)
+        elif how == "worker":
+            os.killpg(worker.pgid, signal.SIGKILL)
+            cluster.start_workers(1)
+        else:
+            arm.write_text(f"{k} {rng.randint(1, 12)}{':during' if 'inside' in how else ''}")
+            cluster.wait_for(f"kill {k} (seed {seed})", lambda: fired.exists() or result.ready())
+            if not fired.exists():
+                break  # the job ended first
+            fired.unlink()
+        done.append(how)
+    assert len(done) >= min(kills, 3), f"seed {seed}: the job ended after the kills {done}"
+    print(f"\nseed {seed}: kills {done}")
+    try:
+        cluster.check_outcome(tag, result, reruns=kills * (INTERVAL_STEPS + 2), steps=steps)
+    except AssertionError as exc:
+        raise AssertionError(f"seed {seed}, kills {done}: {exc}") from exc
