@@ -831,7 +831,32 @@ def test_form_bodies_parse_as_parse_qsl_does(body: str) -> None:
 
     from contsnap.web._app import _form_fields
 
-    assert _form_fields(body) == parse_qsl(body, keep_blank_values=True)
+    assert _form_fields(body.encode(), "") == parse_qsl(body, keep_blank_values=True)
+    form = "application/x-www-form-urlencoded; charset=utf-8"
+    assert _form_fields(body.encode(), form) == parse_qsl(body, keep_blank_values=True)
+
+
+def test_a_multipart_form_answers_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A form sent as multipart/form-data (its enctype, or JavaScript's FormData) answers the
+    page as a urlencoded one does; it was read as urlencoded, so its CSRF field was never
+    found and every such form answered 403 "not sent from its page"."""
+    app = _client_app(tmp_path, monkeypatch, client_side=0)
+    with _wsgi_client(app) as browser:
+        page1 = browser.get("/sum")
+        csrf = re.search(r'name="_csrf" value="([^"]+)"', page1.text)
+        assert csrf is not None
+        fields = {"n": (None, "4"), "_csrf": (None, csrf.group(1))}
+        page2 = browser.post(action(page1), files=fields)  # httpx sends multipart/form-data
+        assert page2.status_code == 200 and "Number 2? (so far 4)" in page2.text, page2.text
+        as_file = {"n": ("n.txt", b"5", "text/plain"), "_csrf": (None, csrf.group(1))}
+        assert "so far 5" in browser.post(action(page1), files=as_file).text
+        for body in (b"--x\r\nContent-Disposition: form-data\r\n\r\n4\r\n--x--", b"\xff" * 40):
+            damaged = browser.post(
+                action(page1),
+                content=body,
+                headers={"content-type": "multipart/form-data; boundary=x"},
+            )
+            assert damaged.status_code == 403, damaged.text
 
 
 def test_page_macs_are_hmac_sha256_under_each_key() -> None:
