@@ -762,3 +762,60 @@ def test_killed_at_random_instants_the_job_ends_as_uninterrupted(
         cluster.check_outcome(tag, result, reruns=kills * (INTERVAL_STEPS + 2), steps=steps)
     except AssertionError as exc:
         raise AssertionError(f"seed {seed}, kills {done}: {exc}") from exc
+
+
+def test_stored_state_that_was_tampered_with_is_refused_by_name(tmp_path: Path) -> None:
+    """Every key a durable task keeps, damaged in the store: its newest checkpoint (an older
+    one is resumed, with a warning), its attempt record and an outbox entry (refused, the key
+    named, nothing delivered from it). Never another exception, never a wrong result."""
+    import warnings
+
+    from contsnap.integrations.celery import _task_key
+
+    delivered: dict[str, Any] = {}
+    down = {"job/2"}
+
+    def record(payload: Any, key: str) -> None:
+        if key in down:
+            raise ConnectionError("the service is down")
+        delivered.setdefault(key, payload)
+
+    def damaged(data: bytes | None) -> bytes:
+        assert data is not None
+        edited = bytearray(data)
+        edited[len(edited) // 2] ^= 0x10
+        return bytes(edited)
+
+    task = _eager_task(tmp_path, {"record": record})
+    store = task.contsnap_spec.store
+    key = _task_key(task.contsnap_spec.name, "job")
+    _STEP_RUNS.clear()
+    _FAIL_AT.clear()
+    with pytest.raises(ConnectionError):
+        task.start(5, job_id="job").get()
+    outbox = [k for k in store.keys() if k.startswith(key + ".") and k != key + ".attempts"]
+    assert outbox, store.keys()
+    kept = store.get(outbox[0])
+    store.put(outbox[0], damaged(kept))
+    with pytest.raises(contsnap.SnapshotSignatureError, match=re.escape(repr(outbox[0]))):
+        task.start(5, job_id="job").get()
+    assert "job/2" not in delivered
+    store.put(outbox[0], kept or b"")
+    attempts = store.get(key + ".attempts")
+    store.put(key + ".attempts", damaged(attempts))
+    with pytest.raises(contsnap.SnapshotSignatureError, match="attempt record .*delete that key"):
+        task.start(5, job_id="job").get()
+    store.put(key + ".attempts", attempts or b"")
+    # the newest checkpoint damaged: the one before is resumed, and that is said
+    generations = [store.get(key, generation=g) for g in range(3)][::-1]
+    store.delete(key)
+    for data in generations[:-1]:
+        store.put(key, data or b"", keep=3)
+    store.put(key, damaged(generations[-1]), keep=3)
+    down.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert task.start(5, job_id="job").get() == sum(i * 3 for i in range(5))
+    assert any("rolled back" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert sorted(delivered) == [f"job/{i}" for i in range(5)]
+    assert all(delivered[f"job/{i}"]["i"] == i for i in range(5))
