@@ -793,8 +793,9 @@ def test_stored_state_that_was_tampered_with_is_refused_by_name(tmp_path: Path) 
     _FAIL_AT.clear()
     with pytest.raises(ConnectionError):
         task.start(5, job_id="job").get()
-    outbox = [k for k in store.keys() if k.startswith(key + ".") and k != key + ".attempts"]
-    assert outbox, store.keys()
+    live = store.keys()
+    outbox = [k for k in live if k.startswith(key + ".") and k != key + ".attempts"]
+    assert outbox, live
     kept = store.get(outbox[0])
     store.put(outbox[0], damaged(kept))
     with pytest.raises(contsnap.SnapshotSignatureError, match=re.escape(repr(outbox[0]))):
