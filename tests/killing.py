@@ -216,6 +216,12 @@ def _kill_job(c: Campaign, rng: random.Random, want: int, ref: tuple[str, str, i
             c.modes[mode] = c.modes.get(mode, 0) + 1
             _check_generations(c)
             continue
+        if proc.returncode == 1 and "TakenOverError" in err:
+            # starved longer than its lease on a loaded machine: it stopped writing nothing
+            # (docs/durable.md); the next run resumes, as after a kill
+            c.log.append("   (lease lost: TakenOverError)")
+            _check_generations(c)
+            continue
         if proc.returncode != 0:
             raise c.fail(f"a run ended with status {proc.returncode}:\n{err}")
         printed = out.strip().splitlines()[-1] if out.strip() else ""
