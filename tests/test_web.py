@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import re
 import sys
 import time
@@ -869,3 +870,52 @@ def test_page_macs_are_hmac_sha256_under_each_key() -> None:
     for secret in (b"k" * 32, b"other key", b"k" * 32, bytes(range(64)) * 2):
         for message in (b"", b"contsnap web page\0app:/sum\0s\0id", b"x" * 200):
             assert mac(secret, message) == hmac.digest(secret, message, hashlib.sha256)
+
+
+def test_a_server_killed_at_random_instants_loses_no_page_it_answered(sqlite_url: str) -> None:
+    """uvicorn SIGKILLed six times at random instants while a browser goes through sums:
+    after each restart, every page whose URL the browser was sent still shows, and the
+    conversations interrupted by a kill finish from their last page with the right sum."""
+    import random
+    import threading
+
+    seed = int(os.environ.get("CONTSNAP_KILL_SEED", 1207))
+    rng = random.Random(seed)
+    server = WebServer(sqlite_url)
+    received: list[str] = []  # every page URL the server redirected the browser to
+    try:
+        with httpx.Client(base_url=server.url, timeout=20) as browser:
+
+            def go(response: Any) -> Any:
+                while response.status_code == 303:
+                    received.append(response.headers["location"])
+                    response = browser.get(response.headers["location"])
+                return response
+
+            for kill in range(6):
+                process = server.process
+                assert process is not None
+                timer = threading.Timer(rng.uniform(0.0, 0.6), process.kill)
+                timer.start()
+                try:
+                    while True:  # conversations until the kill lands
+                        page = go(browser.get("/sum"))
+                        for n in (1, 2, 3):
+                            page = go(submit(browser, page, {"n": str(n)}))
+                        assert "The sum is 6" in page.text, (seed, page.text)
+                except httpx.TransportError:
+                    pass
+                timer.join()
+                process.wait(10)
+                server.start()
+                # none lost, none damaged (the session keeps its 45 most recently used)
+                for url in received[-40:]:
+                    shown = browser.get(url)
+                    assert shown.status_code == 200, (seed, kill, url, shown.text)
+                # the last page the browser had, answered to the end
+                last = browser.get(received[-1])
+                while "The sum is" not in last.text:
+                    last = go(submit(browser, last, {"n": "1"}))
+                assert re.search(r"The sum is \d+", last.text), (seed, last.text)
+    finally:
+        server.stop()
