@@ -22,6 +22,9 @@ import contsnap
 from contsnap.integrations.celery import configure, durable_task, step_key
 from contsnap.stores import open_store
 
+if os.environ.get("CONTSNAP_FAULT_ARM"):
+    import faultpoints  # noqa: F401  (kills at a store call when the test arms it)
+
 BROKER = os.environ.get("CONTSNAP_CELERY_BROKER", "redis://127.0.0.1:6379/0")
 STORE = os.environ.get("CONTSNAP_CELERY_STORE", "redis://127.0.0.1:6379/1")
 NOTES = os.environ.get("CONTSNAP_CELERY_NOTES", "redis://127.0.0.1:6379/2")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -710,3 +711,112 @@ def test_an_owner_that_lost_its_lease_reports_nothing(tmp_path: Path) -> None:
     assert result.state == "IGNORED"
     assert store.current_lease(_task_key(task.name, "lost")).owner == "the new owner"
     assert task.status("lost")["running"] is True  # the attempt record is the new owner's now
+
+
+def test_killed_at_random_instants_the_job_ends_as_uninterrupted(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Owners SIGKILLed at random instants: by a timer (the pool child, or its whole worker)
+    or by the owner itself at a random store call, or inside it (a checkpoint's write, its
+    outbox, a lease renewal). The job ends with the uninterrupted result, each effect once.
+
+    Each kill comes after the job made a checkpoint since the last one (two kills from one
+    checkpoint are the poison rule's business, `test_poison_job_falls_back_then_stops`).
+    ``CONTSNAP_CELERY_KILLS`` sets the number of kills, ``CONTSNAP_KILL_SEED`` the seed.
+    """
+    seed = int(os.environ.get("CONTSNAP_KILL_SEED", 20261207))
+    kills = int(os.environ.get("CONTSNAP_CELERY_KILLS", 4))
+    rng = random.Random(seed)
+    arm = tmp_path / "arm"
+    cluster.env = {
+        **cluster.env,
+        "CONTSNAP_FAULT_ARM": str(arm),
+        "CONTSNAP_FAULT_DIR": str(tmp_path / "none"),
+        "CONTSNAP_FAULT_SAY": "1",
+    }
+    cluster.start_workers(2)
+    tag, steps = "random", 40 + 25 * kills
+    result = cluster.tasks.squares.start(tag, steps, DELAY, job_id=tag)
+    done: list[str] = []
+    fired = tmp_path / "arm.fired"
+    for k in range(kills):
+        cluster.wait_steps(tag, len(cluster.steps(tag)) + INTERVAL_STEPS + 2)
+        time.sleep(rng.uniform(0, EVERY + 2 * DELAY))
+        how = rng.choice(["child", "worker", "store call", "inside a store call"])
+        child, worker = cluster.owner(tag)
+        if how == "child":
+            os.kill(child, signal.SIGKILL)
+        elif how == "worker":
+            os.killpg(worker.pgid, signal.SIGKILL)
+            cluster.start_workers(1)
+        else:
+            arm.write_text(f"{k} {rng.randint(1, 12)}{':during' if 'inside' in how else ''}")
+            cluster.wait_for(f"kill {k} (seed {seed})", lambda: fired.exists() or result.ready())
+            if not fired.exists():
+                break  # the job ended first
+            fired.unlink()
+        done.append(how)
+    assert len(done) >= min(kills, 3), f"seed {seed}: the job ended after the kills {done}"
+    print(f"\nseed {seed}: kills {done}")
+    try:
+        cluster.check_outcome(tag, result, reruns=kills * (INTERVAL_STEPS + 2), steps=steps)
+    except AssertionError as exc:
+        raise AssertionError(f"seed {seed}, kills {done}: {exc}") from exc
+
+
+def test_stored_state_that_was_tampered_with_is_refused_by_name(tmp_path: Path) -> None:
+    """Every key a durable task keeps, damaged in the store: its newest checkpoint (an older
+    one is resumed, with a warning), its attempt record and an outbox entry (refused, the key
+    named, nothing delivered from it). Never another exception, never a wrong result."""
+    import warnings
+
+    from contsnap.integrations.celery import _task_key
+
+    delivered: dict[str, Any] = {}
+    down = {"job/2"}
+
+    def record(payload: Any, key: str) -> None:
+        if key in down:
+            raise ConnectionError("the service is down")
+        delivered.setdefault(key, payload)
+
+    def damaged(data: bytes | None) -> bytes:
+        assert data is not None
+        edited = bytearray(data)
+        edited[len(edited) // 2] ^= 0x10
+        return bytes(edited)
+
+    task = _eager_task(tmp_path, {"record": record})
+    store = task.contsnap_spec.store
+    key = _task_key(task.contsnap_spec.name, "job")
+    _STEP_RUNS.clear()
+    _FAIL_AT.clear()
+    with pytest.raises(ConnectionError):
+        task.start(5, job_id="job").get()
+    live = store.keys()
+    outbox = [k for k in live if k.startswith(key + ".") and k != key + ".attempts"]
+    assert outbox, live
+    kept = store.get(outbox[0])
+    store.put(outbox[0], damaged(kept))
+    with pytest.raises(contsnap.SnapshotSignatureError, match=re.escape(repr(outbox[0]))):
+        task.start(5, job_id="job").get()
+    assert "job/2" not in delivered
+    store.put(outbox[0], kept or b"")
+    attempts = store.get(key + ".attempts")
+    store.put(key + ".attempts", damaged(attempts))
+    with pytest.raises(contsnap.SnapshotSignatureError, match="attempt record .*delete that key"):
+        task.start(5, job_id="job").get()
+    store.put(key + ".attempts", attempts or b"")
+    # the newest checkpoint damaged: the one before is resumed, and that is said
+    generations = [store.get(key, generation=g) for g in range(3)][::-1]
+    store.delete(key)
+    for data in generations[:-1]:
+        store.put(key, data or b"", keep=3)
+    store.put(key, damaged(generations[-1]), keep=3)
+    down.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert task.start(5, job_id="job").get() == sum(i * 3 for i in range(5))
+    assert any("rolled back" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert sorted(delivered) == [f"job/{i}" for i in range(5)]
+    assert all(delivered[f"job/{i}"]["i"] == i for i in range(5))

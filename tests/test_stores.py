@@ -28,6 +28,7 @@ import contsnap
 from contsnap import stores
 from contsnap.stores import (
     FencedError,
+    FileStore,
     Lease,
     LeaseHeldError,
     SQLiteStore,
@@ -540,3 +541,39 @@ def test_public_names() -> None:
             assert pickle.loads(pickle.dumps(obj("x"))).args == ("x",)
     lease = Lease("job", 3, "me", 1, "host", 0.0, 1.0)
     assert pickle.loads(pickle.dumps(lease)) == lease
+
+
+@pytest.mark.parametrize("stop_after", ["rotate", "write"])
+def test_a_file_store_put_killed_before_its_bookkeeping_relabels_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_after: str
+) -> None:
+    """The bookkeeping is a put's commit point: a put killed before it leaves the
+    generations it had, each under its own version, and never one twice (found by the
+    kill harness, tests/killing.py: generations [16, 16, 15] after a kill)."""
+    store = FileStore(tmp_path / "s", fsync=False)
+    for n in range(1, 4):
+        store.put("k", f"v{n}".encode(), keep=3)
+
+    class Killed(BaseException):
+        pass
+
+    real_write = FileStore._write_file
+
+    def write_then_die(self: FileStore, path: str, data: bytes) -> None:
+        if stop_after == "rotate":
+            raise Killed  # after the renames of the rotation, before the new bytes
+        real_write(self, path, data)
+        raise Killed  # after the new bytes, before the bookkeeping
+
+    monkeypatch.setattr(FileStore, "_write_file", write_then_die)
+    with pytest.raises(Killed):
+        store.put("k", b"v4", keep=3)
+    monkeypatch.setattr(FileStore, "_write_file", real_write)
+    reopened = FileStore(tmp_path / "s", fsync=False)
+    kept = [reopened.entry("k", generation=g) for g in range(3)]
+    found = [(e.data, e.version) for e in kept if e is not None]
+    assert found[:2] == [(b"v3", 3), (b"v2", 2)]  # the oldest may be gone, none relabelled
+    assert reopened.generations("k") == [v for _d, v in found]
+    assert reopened.put("k", b"v4", keep=3) == 4
+    assert [reopened.get("k", generation=g) for g in range(3)] == [b"v4", b"v3", b"v2"]
+    assert reopened.generations("k") == [4, 3, 2]

@@ -215,3 +215,81 @@ def test_client_side_page_tampered_in_the_url(tab: Any, tmp_path: Path) -> None:
         assert "Number 3? (so far 9)" in text(tab)
     finally:
         server.stop()
+
+
+def test_double_submit_shows_the_next_page_and_once_runs_once(tab: Any, tmp_path: Path) -> None:
+    """A double click on the button, and a form submitted twice before the first answer
+    came back: the browser shows the right next page, and ``web.once`` ran once."""
+    log = tmp_path / "effects.log"
+    server = WebServer(f"sqlite:///{tmp_path}/pages.db", WEB_TEST_EFFECTS=str(log))
+    try:
+        tab.goto(server.url + "/sum")
+        tab.fill('input[name="n"]', "4")
+        with tab.expect_navigation():
+            tab.dblclick("button")
+        tab.wait_for_load_state()
+        assert "Number 2? (so far 4)" in text(tab)
+        answer(tab, 5)
+        answer(tab, 6)
+        assert "The sum is 15" in text(tab)
+
+        tab.goto(server.url + "/effects")
+        tab.fill('input[name="x"]', "tea")
+        with tab.expect_navigation(url="**/effects/-/*"):
+            tab.evaluate(
+                "() => { const f = document.forms[0]; f.requestSubmit(); f.requestSubmit(); }"
+            )
+        tab.wait_for_function("document.body && document.body.innerText.includes('receipt')")
+        assert "receipt: once tea" in text(tab)
+        lines = log.read_text().splitlines()
+        assert lines.count("once tea") == 1, lines
+        assert 1 <= lines.count("every time tea") <= 2, lines
+
+        # two POSTs of one page at the same moment, from the page itself (its cookie, its
+        # CSRF field): both answers are the receipt of the one order
+        tab.goto(server.url + "/effects")
+        tab.fill('input[name="x"]', "milk")
+        bodies = tab.evaluate(
+            """async () => {
+                const f = document.forms[0];
+                const send = () => fetch(f.action, {method: "POST", body: new FormData(f)})
+                    .then(r => r.text());
+                return await Promise.all([send(), send()]);
+            }"""
+        )
+        assert all("receipt: once milk" in body for body in bodies), bodies
+        lines = log.read_text().splitlines()
+        assert lines.count("once milk") == 1 and lines.count("every time milk") == 2, lines
+    finally:
+        server.stop()
+
+
+def test_a_form_sent_after_its_page_expired_says_start_again(tab: Any, tmp_path: Path) -> None:
+    server = WebServer(f"sqlite:///{tmp_path}/pages.db", WEB_TEST_IDLE="0.5")
+    try:
+        tab.goto(server.url + "/sum")
+        time.sleep(0.8)  # the page's idle time passes (a clock, not an event: nothing to wait on)
+        tab.fill('input[name="n"]', "3")
+        with tab.expect_navigation() as sent:
+            tab.click("button")
+        assert sent.value.status == 410
+        assert "This page has expired \u2014 start again." in text(tab)
+        with tab.expect_navigation():
+            tab.click('a:has-text("Start again")')
+        assert "Number 1? (so far 0)" in text(tab)
+    finally:
+        server.stop()
+
+
+def test_a_browser_that_lost_its_session_cookie_cannot_continue(
+    tab: Any, server: WebServer
+) -> None:
+    tab.goto(server.url + "/sum")
+    answer(tab, 2)
+    page2 = tab.url
+    tab.context.clear_cookies()  # the session ended (cookies cleared, another browser)
+    response = tab.reload()
+    assert response.status == 404 and "does not exist" in text(tab)
+    tab.goto(server.url + "/sum")  # a new conversation in the new session works
+    answer(tab, 7)
+    assert "Number 2? (so far 7)" in text(tab) and tab.url != page2

@@ -440,9 +440,15 @@ class _TaskJob(_Job):
             effect_key = files.effect_key(sequence)
             data = files.store.get(effect_key)
             if data is not None:
-                effect = _codec.decode(
-                    data, kinds=(KIND,), identity=f"{self.identity}/{sequence}", key=self.key
-                ).obj
+                try:
+                    effect = _codec.decode(
+                        data, kinds=(KIND,), identity=f"{self.identity}/{sequence}", key=self.key
+                    ).obj
+                except CheckpointError as exc:
+                    raise type(exc)(
+                        f"the outbox entry {effect_key!r} in {files.store.url} (effect "
+                        f"{sequence} of the job) is refused, nothing was delivered: {exc}"
+                    ) from None
                 if not isinstance(effect, Effect):
                     raise CheckpointError(f"{files.path}: {effect_key} does not hold an effect")
                 self.spec.effects[effect.name](effect.payload, f"{self.job_id}/{sequence}")
@@ -480,7 +486,15 @@ class _AttemptBook:
     def read(self) -> _Attempts:
         data = self.files.store.get(self.store_key)
         if data is not None:
-            found = _codec.decode(data, kinds=(KIND,), identity=self.identity, key=self.key).obj
+            try:
+                decoded = _codec.decode(data, kinds=(KIND,), identity=self.identity, key=self.key)
+            except CheckpointError as exc:
+                raise type(exc)(
+                    f"the attempt record {self.store_key!r} in {self.files.store.url} is refused: "
+                    f"{exc}. It counts the job's crashes; delete that key to reset the count "
+                    "(the job's checkpoints stay) if you trust the store"
+                ) from None
+            found = decoded.obj
             if isinstance(found, _Attempts):
                 self.state = found
         return self.state

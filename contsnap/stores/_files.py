@@ -14,6 +14,7 @@ crashed holder's lease can be taken at once, without waiting for its ttl).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -38,6 +39,11 @@ from contsnap.stores._base import (
 )
 
 __all__ = ["FileStore"]
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
 
 _GENERATION_SUFFIX = re.compile(r"\.\d+$")
 _META = ".contsnap"
@@ -152,12 +158,63 @@ class FileStore(StoreBase):
             meta = self._live_meta(key, time.time())
             if meta is None or generation >= len(meta["versions"]):
                 return None
+            if os.path.exists(self._side(key, "putting")):
+                data = self._find(key, meta, generation)
+                if data is None:
+                    return None
+            else:
+                try:
+                    with open(self._path(key, generation), "rb") as f:
+                        data = f.read()
+                except FileNotFoundError:
+                    return None
+        return Entry(data, int(meta["versions"][generation]), generation)
+
+    # A put renames the older generations up (key -> key.1 ...), writes the new bytes as
+    # ``key``, then the bookkeeping: that last write is its commit point. It marks its
+    # start with the file ``key.putting`` and removes it after the bookkeeping, so a put
+    # killed in between is seen by the next reader: the bookkeeping's digests then find
+    # each generation it recorded where the renames left it (one up), or not at all.
+
+    def _find(self, key: str, meta: dict[str, Any], generation: int) -> bytes | None:
+        """The bytes of ``generation`` as ``meta`` recorded them, after a killed put."""
+        digests = meta.get("digests")
+        if not isinstance(digests, list) or len(digests) <= generation:
+            # recorded by an older contsnap: nothing tells which file is which
+            with suppress(FileNotFoundError), open(self._path(key, generation), "rb") as f:
+                return f.read()
+            return None
+        want = digests[generation]
+        places = [generation, *(g for g in range(len(digests) + 1) if g != generation)]
+        for place in places:
             try:
-                with open(self._path(key, generation), "rb") as f:
+                with open(self._path(key, place), "rb") as f:
                     data = f.read()
             except FileNotFoundError:
-                return None
-        return Entry(data, int(meta["versions"][generation]), generation)
+                continue
+            if _digest(data) == want:
+                return data
+        return None
+
+    def _settle(self, key: str, meta: dict[str, Any]) -> tuple[list[int], list[str]]:
+        """Put the generations of a killed put's ``meta`` back in place (see `_find`).
+
+        Returns their versions and digests, up to the first one that is gone.
+        """
+        versions = [int(v) for v in meta["versions"]]
+        digests = meta.get("digests")
+        if not isinstance(digests, list) or len(digests) != len(versions):
+            return versions, []
+        found = []
+        for generation in range(len(versions)):
+            data = self._find(key, meta, generation)
+            if data is None:
+                break
+            found.append(data)
+        for generation, data in enumerate(found):
+            self._write_file(self._path(key, generation), data)
+        self._remove_generations(key, len(found))
+        return versions[: len(found)], digests[: len(found)]
 
     def version(self, key: str) -> int | None:
         """The newest version of ``key`` (1 after its first put), or ``None`` if absent."""
@@ -169,7 +226,14 @@ class FileStore(StoreBase):
         key = self._key(key)
         with self._flock(self._side(key, "lock"), fcntl.LOCK_SH):
             meta = self._live_meta(key, time.time())
-        return [] if meta is None else [int(v) for v in meta["versions"]]
+            if meta is None:
+                return []
+            versions = [int(v) for v in meta["versions"]]
+            if os.path.exists(self._side(key, "putting")):  # a put was killed
+                for generation in range(len(versions)):
+                    if self._find(key, meta, generation) is None:
+                        return versions[:generation]
+        return versions
 
     def keys(self, *, group: str | None = None) -> list[str]:
         """The live keys, sorted; only those written with ``group=`` if given."""
@@ -205,14 +269,26 @@ class FileStore(StoreBase):
         with self._fenced(lease), self._flock(self._side(key, "lock")):
             now = time.time()
             meta = self._live_meta(key, now)
-            versions = [] if meta is None else [int(v) for v in meta["versions"]]
-            current = versions[0] if versions else None
+            putting = self._side(key, "putting")
+            versions: list[int] = []
+            digests: list[str] = []
+            if meta is not None and os.path.exists(putting):
+                versions, digests = self._settle(key, meta)  # an earlier put was killed
+            elif meta is not None:
+                versions = [int(v) for v in meta["versions"]]
+                recorded = meta.get("digests")
+                digests = recorded if isinstance(recorded, list) else []
+            current = None if meta is None else int(meta["versions"][0])
             if expect is not None and (current or 0) != expect:
                 raise conflict_error(self.url, key, expect, current)
             if meta is None:
                 self._remove_generations(key, 0)
             new = (current or 0) + 1
+            os.close(os.open(putting, os.O_WRONLY | os.O_CREAT, 0o600))
+            # older generations recorded without their digests get none
+            digests = [_digest(data), *digests] if len(digests) == len(versions) else []
             versions = [new, *versions][:keep]
+            digests = digests[:keep]
             self._rotate(key, len(versions))
             self._write_file(self._path(key), data)
             self._remove_generations(key, len(versions))
@@ -220,12 +296,14 @@ class FileStore(StoreBase):
             expires = [t for t in (deadline, None if idle is None else now + idle) if t is not None]
             meta = {
                 "versions": versions,
+                "digests": digests,
                 "group": group,
                 "deadline": deadline,
                 "idle": idle,
                 "expires": min(expires) if expires else None,
             }
             self._write_file(self._side(key, "meta"), json.dumps(meta).encode())
+            os.unlink(putting)
         return new
 
     def put_many(
@@ -275,8 +353,9 @@ class FileStore(StoreBase):
         with self._fenced(lease), self._flock(self._side(key, "lock")):
             existed = self._live_meta(key, time.time()) is not None
             self._remove_generations(key, 0)
-            with suppress(FileNotFoundError):
-                os.unlink(self._side(key, "meta"))
+            for side in ("meta", "putting"):
+                with suppress(FileNotFoundError):
+                    os.unlink(self._side(key, side))
             self._sync_dir(self.directory)
         return existed
 
@@ -317,6 +396,8 @@ class FileStore(StoreBase):
                 ):
                     self._remove_generations(key, 0)
                     os.unlink(self._side(key, "meta"))
+                    with suppress(FileNotFoundError):
+                        os.unlink(self._side(key, "putting"))
                     removed += 1
         return removed
 

@@ -342,7 +342,7 @@ class App:
                 return Response(page.final, 200, set_cookie)
             csrf = self.pages.csrf(ring, session, token)
             return Response(page.ask.render(k, csrf), 200, set_cookie)
-        submitted = Answer(_form_fields(request.body.decode("utf-8", "replace")))
+        submitted = Answer(_form_fields(request.body, request.headers.get("content-type", "")))
         if page.final is not None or not self.pages.check_csrf(
             ring, session, token, submitted.get(CSRF_FIELD, "")
         ):
@@ -464,12 +464,47 @@ def _final(returned: Any, conv: _Conversation) -> str:
     )
 
 
-def _form_fields(body: str) -> list[tuple[str, str]]:
-    """The fields of a urlencoded form body, repeated and blank ones kept (as `parse_qsl`)."""
+def _form_fields(raw: bytes, content_type: str) -> list[tuple[str, str]]:
+    """The fields of a form body, repeated and blank ones kept (as `parse_qsl`).
+
+    A ``multipart/form-data`` body (a form with that ``enctype``, or JavaScript's
+    ``FormData``) is read part by part: a file's field holds its content as text. Any
+    other body is read as ``application/x-www-form-urlencoded``, a browser's default.
+    """
+    if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
+        return _multipart_fields(raw, content_type)
+    body = raw.decode("utf-8", "replace")
     if "%" in body or "+" in body:
         return parse_qsl(body, keep_blank_values=True)
     # nothing escaped (digits, plain words): the split parse_qsl would make, without unquoting
     return [(name, value) for name, _, value in (p.partition("=") for p in body.split("&") if p)]
+
+
+def _multipart_fields(raw: bytes, content_type: str) -> list[tuple[str, str]]:
+    """The fields of a ``multipart/form-data`` body; none if it is malformed."""
+    import email.parser
+    import email.policy
+
+    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    try:
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+        if not message.is_multipart():
+            return []
+        fields = []
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not isinstance(name, str):
+                continue
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                fields.append((name, data.decode(charset, "replace")))
+            except LookupError:  # a charset Python does not know
+                fields.append((name, data.decode("utf-8", "replace")))
+        return fields
+    except (ValueError, TypeError, IndexError, LookupError):
+        return []
 
 
 def _find_request(page: _pages.Page) -> Request | None:

@@ -30,6 +30,8 @@ def serve(app: App, environ: dict[str, Any], start_response: Any) -> Iterable[by
         for key, value in environ.items()
         if key.startswith("HTTP_")
     }
+    if environ.get("CONTENT_TYPE"):  # not an HTTP_ variable in WSGI
+        headers["content-type"] = environ["CONTENT_TYPE"]
     request = Incoming(
         environ["REQUEST_METHOD"],
         environ.get("PATH_INFO", "") or "/",
