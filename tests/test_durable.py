@@ -207,7 +207,7 @@ def test_a_crash_between_rotation_and_rename_leaves_the_previous_generation(
     assert loaded is not None and next(loaded.obj) == 5
 
 
-def test_the_newest_generation_stays_readable_while_the_next_is_written(
+def test_a_save_killed_while_writing_moves_no_generation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from contsnap._checkpoints import _files
@@ -216,23 +216,23 @@ def test_the_newest_generation_stays_readable_while_the_next_is_written(
     at5, at6 = _snapshot_at(5), _snapshot_at(6)
     files.save(at5)
     files.save(at6)
-    seen: list[bytes] = []
+    written = _files._written_temp
 
-    def killed_while_writing(path: str, data: bytes) -> None:
-        seen.append(Path(path).read_bytes())  # the file a reader finds at that instant
-        raise KeyboardInterrupt
+    def killed_after_writing(target: str, data: bytes) -> str:
+        written(target, data)
+        raise KeyboardInterrupt  # its temporary file stays, as after a SIGKILL
 
-    monkeypatch.setattr(_files, "write_atomic", killed_while_writing)
+    monkeypatch.setattr(_files, "_written_temp", killed_after_writing)
     with pytest.raises(KeyboardInterrupt):
         files.save(_snapshot_at(7))
     monkeypatch.undo()
-    assert seen == [Path(files.generation(1)).read_bytes()] == [at6]
-    assert Path(files.generation(2)).read_bytes() == at5
-    loaded = files.load(kinds=("snapshot",))
-    assert loaded is not None and next(loaded.obj) == 6
-    assert not [p for p in os.listdir(tmp_path) if "tmp" in p]  # no link left behind
+    # the bytes are written before any generation moves: a reader finds both as they were
+    assert [Path(p).read_bytes() for p in files.existing()] == [at6, at5]
     files.save(_snapshot_at(8))
-    assert [next(files.load(kinds=("snapshot",)).obj)] == [8]  # type: ignore[union-attr]
+    assert not [p for p in os.listdir(tmp_path) if _files.TEMP_MARK in p]  # removed
+    loaded = files.load(kinds=("snapshot",))
+    assert loaded is not None and next(loaded.obj) == 8
+    assert Path(files.generation(1)).read_bytes() == at6
 
 
 def test_every_generation_damaged_raises_the_newest_error(tmp_path: Path) -> None:

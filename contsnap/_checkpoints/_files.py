@@ -1,9 +1,9 @@
 """Checkpoint files on disk: atomic writes, the last K generations, fallback on damage.
 
 A checkpoint ``job.ckpt`` is written as a temporary file in the same
-directory, flushed and fsynced, renamed over ``job.ckpt`` (older generations
-move to ``job.ckpt.1``, ``job.ckpt.2``... first, the newest by a hard link, so
-``job.ckpt`` is never missing) and the directory is fsynced.
+directory, flushed and fsynced; the older generations move to ``job.ckpt.1``,
+``job.ckpt.2``... and the temporary file is renamed over ``job.ckpt`` (so
+``job.ckpt`` is missing only between two renames), then the directory is fsynced.
 A process killed at any instant therefore leaves every complete generation
 loadable. Only the ``keep`` generations a checkpoint writes are ever read, only
 files owned by the current user and not writable by others, and only the newest
@@ -59,6 +59,18 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     The file is created readable and writable by its owner only.
     """
     target = os.fspath(path)
+    temp = _written_temp(target, data)
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_directory(os.path.dirname(os.path.abspath(target)))
+
+
+def _written_temp(target: str, data: bytes) -> str:
+    """A temporary file beside ``target`` holding ``data``, flushed and fsynced."""
     directory = os.path.dirname(os.path.abspath(target))
     temp = os.path.join(
         directory, f".{os.path.basename(target)}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
@@ -69,27 +81,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    _fsync_directory(directory)
-
-
-def _keep_as(path: str, older: str) -> None:
-    """Make ``older`` the file ``path`` is, while ``path`` stays readable: a reader (or
-    ``contsnap inspect``) never finds the newest generation missing between two saves."""
-    directory, base = os.path.split(path)
-    link = os.path.join(directory, f".{base}{TEMP_MARK}{os.getpid()}-link")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(link)
-    try:
-        os.link(path, link, follow_symlinks=False)  # what is there moves, as os.replace would
-    except OSError:  # a file system without hard links: the newest is missing a moment
-        os.replace(path, older)
-        return
-    os.replace(link, older)
+    return temp
 
 
 @dataclass
@@ -221,13 +217,20 @@ class CheckpointFiles(Generations):
         directory = os.path.dirname(self.path)
         os.makedirs(directory, exist_ok=True)
         self._remove_leftovers()
-        for index in range(self.keep - 1, 1, -1):
-            older = self.generation(index - 1)
-            if os.path.exists(older):
-                os.replace(older, self.generation(index))
-        if self.keep > 1 and os.path.exists(self.path):
-            _keep_as(self.path, self.generation(1))
-        write_atomic(self.path, data)
+        # written first, so the newest generation is missing only between two renames
+        # (a hard link would keep it, but a kill after the link left it there twice)
+        temp = _written_temp(self.path, data)
+        try:
+            for index in range(self.keep - 1, 0, -1):
+                older = self.generation(index - 1)
+                if os.path.exists(older):
+                    os.replace(older, self.generation(index))
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        _fsync_directory(directory)
         if not self._stale_removed:  # left by a run that kept more: once is enough
             self._stale_removed = True
             for index in range(self.keep, self.keep + 8):
