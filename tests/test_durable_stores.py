@@ -163,3 +163,30 @@ def test_run_with_a_store_in_process_and_its_key(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         os.environ.pop("STEPS", None)
+
+
+@contsnap.checkpointable
+def _adding(n: int):  # type: ignore[no-untyped-def]
+    total = 0
+    for i in range(n):
+        total += i
+        yield i
+    return total
+
+
+def test_a_checkpoint_copied_over_another_jobs_key_is_refused(tmp_path: Path) -> None:
+    """Write access to the store without the key: a job's signed checkpoint copied over
+    another job's key (both run the same function) must not be taken for that job's."""
+    from contsnap.stores import FileStore
+
+    store = FileStore(tmp_path / "store")
+    assert contsnap.run(_adding, 10, store=store, checkpoint="job:a", progress=False) == 45
+    forged = store.get("job:a")
+    assert forged is not None
+    store.put("job:b", forged)
+    with pytest.raises(
+        contsnap.SnapshotKindError, match="written for the key 'job:a', not 'job:b'"
+    ):
+        contsnap.run(_adding, 1000, store=store, checkpoint="job:b", progress=False)
+    store.delete("job:b")
+    assert contsnap.run(_adding, 1000, store=store, checkpoint="job:b", progress=False) == 499500

@@ -180,6 +180,10 @@ class Generations:
     ) -> Verified | None:
         raise NotImplementedError
 
+    def binding(self) -> dict[str, Any]:
+        """Fields of the signed job record that bind a checkpoint to where it is kept."""
+        return {}
+
     def load(
         self,
         *,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from .._errors import CheckpointError
+from .._errors import CheckpointError, SnapshotKindError
 from ..stores import FencedError, Lease, LeaseHeldError, Store, StoreError
 from ._files import Generations, Verified, newest_verified
 
@@ -60,9 +60,23 @@ class StoreCheckpoints(Generations):
             (f"{self.path} generation {index}", functools.partial(self._read, index))
             for index in range(self.skip, self.keep)
         )
-        return newest_verified(
+        found = newest_verified(
             candidates, kinds=kinds, identity=identity, key=key, allow_unsigned=allow_unsigned
         )
+        job = found.meta.get("job") if found is not None else None
+        kept_under = job.get("store_key", self.key) if isinstance(job, dict) else self.key
+        if kept_under != self.key:
+            # signed, but written under another key: someone with write access to the store
+            # (and no key) copied another job's checkpoint over this one
+            raise SnapshotKindError(
+                f"{found.path if found else self.path}: this checkpoint was written for the key "
+                f"{kept_under!r}, not {self.key!r}; nothing was unpickled. Restore this key's "
+                "own checkpoint, or delete it to start the job afresh"
+            )
+        return found
+
+    def binding(self) -> dict[str, Any]:
+        return {"store_key": self.key}
 
     @contextlib.contextmanager
     def hold(self, *, wait: float = 0.0) -> Iterator[None]:

@@ -166,6 +166,7 @@ class _Job:
             "pid": os.getpid(),
             **self.script,
             **self.record(),
+            **self.files.binding(),
             **extra,
         }
         data = _codec.encode_payload(
