@@ -640,7 +640,8 @@ def _check_head(data: bytes) -> _Head:
     _, version, flags, version_len = _PREAMBLE.unpack_from(data)
     if version not in READ_VERSIONS:
         advice = (
-            "it was written by a newer contsnap; upgrade contsnap to restore it"
+            "it was written by a newer contsnap (upgrade contsnap to restore it) or the "
+            "bytes are damaged"
             if version > FORMAT_VERSION
             else "the bytes are damaged; " + _RESTORE_INTACT
         )

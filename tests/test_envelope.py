@@ -561,8 +561,8 @@ def test_newer_format_version() -> None:
     blob = craft(b'{"a":1}', meta_len=7, payload_len=0, version=4)
     assert corrupt_message(blob) == (
         "snapshot format version 4 is not supported: contsnap "
-        f"{__version__} reads format versions 1 to 3; it was written by a newer contsnap; "
-        "upgrade contsnap to restore it"
+        f"{__version__} reads format versions 1 to 3; it was written by a newer contsnap "
+        "(upgrade contsnap to restore it) or the bytes are damaged"
     )
 
 
