@@ -63,6 +63,9 @@ def owned_generators(state: FrameState) -> list[Any]:
     resource handler, nor into the generators it finds (each is detached in turn).
     A generator running now (the caller driving this one) is not among them.
     """
+    if _WALKED_FOR[0] != _resources.generation():  # resource handlers changed since
+        _WALKED.clear()
+        _WALKED_FOR[0] = _resources.generation()
     found = []
     seen: set[int] = set()
     level: list[Any] = list(state.values.values())
@@ -123,7 +126,11 @@ def _held_by(value: Any, kind: type) -> list[Any] | None:
 
 #: per type: does `owned_generators` look into its instances?
 _WALKED: dict[type, bool] = {}
-STATE.add(__name__, "_WALKED", "clear")  # answers per type (resource handlers may change)
+STATE.add(__name__, "_WALKED", "clear")  # answers per type, under `_WALKED_FOR`'s handlers
+_WALKED_FOR = [-1]
+STATE.add(
+    __name__, "_WALKED_FOR", lambda: _WALKED_FOR.__setitem__(0, -1)
+)  # the generation of resource handlers `_WALKED` answers for
 
 _CONTAINER_MODULES = frozenset({"builtins", "collections", "itertools", "functools", "contextlib"})
 _LEAVES = (types.ModuleType, type, types.CodeType, types.FrameType, types.TracebackType)
