@@ -61,7 +61,8 @@ def owned_generators(state: FrameState) -> list[Any]:
     pickle as plain data, bound methods and the closures of local functions; not into
     modules, classes, module-level functions, objects with a reduce of their own or a
     resource handler, nor into the generators it finds (each is detached in turn).
-    A generator running now (the caller driving this one) is not among them.
+    A generator running now (the caller driving this one) is not among them, nor a
+    coroutine found inside data (an asyncio task may be driving it).
     """
     if _WALKED_FOR[0] != _resources.generation():  # resource handlers changed since
         _WALKED.clear()
@@ -75,6 +76,7 @@ def owned_generators(state: FrameState) -> list[Any]:
             level.append(cell.cell_contents)
         except ValueError:  # empty
             pass
+    direct = True  # the frame's own locals: any checkpointable generator or coroutine
     while level:
         bulk: list[Any] = []  # looked into with one gc.get_referents call
         below: list[Any] = []
@@ -93,7 +95,8 @@ def owned_generators(state: FrameState) -> list[Any]:
             elif how is _SPECIAL:
                 if kind in _PREFIX:
                     if (
-                        info_of(value) is not None
+                        (direct or kind is not types.CoroutineType)  # (a task may drive it)
+                        and info_of(value) is not None
                         and _attr(value, "frame") is not None
                         and not _running(value)
                     ):
@@ -103,6 +106,7 @@ def owned_generators(state: FrameState) -> list[Any]:
         if bulk:
             below.extend(filter(gc.is_tracked, gc.get_referents(*bulk)))
         level = below
+        direct = False
     return found
 
 
