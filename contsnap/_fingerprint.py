@@ -28,8 +28,27 @@ def fingerprint_of(func: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
 
 def _digest(tree: ast.Module) -> str:
     dumped = _dump(tree)
-    digest = hashlib.sha256(f"{TRANSFORM_VERSION}\0{dumped}".encode()).hexdigest()
+    version = TRANSFORM_VERSION
+    if _yields_in_clause_types_or_targets(tree):
+        # labelled since: a snapshot of the earlier transform numbered its yields otherwise
+        version += "+yielding clause types and targets"
+    digest = hashlib.sha256(f"{version}\0{dumped}".encode()).hexdigest()
     return digest[:16]
+
+
+def _yields_in_clause_types_or_targets(tree: ast.Module) -> bool:
+    """Has the function a yield in an ``except`` clause's type or in a ``for`` target?"""
+    for node in ast.walk(tree):
+        part = None
+        if isinstance(node, ast.ExceptHandler):
+            part = node.type
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            part = node.target
+        if part is not None and any(
+            isinstance(inner, (ast.Yield, ast.YieldFrom, ast.Await)) for inner in ast.walk(part)
+        ):
+            return True
+    return False
 
 
 #: fields Python added to nodes after 3.11, left out while empty (as on 3.10 and 3.11)

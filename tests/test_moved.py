@@ -56,6 +56,7 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         ("contsnap._snapshot", "_weak_reference"),
         ("contsnap._snapshot", "bound_method"),
         ("contsnap._snapshot", "module_global"),
+        ("contsnap._snapshot", "module_attribute"),
         ("contsnap._snapshot", "closed_generator"),
         ("contsnap._snapshot", "closed_generator_by_name"),
         ("contsnap._snapshot", "context_var"),

@@ -59,7 +59,13 @@ from ._reducers import (
     set_function_state,
     set_main_function_state,
 )
-from ._restore import _load_context, closed_generator, new_generator, set_generator_state
+from ._restore import (
+    _load_context,
+    closed_generator,
+    module_attribute,
+    new_generator,
+    set_generator_state,
+)
 
 __all__ = [
     "SUSPENDABLE",
@@ -133,6 +139,7 @@ _PAYLOAD_NAMES = (
     generator_at,
     generator_by_name,
     generator_from_payload,
+    module_attribute,
     module_global,
     new_generator,
     range_iterator,

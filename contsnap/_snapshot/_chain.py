@@ -19,6 +19,7 @@ from ._restore import (
     _is_pending,
     _load_context,
     closed_generator,
+    globals_by_name,
     new_generator,
     set_generator_state,
 )
@@ -94,7 +95,10 @@ class _Chain:
         self, top: FrameState, chain: list[tuple[Any, FrameState]], *, register: bool = True
     ) -> None:
         self.members = [member for member, _state in chain]
-        self.values = [top.values, *(state.values for _member, state in chain)]
+        self.values = [
+            globals_by_name(top),
+            *(globals_by_name(state) for _member, state in chain),
+        ]
         if not register:  # the fast pickler keeps the members' states itself
             return
         alive = weakref.ref(self)
@@ -158,7 +162,8 @@ def _reduce_state(
         return (closed_generator, (state.info,))
     if chain:
         return (new_generator, _args(state), _Chain(state, chain), None, None, set_chain_state)
-    return (new_generator, _args(state), state.values, None, None, set_generator_state)
+    values = globals_by_name(state)
+    return (new_generator, _args(state), values, None, None, set_generator_state)
 
 
 #: while ``pause()`` saves a task: its coroutine and the context variables the task set

@@ -32,7 +32,14 @@ from ._reducers import (
     generator_by_name,
     reduce_bound_method,
 )
-from ._restore import _load_context, closed_generator, new_generator, rebuild, set_generator_state
+from ._restore import (
+    _load_context,
+    closed_generator,
+    globals_by_name,
+    new_generator,
+    rebuild,
+    set_generator_state,
+)
 
 
 def _reduce_generator(gen: Any) -> tuple[Any, ...]:
@@ -189,7 +196,7 @@ def _deepcopy_levels(gen: Any, state: FrameState, memo: dict[int, Any]) -> Any:
         for copied, (original, level) in zip(made, levels):
             if copied is None:
                 continue
-            values: Any = {k: _deepcopy_local(v, memo) for k, v in level.values.items()}
+            values: Any = {k: _deepcopy_local(v, memo) for k, v in globals_by_name(level).items()}
             pending = _runtime.PENDING_CONTEXT.get(original)
             if pending is not None:  # restored from a paused task, not run yet
                 values = (values, copy.deepcopy(pending[1], memo))

@@ -61,8 +61,13 @@ def owned_generators(state: FrameState) -> list[Any]:
     pickle as plain data, bound methods and the closures of local functions; not into
     modules, classes, module-level functions, objects with a reduce of their own or a
     resource handler, nor into the generators it finds (each is detached in turn).
-    A generator running now (the caller driving this one) is not among them.
+    A generator running now (the caller driving this one) is not among them, nor a
+    coroutine found inside data (an asyncio task may be driving it).
     """
+    if _WALKED_FOR[0] != _resources.generation():  # resource handlers changed since
+        _WALKED.clear()
+        _WALKED_FOR[0] = _resources.generation()
+    walked = _WALKED
     found = []
     seen: set[int] = set()
     level: list[Any] = list(state.values.values())
@@ -71,36 +76,46 @@ def owned_generators(state: FrameState) -> list[Any]:
             level.append(cell.cell_contents)
         except ValueError:  # empty
             pass
+    direct = True  # the frame's own locals: any checkpointable generator or coroutine
     while level:
+        bulk: list[Any] = []  # looked into with one gc.get_referents call
         below: list[Any] = []
         for value in level:
-            if id(value) in seen:
+            key = id(value)
+            if key in seen:
                 continue
-            seen.add(id(value))
+            seen.add(key)
             kind = type(value)
-            if kind in _PREFIX:
-                if (
-                    info_of(value) is not None
-                    and _attr(value, "frame") is not None
-                    and not _running(value)
-                ):
-                    found.append(value)
-                continue
-            if isinstance(value, _runtime.ANext):
-                below.append(value.iterator)
-                continue
-            referents = _held_by(value, kind)
-            if referents:
-                below.extend(filter(gc.is_tracked, referents))
+            how = walked.get(kind)
+            if how is None:
+                how = walked[kind] = _how_to_walk(kind)
+            if how is _BULK:
+                if kind is not dict or "__name__" not in value or not _is_namespace(value):
+                    bulk.append(value)
+            elif how is _SPECIAL:
+                if kind in _PREFIX:
+                    if (
+                        (direct or kind is not types.CoroutineType)  # (a task may drive it)
+                        and info_of(value) is not None
+                        and _attr(value, "frame") is not None
+                        and not _running(value)
+                    ):
+                        found.append(value)
+                else:
+                    below.extend(_held_by(value, kind))
+        if bulk:
+            below.extend(filter(gc.is_tracked, gc.get_referents(*bulk)))
         level = below
+        direct = False
     return found
 
 
-def _held_by(value: Any, kind: type) -> list[Any] | None:
-    """What of ``value`` a snapshot copies with it, for `owned_generators`' walk."""
+def _held_by(value: Any, kind: type) -> list[Any]:
+    """What of ``value`` (a function, a bound method, an ``async for`` step) a snapshot
+    copies with it, for `owned_generators`' walk."""
     if kind is types.FunctionType:
         if "<locals>" not in value.__qualname__ or not value.__closure__:
-            return None  # saved by name (or holds nothing of the frame's)
+            return []  # saved by name (or holds nothing of the frame's)
         cells: list[Any] = []
         for cell in value.__closure__:
             try:
@@ -112,32 +127,42 @@ def _held_by(value: Any, kind: type) -> list[Any] | None:
         return [value.__self__]
     if kind is types.BuiltinMethodType:
         owner = value.__self__
-        return None if owner is None or isinstance(owner, (types.ModuleType, type)) else [owner]
-    if kind is dict and _is_namespace(value):
-        return None
-    walk = _WALKED.get(kind)
-    if walk is None:
-        walk = _WALKED[kind] = _walked(kind)
-    return gc.get_referents(value) if walk else None
+        return [] if owner is None or isinstance(owner, (types.ModuleType, type)) else [owner]
+    if isinstance(value, _runtime.ANext):
+        return [value.iterator]
+    return []
 
 
-#: per type: does `owned_generators` look into its instances?
-_WALKED: dict[type, bool] = {}
-STATE.add(__name__, "_WALKED", "clear")  # answers per type (resource handlers may change)
+#: how `owned_generators` treats an object of a type: looks into it in bulk, looks
+#: at it by type (a generator, a function, a bound method), or leaves it
+_BULK, _SPECIAL, _SKIP = "bulk", "special", "skip"
+_WALKED: dict[type, str] = {}
+STATE.add(__name__, "_WALKED", "clear")  # answers per type, under `_WALKED_FOR`'s handlers
+_WALKED_FOR = [-1]
+STATE.add(
+    __name__, "_WALKED_FOR", lambda: _WALKED_FOR.__setitem__(0, -1)
+)  # the generation of resource handlers `_WALKED` answers for
 
 _CONTAINER_MODULES = frozenset({"builtins", "collections", "itertools", "functools", "contextlib"})
 _LEAVES = (types.ModuleType, type, types.CodeType, types.FrameType, types.TracebackType)
+_BY_TYPE = frozenset(
+    {*_PREFIX, types.FunctionType, types.MethodType, types.BuiltinMethodType, _runtime.ANext}
+)
 
 
-def _walked(kind: type) -> bool:
+def _how_to_walk(kind: type) -> str:
+    if kind in _BY_TYPE or issubclass(kind, _runtime.ANext):
+        return _SPECIAL
     if issubclass(kind, _LEAVES) or _resources.handler_for(kind) is not None:
-        return False
+        return _SKIP
     if kind.__module__ in _CONTAINER_MODULES:
-        return True  # the library's containers, iterators and helpers
+        return _BULK  # the library's containers, iterators and helpers
     if kind in copyreg.dispatch_table:
-        return False
+        return _SKIP
     plain = ("__reduce_ex__", "__reduce__", "__getstate__")
-    return all(getattr(kind, name, None) is getattr(object, name, None) for name in plain)
+    if all(getattr(kind, name, None) is getattr(object, name, None) for name in plain):
+        return _BULK
+    return _SKIP
 
 
 def _is_namespace(mapping: dict[Any, Any]) -> bool:

@@ -31,7 +31,7 @@ from ._reducers import (
     reduce_bound_method,
     reduce_sentinel,
 )
-from ._restore import closed_generator, new_generator, set_generator_state
+from ._restore import closed_generator, globals_by_name, new_generator, set_generator_state
 
 #: the functions table of the snapshot being loaded (its verified metadata's
 #: ``functions``: [module, qualname, fingerprint]) and the infos resolved from it so far
@@ -190,7 +190,8 @@ def _fast_generator(pickler: _FastPickler, gen: Any) -> Any:
             pickler.shallow[id(member)] = (member, member_state)
         reduced: tuple[Any, ...] = (generator_at, args, whole, None, None, set_chain_state)
     else:
-        reduced = (generator_at, args, state.values, None, None, set_generator_state)
+        values = globals_by_name(state)
+        reduced = (generator_at, args, values, None, None, set_generator_state)
     return _with_context(gen, reduced)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 import inspect
 import sys
 import types
@@ -112,6 +113,133 @@ def _new_migrating(
     gen = new_generator(info, 0, fresh_cells, names)
     _MIGRATING[gen] = (migrating, label, cells, fresh_cells)
     return gen
+
+
+def module_attribute(module: str, name: str, attribute: str | None) -> Any:
+    """A global of an importable module that a snapshot named instead of copying it (see
+    `globals_by_name`), or its bound method ``attribute``."""
+    try:
+        value = vars(importlib.import_module(module))[name]
+    except (ImportError, KeyError):
+        raise SnapshotCorruptError(
+            f"the snapshot names the global {module}.{name}, which is not there"
+        ) from None
+    return value if attribute is None else getattr(value, attribute)
+
+
+class _GlobalByName:
+    """A helper local's value that is a global of the function's module: pickled by
+    name, deep-copied as itself."""
+
+    __slots__ = ("value", "where")
+
+    def __init__(self, value: Any, where: tuple[str, str, str | None]) -> None:
+        self.value = value
+        self.where = where
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (module_attribute, self.where)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self.value
+
+
+#: what a helper local may hold that is saved by path or by value anyway
+_NOT_GLOBALS = frozenset(
+    {
+        type(None),
+        bool,
+        int,
+        float,
+        complex,
+        str,
+        bytes,
+        types.FunctionType,
+        types.ModuleType,
+        type,
+    }
+)
+_BOUND = (types.BuiltinMethodType, types.MethodType)
+_BY_VALUE_MODULES = frozenset({"__main__", "__mp_main__"})
+
+
+def globals_by_name(state: FrameState) -> dict[str, Any]:
+    """``state.values``, where a helper local of the transformed code holds a global of
+    the function's module (or a bound method of one), that value named instead.
+
+    The transform keeps what Python evaluated before a yield in a helper
+    (``results.append((yield x))`` holds ``results.append``; a ``for`` over a
+    global iterator, a ``with`` over a global manager hold it): the user wrote the
+    global's name, and copied with the snapshot it would no longer be the
+    module's object (the append would go to a copy of ``results``). The user's own
+    locals are copied as documented. Not for a function of ``__main__``, whose
+    globals travel with it (by value, in the same pickle).
+    """
+    spec = state.spec
+    values = state.values
+    if spec is None or not spec.helpers:
+        return values
+    names = _global_names(state.info)
+    if not names:
+        return values
+    namespace = state.info.globals
+    replaced: dict[str, Any] | None = None
+    for local in spec.helpers:
+        value = target = values.get(local, _NOT_HELD)
+        if type(value) in _NOT_GLOBALS:
+            continue
+        attribute = None
+        if type(value) in _BOUND:  # (a builtin function is bound to its module)
+            target = value.__self__
+            attribute = value.__name__
+            if target is None or type(target) is types.ModuleType:
+                continue
+            try:
+                if getattr(target, attribute) != value:
+                    continue
+            except Exception:
+                continue
+        # only a global the function names can have been evaluated before its yield
+        name = next((n for n in names if namespace.get(n) is target), None)
+        if name is None:
+            continue
+        if replaced is None:
+            replaced = dict(values)
+        replaced[local] = _GlobalByName(value, (state.info.module, name, attribute))
+    return values if replaced is None else replaced
+
+
+_NOT_HELD = object()
+#: per function (by its fresh code): the number of globals of its module when last
+#: looked, and the globals it names that may be held by a helper (see `_global_names`)
+_GLOBAL_NAMES: dict[int, tuple[Any, int, tuple[str, ...]]] = {}
+STATE.add(__name__, "_GLOBAL_NAMES", "clear")  # per function: the globals it names
+
+
+def _global_names(info: FunctionInfo) -> tuple[str, ...]:
+    """The names of the module's globals the function's code names, that are neither
+    functions, classes, modules nor plain values (those are saved as they are);
+    recomputed when the module gains or loses a global. Empty for a module that is
+    not importable as itself (``__main__``, exec'd code)."""
+    code = info.fresh_code
+    if code is None:
+        return ()
+    namespace = info.globals
+    found = _GLOBAL_NAMES.get(id(code))
+    if found is not None and found[0] is code and found[1] == len(namespace):
+        return found[2]
+    module = sys.modules.get(info.module)
+    names: tuple[str, ...] = ()
+    if info.module not in _BY_VALUE_MODULES and getattr(module, "__dict__", None) is namespace:
+        names = tuple(
+            name
+            for name in code.co_names
+            if name in namespace
+            and not name.startswith("__contsnap")
+            and type(namespace[name]) not in _NOT_GLOBALS
+        )
+    _GLOBAL_NAMES[id(code)] = (code, len(namespace), names)
+    return names
 
 
 def set_generator_state(gen: Any, values: Any) -> None:

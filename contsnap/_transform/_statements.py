@@ -1115,35 +1115,25 @@ class BodyProcessor:
         if star:
             raise self.unsupported("a yield inside an except* clause's type is not supported", node)
         caught = self.fresh_name("ex")
-        tail: cst.If | cst.Else = cst.Else(
-            body=cst.IndentedBlock(body=[cst.SimpleStatementLine(body=[cst.Raise()])])
+        reraise = cst.ensure_type(
+            cst.parse_statement("if _:\n    pass\nelse:\n    raise\n"), cst.If
         )
+        tail: cst.If | cst.Else = cst.ensure_type(reraise.orelse, cst.Else)
         for handler in reversed(handlers[first:]):
             body = handler.body
             if isinstance(body, cst.SimpleStatementSuite):  # `except E: x` on one line
                 body = cst.IndentedBlock(body=[cst.SimpleStatementLine(body=body.body)])
             if handler.name is not None:
-                name = handler.name.name
-                bind = cst.SimpleStatementLine(
-                    body=[cst.Assign(targets=[cst.AssignTarget(name)], value=cst.Name(caught))]
+                bound = cst.ensure_type(handler.name.name, cst.Name).value
+                unbound = cst.ensure_type(
+                    cst.parse_statement(
+                        f"try:\n    pass\nfinally:\n    {bound} = None\n    del {bound}\n"
+                    ),
+                    cst.Try,
                 )
-                unbind = cst.Finally(
-                    body=cst.IndentedBlock(
-                        body=[
-                            cst.SimpleStatementLine(
-                                body=[
-                                    cst.Assign(
-                                        targets=[cst.AssignTarget(name)], value=cst.Name("None")
-                                    )
-                                ]
-                            ),
-                            cst.SimpleStatementLine(body=[cst.Del(target=name)]),
-                        ]
-                    )
-                )
-                guarded = cst.Try(body=body, finalbody=unbind)
+                guarded = unbound.with_changes(body=body)
                 self.positions.alias(guarded, handler)
-                body = cst.IndentedBlock(body=[bind, guarded])
+                body = cst.IndentedBlock(body=[cst.parse_statement(f"{bound} = {caught}"), guarded])
             if handler.type is None:  # a bare `except:` is the last clause
                 tail = cst.Else(body=body)
                 continue
