@@ -263,6 +263,11 @@ STATE.add(
 )
 
 
+def coroutine_await(coro: Any) -> Any:
+    """``coro.__await__()``: a saved ``yield from coro.__await__()`` is restored by it."""
+    return coro.__await__()
+
+
 def resume_delegate(delegate: Any) -> Any:
     """What a resumed ``yield from`` re-enters.
 
@@ -273,6 +278,10 @@ def resume_delegate(delegate: Any) -> Any:
     """
     if UNPRIMED.pop(id(delegate), None) is not None:
         return delegate
+    if type(delegate) is types.CoroutineType:
+        # ``yield from coro`` in a ``@types.coroutine`` generator: re-entered through the
+        # coroutine's own iterator (a coroutine has no ``__next__``)
+        delegate = delegate.__await__()
     if hasattr(delegate, "throw"):
         return ReattachThrowing(delegate)
     return Reattach(delegate)

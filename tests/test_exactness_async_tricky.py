@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import types
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -212,3 +213,110 @@ def test_context_variables_set_by_hand_driven_runs_do_not_leak_into_the_next_mod
         modes=("native", "asyncio"),
         pause_at=0,
     )
+
+
+# --- awaitables that hand on a coroutine or an async generator's step --------------------
+
+
+@pytest.mark.parametrize(
+    "await_method",
+    [
+        # returned a marked coroutine's wrapper: "it awaits <coroutine object W.run>, which is
+        # not a safe point"
+        "    def __await__(self):\n        return self.run().__await__()\n",
+        # a generator over the wrapper: "cannot pickle 'coroutine_wrapper' object"
+        "    def __await__(self):\n"
+        "        r = yield from self.run().__await__()\n"
+        "        return r + 1\n",
+    ],
+)
+def test_an_await_method_that_hands_on_a_coroutine(await_method: str) -> None:
+    assert_async_equivalent(
+        HEADER + "class W:\n"
+        "    def __init__(self, v):\n"
+        "        self.v = v\n" + await_method + "    async def run(self):\n"
+        "        await checkpoint()\n"
+        "        await checkpoint()\n"
+        "        return self.v * 2\n"
+        "async def gen(arg, log):\n"
+        "    x = await W(3)\n"
+        "    log.append(x)\n"
+        "    return await W(x)\n",
+        fork_at=2,
+        pause_at=2,
+        move=True,
+    )
+
+
+@pytest.mark.parametrize("operand", ["inner(log)", "inner(log).__await__()"])
+def test_a_types_coroutine_generator_delegating_to_a_coroutine(operand: str) -> None:
+    # restored, `yield from coro` re-entered the coroutine with next(): "'coroutine' object
+    # is not an iterator"; the wrapper of `coro.__await__()` could not be pickled
+    for fork_at in (1, 2, 3):
+        assert_async_equivalent(
+            HEADER + "@types.coroutine\n"
+            "def legacy(log):\n"
+            "    yield\n"
+            f"    r = yield from {operand}\n"
+            '    log.append(("legacy got", r))\n'
+            "    return r\n"
+            "async def inner(log):\n"
+            "    await checkpoint()\n"
+            '    log.append("inner 1")\n'
+            "    await checkpoint()\n"
+            "    return 'inner'\n"
+            "async def gen(arg, log):\n"
+            "    return await legacy(log)\n",
+            modes=("native", "transformed", "roundtrip", "fork"),
+            fork_at=fork_at,
+        )
+
+
+@pytest.mark.parametrize("step", ["a.__anext__()", "anext(a)", "a.asend(None)", "a.asend(5)"])
+def test_a_coroutine_paused_inside_an_explicit_async_generator_step(step: str) -> None:
+    # it was refused: "it awaits <async_generator_asend object>, which is not a safe point"
+    source = (
+        HEADER + "async def numbers(log):\n"
+        "    try:\n"
+        "        v = yield 1\n"
+        "        await checkpoint()\n"
+        '        log.append(("sent", v))\n'
+        "        yield 2\n"
+        "    finally:\n"
+        '        log.append("numbers finally")\n'
+        "async def gen(arg, log):\n"
+        "    a = numbers(log)\n"
+        "    log.append(await a.__anext__())\n"
+        f"    log.append(await {step})\n"
+        "    log.append((a.ag_running, a.ag_await))\n"
+        "    await checkpoint()\n"
+        "    await a.aclose()\n"
+        "    return 'done'\n"
+    )
+    for fork_at in (0, 1, 2):
+        assert_async_equivalent(source, fork_at=fork_at, pause_at=fork_at, move=True)
+    assert_async_equivalent(source, modes=("native", "asyncio"), pause_at=1)
+
+
+@contsnap.checkpointable
+async def handles(log: list[object]) -> AsyncIterator[int]:
+    try:
+        yield 1
+    except ValueError:
+        await contsnap.checkpoint()
+        yield 2
+
+
+@contsnap.checkpointable
+async def throws_in(log: list[object]) -> object:
+    a = handles(log)
+    await a.__anext__()
+    return await a.athrow(ValueError())
+
+
+def test_a_coroutine_paused_inside_athrow_is_refused_by_name() -> None:
+    coro = throws_in([])
+    coro.send(None)
+    with pytest.raises(contsnap.NotCheckpointableError, match="async_generator_athrow"):
+        contsnap.dumps(coro)
+    coro.close()

@@ -87,6 +87,39 @@ def _weak_data(mapping: weakref.WeakKeyDictionary[Any, Any]) -> dict[Any, Any]:
 SUSPENDABLE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _PREFIX = {types.GeneratorType: "gi", types.CoroutineType: "cr", types.AsyncGeneratorType: "ag"}
 _ITERABLE_COROUTINE = _runtime.ITERABLE_COROUTINE
+
+
+async def _a_coroutine() -> None:
+    pass
+
+
+def _wrapper_type() -> type:
+    coro = _a_coroutine()
+    try:
+        return type(coro.__await__())
+    finally:
+        coro.close()
+
+
+#: what ``coro.__await__()`` returns: an ``__await__`` may hand that on
+_COROUTINE_WRAPPER = _wrapper_type()
+
+
+async def _an_async_generator() -> Any:
+    yield
+
+
+def _asend_type() -> type:
+    agen = _an_async_generator()
+    step = agen.asend(None)
+    try:
+        return type(step)
+    finally:
+        step.close()
+
+
+#: what ``agen.asend(v)``, ``agen.__anext__()`` and ``anext(agen)`` return
+_ASEND = _asend_type()
 #: before 3.13 ``frame.f_locals`` is a dict cached on the frame (see read_locals)
 _CACHED_LOCALS = sys.version_info < (3, 13)
 #: what a coroutine (an async generator) is awaiting: the iterator its frame delegates to
@@ -289,6 +322,15 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
     return FrameState(info, SUSPENDED, label, values, closure, renamed, spec)
 
 
+def wrapped_coroutine(wrapper: Any) -> Any:
+    """The checkpointable coroutine whose ``__await__()`` made ``wrapper``, or None."""
+    if type(wrapper) is _COROUTINE_WRAPPER:
+        for coro in gc.get_referents(wrapper):
+            if type(coro) is types.CoroutineType and info_of(coro) is not None:
+                return coro
+    return None
+
+
 def awaited_of(iterator: Any) -> Any:
     """What an ``await`` is waiting on, from the iterator the frame delegates to.
 
@@ -301,6 +343,17 @@ def awaited_of(iterator: Any) -> Any:
     """
     kind = type(iterator)
     if kind is types.CoroutineType:
+        return iterator
+    if kind is _COROUTINE_WRAPPER:
+        # ``def __await__(self): return self.run().__await__()``: awaiting the coroutine
+        # itself goes on the same way (the wrapper only passes send/throw/close on)
+        return wrapped_coroutine(iterator) or iterator
+    if kind is _ASEND:
+        # ``await agen.asend(v)`` (``__anext__()``, ``anext(agen)``) in the middle of the
+        # step: the generator's frame holds where, so the rest is an async for's step
+        for agen in gc.get_referents(iterator):
+            if type(agen) is types.AsyncGeneratorType and info_of(agen) is not None:
+                return _runtime.ANext(agen)
         return iterator
     if kind is not types.GeneratorType:
         return iterator

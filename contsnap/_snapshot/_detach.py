@@ -20,6 +20,7 @@ from ._capture import (
     capture,
     info_of,
     noun,
+    wrapped_coroutine,
 )
 
 
@@ -40,6 +41,8 @@ def _captured_chain(gen: Any, states: dict[int, FrameState]) -> list[Any]:
         delegate = state.delegate
         if delegate is None:
             break
+        # ``yield from coro.__await__()``: the Detach passes through the wrapper into it
+        delegate = wrapped_coroutine(delegate) or delegate
         chain.append(delegate)
         if isinstance(delegate, _runtime.ANext):  # an async for step: into its generator
             delegate = delegate.in_flight() or delegate.iterator

@@ -14,10 +14,10 @@ from typing import Any
 
 import cloudpickle
 
-from .. import _genexps, _moved, _resources, _views
+from .. import _genexps, _moved, _resources, _runtime, _views
 from .._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from .._info import FunctionInfo, by_value_class, current_session, pending_info
-from ._capture import _PREFIX, FrameState, _attr, capture, info_of, noun
+from ._capture import _PREFIX, FrameState, _attr, capture, info_of, noun, wrapped_coroutine
 from ._chain import _args, _chain_below, _reduce_state, _shallow_state, _with_context
 from ._functions import (
     _FAST_PICKLERS,
@@ -102,6 +102,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return _with_context(obj, _reduce_state(state, _chain_below(state, self._saved)))
         if kind is types.CellType:
             return _reduce_cell(obj)
+        coro = wrapped_coroutine(obj)
+        if coro is not None:  # ``yield from coro.__await__()``: the same of the restored one
+            return (_runtime.coroutine_await, (coro,))
         if kind is _RANGE_ITERATOR:
             return _reduce_range_iterator(obj)
         view = _views.REDUCERS.get(kind)
