@@ -457,6 +457,47 @@ class ANext:
         return ANext(self.iterator) if pending is None else pending
 
 
+_ACM = contextlib._AsyncGeneratorContextManager
+#: what ``@asynccontextmanager``'s ``__aenter__``/``__aexit__`` run (their code, to know them)
+ACM_ENTER_CODE = _ACM.__aenter__.__code__
+ACM_EXIT_CODE = _ACM.__aexit__.__code__
+#: 3.11.7+ close the generator that did not stop (3.10 leaves it to the collector)
+_ACM_EXIT_CLOSES = "aclose" in ACM_EXIT_CODE.co_names
+
+
+class ContextManagerStep(ANext):
+    """The rest of an ``@asynccontextmanager``'s ``__aenter__`` (``kind`` "enter") or of its
+    ``__aexit__`` with no exception ("exit"), paused inside the step of its marked async
+    generator: what contextlib's coroutine does with the step's end, as it does it."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, iterator: Any, kind: str) -> None:
+        super().__init__(iterator)
+        self.kind = kind
+
+    def __await__(self) -> Any:
+        try:
+            value = yield from ANext(self.iterator).__await__()
+        except StopAsyncIteration:
+            if self.kind == "enter":
+                raise RuntimeError("generator didn't yield") from None
+            return False
+        if self.kind == "enter":
+            return value
+        try:
+            raise RuntimeError("generator didn't stop")
+        finally:
+            if _ACM_EXIT_CLOSES:
+                yield from self.iterator.aclose().__await__()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ContextManagerStep, (self.iterator, self.kind))
+
+    def __contsnap_resume__(self) -> ContextManagerStep:
+        return ContextManagerStep(self.iterator, self.kind)
+
+
 class AwaitGenerator:
     """An await of a checkpointable generator: what a snapshot saves for an ``await x``
     whose ``x.__await__()`` returned one (the rest of the await is that generator's).

@@ -322,6 +322,25 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
     return FrameState(info, SUSPENDED, label, values, closure, renamed, spec)
 
 
+def _context_manager_step(coro: Any) -> Any:
+    """An ``@asynccontextmanager``'s ``__aenter__``, or its ``__aexit__`` without an
+    exception, paused inside the step of its marked async generator: the rest of it."""
+    frame = coro.cr_frame
+    step = coro.cr_await
+    if frame is None or type(step) is not _ASEND:
+        return None
+    local = frame.f_locals
+    manager, exc_type = local.get("self"), local.get("typ")
+    if _CACHED_LOCALS:
+        local.clear()  # see read_locals
+    agen = getattr(manager, "gen", None)
+    if info_of(agen) is None or not any(r is agen for r in gc.get_referents(step)):
+        return None
+    if coro.cr_code is _runtime.ACM_ENTER_CODE:
+        return _runtime.ContextManagerStep(agen, "enter")
+    return _runtime.ContextManagerStep(agen, "exit") if exc_type is None else None
+
+
 def wrapped_coroutine(wrapper: Any) -> Any:
     """The checkpointable coroutine whose ``__await__()`` made ``wrapper``, or None."""
     if type(wrapper) is _COROUTINE_WRAPPER:
@@ -343,6 +362,9 @@ def awaited_of(iterator: Any) -> Any:
     """
     kind = type(iterator)
     if kind is types.CoroutineType:
+        code = iterator.cr_code
+        if code is _runtime.ACM_ENTER_CODE or code is _runtime.ACM_EXIT_CODE:
+            return _context_manager_step(iterator) or iterator
         return iterator
     if kind is _COROUTINE_WRAPPER:
         # ``def __await__(self): return self.run().__await__()``: awaiting the coroutine

@@ -55,8 +55,10 @@ def owned_generators(state: FrameState) -> list[Any]:
     """Checkpointable generators the frame holds directly: they moved with it."""
     found = []
     for value in state.values.values():
-        if isinstance(value, contextlib.AbstractContextManager):
-            value = getattr(value, "gen", None)  # a @contextmanager's generator
+        if isinstance(
+            value, (contextlib.AbstractContextManager, contextlib.AbstractAsyncContextManager)
+        ):
+            value = getattr(value, "gen", None)  # an @(async)contextmanager's generator
         elif isinstance(value, _runtime.ANext):
             value = value.iterator
         if info_of(value) is not None and _attr(value, "frame") is not None:
