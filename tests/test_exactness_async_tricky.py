@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pathlib
+import subprocess
 import sys
 import types
 from collections.abc import AsyncIterator
@@ -18,6 +21,7 @@ import pytest
 import contsnap
 from contsnap.testing import assert_async_equivalent
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADER = "import asyncio, contextlib, inspect, sys, types\nimport contsnap\nfrom contsnap import checkpoint\n"
 
 
@@ -454,3 +458,122 @@ def test_an_asynccontextmanager_exit_with_an_exception_is_refused_by_name() -> N
     with pytest.raises(contsnap.NotCheckpointableError, match="__aexit__"):
         contsnap.dumps(coro)
     coro.close()
+
+
+# --- pause() asked while the task waits at a safe point ---------------------------------------
+
+
+@contsnap.checkpointable
+async def last_wait(kind: str) -> str:
+    EVENTS.append("before")
+    await (contsnap.checkpoint() if kind == "checkpoint" else contsnap.sleep(0))
+    EVENTS.append("after")
+    return "done"
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "sleep"])
+def test_a_task_asked_to_pause_while_it_waits_at_its_last_safe_point_parks_there(
+    kind: str,
+) -> None:
+    # the wait ended without looking at the request, and the task ran to its end:
+    # "cannot pause: the task finished without reaching a safe point"
+    async def scenario() -> object:
+        task = asyncio.ensure_future(last_wait(kind))
+        await asyncio.sleep(0)  # the task waits at its only safe point
+        snapshot = await contsnap.pause(task)
+        assert EVENTS == ["before"]
+        contsnap.detach(task)
+        return await contsnap.loads(snapshot)
+
+    EVENTS.clear()
+    assert asyncio.run(scenario()) == "done"
+    assert EVENTS == ["before", "after"]
+
+
+# --- a paused task moved to another process, with its context variables -----------------------
+
+SUBPROCESS_WORKER = """
+import asyncio, contextvars, sys
+import contsnap
+from contsnap import checkpoint
+
+CV = contextvars.ContextVar("CV", default="unset")
+LOG = []
+
+@contsnap.checkpointable
+async def numbers(n):
+    try:
+        for i in range(n):
+            await checkpoint()
+            yield i
+    finally:
+        LOG.append("numbers finally")
+
+@contsnap.checkpointable
+async def worker(n):
+    CV.set("worker")
+    total = 0
+    try:
+        async for x in numbers(n):
+            try:
+                if x == 2:
+                    raise ValueError(x)
+                total += x
+            except ValueError:
+                await checkpoint()
+                LOG.append(("handling", repr(sys.exc_info()[1]), CV.get()))
+            await contsnap.sleep(0)
+        return total, CV.get()
+    finally:
+        LOG.append("worker finally")
+
+async def run(snapshot=None, turns=0, moves=0):
+    task = asyncio.ensure_future(contsnap.loads(snapshot) if snapshot else worker(6))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    if snapshot is None and turns:
+        snap = await contsnap.pause(task)
+        contsnap.detach(task)
+        return snap
+    for _ in range(moves):  # paused and moved again, in this process
+        await asyncio.sleep(0)
+        if task.done():
+            break
+        snap = await contsnap.pause(task)
+        contsnap.detach(task)
+        task = asyncio.ensure_future(contsnap.loads(snap))
+    return await task, LOG
+"""
+
+
+def test_a_paused_task_resumes_in_another_process_and_is_paused_again(
+    tmp_path: pathlib.Path,
+) -> None:
+    (tmp_path / "tricky_worker.py").write_text(SUBPROCESS_WORKER, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+
+    def python(code: str, stdin: bytes = b"") -> bytes:
+        done = subprocess.run(
+            [sys.executable, "-c", code], input=stdin, capture_output=True, env=env, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout
+
+    native = python("import asyncio, tricky_worker as w; print(asyncio.run(w.run()))")
+    for turns in (1, 4, 8):
+        snapshot = python(
+            "import asyncio, sys, tricky_worker as w\n"
+            f"sys.stdout.buffer.write(asyncio.run(w.run(turns={turns})))"
+        )
+        moved = python(
+            "import asyncio, sys, tricky_worker as w\n"
+            "print(asyncio.run(w.run(sys.stdin.buffer.read(), moves=3)))",
+            snapshot,
+        )
+        # what ran before the pause (in the first process) is not logged again
+        expected = (
+            native
+            if turns < 8
+            else native.replace(b"('handling', 'ValueError(2)', 'worker'), ", b"")
+        )
+        assert moved == expected, (turns, moved, native)
