@@ -263,6 +263,11 @@ STATE.add(
 )
 
 
+def resumed_await(point: Any) -> Any:
+    """A saved ``yield from point.__await__()`` (a safe point's): what to go on with."""
+    return type(point).__contsnap_resume__(point).__await__()
+
+
 def coroutine_await(coro: Any) -> Any:
     """``coro.__await__()``: a saved ``yield from coro.__await__()`` is restored by it."""
     return coro.__await__()

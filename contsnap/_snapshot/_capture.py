@@ -341,6 +341,14 @@ def _context_manager_step(coro: Any) -> Any:
     return _runtime.ContextManagerStep(agen, "exit") if exc_type is None else None
 
 
+def safe_point_of(gen: Any) -> Any:
+    """The safe point whose own ``__await__`` generator ``gen`` is (unmarked), or None."""
+    if info_of(gen) is not None or gen.gi_frame is None:
+        return None
+    point = awaited_of(gen)
+    return point if point is not gen and hasattr(type(point), "__contsnap_resume__") else None
+
+
 def wrapped_coroutine(wrapper: Any) -> Any:
     """The checkpointable coroutine whose ``__await__()`` made ``wrapper``, or None."""
     if type(wrapper) is _COROUTINE_WRAPPER:

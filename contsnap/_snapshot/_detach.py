@@ -20,6 +20,7 @@ from ._capture import (
     capture,
     info_of,
     noun,
+    safe_point_of,
     wrapped_coroutine,
 )
 
@@ -154,6 +155,8 @@ def detach(gen: Any, *, owned: bool = True, keep: Callable[[Any], bool] | None =
             continue  # a generator expression of transformed code: no finally to skip
         if type(member) in _PREFIX:
             if info_of(member) is None:
+                if type(member) is types.GeneratorType and safe_point_of(member) is not None:
+                    continue  # a safe point's own __await__: a detach passes through it
                 raise _unmarked(member)
             # refuses where a snapshot would be refused (the chain's walk captured most)
             state = captured.get(id(member)) or capture(member)
