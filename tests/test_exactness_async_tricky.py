@@ -15,8 +15,10 @@ import subprocess
 import sys
 import types
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from async_tricky_programs import BATTERY
 
 import contsnap
 from contsnap.testing import assert_async_equivalent
@@ -598,3 +600,14 @@ def test_an_await_method_that_hands_on_a_safe_point(await_method: str) -> None:
         pause_at=1,
         move=True,
     )
+
+
+# --- the battery: programs that always agreed ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(BATTERY))
+def test_the_battery_of_tricky_programs_agrees_in_every_mode(name: str) -> None:
+    body, configurations = BATTERY[name]
+    for configuration in configurations:
+        options: dict[str, Any] = {"inside_steps": False, **configuration}
+        assert_async_equivalent(HEADER + body, **options)
