@@ -120,6 +120,18 @@ def _asend_type() -> type:
 
 #: what ``agen.asend(v)``, ``agen.__anext__()`` and ``anext(agen)`` return
 _ASEND = _asend_type()
+
+
+def _athrow_type() -> type:
+    step = _an_async_generator().aclose()
+    try:
+        return type(step)
+    finally:
+        step.close()
+
+
+#: what ``agen.athrow(...)`` and ``agen.aclose()`` return
+_ATHROW = _athrow_type()
 #: before 3.13 ``frame.f_locals`` is a dict cached on the frame (see read_locals)
 _CACHED_LOCALS = sys.version_info < (3, 13)
 #: what a coroutine (an async generator) is awaiting: the iterator its frame delegates to
@@ -277,7 +289,7 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
     step: Any = None
     if spec.kind == "await":
         awaited = local.get(spec.delegate or "")
-        if isinstance(awaited, _runtime.ANext):
+        if type(awaited) is _runtime.ANext:
             pass  # the step of a spelled-out ``async for``, or a resumed one: held in its local
         elif spec.anext_of is not None:
             # a native ``async for`` step: what it awaits is the frame's own
@@ -327,18 +339,27 @@ def _context_manager_step(coro: Any) -> Any:
     exception, paused inside the step of its marked async generator: the rest of it."""
     frame = coro.cr_frame
     step = coro.cr_await
-    if frame is None or type(step) is not _ASEND:
+    if frame is None or type(step) not in (_ASEND, _ATHROW):
         return None
     local = frame.f_locals
-    manager, exc_type = local.get("self"), local.get("typ")
+    manager, exc_type, value = local.get("self"), local.get("typ"), local.get("value")
     if _CACHED_LOCALS:
         local.clear()  # see read_locals
     agen = getattr(manager, "gen", None)
-    if info_of(agen) is None or not any(r is agen for r in gc.get_referents(step)):
+    referents = gc.get_referents(step)
+    if info_of(agen) is None or not any(r is agen for r in referents):
         return None
+    # an athrow() holds its arguments, an aclose() (after "didn't stop") only the generator
+    closing = type(step) is _ATHROW and len(referents) == 1
     if coro.cr_code is _runtime.ACM_ENTER_CODE:
-        return _runtime.ContextManagerStep(agen, "enter")
-    return _runtime.ContextManagerStep(agen, "exit") if exc_type is None else None
+        return _runtime.ContextManagerStep(agen, "enter") if type(step) is _ASEND else None
+    if exc_type is None:
+        if type(step) is _ASEND or closing:
+            return _runtime.ContextManagerStep(agen, "exit", closing)
+        return None
+    if type(step) is _ATHROW and isinstance(value, BaseException):
+        return _runtime.ContextManagerThrow(agen, value, closing)
+    return None
 
 
 def safe_point_of(gen: Any) -> Any:
