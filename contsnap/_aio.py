@@ -125,8 +125,13 @@ class Checkpoint:
         request = _PAUSES.get(task) if task is not None else None
         if request is not None and not request.release.done():
             yield from _park(request)
-        else:
-            yield
+            return
+        yield
+        # asked while it waited here: it parks here, past its one suspension (a task
+        # that ends without another safe point could not be paused at all)
+        request = _PAUSES.get(task) if task is not None else None
+        if request is not None and not request.release.done():
+            yield from _park(request)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (checkpoint, ())
@@ -168,8 +173,10 @@ class Sleep:
             remaining = self.deadline - time.time()
             if remaining <= 0:
                 if not suspended:
-                    # like asyncio.sleep(0): always one suspension
+                    # like asyncio.sleep(0): always one suspension; a pause asked
+                    # meanwhile parks it here
                     yield from asyncio.sleep(0).__await__()
+                    yield from _safe_point().__await__()
                 return
             wake: asyncio.Future[None] = loop.create_future()
             timer = loop.call_later(remaining, _resolve, wake)

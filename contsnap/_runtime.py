@@ -263,6 +263,16 @@ STATE.add(
 )
 
 
+def resumed_await(point: Any) -> Any:
+    """A saved ``yield from point.__await__()`` (a safe point's): what to go on with."""
+    return type(point).__contsnap_resume__(point).__await__()
+
+
+def coroutine_await(coro: Any) -> Any:
+    """``coro.__await__()``: a saved ``yield from coro.__await__()`` is restored by it."""
+    return coro.__await__()
+
+
 def resume_delegate(delegate: Any) -> Any:
     """What a resumed ``yield from`` re-enters.
 
@@ -273,6 +283,10 @@ def resume_delegate(delegate: Any) -> Any:
     """
     if UNPRIMED.pop(id(delegate), None) is not None:
         return delegate
+    if type(delegate) is types.CoroutineType:
+        # ``yield from coro`` in a ``@types.coroutine`` generator: re-entered through the
+        # coroutine's own iterator (a coroutine has no ``__next__``)
+        delegate = delegate.__await__()
     if hasattr(delegate, "throw"):
         return ReattachThrowing(delegate)
     return Reattach(delegate)
@@ -446,6 +460,112 @@ class ANext:
             return again
         pending = self.in_flight()
         return ANext(self.iterator) if pending is None else pending
+
+
+_ACM = contextlib._AsyncGeneratorContextManager
+#: what ``@asynccontextmanager``'s ``__aenter__``/``__aexit__`` run (their code, to know them)
+ACM_ENTER_CODE = _ACM.__aenter__.__code__
+ACM_EXIT_CODE = _ACM.__aexit__.__code__
+#: 3.11.7+ close the generator that did not stop (3.10 leaves it to the collector)
+_ACM_EXIT_CLOSES = "aclose" in ACM_EXIT_CODE.co_names
+
+
+class ContextManagerStep(ANext):
+    """The rest of an ``@asynccontextmanager``'s ``__aenter__`` (``kind`` "enter") or of its
+    ``__aexit__`` with no exception ("exit"), paused inside the step of its marked async
+    generator: what contextlib's coroutine does with the step's end, as it does it."""
+
+    __slots__ = ("closing", "kind")
+
+    def __init__(self, iterator: Any, kind: str, closing: bool = False) -> None:
+        super().__init__(iterator)
+        self.kind = kind
+        self.closing = closing  # in the aclose() after "generator didn't stop"
+
+    def __await__(self) -> Any:
+        if self.closing:
+            try:
+                raise RuntimeError("generator didn't stop")
+            finally:
+                yield from _rest_of_aclose(self.iterator)
+        try:
+            value = yield from ANext(self.iterator).__await__()
+        except StopAsyncIteration:
+            if self.kind == "enter":
+                raise RuntimeError("generator didn't yield") from None
+            return False
+        if self.kind == "enter":
+            return value
+        try:
+            raise RuntimeError("generator didn't stop")
+        finally:
+            if _ACM_EXIT_CLOSES:
+                self.closing = True
+                yield from self.iterator.aclose().__await__()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ContextManagerStep, (self.iterator, self.kind, self.closing))
+
+    def __contsnap_resume__(self) -> ContextManagerStep:
+        return ContextManagerStep(self.iterator, self.kind, self.closing)
+
+
+def _rest_of_aclose(agen: Any) -> Any:
+    """The rest of an ``aclose()`` whose generator was saved in the middle of it (awaiting
+    in a ``finally``): it goes on, and must end, as ``aclose()`` wants."""
+    try:
+        yield from ANext(agen).__await__()
+    except (StopAsyncIteration, GeneratorExit):
+        return
+    raise RuntimeError("async generator ignored GeneratorExit")
+
+
+class ContextManagerThrow(ANext):
+    """The rest of an ``@asynccontextmanager``'s ``__aexit__`` for a body that raised
+    ``value``, paused inside the ``athrow()`` step of its marked async generator: the step
+    goes on as an ``asend(None)`` (the exception is in the generator's frame already), and
+    its end is judged as contextlib judges it."""
+
+    __slots__ = ("closing", "value")
+
+    def __init__(self, iterator: Any, value: BaseException, closing: bool = False) -> None:
+        super().__init__(iterator)
+        self.value = value
+        self.closing = closing  # in the aclose() after "generator didn't stop after athrow()"
+
+    def __await__(self) -> Any:
+        value = self.value
+        if self.closing:
+            try:
+                raise RuntimeError("generator didn't stop after athrow()")
+            finally:
+                yield from _rest_of_aclose(self.iterator)
+        try:
+            yield from ANext(self.iterator).__await__()
+        except StopAsyncIteration as exc:
+            return exc is not value
+        except RuntimeError as exc:
+            if exc is value:
+                return False
+            if isinstance(value, (StopIteration, StopAsyncIteration)) and exc.__cause__ is value:
+                return False
+            raise
+        except BaseException as exc:
+            if exc is not value:
+                raise
+            return False
+        try:
+            raise RuntimeError("generator didn't stop after athrow()")
+        finally:
+            if _ACM_EXIT_CLOSES:
+                self.closing = True
+                yield from self.iterator.aclose().__await__()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ContextManagerThrow, (self.iterator, self.value, self.closing))
+
+    def __contsnap_resume__(self) -> ContextManagerThrow:
+        return ContextManagerThrow(self.iterator, self.value, self.closing)
 
 
 class AwaitGenerator:

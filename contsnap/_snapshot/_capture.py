@@ -87,6 +87,51 @@ def _weak_data(mapping: weakref.WeakKeyDictionary[Any, Any]) -> dict[Any, Any]:
 SUSPENDABLE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _PREFIX = {types.GeneratorType: "gi", types.CoroutineType: "cr", types.AsyncGeneratorType: "ag"}
 _ITERABLE_COROUTINE = _runtime.ITERABLE_COROUTINE
+
+
+async def _a_coroutine() -> None:
+    pass
+
+
+def _wrapper_type() -> type:
+    coro = _a_coroutine()
+    try:
+        return type(coro.__await__())
+    finally:
+        coro.close()
+
+
+#: what ``coro.__await__()`` returns: an ``__await__`` may hand that on
+_COROUTINE_WRAPPER = _wrapper_type()
+
+
+async def _an_async_generator() -> Any:
+    yield
+
+
+def _asend_type() -> type:
+    agen = _an_async_generator()
+    step = agen.asend(None)
+    try:
+        return type(step)
+    finally:
+        step.close()
+
+
+#: what ``agen.asend(v)``, ``agen.__anext__()`` and ``anext(agen)`` return
+_ASEND = _asend_type()
+
+
+def _athrow_type() -> type:
+    step = _an_async_generator().aclose()
+    try:
+        return type(step)
+    finally:
+        step.close()
+
+
+#: what ``agen.athrow(...)`` and ``agen.aclose()`` return
+_ATHROW = _athrow_type()
 #: before 3.13 ``frame.f_locals`` is a dict cached on the frame (see read_locals)
 _CACHED_LOCALS = sys.version_info < (3, 13)
 #: what a coroutine (an async generator) is awaiting: the iterator its frame delegates to
@@ -244,7 +289,7 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
     step: Any = None
     if spec.kind == "await":
         awaited = local.get(spec.delegate or "")
-        if isinstance(awaited, _runtime.ANext):
+        if type(awaited) is _runtime.ANext:
             pass  # the step of a spelled-out ``async for``, or a resumed one: held in its local
         elif spec.anext_of is not None:
             # a native ``async for`` step: what it awaits is the frame's own
@@ -289,6 +334,51 @@ def _capture_from(gen: Any, info: FunctionInfo, frame: types.FrameType, local: A
     return FrameState(info, SUSPENDED, label, values, closure, renamed, spec)
 
 
+def _context_manager_step(coro: Any) -> Any:
+    """An ``@asynccontextmanager``'s ``__aenter__``, or its ``__aexit__`` without an
+    exception, paused inside the step of its marked async generator: the rest of it."""
+    frame = coro.cr_frame
+    step = coro.cr_await
+    if frame is None or type(step) not in (_ASEND, _ATHROW):
+        return None
+    local = frame.f_locals
+    manager, exc_type, value = local.get("self"), local.get("typ"), local.get("value")
+    if _CACHED_LOCALS:
+        local.clear()  # see read_locals
+    agen = getattr(manager, "gen", None)
+    referents = gc.get_referents(step)
+    if info_of(agen) is None or not any(r is agen for r in referents):
+        return None
+    # an athrow() holds its arguments, an aclose() (after "didn't stop") only the generator
+    closing = type(step) is _ATHROW and len(referents) == 1
+    if coro.cr_code is _runtime.ACM_ENTER_CODE:
+        return _runtime.ContextManagerStep(agen, "enter") if type(step) is _ASEND else None
+    if exc_type is None:
+        if type(step) is _ASEND or closing:
+            return _runtime.ContextManagerStep(agen, "exit", closing)
+        return None
+    if type(step) is _ATHROW and isinstance(value, BaseException):
+        return _runtime.ContextManagerThrow(agen, value, closing)
+    return None
+
+
+def safe_point_of(gen: Any) -> Any:
+    """The safe point whose own ``__await__`` generator ``gen`` is (unmarked), or None."""
+    if info_of(gen) is not None or gen.gi_frame is None:
+        return None
+    point = awaited_of(gen)
+    return point if point is not gen and hasattr(type(point), "__contsnap_resume__") else None
+
+
+def wrapped_coroutine(wrapper: Any) -> Any:
+    """The checkpointable coroutine whose ``__await__()`` made ``wrapper``, or None."""
+    if type(wrapper) is _COROUTINE_WRAPPER:
+        for coro in gc.get_referents(wrapper):
+            if type(coro) is types.CoroutineType and info_of(coro) is not None:
+                return coro
+    return None
+
+
 def awaited_of(iterator: Any) -> Any:
     """What an ``await`` is waiting on, from the iterator the frame delegates to.
 
@@ -301,6 +391,20 @@ def awaited_of(iterator: Any) -> Any:
     """
     kind = type(iterator)
     if kind is types.CoroutineType:
+        code = iterator.cr_code
+        if code is _runtime.ACM_ENTER_CODE or code is _runtime.ACM_EXIT_CODE:
+            return _context_manager_step(iterator) or iterator
+        return iterator
+    if kind is _COROUTINE_WRAPPER:
+        # ``def __await__(self): return self.run().__await__()``: awaiting the coroutine
+        # itself goes on the same way (the wrapper only passes send/throw/close on)
+        return wrapped_coroutine(iterator) or iterator
+    if kind is _ASEND:
+        # ``await agen.asend(v)`` (``__anext__()``, ``anext(agen)``) in the middle of the
+        # step: the generator's frame holds where, so the rest is an async for's step
+        for agen in gc.get_referents(iterator):
+            if type(agen) is types.AsyncGeneratorType and info_of(agen) is not None:
+                return _runtime.ANext(agen)
         return iterator
     if kind is not types.GeneratorType:
         return iterator

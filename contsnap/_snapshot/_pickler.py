@@ -14,10 +14,19 @@ from typing import Any
 
 import cloudpickle
 
-from .. import _genexps, _moved, _resources, _views
+from .. import _genexps, _moved, _resources, _runtime, _views
 from .._errors import CheckpointError, NotCheckpointableError, SnapshotCorruptError
 from .._info import FunctionInfo, by_value_class, current_session, pending_info
-from ._capture import _PREFIX, FrameState, _attr, capture, info_of, noun
+from ._capture import (
+    _PREFIX,
+    FrameState,
+    _attr,
+    capture,
+    info_of,
+    noun,
+    safe_point_of,
+    wrapped_coroutine,
+)
 from ._chain import _args, _chain_below, _reduce_state, _shallow_state, _with_context
 from ._functions import (
     _FAST_PICKLERS,
@@ -97,11 +106,17 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             genexp = _genexps.reduce(obj) if info_of(obj) is None else None
             if genexp is not None:  # a generator expression of transformed code
                 return genexp
+            point = safe_point_of(obj) if kind is types.GeneratorType else None
+            if point is not None:  # ``yield from checkpoint().__await__()`` in an __await__
+                return (_runtime.resumed_await, (point,))
             state = capture(obj)
             self.captured[id(obj)] = state
             return _with_context(obj, _reduce_state(state, _chain_below(state, self._saved)))
         if kind is types.CellType:
             return _reduce_cell(obj)
+        coro = wrapped_coroutine(obj)
+        if coro is not None:  # ``yield from coro.__await__()``: the same of the restored one
+            return (_runtime.coroutine_await, (coro,))
         if kind is _RANGE_ITERATOR:
             return _reduce_range_iterator(obj)
         view = _views.REDUCERS.get(kind)

@@ -28,10 +28,17 @@ def _is_generator_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool
     return own_scope_yields(node.body)
 
 
+def _makes_a_context_manager(decorator: ast.expr) -> bool:
+    name = decorator.attr if isinstance(decorator, ast.Attribute) else getattr(decorator, "id", "")
+    return name in ("contextmanager", "asynccontextmanager")
+
+
 def mark_generators(source: str) -> str:
     """Return ``source`` with every top-level generator function, coroutine function
     and async generator function, and every such method of a top-level class,
-    decorated by ``@contsnap.checkpointable`` (outermost); ``import contsnap`` is added."""
+    decorated by ``@contsnap.checkpointable`` (outermost; innermost under a
+    ``@contextmanager``/``@asynccontextmanager``, which makes a plain function of it);
+    ``import contsnap`` is added."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
     methods = [
@@ -49,6 +56,8 @@ def mark_generators(source: str) -> str:
     ]
     for function in sorted(decorate, key=lambda function: function.lineno, reverse=True):
         first = function.decorator_list[0] if function.decorator_list else function
+        if any(_makes_a_context_manager(d) for d in function.decorator_list):
+            first = function  # the `def` line: below every decorator
         indent = " " * function.col_offset
         lines.insert(first.lineno - 1, indent + "@contsnap.checkpointable\n")
     # The import goes after the docstring and any `from __future__` import.
