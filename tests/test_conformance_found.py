@@ -173,3 +173,28 @@ def test_a_forged_match_is_refused_on_load() -> None:
 
     with pytest.raises(contsnap.SnapshotCorruptError, match="not found again"):
         rematch(re.compile("a"), "bab", 0, 3, (0, 1))
+
+
+class Outer:
+    @contsnap.checkpointable
+    def made(self) -> Iterator[Any]:
+        def helper() -> Outer:
+            return self
+
+        class Local:
+            pass
+
+        yield helper.__qualname__, Local.__qualname__, (lambda: 0).__qualname__
+        yield helper() is self and isinstance(self, Outer)
+
+
+def test_what_a_method_of_a_global_class_defines_keeps_its_qualname() -> None:
+    # the factory's class is declared global there: the qualnames it gives (3.10 reads a
+    # nested function's from a constant) are mapped back to the method's
+    gen = Outer().made()
+    assert next(gen) == (
+        "Outer.made.<locals>.helper",
+        "Outer.made.<locals>.Local",
+        "Outer.made.<locals>.<lambda>",
+    )
+    assert next(contsnap.loads(contsnap.dumps(gen))) is True
