@@ -141,9 +141,6 @@ _SESSION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
     "contsnap_session", default=None
 )
 
-#: copies of one function's code remembered (a class saved by value is copied per load)
-_MAX_ALIASES = 32
-
 #: the flag ``types.coroutine`` sets on a generator function's code
 CO_ITERABLE_COROUTINE = inspect.CO_ITERABLE_COROUTINE
 _BUILD_LOCK = threading.RLock()
@@ -185,9 +182,10 @@ class FunctionInfo:
     # The rest is state of this process, never part of a record of the function:
     #: the latest function made from ``fresh_code`` (a decorator may change its code)
     live_function: Any = field(default=None, init=False, repr=False, compare=False)
-    #: code objects equal to ours but for flags, known to be ours
-    aliases: list[types.CodeType] = field(
-        default_factory=list, init=False, repr=False, compare=False
+    #: code objects equal to ours but for flags, or copies of our function's code (a
+    #: function saved by value is copied at each load), by id, each for as long as it lives
+    aliases: dict[int, weakref.ref[types.CodeType]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
     )
     flagged_resume_code: types.CodeType | None = field(
         default=None, init=False, repr=False, compare=False
@@ -284,12 +282,20 @@ class FunctionInfo:
         _BY_NAME[(self.module, self.qualname)] = self
 
     def alias(self, code: types.CodeType) -> None:
-        self.aliases.append(code)
-        _BY_CODE[id(code)] = self
-        if len(self.aliases) > _MAX_ALIASES:  # copies made by many loads: keep the newest
-            dropped = self.aliases.pop(0)
-            if _BY_CODE.get(id(dropped)) is self:
-                del _BY_CODE[id(dropped)]
+        # remembered while the code lives, however many copies are alive at once (a
+        # copied lexer's rules hold hundreds of copies of one callback; a bound on them
+        # forgot copies still in use, and their generators were "not checkpointable")
+        key = id(code)
+        aliases = self.aliases
+
+        def forget(ref: weakref.ref[types.CodeType]) -> None:
+            if aliases.get(key) is ref:
+                del aliases[key]
+                if _BY_CODE.get(key) is self:
+                    del _BY_CODE[key]
+
+        aliases[key] = weakref.ref(code, forget)
+        _BY_CODE[key] = self
 
     def resume_code_for_restore(self) -> types.CodeType:
         """The resume code, with the flags the live function's code carries.
@@ -481,6 +487,11 @@ def adopt_function(fn: types.FunctionType) -> None:
         info.alias(fn.__code__)
 
 
+def _is_alias(info: FunctionInfo, code: types.CodeType) -> bool:
+    ref = info.aliases.get(id(code))
+    return ref is not None and ref() is code
+
+
 def info_for_code(
     code: types.CodeType, namespace: dict[str, Any] | None = None
 ) -> FunctionInfo | None:
@@ -490,7 +501,7 @@ def info_for_code(
     if info is not None and (
         code is info.fresh_code
         or (isinstance(info.details, Details) and code is info.details.resume_code)
-        or any(code is alias for alias in info.aliases)
+        or _is_alias(info, code)
     ):
         return info
     pending = _pending_for(code)

@@ -21,11 +21,13 @@ from .._registry import STATE
 from ._capture import CLOSED, SUSPENDABLE, FrameState, capture
 from ._chain import _Chain, _chain_below, _with_context, set_chain_state
 from ._reducers import (
+    _MATCH,
     _RANGE_ITERATOR,
     _cp,
     _LiveGlobals,
     _MainGlobals,
     _reduce_cell,
+    _reduce_match,
     _reduce_range_iterator,
     _SessionGlobals,
     reduce_bound_method,
@@ -225,6 +227,7 @@ _FAST_REDUCERS: dict[type, Callable[[_FastPickler, Any], Any]] = {
 _FAST_REDUCERS[FunctionInfo] = _fast_info
 _FAST_REDUCERS[types.CellType] = lambda _pickler, cell: _reduce_cell(cell)
 _FAST_REDUCERS[_RANGE_ITERATOR] = lambda _pickler, it: _reduce_range_iterator(it)
+_FAST_REDUCERS[_MATCH] = lambda _pickler, match: _reduce_match(match)
 _FAST_REDUCERS[types.BuiltinMethodType] = lambda _pickler, method: reduce_bound_method(method)
 _FAST_REDUCERS[types.MethodWrapperType] = lambda _pickler, method: reduce_bound_method(method)
 _FAST_REDUCERS[object] = lambda _pickler, obj: reduce_sentinel(obj)

@@ -36,6 +36,7 @@ from ._functions import (
     reduce_inline,
 )
 from ._reducers import (
+    _MATCH,
     _PROCESS,
     _RANGE_ITERATOR,
     _SESSION_GLOBALS,
@@ -48,6 +49,7 @@ from ._reducers import (
     _no_traceback,
     _reduce_cell,
     _reduce_context_var,
+    _reduce_match,
     _reduce_range_iterator,
     _reduce_weak_reference,
     _session_globals,
@@ -119,6 +121,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
             return (_runtime.coroutine_await, (coro,))
         if kind is _RANGE_ITERATOR:
             return _reduce_range_iterator(obj)
+        if kind is _MATCH:
+            return _reduce_match(obj)
         view = _views.REDUCERS.get(kind)
         if view is not None:
             return view(obj)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import importlib
 import pickle
+import re
 import sys
 import types
 import uuid
@@ -21,6 +22,8 @@ from .._info import FunctionInfo, adopt_function, current_session
 from .._registry import STATE
 from ._capture import _PREFIX, info_of
 from ._restore import closed_generator, new_generator
+
+_MATCH = type(re.match("", ""))
 
 
 class _NeedsContsnap(Exception):
@@ -76,7 +79,7 @@ class _Probe(pickle.Pickler):
 
 
 _NEEDS_CONTSNAP = frozenset(
-    {types.CellType, weakref.ReferenceType, contextvars.ContextVar, types.TracebackType}
+    {types.CellType, weakref.ReferenceType, contextvars.ContextVar, types.TracebackType, _MATCH}
 )
 
 
@@ -165,6 +168,37 @@ def _reduce_range_iterator(iterator: Any) -> tuple[Any, ...]:
     _iter, (whole,), position = iterator.__reduce__()
     # 3.12+ give the range still to go and no position; 3.10-3.11 the whole and where
     return (range_iterator, (whole.start, whole.stop, whole.step, position or 0))
+
+
+def rematch(
+    pattern: re.Pattern[Any], string: Any, pos: int, endpos: int, span: tuple[int, int]
+) -> re.Match[Any]:
+    """A regular expression's match, found again: the saved match at ``span``."""
+    whole = span == (pos, endpos)
+    found = (pattern.fullmatch if whole else pattern.search)(string, pos, endpos)
+    if found is None or found.span() != span:
+        raise SnapshotCorruptError(
+            f"a saved match of {pattern.pattern!r} at {span} is not found again in its string"
+        )
+    return found
+
+
+def _reduce_match(match: re.Match[Any]) -> tuple[Any, ...]:
+    """A match as the search that finds it again from the same ``pos``: matching from a
+    given position is deterministic, so the groups are the same (a ``match()`` at ``pos``
+    is the search's first try there, a ``fullmatch()`` the one that spans ``pos:endpos``).
+    A match that search would not find first (a later one of ``finditer``) is refused."""
+    args = (match.re, match.string, match.pos, match.endpos, match.span())
+    try:
+        again = rematch(*args)
+    except SnapshotCorruptError:
+        again = None
+    if again is None or again.regs != match.regs:
+        raise TypeError(
+            "cannot pickle 're.Match' object: a search from its pos would not find it again "
+            "(a later match of finditer or a scanner)"
+        )
+    return (rematch, args)
 
 
 def bound_method(owner_class: type, name: str, owner: Any) -> Any:

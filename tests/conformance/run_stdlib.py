@@ -49,7 +49,7 @@ import tarfile
 import textwrap
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 LANGUAGE_SUITES = (
     "test.test_generators",
@@ -64,18 +64,30 @@ MODULE_SUITES = (
     "tokenize:test.test_tokenize",
     "heapq:test.test_heapq",
 )
-#: pinned so that the counts in docs/roundtrip.md can be reproduced. Each entry: the
-#: distribution and version, the modules to hook (each with its submodules), and the
-#: tests: unittest modules, or pytest paths (with a "/"), relative to the unpacked sdist.
+
+
+class Pinned(NamedTuple):
+    """A third-party suite, pinned so that the counts in docs/roundtrip.md can be reproduced."""
+
+    dist: str
+    version: str
+    #: the modules to hook, each with its submodules
+    hooked: tuple[str, ...]
+    #: unittest modules, or pytest paths (with a "/"), relative to the unpacked sdist
+    tests: tuple[str, ...]
+    #: where the package's import root is, relative to the unpacked sdist ("src")
+    src: str = ""
+
+
 THIRD_PARTY = {
-    "more_itertools": (
+    "more_itertools": Pinned(
         "more-itertools",
         "10.7.0",
         ("more_itertools",),
         ("tests.test_more", "tests.test_recipes"),
     ),
     # its tests live in the package (toolz.tests): hook the modules, not "toolz"
-    "toolz": (
+    "toolz": Pinned(
         "toolz",
         "1.2.0",
         (
@@ -91,7 +103,7 @@ THIRD_PARTY = {
         ("toolz/tests/", "toolz/sandbox/tests/"),
     ),
     # its modules with generators (the package's __init__ is empty)
-    "boltons": (
+    "boltons": Pinned(
         "boltons",
         "26.2.0",
         tuple(
@@ -101,7 +113,34 @@ THIRD_PARTY = {
         ("tests/",),
     ),
     # async generators and coroutines, driven by the tests' own tiny event loop
-    "asyncstdlib": ("asyncstdlib", "3.14.0", ("asyncstdlib",), ("unittests/",)),
+    "asyncstdlib": Pinned("asyncstdlib", "3.14.0", ("asyncstdlib",), ("unittests/",)),
+    # async generators over asyncio; its unittest tests live in the package
+    "aioitertools": Pinned(
+        "aioitertools",
+        "0.13.0",
+        tuple(
+            f"aioitertools.{name}"
+            for name in ["asyncio", "builtins", "helpers", "itertools", "more_itertools", "types"]
+        ),
+        ("aioitertools.tests",),
+    ),
+    "funcy": Pinned("funcy", "2.1", ("funcy",), ("tests/",)),
+    # the lexer, the compiled templates' runtime, async rendering
+    "jinja2": Pinned("jinja2", "3.1.6", ("jinja2",), ("tests/",), src="src"),
+    # lexers are generators over generators (RegexLexer, using(), the filters)
+    "pygments": Pinned(
+        "pygments",
+        "2.21.0",
+        tuple(
+            f"pygments.{name}"
+            for name in ["lexer", "lexers", "filter", "filters", "formatters", "style", "styles"]
+        ),
+        ("tests/snippets/",),
+    ),
+    # scan_string, search_string and the helpers (test_unit.py takes minutes natively)
+    "pyparsing": Pinned(
+        "pyparsing", "3.3.3", ("pyparsing",), ("tests/test_simple_unit.py", "tests/test_util.py")
+    ),
 }
 #: Left out of the round-trip columns only (they pass hooked): each runs millions of
 #: suspensions, and a move at every one (some 30 us each) would take minutes per test.
@@ -258,7 +297,7 @@ def _is_pytest_path(test: str) -> bool:
 
 
 def child(
-    spec: str, hooked: bool, doctests: bool, mark_async: bool, path: str | None
+    spec: str, hooked: bool, doctests: bool, mark_async: bool, path: str | None, src: str = ""
 ) -> dict[str, Any]:
     """Run one suite's tests in this process; return counts and the failures."""
     import importlib
@@ -273,7 +312,7 @@ def child(
     hooked_names = modules_under_test or test_modules
     roundtrip = hooked and bool(os.environ.get("CONTSNAP_ROUNDTRIP"))
     if path:
-        sys.path.insert(0, path)
+        sys.path.insert(0, os.path.join(path, src))
     counts: dict[str, Any] = {"marked": 0, "refused": 0}
     if hooked:
         import contsnap
@@ -290,6 +329,11 @@ def child(
             return result
 
         _plan.mark = counting_mark
+        # the hook binds the mark in a module's namespace before its code runs
+        _plan._BINDINGS = tuple(  # type: ignore[attr-defined]
+            (name, counting_mark if value is real_mark else value)
+            for name, value in _plan._BINDINGS  # type: ignore[attr-defined]
+        )
         if not mark_async:
             _mark_generators_only()
         contsnap.install_import_hook(hooked_names, mark_all=True)
@@ -408,6 +452,8 @@ def run_child(
         cmd.append("--generators-only")
     if suite.get("path"):
         cmd += ["--path", suite["path"]]
+    if suite.get("src"):
+        cmd += ["--src", suite["src"]]
     env = dict(os.environ)
     env.pop("CONTSNAP_ROUNDTRIP", None)
     if mode == "roundtrip":
@@ -434,7 +480,7 @@ def run_child(
 def third_party_suites(python: str, cache_dir: str, names: list[str]) -> list[dict[str, Any]]:
     """Download (once) and unpack the pinned sdists; a suite per package."""
     suites = []
-    for dist, version, hooked, tests in map(THIRD_PARTY.__getitem__, names):
+    for dist, version, hooked, tests, src in map(THIRD_PARTY.__getitem__, names):
         root = os.path.join(cache_dir, f"{dist.replace('-', '_')}-{version}")
         if not os.path.isdir(root):
             os.makedirs(cache_dir, exist_ok=True)
@@ -451,6 +497,7 @@ def third_party_suites(python: str, cache_dir: str, names: list[str]) -> list[di
             {
                 "spec": f"{','.join(hooked)}:{','.join(tests)}",
                 "path": root,
+                "src": src,
                 "name": f"{dist} {version}",
             }
         )
@@ -529,11 +576,17 @@ def main() -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--hooked", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--src", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.child:
         data = child(
-            args.child, args.hooked, not args.no_doctests, not args.generators_only, args.path
+            args.child,
+            args.hooked,
+            not args.no_doctests,
+            not args.generators_only,
+            args.path,
+            args.src,
         )
         print(MARKER + json.dumps(data))
         return 0
