@@ -910,3 +910,63 @@ def test_a_checkpoint_of_format_1_still_restores() -> None:
         return await restored.join()
 
     assert run(main()) == {"c": 15}
+
+
+def test_killed_at_random_writes_of_the_autosave_it_resumes_from_a_good_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """The pipeline kills itself at a random write, rename or fsync of its autosave (the
+    fault points of tests/faultpoints.py), six times: every generation left verifies, and
+    the restarts end with the uninterrupted result."""
+    from contsnap import _codec
+    from contsnap._checkpoints._files import CheckpointFiles
+
+    seed = int(os.environ.get("CONTSNAP_KILL_SEED", 1207))
+    rng = random.Random(seed)
+    path = str(tmp_path / "pipe.ckpt")
+    tests = str(Path(__file__).parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests, *(p for p in sys.path if p)]))
+    env["CONTSNAP_FAULT_DIR"] = str(tmp_path)
+    script = str(Path(programs.__file__))
+    runner = (
+        "import sys, runpy, faultpoints; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    n = 300
+
+    def start(mode: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", runner, script, mode, path, str(n)],
+            env={**env, **extra}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    def clear() -> None:
+        for name in os.listdir(tmp_path):
+            if name.startswith(("pipe.ckpt", ".pipe.ckpt")):
+                os.unlink(tmp_path / name)
+
+    count = tmp_path / "points"
+    first = start("run", CONTSNAP_FAULT_COUNT=str(count))
+    assert first.returncode == 0, first.stderr
+    points = int(count.read_text())
+    assert points > 20, points
+    clear()
+    kills, log = 0, []
+    for _attempt in range(40):
+        mode = "resume" if os.path.exists(path) else "run"
+        fault = f"{rng.randint(1, points)}{rng.choice(['', ':during'])}" if kills < 6 else ""
+        done = start(mode, CONTSNAP_FAULT=fault, CONTSNAP_FAULT_SAY="1")
+        log.append(f"{mode} {fault} -> {done.returncode} {done.stderr[-120:]!r}")
+        if done.returncode == -signal.SIGKILL:
+            kills += 1
+            files = CheckpointFiles(path, 3)
+            for generation in files.existing():
+                with open(generation, "rb") as f:
+                    _codec.verify(f.read(), kinds=("actor-system",))  # raises if unreadable
+            continue
+        assert done.returncode == 0, (seed, log)
+        if kills >= 6:
+            break
+        clear()  # ended before the kill: again from the start
+    assert kills >= 6, (seed, log)
+    assert eval(done.stdout.strip()) == _expected_results(n), (seed, log)

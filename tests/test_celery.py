@@ -820,3 +820,25 @@ def test_stored_state_that_was_tampered_with_is_refused_by_name(tmp_path: Path) 
     assert any("rolled back" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert sorted(delivered) == [f"job/{i}" for i in range(5)]
     assert all(delivered[f"job/{i}"]["i"] == i for i in range(5))
+
+
+def test_a_job_id_ending_like_another_jobs_record_gets_a_key_of_its_own(tmp_path: Path) -> None:
+    """Job ids are the message's: one ending in ``.attempts`` or ``.fx.N`` named the key of
+    another job's attempt record or outbox entry, so the two jobs overwrote each other's
+    state (here job 'x' then stopped on a SnapshotKindError for good)."""
+    from contsnap.integrations.celery import _task_key
+
+    task = _eager_task(tmp_path, {"record": lambda payload, key: None})
+    name = task.contsnap_spec.name
+    for job_id in ("x", "x.attempts", "x.fx.0", "x.fx.12"):
+        _FAIL_AT.clear()
+        _FAIL_AT.add(3)
+        with pytest.raises(RuntimeError):
+            task.start(5, job_id=job_id).get()
+    keys = {job_id: _task_key(name, job_id) for job_id in ("x", "x.attempts", "x.fx.0")}
+    assert keys["x.attempts"] != keys["x"] + ".attempts"
+    assert keys["x.fx.0"] != keys["x"] + ".fx.0"
+    hashed = _task_key(name, "x/y")  # a plain id spelled like a hashed key is hashed too
+    assert _task_key(name, hashed.split(":", 2)[2]) != hashed
+    for job_id in ("x", "x.attempts", "x.fx.0", "x.fx.12"):
+        assert task.start(5, job_id=job_id).get() == sum(i * 3 for i in range(5)), job_id

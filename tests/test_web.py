@@ -919,3 +919,26 @@ def test_a_server_killed_at_random_instants_loses_no_page_it_answered(sqlite_url
                 assert re.search(r"The sum is \d+", last.text), (seed, last.text)
     finally:
         server.stop()
+
+
+def test_a_page_moved_to_another_id_in_the_store_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone who can write the store, but has no key, copies one session's page over
+    another's: genuine bytes, but of another page. It was shown, and continued, in the
+    other session (its answers so far with it); the signed id refuses it (400)."""
+    app = _client_app(tmp_path, monkeypatch, client_side=0)
+    with _wsgi_client(app) as alice, _wsgi_client(app) as bob:
+        secret = submit(alice, alice.get("/sum"), {"n": "1000"})
+        mine = submit(bob, bob.get("/sum"), {"n": "1"})
+        assert "so far 1000" in secret.text and "so far 1" in mine.text
+        store = app.store
+        alices, bobs = page_id(str(secret.url)), page_id(str(mine.url))
+        store.put(bobs, store.get(alices) or b"")
+        shown = bob.get(mine.url)
+        assert shown.status_code == 400 and "so far 1000" not in shown.text, shown.text
+        csrf = re.search(r'name="_csrf" value="([^"]+)"', mine.text)
+        assert csrf is not None
+        posted = bob.post(str(mine.url), data={"n": "2", "_csrf": csrf.group(1)})
+        assert posted.status_code == 400 and "1002" not in posted.text, posted.text
+        assert "Number 3? (so far 3000)" in submit(alice, secret, {"n": "2000"}).text

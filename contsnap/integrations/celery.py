@@ -346,11 +346,18 @@ def _identity(spec: _Spec, job_id: str) -> str:
     return f"{spec.name}/{job_id}"
 
 
+#: the ends of the keys kept next to a job's checkpoint (`_AttemptBook`, the outbox), and
+#: of a hashed key: a plain key never ends so
+_SIDE_KEY = re.compile(r"(\.attempts|\.fx\.\d+|-[0-9a-f]{16})$")
+
+
 def _task_key(task_name: str, job_id: str) -> str:
     """The job's store key: readable when the names allow, else shortened with a hash."""
     raw = f"{task_name}:{job_id}"
     clean = re.sub(r"[^A-Za-z0-9_.:@=+\-]", "_", raw)
-    if clean == raw and len(clean) <= 160:
+    # a job's own keys are KEY, KEY.attempts and KEY.fx.N: a job id ending like one of the
+    # latter (or like a hashed key) would name another job's, so it gets the hashed form
+    if clean == raw and len(clean) <= 160 and not _SIDE_KEY.search(clean):
         return "task:" + clean
     return f"task:{clean[:140]}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
 

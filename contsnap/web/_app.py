@@ -291,6 +291,7 @@ class App:
                 set_cookie,
             )
 
+        page_id: str | None = None
         if token.startswith(_pages.CLIENT_PREFIX):  # the page travels in its URL
             data = self.pages.client_bytes(token)
             if data is None:
@@ -314,6 +315,10 @@ class App:
                 problem = self.pages.check_client(meta, token, session)
                 if problem is not None:
                     return {"session": unknown, "expired": expired}.get(problem, bad)()
+            elif page_id is not None and not self.pages.stored_as(meta, page_id):
+                _log.warning("refused the page %s of %s: its bytes are another page's", page_id,
+                             conv.identity)  # fmt: skip
+                return bad()
             if showing:
                 shown = self.pages.html(meta, root)
                 if shown is not None:

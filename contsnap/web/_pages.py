@@ -39,6 +39,9 @@ CLIENT_PREFIX = "~"  # a continuation token that is the page itself
 _TOUCHED_MAX = 10_000
 _B64 = re.compile(r"[A-Za-z0-9_\-]*")
 HTML_META = "web_html"
+#: in a stored page's signed meta: the id it is stored under (bytes moved to another id
+#: in the store, e.g. another session's page, are refused)
+PAGE_META = "web_page"
 
 
 def new_session() -> str:
@@ -191,9 +194,9 @@ class PageStore:
         verifies it but unpickles nothing.
         """
         token = self.new_id(ring, identity, session)
-        meta = {HTML_META: [root, render(token)]}
-        data = _codec.encode(page, kind=KIND, identity=identity, key=self.key, meta=meta)
         page_id = token.partition(".")[0]
+        meta = {HTML_META: [root, render(token)], PAGE_META: page_id}
+        data = _codec.encode(page, kind=KIND, identity=identity, key=self.key, meta=meta)
         self.store.put(page_id, data, idle=self.idle, ttl=self.ttl, group=_group(session))
         self._used(page_id, time.monotonic())  # a put starts its idle timer: no touch needed
         return token
@@ -242,6 +245,16 @@ class PageStore:
         if not isinstance(made, (int, float)) or time.time() - made > min(self.idle, self.ttl):
             return "expired"
         return None
+
+    @staticmethod
+    def stored_as(meta: dict[str, Any], page_id: str) -> bool:
+        """Were these verified bytes stored under ``page_id`` (not moved from another id)?
+
+        Pages stored before the id was signed in (contsnap 0.1.0 before this check) have
+        none, and are taken as they were until they expire.
+        """
+        saved = meta.get(PAGE_META)
+        return saved is None or saved == page_id
 
     def _bound(self, session: str) -> str:
         return _group(session) if self.bind_session else ""
