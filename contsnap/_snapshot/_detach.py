@@ -23,6 +23,8 @@ from ._capture import (
     capture,
     info_of,
     noun,
+    safe_point_of,
+    wrapped_coroutine,
 )
 
 
@@ -43,6 +45,8 @@ def _captured_chain(gen: Any, states: dict[int, FrameState]) -> list[Any]:
         delegate = state.delegate
         if delegate is None:
             break
+        # ``yield from coro.__await__()``: the Detach passes through the wrapper into it
+        delegate = wrapped_coroutine(delegate) or delegate
         chain.append(delegate)
         if isinstance(delegate, _runtime.ANext):  # an async for step: into its generator
             delegate = delegate.in_flight() or delegate.iterator
@@ -260,6 +264,8 @@ def detach(gen: Any, *, owned: bool = True, keep: Callable[[Any], bool] | None =
             continue  # a generator expression of transformed code: no finally to skip
         if type(member) in _PREFIX:
             if info_of(member) is None:
+                if type(member) is types.GeneratorType and safe_point_of(member) is not None:
+                    continue  # a safe point's own __await__: a detach passes through it
                 raise _unmarked(member)
             # refuses where a snapshot would be refused (the chain's walk captured most)
             state = captured.get(id(member)) or capture(member)
