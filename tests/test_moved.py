@@ -42,6 +42,7 @@ PAYLOAD_NAMES: frozenset[tuple[str, str]] = frozenset(
         # capture and restore of frames (several are also extension codes 240-253)
         ("contsnap._snapshot", "FrameState"),
         ("contsnap._snapshot", "range_iterator"),
+        ("contsnap._snapshot", "rematch"),
         ("contsnap._snapshot", "function_at"),
         ("contsnap._snapshot", "generator_at"),
         ("contsnap._snapshot", "_Box"),

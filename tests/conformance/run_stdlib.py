@@ -13,8 +13,10 @@ Two kinds of suite, from this interpreter's installed ``test`` package:
 * Generator-heavy library modules run against their own upstream tests
   (``difflib``, ``tokenize``, ``heapq``; with ``--third-party``, or named as a
   SUITE, the pinned packages of `THIRD_PARTY`: more-itertools, toolz, boltons,
-  asyncstdlib, whose tests ship in their sdists, downloaded with ``pip
-  download`` into ``--cache-dir``): the *modules under test* are imported
+  asyncstdlib, aioitertools, funcy, jinja2, pygments, pyparsing, whose tests ship
+  in their sdists, downloaded with ``pip download`` into ``--cache-dir``; jinja2's
+  tests import ``trio`` and funcy's ``whatever``, which must be importable): the
+  *modules under test* are imported
   through the hook, and the tests are left as they are. unittest modules run
   under unittest, pytest paths (``tests/``) under ``pytest.main`` in the child,
   with no plugins from entry points. A module that was
