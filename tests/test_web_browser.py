@@ -117,6 +117,14 @@ def test_reload_shows_the_same_page_without_resubmitting(tab: Any, server: WebSe
     assert "The sum is 7" in text(tab)
 
 
+def _expired_then_start_again(tab: Any) -> None:
+    """The expired page says so, and its link starts the conversation again."""
+    assert "This page has expired \u2014 start again." in text(tab)
+    with tab.expect_navigation():
+        tab.click('a:has-text("Start again")')
+    assert "Number 1? (so far 0)" in text(tab)
+
+
 def test_expired_page(tab: Any, tmp_path: Path) -> None:
     server = WebServer(f"sqlite:///{tmp_path}/pages.db", WEB_TEST_IDLE="0.5")
     try:
@@ -124,10 +132,7 @@ def test_expired_page(tab: Any, tmp_path: Path) -> None:
         time.sleep(0.8)
         response = tab.reload()
         assert response.status == 410
-        assert "This page has expired \u2014 start again." in text(tab)
-        with tab.expect_navigation():
-            tab.click('a:has-text("Start again")')
-        assert "Number 1? (so far 0)" in text(tab)
+        _expired_then_start_again(tab)
     finally:
         server.stop()
 
@@ -273,10 +278,7 @@ def test_a_form_sent_after_its_page_expired_says_start_again(tab: Any, tmp_path:
         with tab.expect_navigation() as sent:
             tab.click("button")
         assert sent.value.status == 410
-        assert "This page has expired \u2014 start again." in text(tab)
-        with tab.expect_navigation():
-            tab.click('a:has-text("Start again")')
-        assert "Number 1? (so far 0)" in text(tab)
+        _expired_then_start_again(tab)
     finally:
         server.stop()
 
