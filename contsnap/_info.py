@@ -26,7 +26,12 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from . import _moved
-from ._errors import CheckpointError, CodeChangedError, SnapshotCorruptError
+from ._errors import (
+    CheckpointError,
+    CodeChangedError,
+    NotCheckpointableError,
+    SnapshotCorruptError,
+)
 from ._labels import LabelInfo
 from ._registry import STATE
 
@@ -693,6 +698,14 @@ class _CarrierPickler(cloudpickle.Pickler):  # type: ignore[misc,unused-ignore]
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is FunctionInfo and any(obj is saving for saving in _SAVING_BY_VALUE.get()):
             return (_InfoRef, (_key(obj),))
+        if type(obj) is contextvars.ContextVar:
+            saving = _SAVING_BY_VALUE.get()
+            where = saving[-1].module if saving else "a module"
+            raise NotCheckpointableError(
+                f"the context variable {obj.name!r}, a global of {where}, cannot be carried "
+                "by value with the function's code (another process would have a variable "
+                "of its own): define it in a module the resuming process imports"
+            )
         reduced = super().reducer_override(obj)
         if isinstance(reduced, tuple) and reduced[-1] is _cp._class_setstate:
             return by_value_class(reduced)

@@ -210,3 +210,30 @@ def test_recursive_script_generators_travel_by_value(tmp_path: Path) -> None:
     native_walked, native_pinged = ast.literal_eval(native)
     assert walked == [native_walked[0], *native_walked[151:]]
     assert pinged == native_pinged
+
+
+def test_a_script_generator_using_a_context_variable_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    """A ContextVar global of a script cannot travel with the code carried by value: the
+    refusal names it (it was cloudpickle's bare "cannot pickle 'ContextVar' object")."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import contextvars, contsnap\n"
+        "CV = contextvars.ContextVar('request_id', default=0)\n"
+        "@contsnap.checkpointable\n"
+        "def g():\n"
+        "    CV.set(5)\n"
+        "    yield CV.get()\n"
+        "    yield CV.get()\n"
+        "x = g()\n"
+        "next(x)\n"
+        "try:\n"
+        "    contsnap.dumps(x)\n"
+        "except contsnap.NotCheckpointableError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "the context variable 'request_id', a global of __main__, cannot be carried" in out
