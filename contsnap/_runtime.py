@@ -470,12 +470,38 @@ ACM_EXIT_CODE = _ACM.__aexit__.__code__
 _ACM_EXIT_CLOSES = "aclose" in ACM_EXIT_CODE.co_names
 
 
-class ContextManagerStep(ANext):
+class _ContextManagerEnd(ANext):
+    """What `ContextManagerStep` and `ContextManagerThrow` share: contextlib's ending of a
+    step after which the generator went on instead of stopping (``did_not_stop``: a
+    RuntimeError, with the ``aclose()`` this Python's contextlib does first), and the rest
+    of that ``aclose()`` when the snapshot was taken inside it (``closing``)."""
+
+    __slots__ = ("closing",)
+    #: contextlib's message when the generator did not stop
+    DID_NOT_STOP = ""
+
+    def _rest_of_closing(self) -> Any:
+        try:
+            raise RuntimeError(self.DID_NOT_STOP)
+        finally:
+            yield from _rest_of_aclose(self.iterator)
+
+    def _did_not_stop(self) -> Any:
+        try:
+            raise RuntimeError(self.DID_NOT_STOP)
+        finally:
+            if _ACM_EXIT_CLOSES:
+                self.closing = True
+                yield from self.iterator.aclose().__await__()
+
+
+class ContextManagerStep(_ContextManagerEnd):
     """The rest of an ``@asynccontextmanager``'s ``__aenter__`` (``kind`` "enter") or of its
     ``__aexit__`` with no exception ("exit"), paused inside the step of its marked async
     generator: what contextlib's coroutine does with the step's end, as it does it."""
 
-    __slots__ = ("closing", "kind")
+    __slots__ = ("kind",)
+    DID_NOT_STOP = "generator didn't stop"
 
     def __init__(self, iterator: Any, kind: str, closing: bool = False) -> None:
         super().__init__(iterator)
@@ -484,10 +510,7 @@ class ContextManagerStep(ANext):
 
     def __await__(self) -> Any:
         if self.closing:
-            try:
-                raise RuntimeError("generator didn't stop")
-            finally:
-                yield from _rest_of_aclose(self.iterator)
+            yield from self._rest_of_closing()
         try:
             value = yield from ANext(self.iterator).__await__()
         except StopAsyncIteration:
@@ -496,12 +519,7 @@ class ContextManagerStep(ANext):
             return False
         if self.kind == "enter":
             return value
-        try:
-            raise RuntimeError("generator didn't stop")
-        finally:
-            if _ACM_EXIT_CLOSES:
-                self.closing = True
-                yield from self.iterator.aclose().__await__()
+        yield from self._did_not_stop()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ContextManagerStep, (self.iterator, self.kind, self.closing))
@@ -520,13 +538,14 @@ def _rest_of_aclose(agen: Any) -> Any:
     raise RuntimeError("async generator ignored GeneratorExit")
 
 
-class ContextManagerThrow(ANext):
+class ContextManagerThrow(_ContextManagerEnd):
     """The rest of an ``@asynccontextmanager``'s ``__aexit__`` for a body that raised
     ``value``, paused inside the ``athrow()`` step of its marked async generator: the step
     goes on as an ``asend(None)`` (the exception is in the generator's frame already), and
     its end is judged as contextlib judges it."""
 
-    __slots__ = ("closing", "value")
+    __slots__ = ("value",)
+    DID_NOT_STOP = "generator didn't stop after athrow()"
 
     def __init__(self, iterator: Any, value: BaseException, closing: bool = False) -> None:
         super().__init__(iterator)
@@ -536,10 +555,7 @@ class ContextManagerThrow(ANext):
     def __await__(self) -> Any:
         value = self.value
         if self.closing:
-            try:
-                raise RuntimeError("generator didn't stop after athrow()")
-            finally:
-                yield from _rest_of_aclose(self.iterator)
+            yield from self._rest_of_closing()
         try:
             yield from ANext(self.iterator).__await__()
         except StopAsyncIteration as exc:
@@ -554,12 +570,7 @@ class ContextManagerThrow(ANext):
             if exc is not value:
                 raise
             return False
-        try:
-            raise RuntimeError("generator didn't stop after athrow()")
-        finally:
-            if _ACM_EXIT_CLOSES:
-                self.closing = True
-                yield from self.iterator.aclose().__await__()
+        yield from self._did_not_stop()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ContextManagerThrow, (self.iterator, self.value, self.closing))
