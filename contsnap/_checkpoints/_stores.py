@@ -65,13 +65,13 @@ class StoreCheckpoints(Generations):
         )
         job = found.meta.get("job") if found is not None else None
         kept_under = job.get("store_key", self.key) if isinstance(job, dict) else self.key
-        if kept_under != self.key:
+        if found is not None and kept_under != self.key:
             # signed, but written under another key: someone with write access to the store
             # (and no key) copied another job's checkpoint over this one
             raise SnapshotKindError(
-                f"{found.path if found else self.path}: this checkpoint was written for the key "
-                f"{kept_under!r}, not {self.key!r}; nothing was unpickled. Restore this key's "
-                "own checkpoint, or delete it to start the job afresh"
+                f"{found.path}: this checkpoint was written for the key {kept_under!r}, not "
+                f"{self.key!r}; nothing was unpickled. Restore this key's own checkpoint, or "
+                "delete it to start the job afresh"
             )
         return found
 
